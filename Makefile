@@ -1,0 +1,50 @@
+# Two commands for a newcomer:  `make queries` (runs on the embedded sample) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+CACHE  ?= .cache/sample
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+
+WIKI_DUMP := $(CACHE)/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
+WORDNET   := $(CACHE)/wordnet-base/usr/share/wordnet
+
+# The sample dump has ~450k words, 10,000x fewer than English Wikipedia, so the defaults
+# (count >= 100, PMI >= 30, views >= 70) would leave unigrams and bigrams nearly empty.
+# These thresholds let every source contribute; see README "Sample thresholds".
+SAMPLE_QUERY_ARGS ?= --min-count 20 --min-bigram-count 5 --min-pmi 10
+
+.PHONY: help setup sample-data queries test bench-queries clean
+help:
+	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
+	@echo "make test          run the test suite"
+	@echo "make setup         create $(VENV) with the pinned stack"
+	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
+	@echo "make bench-queries benchmark the query builder"
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: requirements/base.txt requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements/base.txt -c requirements/constraints.txt
+	touch $@
+
+sample-data: $(CACHE)/.complete
+$(CACHE)/.complete: $(VENV)/.installed pipeline/sample_data.py
+	$(PY) -m pipeline.sample_data --cache $(CACHE) enwiki wordnet
+	touch $@
+
+queries: sample-data
+	$(PY) -m pipeline queries --wiki-dump $(WIKI_DUMP) --wordnet $(WORDNET) \
+		--out query_lists $(SAMPLE_QUERY_ARGS) $(ARGS)
+
+test: sample-data
+	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) \
+		$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench-queries: sample-data
+	$(PY) bench/queries.py $(ARGS)
+
+clean:
+	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work

@@ -1,0 +1,32 @@
+"""`python -m pipeline <verb>`: one thin CLI per stage; bad input -> one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import EXIT_INPUT_ERROR, InputError
+from .queries import cli as queries_cli
+
+VERBS = {
+    "queries": queries_cli,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Build a WIT-style image-text dataset the way CLIP's was made.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, module in VERBS.items():
+        module.add_parser(sub, name)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,60 @@
+"""Input expansion and atomic output, shared by every stage.
+
+Inputs may be local paths, globs or fsspec URLs; outputs are written under a temporary
+name and renamed when complete, so an interrupted run never leaves a file that looks done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+
+from .errors import InputError
+
+
+def expand_inputs(patterns: list[str] | str, what: str = "input") -> list[str]:
+    """Expand paths/globs/URLs into a sorted, de-duplicated list of files (fsspec URLs kept)."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    found: list[str] = []
+    for pattern in patterns:
+        fs, _, paths = fsspec.get_fs_token_paths(pattern)
+        paths = [p for p in paths if fs.isfile(p)] if paths else []
+        if not paths:
+            raise InputError(f"{pattern}: no {what} file matches this path")
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        for p in sorted(paths):
+            url = p if protocol == "file" else f"{protocol}://{p}"
+            if url not in found:
+                found.append(url)
+    return found
+
+
+def file_size(url: str) -> int:
+    fs, path = fsspec.core.url_to_fs(url)
+    return int(fs.size(path) or 0)
+
+
+def file_fingerprint(url: str) -> dict:
+    """Enough to notice that an input changed between a run and its resumption."""
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    return {"path": url, "size": int(info.get("size") or 0), "mtime": str(info.get("mtime", ""))}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,41 @@
+"""Combine query sources in order; a query already taken by an earlier source is skipped.
+
+A skipped duplicate does not use up the later source's quota, which is how MetaCLIP's list
+adds up to exactly 500,000 (86,654 WordNet + 251,465 unigrams + 100,646 bigrams + 61,235
+titles). Sources are consumed lazily and abandoned as soon as their quota is met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass
+class Row:
+    query: str
+    source: str
+    count: int | None = None
+    pmi: float | None = None
+    views: int | None = None
+
+
+def combine(sources: Iterable[tuple[str, Iterable[Row], int]], size: int) -> tuple[list[Row], dict]:
+    """Take up to `cap` new queries from each source in turn; duplicates go to the earlier source."""
+    seen: set[str] = set()
+    rows: list[Row] = []
+    report: dict[str, dict] = {}
+    for name, candidates, cap in sources:
+        added = duplicates = considered = 0
+        for row in candidates:
+            if added >= cap or len(rows) >= size:
+                break
+            considered += 1
+            if row.query in seen:
+                duplicates += 1
+                continue
+            seen.add(row.query)
+            rows.append(row)
+            added += 1
+        report[name] = {"added": added, "duplicates_skipped": duplicates, "considered": considered}
+    return rows, report

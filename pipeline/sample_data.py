@@ -1,0 +1,99 @@
+"""Fetch the embedded sample inputs from package registries into a git-ignored cache.
+
+Everything comes from PyPI or Debian, the only registries a fresh machine may reach:
+- enwiki: the shortened English Wikipedia dump shipped inside gensim's wheel (206 pages);
+- wordnet: Debian's `wordnet-base` (WordNet 3.0 database files), unpacked with `dpkg -x`,
+  which needs no installation and no root.
+Each item is fetched once; a marker file makes reruns instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+GENSIM_VERSION = "4.4.0"
+ENWIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def _apt_download(package: str, dest: Path) -> Path:
+    """`apt-get download`, refreshing the package lists once if they are empty or stale."""
+    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", package]
+    res = _run(cmd, cwd=dest)
+    if res.returncode != 0:
+        upd = _run(["apt-get", "update"])
+        if upd.returncode != 0:
+            raise SystemExit(f"error: apt-get update failed (needed to fetch {package}): {upd.stderr.strip()[-300:]}")
+        res = _run(cmd, cwd=dest)
+    debs = sorted(dest.glob(f"{package}_*.deb"))
+    if res.returncode != 0 or not debs:
+        raise SystemExit(f"error: apt-get download {package} failed: {res.stderr.strip()[-300:]}")
+    return debs[-1]
+
+
+def fetch_enwiki(cache: Path) -> Path:
+    out = cache / "enwiki" / Path(ENWIKI_MEMBER).name
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        res = _run([sys.executable, "-m", "pip", "download", f"gensim=={GENSIM_VERSION}", "--no-deps",
+                    "--only-binary", ":all:", "-d", tmp])
+        wheels = list(Path(tmp).glob("gensim-*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise SystemExit(f"error: pip download gensim failed: {res.stderr.strip()[-300:]}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as z, z.open(ENWIKI_MEMBER) as src, open(out.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        out.with_suffix(".part").rename(out)
+    return out
+
+
+def fetch_deb(cache: Path, package: str) -> Path:
+    """Unpack a Debian package under cache/<package>/ (its usr/share/... layout kept)."""
+    root = cache / package
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise SystemExit(f"error: apt-get and dpkg are needed to fetch {package}")
+    with tempfile.TemporaryDirectory() as tmp:
+        deb = _apt_download(package, Path(tmp))
+        if root.exists():
+            shutil.rmtree(root)
+        res = _run(["dpkg", "-x", str(deb), str(root)])
+        if res.returncode != 0:
+            raise SystemExit(f"error: dpkg -x {deb.name} failed: {res.stderr.strip()}")
+    marker.write_text(deb.name + "\n")
+    return root
+
+
+def fetch_wordnet(cache: Path) -> Path:
+    return fetch_deb(cache, "wordnet-base") / "usr" / "share" / "wordnet"
+
+
+ITEMS = {"enwiki": fetch_enwiki, "wordnet": fetch_wordnet}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.sample_data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("items", nargs="*", default=list(ITEMS), choices=list(ITEMS), help="what to fetch (default: all)")
+    ap.add_argument("--cache", default=".cache/sample", help="cache folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+    cache = Path(args.cache)
+    for name in args.items:
+        print(f"{name}: {ITEMS[name](cache)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Shared fixtures. Real sample inputs come from `make sample-data` (run by `make test`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _required_path(env: str) -> Path:
+    value = os.environ.get(env)
+    if not value or not Path(value).exists():
+        pytest.fail(f"{env} is unset or missing ({value!r}); run the tests with `make test`, "
+                    "which fetches the sample data and sets it")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def wiki_sample_dump() -> Path:
+    return _required_path("WIKI_SAMPLE_DUMP")
+
+
+@pytest.fixture(scope="session")
+def wordnet_dir() -> Path:
+    return _required_path("WORDNET_DIR")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ...` as a user would, from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)

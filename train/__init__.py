@@ -1,0 +1,1 @@
+"""Streaming contrastive (CLIP) trainer. Built in a later issue."""
