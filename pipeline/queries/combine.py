@@ -27,15 +27,20 @@ def combine(sources: Iterable[tuple[str, Iterable[Row], int]], size: int) -> tup
     report: dict[str, dict] = {}
     for name, candidates, cap in sources:
         added = duplicates = considered = 0
-        for row in candidates:
-            if added >= cap or len(rows) >= size:
-                break
-            considered += 1
-            if row.query in seen:
-                duplicates += 1
-                continue
-            seen.add(row.query)
-            rows.append(row)
-            added += 1
+        try:
+            for row in candidates:
+                if added >= cap or len(rows) >= size:
+                    break
+                considered += 1
+                if row.query in seen:
+                    duplicates += 1
+                    continue
+                seen.add(row.query)
+                rows.append(row)
+                added += 1
+        finally:
+            close = getattr(candidates, "close", None)
+            if close is not None:
+                close()  # a half-read database cursor is released now, not at garbage collection
         report[name] = {"added": added, "duplicates_skipped": duplicates, "considered": considered}
     return rows, report

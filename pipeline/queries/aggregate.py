@@ -1,0 +1,136 @@
+"""Out-of-core aggregation of the spilled counts with DuckDB.
+
+Full English Wikipedia has hundreds of millions of distinct bigrams; summing them in a
+Python dict would need far more memory than a workstation has. DuckDB's hash aggregation
+spills to `temp_directory` under `memory_limit`, so the same code runs on the 6 MB sample
+and on the 90 GB dump. Every candidate list is read back in a total order (ties broken by
+the string itself), which makes the final query list independent of worker count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+BATCH = 65_536
+
+
+def _parts(work_dir: Path, name: str) -> str:
+    return str(work_dir / name / "*.parquet")
+
+
+class Aggregates:
+    def __init__(self, work_dir: Path, memory_limit: str = "2GB", threads: int = 1):
+        self.work_dir = work_dir
+        db = work_dir / "aggregate.duckdb"
+        if db.exists():
+            db.unlink()  # derived entirely from the parts; rebuilding is cheaper than trusting it
+        self.con = duckdb.connect(str(db))
+        tmp = work_dir / "duckdb_tmp"
+        tmp.mkdir(exist_ok=True)
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET temp_directory = '{tmp}'")
+        self.con.execute(f"SET threads = {max(1, int(threads))}")
+        self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("SET enable_progress_bar = false")
+        self.total_tokens = 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def build(self, min_bigram_count: int) -> dict:
+        """Sum the parts: all unigrams; bigrams seen at least `min_bigram_count` times."""
+        c = self.con
+        c.execute(
+            f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet('{_parts(self.work_dir, 'uni')}') GROUP BY w"
+        )
+        c.execute(
+            f"CREATE TABLE bi AS SELECT b, sum(c)::BIGINT AS c FROM read_parquet('{_parts(self.work_dir, 'bi')}') "
+            f"GROUP BY b HAVING sum(c) >= {int(min_bigram_count)}"
+        )
+        c.execute(
+            f"CREATE TABLE titles AS SELECT title, chunk, pos FROM read_parquet('{_parts(self.work_dir, 'titles')}')"
+        )
+        distinct_uni, total = c.execute("SELECT count(*), coalesce(sum(c), 0) FROM uni").fetchone()
+        kept_bi = c.execute("SELECT count(*) FROM bi").fetchone()[0]
+        distinct_bi = c.execute(
+            f"SELECT count(DISTINCT b) FROM read_parquet('{_parts(self.work_dir, 'bi')}')"
+        ).fetchone()[0]
+        self.total_tokens = int(total)
+        return {
+            "tokens": int(total),
+            "distinct_unigrams": int(distinct_uni),
+            "distinct_bigrams": int(distinct_bi),
+            "bigrams_reaching_min_count": int(kept_bi),
+        }
+
+    def _stream(self, sql: str, params: list | None = None) -> Iterator[tuple]:
+        """Rows in batches; its own cursor, because callers may abandon it half-read."""
+        cur = self.con.cursor()
+        try:
+            for batch in cur.sql(sql, params=params or None).to_arrow_reader(BATCH):
+                yield from zip(*(col.to_pylist() for col in batch.columns))
+        finally:
+            cur.close()
+
+    def unigrams(self, min_count: int) -> Iterator[tuple[str, int]]:
+        """(word, count) with count >= min_count, most frequent first."""
+        return self._stream("SELECT w, c FROM uni WHERE c >= ? ORDER BY c DESC, w", [int(min_count)])
+
+    def bigrams(self, min_pmi: float) -> Iterator[tuple[str, int, float]]:
+        """(bigram, count, pmi) with pmi = log2(N c(xy) / (c(x) c(y))) >= min_pmi, highest first."""
+        n = float(self.total_tokens)
+        return self._stream(
+            """
+            WITH scored AS (
+                SELECT bi.b, bi.c,
+                       log2(? * bi.c::DOUBLE / (x.c::DOUBLE * y.c::DOUBLE)) AS pmi
+                FROM bi
+                JOIN uni x ON x.w = split_part(bi.b, ' ', 1)
+                JOIN uni y ON y.w = split_part(bi.b, ' ', 2)
+            )
+            SELECT b, c, pmi FROM scored WHERE pmi >= ? ORDER BY pmi DESC, c DESC, b
+            """,
+            [n, float(min_pmi)],
+        )
+
+    def dump_titles(self) -> Iterator[tuple[str, None]]:
+        """Article titles in dump order (used when no pageviews are given)."""
+        return self._stream(
+            "SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos"
+        )
+
+    def viewed_titles(self, pageview_glob: str, min_views: int) -> Iterator[tuple[str, int]]:
+        """Dump article titles whose summed views reach min_views, most viewed first."""
+        return self._stream(
+            f"""
+            WITH views AS (
+                SELECT title, sum(views)::BIGINT AS views
+                FROM read_parquet('{pageview_glob}') GROUP BY title HAVING sum(views) >= ?
+            ),
+            articles AS (SELECT DISTINCT title FROM titles WHERE NOT contains(title, ':'))
+            SELECT v.title, v.views FROM views v JOIN articles a USING (title)
+            ORDER BY v.views DESC, v.title
+            """,
+            [int(min_views)],
+        )
+
+    def occurrence_counts(self, queries: list[str]) -> list[int | None]:
+        """Occurrences of each query as a token or as a counted bigram; None otherwise."""
+        import pyarrow as pa
+
+        table = pa.table({"i": pa.array(range(len(queries)), pa.int64()), "q": pa.array(queries, pa.string())})
+        cur = self.con.cursor()
+        cur.register("final_queries", table)
+        rows = cur.execute(
+            """
+            SELECT f.i, coalesce(u.c, b.c) FROM final_queries f
+            LEFT JOIN uni u ON u.w = f.q
+            LEFT JOIN bi b ON b.b = f.q
+            ORDER BY f.i
+            """
+        ).fetchall()
+        cur.close()
+        return [c for _, c in rows]

@@ -1,0 +1,195 @@
+"""Build CLIP's query list: WordNet, Wikipedia unigrams, PMI bigrams, viewed titles.
+
+Sources are combined in that order; a query already taken by an earlier source is skipped
+(first source wins) and does not use up the later source's quota, as in MetaCLIP's list
+(86,654 WordNet + 251,465 unigrams + 100,646 bigrams + 61,235 titles = 500,000).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import InputError
+from ..io import atomic_path, expand_inputs, file_fingerprint
+from .aggregate import Aggregates
+from .combine import Row, combine
+from ..workers import default_workers
+from .counting import count_dumps
+from .titles import count_pageviews
+from .wordnet import read_head_words
+
+SOURCES = ("wordnet", "unigram", "bigram", "title")
+
+SCHEMA = pa.schema([
+    ("query", pa.string()),
+    ("source", pa.string()),
+    ("count", pa.int64()),
+    ("pmi", pa.float64()),
+    ("views", pa.int64()),
+])
+
+
+@dataclass
+class QueryParams:
+    wiki_dump: list[str]
+    wordnet: str
+    pageviews: list[str] = field(default_factory=list)
+    out: str = "query_lists"
+    min_count: int = 100
+    max_unigrams: int = 251_465
+    min_bigram_count: int = 5
+    min_pmi: float = 30.0
+    max_bigrams: int = 100_646
+    min_views: int = 70
+    min_hourly_views: int = 50
+    max_titles: int = 61_235
+    size: int = 500_000
+    workers: int = field(default_factory=default_workers)
+    memory_limit: str = "2GB"
+    chunk_mb: float = 8.0
+    work_dir: str | None = None
+    keep_work: bool = False
+    quiet: bool = False
+
+
+def _progress(quiet: bool, unit: str, desc: str, scale: bool) -> Callable[[int], object] | None:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    def make(total: int):
+        return tqdm(total=total, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000,
+                    desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+    return make
+
+
+def build_queries(p: QueryParams) -> dict:
+    """Run the whole stage; returns the build report (also written as build.json)."""
+    log = (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.monotonic()
+        timings[name] = round(now - since, 3)
+        return now
+
+    dumps = expand_inputs(p.wiki_dump, "wiki dump")
+    pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
+    out = Path(p.out)
+    work = Path(p.work_dir) if p.work_dir else out / ".work"
+
+    t = time.monotonic()
+    wn = read_head_words(p.wordnet)
+    log(f"wordnet: {wn.synsets:,} synsets, {len(wn.words):,} distinct head words")
+    t = lap("wordnet", t)
+
+    dump_stats = count_dumps(
+        dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
+        progress_factory=_progress(p.quiet, "B", "counting words", True), log=log,
+    )
+    t = lap("count_dump", t)
+
+    pv_stats: dict | None = None
+    pv_glob = None
+    if pageviews:
+        pv_glob, pv_stats = count_pageviews(
+            pageviews, work / "pageviews", workers=p.workers, min_hourly_views=p.min_hourly_views,
+            progress_factory=_progress(p.quiet, "file", "pageviews", False),
+        )
+        t = lap("count_pageviews", t)
+    else:
+        log("no --pageviews given: titles come from the dump's article titles, in dump order, "
+            "with no view threshold")
+
+    agg = Aggregates(work / "dump", memory_limit=p.memory_limit, threads=p.workers)
+    try:
+        agg_stats = agg.build(p.min_bigram_count)
+        t = lap("aggregate", t)
+        titles: Iterator[Row]
+        if pv_glob:
+            titles = (Row(q, "title", views=v) for q, v in agg.viewed_titles(pv_glob, p.min_views))
+        else:
+            titles = (Row(q, "title") for q, _ in agg.dump_titles())
+        rows, report = combine(
+            [
+                ("wordnet", (Row(w, "wordnet") for w in wn.words), len(wn.words)),
+                ("unigram", (Row(w, "unigram", count=c) for w, c in agg.unigrams(p.min_count)), p.max_unigrams),
+                ("bigram", (Row(b, "bigram", count=c, pmi=pmi) for b, c, pmi in agg.bigrams(p.min_pmi)),
+                 p.max_bigrams),
+                ("title", titles, p.max_titles),
+            ],
+            p.size,
+        )
+        for row, c in zip(rows, agg.occurrence_counts([r.query for r in rows])):
+            if row.count is None:
+                row.count = c
+        t = lap("select", t)
+    finally:
+        agg.close()
+
+    for name in SOURCES:
+        if report[name]["added"] == 0:
+            log(f"warning: source '{name}' contributed no queries (thresholds too high for this input?)")
+
+    build = {
+        "tool": {"name": "pipeline queries", "version": __version__},
+        "inputs": {
+            "wiki_dump": [file_fingerprint(u) for u in dumps],
+            "pageviews": [file_fingerprint(u) for u in pageviews],
+            "wordnet": p.wordnet,
+        },
+        "parameters": {k: v for k, v in asdict(p).items()
+                       if k not in ("wiki_dump", "wordnet", "pageviews", "quiet", "out", "work_dir", "keep_work")},
+        "titles_from": "pageviews" if pageviews else "dump (no pageviews given)",
+        "total": len(rows),
+        "sources": report,
+        "wordnet": {"synsets": wn.synsets, "synsets_by_pos": wn.synsets_by_pos, "distinct_head_words": len(wn.words)},
+        "dump": {**dump_stats, **agg_stats},
+        "pageviews": pv_stats,
+        "timings_s": timings,
+    }
+    # Workers only change speed, never the result; keep the parameters that do.
+    build["parameters"].pop("workers", None)
+    build["parameters"].pop("memory_limit", None)
+    timings["total"] = round(time.monotonic() - t0, 3)
+    write_outputs(out, rows, build)
+    if not p.keep_work and not p.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {len(rows):,} queries to {out}/: " + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
+    return build
+
+
+def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
+    """queries.parquet, queries.txt, build.json; each renamed into place only when complete."""
+    for r in rows:
+        if "\n" in r.query or "\r" in r.query:
+            raise InputError(f"query {r.query!r} from {r.source} contains a line break")
+    table = pa.table(
+        {
+            "query": [r.query for r in rows],
+            "source": [r.source for r in rows],
+            "count": [r.count for r in rows],
+            "pmi": [r.pmi for r in rows],
+            "views": [r.views for r in rows],
+        },
+        schema=SCHEMA,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "queries.parquet") as tmp_parquet, \
+            atomic_path(out / "queries.txt") as tmp_txt, \
+            atomic_path(out / "build.json") as tmp_json:
+        pq.write_table(table, tmp_parquet, compression="zstd")
+        tmp_txt.write_text("".join(r.query + "\n" for r in rows), encoding="utf-8")
+        tmp_json.write_text(json.dumps(build, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,237 @@
+"""Count words, bigrams and article titles over dumps, spilling each chunk's counts to disk.
+
+Every chunk of pages becomes its own small set of parquet parts (`uni/`, `bi/`, `titles/`)
+plus a `stats/` json written last, which marks the chunk complete. Nothing is summed in
+memory across chunks: DuckDB aggregates the parts out of core afterwards (see
+`aggregate.py`), so peak memory depends on the chunk size, not on the dump size. A rerun
+skips chunks whose stats file exists, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..io import atomic_path, file_fingerprint, file_size
+from ..wiki import dump as wd
+from ..wiki.markup import clean_wikitext
+from ..wiki.tokens import count_text
+
+STAT_KEYS = (
+    "pages", "articles", "redirects", "other_namespaces", "tokens", "bytes_xml", "invalid_utf8_bytes",
+)
+WORK_FORMAT = 1  # bump when spill contents change, so stale work dirs are not reused
+
+
+@dataclass(frozen=True)
+class CountTask:
+    chunk_id: str
+    # Plain dumps: (title, text) of the chunk's articles, read by the main process, plus the
+    # page statistics it saw while reading them. Multistream: a byte range the worker reads.
+    articles: list[tuple[str, str]] | None = None
+    read_stats: dict | None = None
+    byte_range: wd.ByteRange | None = None
+    span: int = 0  # compressed bytes this task covers, for the progress bar
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def run_count_task(task: CountTask, work_dir: str) -> dict:
+    """Count one chunk and write its parts. Runs in a worker process."""
+    work = Path(work_dir)
+    stats = dict.fromkeys(STAT_KEYS, 0)
+    if task.byte_range is not None:
+        rs = wd.ReadStats()
+        pages = wd.read_range_pages(task.byte_range, rs)
+        stats.update(pages=len(pages), bytes_xml=rs.bytes_xml, invalid_utf8_bytes=rs.invalid_utf8_bytes)
+        articles = []
+        for p in pages:
+            if p.is_article:
+                articles.append((p.title, p.text))
+            elif p.ns == 0:
+                stats["redirects"] += 1
+            else:
+                stats["other_namespaces"] += 1
+    else:
+        articles = task.articles or []
+        stats.update(task.read_stats or {})
+    stats["articles"] = len(articles)
+
+    unigrams: Counter = Counter()
+    bigrams: Counter = Counter()
+    for _, text in articles:
+        stats["tokens"] += count_text(clean_wikitext(text), unigrams, bigrams)
+
+    cid = task.chunk_id
+    _write_table(work / "uni" / f"{cid}.parquet",
+                 pa.table({"w": pa.array(list(unigrams), pa.string()),
+                           "c": pa.array(list(unigrams.values()), pa.int64())}))
+    _write_table(work / "bi" / f"{cid}.parquet",
+                 pa.table({"b": pa.array(list(bigrams), pa.string()),
+                           "c": pa.array(list(bigrams.values()), pa.int64())}))
+    _write_table(work / "titles" / f"{cid}.parquet",
+                 pa.table({"title": pa.array([t for t, _ in articles], pa.string()),
+                           "chunk": pa.array([cid] * len(articles), pa.string()),
+                           "pos": pa.array(range(len(articles)), pa.int32())}))
+    with atomic_path(work / "stats" / f"{cid}.json") as tmp:
+        tmp.write_text(json.dumps(stats, sort_keys=True))
+    return stats
+
+
+def _plain_tasks(
+    file_no: int, url: str, chunk_bytes: int, progress: Callable[[int], None] | None
+) -> Iterator[CountTask]:
+    """Chunks of a plain dump, cut by article text volume (independent of worker count)."""
+    rs = wd.ReadStats()
+    chunk_no = 0
+    articles: list[tuple[str, str]] = []
+    size = 0
+    seen = dict.fromkeys(STAT_KEYS, 0)
+    counts = dict.fromkeys(STAT_KEYS, 0)
+
+    def emit() -> CountTask:
+        nonlocal chunk_no, articles, size, counts
+        counts.update(bytes_xml=rs.bytes_xml - seen["bytes_xml"],
+                      invalid_utf8_bytes=rs.invalid_utf8_bytes - seen["invalid_utf8_bytes"])
+        seen.update(bytes_xml=rs.bytes_xml, invalid_utf8_bytes=rs.invalid_utf8_bytes)
+        task = CountTask(f"f{file_no:04d}-c{chunk_no:06d}", articles=articles, read_stats=dict(counts))
+        chunk_no += 1
+        articles, size, counts = [], 0, dict.fromkeys(STAT_KEYS, 0)
+        return task
+
+    for page in wd.iter_pages(url, rs, progress):
+        counts["pages"] += 1
+        if page.is_article:
+            articles.append((page.title, page.text))
+            size += len(page.text)
+            if size >= chunk_bytes:
+                yield emit()
+        elif page.ns == 0:
+            counts["redirects"] += 1
+        else:
+            counts["other_namespaces"] += 1
+    if rs.pages == 0:
+        raise InputError(f"{url}: no <page> elements found (empty or not a pages-articles dump)")
+    if counts["pages"] or chunk_no == 0:
+        yield emit()
+
+
+def _multistream_tasks(file_no: int, url: str, index_url: str, chunk_bytes: int) -> list[CountTask]:
+    offsets = wd.read_stream_offsets(index_url)
+    # bz2 shrinks wikitext about 4x; cut ranges so each holds about chunk_bytes of XML.
+    ranges = wd.stream_ranges(url, offsets, max(1, chunk_bytes // 4))
+    size = file_size(url)
+    return [
+        CountTask(f"f{file_no:04d}-c{i:06d}", byte_range=r, span=(size if r.end is None else r.end) - r.start)
+        for i, r in enumerate(ranges)
+    ]
+
+
+def _code_version() -> str:
+    """Spilled counts are only reusable if the cleaner and tokenizer have not changed."""
+    from ..wiki import markup, tokens
+
+    h = hashlib.sha256()
+    for module in (markup, tokens, wd):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def prepare_work_dir(work_dir: Path, manifest: dict) -> None:
+    """Reuse a work dir only if it was made from the same inputs, parameters and code."""
+    manifest = {"format": WORK_FORMAT, "code": _code_version(), **manifest}
+    path = work_dir / "manifest.json"
+    if path.exists():
+        try:
+            if json.loads(path.read_text()) == manifest:
+                return
+        except ValueError:
+            pass
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, sort_keys=True))
+
+
+def count_dumps(
+    urls: list[str],
+    work_dir: Path,
+    workers: int = 1,
+    chunk_mb: float = 8.0,
+    progress_factory: Callable[[int], object] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """Count every dump into `work_dir`; returns summed statistics over all chunks."""
+    chunk_bytes = int(chunk_mb * (1 << 20))
+    prepare_work_dir(work_dir, {"chunk_mb": chunk_mb, "inputs": [file_fingerprint(u) for u in urls]})
+    done = {p.stem for p in (work_dir / "stats").glob("*.json")}
+    if done:
+        log(f"resuming: {len(done)} chunks already counted in {work_dir}")
+
+    bar = progress_factory(sum(file_size(u) for u in urls)) if progress_factory else None
+    advance = bar.update if bar is not None else None
+    pages_done = 0
+
+    def tasks() -> Iterator[CountTask]:
+        for file_no, url in enumerate(urls):
+            index_url = wd.multistream_index_url(url)
+            if index_url is None:
+                yield from (t for t in _plain_tasks(file_no, url, chunk_bytes, advance) if t.chunk_id not in done)
+                continue
+            log(f"{url}: multistream index found ({index_url}): workers decompress in parallel")
+            for t in _multistream_tasks(file_no, url, index_url, chunk_bytes):
+                if t.chunk_id not in done:
+                    yield t
+                elif advance:
+                    advance(t.span)
+
+    def finished(task: CountTask, stats: dict) -> None:
+        nonlocal pages_done
+        pages_done += stats["pages"]
+        if bar is not None:
+            if task.span:
+                bar.update(task.span)
+            bar.set_postfix(pages=f"{pages_done:,}", refresh=False)
+
+    if workers <= 1:
+        for t in tasks():
+            finished(t, run_count_task(t, str(work_dir)))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+            pending: dict = {}
+
+            def drain() -> None:
+                done_futs, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done_futs:
+                    finished(pending.pop(fut), fut.result())  # re-raises a worker's InputError
+
+            for t in tasks():
+                while len(pending) >= 2 * workers:  # bounded in-flight work keeps memory flat
+                    drain()
+                pending[ex.submit(run_count_task, t, str(work_dir))] = t
+            while pending:
+                drain()
+    if bar is not None:
+        bar.close()
+
+    totals = dict.fromkeys(STAT_KEYS, 0)
+    for p in sorted((work_dir / "stats").glob("*.json")):
+        for k, v in json.loads(p.read_text()).items():
+            totals[k] = totals.get(k, 0) + v
+    if totals["articles"] == 0:
+        raise InputError(f"{', '.join(urls)}: no namespace-0 articles found")
+    return totals

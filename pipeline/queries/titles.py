@@ -1,0 +1,84 @@
+"""Sum pageviews per title, one spilled parquet part per pageview file.
+
+A year of hourly files is ~8,760 files of ~10M lines each; each file is aggregated alone
+(bounded by one file's titles) and the parts are summed by DuckDB later, so memory does
+not grow with the number of files, and a rerun skips files already done.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..io import atomic_path, file_fingerprint
+from .counting import prepare_work_dir
+from .pageviews import file_title_views
+
+
+def normalise_title(title: str) -> str:
+    """Pageview titles use underscores and sometimes percent-escapes; dump titles use spaces."""
+    if "%" in title:
+        title = unquote(title)
+    return title.replace("_", " ").strip()
+
+
+def _count_file(args: tuple) -> dict:
+    i, url, work_dir, domains, min_hourly_views = args
+    views, stats = file_title_views(url, domains=domains, min_hourly_views=min_hourly_views)
+    merged: dict[str, int] = {}
+    for title, v in views.items():
+        t = normalise_title(title)
+        if t:
+            merged[t] = merged.get(t, 0) + v
+    work = Path(work_dir)
+    with atomic_path(work / "parts" / f"{i:06d}.parquet") as tmp:
+        pq.write_table(pa.table({"title": pa.array(list(merged), pa.string()),
+                                 "views": pa.array(list(merged.values()), pa.int64())}), tmp, compression="zstd")
+    with atomic_path(work / "stats" / f"{i:06d}.json") as tmp:
+        tmp.write_text(json.dumps(stats, sort_keys=True))
+    return stats
+
+
+def count_pageviews(
+    urls: list[str],
+    work_dir: Path,
+    workers: int = 1,
+    domains: tuple[str, ...] = ("en", "en.wikipedia"),
+    min_hourly_views: int = 50,
+    progress_factory=None,
+) -> tuple[str, dict]:
+    """Returns (parquet glob of per-file parts, summed line statistics)."""
+    prepare_work_dir(work_dir, {
+        "inputs": [file_fingerprint(u) for u in urls],
+        "domains": list(domains),
+        "min_hourly_views": min_hourly_views,
+    })
+    todo = [(i, u, str(work_dir), tuple(domains), min_hourly_views) for i, u in enumerate(urls)
+            if not (work_dir / "stats" / f"{i:06d}.json").exists()]
+    bar = progress_factory(len(urls)) if progress_factory else None
+    if bar is not None:
+        bar.update(len(urls) - len(todo))
+    if workers <= 1 or len(todo) <= 1:
+        for t in todo:
+            _count_file(t)
+            if bar is not None:
+                bar.update(1)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+            for _ in ex.map(_count_file, todo):
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    totals: dict[str, int] = {}
+    for p in sorted((work_dir / "stats").glob("*.json")):
+        for k, v in json.loads(p.read_text()).items():
+            if isinstance(v, (int, float)):
+                totals[k] = totals.get(k, 0) + v
+    return str(work_dir / "parts" / "*.parquet"), totals
