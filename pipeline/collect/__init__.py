@@ -1,0 +1,1 @@
+"""Collection: candidate pools, query matching, class balancing, image download."""
