@@ -80,7 +80,14 @@ def fetch_wordnet(cache: Path) -> Path:
     return fetch_deb(cache, "wordnet-base") / "usr" / "share" / "wordnet"
 
 
-ITEMS = {"enwiki": fetch_enwiki, "wordnet": fetch_wordnet}
+def fetch_openclipart(cache: Path) -> Path:
+    """Debian's openclipart-png and openclipart-svg, unpacked side by side under cache/."""
+    fetch_deb(cache, "openclipart-png")
+    fetch_deb(cache, "openclipart-svg")
+    return cache
+
+
+ITEMS = {"enwiki": fetch_enwiki, "wordnet": fetch_wordnet, "openclipart": fetch_openclipart}
 
 
 def main(argv: list[str] | None = None) -> int:

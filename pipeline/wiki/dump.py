@@ -170,6 +170,8 @@ def iter_pages(
                     f"{url}: compressed data is truncated or corrupt at byte {raw.tell():,} "
                     f"(after {stats.pages:,} pages): {e}"
                 ) from None
+            if not block and stats.bytes_xml == 0:
+                raise InputError(f"{url}: the dump is empty (no XML after decompression)")
             before = _invalid_bytes[0]
             text = decoder.decode(block, final=not block)
             stats.invalid_utf8_bytes += _invalid_bytes[0] - before
