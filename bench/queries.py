@@ -1,0 +1,130 @@
+"""Benchmark `pipeline queries`: MB of dump XML per second per worker vs. the bz2 floor.
+
+The floor is plain single-core bz2 decompression of the same file: no reader of a bz2
+dump can go faster per core. Everything is measured in one run on one synthetic
+multistream dump (Zipf words, real XML structure), because this machine is shared and
+only ratios measured side by side mean anything. Prints one JSON object.
+
+    .venv/bin/python bench/queries.py [--mb 48] [--workers 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.wiki import dump as wd  # noqa: E402
+from pipeline.wiki.markup import clean_wikitext  # noqa: E402
+from pipeline.wiki.synthetic import write_dump  # noqa: E402
+from pipeline.wiki.tokens import count_text  # noqa: E402
+
+ENWIKI_XML_MB = 90_000  # pages-articles, uncompressed (~22 GB as bz2)
+
+
+def bz2_floor(path: str) -> tuple[float, int]:
+    t = time.perf_counter()
+    n = 0
+    with bz2.open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += len(block)
+    return time.perf_counter() - t, n
+
+
+def run_queries(dump: str, workers: int, out: Path, wordnet: str) -> tuple[float, dict]:
+    args = [sys.executable, "-m", "pipeline", "queries", "--wiki-dump", dump, "--wordnet", wordnet,
+            "--out", str(out), "--workers", str(workers), "--chunk-mb", "4", "--min-count", "100",
+            "--min-bigram-count", "5", "--min-pmi", "14", "--quiet"]
+    t = time.perf_counter()
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(res.stderr)
+    return wall, json.loads((out / "build.json").read_text())
+
+
+def stage_split(path: str, limit_mb: float = 16) -> dict:
+    """Single-core seconds per MB of XML for decompress+parse, markup cleaning, counting."""
+    from collections import Counter
+
+    t0 = time.perf_counter()
+    texts, xml = [], 0
+    rs = wd.ReadStats()
+    for p in wd.iter_pages(path, rs):
+        if p.is_article:
+            texts.append(p.text)
+        if rs.bytes_xml >= limit_mb * 1e6:
+            break
+    t1 = time.perf_counter()
+    clean = [clean_wikitext(t) for t in texts]
+    t2 = time.perf_counter()
+    u, b = Counter(), Counter()
+    for c in clean:
+        count_text(c, u, b)
+    t3 = time.perf_counter()
+    mb = rs.bytes_xml / 1e6
+    return {"xml_mb": round(mb, 1), "read_parse_s_per_mb": round((t1 - t0) / mb, 4),
+            "clean_s_per_mb": round((t2 - t1) / mb, 4), "count_s_per_mb": round((t3 - t2) / mb, 4)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=48, help="synthetic dump size, MB of XML (default: %(default)s)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cores", type=int, default=16, help="cores for the enwiki extrapolation")
+    ap.add_argument("--wordnet", default=str(ROOT / ".cache/sample/wordnet-base/usr/share/wordnet"))
+    ap.add_argument("--dir", default=str(ROOT / "bench/out"))
+    args = ap.parse_args()
+
+    d = Path(args.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    dump = d / f"synthetic-{args.mb:g}mb-multistream.xml.bz2"
+    if not dump.exists():
+        write_dump(str(dump), args.mb, seed=0, multistream=True)
+
+    floor_s, xml_bytes = bz2_floor(str(dump))
+    xml_mb = xml_bytes / 1e6
+    floor_rate = xml_mb / floor_s
+    runs = []
+    for w in args.workers:
+        wall, build = run_queries(str(dump), w, d / f"queries-w{w}", args.wordnet)
+        rate = xml_mb / wall
+        runs.append({
+            "workers": w, "wall_s": round(wall, 2), "xml_mb_per_s": round(rate, 2),
+            "xml_mb_per_s_per_worker": round(rate / w, 2),
+            "ratio_per_worker_to_bz2_floor": round(rate / w / floor_rate, 3),
+            "timings_s": build["timings_s"],
+        })
+    best = max(runs, key=lambda r: r["workers"])  # the widest run: per-worker rate with contention
+    per_worker = best["xml_mb_per_s_per_worker"]
+    count_h = ENWIKI_XML_MB / (per_worker * args.cores) / 3600
+    agg_share = best["timings_s"].get("aggregate", 0) + best["timings_s"].get("select", 0)
+    agg_h = agg_share / xml_mb * ENWIKI_XML_MB / 3600 * best["workers"] / args.cores
+    print(json.dumps({
+        "benchmark": "queries",
+        "cores_here": os.cpu_count(),
+        "dump": {"path": str(dump), "xml_mb": round(xml_mb, 1), "bz2_mb": round(dump.stat().st_size / 1e6, 1)},
+        "bz2_floor": {"seconds": round(floor_s, 2), "xml_mb_per_s": round(floor_rate, 2)},
+        "runs": runs,
+        "single_core_stage_split": stage_split(str(dump)),
+        "enwiki_extrapolation": {
+            "xml_mb": ENWIKI_XML_MB, "cores": args.cores,
+            "assumes": "multistream dump, per-worker rate of the widest run here, aggregation scaling with cores",
+            "counting_hours": round(count_h, 2), "aggregation_hours": round(agg_h, 2),
+            "total_hours": round(count_h + agg_h, 2),
+        },
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
