@@ -1,0 +1,215 @@
+"""Count matches per query and class-balance the pool (CLIP: at most ~20,000 pairs a query).
+
+Per query q with `count_q` matching texts, p_q = min(1, t / count_q). A text matched by
+queries Q is kept when any of its draws keeps it, u(uid, q, seed) < p_q, so its keep
+probability is 1 - prod(1 - p_q) (MetaCLIP's rule). Each draw is a splitmix64 hash of
+(uid, query id, seed) mapped to [0, 1): the selection depends on nothing but the data and
+the seed, not on order, worker count or machine, and a rerun reproduces it bit for bit.
+
+Pool part N and match part N hold the same rows in the same order, so a part is balanced
+on its own: no global join, memory bounded by one part.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..io import atomic_path
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = x + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def uniform_draws(uids: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
+    """u in [0, 1) per (uid, query id, seed); uids are the 16-hex-digit pool uids as uint64."""
+    salt = _splitmix64(np.array([seed], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        key = _splitmix64(uids ^ _splitmix64(query_ids.astype(np.uint64) ^ salt))
+    return (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def uid_to_uint64(uids: pa.Array) -> np.ndarray:
+    return np.array([int(u, 16) for u in uids.to_pylist()], dtype=np.uint64)
+
+
+def count_entries(match_glob: str, n_queries: int, out_path: Path, memory_limit: str = "2GB") -> np.ndarray:
+    """`entry_counts.parquet` (query_id, count) for every query id, zeros included."""
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    counts = con.sql(
+        f"""
+        WITH hits AS (
+            SELECT unnest(query_ids) AS query_id FROM read_parquet('{match_glob}')
+        ), agg AS (SELECT query_id, count(*) AS count FROM hits GROUP BY query_id)
+        SELECT r.range::INT AS query_id, coalesce(agg.count, 0)::BIGINT AS count
+        FROM range({int(n_queries)}) r LEFT JOIN agg ON agg.query_id = r.range
+        ORDER BY query_id
+        """
+    ).to_arrow_table()
+    con.close()
+    if len(counts) != n_queries:
+        raise InputError(f"{match_glob}: query ids outside 0..{n_queries - 1}; matches are from another query list?")
+    with atomic_path(out_path) as tmp:
+        pq.write_table(counts, tmp, compression="zstd")
+    return counts.column("count").to_numpy()
+
+
+def keep_probabilities(counts: np.ndarray, per_query: int) -> np.ndarray:
+    return np.minimum(1.0, per_query / np.maximum(counts, 1)).astype(np.float64)
+
+
+_STATE: dict = {}
+
+
+def _init_worker(queries_path: str, p: np.ndarray, seed: int) -> None:
+    """Load the query strings and keep probabilities once per process, not once per part."""
+    _STATE.update(queries=pq.read_table(queries_path, columns=["query"]).column("query").to_pylist(), p=p, seed=seed)
+
+
+def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
+    """Keep or drop each matched row of one part; write the kept rows with their draws."""
+    p, seed, queries = _STATE["p"], _STATE["seed"], _STATE["queries"]
+    matches = pq.read_table(match_part)
+    n = len(matches)
+    if n == 0:
+        kept = matches.append_column("keep_prob", pa.array([], pa.float64()))
+        keep_mask = np.zeros(0, dtype=bool)
+    else:
+        lists = matches.column("query_ids").combine_chunks()
+        flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
+        parent = pc.list_parent_indices(lists).to_numpy()
+        uids = uid_to_uint64(matches.column("uid"))
+        u = uniform_draws(uids[parent], flat, seed)
+        pq_ = p[flat]
+        hits = np.bincount(parent, weights=(u < pq_), minlength=n) > 0
+        # log(1 - p) summed per row; p == 1 gives -inf, i.e. keep probability exactly 1.
+        with np.errstate(divide="ignore"):
+            log_miss = np.bincount(parent, weights=np.log1p(-pq_), minlength=n)
+        keep_prob = -np.expm1(log_miss)
+        keep_mask = hits
+        kept = matches.append_column("keep_prob", pa.array(keep_prob)).filter(pa.array(hits))
+
+    pool = pq.read_table(pool_part)
+    lookup = pc.index_in(kept.column("uid"), value_set=pool.column("uid"))
+    if kept.num_rows and pc.any(pc.is_null(lookup)).as_py():
+        raise InputError(f"{match_part}: uids missing from {pool_part}; rerun the match step")
+    rows = pool.take(lookup)
+    ids = kept.column("query_ids")
+    names = [[queries[i] for i in row] for row in ids.to_pylist()]
+    extra = [c for c in pool.column_names if c not in ("uid", "url", "text")]
+    table = pa.table({
+        "uid": kept.column("uid"),
+        "url": rows.column("url"),
+        "text": rows.column("text"),
+        "query_ids": ids,
+        "queries": pa.array(names, pa.list_(pa.string())),
+        "keep_prob": kept.column("keep_prob"),
+        **{c: rows.column(c) for c in extra},
+    })
+    with atomic_path(out_path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    stats = {"matched": n, "kept": int(keep_mask.sum()), "dropped_by_balance": int(n - keep_mask.sum())}
+    with atomic_path(Path(out_path).with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(stats, sort_keys=True))
+    return stats
+
+
+def _balance_args(args: tuple) -> dict:
+    return balance_part(*args)
+
+
+def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: int = 0, workers: int = 1,
+            memory_limit: str = "2GB", progress=None) -> dict:
+    """Count (entry_counts.parquet) then balance every part into curation/selected/."""
+    match_dir, pool_dir, out_dir = curation / "matches", curation / "pool", curation / "selected"
+    parts = sorted(match_dir.glob("part-*.parquet"))
+    if not parts:
+        raise InputError(f"{match_dir}: no match parts; run the match step first")
+    queries = pq.read_table(queries_path, columns=["query"]).column("query").to_pylist()
+    counts = count_entries(str(match_dir / "part-*.parquet"), len(queries), curation / "entry_counts.parquet",
+                           memory_limit)
+    p = keep_probabilities(counts, per_query)
+    settings = {"per_query": per_query, "seed": seed, "queries": queries_path, "n_queries": len(queries)}
+    marker = out_dir / "_settings.json"
+    if marker.exists() and json.loads(marker.read_text()) != settings:
+        for old in out_dir.glob("part-*"):
+            old.unlink()  # a different cap or seed: earlier selections are not reusable
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(settings, sort_keys=True))
+
+    todo = []
+    for part in parts:
+        out = out_dir / part.name
+        if not out.with_suffix(".json").exists():
+            todo.append((str(pool_dir / part.name), str(part), str(out)))
+    bar = progress(len(parts)) if progress else None
+    if bar is not None:
+        bar.update(len(parts) - len(todo))
+    if workers <= 1 or len(todo) <= 1:
+        _init_worker(queries_path, p, seed)
+        for t in todo:
+            balance_part(*t)
+            if bar is not None:
+                bar.update(1)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(queries_path, p, seed)) as ex:
+            for _ in ex.map(_balance_args, todo):
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    totals = {"matched": 0, "kept": 0, "dropped_by_balance": 0}
+    for part in parts:
+        for k, v in json.loads((out_dir / part.name).with_suffix(".json").read_text()).items():
+            totals[k] += v
+    over = counts > per_query
+    totals.update({
+        "per_query": per_query,
+        "seed": seed,
+        "queries_with_matches": int((counts > 0).sum()),
+        "queries_over_cap": int(over.sum()),
+        "match_share_of_queries_over_cap": round(float(counts[over].sum() / max(1, counts.sum())), 6),
+        "expected_kept": round(float(_expected_kept(match_dir, p)), 1),
+    })
+    with atomic_path(curation / "balance_stats.json") as tmp:
+        tmp.write_text(json.dumps(totals, indent=2, sort_keys=True) + "\n")
+    return totals
+
+
+def _expected_kept(match_dir: Path, p: np.ndarray) -> float:
+    """Sum of keep probabilities: what the kept count should be, within sampling error."""
+    total = 0.0
+    for part in sorted(match_dir.glob("part-*.parquet")):
+        pf = pq.ParquetFile(part)
+        for batch in pf.iter_batches(columns=["query_ids"]):
+            lists = batch.column(0)
+            if len(lists) == 0:
+                continue
+            flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
+            parent = pc.list_parent_indices(lists).to_numpy()
+            with np.errstate(divide="ignore"):
+                log_miss = np.bincount(parent, weights=np.log1p(-p[flat]), minlength=len(lists))
+            total += float((-np.expm1(log_miss)).sum())
+    return total
