@@ -1,0 +1,269 @@
+"""A loopback HTTP server for a folder, so that the download stage does real HTTP.
+
+`serve_directory(root)` runs a stdlib ThreadingHTTPServer on a free port in a background
+thread and yields its base URL (``http://127.0.0.1:PORT``); the server is shut down and its
+port closed when the block ends, however it ends (exception, KeyboardInterrupt).
+
+It serves regular files under `root` (GET and HEAD), nothing else: no directory listings
+(404), no path that leaves the folder. A path with a ``..`` segment, in clear or encoded
+(``..%2f``), a backslash or a NUL is refused with 403, as is a symbolic link that resolves
+outside `root` (links inside it, as in the openclipart package, are followed). Query
+strings are ignored. Request logging is off.
+
+``faults=True`` adds test routes under ``/_fault/`` for the download stage's failure modes,
+all bounded and deterministic:
+
+- ``/_fault/404``, ``/_fault/500``: those statuses;
+- ``/_fault/slow?seconds=N``: waits N seconds (default 1, at most 60; cut short when the
+  server shuts down), then 200 with a tiny valid PNG;
+- ``/_fault/truncated``: a PNG whose Content-Length announces 1,000 more bytes than are
+  sent; the connection is then closed (the client sees an incomplete read);
+- ``/_fault/notimage``: 200 ``text/html``;
+- ``/_fault/bomb``: a valid 50000x50000 1-bit greyscale PNG of 0.3 MB that would decode to
+  2.5 giga-pixels (Pillow raises DecompressionBombError on opening it);
+- ``/_fault/optout``: 200 with a valid PNG and ``X-Robots-Tag: noai, noimageai``, which
+  img2dataset's default `disallowed_header_directives` refuses.
+
+CLI: ``python -m pipeline.collect.httpserver ROOT [--host H] [--port N] [--faults]
+[--url-file F]`` prints the base URL as its first line (flushed; also written to F when
+given, atomically, once the server accepts connections) and serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.server
+import mimetypes
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+import threading
+import zlib
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import EXIT_INPUT_ERROR, InputError
+from ..io import atomic_path
+
+SLOW_MAX_SECONDS = 60.0
+BOMB_SIZE = 50_000
+TRUNCATED_MISSING = 1000
+OPTOUT_HEADER = "noai, noimageai"
+REQUEST_QUEUE_SIZE = 1024  # listen backlog: img2dataset opens many connections at once
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def make_png(width: int, height: int, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A small valid RGB PNG of one colour (deterministic bytes)."""
+    raw = (b"\0" + bytes(rgb) * width) * height
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b""))
+
+
+TINY_PNG = make_png(4, 4)
+
+
+@functools.lru_cache(maxsize=1)
+def bomb_png(size: int = BOMB_SIZE) -> bytes:
+    """A complete, valid size x size 1-bit greyscale PNG of zeros (~size**2 / 8200 bytes)."""
+    row = b"\0" * (1 + (size + 7) // 8)  # filter byte + packed bits
+    rows_per_chunk = max(1, (8 << 20) // len(row))
+    comp = zlib.compressobj(9)
+    parts = []
+    for start in range(0, size, rows_per_chunk):
+        parts.append(comp.compress(row * min(rows_per_chunk, size - start)))
+    parts.append(comp.flush())
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b""))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "wit-sample/1"
+    timeout = 60  # seconds a stalled client may hold its thread
+    root: Path  # set on the subclass made by serve_directory
+    faults: bool
+    stopping: threading.Event
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self):
+        self._respond(body=True)
+
+    def do_HEAD(self):
+        self._respond(body=False)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _send(self, status: int, data: bytes, content_type: str, body: bool, headers=()) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def _error(self, status: int, body: bool) -> None:
+        msg = f"{status} {http.HTTPStatus(status).phrase}\n".encode()
+        self._send(status, msg, "text/plain; charset=utf-8", body)
+
+    def _respond(self, body: bool) -> None:
+        path = urlsplit(self.path).path
+        if self.faults and path.startswith("/_fault/"):
+            return self._fault(path[len("/_fault/"):], body)
+        target = self._resolve(path)
+        if isinstance(target, int):
+            return self._error(target, body)
+        try:
+            f = open(target, "rb")
+        except OSError:
+            return self._error(404, body)
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if body:
+                shutil.copyfileobj(f, self.wfile)
+
+    def _resolve(self, url_path: str) -> Path | int:
+        """The file for a URL path, or the HTTP status to answer (403 or 404)."""
+        try:
+            rel = unquote(url_path, errors="strict")
+        except UnicodeDecodeError:
+            return 404
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if any(p == ".." or "\\" in p or "\0" in p for p in parts):
+            return 403
+        candidate = self.root.joinpath(*parts)
+        try:
+            real = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return 404
+        if not real.is_relative_to(self.root):
+            return 403
+        return real if real.is_file() else 404
+
+    def _fault(self, name: str, body: bool) -> None:
+        if name == "404":
+            return self._error(404, body)
+        if name == "500":
+            return self._error(500, body)
+        if name == "slow":
+            query = parse_qs(urlsplit(self.path).query)
+            try:
+                seconds = float(query.get("seconds", ["1"])[0])
+            except ValueError:
+                return self._error(400, body)
+            if not 0 <= seconds <= SLOW_MAX_SECONDS:  # also refuses nan
+                return self._error(400, body)
+            self.stopping.wait(seconds)
+            return self._send(200, TINY_PNG, "image/png", body)
+        if name == "truncated":
+            data = make_png(64, 64, (30, 120, 200))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data) + TRUNCATED_MISSING))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+            self.close_connection = True
+            return None
+        if name == "notimage":
+            page = b"<!DOCTYPE html><html><body><p>Not an image.</p></body></html>\n"
+            return self._send(200, page, "text/html; charset=utf-8", body)
+        if name == "bomb":
+            return self._send(200, bomb_png(), "image/png", body)
+        if name == "optout":
+            return self._send(200, TINY_PNG, "image/png", body, [("X-Robots-Tag", OPTOUT_HEADER)])
+        return self._error(404, body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = REQUEST_QUEUE_SIZE
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up or stalls is the client's business: stay quiet."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+@contextlib.contextmanager
+def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0,
+                    faults: bool = False) -> Iterator[str]:
+    """Serve `root` over HTTP in a background thread; yield the base URL (no final slash)."""
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise InputError(f"{root}: folder to serve not found")
+    handler = type("Handler", (_Handler,), {"root": root_path.resolve(), "faults": faults,
+                                             "stopping": threading.Event()})
+    server = (_Server6 if ":" in host else _Server)((host, port), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"httpserver:{server.server_address[1]}", daemon=True)
+    thread.start()
+    try:
+        bound_port = server.server_address[1]
+        yield f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
+    finally:
+        handler.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.collect.httpserver",
+                                 description="Serve a folder over HTTP until interrupted; print the base URL first.")
+    ap.add_argument("root", help="folder to serve")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    ap.add_argument("--port", type=int, default=0, help="port (default: 0, a free one)")
+    ap.add_argument("--faults", action="store_true", help="add the /_fault/ test routes")
+    ap.add_argument("--url-file", help="also write the base URL to this file once serving")
+    args = ap.parse_args(argv)
+
+    def on_term(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    url_file = Path(args.url_file) if args.url_file else None
+    try:
+        with serve_directory(args.root, args.host, args.port, faults=args.faults) as url:
+            print(url, flush=True)
+            if url_file:
+                with atomic_path(url_file) as tmp:
+                    tmp.write_text(url + "\n")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as e:  # port in use, bad host
+        print(f"error: cannot serve on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    finally:
+        if url_file and url_file.exists():
+            url_file.unlink()  # a stale URL must not outlive the server
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

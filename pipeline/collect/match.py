@@ -1,0 +1,357 @@
+"""Match: which queries each text contains (CLIP: keep a pair whose text contains a query).
+
+A query matches where it occurs in the text as a whole word or phrase: the character before
+its start and the one after its end must not be word characters. A word character is a
+Unicode letter or digit (``str.isalnum()``) or a combining mark (category M): marks belong
+to the letter they modify, as in `pipeline.wiki.tokens`, so ``cafe`` does not match inside
+a decomposed ``cafe\\u0301`` nor a Devanagari stem inside a word that goes on with a vowel
+sign. Everything else (space, punctuation, ``_``, ``'``, ``-``) is a boundary: ``dog's``
+and ``(dog)`` contain ``dog``. Overlapping matches all count: ``New York City`` contains
+``New York``, ``York`` and ``City``. Matching is case-sensitive unless ``ignore_case``.
+
+How it stays fast with 500k queries: one Aho-Corasick automaton (pyahocorasick) scans each
+text once. Checking boundaries in Python for every raw hit would be slow, because short
+queries hit inside most words (``a`` in ``cat``). So both the queries and the text get a
+marker (NUL) at every switch between word and non-word characters; the key of ``dog`` is
+``\\0dog\\0``, and the automaton only reports occurrences that begin and end at word
+boundaries. Only queries that begin or end with a non-word character (``C++``, ``.NET``)
+need a check in Python: "is the marked text's neighbour a marker?". A NUL in a text or
+query is read as U+0001 (another non-word character), as the marker needs NUL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+import ahocorasick
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..io import atomic_path, expand_inputs
+
+MARK = "\x00"
+STAT_KEYS = ("rows", "matched", "dropped_no_match", "null_text", "matches")
+OUT_SCHEMA = pa.schema([("uid", pa.string()), ("query_ids", pa.list_(pa.int32()))])
+BATCH_ROWS = 16_384  # rows read at a time from a pool part
+FLUSH_ROWS = 131_072  # matched rows per output row group
+
+
+def _char_class(chars) -> str:
+    """Regex class body for sorted BMP `chars`, as escaped ranges."""
+    ranges: list[list[str]] = []
+    for c in chars:
+        if ranges and ord(c) == ord(ranges[-1][1]) + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "".join("\\u%04x" % ord(a) if a == b else "\\u%04x-\\u%04x" % (ord(a), ord(b))
+                   for a, b in ranges)
+
+
+# Runs of word characters. ASCII text (most alt-text) takes the simpler class, twice as
+# fast; it agrees with the full one on ASCII. Marks: BMP only, as in the tokenizer.
+_MARKS = _char_class(c for c in map(chr, range(0x300, 0x10000)) if unicodedata.category(c)[0] == "M")
+_WORD_RUN = re.compile(r"((?:[^\W_]|[%s])+)" % _MARKS)
+_ASCII_WORD_RUN = re.compile(r"([A-Za-z0-9]+)")
+
+# Per-character lowercase that keeps every offset: str.lower() turns 'İ' into two
+# characters and 'Σ' into 'ς' or 'σ' depending on its neighbours. We map 'İ' -> 'i' and
+# both sigmas -> 'σ'; every other character lowers to exactly one character, context-free
+# (checked over all of Unicode), and keeps its word/non-word class.
+_FOLD_SPECIAL = {"\u0130": "i", "\u03a3": "\u03c3", "\u03c2": "\u03c3"}
+
+
+def fold_case(text: str) -> str:
+    """Lowercase `text` character by character; the result has the same length."""
+    if text.isascii():
+        return text.lower()
+    if "\u0130" in text or "\u03a3" in text or "\u03c2" in text:
+        return "".join([_FOLD_SPECIAL.get(c) or c.lower() for c in text])
+    return text.lower()
+
+
+def mark_boundaries(text: str) -> str:
+    """`text` with MARK inserted at every switch between word and non-word characters
+    (text start and end count as non-word): ``"a dog."`` -> ``"\\0a\\0 \\0dog\\0."``."""
+    if MARK in text:
+        text = text.replace(MARK, "\x01")
+    run = _ASCII_WORD_RUN if text.isascii() else _WORD_RUN
+    return MARK.join(run.split(text))  # split keeps the runs: [gap, run, gap, ..., gap]
+
+
+class QueryMatcher:
+    """All queries of a list in one automaton; `match(text)` gives the ids found in a text.
+
+    Automaton values are the query id, or a tuple of ids where several queries share a key
+    (``Gas``/``gas`` under ignore_case, duplicates) or where the key needs the boundary
+    check in Python (then `self.edges` holds its key length and which ends to check).
+    The object pickles (pyahocorasick automata do), but the stage's workers each rebuild it
+    from the query list instead: for 500k queries a build takes ~2-2.5 s, while shipping a
+    pickle costs the parent a build plus ~1 s to dump 114 MB, and each worker ~0.3 s to
+    load it, so parallel builds finish first (bench/match.py measures both).
+    """
+
+    def __init__(self, queries: Sequence[str | None], ignore_case: bool = False):
+        self.ignore_case = ignore_case
+        groups: dict[str, list[int]] = {}
+        for qid, query in enumerate(queries):
+            if query is None or not query.strip():
+                continue  # empty and whitespace-only queries would match everywhere
+            groups.setdefault(self._prepare(query), []).append(qid)
+        self.edges: dict[tuple, tuple[int, bool, bool]] = {}
+        self.automaton = ahocorasick.Automaton()
+        for key, ids in groups.items():
+            check_start, check_end = key[0] != MARK, key[-1] != MARK
+            if check_start or check_end:
+                value = tuple(ids)
+                self.edges[value] = (len(key), check_start, check_end)
+            else:
+                value = ids[0] if len(ids) == 1 else tuple(ids)
+            self.automaton.add_word(key, value)
+        self.size = sum(len(ids) for ids in groups.values())  # queries in the automaton
+        if self.size:
+            self.automaton.make_automaton()
+
+    def _prepare(self, text: str) -> str:
+        return mark_boundaries(fold_case(text) if self.ignore_case else text)
+
+    def match(self, text: str | None) -> list[int]:
+        """Sorted unique ids of every query occurring in `text` at word boundaries."""
+        if not text or not self.size:
+            return []
+        marked = self._prepare(text)
+        edges, ids = self.edges, set()
+        for end, value in self.automaton.iter(marked):
+            if value.__class__ is int:
+                ids.add(value)
+                continue
+            edge = edges.get(value)
+            if edge is not None:
+                start = end - edge[0] + 1
+                if edge[1] and start > 0 and marked[start - 1] == MARK:
+                    continue  # a word character touches the query's first character
+                if edge[2] and end + 1 < len(marked) and marked[end + 1] == MARK:
+                    continue  # ... or its last
+            ids.update(value)
+        return sorted(ids)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def read_queries(queries_path: str) -> list[str | None]:
+    """The `query` column of a query list; row index = query id."""
+    try:
+        with fsspec.open(queries_path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            if "query" not in names:
+                raise InputError(f"{queries_path}: no 'query' column (columns: {', '.join(names)})")
+            return pf.read(columns=["query"]).column("query").to_pylist()
+    except FileNotFoundError:
+        raise InputError(f"{queries_path}: query list not found (build it with `make queries`)") from None
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"{queries_path}: cannot read as parquet: {e}") from None
+
+
+def _queries_digest(queries: Sequence[str | None]) -> str:
+    """Identifies the query list's content, so a rerun with other queries redoes the parts."""
+    h = hashlib.sha256()
+    for q in queries:
+        h.update(b"\xff" if q is None else q.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _open_part(url: str) -> tuple[pq.ParquetFile, object]:
+    """(ParquetFile, open file) of a pool part that has string columns `uid` and `text`."""
+    f = fsspec.open(url, "rb").open()
+    try:
+        try:
+            pf = pq.ParquetFile(f)
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"{url}: cannot read as parquet: {e}") from None
+        schema = pf.schema_arrow
+        for column in ("uid", "text"):
+            if column not in schema.names:
+                raise InputError(f"{url}: no '{column}' column (columns: {', '.join(schema.names)})")
+            kind = schema.field(column).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise InputError(f"{url}: column '{column}' is {kind}, expected string")
+        return pf, f
+    except BaseException:
+        f.close()
+        raise
+
+
+def _batches(pf: pq.ParquetFile, url: str):
+    """The part's (uid, text) record batches; a read failure is the input's fault."""
+    it = pf.iter_batches(batch_size=BATCH_ROWS, columns=["uid", "text"])
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"{url}: cannot read: {e}") from None
+        yield batch
+
+
+def match_part(url: str, out_dir: str, matcher: QueryMatcher, params: dict) -> dict:
+    """Match one pool part into out_dir/NAME.parquet, then NAME.json (marks it complete)."""
+    name = posix_stem(url)
+    out_parquet, out_json = Path(out_dir) / f"{name}.parquet", Path(out_dir) / f"{name}.json"
+    stats = dict.fromkeys(STAT_KEYS, 0)
+    pf, f = _open_part(url)
+    match = matcher.match
+    uids: list[str | None] = []
+    hits: list[list[int]] = []
+    try:
+        with atomic_path(out_parquet) as tmp, pq.ParquetWriter(tmp, OUT_SCHEMA) as writer:
+
+            def flush() -> None:
+                if uids:
+                    columns = [pa.array(uids, pa.string()), pa.array(hits, OUT_SCHEMA.field(1).type)]
+                    writer.write_table(pa.table(columns, schema=OUT_SCHEMA))
+                    uids.clear()
+                    hits.clear()
+
+            for batch in _batches(pf, url):
+                texts = batch.column("text").to_pylist()
+                stats["rows"] += len(texts)
+                for uid, text in zip(batch.column("uid").to_pylist(), texts):
+                    if text is None:
+                        stats["null_text"] += 1
+                        continue
+                    ids = match(text)
+                    if not ids:
+                        stats["dropped_no_match"] += 1
+                        continue
+                    uids.append(uid)
+                    hits.append(ids)
+                    stats["matched"] += 1
+                    stats["matches"] += len(ids)
+                if len(uids) >= FLUSH_ROWS:
+                    flush()
+            flush()
+    finally:
+        f.close()
+    with atomic_path(out_json) as tmp:
+        tmp.write_text(json.dumps({**stats, "params": params}, sort_keys=True) + "\n")
+    return stats
+
+
+def posix_stem(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def _num_rows(url: str) -> int:
+    pf, f = _open_part(url)
+    with f:
+        return pf.metadata.num_rows
+
+
+def _is_complete(out_dir: str, name: str, params: dict) -> dict | None:
+    """The stats of a part already matched with these parameters, else None."""
+    js, pqt = Path(out_dir) / f"{name}.json", Path(out_dir) / f"{name}.parquet"
+    if not (js.exists() and pqt.exists()):
+        return None
+    try:
+        stats = json.loads(js.read_text())
+    except ValueError:
+        return None
+    return stats if stats.get("params") == params else None
+
+
+_worker_matcher: QueryMatcher | None = None
+
+
+def _init_worker(queries_path: str, ignore_case: bool) -> None:
+    """Each worker builds the automaton once (measured faster than unpickling one)."""
+    global _worker_matcher
+    _worker_matcher = QueryMatcher(read_queries(queries_path), ignore_case)
+
+
+def _run_part(url: str, out_dir: str, params: dict) -> dict:
+    assert _worker_matcher is not None
+    return match_part(url, out_dir, _worker_matcher, params)
+
+
+def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1,
+               ignore_case: bool = False, progress=None) -> dict:
+    """Match every pool part; returns stats summed over all parts (done now or before).
+
+    Output per part: NAME.parquet (`uid`, `query_ids` list<int32>, matched rows only, in the
+    part's order) and NAME.json (stats, written last). A part whose json exists with the
+    same parameters is skipped, so a rerun resumes. Output does not depend on `workers`.
+    `progress`: optional factory called with the total row count, returning a tqdm-like
+    bar (`update(rows)`, `close()`).
+    """
+    urls = expand_inputs(pool_glob, "pool part")
+    names = [posix_stem(u) for u in urls]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{pool_glob}: several pool parts share a file name ({', '.join(dup)}): "
+                         "outputs are named after them")
+    queries = read_queries(queries_path)
+    base = {"ignore_case": ignore_case, "queries_sha256": _queries_digest(queries)}
+    params = {}
+    for url, name in zip(urls, names):
+        fs, path = fsspec.core.url_to_fs(url)
+        params[name] = {**base, "input_size": int(fs.size(path) or 0)}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+
+    stats_by_part: dict[str, dict] = {}
+    todo = []
+    for url, name in zip(urls, names):
+        done = _is_complete(out_dir, name, params[name])
+        if done is not None:
+            stats_by_part[name] = done
+        else:
+            todo.append(url)
+
+    bar = None
+    if progress is not None:
+        bar = progress(sum(_num_rows(u) for u in urls))
+        bar.update(sum(s["rows"] for s in stats_by_part.values()))
+
+    def finished(url: str, stats: dict) -> None:
+        stats_by_part[posix_stem(url)] = stats
+        if bar is not None:
+            bar.update(stats["rows"])
+
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            matcher = QueryMatcher(queries, ignore_case) if todo else None
+            for url in todo:
+                finished(url, match_part(url, out_dir, matcher, params[posix_stem(url)]))
+        else:
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn"),
+                                     initializer=_init_worker, initargs=(queries_path, ignore_case)) as ex:
+                futures = {ex.submit(_run_part, url, out_dir, params[posix_stem(url)]): url for url in todo}
+                try:
+                    for fut in as_completed(futures):
+                        finished(futures[fut], fut.result())  # re-raises a worker's InputError
+                except BaseException:
+                    ex.shutdown(cancel_futures=True)
+                    raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    totals = dict.fromkeys(STAT_KEYS, 0)
+    for stats in stats_by_part.values():
+        for k in STAT_KEYS:
+            totals[k] += stats[k]
+    totals["parts"] = len(urls)
+    totals["parts_skipped"] = len(urls) - len(todo)
+    totals["queries"] = len(queries)
+    return totals
