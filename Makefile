@@ -15,10 +15,14 @@ WORDNET   := $(CACHE)/wordnet-base/usr/share/wordnet
 # (count >= 100, PMI >= 30, views >= 70) would leave unigrams and bigrams nearly empty.
 # These thresholds let every source contribute; see README "Sample thresholds".
 SAMPLE_QUERY_ARGS ?= --min-count 20 --min-bigram-count 5 --min-pmi 10
+# ~6,200 sample pairs over ~90k queries: a cap of 100 pairs per query (CLIP: 20,000) makes
+# balancing visibly drop pairs of the most frequent queries. See README "Sample shards".
+SAMPLE_SHARD_ARGS ?= --per-query 100 --samples-per-shard 1000
 
-.PHONY: help setup sample-data queries test bench-queries clean
+.PHONY: help setup sample-data queries shards test bench-queries bench-match bench-download clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
+	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
 	@echo "make test          run the test suite"
 	@echo "make setup         create $(VENV) with the pinned stack"
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
@@ -32,19 +36,32 @@ $(VENV)/.installed: requirements/base.txt requirements/constraints.txt
 
 sample-data: $(CACHE)/.complete
 $(CACHE)/.complete: $(VENV)/.installed pipeline/sample_data.py
-	$(PY) -m pipeline.sample_data --cache $(CACHE) enwiki wordnet
+	$(PY) -m pipeline.sample_data --cache $(CACHE) enwiki wordnet openclipart
 	touch $@
 
 queries: sample-data
 	$(PY) -m pipeline queries --wiki-dump $(WIKI_DUMP) --wordnet $(WORDNET) \
 		--out query_lists $(SAMPLE_QUERY_ARGS) $(ARGS)
 
+query_lists/queries.parquet:
+	$(MAKE) queries
+
+shards: sample-data query_lists/queries.parquet
+	$(PY) -m pipeline shards --sample-openclipart $(CACHE) --out shards $(SAMPLE_SHARD_ARGS) $(ARGS)
+
 test: sample-data
-	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) \
+	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
 		$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench-queries: sample-data
 	$(PY) bench/queries.py $(ARGS)
 
+bench-match: sample-data
+	$(PY) bench/match.py $(ARGS)
+
+bench-download: sample-data
+	$(PY) bench/download.py $(ARGS)
+
 clean:
 	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work
+	find shards -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -6,10 +6,16 @@ import argparse
 import sys
 
 from .errors import EXIT_INPUT_ERROR, InputError
+from .collect import cli as collect_cli
 from .queries import cli as queries_cli
 
 VERBS = {
     "queries": queries_cli,
+    "shards": collect_cli,
+    "pool": collect_cli,
+    "match": collect_cli,
+    "balance": collect_cli,
+    "download": collect_cli,
 }
 
 

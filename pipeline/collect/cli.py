@@ -1,0 +1,119 @@
+"""CLIs for `python -m pipeline shards|pool|match|balance|download`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..workers import default_workers
+
+STEPS_EPILOG = """\
+steps (each skips work already done; a changed input or setting redoes that step and
+the ones after it):
+  pool      read candidate (image URL, text) pairs from tables (parquet, csv, tsv, jsonl,
+            optionally .gz/.zst) or Common Crawl WAT files; normalise, hash a uid, drop
+            duplicates, refuse private/loopback hosts      -> OUT/curation/pool/
+  match     find the queries each text contains (Aho-Corasick, word boundaries)
+                                                           -> OUT/curation/matches/
+  balance   count matches per query (entry_counts.parquet), keep each text with
+            probability 1 - prod(1 - min(1, t / count_q))  -> OUT/curation/selected/
+  download  img2dataset into webdataset shards             -> OUT/NNNNN.tar/.parquet/_stats.json
+Every step writes OUT/curation/<step>_stats.json, accounting for every input row.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="shards", help="output folder (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="parallel processes for pool/match/balance (default: %(default)s)")
+    p.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+
+
+def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("pool")
+    g.add_argument("--pool", action="append", default=[], required=required, metavar="PATH",
+                   help="candidate pairs: parquet/csv/tsv/jsonl table or *.warc.wat.gz; path, glob or "
+                        "fsspec URL; repeatable")
+    g.add_argument("--url-col", default="url", help="URL column of table inputs (default: %(default)s)")
+    g.add_argument("--text-col", default="caption", help="text column of table inputs (default: %(default)s)")
+    g.add_argument("--keep-col", action="append", default=[], metavar="COL",
+                   help="extra table column to carry along (repeatable)")
+    g.add_argument("--allow-private-hosts", action="store_true",
+                   help="accept private, loopback and link-local hosts (the local sample needs it)")
+    g.add_argument("--rows-per-part", type=int, default=1_000_000, help="rows per pool part (default: %(default)s)")
+
+
+def _match_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("match")
+    g.add_argument("--queries", default="query_lists/queries.parquet",
+                   help="query list from `pipeline queries` (default: %(default)s)")
+    g.add_argument("--ignore-case", action="store_true", help="match case-insensitively (default: case-sensitive)")
+
+
+def _balance_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("balance")
+    g.add_argument("--per-query", type=int, default=20_000,
+                   help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the keep/drop draws (default: %(default)s)")
+
+
+def _download_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("download (img2dataset)")
+    g.add_argument("--image-size", type=int, default=256,
+                   help="shorter side after resizing, aspect kept, never upscaled (default: %(default)s)")
+    g.add_argument("--processes", type=int, default=default_workers(), help="download processes (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=32, help="download threads per process (default: %(default)s)")
+    g.add_argument("--samples-per-shard", type=int, default=10_000, help="default: %(default)s")
+    g.add_argument("--timeout", type=int, default=10, help="seconds per request (default: %(default)s)")
+    g.add_argument("--retries", type=int, default=0, help="default: %(default)s")
+    g.add_argument("--max-image-pixels", type=int, default=89_478_485,
+                   help="refuse larger images (decompression bombs) (default: %(default)s)")
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    if name == "shards":
+        p = sub.add_parser(name, help="all collection steps: pool, match, balance, download",
+                           description="Collect (image, text) pairs whose text contains a query, "
+                                       "class-balance them and download the images into webdataset shards.",
+                           epilog=STEPS_EPILOG, formatter_class=fmt)
+        _common(p)
+        _pool_args(p, required=False)
+        p.add_argument("--sample-openclipart", metavar="CACHE",
+                       help="use the embedded openclipart sample in CACHE (from `make sample-data`) as the "
+                            "pool, served from a loopback HTTP server while the steps run")
+        _match_args(p)
+        _balance_args(p)
+        _download_args(p)
+    else:
+        helps = {"pool": "read and normalise candidate pools", "match": "find the queries in each text",
+                 "balance": "count matches per query and class-balance", "download": "download images into shards"}
+        p = sub.add_parser(name, help=helps[name], description=helps[name].capitalize() + ".",
+                           epilog=STEPS_EPILOG, formatter_class=fmt)
+        _common(p)
+        if name == "pool":
+            _pool_args(p, required=True)
+        elif name == "match":
+            _match_args(p)
+        elif name == "balance":
+            _match_args(p)
+            _balance_args(p)
+        else:
+            _download_args(p)
+    p.set_defaults(run=run, step=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .shards import ShardParams, run_all, run_step
+
+    params = ShardParams(**{k: v for k, v in vars(args).items() if k in ShardParams.__dataclass_fields__})
+    if args.step == "shards":
+        if getattr(args, "sample_openclipart", None):
+            from .sample import run_sample
+
+            run_sample(params, args.sample_openclipart)
+        else:
+            run_all(params)
+    else:
+        run_step(args.step, params)
+    return 0

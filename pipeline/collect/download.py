@@ -1,0 +1,113 @@
+"""Download the balanced selection into webdataset shards with img2dataset.
+
+img2dataset already does this well at scale (threaded fetching, resizing, incremental
+mode, opt-out directives, Ray/Spark distributors), so this stage only configures it:
+- inputs: `curation/selected/part-*.parquet`; each sample's `.json` and each shard's
+  `.parquet` carry `uid`, the matched `query_ids`/`queries` and the keep probability;
+- resize keeping the aspect ratio so the shorter side is `image_size`, never upscaling
+  (the trainer takes the random square crop);
+- `incremental` mode: a shard counts as done when its `NNNNN_stats.json` exists, so a
+  killed run redoes only unfinished shards;
+- decompression bombs: OpenCV (img2dataset's decoder) refuses images above
+  `max_image_pixels` before allocating them, and img2dataset's `max_image_area` drops the
+  rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..io import atomic_path
+
+CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
+
+
+def _extra_columns(selected: Path) -> list[str]:
+    first = sorted(selected.glob("part-*.parquet"))[0]
+    names = pq.read_schema(first).names
+    missing = [c for c in ("url", "text", *CURATION_COLUMNS) if c not in names]
+    if missing:
+        raise InputError(f"{first}: missing columns {missing} (has {names}); rerun the balance step")
+    return [c for c in names if c not in ("url", "text")]
+
+
+def download(
+    curation: Path,
+    out: Path,
+    image_size: int = 256,
+    processes: int = 1,
+    threads: int = 32,
+    samples_per_shard: int = 10_000,
+    timeout: int = 10,
+    retries: int = 0,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    disallowed_header_directives: list[str] | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Run img2dataset over the selection; returns summed shard statistics."""
+    selected = curation / "selected"
+    if not list(selected.glob("part-*.parquet")):
+        raise InputError(f"{selected}: no selected parts; run the balance step first")
+    columns = _extra_columns(selected)
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from img2dataset import download as img2dataset_download  # heavy import, only when needed
+
+    out.mkdir(parents=True, exist_ok=True)
+    sink = io.StringIO() if quiet else sys.stderr
+    with contextlib.redirect_stdout(sink):
+        img2dataset_download(
+            url_list=str(selected),
+            input_format="parquet",
+            url_col="url",
+            caption_col="text",
+            save_additional_columns=columns,
+            output_format="webdataset",
+            output_folder=str(out),
+            image_size=image_size,
+            resize_mode="keep_ratio",
+            resize_only_if_bigger=True,
+            encode_format="jpg",
+            encode_quality=95,
+            processes_count=processes,
+            thread_count=threads,
+            number_sample_per_shard=samples_per_shard,
+            timeout=timeout,
+            retries=retries,
+            max_image_area=float(max_image_pixels),
+            incremental_mode="incremental",
+            disallowed_header_directives=disallowed_header_directives,
+            enable_wandb=False,
+            compute_hash="sha256",
+        )
+    return summarise(out, curation / "download_stats.json")
+
+
+def summarise(out: Path, summary_path: Path) -> dict:
+    """Sum every shard's `NNNNN_stats.json` (failures by reason kept).
+
+    The summary lives outside the shard folder: img2dataset's incremental mode reads every
+    `*.json` there as a shard number.
+    """
+    totals: dict = {"shards": 0, "count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0,
+                    "status_dict": {}}
+    for path in sorted(out.glob("[0-9]*_stats.json")):
+        s = json.loads(path.read_text())
+        totals["shards"] += 1
+        for k in ("count", "successes", "failed_to_download", "failed_to_resize"):
+            totals[k] += int(s.get(k, 0))
+        for reason, n in (s.get("status_dict") or {}).items():
+            totals["status_dict"][reason] = totals["status_dict"].get(reason, 0) + int(n)
+    totals["status_dict"] = dict(sorted(totals["status_dict"].items(), key=lambda kv: (-kv[1], kv[0])))
+    with atomic_path(summary_path) as tmp:
+        tmp.write_text(json.dumps(totals, indent=2) + "\n")
+    return totals

@@ -1,0 +1,59 @@
+"""`make shards` on the embedded sample: openclipart served over real loopback HTTP.
+
+The pool's URLs contain the server's port, and uids hash the URL, so a rerun must serve
+on the same port to find its earlier work: the port is remembered beside the pool and
+reused when free (a new free port, and so a fresh pool, only when it is taken). The
+server runs only while the steps run, and stops on success, error or Ctrl-C.
+
+A deterministic 10% of the images (by path hash) never enter the pool: they are the
+held-out set the trainer's zero-shot evaluation uses.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import InputError
+from .httpserver import serve_directory
+from .openclipart import roots_from_cache, write_sample_pool
+from .shards import ShardParams, _log, run_all
+
+HELD_OUT_IMAGES = 0.1
+HELD_OUT_SEED = 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run_sample(p: ShardParams, cache: str) -> dict:
+    png_root, svg_root = roots_from_cache(cache)
+    if not Path(png_root).is_dir() or not Path(svg_root).is_dir():
+        raise InputError(f"{cache}: openclipart sample not found; run `make sample-data`")
+    sample_dir = Path(p.out) / "sample"
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    port_file = sample_dir / "port"
+    port = int(port_file.read_text()) if port_file.exists() else 0
+    if port and not _port_free(port):
+        _log(p)(f"sample: port {port} of the previous run is taken; using a new one (the pool is rebuilt)")
+        port = 0
+    with serve_directory(png_root, port=port) as base_url:
+        port_file.write_text(base_url.rsplit(":", 1)[1] + "\n")
+        pool_file = sample_dir / "openclipart_pool.parquet"
+        stats_file = sample_dir / "openclipart_pool_stats.json"
+        previous = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        if not pool_file.exists() or previous.get("base_url") != base_url:
+            stats = write_sample_pool(png_root, svg_root, base_url, pool_file,
+                                      held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED)
+            stats_file.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        _log(p)(f"sample: serving {png_root} at {base_url}")
+        run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"]))
+    return {"base_url": base_url}

@@ -1,0 +1,177 @@
+"""Run the collection steps in order: pool -> match -> count/balance -> download.
+
+Each step writes into `OUT/curation/` (or the shards into `OUT/`) and skips work already
+done. A step's outputs are only reused when everything they were made from is unchanged:
+each step records a key (its own settings plus the key of the step before it), and a
+changed key clears that step's old outputs before it runs, so a rerun with a different
+cap or query list can never mix old and new parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..workers import default_workers
+
+
+@dataclass
+class ShardParams:
+    out: str = "shards"
+    queries: str = "query_lists/queries.parquet"
+    pool: list[str] = field(default_factory=list)
+    url_col: str = "url"
+    text_col: str = "caption"
+    keep_col: list[str] = field(default_factory=list)
+    allow_private_hosts: bool = False
+    rows_per_part: int = 1_000_000
+    ignore_case: bool = False
+    per_query: int = 20_000
+    seed: int = 0
+    image_size: int = 256
+    processes: int = field(default_factory=default_workers)
+    threads: int = 32
+    samples_per_shard: int = 10_000
+    timeout: int = 10
+    retries: int = 0
+    max_image_pixels: int = 89_478_485
+    workers: int = field(default_factory=default_workers)
+    memory_limit: str = "2GB"
+    quiet: bool = False
+
+
+def _log(p: ShardParams) -> Callable[[str], None]:
+    return (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _progress(p: ShardParams, desc: str, unit: str):
+    if p.quiet:
+        return None
+    from tqdm import tqdm
+
+    return lambda total: tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
+                              dynamic_ncols=True)
+
+
+def _key(upstream: str, settings: dict) -> str:
+    blob = json.dumps({"upstream": upstream, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _claim(paths: list[Path], key_file: Path, key: str, log) -> None:
+    """Clear a step's outputs if they were made from something else; then record the key."""
+    if key_file.exists() and key_file.read_text().strip() != key:
+        log(f"{key_file.stem}: inputs or settings changed, discarding its previous outputs")
+        for p in paths:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(key_file) as tmp:
+        tmp.write_text(key + "\n")
+
+
+def _write_stats(path: Path, stats: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+
+
+def run_pool(p: ShardParams, upstream: str = "") -> str:
+    from .pool import build_pool
+
+    if not p.pool:
+        raise InputError("no --pool given: name at least one pool file (table or WAT)")
+    inputs = expand_inputs(p.pool, "pool")
+    cur = Path(p.out) / "curation"
+    key = _key(upstream, {"inputs": [file_fingerprint(u) for u in inputs], "url_col": p.url_col,
+                          "text_col": p.text_col, "keep_col": p.keep_col,
+                          "allow_private_hosts": p.allow_private_hosts, "rows_per_part": p.rows_per_part})
+    _claim([cur / "pool", cur / "pool_stats.json"], cur / "keys" / "pool", key, _log(p))
+    stats = build_pool(inputs, str(cur / "pool"), url_col=p.url_col, text_col=p.text_col,
+                       keep_cols=tuple(p.keep_col), allow_private_hosts=p.allow_private_hosts,
+                       workers=p.workers, rows_per_part=p.rows_per_part, memory_limit=p.memory_limit,
+                       progress=_progress(p, "pool", "file"))
+    _write_stats(cur / "pool_stats.json", stats)
+    _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
+    return key
+
+
+def run_match(p: ShardParams, upstream: str) -> str:
+    from .match import match_pool
+
+    cur = Path(p.out) / "curation"
+    queries = Path(p.queries)
+    if not queries.exists():
+        raise InputError(f"{queries}: query list not found; run `make queries` or pass --queries")
+    key = _key(upstream, {"queries": file_fingerprint(str(queries)), "ignore_case": p.ignore_case})
+    _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
+    stats = match_pool(str(cur / "pool" / "part-*.parquet"), str(queries), str(cur / "matches"),
+                       workers=p.workers, ignore_case=p.ignore_case, progress=_progress(p, "match", "text"))
+    _write_stats(cur / "match_stats.json", stats)
+    _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
+    return key
+
+
+def run_balance(p: ShardParams, upstream: str) -> str:
+    from .balance import balance
+
+    cur = Path(p.out) / "curation"
+    key = _key(upstream, {"per_query": p.per_query, "seed": p.seed})
+    _claim([cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"], cur / "keys" / "balance",
+           key, _log(p))
+    stats = balance(cur, p.queries, per_query=p.per_query, seed=p.seed, workers=p.workers,
+                    memory_limit=p.memory_limit, progress=_progress(p, "balance", "part"))
+    _log(p)(f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
+            f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})")
+    return key
+
+
+def run_download(p: ShardParams, upstream: str) -> str:
+    from .download import download
+
+    out = Path(p.out)
+    cur = out / "curation"
+    key = _key(upstream, {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard,
+                          "max_image_pixels": p.max_image_pixels})
+    shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", "[0-9]*_stats.json") for f in out.glob(pat)]
+    _claim([*shard_files, out / "_tmp", cur / "download_stats.json"], cur / "keys" / "download", key, _log(p))
+    stats = download(cur, out, image_size=p.image_size, processes=p.processes, threads=p.threads,
+                     samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
+                     max_image_pixels=p.max_image_pixels, quiet=p.quiet)
+    _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
+    return key
+
+
+def _stored_key(p: ShardParams, step: str) -> str:
+    path = Path(p.out) / "curation" / "keys" / step
+    if not path.exists():
+        raise InputError(f"{path.parent}: the '{step}' step has not run yet; run it first (or `shards`)")
+    return path.read_text().strip()
+
+
+def run_step(step: str, p: ShardParams) -> dict:
+    """One step on its own, chained to the key the previous step left behind."""
+    if step == "pool":
+        run_pool(p)
+    elif step == "match":
+        run_match(p, _stored_key(p, "pool"))
+    elif step == "balance":
+        run_balance(p, _stored_key(p, "match"))
+    elif step == "download":
+        run_download(p, _stored_key(p, "balance"))
+    return {"step": step, "params": asdict(p)}
+
+
+def run_all(p: ShardParams) -> None:
+    key = run_pool(p)
+    key = run_match(p, key)
+    key = run_balance(p, key)
+    run_download(p, key)
