@@ -82,6 +82,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--sample-openclipart", metavar="CACHE",
                        help="use the embedded openclipart sample in CACHE (from `make sample-data`) as the "
                             "pool, served from a loopback HTTP server while the steps run")
+        p.add_argument("--sample-port", type=int, default=None,
+                       help="port for the sample's server (default: the previous run's, else 8642, else "
+                            "any free port); URLs, and so uids and the selection, depend on it")
         _match_args(p)
         _balance_args(p)
         _download_args(p)
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "sample_openclipart", None):
             from .sample import run_sample
 
-            run_sample(params, args.sample_openclipart)
+            run_sample(params, args.sample_openclipart, port=args.sample_port)
         else:
             run_all(params)
     else:

@@ -16,7 +16,6 @@ mode, opt-out directives, Ray/Spark distributors), so this stage only configures
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
@@ -38,6 +37,36 @@ def _extra_columns(selected: Path) -> list[str]:
     if missing:
         raise InputError(f"{first}: missing columns {missing} (has {names}); rerun the balance step")
     return [c for c in names if c not in ("url", "text")]
+
+
+@contextlib.contextmanager
+def _redirect_output(log: Path | None):
+    """Route img2dataset's output: to `log` (quiet), else stdout onto stderr.
+
+    img2dataset prints from worker and logger processes, which a Python-level redirect
+    cannot reach; they inherit file descriptors, so the descriptors are redirected.
+    Keeping stdout clean leaves it for machine-readable output.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    sink = open(log, "ab") if log is not None else None
+    try:
+        if sink is not None:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+        else:
+            os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        if sink is not None:
+            sink.close()
 
 
 def download(
@@ -63,8 +92,7 @@ def download(
     from img2dataset import download as img2dataset_download  # heavy import, only when needed
 
     out.mkdir(parents=True, exist_ok=True)
-    sink = io.StringIO() if quiet else sys.stderr
-    with contextlib.redirect_stdout(sink):
+    with _redirect_output(curation / "download.log" if quiet else None):
         img2dataset_download(
             url_list=str(selected),
             input_format="parquet",

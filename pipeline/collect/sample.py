@@ -1,9 +1,11 @@
 """`make shards` on the embedded sample: openclipart served over real loopback HTTP.
 
-The pool's URLs contain the server's port, and uids hash the URL, so a rerun must serve
-on the same port to find its earlier work: the port is remembered beside the pool and
-reused when free (a new free port, and so a fresh pool, only when it is taken). The
-server runs only while the steps run, and stops on success, error or Ctrl-C.
+The pool's URLs contain the server's port, uids hash the URL, and the balancing draws
+hash the uid: the same port gives the same dataset. So the server prefers a fixed port
+(PREFERRED_PORT, or `--sample-port`), and a rerun reuses the port it used before; only
+when that port is taken does it fall back to a free one (and says that the pool, and so
+the selection, changes). The server runs only while the steps run, and stops on success,
+error or Ctrl-C.
 
 A deterministic 10% of the images (by path hash) never enter the pool: they are the
 held-out set the trainer's zero-shot evaluation uses.
@@ -23,10 +25,12 @@ from .shards import ShardParams, _log, run_all
 
 HELD_OUT_IMAGES = 0.1
 HELD_OUT_SEED = 0
+PREFERRED_PORT = 8642
 
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is fine
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -34,18 +38,28 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def run_sample(p: ShardParams, cache: str) -> dict:
+def choose_port(port_file: Path, requested: int | None, log) -> int:
+    """The requested port (must be free), else the previous run's, else PREFERRED_PORT, else any."""
+    if requested:
+        if not _port_free(requested):
+            raise InputError(f"--sample-port {requested}: port is in use")
+        return requested
+    previous = int(port_file.read_text()) if port_file.exists() else PREFERRED_PORT
+    if _port_free(previous):
+        return previous
+    log(f"sample: port {previous} is in use; serving on a free port instead, so URLs, uids and the "
+        f"balanced selection differ from runs on port {previous}")
+    return 0
+
+
+def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
     png_root, svg_root = roots_from_cache(cache)
     if not Path(png_root).is_dir() or not Path(svg_root).is_dir():
         raise InputError(f"{cache}: openclipart sample not found; run `make sample-data`")
     sample_dir = Path(p.out) / "sample"
     sample_dir.mkdir(parents=True, exist_ok=True)
     port_file = sample_dir / "port"
-    port = int(port_file.read_text()) if port_file.exists() else 0
-    if port and not _port_free(port):
-        _log(p)(f"sample: port {port} of the previous run is taken; using a new one (the pool is rebuilt)")
-        port = 0
-    with serve_directory(png_root, port=port) as base_url:
+    with serve_directory(png_root, port=choose_port(port_file, port, _log(p))) as base_url:
         port_file.write_text(base_url.rsplit(":", 1)[1] + "\n")
         pool_file = sample_dir / "openclipart_pool.parquet"
         stats_file = sample_dir / "openclipart_pool_stats.json"
