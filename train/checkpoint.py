@@ -1,0 +1,73 @@
+"""Atomic checkpoints of plain state dicts, loadable with `torch.load(weights_only=True)`.
+
+A checkpoint holds everything a resumed run needs to continue at the same step, LR and
+stream position: model, optimizer and grad-scaler state, the step, the RNG states and
+the data-stream state. Only tensors and plain Python containers go in, so loading never
+unpickles arbitrary objects. Files are written under a temporary name and renamed, so a
+kill mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PATTERN = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def path_for(ckpt_dir: Path, step: int) -> Path:
+    return ckpt_dir / f"step-{step:08d}.pt"
+
+
+def save(ckpt_dir: Path, step: int, state: dict, keep: int = 2) -> Path:
+    """Write step-NNNNNNNN.pt atomically; keep the newest `keep` checkpoints."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = path_for(ckpt_dir, step)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for old in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if PATTERN.match(p.name))
+
+
+def latest(ckpt_dir: Path) -> Path | None:
+    found = list_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def load(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
