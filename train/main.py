@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
 
         ddp.train()
-        loss, _ = accumulate_step(ddp, images, tokens, loss_fn, args.accum_freq, autocast=autocast, scaler=scaler)
+        backward = (lambda l: scaler.scale(l).backward()) if scaler is not None else None
+        loss, _ = accumulate_step(ddp, images, tokens, loss_fn, args.accum_freq, autocast=autocast, backward=backward)
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
