@@ -87,6 +87,8 @@ def download(
     if not list(selected.glob("part-*.parquet")):
         raise InputError(f"{selected}: no selected parts; run the balance step first")
     columns = _extra_columns(selected)
+    # OpenCV reads this once, when cv2 is first imported: it reaches img2dataset's freshly
+    # started multiprocessing workers, not a process that already imported cv2.
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from img2dataset import download as img2dataset_download  # heavy import, only when needed
