@@ -56,7 +56,7 @@ def _progress(p: ShardParams, desc: str, unit: str):
         return None
     from tqdm import tqdm
 
-    return lambda total: tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
+    return lambda total: tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, disable=None,
                               dynamic_ncols=True)
 
 

@@ -68,7 +68,7 @@ def _progress(quiet: bool, unit: str, desc: str, scale: bool) -> Callable[[int],
     from tqdm import tqdm
 
     def make(total: int):
-        return tqdm(total=total, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000,
+        return tqdm(total=total, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000, disable=None,
                     desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
 
     return make
