@@ -1,0 +1,734 @@
+"""Training and validation data: a webdataset stream over `shards/NNNNN.tar`.
+
+Shards are webdataset tars (`KEY.jpg`, `KEY.txt`, `KEY.json`; the json carries `uid`).
+
+Train stream (`make_train_loader`), per rank and per DataLoader worker:
+
+    shard sampler --> tar reader --> member check --> held-out filter --> shuffle buffer
+    (with replacement,  (streaming,     (.jpg + .txt,    (uid hash,          (raw bytes,
+     seeded)             errors counted) json -> uid)     never trained on)   seeded)
+        --> decode + random square crop --> batch of exactly `batch_size` --> tokenise
+
+* Shards are drawn with replacement from the whole list, forever, by a `random.Random`
+  seeded from (seed, rank, world_size, worker id, number of workers, start_step, epoch),
+  so every rank always has a next batch: the trainer runs a fixed number of steps and no
+  rank can run dry while another waits in an all-reduce (no DDP hang).
+* Bad input never raises: an unopenable shard, a truncated or corrupt tar, a sample
+  without `.txt` or image, undecodable text or json, image bytes that PIL cannot decode
+  are skipped and counted. Each batch carries, in `info`, what its worker skipped since
+  that worker's previous batch; every count travels with exactly one batch, so summing
+  `info` over the batches received sums correctly across workers (no shared counters).
+  Only a stream that can never produce a sample raises (every shard tried and none had
+  a usable sample, or 10,000 undecodable images in a row): that is a configuration error,
+  not bad input, and otherwise it would be a silent hang.
+* The held-out part is `is_held_out(uid, val_fraction)`: a salted blake2b hash of the uid
+  alone, so it is the same for every seed, rank, worker count and run.
+
+Why a hand-written tar reader rather than `webdataset.tarfile_to_samples`: webdataset
+0.2.86 reports errors through `handler(exn)` per file member or per shard, so one bad
+sample can be reported several times (or a truncated shard not at all: Python's
+streaming `tarfile` ends iteration silently on a short or garbled header after the first
+member). Here each sample lands in exactly one bucket (trained, held out, or skipped for
+one reason), and a tar that does not end with its end-of-archive block counts as a
+shard error. Shards are opened with webdataset's `gopen` for `pipe:` and http(s) (curl),
+with fsspec for other URL schemes (s3://, gs://, ... when their fsspec backend is
+installed); webdataset 0.2.86's gopen itself has no fsspec support.
+
+Resume (`start_step`): the stream is reseeded from (seed, rank, ..., start_step), so a run
+resumed at step s continues with a fresh part of the stream that is a deterministic
+function of s, rather than replaying the first batches of the run. The exact samples that
+the interrupted run would have seen next are not reproduced (that would need the shuffle
+buffer's contents); with shards drawn with replacement both are equally valid draws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import tarfile
+from collections import Counter
+from typing import Any, Callable, Iterator, Sequence
+
+import braceexpand
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+try:  # open_clip's constants, without importing the whole package when not needed
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+except ImportError:  # pragma: no cover - open_clip is pinned in requirements
+    OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+    OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+
+__all__ = [
+    "expand_urls", "is_held_out", "train_transform", "val_transform",
+    "TrainStream", "TrainLoader", "make_train_loader", "ValSet", "ValLoader",
+    "make_val_loader", "IMAGE_EXTS", "SAMPLE_REASONS", "SHARD_REASONS",
+]
+
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # first present is used; shards carry .jpg
+# Every sample read lands in exactly one of: yielded, "held_out" (or, for the val set,
+# "not_held_out"), or one of these skip reasons.
+SAMPLE_REASONS = ("missing_image", "missing_text", "bad_text", "bad_json", "bad_image",
+                  "partial_sample")
+SHARD_REASONS = ("shard_unreadable", "shard_truncated")
+MAX_BAD_IMAGES_IN_A_ROW = 10_000
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+
+
+# --------------------------------------------------------------------------- URLs
+
+def _scheme(url: str) -> str:
+    if url.startswith("pipe:"):
+        return "pipe"
+    m = _SCHEME.match(url)
+    return m.group(1).lower() if m else ""
+
+
+def _file_url_path(url: str) -> str:
+    """`file:///abs/x.tar` -> `/abs/x.tar`; `file://rel/x.tar` -> `rel/x.tar`."""
+    return url[len("file://"):] if url.lower().startswith("file://") else url
+
+
+def _expand_local(path: str) -> tuple[list[str], bool]:
+    """(paths, whether anything existing matched) for one brace-expanded local path."""
+    if _GLOB_MAGIC.search(path):
+        import glob
+        found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        return [os.path.normpath(p) for p in found], bool(found)
+    if os.path.isdir(path):
+        found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".tar"))
+        return [os.path.normpath(p) for p in found], bool(found)
+    # A literal path is kept even if missing (brace patterns with gaps, a shard that is
+    # still being written): reading it is then a counted shard error, never a crash.
+    return [os.path.normpath(path)], os.path.exists(path)
+
+
+def expand_urls(patterns: Sequence[str] | str) -> list[str]:
+    """Expand shard patterns into a sorted, de-duplicated list of shard URLs.
+
+    Each pattern is brace-expanded (`shards/{00000..00004}.tar`), then each result:
+    a local path or `file://` URL is globbed when it has `*?[` (a directory means its
+    `*.tar`); `pipe:CMD` is kept verbatim; another URL (`s3://b/x.tar`, `https://...`)
+    is kept as a URL, globbed through fsspec when it has glob characters. Literal paths are
+    kept even when missing (a gap in a brace range is counted when read), but a pattern
+    that matches nothing at all raises ValueError naming it.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    urls: set[str] = set()
+    for pattern in patterns:
+        matched: list[str] = []
+        any_found = False
+        for item in braceexpand.braceexpand(pattern):
+            scheme = _scheme(item)
+            if scheme == "pipe":
+                matched.append(item)
+                any_found = True
+            elif scheme in ("", "file"):
+                paths, found = _expand_local(_file_url_path(item))
+                prefix = "file://" if scheme == "file" else ""
+                matched += [prefix + p for p in paths]
+                any_found |= found
+            elif _GLOB_MAGIC.search(item.split("://", 1)[1]):
+                try:
+                    import fsspec
+                    fs = fsspec.filesystem(scheme)
+                    found_paths = sorted(fs.glob(item))
+                except Exception as exc:  # missing backend (s3fs, gcsfs), network, ...
+                    raise ValueError(f"{pattern}: cannot list {scheme}:// URLs ({exc})") from None
+                matched += [p if _scheme(p) else f"{scheme}://{p}" for p in found_paths]
+                any_found |= bool(found_paths)
+            else:
+                matched.append(item)  # a remote URL: existence is checked when read
+                any_found = True
+        if not matched or not any_found:
+            raise ValueError(f"{pattern}: matches no shard")
+        urls.update(matched)
+    return sorted(urls)
+
+
+def _check_readable(urls: Sequence[str]) -> None:
+    """Fail fast (ValueError) on URL schemes nothing here can open."""
+    for scheme in sorted({_scheme(u) for u in urls} - {"", "file", "pipe", "http", "https"}):
+        try:
+            import fsspec
+            fsspec.get_filesystem_class(scheme)
+        except Exception as exc:
+            example = next(u for u in urls if _scheme(u) == scheme)
+            raise ValueError(f"{example}: cannot read {scheme}:// URLs ({exc})") from None
+
+
+def _open_url(url: str):
+    scheme = _scheme(url)
+    if scheme == "":
+        return open(url, "rb")
+    if scheme == "file":
+        return open(_file_url_path(url), "rb")
+    if scheme in ("pipe", "http", "https"):
+        # curl for http(s), a subprocess for pipe:. (`webdataset.gopen` the attribute is the
+        # function, which shadows the module of the same name.)
+        from webdataset.gopen import gopen
+        return gopen(url, "rb")
+    import fsspec
+    return fsspec.open(url, "rb").open()
+
+
+# --------------------------------------------------------------------------- held-out split
+
+def is_held_out(uid: str, val_fraction: float) -> bool:
+    """Whether a sample belongs to the held-out (validation) part.
+
+    A salted blake2b-64 hash of the uid mapped to [0, 1): independent of the seed, the rank,
+    the worker count and the shard layout, so the held-out part never changes between runs.
+    """
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    if val_fraction <= 0.0:
+        return False
+    digest = hashlib.blake2b(b"wit-val-split\0" + str(uid).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64 < val_fraction
+
+
+# --------------------------------------------------------------------------- transforms
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited on white."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+_MEAN_255 = np.asarray(OPENAI_DATASET_MEAN, dtype=np.float32) * 255
+_INV_STD_255 = 1.0 / (np.asarray(OPENAI_DATASET_STD, dtype=np.float32) * 255)
+
+
+def _square_to_tensor(img: Image.Image, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """Crop `box`, resize to size x size (bicubic), normalise: float32 [3, size, size].
+
+    Same values as torchvision's to_tensor + normalize, in numpy: per-image torch ops pay
+    intra-op threading overhead (8x slower with 2 threads on a loaded 2-core machine when
+    the stream runs in the main process)."""
+    out = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    arr = (np.asarray(out, dtype=np.float32) - _MEAN_255) * _INV_STD_255
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
+
+
+class TrainTransform:
+    """Resize the shorter side to `image_size`, take a random square crop of that size.
+
+    CLIP's only augmentation: no flip, no colour jitter, no scale jitter. Implemented as the
+    equivalent crop-then-resize (a random square of the shorter side's length in the
+    original image, resized once to `image_size`), which never materialises the resized
+    full image (a 1x5000 banner would otherwise become 224x1,120,000 pixels). The crop
+    position comes from `rng` (a `random.Random`; default: the `random` module).
+    """
+
+    def __init__(self, image_size: int):
+        self.image_size = int(image_size)
+
+    def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        rng = rng or random
+        img = _to_rgb(img)
+        w, h = img.size
+        s = min(w, h)
+        left, top = rng.randint(0, w - s), rng.randint(0, h - s)
+        return _square_to_tensor(img, (left, top, left + s, top + s), self.image_size)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(image_size={self.image_size}, random square crop, bicubic)"
+
+
+class ValTransform:
+    """Resize the shorter side to `image_size`, center crop (deterministic)."""
+
+    def __init__(self, image_size: int):
+        self.image_size = int(image_size)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = _to_rgb(img)
+        w, h = img.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        return _square_to_tensor(img, (left, top, left + s, top + s), self.image_size)
+
+    def __repr__(self) -> str:
+        return f"ValTransform(image_size={self.image_size}, center crop, bicubic)"
+
+
+def train_transform(image_size: int) -> TrainTransform:
+    """PIL image -> normalised float32 [3, S, S], random square crop (see TrainTransform)."""
+    return TrainTransform(image_size)
+
+
+def val_transform(image_size: int) -> ValTransform:
+    """PIL image -> normalised float32 [3, S, S], center crop."""
+    return ValTransform(image_size)
+
+
+# --------------------------------------------------------------------------- reading shards
+
+class _TarInfo(tarfile.TarInfo):
+    """Records whether the archive ended with its end-of-archive (all-zero) block.
+
+    Python's streaming tarfile ends iteration silently on an empty, short or garbled
+    header after the first member, which is how a truncated shard looks.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tf):
+        try:
+            return super().fromtarfile(tf)
+        except tarfile.EOFHeaderError:
+            tf._wit_clean_end = True
+            raise
+
+
+class _SafeClose:
+    """Closing a pipe (curl, `pipe:`) can raise on the child's exit status, also when the
+    consumer stops early; a read error has already been counted by then."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def close(self):
+        try:
+            self.stream.close()
+        except Exception:
+            pass
+
+
+def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
+    """Yield raw samples {"__key__", "__url__", ext: bytes} of one shard; never raises.
+
+    Counts `shard_unreadable` (cannot open / not a tar), `shard_truncated` (ends early or
+    corrupt after some members; the sample being read then counts as `partial_sample`).
+    """
+    counts["shards"] += 1
+    try:
+        stream = _open_url(url)
+    except Exception:
+        counts["shard_unreadable"] += 1
+        return
+    current: dict | None = None
+    yielded = False
+    cut_at_header = False
+    try:
+        with contextlib.closing(_SafeClose(stream)):
+            tf = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_TarInfo)
+            tf._wit_clean_end = False
+            for member in tf:
+                if not member.isreg():
+                    continue
+                m = _KEY_EXT.match(member.name)
+                base = member.name.rsplit("/", 1)[-1]
+                if m is None or base.startswith("__"):
+                    continue
+                key, ext = m.group(1), m.group(2).lower()
+                if current is not None and key != current["__key__"]:
+                    yield current  # complete before reading on: a cut below loses only `key`
+                    yielded = True
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext] = tf.extractfile(member).read()
+                tf.members = []  # streaming: do not keep every header in memory
+            # No end-of-archive block: cut (or garbled) at a header. The members read so far
+            # are whole; the sample in hand goes on to the usual member checks.
+            cut_at_header = not tf._wit_clean_end
+    except Exception:  # cannot open as tar, or cut inside a member's data
+        if yielded or current is not None:
+            counts["shard_truncated"] += 1
+        else:
+            counts["shard_unreadable"] += 1
+        if current is not None:
+            counts["partial_sample"] += 1
+        return
+    if cut_at_header:
+        counts["shard_truncated" if (yielded or current is not None) else "shard_unreadable"] += 1
+    if current is not None:
+        yield current
+
+
+def _check_sample(raw: dict, counts: Counter) -> dict | None:
+    """Members present and text/json decodable -> {"uid", "text", "image": bytes, ...}."""
+    image_ext = next((e for e in IMAGE_EXTS if e in raw), None)
+    if image_ext is None:
+        counts["missing_image"] += 1
+        return None
+    if "txt" not in raw:
+        counts["missing_text"] += 1
+        return None
+    uid = raw["__key__"].rsplit("/", 1)[-1]  # without a json, the key stands in for the uid
+    if "json" in raw:
+        try:
+            meta = json.loads(raw["json"])
+            if isinstance(meta, dict) and meta.get("uid") not in (None, ""):
+                uid = str(meta["uid"])
+        except Exception:
+            counts["bad_json"] += 1
+            return None
+    return {"uid": uid, "txt": raw["txt"], "image": raw[image_ext], "__url__": raw["__url__"]}
+
+
+def _decode_text(sample: dict, counts: Counter) -> str | None:
+    try:
+        text = sample["txt"].decode("utf-8").strip()
+    except Exception:
+        counts["bad_text"] += 1
+        return None
+    if not text:
+        counts["missing_text"] += 1
+        return None
+    return text
+
+
+def _decode_image(data: bytes, counts: Counter) -> Image.Image | None:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # force the decode: truncated or garbage bytes fail here, not later
+        if min(img.size) < 1:
+            raise ValueError("empty image")
+        return img
+    except Exception:  # includes PIL's DecompressionBombError
+        counts["bad_image"] += 1
+        return None
+
+
+def _skip_info(delta: Counter) -> dict:
+    reasons = {r: delta[r] for r in SAMPLE_REASONS + SHARD_REASONS if delta[r]}
+    return {
+        "skipped": sum(delta[r] for r in SAMPLE_REASONS),
+        "shard_errors": sum(delta[r] for r in SHARD_REASONS),
+        "held_out": delta["held_out"],
+        "shards": delta["shards"],
+        "reasons": reasons,
+    }
+
+
+def _seed(*parts: Any) -> int:
+    text = "/".join(str(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
+    tokens = tokenizer(texts)
+    if not isinstance(tokens, torch.Tensor):
+        tokens = torch.as_tensor(tokens)
+    return tokens.long()
+
+
+# --------------------------------------------------------------------------- train stream
+
+class TrainStream(IterableDataset):
+    """Infinite stream of `(images, tokens, info)` batches for one rank (see module doc).
+
+    Iterated inside each DataLoader worker (or in the main process with 0 workers); each
+    worker draws its own shards, shuffle and crops from a `random.Random` seeded by
+    (seed, rank, world_size, worker id, number of workers, start_step, epoch). `epoch`
+    counts how often the owning TrainLoader was iterated, so iterating it again continues
+    with fresh data instead of replaying.
+    """
+
+    def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, batch_size: int,
+                 image_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 val_fraction: float = 0.0, shuffle_buffer: int = 2000, start_step: int = 0):
+        super().__init__()
+        if not urls:
+            raise ValueError("no training shards")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        is_held_out("", val_fraction)  # validates the range
+        self.urls = list(urls)
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.transform = train_transform(image_size)
+        self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
+        self.val_fraction = float(val_fraction)
+        self.shuffle_buffer = max(0, int(shuffle_buffer))
+        self.start_step = int(start_step)
+        self.epoch = 0
+
+    def rngs(self, worker: int, num_workers: int) -> dict[str, random.Random]:
+        """The worker's generators; separate ones so e.g. the buffer size leaves the shard
+        sequence unchanged."""
+        base = ("train", self.seed, self.rank, self.world_size, worker, num_workers,
+                self.start_step, self.epoch)
+        return {name: random.Random(_seed(*base, name)) for name in ("shards", "shuffle", "crop")}
+
+    def _samples(self, rng: random.Random, counts: Counter) -> Iterator[dict]:
+        """Shards with replacement -> checked, non-held-out raw samples, forever."""
+        distinct = set(self.urls)
+        barren: set[str] = set()
+        ever_yielded = False
+        while True:
+            url = self.urls[rng.randrange(len(self.urls))]
+            n = 0
+            for raw in _iter_shard(url, counts):
+                sample = _check_sample(raw, counts)
+                if sample is None:
+                    continue
+                if is_held_out(sample["uid"], self.val_fraction):
+                    counts["held_out"] += 1
+                    continue
+                text = _decode_text(sample, counts)
+                if text is None:
+                    continue
+                sample["text"] = text
+                n += 1
+                yield sample
+            if n:
+                ever_yielded = True
+            elif not ever_yielded:
+                barren.add(url)
+                if barren >= distinct:
+                    raise RuntimeError(
+                        f"no trainable sample in any of the {len(distinct)} training shards "
+                        f"(skipped: {dict(counts)}; val_fraction={self.val_fraction})")
+
+    def _shuffled(self, samples: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        """Buffer of raw (undecoded) samples: ~tens of kB each, not decoded tensors."""
+        if self.shuffle_buffer <= 1:
+            yield from samples
+            return
+        buf: list[dict] = []
+        for sample in samples:
+            buf.append(sample)
+            if len(buf) > self.shuffle_buffer:
+                i = rng.randrange(len(buf))
+                buf[i], buf[-1] = buf[-1], buf[i]
+                yield buf.pop()
+        # unreachable for the infinite stream; kept for finite sources
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+        worker, num_workers = _worker()
+        rngs = self.rngs(worker, num_workers)
+        counts: Counter = Counter()
+        reported: Counter = Counter()
+        images: list[torch.Tensor] = []
+        texts: list[str] = []
+        uids: list[str] = []
+        bad_in_a_row = 0
+        for sample in self._shuffled(self._samples(rngs["shards"], counts), rngs["shuffle"]):
+            img = _decode_image(sample["image"], counts)
+            tensor = None
+            if img is not None:
+                try:
+                    tensor = self.transform(img, rngs["crop"])
+                except Exception:  # e.g. a mode PIL cannot convert to RGB
+                    counts["bad_image"] += 1
+            if tensor is None:
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
+                    raise RuntimeError(f"{bad_in_a_row} undecodable images in a row "
+                                       f"(last shard: {sample['__url__']})")
+                continue
+            bad_in_a_row = 0
+            images.append(tensor)
+            texts.append(sample["text"])
+            uids.append(sample["uid"])
+            if len(images) == self.batch_size:
+                delta = counts - reported
+                reported = counts.copy()
+                info = _skip_info(delta)
+                info.update(worker=worker, samples=self.batch_size, uids=uids)
+                yield _stack(images), _tokenize(self.tokenizer, texts), info
+                images, texts, uids = [], [], []
+
+
+class TrainLoader:
+    """Iterable over `(images [B,3,S,S] float32, tokens [B,L] long, info)`.
+
+    `info`: `skipped` (samples skipped since this batch's worker's previous batch),
+    `shard_errors`, `held_out`, `shards` (shards opened), `reasons` ({reason: n}),
+    `worker`, `samples` (= B), `uids` (the batch's sample uids, in order). Summing `info` over batches counts every skip exactly once.
+    `totals` accumulates them over every batch this loader yielded; `state_dict()` is what a
+    checkpoint needs to describe the stream position (resume with `start_step=step`).
+    Infinite unless `num_batches` is given (then exactly that many per iteration).
+    """
+
+    def __init__(self, dataset: TrainStream, workers: int = 0, num_batches: int | None = None,
+                 pin_memory: bool = False, prefetch_factor: int = 2):
+        self.dataset = dataset
+        self.workers = max(0, int(workers))
+        self.num_batches = num_batches
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.batches = 0
+        self.totals: Counter = Counter()
+        self._iterations = 0
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("the training stream is infinite (no num_batches given)")
+        return self.num_batches
+
+    def state_dict(self) -> dict:
+        d = self.dataset
+        return {"seed": d.seed, "rank": d.rank, "world_size": d.world_size,
+                "workers": self.workers, "start_step": d.start_step,
+                "step": d.start_step + self.batches, "totals": dict(self.totals)}
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+        # Non-persistent workers: the stream is infinite, so one DataLoader iterator serves
+        # the whole run; a new iteration gets fresh workers that see the new epoch.
+        self.dataset.epoch = self._iterations
+        self._iterations += 1
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers,
+                            pin_memory=self.pin_memory, persistent_workers=False,
+                            prefetch_factor=self.prefetch_factor if self.workers else None)
+        it = iter(loader)
+        try:
+            n = 0
+            while self.num_batches is None or n < self.num_batches:
+                images, tokens, info = next(it)
+                for k in ("skipped", "shard_errors", "held_out", "shards", "samples"):
+                    self.totals[k] += info[k]
+                for k, v in info["reasons"].items():
+                    self.totals[k] += v
+                self.batches += 1
+                n += 1
+                yield images, tokens, info
+        finally:
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            del it
+
+
+def make_train_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_size: int,
+                      image_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                      workers: int = 0, val_fraction: float = 0.0, shuffle_buffer: int = 2000,
+                      start_step: int = 0, num_batches: int | None = None,
+                      pin_memory: bool = False) -> TrainLoader:
+    """The training stream for one rank: infinite (or `num_batches`) batches of exactly
+    `batch_size`, deterministic in (seed, rank, world_size, workers, start_step).
+
+    `urls`: shard patterns or URLs (see `expand_urls`). `start_step`: the step a resumed run
+    starts at; the stream is reseeded from it (see module doc).
+    """
+    urls = expand_urls(urls)
+    _check_readable(urls)
+    stream = TrainStream(urls, tokenizer, batch_size, image_size, rank=rank,
+                         world_size=world_size, seed=seed, val_fraction=val_fraction,
+                         shuffle_buffer=shuffle_buffer, start_step=start_step)
+    return TrainLoader(stream, workers=workers, num_batches=num_batches, pin_memory=pin_memory)
+
+
+# --------------------------------------------------------------------------- validation
+
+class ValSet(IterableDataset):
+    """The held-out samples, once, in shard order (shards sorted; worker w of n reads shards
+    w, w+n, ...). Yields `(images, tokens, uids, skip_info)`; the last batch may be short.
+
+    Also usable with `val_fraction=1.0` to read every sample of a shard list once."""
+
+    def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, batch_size: int,
+                 image_size: int, val_fraction: float):
+        super().__init__()
+        is_held_out("", val_fraction)
+        self.urls = sorted(urls)
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.transform = val_transform(image_size)
+        self.val_fraction = float(val_fraction)
+
+    def __iter__(self):
+        worker, num_workers = _worker()
+        counts: Counter = Counter()
+        reported: Counter = Counter()
+        images, texts, uids = [], [], []
+
+        def flush():
+            nonlocal reported
+            delta = counts - reported
+            reported = counts.copy()
+            batch = (_stack(images), _tokenize(self.tokenizer, texts), list(uids),
+                     {**_skip_info(delta), "not_held_out": delta["not_held_out"]})
+            images.clear(), texts.clear(), uids.clear()
+            return batch
+
+        if self.val_fraction <= 0:
+            return
+        for url in self.urls[worker::num_workers]:
+            for raw in _iter_shard(url, counts):
+                sample = _check_sample(raw, counts)
+                if sample is None:
+                    continue
+                if not is_held_out(sample["uid"], self.val_fraction):
+                    counts["not_held_out"] += 1
+                    continue
+                text = _decode_text(sample, counts)
+                img = None if text is None else _decode_image(sample["image"], counts)
+                if img is None:
+                    continue
+                try:
+                    tensor = self.transform(img)
+                except Exception:
+                    counts["bad_image"] += 1
+                    continue
+                images.append(tensor)
+                texts.append(text)
+                uids.append(sample["uid"])
+                if len(images) == self.batch_size:
+                    yield flush()
+        if images:
+            yield flush()
+
+
+class ValLoader:
+    """Finite iterable of `(images, tokens, uids)`; skip counts accumulate in `totals`
+    (complete once the iteration finished)."""
+
+    def __init__(self, dataset: ValSet, workers: int = 0):
+        self.dataset = dataset
+        self.workers = max(0, int(workers))
+        self.totals: Counter = Counter()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        self.totals = Counter()
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers,
+                            persistent_workers=False)
+        for images, tokens, uids, info in loader:
+            for k in ("skipped", "shard_errors", "shards", "not_held_out"):
+                self.totals[k] += info[k]
+            for k, v in info["reasons"].items():
+                self.totals[k] += v
+            self.totals["samples"] += len(uids)
+            yield images, tokens, uids
+
+
+def make_val_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_size: int,
+                    image_size: int, val_fraction: float, workers: int = 0) -> ValLoader:
+    """The held-out part (`is_held_out(uid, val_fraction)`), once, deterministic order,
+    center crops: `(images [b,3,S,S], tokens [b,L], uids)` with b <= batch_size."""
+    urls = expand_urls(urls)
+    _check_readable(urls)
+    return ValLoader(ValSet(urls, tokenizer, batch_size, image_size, val_fraction), workers)
