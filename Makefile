@@ -18,11 +18,17 @@ SAMPLE_QUERY_ARGS ?= --min-count 20 --min-bigram-count 5 --min-pmi 10
 # ~6,200 sample pairs over ~90k queries: a cap of 100 pairs per query (CLIP: 20,000) makes
 # balancing visibly drop pairs of the most frequent queries. See README "Sample shards".
 SAMPLE_SHARD_ARGS ?= --per-query 100 --samples-per-shard 1000
+# ~4,200 training pairs on 2 CPU cores: a small ViT (train/model_configs/tiny-ViT-64.json),
+# 2 gloo processes x 64 = 128 pairs a step, 400 steps (~12 epochs) in about 10 minutes.
+NPROC ?= 2
+SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
+	--save-every 100 --log-every 20 --workers 1
 
-.PHONY: help setup sample-data queries shards test bench-queries bench-match bench-download clean
+.PHONY: help setup sample-data queries shards train test bench-queries bench-match bench-download bench-train clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
+	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes (after shards)"
 	@echo "make test          run the test suite"
 	@echo "make setup         create $(VENV) with the pinned stack"
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
@@ -36,7 +42,7 @@ $(VENV)/.installed: requirements/base.txt requirements/constraints.txt
 
 sample-data: $(CACHE)/.complete
 $(CACHE)/.complete: $(VENV)/.installed pipeline/sample_data.py
-	$(PY) -m pipeline.sample_data --cache $(CACHE) enwiki wordnet openclipart
+	$(PY) -m pipeline.sample_data --cache $(CACHE) enwiki wordnet openclipart animal-mnist
 	touch $@
 
 queries: sample-data
@@ -49,8 +55,16 @@ query_lists/queries.parquet:
 shards: sample-data query_lists/queries.parquet
 	$(PY) -m pipeline shards --sample-openclipart $(CACHE) --out shards $(SAMPLE_SHARD_ARGS) $(ARGS)
 
+shards/00000.tar:
+	$(MAKE) shards
+
+train: sample-data shards/00000.tar
+	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m train --train-data 'shards/[0-9]*.tar' \
+		--name sample --resume latest $(SAMPLE_TRAIN_ARGS) $(ARGS)
+
 test: sample-data
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
+		ANIMAL_MNIST_DIR=$(abspath $(CACHE))/animal-mnist \
 		$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench-queries: sample-data
@@ -62,6 +76,10 @@ bench-match: sample-data
 bench-download: sample-data
 	$(PY) bench/download.py $(ARGS)
 
+bench-train: sample-data shards/00000.tar
+	$(PY) bench/train.py $(ARGS)
+
 clean:
 	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work
 	find shards -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf runs

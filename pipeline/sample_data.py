@@ -4,6 +4,8 @@ Everything comes from PyPI or Debian, the only registries a fresh machine may re
 - enwiki: the shortened English Wikipedia dump shipped inside gensim's wheel (206 pages);
 - wordnet: Debian's `wordnet-base` (WordNet 3.0 database files), unpacked with `dpkg -x`,
   which needs no installation and no root.
+- animal-mnist: the two data files (10,000 28x28 animal silhouettes and their labels) from
+  `animal-mnist`'s wheel; the package itself is not installed (its loader imports tensorflow).
 Each item is fetched once; a marker file makes reruns instant.
 """
 
@@ -19,6 +21,8 @@ from pathlib import Path
 
 GENSIM_VERSION = "4.4.0"
 ENWIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+ANIMAL_MNIST_VERSION = "0.4"
+ANIMAL_MNIST_DIR = "animal_mnist/data/Animal_MNIST/"
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -87,7 +91,34 @@ def fetch_openclipart(cache: Path) -> Path:
     return cache
 
 
-ITEMS = {"enwiki": fetch_enwiki, "wordnet": fetch_wordnet, "openclipart": fetch_openclipart}
+def fetch_animal_mnist(cache: Path) -> Path:
+    """The files under animal_mnist/data/Animal_MNIST/ of animal-mnist's wheel, in cache/animal-mnist/."""
+    root = cache / "animal-mnist"
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        res = _run([sys.executable, "-m", "pip", "download", f"animal-mnist=={ANIMAL_MNIST_VERSION}", "--no-deps",
+                    "--only-binary", ":all:", "-d", tmp])
+        wheels = list(Path(tmp).glob("animal_mnist-*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise SystemExit(f"error: pip download animal-mnist failed: {res.stderr.strip()[-300:]}")
+        root.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as z:
+            members = [m for m in z.namelist() if m.startswith(ANIMAL_MNIST_DIR) and not m.endswith("/")]
+            if not members:
+                raise SystemExit(f"error: {wheels[0].name} has no files under {ANIMAL_MNIST_DIR}")
+            for member in members:
+                out = root / Path(member).name
+                with z.open(member) as src, open(out.with_suffix(".part"), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                out.with_suffix(".part").rename(out)
+    marker.write_text(wheels[0].name + "\n")
+    return root
+
+
+ITEMS = {"enwiki": fetch_enwiki, "wordnet": fetch_wordnet, "openclipart": fetch_openclipart,
+         "animal-mnist": fetch_animal_mnist}
 
 
 def main(argv: list[str] | None = None) -> int:

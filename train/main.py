@@ -15,8 +15,10 @@ import contextlib
 import json
 import math
 import os
+import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -118,8 +120,17 @@ def trim_metrics(path: Path, start_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def quiet_known_noise() -> None:
+    """Silence two messages that are expected here and would drown the log."""
+    warnings.filterwarnings("ignore", message=r".*distributed\.nn\.functional\.all_gather is deprecated.*",
+                            category=FutureWarning)  # open_clip's ClipLoss; its gradients are verified in tests
+    # open_clip logs "No pretrained weights loaded" for every model: random init is the point here.
+    logging.getLogger().addFilter(lambda record: not str(record.msg).startswith("No pretrained weights loaded"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet_known_noise()
     rank, world, local_rank, device = init_distributed(args.dist_backend)
     master = rank == 0
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
@@ -162,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         if master:
             print(f"resumed from {resume_path} at step {start_step}", file=sys.stderr)
 
+    if start_step >= args.steps:
+        if master:
+            print(f"{run_dir}: already at step {start_step} of {args.steps}; nothing to do", file=sys.stderr)
+        if world > 1:
+            dist.destroy_process_group()
+        return 0
+
     config = {**vars(args), "model": name, "model_config": model_cfg, "world_size": world, "image_size": image_size,
               "betas": list(betas), "eps": eps, "train_urls": len(urls), "global_batch": args.batch_size * args.accum_freq * world}
     if master:
@@ -192,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if master and not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
+                   dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
 
     # --- the loop ---------------------------------------------------------------------
     metrics_file = open(run_dir / "metrics.jsonl", "a") if master else None
@@ -230,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 now = time.perf_counter()
                 row = {
                     "step": done, "loss": round(loss_sum / world, 5), "lr": lr,
-                    "logit_scale": round(float(unwrap(ddp).logit_scale.exp()), 4),
+                    "logit_scale": round(unwrap(ddp).logit_scale.detach().exp().item(), 4),
                     "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
                     "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
                     "wall_time": round(now - t_last, 3), "skipped_samples": skipped_total,
@@ -283,7 +302,7 @@ def _gather_rng(world: int) -> list[dict]:
 
 
 def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step, autocast, writer) -> dict:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, scalars
 
     net.eval()
     val = data.make_val_loader(urls, tokenizer, batch_size=args.batch_size, image_size=image_size,
@@ -291,9 +310,8 @@ def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step
     results = evaluate(net, tokenizer, data.val_transform(image_size), args.eval_datasets, args.eval_cache, device,
                        run_dir, step=step, retrieval_loader=val, autocast=autocast)
     if writer is not None:
-        for ds, res in results.items():
-            for k, v in (res.items() if isinstance(res, dict) else []):
-                if isinstance(v, (int, float)) and not math.isnan(v):
-                    writer.add_scalar(f"eval/{ds}/{k}", v, step)
+        for k, v in scalars(results).items():
+            if not math.isnan(v):
+                writer.add_scalar(f"eval/{k}", v, step)
     net.train()
     return results

@@ -1,0 +1,106 @@
+"""The trainer as users run it: torchrun with 2 gloo processes on real openclipart shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+from pipeline.collect.openclipart import roots_from_cache, sample_rows
+from train import optim
+
+from .conftest import ROOT, _required_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """3 shards of 48 real openclipart (image, caption) pairs, plus one with a corrupt image."""
+    png_root, svg_root = roots_from_cache(str(_required_path("OPENCLIPART_DIR")))
+    out = tmp_path_factory.mktemp("shards")
+    rows = [r for r, _ in zip((r for r in sample_rows(png_root, svg_root) if r["text"]), range(144))]
+    for s in range(3):
+        with wds.TarWriter(str(out / f"{s:05d}.tar")) as tw:
+            for i, r in enumerate(rows[s * 48:(s + 1) * 48]):
+                img = Image.open(Path(png_root) / r["path"]).convert("RGB")
+                img.thumbnail((96, 96))
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG")
+                jpg = buf.getvalue() if (s, i) != (2, 5) else b"\xff\xd8 not a jpeg"
+                uid = f"{s:02d}{i:014d}"
+                tw.write({"__key__": f"{s:05d}{i:04d}", "jpg": jpg, "txt": r["text"],
+                          "json": {"uid": uid, "caption": r["text"]}})
+    return out
+
+
+def torchrun(*args: str, logs: Path, popen: bool = False):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "train", "--logs", str(logs), "--model", "tiny-ViT-64", "--batch-size", "8", "--workers", "0",
+           "--threads", "1", "--warmup", "2", "--lr", "1e-3", "--quiet", "--log-every", "1", *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
+    res = torchrun("--train-data", f"{shards}/{{00000..00002}}.tar", "--steps", "6", "--save-every", "3",
+                   "--name", "e2e", "--eval-datasets", "digits", "--val-fraction", "0.1", logs=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "e2e"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["world_size"] == 2 and cfg["global_batch"] == 16 and cfg["model"] == "tiny-ViT-64"
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for r in rows:
+        assert set(r) >= {"loss", "lr", "logit_scale", "samples_per_s", "data_time", "batch_time", "skipped_samples"}
+        assert r["lr"] == pytest.approx(optim.cosine_lr(r["step"] - 1, 1e-3, 2, 6))
+    assert rows[-1]["skipped_samples"] >= 1, "the corrupt JPEG is skipped and counted"
+    assert abs(rows[0]["logit_scale"] - 1 / 0.07) < 0.1
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step-00000003.pt", "step-00000006.pt"]
+    state = torch.load(run / "checkpoints" / "step-00000006.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 6 and len(state["rng"]) == 2 and "optimizer" in state and "data" in state
+    result = json.loads((run / "eval" / "step-0000006.json").read_text())
+    digits = result["datasets"]["digits"]
+    assert digits["n"] == 1797 and 0 <= digits["top1"] <= 1 and digits["chance_top1"] == pytest.approx(0.1)
+    assert "image_to_text_R@1" in result["retrieval"]["val"]
+
+
+def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards):
+    args = ["--train-data", f"{shards}/0000[0-2].tar", "--steps", "14", "--save-every", "2", "--name", "kill",
+            "--eval-datasets", "digits"]
+    proc = torchrun(*args, logs=tmp_path, popen=True)
+    ckpts = tmp_path / "kill" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not (ckpts / "step-00000006.pt").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(r["step"] for r in metrics(tmp_path / "kill"))
+    assert 6 <= killed_at < 14, "the kill must land mid-run"
+
+    res = torchrun(*args, "--resume", "latest", logs=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    steps = [r["step"] for r in metrics(tmp_path / "kill")]
+    assert steps == list(range(1, 15)), "every step logged exactly once, ending at the requested step"
+    last = torch.load(ckpts / "step-00000014.pt", map_location="cpu", weights_only=True)
+    assert last["step"] == 14
+    rows = metrics(tmp_path / "kill")
+    assert all(r["lr"] == pytest.approx(optim.cosine_lr(r["step"] - 1, 1e-3, 2, 14)) for r in rows)
