@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _required_path(env: str) -> Path:
+def required_path(env: str) -> Path:
+    """A sample-data path from the environment; a missing one fails the test (never skips it)."""
     value = os.environ.get(env)
     if not value or not Path(value).exists():
         pytest.fail(f"{env} is unset or missing ({value!r}); run the tests with `make test`, "
@@ -22,12 +23,12 @@ def _required_path(env: str) -> Path:
 
 @pytest.fixture(scope="session")
 def wiki_sample_dump() -> Path:
-    return _required_path("WIKI_SAMPLE_DUMP")
+    return required_path("WIKI_SAMPLE_DUMP")
 
 
 @pytest.fixture(scope="session")
 def wordnet_dir() -> Path:
-    return _required_path("WORDNET_DIR")
+    return required_path("WORDNET_DIR")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -35,3 +36,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    """Bad input: exit code 2 and exactly one `error: ...` line naming what is wrong."""
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])

@@ -15,21 +15,13 @@ import pytest
 
 from pipeline.wiki.synthetic import write_dump
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, assert_one_line_error, run_cli
 
 SMALL = ["--min-count", "5", "--min-bigram-count", "3", "--min-pmi", "8", "--quiet"]
 
 
 def queries(dump, wordnet, out, *extra) -> subprocess.CompletedProcess:
     return run_cli("queries", "--wiki-dump", str(dump), "--wordnet", str(wordnet), "--out", str(out), *SMALL, *extra)
-
-
-def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_help_documents_options_and_tokens():

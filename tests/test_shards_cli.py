@@ -5,15 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .conftest import run_cli
-
-
-def one_line_error(res, *needles):
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+from .conftest import assert_one_line_error as one_line_error, run_cli
 
 
 def test_help_lists_the_steps():

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from .conftest import ROOT, _required_path, run_cli
+from .conftest import ROOT, required_path, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ QUERIES = ["frog", "cat", "dog", "bird", "fish", "car", "tree", "flower", "house
 
 @pytest.fixture(scope="module")
 def openclipart() -> Path:
-    return _required_path("OPENCLIPART_DIR")
+    return required_path("OPENCLIPART_DIR")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline.collect.openclipart import roots_from_cache, sample_rows
 from train import optim
 
-from .conftest import ROOT, _required_path
+from .conftest import ROOT, required_path
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """3 shards of 48 real openclipart (image, caption) pairs, plus one with a corrupt image."""
-    png_root, svg_root = roots_from_cache(str(_required_path("OPENCLIPART_DIR")))
+    png_root, svg_root = roots_from_cache(str(required_path("OPENCLIPART_DIR")))
     out = tmp_path_factory.mktemp("shards")
     rows = [r for r, _ in zip((r for r in sample_rows(png_root, svg_root) if r["text"]), range(144))]
     for s in range(3):

@@ -24,15 +24,9 @@ from train.eval_data import (ANIMAL_MNIST_CLASSES, OPENCLIPART_EXCLUDED, ImageFo
 from train.zeroshot import (accuracy_from_features, build_classifier, get_templates, retrieval_recall,
                             zero_shot_accuracy)
 
+from .conftest import required_path
+
 CLASSES = ["cat", "dog", "car", "tree", "house", "boat"]  # one BPE token each
-
-
-def _env_path(env: str) -> Path:
-    value = os.environ.get(env)
-    if not value or not Path(value).exists():
-        pytest.fail(f"{env} is unset or missing ({value!r}); run the tests with `make test`, "
-                    "which fetches the sample data and sets it")
-    return Path(value)
 
 
 # -- stub model -------------------------------------------------------------------------
@@ -167,7 +161,7 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def test_animal_mnist():
-    ds = animal_mnist(_env_path("ANIMAL_MNIST_DIR"), transform=to_tensor)
+    ds = animal_mnist(required_path("ANIMAL_MNIST_DIR"), transform=to_tensor)
     assert len(ds) == 10_000 and ds.classnames == list(ANIMAL_MNIST_CLASSES) and len(ds.classnames) == 10
     assert set(ds.class_counts().values()) == {1000}
     image = ds.image(0)
@@ -177,7 +171,7 @@ def test_animal_mnist():
     assert pixels.max() > 200 and pixels.min() < 30  # a silhouette, not a blank
     x, label = ds[9_999]
     assert x.shape == (3, 28, 28) and label == 9 and ds.classnames[label] == "zebra"
-    assert load_dataset("animal-mnist", _env_path("ANIMAL_MNIST_DIR").parent).info["n"] == 10_000
+    assert load_dataset("animal-mnist", required_path("ANIMAL_MNIST_DIR").parent).info["n"] == 10_000
 
 
 def test_animal_mnist_refuses_other_pickles(tmp_path):
@@ -252,7 +246,7 @@ def test_imagefolder(tmp_path):
 
 def test_openclipart_heldout():
     from pipeline.collect.openclipart import is_held_out_image
-    cache = _env_path("OPENCLIPART_DIR")
+    cache = required_path("OPENCLIPART_DIR")
     ds = openclipart_heldout(cache)
     cats = ds.info["categories"]
     assert cats == ["animals", "buildings", "computer", "education", "food", "geography", "office", "people",
