@@ -33,7 +33,7 @@ def shards(tmp_path_factory) -> Path:
     for s in range(3):
         with wds.TarWriter(str(out / f"{s:05d}.tar")) as tw:
             for i, r in enumerate(rows[s * 48:(s + 1) * 48]):
-                img = Image.open(Path(png_root) / r["path"]).convert("RGB")
+                img = Image.open(Path(png_root) / r["path"]).convert("RGBA").convert("RGB")
                 img.thumbnail((96, 96))
                 buf = io.BytesIO()
                 img.save(buf, format="JPEG")
@@ -47,7 +47,7 @@ def shards(tmp_path_factory) -> Path:
 def torchrun(*args: str, logs: Path, popen: bool = False):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "train", "--logs", str(logs), "--model", "tiny-ViT-64", "--batch-size", "8", "--workers", "0",
+           "-m", "train", "--runs", str(logs), "--model", "tiny-ViT-64", "--batch-size", "8", "--workers", "0",
            "--threads", "1", "--warmup", "2", "--lr", "1e-3", "--quiet", "--log-every", "1", *args]
     if popen:
         return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

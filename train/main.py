@@ -36,8 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-data", nargs="+", required=True,
                    help="webdataset shards: brace patterns, globs or fsspec URLs (e.g. 'shards/{00000..00009}.tar')")
-    p.add_argument("--name", default="run", help="run name; outputs go to LOGS/NAME (default: %(default)s)")
-    p.add_argument("--logs", default="runs", help="folder of runs (default: %(default)s)")
+    p.add_argument("--name", default="run", help="run name; outputs go to RUNS/NAME (default: %(default)s)")
+    p.add_argument("--runs", default="runs", help="folder of runs (default: %(default)s)")
+    # "--logs" (open_clip's name) is ambiguous under torchrun (it prefixes --logs-specs): hidden alias.
+    p.add_argument("--logs", dest="runs", help=argparse.SUPPRESS)
     p.add_argument("--model", default="tiny-ViT-64",
                    help="open_clip architecture (RN50, ViT-B-32, ...) or one of train/model_configs (default: %(default)s)")
     p.add_argument("--model-config", default=None, help="a JSON model config to register under --model")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed + rank)
 
-    run_dir = Path(args.logs) / args.name
+    run_dir = Path(args.runs) / args.name
     ckpt_dir = run_dir / "checkpoints"
     try:
         urls = data.expand_urls(args.train_data)
