@@ -24,11 +24,12 @@ NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
 	--save-every 100 --log-every 20 --workers 1
 
-.PHONY: help setup sample-data queries shards train test bench-queries bench-match bench-download bench-train clean
+.PHONY: help setup sample-data browser queries shards train audit test bench-queries bench-match bench-download bench-train clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
 	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes (after shards)"
+	@echo "make audit         write shards/audit/report.html, summary.json, report.md (after shards)"
 	@echo "make test          run the test suite"
 	@echo "make setup         create $(VENV) with the pinned stack"
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
@@ -62,7 +63,14 @@ train: sample-data shards/00000.tar
 	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m train --train-data 'shards/[0-9]*.tar' \
 		--name sample --resume latest $(SAMPLE_TRAIN_ARGS) $(ARGS)
 
-test: sample-data
+audit: sample-data shards/00000.tar
+	$(PY) -m pipeline audit --queries query_lists --shards shards $(ARGS)
+
+# The audit report's render test opens it in a headless browser: Debian's chromium.
+browser:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+
+test: sample-data browser
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
 		ANIMAL_MNIST_DIR=$(abspath $(CACHE))/animal-mnist \
 		$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .errors import EXIT_INPUT_ERROR, InputError
+from .audit import cli as audit_cli
 from .collect import cli as collect_cli
 from .queries import cli as queries_cli
 
@@ -16,6 +17,7 @@ VERBS = {
     "match": collect_cli,
     "balance": collect_cli,
     "download": collect_cli,
+    "audit": audit_cli,
 }
 
 
