@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import json
 import os
 import signal
@@ -104,3 +105,28 @@ def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards)
     assert last["step"] == 14
     rows = metrics(tmp_path / "kill")
     assert all(r["lr"] == pytest.approx(optim.cosine_lr(r["step"] - 1, 1e-3, 2, 14)) for r in rows)
+
+
+def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp_path),
+           "--name", "bf16", "--model", "tiny-ViT-64", "--batch-size", "4", "--accum-freq", "2", "--steps", "3",
+           "--precision", "bf16", "--workers", "0", "--threads", "1", "--warmup", "1", "--log-every", "1",
+           "--no-final-eval", "--quiet"]
+    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert cfg["global_batch"] == 8 and cfg["precision"] == "bf16"
+    rows = metrics(tmp_path / "bf16")
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in rows)
+    assert not (tmp_path / "bf16" / "eval").exists(), "--no-final-eval skips the evaluation"
+    state = torch.load(tmp_path / "bf16" / "checkpoints" / "step-00000003.pt", map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point()), \
+        "bf16 is autocast: master weights stay fp32"
+
+
+def test_bad_train_data_is_a_one_line_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "train", "--train-data", str(tmp_path / "none-*.tar"), "--quiet"],
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "none-*.tar" in res.stderr

@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (default: %(default)s)")
     p.add_argument("--resume", default=None, help="'latest' (this run's newest checkpoint) or a checkpoint path")
     p.add_argument("--eval-every", type=int, default=0, help="zero-shot evaluation every N steps (0: at the end only)")
+    p.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate after the last step (default: yes)")
     p.add_argument("--eval-datasets", nargs="*", default=["openclipart", "animal-mnist", "digits"],
                    help="zero-shot datasets: openclipart, animal-mnist, digits, imagefolder:PATH (default: %(default)s)")
     p.add_argument("--eval-cache", default=".cache/sample", help="where the evaluation data lives (default: %(default)s)")
@@ -106,10 +108,11 @@ def unwrap(m: torch.nn.Module) -> torch.nn.Module:
     return getattr(m, "module", m)  # DDP
 
 
-def all_reduce_sum(values: list[float], world: int) -> list[float]:
+def all_reduce_sum(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Sum over ranks; the tensor lives on `device` because NCCL refuses CPU tensors."""
     if world == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
 
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = data.make_train_loader(
         urls, tokenizer, batch_size=args.batch_size * args.accum_freq, image_size=image_size, rank=rank,
         world_size=world, seed=args.seed, workers=args.workers, val_fraction=args.val_fraction,
-        shuffle_buffer=args.shuffle_buffer, start_step=start_step)
+        shuffle_buffer=args.shuffle_buffer, start_step=start_step, pin_memory=device.type == "cuda")
     batches = iter(loader)
 
     writer = None
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the loop ---------------------------------------------------------------------
     metrics_file = open(run_dir / "metrics.jsonl", "a") if master else None
-    skipped_total = 0
+    skipped_total = skipped_local = 0
     t_last = time.perf_counter()
     for step in range(start_step, args.steps):
         lr = optim.cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
@@ -240,29 +243,33 @@ def main(argv: list[str] | None = None) -> int:
         clamp_logit_scale_(unwrap(ddp))
         t2 = time.perf_counter()
 
-        skipped, loss_sum = all_reduce_sum([float(info.get("skipped", 0)), float(loss)], world)
-        skipped_total += int(skipped)
+        skipped_local += int(info.get("skipped", 0))
         done = step + 1
-        if master:
+        if bar is not None:
+            bar.update(1)
+        log_now = done % args.log_every == 0 or done == args.steps or step == start_step
+        if log_now:  # the only per-step collective besides the gradients', and only when logging
+            skipped, loss_sum = all_reduce_sum([float(skipped_local), float(loss)], world, device)
+            skipped_local = 0
+            skipped_total += int(skipped)
+        if master and log_now:
             if bar is not None:
-                bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / world:.3f}", lr=f"{lr:.2e}", refresh=False)
-            if done % args.log_every == 0 or done == args.steps or step == start_step:
-                now = time.perf_counter()
-                row = {
-                    "step": done, "loss": round(loss_sum / world, 5), "lr": lr,
-                    "logit_scale": round(unwrap(ddp).logit_scale.detach().exp().item(), 4),
-                    "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
-                    "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
-                    "wall_time": round(now - t_last, 3), "skipped_samples": skipped_total,
-                }
-                t_last = now
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, done)
+            now = time.perf_counter()
+            row = {
+                "step": done, "loss": round(loss_sum / world, 5), "lr": lr,
+                "logit_scale": round(unwrap(ddp).logit_scale.detach().exp().item(), 4),
+                "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
+                "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
+                "wall_time": round(now - t_last, 3), "skipped_samples": skipped_total,
+            }
+            t_last = now
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        writer.add_scalar(f"train/{k}", v, done)
 
         if done % args.save_every == 0 or done == args.steps:
             rngs = _gather_rng(world)
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             if world > 1:
                 dist.barrier()
 
-        if (args.eval_every and done % args.eval_every == 0) or done == args.steps:
+        if (args.eval_every and done % args.eval_every == 0) or (done == args.steps and args.final_eval):
             if master:
                 run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run_dir, device, done, autocast, writer)
             if world > 1:

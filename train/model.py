@@ -53,5 +53,6 @@ def create(name: str, config: dict | None = None, precision: str = "fp32", devic
 
 
 def _model_precision(precision: str) -> str:
-    """Weights stay fp32 under autocast (amp_*); pure bf16/fp16 cast the weights."""
-    return "fp32" if precision in ("amp_fp16", "amp_bf16", "bf16_amp", "amp") else precision
+    """Master weights stay fp32: our bf16 and amp_fp16 are autocast modes, so AdamW's small
+    late-schedule updates are not lost to bf16 rounding (open_clip's "bf16" would cast them)."""
+    return "fp32"
