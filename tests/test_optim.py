@@ -72,3 +72,12 @@ def test_checkpoint_roundtrip_is_weights_only_and_restores_rng(tmp_path):
     checkpoint.set_rng_state(loaded["rng"][0])
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
     assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
+
+
+def test_any_open_clip_architecture_by_name_rn50_with_attention_pooling():
+    net, tokenizer, size = models.create("RN50")
+    assert size == 224 and type(net.visual.attnpool).__name__ == "AttentionPool2d"
+    with torch.no_grad():
+        image, text, scale = net(torch.randn(1, 3, 224, 224), tokenizer(["a photo of a dog"]))[:3]
+    assert image.shape == text.shape == (1, 1024)
+    assert float(scale) == pytest.approx(1 / 0.07, rel=1e-4), "logit scale starts at ln(1/0.07)"

@@ -82,6 +82,7 @@ def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
     digits = result["datasets"]["digits"]
     assert digits["n"] == 1797 and 0 <= digits["top1"] <= 1 and digits["chance_top1"] == pytest.approx(0.1)
     assert "image_to_text_R@1" in result["retrieval"]["val"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard logs when it is installed"
 
 
 def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards):
@@ -112,7 +113,7 @@ def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
     cmd = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp_path),
            "--name", "bf16", "--model", "tiny-ViT-64", "--batch-size", "4", "--accum-freq", "2", "--steps", "3",
            "--precision", "bf16", "--workers", "0", "--threads", "1", "--warmup", "1", "--log-every", "1",
-           "--no-final-eval", "--quiet"]
+           "--grad-checkpointing", "--no-final-eval", "--quiet"]
     res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
