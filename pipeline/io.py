@@ -58,3 +58,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sql_str(value: str | Path) -> str:
+    """A SQL string literal (paths may hold quotes)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_file_list(paths: list[Path] | list[str]) -> str:
+    """A DuckDB list of file literals: unlike a glob string, brackets or '*' in a path stay literal."""
+    return "[" + ", ".join(sql_str(p) for p in paths) + "]"

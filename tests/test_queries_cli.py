@@ -119,3 +119,12 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, wordnet_dir):
     assert all(p.stat().st_mtime_ns == m for p, m in done_before.items()), "counted chunks were redone"
     for name in ("queries.parquet", "queries.txt"):
         assert (out / name).read_bytes() == (ref / name).read_bytes()
+
+
+def test_odd_output_path_and_bad_resource_options(tmp_path, wiki_sample_dump, wordnet_dir):
+    out = tmp_path / "it's [q]"
+    assert queries(wiki_sample_dump, wordnet_dir, out).returncode == 0
+    assert (out / "queries.parquet").exists()
+    for bad in (["--memory-limit", "2 lots"], ["--chunk-mb", "nan"], ["--workers", "0"]):
+        res = queries(wiki_sample_dump, wordnet_dir, tmp_path / "o", *bad)
+        assert res.returncode == 2 and "error: argument" in res.stderr and "Traceback" not in res.stderr

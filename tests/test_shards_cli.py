@@ -28,9 +28,28 @@ def test_no_pool_and_missing_columns(tmp_path):
 
 
 def test_steps_out_of_order_and_missing_queries(tmp_path):
-    one_line_error(run_cli("match", "--out", str(tmp_path / "o")), "'pool' step has not run yet")
+    one_line_error(run_cli("match", "--out", str(tmp_path / "o")), "'pool' step has not finished")
     pairs = tmp_path / "pairs.parquet"
     pq.write_table(pa.table({"url": ["http://example.com/a.jpg"], "caption": ["a cat"]}), pairs)
     assert run_cli("pool", "--pool", str(pairs), "--out", str(tmp_path / "o"), "--quiet").returncode == 0
     one_line_error(run_cli("match", "--out", str(tmp_path / "o"), "--queries", str(tmp_path / "q.parquet")),
                    "q.parquet: query list not found")
+
+
+def test_balance_refuses_another_query_list_and_bad_options(tmp_path):
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"url": [f"http://example.com/{i}.jpg" for i in range(4)],
+                             "caption": ["a cat", "a dog", "a cat and a dog", "a bird"]}), pairs)
+    q1, q2 = tmp_path / "q1.parquet", tmp_path / "q2.parquet"
+    pq.write_table(pa.table({"query": ["cat", "dog", "bird"]}), q1)
+    pq.write_table(pa.table({"query": ["bird", "dog", "cat"]}), q2)  # same size, other order
+    out = tmp_path / "it's [out]"  # a quote and glob characters in the path are fine
+    assert run_cli("pool", "--pool", str(pairs), "--out", str(out), "--quiet").returncode == 0
+    assert run_cli("match", "--out", str(out), "--queries", str(q1), "--quiet").returncode == 0
+    one_line_error(run_cli("balance", "--out", str(out), "--queries", str(q2), "--quiet"),
+                   "q2.parquet: not the query list the matches were made with")
+    res = run_cli("balance", "--out", str(out), "--queries", str(q1), "--quiet", "--per-query", "1")
+    assert res.returncode == 0, res.stderr
+    for bad in (["--per-query", "0"], ["--memory-limit", "lots"], ["--workers", "0"]):
+        res = run_cli("balance", "--out", str(out), "--queries", str(q1), *bad)
+        assert res.returncode == 2 and "error: argument" in res.stderr and "Traceback" not in res.stderr

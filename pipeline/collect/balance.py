@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, sql_file_list, sql_str
+from .match import queries_digest, read_queries
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -51,14 +52,19 @@ def uid_to_uint64(uids: pa.Array) -> np.ndarray:
     return np.array([int(u, 16) for u in uids.to_pylist()], dtype=np.uint64)
 
 
-def count_entries(match_glob: str, n_queries: int, out_path: Path, memory_limit: str = "2GB") -> np.ndarray:
+def count_entries(match_parts: list[Path], n_queries: int, out_path: Path, memory_limit: str = "2GB") -> np.ndarray:
     """`entry_counts.parquet` (query_id, count) for every query id, zeros included."""
     con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
+    files = sql_file_list(match_parts)
+    top = con.execute(f"SELECT max(list_max(query_ids)) FROM read_parquet({files})").fetchall()[0][0]
+    if top is not None and top >= n_queries:
+        raise InputError(f"{match_parts[0].parent}: query id {top} is outside the query list (0..{n_queries - 1}); "
+                         "the matches were made with another list")
     counts = con.sql(
         f"""
         WITH hits AS (
-            SELECT unnest(query_ids) AS query_id FROM read_parquet('{match_glob}')
+            SELECT unnest(query_ids) AS query_id FROM read_parquet({files})
         ), agg AS (SELECT query_id, count(*) AS count FROM hits GROUP BY query_id)
         SELECT r.range::INT AS query_id, coalesce(agg.count, 0)::BIGINT AS count
         FROM range({int(n_queries)}) r LEFT JOIN agg ON agg.query_id = r.range
@@ -66,8 +72,6 @@ def count_entries(match_glob: str, n_queries: int, out_path: Path, memory_limit:
         """
     ).to_arrow_table()
     con.close()
-    if len(counts) != n_queries:
-        raise InputError(f"{match_glob}: query ids outside 0..{n_queries - 1}; matches are from another query list?")
     with atomic_path(out_path) as tmp:
         pq.write_table(counts, tmp, compression="zstd")
     return counts.column("count").to_numpy()
@@ -144,9 +148,13 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     parts = sorted(match_dir.glob("part-*.parquet"))
     if not parts:
         raise InputError(f"{match_dir}: no match parts; run the match step first")
-    queries = pq.read_table(queries_path, columns=["query"]).column("query").to_pylist()
-    counts = count_entries(str(match_dir / "part-*.parquet"), len(queries), curation / "entry_counts.parquet",
-                           memory_limit)
+    queries = read_queries(queries_path)
+    digests = {json.loads(p.with_suffix(".json").read_text()).get("params", {}).get("queries_sha256")
+               for p in parts if p.with_suffix(".json").exists()}
+    if digests - {queries_digest(queries)}:
+        raise InputError(f"{queries_path}: not the query list the matches were made with; "
+                         "rerun the match step with it, or pass the same --queries")
+    counts = count_entries(parts, len(queries), curation / "entry_counts.parquet", memory_limit)
     p = keep_probabilities(counts, per_query)
     settings = {"per_query": per_query, "seed": seed, "queries": queries_path, "n_queries": len(queries)}
     marker = out_dir / "_settings.json"

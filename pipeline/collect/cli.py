@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..options import memory_limit, positive_int
 from ..workers import default_workers
 
 STEPS_EPILOG = """\
@@ -23,9 +24,9 @@ Every step writes OUT/curation/<step>_stats.json, accounting for every input row
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="shards", help="output folder (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="parallel processes for pool/match/balance (default: %(default)s)")
-    p.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (default: %(default)s)")
+    p.add_argument("--memory-limit", type=memory_limit, default="2GB", help="DuckDB memory limit (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
 
@@ -40,7 +41,7 @@ def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help="extra table column to carry along (repeatable)")
     g.add_argument("--allow-private-hosts", action="store_true",
                    help="accept private, loopback and link-local hosts (the local sample needs it)")
-    g.add_argument("--rows-per-part", type=int, default=1_000_000, help="rows per pool part (default: %(default)s)")
+    g.add_argument("--rows-per-part", type=positive_int, default=1_000_000, help="rows per pool part (default: %(default)s)")
 
 
 def _match_args(p: argparse.ArgumentParser) -> None:
@@ -52,21 +53,21 @@ def _match_args(p: argparse.ArgumentParser) -> None:
 
 def _balance_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("balance")
-    g.add_argument("--per-query", type=int, default=20_000,
+    g.add_argument("--per-query", type=positive_int, default=20_000,
                    help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)")
     g.add_argument("--seed", type=int, default=0, help="seed of the keep/drop draws (default: %(default)s)")
 
 
 def _download_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("download (img2dataset)")
-    g.add_argument("--image-size", type=int, default=256,
+    g.add_argument("--image-size", type=positive_int, default=256,
                    help="shorter side after resizing, aspect kept, never upscaled (default: %(default)s)")
-    g.add_argument("--processes", type=int, default=default_workers(), help="download processes (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=32, help="download threads per process (default: %(default)s)")
-    g.add_argument("--samples-per-shard", type=int, default=10_000, help="default: %(default)s")
-    g.add_argument("--timeout", type=int, default=10, help="seconds per request (default: %(default)s)")
+    g.add_argument("--processes", type=positive_int, default=default_workers(), help="download processes (default: %(default)s)")
+    g.add_argument("--threads", type=positive_int, default=32, help="download threads per process (default: %(default)s)")
+    g.add_argument("--samples-per-shard", type=positive_int, default=10_000, help="default: %(default)s")
+    g.add_argument("--timeout", type=positive_int, default=10, help="seconds per request (default: %(default)s)")
     g.add_argument("--retries", type=int, default=0, help="default: %(default)s")
-    g.add_argument("--max-image-pixels", type=int, default=89_478_485,
+    g.add_argument("--max-image-pixels", type=positive_int, default=89_478_485,
                    help="refuse larger images (decompression bombs) (default: %(default)s)")
 
 

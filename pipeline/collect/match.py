@@ -163,7 +163,7 @@ def read_queries(queries_path: str) -> list[str | None]:
         raise InputError(f"{queries_path}: cannot read as parquet: {e}") from None
 
 
-def _queries_digest(queries: Sequence[str | None]) -> str:
+def queries_digest(queries: Sequence[str | None]) -> str:
     """Identifies the query list's content, so a rerun with other queries redoes the parts."""
     h = hashlib.sha256()
     for q in queries:
@@ -302,7 +302,7 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
         raise InputError(f"{pool_glob}: several pool parts share a file name ({', '.join(dup)}): "
                          "outputs are named after them")
     queries = read_queries(queries_path)
-    base = {"ignore_case": ignore_case, "queries_sha256": _queries_digest(queries)}
+    base = {"ignore_case": ignore_case, "queries_sha256": queries_digest(queries)}
     params = {}
     for url, name in zip(urls, names):
         fs, path = fsspec.core.url_to_fs(url)

@@ -9,6 +9,7 @@ cap or query list can never mix old and new parts.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import shutil
@@ -66,7 +67,11 @@ def _key(upstream: str, settings: dict) -> str:
 
 
 def _claim(paths: list[Path], key_file: Path, key: str, log) -> None:
-    """Clear a step's outputs if they were made from something else; then record the key."""
+    """Clear a step's outputs if they were made from something else; then record the key.
+
+    The key says what the outputs are made from; `<key>.done` (written by `_finish` after
+    the step succeeds) says they are complete, which is what the next step checks.
+    """
     if key_file.exists() and key_file.read_text().strip() != key:
         log(f"{key_file.stem}: inputs or settings changed, discarding its previous outputs")
         for p in paths:
@@ -74,9 +79,18 @@ def _claim(paths: list[Path], key_file: Path, key: str, log) -> None:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+    done = key_file.with_suffix(".done")
+    if done.exists() and done.read_text().strip() != key:
+        done.unlink()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(key_file) as tmp:
         tmp.write_text(key + "\n")
+
+
+def _finish(key_file: Path, key: str) -> str:
+    with atomic_path(key_file.with_suffix(".done")) as tmp:
+        tmp.write_text(key + "\n")
+    return key
 
 
 def _write_stats(path: Path, stats: dict) -> None:
@@ -101,7 +115,13 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
                        progress=_progress(p, "pool", "file"))
     _write_stats(cur / "pool_stats.json", stats)
     _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
-    return key
+    return _finish(cur / "keys" / "pool", key)
+
+
+def _queries_fingerprint(path: str) -> dict:
+    if not Path(path).exists():
+        raise InputError(f"{path}: query list not found; run `make queries` or pass --queries")
+    return file_fingerprint(path)
 
 
 def run_match(p: ShardParams, upstream: str) -> str:
@@ -109,29 +129,28 @@ def run_match(p: ShardParams, upstream: str) -> str:
 
     cur = Path(p.out) / "curation"
     queries = Path(p.queries)
-    if not queries.exists():
-        raise InputError(f"{queries}: query list not found; run `make queries` or pass --queries")
-    key = _key(upstream, {"queries": file_fingerprint(str(queries)), "ignore_case": p.ignore_case})
+    key = _key(upstream, {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case})
     _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
-    stats = match_pool(str(cur / "pool" / "part-*.parquet"), str(queries), str(cur / "matches"),
+    pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
+    stats = match_pool(pool_glob, str(queries), str(cur / "matches"),
                        workers=p.workers, ignore_case=p.ignore_case, progress=_progress(p, "match", "text"))
     _write_stats(cur / "match_stats.json", stats)
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
-    return key
+    return _finish(cur / "keys" / "match", key)
 
 
 def run_balance(p: ShardParams, upstream: str) -> str:
     from .balance import balance
 
     cur = Path(p.out) / "curation"
-    key = _key(upstream, {"per_query": p.per_query, "seed": p.seed})
+    key = _key(upstream, {"per_query": p.per_query, "seed": p.seed, "queries": _queries_fingerprint(p.queries)})
     _claim([cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"], cur / "keys" / "balance",
            key, _log(p))
     stats = balance(cur, p.queries, per_query=p.per_query, seed=p.seed, workers=p.workers,
                     memory_limit=p.memory_limit, progress=_progress(p, "balance", "part"))
     _log(p)(f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
             f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})")
-    return key
+    return _finish(cur / "keys" / "balance", key)
 
 
 def run_download(p: ShardParams, upstream: str) -> str:
@@ -147,14 +166,15 @@ def run_download(p: ShardParams, upstream: str) -> str:
                      samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
                      max_image_pixels=p.max_image_pixels, quiet=p.quiet)
     _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
-    return key
+    return _finish(cur / "keys" / "download", key)
 
 
 def _stored_key(p: ShardParams, step: str) -> str:
-    path = Path(p.out) / "curation" / "keys" / step
-    if not path.exists():
-        raise InputError(f"{path.parent}: the '{step}' step has not run yet; run it first (or `shards`)")
-    return path.read_text().strip()
+    """The key of a step that finished; its outputs are what the next step reads."""
+    done = Path(p.out) / "curation" / "keys" / f"{step}.done"
+    if not done.exists():
+        raise InputError(f"{done.parent}: the '{step}' step has not finished; run it first (or `shards`)")
+    return done.read_text().strip()
 
 
 def run_step(step: str, p: ShardParams) -> dict:

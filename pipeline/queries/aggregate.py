@@ -14,11 +14,13 @@ from typing import Iterator
 
 import duckdb
 
+from ..io import sql_file_list, sql_str
+
 BATCH = 65_536
 
 
 def _parts(work_dir: Path, name: str) -> str:
-    return str(work_dir / name / "*.parquet")
+    return sql_file_list(sorted((work_dir / name).glob("*.parquet")))
 
 
 class Aggregates:
@@ -30,8 +32,8 @@ class Aggregates:
         self.con = duckdb.connect(str(db))
         tmp = work_dir / "duckdb_tmp"
         tmp.mkdir(exist_ok=True)
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")
-        self.con.execute(f"SET temp_directory = '{tmp}'")
+        self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
+        self.con.execute(f"SET temp_directory = {sql_str(tmp)}")
         self.con.execute(f"SET threads = {max(1, int(threads))}")
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET enable_progress_bar = false")
@@ -44,19 +46,19 @@ class Aggregates:
         """Sum the parts: all unigrams; bigrams seen at least `min_bigram_count` times."""
         c = self.con
         c.execute(
-            f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet('{_parts(self.work_dir, 'uni')}') GROUP BY w"
+            f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({_parts(self.work_dir, 'uni')}) GROUP BY w"
         )
         c.execute(
-            f"CREATE TABLE bi AS SELECT b, sum(c)::BIGINT AS c FROM read_parquet('{_parts(self.work_dir, 'bi')}') "
+            f"CREATE TABLE bi AS SELECT b, sum(c)::BIGINT AS c FROM read_parquet({_parts(self.work_dir, 'bi')}) "
             f"GROUP BY b HAVING sum(c) >= {int(min_bigram_count)}"
         )
         c.execute(
-            f"CREATE TABLE titles AS SELECT title, chunk, pos FROM read_parquet('{_parts(self.work_dir, 'titles')}')"
+            f"CREATE TABLE titles AS SELECT title, chunk, pos FROM read_parquet({_parts(self.work_dir, 'titles')})"
         )
         distinct_uni, total = c.execute("SELECT count(*), coalesce(sum(c), 0) FROM uni").fetchone()
         kept_bi = c.execute("SELECT count(*) FROM bi").fetchone()[0]
         distinct_bi = c.execute(
-            f"SELECT count(DISTINCT b) FROM read_parquet('{_parts(self.work_dir, 'bi')}')"
+            f"SELECT count(DISTINCT b) FROM read_parquet({_parts(self.work_dir, 'bi')})"
         ).fetchone()[0]
         self.total_tokens = int(total)
         return {
@@ -102,13 +104,13 @@ class Aggregates:
             "SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos"
         )
 
-    def viewed_titles(self, pageview_glob: str, min_views: int) -> Iterator[tuple[str, int]]:
+    def viewed_titles(self, pageview_dir: Path, min_views: int) -> Iterator[tuple[str, int]]:
         """Dump article titles whose summed views reach min_views, most viewed first."""
         return self._stream(
             f"""
             WITH views AS (
                 SELECT title, sum(views)::BIGINT AS views
-                FROM read_parquet('{pageview_glob}') GROUP BY title HAVING sum(views) >= ?
+                FROM read_parquet({_parts(pageview_dir, 'parts')}) GROUP BY title HAVING sum(views) >= ?
             ),
             articles AS (SELECT DISTINCT title FROM titles WHERE NOT contains(title, ':'))
             SELECT v.title, v.views FROM views v JOIN articles a USING (title)

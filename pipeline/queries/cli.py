@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..options import memory_limit, positive_float, positive_int
 from ..workers import default_workers
 
 EPILOG = """\
@@ -71,11 +72,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     t.add_argument("--size", type=int, default=500_000, help="cap on the whole list (default: %(default)s)")
 
     r = p.add_argument_group("resources")
-    r.add_argument("--workers", type=int, default=default_workers(),
+    r.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="parallel processes (default: all cores, %(default)s); never changes the result")
-    r.add_argument("--memory-limit", default="2GB",
+    r.add_argument("--memory-limit", type=memory_limit, default="2GB",
                    help="DuckDB memory limit for aggregation; it spills to disk beyond it (default: %(default)s)")
-    r.add_argument("--chunk-mb", type=float, default=8.0,
+    r.add_argument("--chunk-mb", type=positive_float, default=8.0,
                    help="MB of article text per counting chunk; bounds each worker's memory (default: %(default)s)")
     r.add_argument("--work-dir", default=None,
                    help="where spilled counts go (default: OUT/.work, removed after success)")
@@ -87,9 +88,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from .build import QueryParams, build_queries
 
-    if args.workers < 1:
-        print("error: --workers must be >= 1", file=sys.stderr)
-        return 2
     params = QueryParams(**{k: v for k, v in vars(args).items() if k in QueryParams.__dataclass_fields__})
     build = build_queries(params)
     if not args.quiet:

@@ -52,8 +52,8 @@ def count_pageviews(
     domains: tuple[str, ...] = ("en", "en.wikipedia"),
     min_hourly_views: int = 50,
     progress_factory=None,
-) -> tuple[str, dict]:
-    """Returns (parquet glob of per-file parts, summed line statistics)."""
+) -> tuple[Path, dict]:
+    """Returns (the work dir holding parts/*.parquet, summed line statistics)."""
     prepare_work_dir(work_dir, {
         "inputs": [file_fingerprint(u) for u in urls],
         "domains": list(domains),
@@ -81,4 +81,4 @@ def count_pageviews(
         for k, v in json.loads(p.read_text()).items():
             if isinstance(v, (int, float)):
                 totals[k] = totals.get(k, 0) + v
-    return str(work_dir / "parts" / "*.parquet"), totals
+    return work_dir, totals
