@@ -131,3 +131,25 @@ def test_bad_train_data_is_a_one_line_error(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "none-*.tar" in res.stderr
+
+
+def test_fresh_run_over_old_checkpoints_is_refused_and_bad_eval_sets_fail_early(tmp_path, shards):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp_path),
+            "--name", "again", "--model", "tiny-ViT-64", "--batch-size", "4", "--steps", "2", "--workers", "0",
+            "--threads", "1", "--warmup", "1", "--no-final-eval", "--quiet"]
+    res = subprocess.run(base, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = subprocess.run(base, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "pass --resume latest" in res.stderr
+    # A metrics line cut by a kill does not break the resume.
+    with open(tmp_path / "again" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')
+    res = subprocess.run(base[:-1] + ["--steps", "3", "--resume", "latest", "--quiet"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [r["step"] for r in metrics(tmp_path / "again")] == [1, 2, 3]
+    res = subprocess.run(base[:-1] + ["--name", "badeval", "--eval-datasets", "no-such-set", "--quiet"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "no-such-set" in res.stderr
+    assert not (tmp_path / "badeval" / "checkpoints").exists(), "refused before training"

@@ -45,11 +45,21 @@ def path_for(ckpt_dir: Path, step: int) -> Path:
 def save(ckpt_dir: Path, step: int, state: dict, keep: int = 2) -> Path:
     """Write step-NNNNNNNN.pt atomically; keep the newest `keep` checkpoints."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_dir.glob(".step-*.pt.tmp-*"):  # left by a save that was killed
+        stale.unlink()
     path = path_for(ckpt_dir, step)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces anything, or a crash could leave it empty
         os.replace(tmp, path)
+        dir_fd = os.open(ckpt_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -71,3 +81,13 @@ def latest(ckpt_dir: Path) -> Path | None:
 
 def load(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_latest(ckpt_dir: Path, log=lambda msg: None) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint that loads; an unreadable one is reported and skipped."""
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            return path, load(path)
+        except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the one before
+            log(f"{path}: unreadable ({type(e).__name__}: {e}); trying the previous checkpoint")
+    return None, None

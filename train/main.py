@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -62,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shuffle-buffer", type=int, default=2000, help="samples in the shuffle buffer (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.05,
                    help="share of samples (by uid hash) held out for retrieval evaluation (default: %(default)s)")
+    p.add_argument("--val-shards", type=int, default=8,
+                   help="retrieval evaluation reads the held-out samples of the first N shards only, so rank 0 "
+                        "does not scan the whole dataset while the others wait (default: %(default)s)")
+    p.add_argument("--dist-timeout", type=int, default=120,
+                   help="minutes a collective may wait (evaluation runs on rank 0) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps, and at the end (default: %(default)s)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (default: %(default)s)")
@@ -77,12 +83,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dist-backend", default=None, help="nccl on GPU, gloo on CPU (default: by device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.accum_freq < 1 or args.batch_size < 1 or args.steps < 1:
-        p.error("--accum-freq, --batch-size and --steps must be >= 1")
+    for name in ("accum_freq", "batch_size", "steps", "save_every", "log_every", "val_shards", "dist_timeout"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= args.val_fraction < 1:
+        p.error("--val-fraction must be in [0, 1)")
     return args
 
 
-def init_distributed(backend: str | None) -> tuple[int, int, int, torch.device]:
+def init_distributed(backend: str | None, timeout_min: int = 120) -> tuple[int, int, int, torch.device]:
     """(rank, world, local rank, device) from torchrun's environment; single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -92,7 +101,7 @@ def init_distributed(backend: str | None) -> tuple[int, int, int, torch.device]:
     if cuda:
         torch.cuda.set_device(device)
     if world > 1:
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
+        dist.init_process_group(backend or ("nccl" if cuda else "gloo"), timeout=timedelta(minutes=timeout_min))
     return rank, world, local, device
 
 
@@ -121,7 +130,13 @@ def trim_metrics(path: Path, start_step: int) -> None:
     """On resume, drop lines of steps that will be run again: nothing is logged twice."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < start_step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= start_step:  # the checkpoint's own step is done: keep its line
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut by a kill
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -136,7 +151,7 @@ def quiet_known_noise() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_known_noise()
-    rank, world, local_rank, device = init_distributed(args.dist_backend)
+    rank, world, local_rank, device = init_distributed(args.dist_backend, args.dist_timeout)
     master = rank == 0
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     torch.set_num_threads(threads)
@@ -163,18 +178,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- resume -----------------------------------------------------------------------
     start_step = 0
-    resume_path = checkpoint.latest(ckpt_dir) if args.resume == "latest" else args.resume
+    skipped_total = 0
+    if not args.resume and checkpoint.list_checkpoints(ckpt_dir):
+        if master:
+            print(f"error: {ckpt_dir} holds checkpoints of an earlier run: pass --resume latest to continue it, "
+                  "or choose another --name", file=sys.stderr)
+        return 2
+    if args.resume == "latest":
+        resume_path, ckpt = checkpoint.load_latest(ckpt_dir, log=lambda m: master and print(m, file=sys.stderr))
+    else:
+        resume_path, ckpt = args.resume, (checkpoint.load(args.resume) if args.resume else None)
     if args.resume and resume_path is None:
         if master:
             print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=sys.stderr)
     elif resume_path:
-        ckpt = checkpoint.load(resume_path)
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         checkpoint.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
         start_step = int(ckpt["step"])
+        skipped_total = int(ckpt.get("data", {}).get("skipped_samples", 0))
         if master:
             print(f"resumed from {resume_path} at step {start_step}", file=sys.stderr)
 
@@ -184,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         if world > 1:
             dist.destroy_process_group()
         return 0
+
+    from .eval_data import check_spec
+
+    for spec in args.eval_datasets:
+        try:
+            check_spec(spec)
+        except Exception as e:  # noqa: BLE001 - InputError: one line, before any training
+            print(f"error: --eval-datasets: {e}", file=sys.stderr)
+            return 2
 
     config = {**vars(args), "model": name, "model_config": model_cfg, "world_size": world, "image_size": image_size,
               "betas": list(betas), "eps": eps, "train_urls": len(urls), "global_batch": args.batch_size * args.accum_freq * world}
@@ -220,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the loop ---------------------------------------------------------------------
     metrics_file = open(run_dir / "metrics.jsonl", "a") if master else None
-    skipped_total = skipped_local = 0
+    skipped_local = 0
     t_last = time.perf_counter()
     for step in range(start_step, args.steps):
         lr = optim.cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
@@ -277,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint.save(ckpt_dir, done, {
                     "model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else {}, "step": done, "rng": rngs,
-                    "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq},
+                    "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq,
+                             "skipped_samples": skipped_total},
                     "config": json.loads(json.dumps(config, default=str)),
                 }, keep=args.keep_checkpoints)
             if world > 1:
@@ -285,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if (args.eval_every and done % args.eval_every == 0) or (done == args.steps and args.final_eval):
             if master:
-                run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run_dir, device, done, autocast, writer)
+                try:
+                    run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run_dir, device, done, autocast,
+                                   writer)
+                except Exception as e:  # noqa: BLE001 - a broken eval set must not cost the training run
+                    print(f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}",
+                          file=sys.stderr)
+                    unwrap(ddp).train()
             if world > 1:
                 dist.barrier()
 
@@ -314,8 +354,10 @@ def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step
     from .evaluate import evaluate, scalars
 
     net.eval()
-    val = data.make_val_loader(urls, tokenizer, batch_size=args.batch_size, image_size=image_size,
-                               val_fraction=args.val_fraction, workers=0)
+    val = None
+    if args.val_fraction > 0:
+        val = data.make_val_loader(urls[: args.val_shards], tokenizer, batch_size=args.batch_size,
+                                   image_size=image_size, val_fraction=args.val_fraction, workers=0)
     results = evaluate(net, tokenizer, data.val_transform(image_size), args.eval_datasets, args.eval_cache, device,
                        run_dir, step=step, retrieval_loader=val, autocast=autocast)
     if writer is not None:
