@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..io import atomic_path
+from . import egress
 
 CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
@@ -37,6 +38,36 @@ def _extra_columns(selected: Path) -> list[str]:
     if missing:
         raise InputError(f"{first}: missing columns {missing} (has {names}); rerun the balance step")
     return [c for c in names if c not in ("url", "text")]
+
+
+def _downloader_class(allow_private_hosts: bool):
+    from img2dataset.downloader import Downloader
+
+    return Downloader if allow_private_hosts else getattr(sys.modules[__name__], "GuardedDownloader")
+
+
+def _guarded_class():
+    from img2dataset.downloader import Downloader
+
+    class _Guarded(Downloader):
+        """img2dataset's Downloader whose process connects only to public addresses."""
+
+        def __call__(self, row):
+            egress.install()
+            return super().__call__(row)
+
+    _Guarded.__name__ = _Guarded.__qualname__ = "GuardedDownloader"
+    _Guarded.__module__ = __name__
+    return _Guarded
+
+
+def __getattr__(name: str):
+    # Defined lazily (img2dataset is a heavy import) but picklable by name from this module.
+    if name == "GuardedDownloader":
+        cls = _guarded_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)
 
 
 @contextlib.contextmanager
@@ -81,6 +112,7 @@ def download(
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
     disallowed_header_directives: list[str] | None = None,
     quiet: bool = False,
+    allow_private_hosts: bool = False,
 ) -> dict:
     """Run img2dataset over the selection; returns summed shard statistics."""
     selected = curation / "selected"
@@ -92,6 +124,11 @@ def download(
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from img2dataset import download as img2dataset_download  # heavy import, only when needed
+
+    # img2dataset builds its Downloader in this process and pickles it to its spawned
+    # workers: a subclass defined here brings the connect-time host policy along. (The
+    # package attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
+    sys.modules["img2dataset.main"].Downloader = _downloader_class(allow_private_hosts)
 
     out.mkdir(parents=True, exist_ok=True)
     with _redirect_output(curation / "download.log" if quiet else None):

@@ -164,7 +164,7 @@ def run_download(p: ShardParams, upstream: str) -> str:
     _claim([*shard_files, out / "_tmp", cur / "download_stats.json"], cur / "keys" / "download", key, _log(p))
     stats = download(cur, out, image_size=p.image_size, processes=p.processes, threads=p.threads,
                      samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
-                     max_image_pixels=p.max_image_pixels, quiet=p.quiet)
+                     max_image_pixels=p.max_image_pixels, quiet=p.quiet, allow_private_hosts=p.allow_private_hosts)
     _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
     return _finish(cur / "keys" / "download", key)
 

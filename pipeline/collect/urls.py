@@ -68,10 +68,10 @@ def make_uid(url: str, text: str) -> str:
     return hashlib.blake2b((url + "\x00" + text).encode("utf-8"), digest_size=8).hexdigest()
 
 
-def _ip_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def ip_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if ip.version == 6:
         inner = ip.ipv4_mapped or ip.sixtofour
-        if inner is not None and _ip_refused(inner):
+        if inner is not None and ip_refused(inner):
             return True
     return (
         not ip.is_global
@@ -92,7 +92,7 @@ def _host_verdict(host: str, bracketed: bool) -> str | None:
             ip = ipaddress.IPv6Address(host)  # zone ids ("fe80::1%25eth0") are accepted
         except ValueError:
             return REASON_BAD_URL
-        return REASON_PRIVATE_HOST if _ip_refused(ip) else None
+        return REASON_PRIVATE_HOST if ip_refused(ip) else None
     if len(host) > 253 or not _HOST_RE.fullmatch(host):
         return REASON_BAD_URL
     name = host[:-1] if host.endswith(".") else host
@@ -109,7 +109,7 @@ def _host_verdict(host: str, bracketed: bool) -> str | None:
             ip = ipaddress.IPv4Address(socket.inet_aton(name))
         except (OSError, ValueError):
             return REASON_BAD_URL
-        return REASON_PRIVATE_HOST if _ip_refused(ip) else None
+        return REASON_PRIVATE_HOST if ip_refused(ip) else None
     return None
 
 
