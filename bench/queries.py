@@ -57,7 +57,7 @@ def stage_split(path: str, limit_mb: float = 16) -> dict:
     from collections import Counter
 
     t0 = time.perf_counter()
-    texts, xml = [], 0
+    texts = []
     rs = wd.ReadStats()
     for p in wd.iter_pages(path, rs):
         if p.is_article:

@@ -7,6 +7,7 @@ name and renamed when complete, so an interrupted run never leaves a file that l
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -68,3 +69,13 @@ def sql_str(value: str | Path) -> str:
 def sql_file_list(paths: list[Path] | list[str]) -> str:
     """A DuckDB list of file literals: unlike a glob string, brackets or '*' in a path stay literal."""
     return "[" + ", ".join(sql_str(p) for p in paths) + "]"
+
+
+def sum_stats(paths) -> dict:
+    """Sum the numeric fields of per-part stats files (the parts' own `.json` markers)."""
+    totals: dict = {}
+    for path in sorted(Path(p) for p in paths):
+        for k, v in json.loads(path.read_text()).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                totals[k] = totals.get(k, 0) + v
+    return totals

@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from pipeline.collect import balance as bal
 

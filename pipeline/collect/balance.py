@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import atomic_path, sql_file_list, sql_str
+from ..io import atomic_path, sql_file_list, sql_str, sum_stats
 from .match import queries_digest, read_queries
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -84,9 +84,22 @@ def keep_probabilities(counts: np.ndarray, per_query: int) -> np.ndarray:
 _STATE: dict = {}
 
 
-def _init_worker(queries_path: str, p: np.ndarray, seed: int) -> None:
-    """Load the query strings and keep probabilities once per process, not once per part."""
-    _STATE.update(queries=pq.read_table(queries_path, columns=["query"]).column("query").to_pylist(), p=p, seed=seed)
+def _init_worker(queries: list[str], p: np.ndarray, seed: int) -> None:
+    """Hand the query strings and keep probabilities over once per process, not once per part."""
+    _STATE.update(queries=queries, p=p, seed=seed)
+
+
+def _flatten(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(query id, row index) of every (row, matched query) pair."""
+    flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
+    return flat, pc.list_parent_indices(lists).to_numpy()
+
+
+def _keep_probability(parent: np.ndarray, p_pairs: np.ndarray, n: int) -> np.ndarray:
+    """1 - prod(1 - p) per row, summed in log space; p == 1 gives exactly 1."""
+    with np.errstate(divide="ignore"):
+        log_miss = np.bincount(parent, weights=np.log1p(-p_pairs), minlength=n)
+    return -np.expm1(log_miss)
 
 
 def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
@@ -97,20 +110,15 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
     if n == 0:
         kept = matches.append_column("keep_prob", pa.array([], pa.float64()))
         keep_mask = np.zeros(0, dtype=bool)
+        keep_prob = np.zeros(0)
     else:
-        lists = matches.column("query_ids").combine_chunks()
-        flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
-        parent = pc.list_parent_indices(lists).to_numpy()
+        flat, parent = _flatten(matches.column("query_ids").combine_chunks())
         uids = uid_to_uint64(matches.column("uid"))
         u = uniform_draws(uids[parent], flat, seed)
-        pq_ = p[flat]
-        hits = np.bincount(parent, weights=(u < pq_), minlength=n) > 0
-        # log(1 - p) summed per row; p == 1 gives -inf, i.e. keep probability exactly 1.
-        with np.errstate(divide="ignore"):
-            log_miss = np.bincount(parent, weights=np.log1p(-pq_), minlength=n)
-        keep_prob = -np.expm1(log_miss)
-        keep_mask = hits
-        kept = matches.append_column("keep_prob", pa.array(keep_prob)).filter(pa.array(hits))
+        p_pairs = p[flat]
+        keep_mask = np.bincount(parent, weights=(u < p_pairs), minlength=n) > 0
+        keep_prob = _keep_probability(parent, p_pairs, n)
+        kept = matches.append_column("keep_prob", pa.array(keep_prob)).filter(pa.array(keep_mask))
 
     pool = pq.read_table(pool_part)
     lookup = pc.index_in(kept.column("uid"), value_set=pool.column("uid"))
@@ -131,7 +139,8 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
     })
     with atomic_path(out_path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    stats = {"matched": n, "kept": int(keep_mask.sum()), "dropped_by_balance": int(n - keep_mask.sum())}
+    stats = {"matched": n, "kept": int(keep_mask.sum()), "dropped_by_balance": int(n - keep_mask.sum()),
+             "expected_kept": float(keep_prob.sum())}
     with atomic_path(Path(out_path).with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
@@ -174,24 +183,21 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     if bar is not None:
         bar.update(len(parts) - len(todo))
     if workers <= 1 or len(todo) <= 1:
-        _init_worker(queries_path, p, seed)
+        _init_worker(queries, p, seed)
         for t in todo:
             balance_part(*t)
             if bar is not None:
                 bar.update(1)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(queries_path, p, seed)) as ex:
+                                 initargs=(queries, p, seed)) as ex:
             for _ in ex.map(_balance_args, todo):
                 if bar is not None:
                     bar.update(1)
     if bar is not None:
         bar.close()
 
-    totals = {"matched": 0, "kept": 0, "dropped_by_balance": 0}
-    for part in parts:
-        for k, v in json.loads((out_dir / part.name).with_suffix(".json").read_text()).items():
-            totals[k] += v
+    totals = sum_stats((out_dir / part.name).with_suffix(".json") for part in parts)
     over = counts > per_query
     totals.update({
         "per_query": per_query,
@@ -199,25 +205,8 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
         "queries_with_matches": int((counts > 0).sum()),
         "queries_over_cap": int(over.sum()),
         "match_share_of_queries_over_cap": round(float(counts[over].sum() / max(1, counts.sum())), 6),
-        "expected_kept": round(float(_expected_kept(match_dir, p)), 1),
+        "expected_kept": round(totals["expected_kept"], 1),
     })
     with atomic_path(curation / "balance_stats.json") as tmp:
         tmp.write_text(json.dumps(totals, indent=2, sort_keys=True) + "\n")
     return totals
-
-
-def _expected_kept(match_dir: Path, p: np.ndarray) -> float:
-    """Sum of keep probabilities: what the kept count should be, within sampling error."""
-    total = 0.0
-    for part in sorted(match_dir.glob("part-*.parquet")):
-        pf = pq.ParquetFile(part)
-        for batch in pf.iter_batches(columns=["query_ids"]):
-            lists = batch.column(0)
-            if len(lists) == 0:
-                continue
-            flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
-            parent = pc.list_parent_indices(lists).to_numpy()
-            with np.errstate(divide="ignore"):
-                log_miss = np.bincount(parent, weights=np.log1p(-p[flat]), minlength=len(lists))
-            total += float((-np.expm1(log_miss)).sum())
-    return total

@@ -23,6 +23,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
+from img2dataset import download as img2dataset_download  # noqa: E402
+from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
+
 from ..errors import InputError
 from ..io import atomic_path
 from . import egress
@@ -40,34 +44,16 @@ def _extra_columns(selected: Path) -> list[str]:
     return [c for c in names if c not in ("url", "text")]
 
 
-def _downloader_class(allow_private_hosts: bool):
-    from img2dataset.downloader import Downloader
+class GuardedDownloader(Img2datasetDownloader):
+    """img2dataset's Downloader whose worker process connects only to public addresses.
 
-    return Downloader if allow_private_hosts else getattr(sys.modules[__name__], "GuardedDownloader")
+    img2dataset pickles its Downloader to spawned workers; unpickling this class imports
+    this module there, and each call installs the connect-time host policy.
+    """
 
-
-def _guarded_class():
-    from img2dataset.downloader import Downloader
-
-    class _Guarded(Downloader):
-        """img2dataset's Downloader whose process connects only to public addresses."""
-
-        def __call__(self, row):
-            egress.install()
-            return super().__call__(row)
-
-    _Guarded.__name__ = _Guarded.__qualname__ = "GuardedDownloader"
-    _Guarded.__module__ = __name__
-    return _Guarded
-
-
-def __getattr__(name: str):
-    # Defined lazily (img2dataset is a heavy import) but picklable by name from this module.
-    if name == "GuardedDownloader":
-        cls = _guarded_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(name)
+    def __call__(self, row):
+        egress.install()
+        return super().__call__(row)
 
 
 @contextlib.contextmanager
@@ -122,13 +108,11 @@ def download(
     # OpenCV reads this once, when cv2 is first imported: it reaches img2dataset's freshly
     # started multiprocessing workers, not a process that already imported cv2.
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset import download as img2dataset_download  # heavy import, only when needed
 
     # img2dataset builds its Downloader in this process and pickles it to its spawned
     # workers: a subclass defined here brings the connect-time host policy along. (The
     # package attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
-    sys.modules["img2dataset.main"].Downloader = _downloader_class(allow_private_hosts)
+    sys.modules["img2dataset.main"].Downloader = Img2datasetDownloader if allow_private_hosts else GuardedDownloader
 
     out.mkdir(parents=True, exist_ok=True)
     with _redirect_output(curation / "download.log" if quiet else None):

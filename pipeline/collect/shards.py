@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..progress import bar_factory
 from ..workers import default_workers
 
 
@@ -50,15 +51,6 @@ class ShardParams:
 
 def _log(p: ShardParams) -> Callable[[str], None]:
     return (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-
-
-def _progress(p: ShardParams, desc: str, unit: str):
-    if p.quiet:
-        return None
-    from tqdm import tqdm
-
-    return lambda total: tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, disable=None,
-                              dynamic_ncols=True)
 
 
 def _key(upstream: str, settings: dict) -> str:
@@ -112,7 +104,7 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
     stats = build_pool(inputs, str(cur / "pool"), url_col=p.url_col, text_col=p.text_col,
                        keep_cols=tuple(p.keep_col), allow_private_hosts=p.allow_private_hosts,
                        workers=p.workers, rows_per_part=p.rows_per_part, memory_limit=p.memory_limit,
-                       progress=_progress(p, "pool", "file"))
+                       progress=bar_factory(p.quiet, "pool", "file"))
     _write_stats(cur / "pool_stats.json", stats)
     _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
     return _finish(cur / "keys" / "pool", key)
@@ -133,7 +125,7 @@ def run_match(p: ShardParams, upstream: str) -> str:
     _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
     pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
     stats = match_pool(pool_glob, str(queries), str(cur / "matches"),
-                       workers=p.workers, ignore_case=p.ignore_case, progress=_progress(p, "match", "text"))
+                       workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"))
     _write_stats(cur / "match_stats.json", stats)
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(cur / "keys" / "match", key)
@@ -147,7 +139,7 @@ def run_balance(p: ShardParams, upstream: str) -> str:
     _claim([cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"], cur / "keys" / "balance",
            key, _log(p))
     stats = balance(cur, p.queries, per_query=p.per_query, seed=p.seed, workers=p.workers,
-                    memory_limit=p.memory_limit, progress=_progress(p, "balance", "part"))
+                    memory_limit=p.memory_limit, progress=bar_factory(p.quiet, "balance", "part"))
     _log(p)(f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
             f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})")
     return _finish(cur / "keys" / "balance", key)

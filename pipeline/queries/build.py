@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..progress import bar_factory
 from .aggregate import Aggregates
 from .combine import Row, combine
 from ..workers import default_workers
@@ -62,18 +63,6 @@ class QueryParams:
     quiet: bool = False
 
 
-def _progress(quiet: bool, unit: str, desc: str, scale: bool) -> Callable[[int], object] | None:
-    if quiet:
-        return None
-    from tqdm import tqdm
-
-    def make(total: int):
-        return tqdm(total=total, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000, disable=None,
-                    desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
-
-    return make
-
-
 def build_queries(p: QueryParams) -> dict:
     """Run the whole stage; returns the build report (also written as build.json)."""
     log = (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -97,7 +86,7 @@ def build_queries(p: QueryParams) -> dict:
 
     dump_stats = count_dumps(
         dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
-        progress_factory=_progress(p.quiet, "B", "counting words", True), log=log,
+        progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log,
     )
     t = lap("count_dump", t)
 
@@ -106,7 +95,7 @@ def build_queries(p: QueryParams) -> dict:
     if pageviews:
         pv_glob, pv_stats = count_pageviews(
             pageviews, work / "pageviews", workers=p.workers, min_hourly_views=p.min_hourly_views,
-            progress_factory=_progress(p.quiet, "file", "pageviews", False),
+            progress_factory=bar_factory(p.quiet, "pageviews", "file"),
         )
         t = lap("count_pageviews", t)
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..options import memory_limit, positive_float, positive_int
 from ..workers import default_workers

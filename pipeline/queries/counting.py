@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import atomic_path, file_fingerprint, file_size
+from ..io import atomic_path, file_fingerprint, file_size, sum_stats
 from ..wiki import dump as wd
 from ..wiki.markup import clean_wikitext
 from ..wiki.tokens import count_text
@@ -228,10 +228,7 @@ def count_dumps(
     if bar is not None:
         bar.close()
 
-    totals = dict.fromkeys(STAT_KEYS, 0)
-    for p in sorted((work_dir / "stats").glob("*.json")):
-        for k, v in json.loads(p.read_text()).items():
-            totals[k] = totals.get(k, 0) + v
+    totals = {**dict.fromkeys(STAT_KEYS, 0), **sum_stats((work_dir / "stats").glob("*.json"))}
     if totals["articles"] == 0:
         raise InputError(f"{', '.join(urls)}: no namespace-0 articles found")
     return totals

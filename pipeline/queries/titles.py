@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import atomic_path, file_fingerprint
+from ..io import atomic_path, file_fingerprint, sum_stats
 from .counting import prepare_work_dir
 from .pageviews import file_title_views
 
@@ -76,9 +76,4 @@ def count_pageviews(
                     bar.update(1)
     if bar is not None:
         bar.close()
-    totals: dict[str, int] = {}
-    for p in sorted((work_dir / "stats").glob("*.json")):
-        for k, v in json.loads(p.read_text()).items():
-            if isinstance(v, (int, float)):
-                totals[k] = totals.get(k, 0) + v
-    return work_dir, totals
+    return work_dir, sum_stats((work_dir / "stats").glob("*.json"))
