@@ -10,6 +10,7 @@ curves sampled on a log grid) reach Python. Modules:
   plots    dependency-free inline SVG charts
   report   report.html (self-contained), report.md, summary.json
   lookup   `--query WORD` and `--sql` for interactive use
+  location local paths or fsspec URLs (s3://...): inputs read and reports written where they lie
   cli      the thin command line
 """
 

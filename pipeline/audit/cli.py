@@ -32,6 +32,14 @@ examples:
       JOIN queries q USING (query_id) ORDER BY e.count DESC LIMIT 20"
   python -m pipeline audit --sql "SELECT status, count(*) FROM samples GROUP BY ALL"
 
+object storage: --queries, --shards and --out also take fsspec URLs (s3://bucket/prefix, file://...,
+any protocol whose fsspec backend is installed; s3fs is), so a dataset is audited where it lies.
+DuckDB reads the parquet files through fsspec (s3: credentials and endpoint from the usual AWS_*
+variables or ~/.aws), with no extension to download; the report files are uploaded to OUT.
+A missing bucket or bad credentials is a one-line error naming the URL.
+  python -m pipeline audit --queries s3://bucket/run1/query_lists --shards s3://bucket/run1/shards
+  python -m pipeline audit --shards s3://bucket/run1/shards --out ./audit-run1   # report here
+
 scale: everything is aggregated by DuckDB over the parquet files under --memory-limit
 (spilling to a temporary folder), so a pool of hundreds of millions of rows is never
 loaded into memory.
@@ -49,11 +57,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--queries", default="query_lists",
-                   help="query list folder (with queries.parquet and build.json) or the queries.parquet file "
-                        "(default: %(default)s)")
+                   help="query list folder (with queries.parquet and build.json) or the queries.parquet file; "
+                        "a local path or an fsspec URL (default: %(default)s)")
     p.add_argument("--shards", default="shards",
-                   help="output folder of `pipeline shards` (NNNNN.parquet, curation/) (default: %(default)s)")
-    p.add_argument("--out", default=None, help="report folder (default: SHARDS/audit)")
+                   help="output folder of `pipeline shards` (NNNNN.parquet, curation/); a local path or an "
+                        "fsspec URL (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="report folder, a local path or an fsspec URL (default: SHARDS/audit, on the same store "
+                        "as the shards: s3://B/P/audit for --shards s3://B/P)")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--query", metavar="WORD", help="show one query's statistics and sample captions")
     m.add_argument("--sql", metavar="SQL", help="run SQL against the views and print the result")
@@ -77,11 +88,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
 
-    from pathlib import Path
-
+    from .location import output_location
     from .report import build_audit
 
-    out = Path(args.out) if args.out else Path(args.shards) / "audit"
+    out = output_location(args.shards, args.out)
     summary = build_audit(args.queries, args.shards, out, memory_limit=args.memory_limit, quiet=args.quiet)
     if not args.quiet:
         print(json.dumps({"report": str(out / "report.html"), **summary["headline"]}))

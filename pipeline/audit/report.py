@@ -16,9 +16,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError
-from ..io import atomic_path
 from . import plots
 from .figures import SECTIONS, compute
+from .location import Location, output_location, write_outputs
 from .plots import fmt_int, fmt_pct
 from .views import open_inputs
 
@@ -464,7 +464,7 @@ def render_md(s: dict) -> str:
 # ---------------------------------------------------------------------- entry point
 
 
-def build_summary(queries: str | Path, shards: str | Path, memory_limit: str = "2GB",
+def build_summary(queries: str | Path | Location, shards: str | Path | Location, memory_limit: str = "2GB",
                   now: datetime | None = None) -> dict:
     with open_inputs(queries, shards, memory_limit=memory_limit) as inp:
         if not inp.available and not inp.stats:
@@ -484,18 +484,19 @@ def build_summary(queries: str | Path, shards: str | Path, memory_limit: str = "
     return summary
 
 
-def build_audit(queries: str | Path = "query_lists", shards: str | Path = "shards", out: str | Path | None = None,
-                memory_limit: str = "2GB", quiet: bool = False, now: datetime | None = None) -> dict:
-    """Compute every figure and write OUT/summary.json, report.html and report.md; returns the summary."""
-    out = Path(out) if out is not None else Path(shards) / "audit"
+def build_audit(queries: str | Path | Location = "query_lists", shards: str | Path | Location = "shards",
+                out: str | Path | Location | None = None, memory_limit: str = "2GB", quiet: bool = False,
+                now: datetime | None = None) -> dict:
+    """Compute every figure and write OUT/summary.json, report.html and report.md; returns the summary.
+
+    Paths may be fsspec URLs; OUT defaults to SHARDS/audit, on the same store as the shards."""
+    out = output_location(shards, out)
     summary = build_summary(queries, shards, memory_limit=memory_limit, now=now)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    with atomic_path(out / "report.html") as tmp:
-        tmp.write_text(render_html(summary), encoding="utf-8")
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(render_md(summary), encoding="utf-8")
+    write_outputs(out, {
+        "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
+        "report.html": render_html(summary),
+        "report.md": render_md(summary),
+    })
     if not quiet:
         for w in summary["warnings"]:
             print(f"warning: {w}", file=sys.stderr)

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from ..errors import InputError
+from .location import Location, check_readable, locate, register
 
 # name -> (what it is, where it comes from, columns). Printed by `--help`.
 VIEWS: dict[str, tuple[str, str, str]] = {
@@ -91,8 +92,8 @@ def _first_line(e: BaseException) -> str:
 class Inputs:
     """Where the files are, which views exist, and the steps' stats; owns the connection."""
 
-    queries_file: Path
-    shards: Path
+    queries_file: Location  # a local Path, or a RemotePath for an fsspec URL (s3://...)
+    shards: Location
     con: duckdb.DuckDBPyConnection
     available: dict[str, str] = field(default_factory=dict)  # view -> its file pattern
     missing: dict[str, str] = field(default_factory=dict)  # view -> why it is unavailable
@@ -101,7 +102,7 @@ class Inputs:
     _tmp: str | None = None
 
     @property
-    def curation(self) -> Path:
+    def curation(self) -> Location:
         return self.shards / "curation"
 
     def has(self, *names: str) -> bool:
@@ -136,13 +137,13 @@ class Inputs:
         self.close()
 
 
-def resolve_queries(path: str | Path) -> Path:
+def resolve_queries(path: str | Path | Location) -> Location:
     """`--queries` may name the folder (query_lists) or the parquet file itself."""
-    p = Path(path)
+    p = locate(path)
     return p / "queries.parquet" if p.is_dir() or p.suffix != ".parquet" else p
 
 
-def _read_json(path: Path, warnings: list[str]) -> dict | None:
+def _read_json(path: Location, warnings: list[str]) -> dict | None:
     if not path.exists():
         return None
     try:
@@ -153,9 +154,16 @@ def _read_json(path: Path, warnings: list[str]) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def open_inputs(queries: str | Path, shards: str | Path, memory_limit: str = "2GB",
+def open_inputs(queries: str | Path | Location, shards: str | Path | Location, memory_limit: str = "2GB",
                 threads: int | None = None) -> Inputs:
-    """Connect DuckDB (memory-limited, spilling to a private temp folder) and create the views."""
+    """Connect DuckDB (memory-limited, spilling to a private temp folder) and create the views.
+
+    QUERIES and SHARDS may be local paths or fsspec URLs; remote ones are checked first (a
+    missing bucket or bad credentials is one InputError naming the URL)."""
+    queries_loc, shards_loc = locate(queries, "--queries"), locate(shards, "--shards")
+    check_readable(queries_loc, "--queries")
+    check_readable(shards_loc, "--shards")
+    queries_file = resolve_queries(queries_loc)
     con = duckdb.connect()
     tmp = tempfile.mkdtemp(prefix="audit-duckdb-")
     try:
@@ -165,12 +173,16 @@ def open_inputs(queries: str | Path, shards: str | Path, memory_limit: str = "2G
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"--memory-limit {memory_limit!r}: {_first_line(e)}") from None
     con.execute(f"SET temp_directory = {_sql_str(tmp)}")
+    # Remote files are read through fsspec; DuckDB must never fetch an extension (e.g. httpfs).
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    register(con, queries_loc, shards_loc)
     con.execute("SET preserve_insertion_order = false")
     # Every figure re-reads the same files: keep their footers (tens of thousands of shards).
     con.execute("SET parquet_metadata_cache = true")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    inp = Inputs(queries_file=resolve_queries(queries), shards=Path(shards), con=con, _tmp=tmp)
+    inp = Inputs(queries_file=queries_file, shards=shards_loc, con=con, _tmp=tmp)
     cur = inp.curation
     sources = {
         "queries": (inp.queries_file, None),
