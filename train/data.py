@@ -32,7 +32,9 @@ member). Here each sample lands in exactly one bucket (trained, held out, or ski
 one reason), and a tar that does not end with its end-of-archive block counts as a
 shard error. Shards are opened with webdataset's `gopen` for `pipe:` and http(s) (curl),
 with fsspec for other URL schemes (s3://, gs://, ... when their fsspec backend is
-installed); webdataset 0.2.86's gopen itself has no fsspec support.
+installed); webdataset 0.2.86's gopen itself has no fsspec support. A remote (fsspec)
+shard whose connection drops is reopened at the byte it stopped at (`_ReopeningReader`);
+one that keeps failing counts as `shard_read_error`, with a warning on stderr.
 
 Resume (`start_step`): the stream is reseeded from (seed, rank, ..., start_step), so a run
 resumed at step s continues with a fresh part of the stream that is a deterministic
@@ -50,8 +52,10 @@ import json
 import os
 import random
 import re
+import sys
 import tarfile
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from typing import Any, Callable, Iterator, Sequence
 
 import braceexpand
@@ -59,6 +63,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from . import store
 
 try:  # open_clip's constants, without importing the whole package when not needed
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -69,7 +75,7 @@ except ImportError:  # pragma: no cover - open_clip is pinned in requirements
 __all__ = [
     "expand_urls", "is_held_out", "train_transform", "val_transform",
     "TrainStream", "TrainLoader", "make_train_loader", "ValSet", "ValLoader",
-    "make_val_loader", "IMAGE_EXTS", "SAMPLE_REASONS", "SHARD_REASONS",
+    "make_val_loader", "check_remote_shards", "IMAGE_EXTS", "SAMPLE_REASONS", "SHARD_REASONS",
 ]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -79,7 +85,12 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # first present is used; shards car
 # "not_held_out"), or one of these skip reasons.
 SAMPLE_REASONS = ("missing_image", "missing_text", "bad_text", "bad_json", "bad_image",
                   "partial_sample")
-SHARD_REASONS = ("shard_unreadable", "shard_truncated")
+SHARD_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error")
+# A remote shard whose read fails is reopened at the same byte this many times, after
+# READ_BACKOFF_S, 2x, 4x ... seconds (on top of the fsspec backend's own retries: s3fs
+# retries each ranged GET 5 times within ~2 s), then given up and counted.
+READ_RETRIES = 3
+READ_BACKOFF_S = 1.0
 MAX_BAD_IMAGES_IN_A_ROW = 10_000
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -123,7 +134,8 @@ def expand_urls(patterns: Sequence[str] | str) -> list[str]:
     `*.tar`); `pipe:CMD` is kept verbatim; another URL (`s3://b/x.tar`, `https://...`)
     is kept as a URL, globbed through fsspec when it has glob characters. Literal paths are
     kept even when missing (a gap in a brace range is counted when read), but a pattern
-    that matches nothing at all raises ValueError naming it.
+    that matches nothing at all raises ValueError naming it. Literal remote URLs are not
+    touched here (see `check_remote_shards`).
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -150,6 +162,8 @@ def expand_urls(patterns: Sequence[str] | str) -> list[str]:
                     raise ValueError(f"{pattern}: cannot list {scheme}:// URLs ({exc})") from None
                 matched += [p if _scheme(p) else f"{scheme}://{p}" for p in found_paths]
                 any_found |= bool(found_paths)
+                if not found_paths:
+                    store.check_bucket(item, pattern)
             else:
                 matched.append(item)  # a remote URL: existence is checked when read
                 any_found = True
@@ -157,6 +171,42 @@ def expand_urls(patterns: Sequence[str] | str) -> list[str]:
             raise ValueError(f"{pattern}: matches no shard")
         urls.update(matched)
     return sorted(urls)
+
+
+def check_remote_shards(patterns: Sequence[str] | str) -> None:
+    """ValueError naming the pattern when none of its literal fsspec URLs (`s3://b/{0..9}.tar`)
+    exists, and the bucket when that is what is missing.
+
+    `expand_urls` leaves such URLs alone (a missing one is counted when read), so a run
+    that can read nothing would only fail once the stream gives up; the trainer calls this
+    first. One listing per folder, not one request per shard; http(s) is not listed.
+    """
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        by_folder: dict[str, set[str]] = defaultdict(set)
+        for item in braceexpand.braceexpand(pattern):
+            if _scheme(item) not in ("", "file", "pipe", "http", "https") and not _GLOB_MAGIC.search(item.split("://", 1)[1]):
+                folder, name = item.rsplit("/", 1)
+                by_folder[folder].add(name)
+        if not by_folder:
+            continue
+        found = False
+        for folder, names in by_folder.items():
+            fs, path = store.filesystem(folder)
+            try:
+                listed = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                found = True  # may read but not list: existence is checked when read
+                break
+            except Exception as exc:  # noqa: BLE001 - endpoint down, bad credentials, ...
+                raise ValueError(f"{pattern}: cannot list {folder} ({type(exc).__name__}: {exc})") from None
+            if names & listed:
+                found = True
+                break
+        if not found:
+            store.check_bucket(next(iter(by_folder)), pattern)
+            raise ValueError(f"{pattern}: matches no shard")
 
 
 def _check_readable(urls: Sequence[str]) -> None:
@@ -181,8 +231,72 @@ def _open_url(url: str):
         # function, which shadows the module of the same name.)
         from webdataset.gopen import gopen
         return gopen(url, "rb")
-    import fsspec
-    return fsspec.open(url, "rb").open()
+    return _ReopeningReader(url)
+
+
+class ShardReadError(OSError):
+    """A remote shard that kept failing to read (READ_RETRIES reopenings)."""
+
+
+class _ReopeningReader:
+    """A remote (fsspec) shard read front to back that survives dropped connections.
+
+    A failed read closes the file, waits (READ_BACKOFF_S, doubling), reopens the URL and
+    seeks back to the byte it had reached, READ_RETRIES times per shard; then it raises
+    ShardReadError. So a drop costs either nothing or a counted, reported shard error:
+    never the silent loss of the rest of a shard (it used to end the shard as if the tar
+    were truncated) and never a hang.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.pos = 0
+        self.reopened = 0
+        self._f = self._open()
+
+    def _open(self):
+        import fsspec
+
+        return fsspec.open(self.url, "rb").open()
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            try:
+                data = self._f.read(n)
+            except Exception as exc:  # noqa: BLE001 - whatever the backend raises once its own retries are spent
+                self._reopen(exc)
+                continue
+            self.pos += len(data)
+            return data
+
+    def _reopen(self, exc: Exception) -> None:
+        if self.reopened >= READ_RETRIES:
+            raise ShardReadError(f"{self.url}: read failed at byte {self.pos} after {self.reopened} reopenings "
+                                 f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})") from exc
+        time.sleep(READ_BACKOFF_S * 2 ** self.reopened)
+        self.reopened += 1
+        with contextlib.suppress(Exception):
+            self._f.close()
+        try:
+            self._f = self._open()
+            self._f.seek(self.pos)
+        except Exception:  # noqa: BLE001 - still down: the next read fails on the closed file and retries
+            pass
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._f.close()
+
+
+_reported_read_errors: set[str] = set()
+
+
+def _report_read_error(url: str, message: str) -> None:
+    """One stderr line per shard and process: a lost connection is not a silent loss, and a
+    shard drawn again and again (with replacement) does not flood the log."""
+    if url not in _reported_read_errors:
+        _reported_read_errors.add(url)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- held-out split
@@ -320,7 +434,8 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
     """Yield raw samples {"__key__", "__url__", ext: bytes} of one shard; never raises.
 
     Counts `shard_unreadable` (cannot open / not a tar), `shard_truncated` (ends early or
-    corrupt after some members; the sample being read then counts as `partial_sample`).
+    corrupt after some members; the sample being read then counts as `partial_sample`),
+    `shard_read_error` (a remote shard whose reads kept failing; reported on stderr).
     """
     counts["shards"] += 1
     try:
@@ -329,7 +444,7 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
         counts["shard_unreadable"] += 1
         return
     current: dict | None = None
-    yielded = False
+    yielded = 0
     cut_at_header = False
     try:
         with contextlib.closing(_SafeClose(stream)):
@@ -345,7 +460,7 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
                 key, ext = m.group(1), m.group(2).lower()
                 if current is not None and key != current["__key__"]:
                     yield current  # complete before reading on: a cut below loses only `key`
-                    yielded = True
+                    yielded += 1
                     current = None
                 if current is None:
                     current = {"__key__": key, "__url__": url}
@@ -354,6 +469,12 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
             # No end-of-archive block: cut (or garbled) at a header. The members read so far
             # are whole; the sample in hand goes on to the usual member checks.
             cut_at_header = not tf._wit_clean_end
+    except ShardReadError as exc:  # the connection kept dropping
+        counts["shard_read_error"] += 1
+        if current is not None:
+            counts["partial_sample"] += 1
+        _report_read_error(url, f"{exc}; skipping the rest of the shard ({yielded} samples read)")
+        return
     except Exception:  # cannot open as tar, or cut inside a member's data
         if yielded or current is not None:
             counts["shard_truncated"] += 1

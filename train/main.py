@@ -16,6 +16,7 @@ import json
 import math
 import os
 import logging
+import socket
 import sys
 import time
 import warnings
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, data, model as models, optim
+from . import checkpoint, data, model as models, optim, store
 from .accum import accumulate_step
 from .loss import clamp_logit_scale_, make_loss
 
@@ -38,7 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-data", nargs="+", required=True,
                    help="webdataset shards: brace patterns, globs or fsspec URLs (e.g. 'shards/{00000..00009}.tar')")
     p.add_argument("--name", default="run", help="run name; outputs go to RUNS/NAME (default: %(default)s)")
-    p.add_argument("--runs", default="runs", help="folder of runs (default: %(default)s)")
+    p.add_argument("--runs", default="runs",
+                   help="folder of runs, or an fsspec URL such as s3://bucket/runs (credentials and "
+                        "AWS_ENDPOINT_URL from the environment); TensorBoard logs stay local, in "
+                        "runs/NAME/tensorboard, when it is a URL (default: %(default)s)")
     # "--logs" (open_clip's name) is ambiguous under torchrun (it prefixes --logs-specs): hidden alias.
     p.add_argument("--logs", dest="runs", help=argparse.SUPPRESS)
     p.add_argument("--model", default="tiny-ViT-64",
@@ -157,13 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed + rank)
 
-    run_dir = Path(args.runs) / args.name
-    ckpt_dir = run_dir / "checkpoints"
     try:
         urls = data.expand_urls(args.train_data)
+        data.check_remote_shards(args.train_data)
+        run = store.RunFolder(args.runs, args.name)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    ckpt_dir = run.checkpoints
 
     # --- model and optimizer --------------------------------------------------------
     name, model_cfg = models.resolve(args.model, args.model_config)
@@ -177,17 +182,38 @@ def main(argv: list[str] | None = None) -> int:
     scaler = torch.amp.GradScaler(device.type) if args.precision == "amp_fp16" else None
 
     # --- resume -----------------------------------------------------------------------
+    # Rank 0 decides and the others follow: ranks that looked at the run folder on their
+    # own could disagree (a checkpoint written while they listed, a node that does not
+    # see the folder), and ranks at different steps hang in the first all-reduce.
     start_step = 0
     skipped_total = 0
-    if not args.resume and checkpoint.list_checkpoints(ckpt_dir):
+    shard_errors_total = 0
+    refuse, resume_path, ckpt = False, None, None
+    if master:
+        if not args.resume:
+            refuse = bool(checkpoint.list_checkpoints(ckpt_dir))
+        elif args.resume == "latest":
+            resume_path, ckpt = checkpoint.load_latest(ckpt_dir, log=lambda m: print(m, file=sys.stderr))
+        else:
+            resume_path = args.resume
+    refuse, resume_path = broadcast_from_rank0([refuse, resume_path and str(resume_path)], world)
+    if refuse:
         if master:
             print(f"error: {ckpt_dir} holds checkpoints of an earlier run: pass --resume latest to continue it, "
                   "or choose another --name", file=sys.stderr)
         return 2
-    if args.resume == "latest":
-        resume_path, ckpt = checkpoint.load_latest(ckpt_dir, log=lambda m: master and print(m, file=sys.stderr))
-    else:
-        resume_path, ckpt = args.resume, (checkpoint.load(args.resume) if args.resume else None)
+    load_error = None
+    if resume_path and ckpt is None:
+        try:
+            ckpt = checkpoint.load(resume_path)
+        except Exception as e:  # noqa: BLE001 - a missing or damaged file: one line, on every rank alike
+            load_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    if all_reduce_sum([float(load_error is not None)], world, device)[0]:
+        if load_error:
+            where = f" on rank {rank} ({socket.gethostname()})" if world > 1 else ""
+            shared = "; every node must see the run folder (a shared filesystem or s3://)" if world > 1 else ""
+            print(f"error: --resume: cannot load {resume_path}{where}: {load_error}{shared}", file=sys.stderr)
+        return 2
     if args.resume and resume_path is None:
         if master:
             print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=sys.stderr)
@@ -199,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
         start_step = int(ckpt["step"])
         skipped_total = int(ckpt.get("data", {}).get("skipped_samples", 0))
+        shard_errors_total = int(ckpt.get("data", {}).get("shard_errors", 0))
         if master:
             print(f"resumed from {resume_path} at step {start_step}", file=sys.stderr)
 
     if start_step >= args.steps:
         if master:
-            print(f"{run_dir}: already at step {start_step} of {args.steps}; nothing to do", file=sys.stderr)
+            print(f"{run.url}: already at step {start_step} of {args.steps}; nothing to do", file=sys.stderr)
         if world > 1:
             dist.destroy_process_group()
         return 0
@@ -218,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --eval-datasets: {e}", file=sys.stderr)
             return 2
 
+    ranks = describe_ranks(rank, local_rank, world)
     config = {**vars(args), "model": name, "model_config": model_cfg, "world_size": world, "image_size": image_size,
-              "betas": list(betas), "eps": eps, "train_urls": len(urls), "global_batch": args.batch_size * args.accum_freq * world}
+              "betas": list(betas), "eps": eps, "train_urls": len(urls), "global_batch": args.batch_size * args.accum_freq * world,
+              "nodes": len({r["node"] for r in ranks}), "ranks": ranks}
     if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-        trim_metrics(run_dir / "metrics.jsonl", start_step)
+        run.write_text("config.json", json.dumps(config, indent=2, default=str) + "\n")
+        run.download("metrics.jsonl")  # a remote run's metrics so far, to append to
+        trim_metrics(run.local / "metrics.jsonl", start_step)
 
     ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     if args.compile:
@@ -241,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run_dir / "tensorboard"))
+            writer = SummaryWriter(str(run.tensorboard))
         except ImportError:
             pass
     bar = None
@@ -252,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                    dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
 
     # --- the loop ---------------------------------------------------------------------
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if master else None
-    skipped_local = 0
+    metrics_file = open(run.local / "metrics.jsonl", "a") if master else None
+    skipped_local = shard_errors_local = 0
     t_last = time.perf_counter()
     for step in range(start_step, args.steps):
         lr = optim.cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
@@ -277,14 +306,17 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
 
         skipped_local += int(info.get("skipped", 0))
+        shard_errors_local += int(info.get("shard_errors", 0))
         done = step + 1
         if bar is not None:
             bar.update(1)
         log_now = done % args.log_every == 0 or done == args.steps or step == start_step
         if log_now:  # the only per-step collective besides the gradients', and only when logging
-            skipped, loss_sum = all_reduce_sum([float(skipped_local), float(loss)], world, device)
-            skipped_local = 0
+            skipped, shard_errors, loss_sum = all_reduce_sum(
+                [float(skipped_local), float(shard_errors_local), float(loss)], world, device)
+            skipped_local = shard_errors_local = 0
             skipped_total += int(skipped)
+            shard_errors_total += int(shard_errors)
         if master and log_now:
             if bar is not None:
                 bar.set_postfix(loss=f"{loss_sum / world:.3f}", lr=f"{lr:.2e}", refresh=False)
@@ -295,10 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                 "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
                 "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
                 "wall_time": round(now - t_last, 3), "skipped_samples": skipped_total,
+                "shard_errors": shard_errors_total,
             }
             t_last = now
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
+            run.upload("metrics.jsonl", min_interval=60)  # remote: the whole file, at most once a minute
             if writer is not None:
                 for k, v in row.items():
                     if k != "step":
@@ -307,11 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         if done % args.save_every == 0 or done == args.steps:
             rngs = _gather_rng(world)
             if master:
+                run.upload("metrics.jsonl")  # before the checkpoint: a stored checkpoint's steps are in the metrics
                 checkpoint.save(ckpt_dir, done, {
                     "model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else {}, "step": done, "rng": rngs,
                     "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq,
-                             "skipped_samples": skipped_total},
+                             "skipped_samples": skipped_total, "shard_errors": shard_errors_total},
                     "config": json.loads(json.dumps(config, default=str)),
                 }, keep=args.keep_checkpoints)
             if world > 1:
@@ -320,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         if (args.eval_every and done % args.eval_every == 0) or (done == args.steps and args.final_eval):
             if master:
                 try:
-                    run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run_dir, device, done, autocast,
-                                   writer)
+                    results = run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run.local, device, done,
+                                             autocast, writer)
+                    run.upload(Path(results["path"]).relative_to(run.local).as_posix())
                 except Exception as e:  # noqa: BLE001 - a broken eval set must not cost the training run
                     print(f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}",
                           file=sys.stderr)
@@ -333,11 +369,32 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     if metrics_file is not None:
         metrics_file.close()
+        run.upload("metrics.jsonl")
+    run.close()
     if writer is not None:
         writer.close()
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def broadcast_from_rank0(values: list, world: int) -> list:
+    """Rank 0's values (picklable) on every rank."""
+    if world > 1:
+        dist.broadcast_object_list(values, src=0)
+    return values
+
+
+def describe_ranks(rank: int, local_rank: int, world: int) -> list[dict]:
+    """Where every rank runs ({rank, local_rank, node, host, pid}; node is torchrun's
+    GROUP_RANK), for config.json: shows which nodes joined a multi-node run."""
+    me = {"rank": rank, "local_rank": local_rank, "node": int(os.environ.get("GROUP_RANK", "0")),
+          "host": socket.gethostname(), "pid": os.getpid()}
+    if world == 1:
+        return [me]
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, me)
+    return gathered
 
 
 def _gather_rng(world: int) -> list[dict]:
