@@ -24,13 +24,14 @@ NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
 	--save-every 100 --log-every 20 --workers 1
 
-.PHONY: help setup sample-data browser queries shards train audit test bench-queries bench-match bench-download bench-train clean
+.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-match bench-download bench-train clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
 	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes (after shards)"
 	@echo "make audit         write shards/audit/report.html, summary.json, report.md (after shards)"
 	@echo "make test          run the test suite"
+	@echo "make test-unit     the fast tests only (no end-to-end runs), for the edit loop"
 	@echo "make setup         create $(VENV) with the pinned stack"
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
 	@echo "make bench-queries benchmark the query builder"
@@ -74,6 +75,9 @@ test: sample-data browser
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
 		ANIMAL_MNIST_DIR=$(abspath $(CACHE))/animal-mnist \
 		$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: sample-data
+	$(MAKE) test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
 bench-queries: sample-data
 	$(PY) bench/queries.py $(ARGS)

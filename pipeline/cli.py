@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .distribute import PartFailed
 from .errors import EXIT_INPUT_ERROR, InputError
 from .audit import cli as audit_cli
 from .collect import cli as collect_cli
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except PartFailed as e:  # a resource fault that outlived its retries: nothing was reported done
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130

@@ -48,14 +48,20 @@ def file_fingerprint(url: str) -> dict:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary local path; it becomes `path` only if the block succeeds.
+
+    Local: a sibling renamed into place. Remote (a URL, see `storage`): a local temporary
+    file uploaded once, under the final key; an object store shows an object only when its
+    upload (single or multipart) completes, so a reader never sees half a file, and an
+    extra copy from a temporary key would only double the traffic.
+    """
+    from .storage import publish, scratch_for
+
+    tmp = scratch_for(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -73,8 +79,10 @@ def sql_file_list(paths: list[Path] | list[str]) -> str:
 
 def sum_stats(paths) -> dict:
     """Sum the numeric fields of per-part stats files (the parts' own `.json` markers)."""
+    from .storage import location
+
     totals: dict = {}
-    for path in sorted(Path(p) for p in paths):
+    for path in sorted((location(p) for p in paths), key=str):
         for k, v in json.loads(path.read_text()).items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 totals[k] = totals.get(k, 0) + v

@@ -11,6 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Ray reads its settings once, when first imported (img2dataset imports it): the whole test
+# session, and every process it starts, uses the loopback-only, token-free settings of the
+# test clusters (see tests/raycluster.py), whatever ~/.ray holds.
+from .raycluster import RAY_TEST_ENV  # noqa: E402
+
+os.environ.update(RAY_TEST_ENV)
+
 
 def required_path(env: str) -> Path:
     """A sample-data path from the environment; a missing one fails the test (never skips it)."""
@@ -45,3 +52,18 @@ def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> No
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (`ray start --head` on 127.0.0.1, 2 CPUs) for the session;
+    this process and its children get the environment that reaches it."""
+    from .raycluster import ray_head
+
+    try:
+        with ray_head(num_cpus=2) as address:
+            yield address
+    finally:
+        import ray
+
+        ray.shutdown()  # a test that ran Ray tasks in this process joined the cluster

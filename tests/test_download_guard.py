@@ -12,6 +12,7 @@ from PIL import Image
 
 from pipeline.collect import egress
 from pipeline.collect.download import download
+from pipeline.distribute import Engine
 from pipeline.collect.httpserver import serve_directory
 
 
@@ -35,8 +36,11 @@ def selection(root, urls):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "ray"])
 @pytest.mark.parametrize("allow", [False, True])
-def test_download_refuses_local_hosts_unless_allowed(tmp_path, allow):
+def test_download_refuses_local_hosts_unless_allowed(tmp_path, allow, engine, request):
+    # On Ray the shards are fetched by the cluster's worker processes: the policy must hold there too.
+    dist = Engine("ray", ray_address=request.getfixturevalue("ray_cluster")) if engine == "ray" else None
     img = tmp_path / "www"
     img.mkdir()
     buf = io.BytesIO()
@@ -47,7 +51,7 @@ def test_download_refuses_local_hosts_unless_allowed(tmp_path, allow):
         # A host *name* for this machine passes the pool step's URL-text check; connecting must not.
         cur = selection(tmp_path, [f"{base}/red.png", f"http://localhost:{port}/red.png"])
         stats = download(cur, tmp_path / "out", processes=1, threads=2, samples_per_shard=10, timeout=5,
-                         quiet=True, allow_private_hosts=allow)
+                         quiet=True, allow_private_hosts=allow, engine=dist)
     rows = duckdb.sql(f"SELECT status, error_message FROM read_parquet('{tmp_path}/out/[0-9]*.parquet')").fetchall()
     assert len(rows) == 2 == stats["count"]
     if allow:

@@ -191,15 +191,19 @@ def pool(tmp_path):
 
 
 def _outputs(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_match_pool_outputs_and_stats(pool, tmp_path):
     glob, queries = pool
     out = tmp_path / "out"
     stats = match_pool(glob, queries, str(out))
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir()) == ["_counts"] + [
         f"part-0000{i}.{ext}" for i in range(3) for ext in ("json", "parquet")]
+    # each part carries its own per-query sums, which the balance step adds up
+    assert pq.read_table(out / "_counts" / "part-00000.parquet").to_pylist() == [
+        {"query_id": q, "count": c} for q, c in ((0, 2), (1, 1), (2, 1), (3, 1))]
+    assert pq.read_table(out / "_counts" / "part-00002.parquet").num_rows == 0
     table = pq.read_table(out / "part-00000.parquet")
     assert table.schema == pa.schema([("uid", pa.string()), ("query_ids", pa.list_(pa.int32()))])
     assert table.to_pylist() == [{"uid": "a", "query_ids": [0, 1, 2]}, {"uid": "d", "query_ids": [0, 3]}]

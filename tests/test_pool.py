@@ -493,8 +493,10 @@ def test_rows_per_part_and_order(tmp_path):
     stats, out = run(tmp_path, [a, b], rows_per_part=3)
     assert stats["parts"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     sizes = [pq.read_metadata(tmp_path / "pool" / p).num_rows for p in stats["parts"]]
-    assert sizes == [3, 3, 2]
+    assert sizes == [3, 2, 3]  # parts never span inputs: a.csv fills 0-1, b.parquet 2
     assert pairs(out) == rows  # input order, across files and parts
+    assert [{r["source"] for r in pq.read_table(tmp_path / "pool" / p).to_pylist()} for p in stats["parts"]] == [
+        {str(a)}, {str(a)}, {str(b)}]
 
 
 def test_nothing_kept_writes_one_empty_part(tmp_path):

@@ -188,7 +188,7 @@ def test_wat_in_pool(tmp_path, wat_file):
     table.write_text("url,caption\nhttps://example.com/a/img/cat.jpg,a grey cat\nhttps://z.example/1.jpg,one\n")
     out = tmp_path / "pool"
     stats = build_pool([str(table), str(wat_file)], str(out))
-    rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    rows = [r for p in stats["parts"] for r in pq.read_table(out / p).to_pylist()]
     assert [(r["url"], r["text"]) for r in rows] == [
         ("https://example.com/a/img/cat.jpg", "a grey cat"),  # from the csv; the WAT copy is a duplicate
         ("https://z.example/1.jpg", "one"),

@@ -13,19 +13,18 @@ on its own: no global join, memory bounded by one part.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import atomic_path, sql_file_list, sql_str, sum_stats
-from .match import queries_digest, read_queries
+from ..distribute import Engine, run_parts
+from ..io import atomic_path, sum_stats
+from ..storage import location, read_table
+from .match import COUNTS_DIR, queries_digest, read_queries
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -52,29 +51,27 @@ def uid_to_uint64(uids: pa.Array) -> np.ndarray:
     return np.array([int(u, 16) for u in uids.to_pylist()], dtype=np.uint64)
 
 
-def count_entries(match_parts: list[Path], n_queries: int, out_path: Path, memory_limit: str = "2GB") -> np.ndarray:
-    """`entry_counts.parquet` (query_id, count) for every query id, zeros included."""
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
-    files = sql_file_list(match_parts)
-    top = con.execute(f"SELECT max(list_max(query_ids)) FROM read_parquet({files})").fetchall()[0][0]
-    if top is not None and top >= n_queries:
-        raise InputError(f"{match_parts[0].parent}: query id {top} is outside the query list (0..{n_queries - 1}); "
-                         "the matches were made with another list")
-    counts = con.sql(
-        f"""
-        WITH hits AS (
-            SELECT unnest(query_ids) AS query_id FROM read_parquet({files})
-        ), agg AS (SELECT query_id, count(*) AS count FROM hits GROUP BY query_id)
-        SELECT r.range::INT AS query_id, coalesce(agg.count, 0)::BIGINT AS count
-        FROM range({int(n_queries)}) r LEFT JOIN agg ON agg.query_id = r.range
-        ORDER BY query_id
-        """
-    ).to_arrow_table()
-    con.close()
+def count_entries(match_parts: list[Path], n_queries: int, out_path: Path) -> np.ndarray:
+    """`entry_counts.parquet` (query_id, count) for every query id, zeros included.
+
+    Each match part brings its own (query_id, count) sums (`matches/_counts/`), so this is
+    a sum of small per-part vectors: the billion-row matches are never read again here.
+    """
+    counts = np.zeros(n_queries, dtype=np.int64)
+    for part in match_parts:
+        path = part.parent / COUNTS_DIR / part.name
+        if not path.exists():
+            raise InputError(f"{path}: per-part counts missing; rerun the match step")
+        table = read_table(path)
+        ids = table.column("query_id").to_numpy().astype(np.int64)
+        if ids.size and (ids.max() >= n_queries or ids.min() < 0):
+            raise InputError(f"{part}: query id {int(ids.max())} is outside the query list (0..{n_queries - 1}); "
+                             "the matches were made with another list")
+        np.add.at(counts, ids, table.column("count").to_numpy())
     with atomic_path(out_path) as tmp:
-        pq.write_table(counts, tmp, compression="zstd")
-    return counts.column("count").to_numpy()
+        pq.write_table(pa.table({"query_id": pa.array(np.arange(n_queries, dtype=np.int32)),
+                                 "count": pa.array(counts)}), tmp, compression="zstd")
+    return counts
 
 
 def keep_probabilities(counts: np.ndarray, per_query: int) -> np.ndarray:
@@ -105,7 +102,7 @@ def _keep_probability(parent: np.ndarray, p_pairs: np.ndarray, n: int) -> np.nda
 def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
     """Keep or drop each matched row of one part; write the kept rows with their draws."""
     p, seed, queries = _STATE["p"], _STATE["seed"], _STATE["queries"]
-    matches = pq.read_table(match_part)
+    matches = read_table(match_part)
     n = len(matches)
     if n == 0:
         kept = matches.append_column("keep_prob", pa.array([], pa.float64()))
@@ -120,7 +117,7 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         keep_prob = _keep_probability(parent, p_pairs, n)
         kept = matches.append_column("keep_prob", pa.array(keep_prob)).filter(pa.array(keep_mask))
 
-    pool = pq.read_table(pool_part)
+    pool = read_table(pool_part)
     lookup = pc.index_in(kept.column("uid"), value_set=pool.column("uid"))
     if kept.num_rows and pc.any(pc.is_null(lookup)).as_py():
         raise InputError(f"{match_part}: uids missing from {pool_part}; rerun the match step")
@@ -141,7 +138,7 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         pq.write_table(table, tmp, compression="zstd")
     stats = {"matched": n, "kept": int(keep_mask.sum()), "dropped_by_balance": int(n - keep_mask.sum()),
              "expected_kept": float(keep_prob.sum())}
-    with atomic_path(Path(out_path).with_suffix(".json")) as tmp:
+    with atomic_path(location(out_path).with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
 
@@ -151,8 +148,9 @@ def _balance_args(args: tuple) -> dict:
 
 
 def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: int = 0, workers: int = 1,
-            memory_limit: str = "2GB", progress=None) -> dict:
+            memory_limit: str = "2GB", progress=None, engine: Engine | None = None) -> dict:
     """Count (entry_counts.parquet) then balance every part into curation/selected/."""
+    curation = location(curation)
     match_dir, pool_dir, out_dir = curation / "matches", curation / "pool", curation / "selected"
     parts = sorted(match_dir.glob("part-*.parquet"))
     if not parts:
@@ -163,7 +161,7 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     if digests - {queries_digest(queries)}:
         raise InputError(f"{queries_path}: not the query list the matches were made with; "
                          "rerun the match step with it, or pass the same --queries")
-    counts = count_entries(parts, len(queries), curation / "entry_counts.parquet", memory_limit)
+    counts = count_entries(parts, len(queries), curation / "entry_counts.parquet")
     p = keep_probabilities(counts, per_query)
     settings = {"per_query": per_query, "seed": seed, "queries": queries_path, "n_queries": len(queries)}
     marker = out_dir / "_settings.json"
@@ -182,18 +180,9 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     bar = progress(len(parts)) if progress else None
     if bar is not None:
         bar.update(len(parts) - len(todo))
-    if workers <= 1 or len(todo) <= 1:
-        _init_worker(queries, p, seed)
-        for t in todo:
-            balance_part(*t)
-            if bar is not None:
-                bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(queries, p, seed)) as ex:
-            for _ in ex.map(_balance_args, todo):
-                if bar is not None:
-                    bar.update(1)
+    run_parts(_balance_args, todo, engine or Engine(workers=workers), setup=_init_worker,
+              setup_args=(queries, p, seed), describe=lambda t: t[1],
+              on_done=lambda task, stats: bar.update(1) if bar is not None else None)
     if bar is not None:
         bar.close()
 

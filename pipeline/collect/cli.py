@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import memory_limit, positive_int
+from ..options import add_engine_args, memory_limit, positive_int
 from ..workers import default_workers
 
 STEPS_EPILOG = """\
@@ -24,10 +24,9 @@ Every step writes OUT/curation/<step>_stats.json, accounting for every input row
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="shards", help="output folder (default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=default_workers(),
-                   help="parallel processes for pool/match/balance (default: %(default)s)")
     p.add_argument("--memory-limit", type=memory_limit, default="2GB", help="DuckDB memory limit (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    add_engine_args(p, default_workers())
 
 
 def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:

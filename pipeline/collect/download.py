@@ -18,17 +18,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
+from functools import partial
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
 from img2dataset import download as img2dataset_download  # noqa: E402
 from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
 
 from ..errors import InputError
+from ..distribute import Engine, PartFailed, connect_ray, run_parts
 from ..io import atomic_path
+from ..storage import is_remote, location, parquet_file
 from . import egress
 
 CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
@@ -36,8 +40,9 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 
 
 def _extra_columns(selected: Path) -> list[str]:
-    first = sorted(selected.glob("part-*.parquet"))[0]
-    names = pq.read_schema(first).names
+    first = sorted(selected.glob("part-*.parquet"), key=str)[0]
+    with parquet_file(first) as pf:
+        names = pf.schema_arrow.names
     missing = [c for c in ("url", "text", *CURATION_COLUMNS) if c not in names]
     if missing:
         raise InputError(f"{first}: missing columns {missing} (has {names}); rerun the balance step")
@@ -54,6 +59,33 @@ class GuardedDownloader(Img2datasetDownloader):
     def __call__(self, row):
         egress.install()
         return super().__call__(row)
+
+
+_WORKER_DOWNLOADER: list = []
+
+
+def _install_downloader(downloader) -> None:
+    """Ray worker setup: the (pickled once) downloader, kept for every shard this process runs."""
+    _WORKER_DOWNLOADER[:] = [downloader]
+
+
+def _download_shard(row) -> int:
+    ok, _ = _WORKER_DOWNLOADER[0](row)
+    if not ok:  # img2dataset caught the error and printed it; raising lets the engine retry the shard
+        raise RuntimeError(f"shard {row[0]}: img2dataset could not write it (see the worker log)")
+    return row[0]
+
+
+def ray_distributor(engine: Engine, processes_count, downloader, reader, subjob_size, max_shard_retry) -> None:
+    """img2dataset's distributor slot, filled by our engine when --engine ray.
+
+    img2dataset's own Ray distributor pickles the downloader into every task and neither
+    retries a failed shard nor stops on one; this one ships the downloader once per
+    worker, retries a shard `--max-part-retries` times (Ray also re-runs a shard whose
+    worker died) and fails the step if one still fails, like every other step.
+    """
+    run_parts(_download_shard, reader, engine, setup=_install_downloader, setup_args=(downloader,),
+              describe=lambda row: f"shard {row[0]:05d}")
 
 
 @contextlib.contextmanager
@@ -99,8 +131,10 @@ def download(
     disallowed_header_directives: list[str] | None = None,
     quiet: bool = False,
     allow_private_hosts: bool = False,
+    engine: Engine | None = None,
 ) -> dict:
     """Run img2dataset over the selection; returns summed shard statistics."""
+    curation, out = location(curation), location(out)
     selected = curation / "selected"
     if not list(selected.glob("part-*.parquet")):
         raise InputError(f"{selected}: no selected parts; run the balance step first")
@@ -112,10 +146,17 @@ def download(
     # img2dataset builds its Downloader in this process and pickles it to its spawned
     # workers: a subclass defined here brings the connect-time host policy along. (The
     # package attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
-    sys.modules["img2dataset.main"].Downloader = Img2datasetDownloader if allow_private_hosts else GuardedDownloader
+    img2dataset_main = sys.modules["img2dataset.main"]
+    img2dataset_main.Downloader = Img2datasetDownloader if allow_private_hosts else GuardedDownloader
+    engine = engine or Engine(workers=processes)
+    if engine.name == "ray":
+        connect_ray(engine)
+        img2dataset_main.ray_distributor = partial(ray_distributor, engine)
 
     out.mkdir(parents=True, exist_ok=True)
-    with _redirect_output(curation / "download.log" if quiet else None):
+    log = (curation / "download.log" if not is_remote(curation) else Path(tempfile.mkdtemp()) / "download.log") \
+        if quiet else None
+    with _redirect_output(log):
         img2dataset_download(
             url_list=str(selected),
             input_format="parquet",
@@ -130,6 +171,7 @@ def download(
             encode_format="jpg",
             encode_quality=95,
             processes_count=processes,
+            distributor="ray" if engine.name == "ray" else "multiprocessing",
             thread_count=threads,
             number_sample_per_shard=samples_per_shard,
             timeout=timeout,
@@ -140,7 +182,18 @@ def download(
             enable_wandb=False,
             compute_hash="sha256",
         )
-    return summarise(out, curation / "download_stats.json")
+    if log is not None and is_remote(curation):  # the log of img2dataset's processes, kept beside the stats
+        with atomic_path(curation / "download.log") as tmp:
+            shutil.move(log, tmp)
+    totals = summarise(out, curation / "download_stats.json")
+    expected = 0
+    for f in selected.glob("part-*.parquet"):
+        with parquet_file(f) as pf:
+            expected += pf.metadata.num_rows
+    if totals["count"] != expected:  # a shard img2dataset gave up on: never report a short run as done
+        raise PartFailed(f"{out}: shards hold {totals['count']:,} of the {expected:,} selected samples "
+                         "(a shard failed on every try); rerun the same command to retry the missing shards")
+    return totals
 
 
 def summarise(out: Path, summary_path: Path) -> dict:
@@ -151,7 +204,7 @@ def summarise(out: Path, summary_path: Path) -> dict:
     """
     totals: dict = {"shards": 0, "count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0,
                     "status_dict": {}}
-    for path in sorted(out.glob("[0-9]*_stats.json")):
+    for path in sorted(out.glob("[0-9]*_stats.json"), key=str):
         s = json.loads(path.read_text())
         totals["shards"] += 1
         for k in ("count", "successes", "failed_to_download", "failed_to_resize"):

@@ -22,12 +22,11 @@ query is read as U+0001 (another non-word character), as the marker needs NUL.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from functools import partial
 import json
 import re
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
-from pathlib import Path
 from typing import Sequence
 
 import ahocorasick
@@ -35,14 +34,17 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs
+from ..storage import location
 
 MARK = "\x00"
 STAT_KEYS = ("rows", "matched", "dropped_no_match", "null_text", "matches")
 OUT_SCHEMA = pa.schema([("uid", pa.string()), ("query_ids", pa.list_(pa.int32()))])
 BATCH_ROWS = 16_384  # rows read at a time from a pool part
 FLUSH_ROWS = 131_072  # matched rows per output row group
+COUNTS_DIR = "_counts"  # per part: (query_id, count) of its matches, summed by the balance step
 
 
 def _char_class(chars) -> str:
@@ -206,10 +208,12 @@ def _batches(pf: pq.ParquetFile, url: str):
 
 
 def match_part(url: str, out_dir: str, matcher: QueryMatcher, params: dict) -> dict:
-    """Match one pool part into out_dir/NAME.parquet, then NAME.json (marks it complete)."""
+    """Match one pool part into out_dir/NAME.parquet and its per-query counts into
+    out_dir/_counts/NAME.parquet, then NAME.json (marks it complete)."""
     name = posix_stem(url)
-    out_parquet, out_json = Path(out_dir) / f"{name}.parquet", Path(out_dir) / f"{name}.json"
+    out_parquet, out_json = location(out_dir) / f"{name}.parquet", location(out_dir) / f"{name}.json"
     stats = dict.fromkeys(STAT_KEYS, 0)
+    counts: Counter = Counter()
     pf, f = _open_part(url)
     match = matcher.match
     uids: list[str | None] = []
@@ -237,6 +241,7 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher, params: dict) -> d
                         continue
                     uids.append(uid)
                     hits.append(ids)
+                    counts.update(ids)
                     stats["matched"] += 1
                     stats["matches"] += len(ids)
                 if len(uids) >= FLUSH_ROWS:
@@ -244,6 +249,10 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher, params: dict) -> d
             flush()
     finally:
         f.close()
+    ids = sorted(counts)
+    with atomic_path(location(out_dir) / COUNTS_DIR / f"{name}.parquet") as tmp:
+        pq.write_table(pa.table({"query_id": pa.array(ids, pa.int32()),
+                                 "count": pa.array([counts[i] for i in ids], pa.int64())}), tmp)
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps({**stats, "params": params}, sort_keys=True) + "\n")
     return stats
@@ -261,8 +270,8 @@ def _num_rows(url: str) -> int:
 
 def _is_complete(out_dir: str, name: str, params: dict) -> dict | None:
     """The stats of a part already matched with these parameters, else None."""
-    js, pqt = Path(out_dir) / f"{name}.json", Path(out_dir) / f"{name}.parquet"
-    if not (js.exists() and pqt.exists()):
+    js, pqt = location(out_dir) / f"{name}.json", location(out_dir) / f"{name}.parquet"
+    if not (js.exists() and pqt.exists() and (location(out_dir) / COUNTS_DIR / f"{name}.parquet").exists()):
         return None
     try:
         stats = json.loads(js.read_text())
@@ -280,13 +289,14 @@ def _init_worker(queries_path: str, ignore_case: bool) -> None:
     _worker_matcher = QueryMatcher(read_queries(queries_path), ignore_case)
 
 
-def _run_part(url: str, out_dir: str, params: dict) -> dict:
+def _run_part(task: tuple, out_dir: str) -> dict:
+    url, params = task
     assert _worker_matcher is not None
     return match_part(url, out_dir, _worker_matcher, params)
 
 
 def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1,
-               ignore_case: bool = False, progress=None) -> dict:
+               ignore_case: bool = False, progress=None, engine: Engine | None = None) -> dict:
     """Match every pool part; returns stats summed over all parts (done now or before).
 
     Output per part: NAME.parquet (`uid`, `query_ids` list<int32>, matched rows only, in the
@@ -307,7 +317,7 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
     for url, name in zip(urls, names):
         fs, path = fsspec.core.url_to_fs(url)
         params[name] = {**base, "input_size": int(fs.size(path) or 0)}
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    location(out_dir).mkdir(parents=True, exist_ok=True)
 
     stats_by_part: dict[str, dict] = {}
     todo = []
@@ -329,20 +339,9 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
             bar.update(stats["rows"])
 
     try:
-        if workers <= 1 or len(todo) <= 1:
-            matcher = QueryMatcher(queries, ignore_case) if todo else None
-            for url in todo:
-                finished(url, match_part(url, out_dir, matcher, params[posix_stem(url)]))
-        else:
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn"),
-                                     initializer=_init_worker, initargs=(queries_path, ignore_case)) as ex:
-                futures = {ex.submit(_run_part, url, out_dir, params[posix_stem(url)]): url for url in todo}
-                try:
-                    for fut in as_completed(futures):
-                        finished(futures[fut], fut.result())  # re-raises a worker's InputError
-                except BaseException:
-                    ex.shutdown(cancel_futures=True)
-                    raise
+        run_parts(partial(_run_part, out_dir=out_dir), [(url, params[posix_stem(url)]) for url in todo],
+                  engine or Engine(workers=workers), setup=_init_worker, setup_args=(queries_path, ignore_case),
+                  on_done=lambda task, stats: finished(task[0], stats), describe=lambda task: task[0])
     finally:
         if bar is not None:
             bar.close()

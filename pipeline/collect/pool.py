@@ -11,9 +11,10 @@ Inputs (any mix, in the order given after glob expansion):
   page (see `wat.py`); extra columns available there: ``page_url``, ``alt``, ``title``.
 
 Output in `out_dir`: ``part-NNNNN.parquet`` (columns ``uid``, ``url``, ``text``, ``source``
-and the `keep_cols`, all strings; at most `rows_per_part` rows each, rows in input order;
-one empty part when nothing is kept) and ``_stats.json`` (written last: its presence means
-the pool is complete).
+and the `keep_cols`, all strings; at most `rows_per_part` rows each, rows in input order; a
+part holds rows of one input only: input i fills ceil(kept_i / rows_per_part) parts, none
+if it keeps nothing, numbered on from the previous input's; one empty part when nothing at
+all is kept) and ``_stats.json`` (written last: its presence means the pool is complete).
 
 Per row, in this order (the first failing test names the counter):
 
@@ -41,51 +42,75 @@ binary). Kept columns are written as strings: numbers and booleans as text (``64
 ``true``), lists and structs as JSON. WAT inputs offer ``page_url``, ``alt`` and ``title``;
 other kept columns are null for their rows.
 
-How it scales: each input is streamed in batches (parquet row groups, 16 MiB CSV blocks,
-JSONL lines, WAT records) by one worker process, normalised and spilled to
-``_work/in-NNNNN-*.parquet`` with a global position ``pos = input_index << 40 | row``.
-DuckDB then finds, out of core under `memory_limit`, the positions of every repeated uid
-except its first, and the parts are written by streaming the spills in order and skipping
-those positions (one input is read by one worker: split huge inputs into several files
-to use more cores). Nothing depends on timing or the number of workers, so parts are
-byte-identical for any `workers`. Every file is written under a temporary name and renamed;
-finished spills are reused by a rerun, and a rerun with the same inputs (path, size,
-mtime) and parameters after a complete run returns the stored stats without work.
+How it scales: nothing in this step runs in one process over all rows. Three phases of
+independent part tasks run on the `engine` (local processes or Ray tasks, with retries);
+the driver between them only sums small per-input and per-bucket counts:
+
+1. one task per input streams it in batches (parquet row groups, 16 MiB CSV blocks, JSONL
+   lines, WAT records), normalises and filters it, and spills the kept rows to
+   ``_work/in-NNNNN-*.parquet`` with a global position ``pos = input_index << 40 | row``.
+   It also writes the input's key file: its (pos, h) pairs, h the 64-bit uid hash, grouped
+   by the top 12 bits of h into 4096 fine buckets (the input's hashes are held meanwhile:
+   8 bytes a kept row, about 40 while the key file is written).
+2. one task per dedup bucket (a contiguous range of fine buckets, so equal uids always meet
+   in one task) reads that range from every key file, finds every position whose h occurs
+   at a lower position (a stable sort by h), and writes those positions sorted, after the
+   count of each input's. Memory: about 64 bytes a key of one bucket. The number of buckets
+   (`buckets`, else enough for `memory_limit` and at most BUCKET_ROWS keys each, so large
+   pools give many tasks) does not change the result.
+3. from the counts the driver gives every input its kept rows and its first part number;
+   one task per input then writes its spill minus its duplicate positions (its runs in the
+   bucket results) into its parts, and a marker listing them.
+
+One input is read by one task: split huge inputs into several files to use more cores.
+Nothing depends on timing, the engine, `workers` or the number of buckets, so parts are
+byte-identical for any of them. Tasks exchange files in ``out_dir`` (with Ray it must be on
+storage every node sees). Every file is written under a temporary name and renamed.
+A rerun resumes: finished spills and key files, bucket results and the parts of inputs
+whose marker is there are reused (parts of another run are deleted first); a rerun with the
+same inputs (path, size, mtime) and parameters after a complete run returns the stored
+stats without work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import lzma
 import os
-import shutil
+import re
 import time
 import zlib
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterator
 
 import duckdb
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import zstandard
 
 from ..errors import InputError
+from ..distribute import Engine, run_parts
 from ..io import expand_inputs, file_fingerprint
+from ..storage import load_npy, location, parquet_file, publish, rmtree, scratch_for
 from .urls import check_url, normalise_text
 from .wat import WAT_STAT_KEYS, iter_wat_pairs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: parts never span inputs
 POS_SHIFT = 40  # pos = input index << 40 | row number in that input
 BATCH_ROWS = 65_536  # rows per spill row group and per input batch
 ROW_GROUP_ROWS = 32_768  # rows per row group in the output parts
 CSV_BLOCK_BYTES = 16 << 20  # a CSV row must fit in one block
 MAX_LISTED_COLUMNS = 40
+FINE_BITS = 12  # key files group (pos, h) by the top 12 bits of h: 4096 fine buckets
+FINE_BUCKETS = 1 << FINE_BITS
+BUCKET_ROWS = 4_000_000  # target rows per dedup bucket task (~64 bytes a row while it runs)
+DEDUP_BYTES_PER_ROW = 64
 
 CORE_COLUMNS = ("uid", "url", "text", "source")
 DROP_KEYS = (
@@ -377,7 +402,8 @@ def _spill_schema(keep_cols: tuple) -> pa.Schema:
 
 
 class _Spill:
-    """Kept rows of one input, written to a parquet file in BATCH_ROWS row groups."""
+    """Kept rows of one input, written to a parquet file in BATCH_ROWS row groups; the uid
+    hashes are also collected (8 bytes a row) for the input's key file."""
 
     def __init__(self, path: Path, index: int, keep_cols: tuple):
         self.schema = _spill_schema(keep_cols)
@@ -385,16 +411,61 @@ class _Spill:
         self.base = index << POS_SHIFT
         self.n = 0
         self.cols: list[list] = [[] for _ in self.schema]
+        self.hashes: list[np.ndarray] = []
 
     def flush(self) -> None:
         if self.cols[0]:
             arrays = [pa.array(c, type=f.type) for c, f in zip(self.cols, self.schema)]
             self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+            self.hashes.append(arrays[1].to_numpy())
             self.cols = [[] for _ in self.schema]
 
     def close(self) -> None:
         self.flush()
         self.writer.close()
+
+
+def _keys_path(spill_path: Path) -> Path:
+    return spill_path.with_name(spill_path.name.replace(".parquet", ".keys.npy"))
+
+
+def _write_keys(hashes: list[np.ndarray], base: int, path: Path) -> None:
+    """The key file of one input: its (pos, h) pairs grouped by the top FINE_BITS of h.
+
+    One int64 array: ``offsets`` (FINE_BUCKETS + 1; fine bucket f holds entries
+    ``offsets[f]:offsets[f + 1]``), then the n positions, then the n hashes (as int64).
+    Within a fine bucket the positions ascend (the sort is stable).
+    """
+    h = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
+    n = len(h)
+    fine = (h >> np.uint64(64 - FINE_BITS)).astype(np.uint16)
+    order = np.argsort(fine, kind="stable")
+    head = FINE_BUCKETS + 1
+    out = np.empty(head + 2 * n, np.int64)
+    out[0] = 0
+    np.cumsum(np.bincount(fine, minlength=FINE_BUCKETS), out=out[1:head])
+    del fine
+    np.add(order, base, out=out[head:head + n])
+    out[head + n:] = h[order].view(np.int64)
+    del order, h
+    _save_npy(out, path)
+
+
+def _save_npy(arr: np.ndarray, path: Path) -> None:
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+        publish(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _tmp_path(path: Path) -> Path:
+    """Scratch for a file `publish` moves onto `path`: unique per process and attempt (Ray
+    workers on several machines), local even when `path` is on object storage."""
+    return scratch_for(path)
 
 
 def _filter_batch(urls: list, texts: list, extras: list[list], st: dict, p: _Params, spill: _Spill) -> None:
@@ -461,11 +532,12 @@ _READ_ERRORS = (pa.ArrowException, OSError, EOFError, UnicodeDecodeError, zlib.e
 
 
 def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params: dict) -> dict:
-    """Phase 1 for one input (runs in a worker): normalise + filter, spill, write its stats."""
+    """Phase 1 for one input (runs in a worker): normalise + filter, spill, write its key file
+    and its stats (last: their presence marks the input as done)."""
     p = _Params(**{**params, "keep_cols": tuple(params["keep_cols"])})
     st = dict.fromkeys(STAT_KEYS, 0)
-    spill_path_p = Path(spill_path)
-    tmp = spill_path_p.with_name(f".{spill_path_p.name}.tmp-{os.getpid()}")
+    spill_path_p = location(spill_path)
+    tmp = _tmp_path(spill_path_p)
     spill = _Spill(tmp, index, p.keep_cols)
     try:
         try:
@@ -480,80 +552,88 @@ def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params
                        f"closed ({why})")
             raise InputError(f"{path}: cannot be read as {input_format(path)[0]}: {why}") from None
         spill.close()
-        os.replace(tmp, spill_path_p)
+        publish(tmp, spill_path_p)
     finally:
         if tmp.exists():
             spill.writer.close()
             tmp.unlink()
+    _write_keys(spill.hashes, spill.base, _keys_path(spill_path_p))
     st["kept"] = spill.n  # before the cross-input dedup
-    sp = Path(stats_path)
-    stmp = sp.with_name(f".{sp.name}.tmp-{os.getpid()}")
+    sp = location(stats_path)
+    stmp = _tmp_path(sp)
     stmp.write_text(json.dumps({"path": path, "stats": st}, sort_keys=True))
-    os.replace(stmp, sp)
+    publish(stmp, sp)
     return st
 
 
 # --------------------------------------------------------------------------- phase 2: dedup
 
 
+_UNITS = {"B": 1, "BYTE": 1, "BYTES": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "PB": 10**15, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40, "PIB": 1 << 50}
+
+
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _find_duplicates(spills: list[Path], out: Path, work: Path, memory_limit: str, threads: int) -> None:
-    """Write the sorted positions of every row whose uid appeared at a lower position."""
-    tmp_dir = work / "duckdb_tmp"
-    tmp_dir.mkdir(exist_ok=True)
+def _memory_bytes(memory_limit: str) -> int:
+    """`memory_limit` in bytes, read the way DuckDB (used by the later steps) reads it."""
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-        except duckdb.Error as e:
-            raise InputError(f"memory limit {memory_limit!r}: {_first_line(e)}") from None
-        con.execute(f"SET temp_directory = {_sql_str(str(tmp_dir))}")
-        con.execute(f"SET threads = {max(1, int(threads))}")
-        con.execute("SET enable_progress_bar = false")
-        files = "[" + ", ".join(_sql_str(str(s)) for s in spills) + "]"
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        con.execute(
-            f"""COPY (
-                WITH s AS (SELECT pos, h FROM read_parquet({files})),
-                     g AS (SELECT h, min(pos) AS first FROM s GROUP BY h HAVING count(*) > 1)
-                SELECT s.pos FROM s JOIN g ON s.h = g.h WHERE s.pos <> g.first ORDER BY s.pos
-            ) TO {_sql_str(str(tmp))} (FORMAT parquet)"""
-        )
-        os.replace(tmp, out)
+        con.execute(f"SET memory_limit = {_sql_str(str(memory_limit))}")
+        shown = str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+    except duckdb.Error as e:
+        raise InputError(f"memory limit {memory_limit!r}: {_first_line(e)}") from None
     finally:
         con.close()
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", shown)
+    scale = _UNITS.get(m.group(2).upper() or "B") if m else None
+    if scale is None:  # a format this code does not know: DuckDB's default
+        return 2 << 30
+    return int(float(m.group(1)) * scale)
 
 
-class _DupCursor:
-    """Streams the sorted duplicate positions; `upto(hi)` returns those <= hi not yet taken."""
+def _bucket_ranges(buckets: int) -> list[tuple[int, int]]:
+    """Fine-bucket range [lo, hi) of each dedup bucket (contiguous, sizes differ by at most 1)."""
+    return [(b * FINE_BUCKETS // buckets, (b + 1) * FINE_BUCKETS // buckets) for b in range(buckets)]
 
-    def __init__(self, path: Path):
-        self._f = pq.ParquetFile(str(path))
-        self.total = self._f.metadata.num_rows
-        self._it = self._f.iter_batches(batch_size=BATCH_ROWS, columns=["pos"])
-        self._buf: list[int] = []
-        self._done = False
 
-    def upto(self, hi: int) -> set:
-        taken = set()
-        while True:
-            while self._buf and self._buf[-1] <= hi:  # _buf is kept in descending order
-                taken.add(self._buf.pop())
-            if self._buf or self._done:
-                return taken
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                self._done = True
-                return taken
-            self._buf = batch.column(0).to_pylist()[::-1]
+def _dedup_bucket(task: tuple) -> np.ndarray:
+    """Phase 2 for one bucket (runs in a worker): the duplicate positions among its keys.
 
-    def close(self) -> None:
-        self._f.close()
+    Reads fine buckets [lo, hi) of every input's key file, finds every position whose hash
+    occurs at a lower position, and writes one int64 array: the duplicate count of each
+    input (len(key_files) entries), then the duplicate positions in ascending order (so the
+    ones of input i are a contiguous run). Returns the per-input counts.
+    """
+    lo, hi, key_files, out_path = task
+    head = FINE_BUCKETS + 1
+    hs, ps = [], []
+    for kf in key_files:  # in input order
+        arr = load_npy(kf)
+        n = (arr.shape[0] - head) // 2
+        a, z = int(arr[lo]), int(arr[hi])
+        if z > a:
+            ps.append(np.array(arr[head + a:head + z]))
+            hs.append(np.array(arr[head + n + a:head + n + z]))
+        del arr
+    h = np.concatenate(hs) if hs else np.empty(0, np.int64)
+    pos = np.concatenate(ps) if ps else np.empty(0, np.int64)
+    del hs, ps
+    # Equal hashes share a fine bucket, so each group of equal h lies in the concatenation
+    # in input order and, within an input, in ascending position: after a stable sort by h
+    # the first entry of every group is its lowest position, the others are duplicates.
+    order = np.argsort(h, kind="stable")
+    h = h[order]
+    repeat = np.flatnonzero(h[1:] == h[:-1]) + 1
+    del h
+    dup = pos[order[repeat]]
+    del order, repeat, pos
+    dup.sort()
+    counts = np.bincount(dup >> POS_SHIFT, minlength=len(key_files)).astype(np.int64)
+    _save_npy(np.concatenate([counts, dup]), location(out_path))
+    return counts
 
 
 # --------------------------------------------------------------------------- phase 3: parts
@@ -564,13 +644,16 @@ def _out_schema(keep_cols: tuple) -> pa.Schema:
 
 
 class _PartWriter:
-    """Writes rows into part-NNNNN.parquet files of at most `rows_per_part` rows."""
+    """Writes rows into part-NNNNN.parquet files of at most `rows_per_part` rows, numbered
+    from `first`."""
 
-    def __init__(self, out_dir: Path, schema: pa.Schema, rows_per_part: int):
+    def __init__(self, out_dir: Path, schema: pa.Schema, rows_per_part: int, first: int = 0):
         self.out_dir = out_dir
         self.schema = schema
         self.rows_per_part = rows_per_part
+        self.first = first
         self.parts: list[str] = []
+        self.rows = 0
         self._buf: list[pa.Table] = []
         self._buf_rows = 0
         self._writer = None
@@ -585,18 +668,19 @@ class _PartWriter:
             return
         self._buf.append(table)
         self._buf_rows += table.num_rows
+        self.rows += table.num_rows
         while self._buf_rows >= self._chunk():
             self._emit(self._chunk())
 
     def _open(self) -> None:
-        name = f"part-{len(self.parts):05d}.parquet"
-        self._tmp = self.out_dir / f".{name}.tmp-{os.getpid()}"
+        name = f"part-{self.first + len(self.parts):05d}.parquet"
+        self._tmp = _tmp_path(self.out_dir / name)
         self._writer = pq.ParquetWriter(str(self._tmp), self.schema, compression="zstd")
         self.parts.append(name)
 
     def _close_part(self) -> None:
         self._writer.close()
-        os.replace(self._tmp, self.out_dir / self.parts[-1])
+        publish(self._tmp, self.out_dir / self.parts[-1])
         self._writer = None
         self._tmp = None
         self._rows_in_part = 0
@@ -619,9 +703,11 @@ class _PartWriter:
             self._emit(self._buf_rows)
         if self._writer is not None:
             self._close_part()
-        if not self.parts:  # nothing kept: one empty part keeps `read_parquet(part-*)` working
-            self._open()
-            self._close_part()
+
+    def write_empty(self) -> None:
+        """One part with no rows (the whole pool kept nothing: `read_parquet(part-*)` still works)."""
+        self._open()
+        self._close_part()
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -632,38 +718,59 @@ class _PartWriter:
                     self._tmp.unlink()
 
 
-def _write_parts(spills: list[tuple[Path, str]], dups: Path, out_dir: Path, keep_cols: tuple,
-                 rows_per_part: int) -> tuple[list[str], int]:
+def _read_dups(pieces: list, n_inputs: int) -> np.ndarray:
+    """One input's duplicate positions, ascending: its runs in the bucket results."""
+    arrays = []
+    for path, start, count in pieces:
+        arr = load_npy(path)
+        arrays.append(np.array(arr[n_inputs + start:n_inputs + start + count]))
+        del arr
+    dups = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    dups.sort()
+    return dups
+
+
+def _write_parts(task: dict) -> dict:
+    """Phase 3 for one input (runs in a worker): its spill minus its duplicates, in input
+    order, into its parts; then its marker (the list of its parts) in the work folder."""
+    keep_cols = tuple(task["keep_cols"])
     schema = _out_schema(keep_cols)
-    writer = _PartWriter(out_dir, schema, rows_per_part)
-    cursor = _DupCursor(dups)
+    dups = _read_dups(task["pieces"], task["n_inputs"])
+    writer = _PartWriter(location(task["out_dir"]), schema, task["rows_per_part"], task["first_part"])
+    source = task["source"]
     removed = 0
     spill_cols = ["pos", "uid", "url", "text", *[f"x{j}" for j in range(len(keep_cols))]]
     try:
-        for spill, source in spills:
-            f = pq.ParquetFile(str(spill))
+        with parquet_file(task["spill"]) as f:
             for batch in f.iter_batches(batch_size=BATCH_ROWS, columns=spill_cols):
-                if batch.num_rows == 0:
-                    continue
-                pos = batch.column(0)
-                dup = cursor.upto(pos[-1].as_py())
-                if dup:
-                    mask = pa.array([p not in dup for p in pos.to_pylist()], type=pa.bool_())
-                    batch = batch.filter(mask)
-                    removed += len(dup)
+                if len(dups) and batch.num_rows:
+                    pos = batch.column(0).to_numpy()
+                    at = np.minimum(np.searchsorted(dups, pos), len(dups) - 1)
+                    is_dup = dups[at] == pos
+                    k = int(is_dup.sum())
+                    if k:
+                        batch = batch.filter(pa.array(~is_dup))
+                        removed += k
                 n = batch.num_rows
                 if n == 0:
                     continue
-                arrays = [batch.column(k) for k in range(1, batch.num_columns)]
+                arrays = [batch.column(c) for c in range(1, batch.num_columns)]
                 arrays.insert(3, pa.array([source] * n, type=pa.string()))
                 writer.add(pa.Table.from_arrays(arrays, schema=schema))
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    if removed != cursor.total:
-        raise RuntimeError(f"pool: {cursor.total} duplicate positions found but {removed} removed")
-    return writer.parts, removed
+    if removed != len(dups) or writer.rows != task["kept"] or writer.parts != task["parts"]:
+        raise RuntimeError(f"pool: {source}: wrote {writer.rows} rows in {len(writer.parts)} parts, removed "
+                           f"{removed} of {len(dups)} duplicates; expected {task['kept']} rows in "
+                           f"{len(task['parts'])} parts")
+    result = {"parts": writer.parts, "kept": writer.rows, "removed": removed}
+    marker = location(task["marker"])
+    tmp = _tmp_path(marker)
+    tmp.write_text(json.dumps(result, sort_keys=True))
+    publish(tmp, marker)
+    return result
 
 
 # --------------------------------------------------------------------------- driver
@@ -680,34 +787,54 @@ def _clean_tmp(folder: Path) -> None:
                 p.unlink()
 
 
-def _run_spills(tasks: list[tuple], workers: int, done: Callable[[dict], None]) -> None:
+def _engine_for(engine: Engine, n_tasks: int) -> Engine:
+    """`engine`, but a single local task runs in this process (no process pool to start)."""
+    if engine.name == "local" and engine.workers > 1 and n_tasks <= 1:
+        return dataclasses.replace(engine, workers=1)
+    return engine
+
+
+def _spill_task(task: tuple) -> dict:
+    return _spill_input(*task)
+
+
+def _run_spills(tasks: list[tuple], engine: Engine, done: Callable[[dict], None]) -> None:
     """Phase 1 for the inputs not spilled yet; `done(stats)` after each (in completion order)."""
-    if not tasks:
-        return
-    if workers <= 1 or len(tasks) == 1:
-        for t in tasks:
-            done(_spill_input(*t))
-        return
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn")) as ex:
-        pending: dict = {}
-        it = iter(tasks)
+    run_parts(_spill_task, tasks, _engine_for(engine, len(tasks)), on_done=lambda task, st: done(st),
+              describe=lambda t: t[1])
 
-        def drain() -> None:
-            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                pending.pop(fut)
-                done(fut.result())  # re-raises a worker's InputError
 
-        try:
-            for t in it:
-                while len(pending) >= 2 * workers:
-                    drain()
-                pending[ex.submit(_spill_input, *t)] = t
-            while pending:
-                drain()
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
+_KEY_FILES: list[str] = []  # per worker process: every input's key file, in input order
+
+
+def _set_key_files(key_files: list[str]) -> None:
+    _KEY_FILES[:] = key_files
+
+
+def _bucket_task(task: tuple) -> np.ndarray:
+    lo, hi, out_path = task
+    return _dedup_bucket((lo, hi, _KEY_FILES, out_path))
+
+
+def _stored_counts(path: Path, n_inputs: int) -> np.ndarray | None:
+    """The per-input counts of a finished bucket result, or None."""
+    if not path.is_file():
+        return None
+    try:
+        arr = load_npy(path)
+        counts = np.array(arr[:n_inputs]) if arr.ndim == 1 and arr.shape[0] >= n_inputs else None
+        del arr
+    except (OSError, ValueError):
+        return None
+    return counts
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def _stats_complete(stats_path: Path, run: dict, out_dir: Path) -> dict | None:
@@ -734,13 +861,19 @@ def build_pool(
     memory_limit: str = "2GB",
     progress: Callable[[int], object] | None = None,
     max_text_chars: int = 4096,
+    engine: Engine | None = None,
+    buckets: int | None = None,
 ) -> dict:
     """Build the candidate pool in `out_dir` (see the module docstring); return the stats.
 
     `progress`, when given, is called once with the number of input files and returns a
     progress bar (tqdm-like: ``update(n)``, ``close()``, optionally ``set_postfix``) that
     advances by one per input read; it is not called when the pool is already complete.
-    `memory_limit` bounds DuckDB's dedup (it spills to ``out_dir/_work`` beyond it).
+    `engine` runs the part tasks of every phase (default: `workers` local processes).
+    `memory_limit` bounds each dedup bucket task (about 64 bytes a key while it runs): the
+    keys are split into enough buckets for that, at most BUCKET_ROWS keys each (so that
+    there are tasks for every core); `buckets` (1 to FINE_BUCKETS) overrides the number.
+    The output does not depend on `workers`, `engine` or `buckets`.
     """
     t0 = time.time()
     keep_cols = tuple(keep_cols or ())
@@ -753,6 +886,9 @@ def build_pool(
         raise InputError(f"rows per part must be at least 1 (got {rows_per_part})")
     if int(max_text_chars) < 1:
         raise InputError(f"max text chars must be at least 1 (got {max_text_chars})")
+    if buckets is not None and not 1 <= int(buckets) <= FINE_BUCKETS:
+        raise InputError(f"dedup buckets must be 1 to {FINE_BUCKETS} (got {buckets})")
+    memory_bytes = _memory_bytes(memory_limit)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if not inputs:
@@ -766,7 +902,7 @@ def build_pool(
     run = {"version": FORMAT_VERSION, "params": params, "rows_per_part": int(rows_per_part),
            "inputs": fingerprints}
 
-    out = Path(out_dir)
+    out = location(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stats_path = out / "_stats.json"
     done = _stats_complete(stats_path, run, out)
@@ -778,15 +914,17 @@ def build_pool(
     work.mkdir(exist_ok=True)
     _clean_tmp(out)
     _clean_tmp(work)
+    engine = engine or Engine(workers=int(workers))
 
     # phase 1: normalise, filter and spill every input (reusing finished spills)
     spills: list[tuple[Path, Path]] = []
     tasks = []
     for i, (path, fp) in enumerate(zip(files, fingerprints)):
-        key = _short_hash({"version": FORMAT_VERSION, "index": i, "input": fp, "params": params})
+        key = _short_hash({"version": FORMAT_VERSION, "index": i, "input": fp, "params": params,
+                           "fine_bits": FINE_BITS})
         sp, stp = work / f"in-{i:05d}-{key}.parquet", work / f"in-{i:05d}-{key}.json"
         spills.append((sp, stp))
-        if not (sp.is_file() and stp.is_file()):
+        if not (sp.is_file() and _keys_path(sp).is_file() and stp.is_file()):
             tasks.append((i, path, str(sp), str(stp), params))
     bar = progress(len(files)) if progress else None
     rows_seen = 0
@@ -802,50 +940,122 @@ def build_pool(
     try:
         if bar is not None and len(tasks) < len(files):
             bar.update(len(files) - len(tasks))  # finished by an earlier, interrupted run
-        _run_spills(tasks, int(workers), input_done)
-        stats = _finish(files, spills, run, out, work, keep_cols, int(rows_per_part), memory_limit,
-                        int(workers), t0)
+        _run_spills(tasks, engine, input_done)
+        stats = _finish(files, spills, run, out, work, keep_cols, int(rows_per_part), memory_bytes,
+                        None if buckets is None else int(buckets), engine, t0)
     finally:
         if bar is not None:
             bar.close()
     return stats
 
 
+def _auto_buckets(keys: int, memory_bytes: int) -> int:
+    per_bucket = max(1, min(BUCKET_ROWS, memory_bytes // DEDUP_BYTES_PER_ROW))
+    return min(FINE_BUCKETS, max(1, -(-keys // per_bucket)))
+
+
 def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: Path, work: Path,
-            keep_cols: tuple, rows_per_part: int, memory_limit: str, workers: int, t0: float) -> dict:
-    """Phases 2 and 3 and the stats file, once every input is spilled."""
+            keep_cols: tuple, rows_per_part: int, memory_bytes: int, buckets: int | None,
+            engine: Engine, t0: float) -> dict:
+    """Phases 2 and 3 and the stats file, once every input is spilled. The driver only sums
+    per-input and per-bucket counts; every pass over rows is a part task on `engine`."""
     stats_path = out / "_stats.json"
+    n_inputs = len(files)
 
     totals = dict.fromkeys(STAT_KEYS, 0)
     per_input = []
+    kept_before = []
     for (sp, stp), path in zip(spills, files):
         st = json.loads(stp.read_text())["stats"]
         for k, v in st.items():
             totals[k] = totals.get(k, 0) + v
+        kept_before.append(st["kept"])
         per_input.append({"path": path, "format": input_format(path)[0], "rows_in": st["rows_in"],
                           "kept_before_dedup": st["kept"]})
 
-    # phase 2: positions of repeated uids, out of core
-    dups = work / f"dups-{_short_hash(run)}.parquet"
-    if not dups.is_file():
-        _find_duplicates([sp for sp, _ in spills], dups, work, memory_limit, workers)
+    # phase 2: one task per bucket of the uid hashes finds the repeated ones
+    if buckets is None:
+        buckets = _auto_buckets(sum(kept_before), memory_bytes)
+    dkey = _short_hash({"run": run, "buckets": buckets, "fine_bits": FINE_BITS})
+    dup_paths = [work / f"dup-{dkey}-{b:05d}.npy" for b in range(buckets)]
+    current = set(dup_paths)
+    for old in work.glob("dup-*.npy"):
+        if old not in current:
+            old.unlink()
+    counts = np.zeros((buckets, n_inputs), np.int64)
+    todo, tasks = [], []
+    for b, ((lo, hi), dp) in enumerate(zip(_bucket_ranges(buckets), dup_paths)):
+        stored = _stored_counts(dp, n_inputs)
+        if stored is None:
+            todo.append(b)
+            tasks.append((lo, hi, str(dp)))
+        else:
+            counts[b] = stored
+    key_files = [str(_keys_path(sp)) for sp, _ in spills]
+    results = run_parts(_bucket_task, tasks, _engine_for(engine, len(tasks)), setup=_set_key_files,
+                        setup_args=(key_files,), describe=lambda t: f"dedup bucket {location(t[2]).name}")
+    for b, c in zip(todo, results):
+        counts[b] = c
 
-    # phase 3: stream the spills in input order into the parts
+    # phase 3: one task per input writes its kept rows into its own, consecutive parts
+    dup_per_input = counts.sum(axis=0)
+    kept = [kb - int(d) for kb, d in zip(kept_before, dup_per_input)]
+    starts = np.cumsum(counts, axis=1) - counts  # where input i's run begins in bucket b's result
+    expected: list[list[str]] = []  # input i writes parts firsts[i], firsts[i] + 1, ...
+    firsts: list[int] = []
+    first = 0
+    for k in kept:
+        n_parts = -(-k // rows_per_part)
+        firsts.append(first)
+        expected.append([f"part-{first + j:05d}.parquet" for j in range(n_parts)])
+        first += n_parts
+    rkey = _short_hash(run)
+    markers = [work / f"parts-{rkey}-{i:05d}.json" for i in range(n_inputs)]
+    current = set(markers)
+    for old in work.glob("parts-*.json"):  # another run's: its part files are not ours
+        if old not in current:
+            old.unlink()
+    finished = set()
+    for i, m in enumerate(markers):
+        rec = _read_marker(m) if m.is_file() else None
+        if (rec is not None and rec.get("parts") == expected[i] and rec.get("kept") == kept[i]
+                and rec.get("removed") == int(dup_per_input[i])
+                and all((out / name).is_file() for name in expected[i])):
+            finished.add(i)
+        elif m.exists():
+            m.unlink()
+    claimed = {name for i in finished for name in expected[i]}
     for old in out.glob("part-*.parquet"):
-        old.unlink()
-    parts, removed = _write_parts([(sp, path) for (sp, _), path in zip(spills, files)], dups, out,
-                                  keep_cols, rows_per_part)
-    totals["dropped_duplicate"] = removed
-    totals["kept"] -= removed
+        if old.name not in claimed:
+            old.unlink()
+    tasks = []
+    for i, ((sp, _), path) in enumerate(zip(spills, files)):
+        if i in finished or not expected[i]:
+            continue  # done, or nothing kept (no part to write)
+        pieces = [(str(dup_paths[b]), int(starts[b, i]), int(counts[b, i]))
+                  for b in np.flatnonzero(counts[:, i])]
+        tasks.append({"spill": str(sp), "source": path, "pieces": pieces, "n_inputs": n_inputs,
+                      "first_part": firsts[i], "parts": expected[i], "kept": kept[i],
+                      "out_dir": str(out), "keep_cols": list(keep_cols), "rows_per_part": rows_per_part,
+                      "marker": str(markers[i])})
+    run_parts(_write_parts, tasks, _engine_for(engine, len(tasks)), describe=lambda t: t["source"])
+    parts = [name for names in expected for name in names]
+    if not parts:  # nothing kept at all: one empty part keeps `read_parquet(part-*)` working
+        writer = _PartWriter(out, _out_schema(keep_cols), rows_per_part)
+        writer.write_empty()
+        parts = writer.parts
+
+    totals["dropped_duplicate"] = int(dup_per_input.sum())
+    totals["kept"] -= totals["dropped_duplicate"]
     dropped = sum(totals[k] for k in DROP_KEYS)
-    if totals["rows_in"] != totals["kept"] + dropped:  # every row must be accounted for
+    if totals["rows_in"] != totals["kept"] + dropped or totals["kept"] != sum(kept):
         raise RuntimeError(f"pool accounting broken: rows_in {totals['rows_in']} != kept "
                            f"{totals['kept']} + dropped {dropped}")
 
     stats = {**totals, "files": len(files), "parts": parts, "columns": list(_out_schema(keep_cols).names),
              "inputs": per_input, "seconds": round(time.time() - t0, 3), "run": run}
-    tmp = stats_path.with_name(f".{stats_path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_path(stats_path)
     tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, stats_path)
-    shutil.rmtree(work, ignore_errors=True)
+    publish(tmp, stats_path)
+    rmtree(work)
     return stats

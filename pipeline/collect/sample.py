@@ -56,7 +56,9 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
     png_root, svg_root = roots_from_cache(cache)
     if not Path(png_root).is_dir() or not Path(svg_root).is_dir():
         raise InputError(f"{cache}: openclipart sample not found; run `make sample-data`")
-    sample_dir = Path(p.out) / "sample"
+    if "://" in p.out and not p.out.startswith("file://"):
+        raise InputError(f"--out {p.out}: the embedded sample is served from this machine; give a local --out")
+    sample_dir = Path(p.out.removeprefix("file://")) / "sample"
     sample_dir.mkdir(parents=True, exist_ok=True)
     port_file = sample_dir / "port"
     with serve_directory(png_root, port=choose_port(port_file, port, _log(p))) as base_url:

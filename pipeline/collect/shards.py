@@ -12,14 +12,15 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..storage import check_writable, location, rmtree
 from ..progress import bar_factory
 from ..workers import default_workers
 
@@ -45,8 +46,15 @@ class ShardParams:
     retries: int = 0
     max_image_pixels: int = 89_478_485
     workers: int = field(default_factory=default_workers)
+    engine: str = "local"
+    ray_address: str | None = None
+    max_part_retries: int = 2
     memory_limit: str = "2GB"
     quiet: bool = False
+
+    def distributor(self) -> Engine:
+        return Engine(self.engine, self.workers, self.ray_address, self.max_part_retries,
+                      env=(("OPENCV_IO_MAX_IMAGE_PIXELS", str(self.max_image_pixels)),))
 
 
 def _log(p: ShardParams) -> Callable[[str], None]:
@@ -68,13 +76,12 @@ def _claim(paths: list[Path], key_file: Path, key: str, log) -> None:
         log(f"{key_file.stem}: inputs or settings changed, discarding its previous outputs")
         for p in paths:
             if p.is_dir():
-                shutil.rmtree(p)
+                rmtree(p)
             elif p.exists():
                 p.unlink()
     done = key_file.with_suffix(".done")
     if done.exists() and done.read_text().strip() != key:
         done.unlink()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(key_file) as tmp:
         tmp.write_text(key + "\n")
 
@@ -96,7 +103,7 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
     if not p.pool:
         raise InputError("no --pool given: name at least one pool file (table or WAT)")
     inputs = expand_inputs(p.pool, "pool")
-    cur = Path(p.out) / "curation"
+    cur = location(p.out) / "curation"
     key = _key(upstream, {"inputs": [file_fingerprint(u) for u in inputs], "url_col": p.url_col,
                           "text_col": p.text_col, "keep_col": p.keep_col,
                           "allow_private_hosts": p.allow_private_hosts, "rows_per_part": p.rows_per_part})
@@ -104,14 +111,14 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
     stats = build_pool(inputs, str(cur / "pool"), url_col=p.url_col, text_col=p.text_col,
                        keep_cols=tuple(p.keep_col), allow_private_hosts=p.allow_private_hosts,
                        workers=p.workers, rows_per_part=p.rows_per_part, memory_limit=p.memory_limit,
-                       progress=bar_factory(p.quiet, "pool", "file"))
+                       progress=bar_factory(p.quiet, "pool", "file"), engine=p.distributor())
     _write_stats(cur / "pool_stats.json", stats)
     _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
     return _finish(cur / "keys" / "pool", key)
 
 
 def _queries_fingerprint(path: str) -> dict:
-    if not Path(path).exists():
+    if not location(path).exists():
         raise InputError(f"{path}: query list not found; run `make queries` or pass --queries")
     return file_fingerprint(path)
 
@@ -119,13 +126,13 @@ def _queries_fingerprint(path: str) -> dict:
 def run_match(p: ShardParams, upstream: str) -> str:
     from .match import match_pool
 
-    cur = Path(p.out) / "curation"
-    queries = Path(p.queries)
+    cur = location(p.out) / "curation"
     key = _key(upstream, {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case})
     _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
     pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
-    stats = match_pool(pool_glob, str(queries), str(cur / "matches"),
-                       workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"))
+    stats = match_pool(pool_glob, p.queries, str(cur / "matches"),
+                       workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"),
+                       engine=p.distributor())
     _write_stats(cur / "match_stats.json", stats)
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(cur / "keys" / "match", key)
@@ -134,12 +141,13 @@ def run_match(p: ShardParams, upstream: str) -> str:
 def run_balance(p: ShardParams, upstream: str) -> str:
     from .balance import balance
 
-    cur = Path(p.out) / "curation"
+    cur = location(p.out) / "curation"
     key = _key(upstream, {"per_query": p.per_query, "seed": p.seed, "queries": _queries_fingerprint(p.queries)})
     _claim([cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"], cur / "keys" / "balance",
            key, _log(p))
     stats = balance(cur, p.queries, per_query=p.per_query, seed=p.seed, workers=p.workers,
-                    memory_limit=p.memory_limit, progress=bar_factory(p.quiet, "balance", "part"))
+                    memory_limit=p.memory_limit, progress=bar_factory(p.quiet, "balance", "part"),
+                    engine=p.distributor())
     _log(p)(f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
             f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})")
     return _finish(cur / "keys" / "balance", key)
@@ -148,7 +156,7 @@ def run_balance(p: ShardParams, upstream: str) -> str:
 def run_download(p: ShardParams, upstream: str) -> str:
     from .download import download
 
-    out = Path(p.out)
+    out = location(p.out)
     cur = out / "curation"
     key = _key(upstream, {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard,
                           "max_image_pixels": p.max_image_pixels})
@@ -156,14 +164,15 @@ def run_download(p: ShardParams, upstream: str) -> str:
     _claim([*shard_files, out / "_tmp", cur / "download_stats.json"], cur / "keys" / "download", key, _log(p))
     stats = download(cur, out, image_size=p.image_size, processes=p.processes, threads=p.threads,
                      samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
-                     max_image_pixels=p.max_image_pixels, quiet=p.quiet, allow_private_hosts=p.allow_private_hosts)
+                     max_image_pixels=p.max_image_pixels, quiet=p.quiet, allow_private_hosts=p.allow_private_hosts,
+                     engine=p.distributor())
     _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
     return _finish(cur / "keys" / "download", key)
 
 
 def _stored_key(p: ShardParams, step: str) -> str:
     """The key of a step that finished; its outputs are what the next step reads."""
-    done = Path(p.out) / "curation" / "keys" / f"{step}.done"
+    done = location(p.out) / "curation" / "keys" / f"{step}.done"
     if not done.exists():
         raise InputError(f"{done.parent}: the '{step}' step has not finished; run it first (or `shards`)")
     return done.read_text().strip()
@@ -171,6 +180,7 @@ def _stored_key(p: ShardParams, step: str) -> str:
 
 def run_step(step: str, p: ShardParams) -> dict:
     """One step on its own, chained to the key the previous step left behind."""
+    check_writable(location(p.out), "--out")
     if step == "pool":
         run_pool(p)
     elif step == "match":
@@ -183,6 +193,7 @@ def run_step(step: str, p: ShardParams) -> dict:
 
 
 def run_all(p: ShardParams) -> None:
+    check_writable(location(p.out), "--out")
     key = run_pool(p)
     key = run_match(p, key)
     key = run_balance(p, key)

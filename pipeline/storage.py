@@ -1,0 +1,148 @@
+"""Where a stage reads and writes: a local folder or an fsspec URL (s3://, gs://, file://).
+
+On a cluster, workers on other nodes must share a stage's inputs and outputs, so every
+folder a stage uses may be object storage. universal_pathlib gives the pathlib API over
+fsspec: a local path stays a `pathlib.Path` subclass (local runs behave exactly as
+before), a URL becomes a `UPath` with the same methods (`/`, `exists`, `glob`,
+`read_text`, `open`, `unlink`, ...). What pathlib cannot say is here:
+
+* `is_remote`: whether a location is on a remote store;
+* `atomic_path` (in `io`) writes remote files locally and uploads them whole;
+* `arrow_filesystem` and `register_duckdb` let pyarrow and DuckDB read through the same
+  fsspec filesystem (never DuckDB's httpfs extension, which is downloaded at run time);
+* `rmtree` and `clean` for folders on either kind of store.
+
+Credentials and endpoints come from fsspec's usual configuration (for S3: the AWS
+variables, `~/.aws`, `AWS_ENDPOINT_URL` for MinIO/Ceph/R2), in every process alike.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from upath import UPath
+
+from .errors import InputError
+
+
+def location(path: str | os.PathLike) -> Path:
+    """A path for `path`: `pathlib.Path` for local paths and file:// URLs, else a UPath."""
+    if isinstance(path, UPath):
+        return path
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return Path(text) if "://" not in text else UPath(text)
+
+
+def is_remote(path) -> bool:
+    return isinstance(path, UPath) and not isinstance(path, Path)
+
+
+def url(path) -> str:
+    """The string other processes (and fsspec) open: a local path or the full URL."""
+    return str(path)
+
+
+def rmtree(path) -> None:
+    """Remove a folder and everything under it, on either kind of store (missing is fine)."""
+    if is_remote(path):
+        if path.exists():
+            path.fs.rm(path.path, recursive=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_writable(path, what: str) -> None:
+    """Fail in one line, before any work, when a remote output location cannot be used
+    (no such bucket, no credentials), instead of failing in every worker."""
+    if not is_remote(path):
+        return
+    probe = path / ".write-check"
+    try:
+        probe.write_text("ok\n")
+        probe.unlink()
+    except (OSError, PermissionError, ValueError) as e:
+        raise InputError(f"{what} {url(path)}: cannot write there ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - botocore's credential errors are not OSErrors
+        raise InputError(f"{what} {url(path)}: cannot write there ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def arrow_filesystem(path):
+    """(pyarrow filesystem, path within it) to pass to pyarrow readers and writers."""
+    if not is_remote(path):
+        return None, str(path)
+    import pyarrow.fs as pafs
+
+    return pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)), path.path
+
+
+def register_duckdb(con, *paths) -> None:
+    """Let DuckDB open the remote paths among `paths` through their fsspec filesystems."""
+    seen = set()
+    for p in paths:
+        if is_remote(p) and p.fs.protocol not in seen:
+            seen.add(p.fs.protocol)
+            con.register_filesystem(p.fs)
+
+
+def read_table(path, **kwargs):
+    """pyarrow.parquet.read_table on either kind of store."""
+    import pyarrow.parquet as pq
+
+    fs, p = arrow_filesystem(location(path))
+    return pq.read_table(p, filesystem=fs, **kwargs)
+
+
+def parquet_file(path):
+    """A pyarrow ParquetFile on either kind of store (use it as a context manager)."""
+    import pyarrow.parquet as pq
+
+    path = location(path)
+    if not is_remote(path):
+        return pq.ParquetFile(str(path))
+    return pq.ParquetFile(path.fs.open(path.path, "rb"))
+
+
+def load_npy(path):
+    """A .npy array: memory-mapped when local, read whole when remote."""
+    import io
+
+    import numpy as np
+
+    path = location(path)
+    if not is_remote(path):
+        return np.load(str(path), mmap_mode="r")
+    return np.load(io.BytesIO(path.read_bytes()))
+
+
+def publish(tmp: Path, path) -> None:
+    """Move a finished local file onto `path` (rename locally, upload whole when remote)."""
+    path = location(path)
+    if is_remote(path):
+        path.fs.put_file(str(tmp), path.path)
+        Path(tmp).unlink(missing_ok=True)
+    else:
+        os.replace(tmp, path)
+
+
+def scratch_for(path) -> Path:
+    """Where to write a file that `publish` will move onto `path`: a sibling temporary name
+    locally (same disk, so the rename is atomic), a local temporary file for a remote path."""
+    import tempfile
+    import uuid
+
+    path = location(path)
+    if is_remote(path):
+        fd, name = tempfile.mkstemp(prefix=".upload-", suffix="-" + path.name)
+        os.close(fd)
+        return Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
