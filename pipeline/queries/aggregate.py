@@ -5,32 +5,49 @@ Python dict would need far more memory than a workstation has. DuckDB's hash agg
 spills to `temp_directory` under `memory_limit`, so the same code runs on the 6 MB sample
 and on the 90 GB dump. Every candidate list is read back in a total order (ties broken by
 the string itself), which makes the final query list independent of worker count.
+
+The parts may lie in a remote work dir (object storage shared by a cluster's workers):
+DuckDB reads them through fsspec (`storage.register_duckdb`). Its own database file and
+spill folder are always on a local disk: beside the parts for a local work dir, in a
+temporary folder of this machine for a remote one. The aggregation runs in the driver.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
+from .. import storage
 from ..io import sql_file_list, sql_str
+from ..storage import listing
 
 BATCH = 65_536
 
 
-def _parts(work_dir: Path, name: str) -> str:
-    return sql_file_list(sorted((work_dir / name).glob("*.parquet")))
+def _parts(work_dir, name: str) -> str:
+    return sql_file_list([storage.url(p) for p in listing(work_dir / name, "*.parquet")])
 
 
 class Aggregates:
-    def __init__(self, work_dir: Path, memory_limit: str = "2GB", threads: int = 1):
-        self.work_dir = work_dir
-        db = work_dir / "aggregate.duckdb"
+    def __init__(self, work_dir, memory_limit: str = "2GB", threads: int = 1):
+        self.work_dir = work_dir = storage.location(work_dir)
+        self._local_dir: str | None = None
+        if storage.is_remote(work_dir):
+            self._local_dir = tempfile.mkdtemp(prefix="queries-aggregate-")
+            local = Path(self._local_dir)
+        else:
+            local = work_dir
+        db = local / "aggregate.duckdb"
         if db.exists():
             db.unlink()  # derived entirely from the parts; rebuilding is cheaper than trusting it
         self.con = duckdb.connect(str(db))
-        tmp = work_dir / "duckdb_tmp"
+        self._registered: set = set()
+        self._register(work_dir)
+        tmp = local / "duckdb_tmp"
         tmp.mkdir(exist_ok=True)
         self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
         self.con.execute(f"SET temp_directory = {sql_str(tmp)}")
@@ -39,8 +56,16 @@ class Aggregates:
         self.con.execute("SET enable_progress_bar = false")
         self.total_tokens = 0
 
+    def _register(self, folder) -> None:
+        """Let DuckDB read a remote folder's parts (once per filesystem protocol)."""
+        if storage.is_remote(folder) and folder.fs.protocol not in self._registered:
+            storage.register_duckdb(self.con, folder)
+            self._registered.add(folder.fs.protocol)
+
     def close(self) -> None:
         self.con.close()
+        if self._local_dir is not None:
+            shutil.rmtree(self._local_dir, ignore_errors=True)
 
     def build(self, min_bigram_count: int) -> dict:
         """Sum the parts: all unigrams; bigrams seen at least `min_bigram_count` times."""
@@ -104,8 +129,10 @@ class Aggregates:
             "SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos"
         )
 
-    def viewed_titles(self, pageview_dir: Path, min_views: int) -> Iterator[tuple[str, int]]:
+    def viewed_titles(self, pageview_dir, min_views: int) -> Iterator[tuple[str, int]]:
         """Dump article titles whose summed views reach min_views, most viewed first."""
+        pageview_dir = storage.location(pageview_dir)
+        self._register(pageview_dir)
         return self._stream(
             f"""
             WITH views AS (

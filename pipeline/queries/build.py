@@ -8,7 +8,6 @@ Sources are combined in that order; a query already taken by an earlier source i
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
+from .. import __version__, storage
+from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
 from ..progress import bar_factory
@@ -56,6 +56,9 @@ class QueryParams:
     max_titles: int = 61_235
     size: int = 500_000
     workers: int = field(default_factory=default_workers)
+    engine: str = "local"
+    ray_address: str | None = None
+    max_part_retries: int = 2
     memory_limit: str = "2GB"
     chunk_mb: float = 8.0
     work_dir: str | None = None
@@ -76,17 +79,22 @@ def build_queries(p: QueryParams) -> dict:
 
     dumps = expand_inputs(p.wiki_dump, "wiki dump")
     pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
-    out = Path(p.out)
-    work = Path(p.work_dir) if p.work_dir else out / ".work"
+    out = storage.location(p.out)
+    work = storage.location(p.work_dir) if p.work_dir else out / ".work"
+    # A missing bucket or absent credentials: one line now, not a failure in every worker.
+    storage.check_writable(out, "--out")
+    if p.work_dir:
+        storage.check_writable(work, "--work-dir")
 
     t = time.monotonic()
     wn = read_head_words(p.wordnet)
     log(f"wordnet: {wn.synsets:,} synsets, {len(wn.words):,} distinct head words")
     t = lap("wordnet", t)
 
+    engine = Engine(p.engine, p.workers, p.ray_address, p.max_part_retries)
     dump_stats = count_dumps(
         dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
-        progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log,
+        progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log, engine=engine,
     )
     t = lap("count_dump", t)
 
@@ -95,7 +103,7 @@ def build_queries(p: QueryParams) -> dict:
     if pageviews:
         pv_glob, pv_stats = count_pageviews(
             pageviews, work / "pageviews", workers=p.workers, min_hourly_views=p.min_hourly_views,
-            progress_factory=bar_factory(p.quiet, "pageviews", "file"),
+            progress_factory=bar_factory(p.quiet, "pageviews", "file"), engine=engine,
         )
         t = lap("count_pageviews", t)
     else:
@@ -150,18 +158,20 @@ def build_queries(p: QueryParams) -> dict:
         "timings_s": timings,
     }
     # Workers only change speed, never the result; keep the parameters that do.
-    build["parameters"].pop("workers", None)
-    build["parameters"].pop("memory_limit", None)
+    for key in ("workers", "memory_limit", "engine", "ray_address", "max_part_retries"):
+        build["parameters"].pop(key, None)
     timings["total"] = round(time.monotonic() - t0, 3)
     write_outputs(out, rows, build)
     if not p.keep_work and not p.work_dir:
-        shutil.rmtree(work, ignore_errors=True)
-    log(f"wrote {len(rows):,} queries to {out}/: " + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
+        storage.rmtree(work)
+    log(f"wrote {len(rows):,} queries to {storage.url(out)}/: "
+        + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
     return build
 
 
 def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
-    """queries.parquet, queries.txt, build.json; each renamed into place only when complete."""
+    """queries.parquet, queries.txt, build.json; each renamed into place (local) or uploaded
+    whole (remote `out`) only when complete."""
     for r in rows:
         if "\n" in r.query or "\r" in r.query:
             raise InputError(f"query {r.query!r} from {r.source} contains a line break")
@@ -175,7 +185,8 @@ def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
         },
         schema=SCHEMA,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    if not storage.is_remote(out):  # an object store has no folders to make
+        out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "queries.parquet") as tmp_parquet, \
             atomic_path(out / "queries.txt") as tmp_txt, \
             atomic_path(out / "build.json") as tmp_json:

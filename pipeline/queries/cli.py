@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..options import memory_limit, positive_float, positive_int
+from ..options import add_engine_args, memory_limit, positive_float
 from ..workers import default_workers
 
 EPILOG = """\
@@ -35,6 +35,9 @@ outputs (in --out):
   queries.txt      one query per line, same order
   build.json       inputs, parameters, per-source counts, dump statistics, timings
   Counting is spilled to --work-dir in chunks; a killed run resumes where it stopped.
+  --out and --work-dir may be fsspec URLs (s3://bucket/q), so that on a Ray cluster the
+  workers on every node share the spilled chunks; the final aggregation runs on this
+  machine, on its local disk.
 """
 
 
@@ -55,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     i.add_argument("--pageviews", action="append", default=[], metavar="PATH",
                    help="Wikimedia pageview files: hourly pageviews-*.gz or daily/monthly "
                         "pageview_complete; only en / en.wikipedia lines are used; repeatable")
-    i.add_argument("--out", default="query_lists", help="output folder (default: %(default)s)")
+    i.add_argument("--out", default="query_lists",
+                   help="output folder, local or fsspec URL (default: %(default)s)")
 
     t = p.add_argument_group("thresholds and caps")
     t.add_argument("--min-count", type=int, default=100, help="unigram minimum count (default: %(default)s)")
@@ -71,16 +75,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     t.add_argument("--size", type=int, default=500_000, help="cap on the whole list (default: %(default)s)")
 
     r = p.add_argument_group("resources")
-    r.add_argument("--workers", type=positive_int, default=default_workers(),
-                   help="parallel processes (default: all cores, %(default)s); never changes the result")
     r.add_argument("--memory-limit", type=memory_limit, default="2GB",
                    help="DuckDB memory limit for aggregation; it spills to disk beyond it (default: %(default)s)")
     r.add_argument("--chunk-mb", type=positive_float, default=8.0,
                    help="MB of article text per counting chunk; bounds each worker's memory (default: %(default)s)")
     r.add_argument("--work-dir", default=None,
-                   help="where spilled counts go (default: OUT/.work, removed after success)")
+                   help="where spilled counts go, local or fsspec URL; on a cluster, a store every "
+                        "node reaches (default: OUT/.work, removed after success)")
     r.add_argument("--keep-work", action="store_true", help="keep OUT/.work after success")
     r.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr")
+    add_engine_args(p, default_workers())
     p.set_defaults(run=run)
 
 

@@ -13,17 +13,19 @@ import hashlib
 import json
 import shutil
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import storage
+from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, file_fingerprint, file_size, sum_stats
+from ..storage import listing
 from ..wiki import dump as wd
 from ..wiki.markup import clean_wikitext
 from ..wiki.tokens import count_text
@@ -45,14 +47,15 @@ class CountTask:
     span: int = 0  # compressed bytes this task covers, for the progress bar
 
 
-def _write_table(path: Path, table: pa.Table) -> None:
+def _write_table(path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
 def run_count_task(task: CountTask, work_dir: str) -> dict:
-    """Count one chunk and write its parts. Runs in a worker process."""
-    work = Path(work_dir)
+    """Count one chunk and write its parts (to a local or shared remote work dir; the stats
+    marker last). Runs in a worker process."""
+    work = storage.location(work_dir)
     stats = dict.fromkeys(STAT_KEYS, 0)
     if task.byte_range is not None:
         rs = wd.ReadStats()
@@ -151,34 +154,44 @@ def _code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_work_dir(work_dir: Path, manifest: dict) -> None:
-    """Reuse a work dir only if it was made from the same inputs, parameters and code."""
+def prepare_work_dir(work_dir, manifest: dict) -> None:
+    """Reuse a work dir (local or remote) only if it was made from the same inputs,
+    parameters and code."""
     manifest = {"format": WORK_FORMAT, "code": _code_version(), **manifest}
     path = work_dir / "manifest.json"
+    if storage.is_remote(work_dir):
+        work_dir.fs.invalidate_cache()
     if path.exists():
         try:
             if json.loads(path.read_text()) == manifest:
                 return
         except ValueError:
             pass
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+        if storage.is_remote(work_dir):
+            storage.rmtree(work_dir)
+        else:
+            shutil.rmtree(work_dir)  # unlike storage.rmtree, a failed removal is an error
+    if not storage.is_remote(work_dir):  # an object store has no folders to make
+        work_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest, sort_keys=True))
 
 
 def count_dumps(
     urls: list[str],
-    work_dir: Path,
+    work_dir,
     workers: int = 1,
     chunk_mb: float = 8.0,
     progress_factory: Callable[[int], object] | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    engine: Engine | None = None,
 ) -> dict:
-    """Count every dump into `work_dir`; returns summed statistics over all chunks."""
+    """Count every dump into `work_dir` (a local path or a remote location, see `storage`);
+    returns summed statistics over all chunks."""
     chunk_bytes = int(chunk_mb * (1 << 20))
+    work_dir = storage.location(work_dir)
     prepare_work_dir(work_dir, {"chunk_mb": chunk_mb, "inputs": [file_fingerprint(u) for u in urls]})
-    done = {p.stem for p in (work_dir / "stats").glob("*.json")}
+    done = {p.stem for p in listing(work_dir / "stats", "*.json")}
     if done:
         log(f"resuming: {len(done)} chunks already counted in {work_dir}")
 
@@ -207,28 +220,12 @@ def count_dumps(
                 bar.update(task.span)
             bar.set_postfix(pages=f"{pages_done:,}", refresh=False)
 
-    if workers <= 1:
-        for t in tasks():
-            finished(t, run_count_task(t, str(work_dir)))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
-            pending: dict = {}
-
-            def drain() -> None:
-                done_futs, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in done_futs:
-                    finished(pending.pop(fut), fut.result())  # re-raises a worker's InputError
-
-            for t in tasks():
-                while len(pending) >= 2 * workers:  # bounded in-flight work keeps memory flat
-                    drain()
-                pending[ex.submit(run_count_task, t, str(work_dir))] = t
-            while pending:
-                drain()
+    run_parts(partial(run_count_task, work_dir=storage.url(work_dir)), tasks(), engine or Engine(workers=workers),
+              on_done=finished, describe=lambda t: t.chunk_id)
     if bar is not None:
         bar.close()
 
-    totals = {**dict.fromkeys(STAT_KEYS, 0), **sum_stats((work_dir / "stats").glob("*.json"))}
+    totals = {**dict.fromkeys(STAT_KEYS, 0), **sum_stats(listing(work_dir / "stats", "*.json"))}
     if totals["articles"] == 0:
         raise InputError(f"{', '.join(urls)}: no namespace-0 articles found")
     return totals

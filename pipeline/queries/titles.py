@@ -8,15 +8,16 @@ not grow with the number of files, and a rerun skips files already done.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import storage
+from ..distribute import Engine, run_parts
 from ..io import atomic_path, file_fingerprint, sum_stats
+from ..storage import listing
 from .counting import prepare_work_dir
 from .pageviews import file_title_views
 
@@ -36,7 +37,7 @@ def _count_file(args: tuple) -> dict:
         t = normalise_title(title)
         if t:
             merged[t] = merged.get(t, 0) + v
-    work = Path(work_dir)
+    work = storage.location(work_dir)
     with atomic_path(work / "parts" / f"{i:06d}.parquet") as tmp:
         pq.write_table(pa.table({"title": pa.array(list(merged), pa.string()),
                                  "views": pa.array(list(merged.values()), pa.int64())}), tmp, compression="zstd")
@@ -47,33 +48,29 @@ def _count_file(args: tuple) -> dict:
 
 def count_pageviews(
     urls: list[str],
-    work_dir: Path,
+    work_dir,
     workers: int = 1,
     domains: tuple[str, ...] = ("en", "en.wikipedia"),
     min_hourly_views: int = 50,
     progress_factory=None,
+    engine: Engine | None = None,
 ) -> tuple[Path, dict]:
-    """Returns (the work dir holding parts/*.parquet, summed line statistics)."""
+    """Returns (the work dir holding parts/*.parquet, summed line statistics); the work dir
+    may be local or remote (see `storage`)."""
+    work_dir = storage.location(work_dir)
     prepare_work_dir(work_dir, {
         "inputs": [file_fingerprint(u) for u in urls],
         "domains": list(domains),
         "min_hourly_views": min_hourly_views,
     })
-    todo = [(i, u, str(work_dir), tuple(domains), min_hourly_views) for i, u in enumerate(urls)
-            if not (work_dir / "stats" / f"{i:06d}.json").exists()]
+    done = {p.name for p in listing(work_dir / "stats", "*.json")}
+    todo = [(i, u, storage.url(work_dir), tuple(domains), min_hourly_views) for i, u in enumerate(urls)
+            if f"{i:06d}.json" not in done]
     bar = progress_factory(len(urls)) if progress_factory else None
     if bar is not None:
         bar.update(len(urls) - len(todo))
-    if workers <= 1 or len(todo) <= 1:
-        for t in todo:
-            _count_file(t)
-            if bar is not None:
-                bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
-            for _ in ex.map(_count_file, todo):
-                if bar is not None:
-                    bar.update(1)
+    run_parts(_count_file, todo, engine or Engine(workers=workers), describe=lambda t: t[1],
+              on_done=lambda task, stats: bar.update(1) if bar is not None else None)
     if bar is not None:
         bar.close()
-    return work_dir, sum_stats((work_dir / "stats").glob("*.json"))
+    return work_dir, sum_stats(listing(work_dir / "stats", "*.json"))

@@ -15,11 +15,13 @@ MetaCLIP seeds its set with.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 from dataclasses import dataclass, field
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import InputError
 
@@ -105,6 +107,9 @@ def read_head_words(folder: str) -> WordNetHeadWords:
         path = posixpath.join(base, f"data.{suffix}")
         count = 0
         with fs.open(path, "rb") as f:
+            if not isinstance(fs, LocalFileSystem):
+                # fsspec remote files copy a whole block per readline (data.noun: 16 s vs 0.2 s).
+                f = io.BufferedReader(f, 1 << 20)
             for lineno, raw in enumerate(f, 1):
                 if raw.startswith(b"  "):  # license header
                     continue
