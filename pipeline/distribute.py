@@ -80,57 +80,72 @@ def _failure(task, describe, attempts: int, cause: BaseException) -> PartFailed:
     return PartFailed(f"part {describe(task)} failed {attempts} time(s), giving up: {type(cause).__name__}: {why}")
 
 
+class _Book:
+    """The parts of one run, whatever the engine: fed lazily from `tasks` (at most `limit`
+    in flight), attempts counted against `max_part_retries`, results kept by task index."""
+
+    def __init__(self, tasks: Iterable, engine: Engine, limit: int, describe, on_done):
+        self._it = enumerate(tasks)
+        self._exhausted = False
+        self.limit, self.retries, self.describe, self.on_done = limit, engine.max_part_retries, describe, on_done
+        self.tasks: dict[int, Any] = {}
+        self.attempts: dict[int, int] = {}
+        self.results: dict[int, Any] = {}
+
+    def fill(self, in_flight: int, submit: Callable[[int], None]) -> None:
+        """Start new tasks while fewer than `limit` are in flight; `submit(index)` starts one."""
+        while not self._exhausted and in_flight < self.limit:
+            try:
+                i, task = next(self._it)
+            except StopIteration:
+                self._exhausted = True
+                return
+            self.tasks[i] = task
+            self.start(i, submit)
+            in_flight += 1
+
+    def start(self, i: int, submit: Callable[[int], None]) -> None:
+        self.attempts[i] = self.attempts.get(i, 0) + 1
+        submit(i)
+
+    def retry(self, i: int, cause: BaseException, submit: Callable[[int], None]) -> None:
+        """Run part i again, or fail the run if it has used up its attempts."""
+        if self.attempts[i] > self.retries:
+            raise _failure(self.tasks[i], self.describe, self.attempts[i], cause) from None
+        self.start(i, submit)
+
+    def finish(self, i: int, result) -> None:
+        self.results[i] = result
+        task = self.tasks.pop(i)
+        if self.on_done is not None:
+            self.on_done(task, result)
+
+    def ordered(self) -> list:
+        return [self.results[i] for i in range(len(self.results))]
+
+
 # ------------------------------------------------------------------------------ local
 
 
 def _run_local(fn, tasks, engine, setup, setup_args, on_done, describe, max_in_flight) -> list:
-    results: dict[int, Any] = {}
     known = len(tasks) if isinstance(tasks, (list, tuple)) else None
     if engine.workers <= 1 or (known is not None and known <= 1):  # no pool to start for one part
-        if setup is not None:
-            setup(*setup_args)
-        for i, task in enumerate(tasks):
-            attempts = 0
-            while True:
-                attempts += 1
-                try:
-                    results[i] = fn(task)
-                    break
-                except (InputError, KeyboardInterrupt):
-                    raise
-                except Exception as e:  # noqa: BLE001 - any fault but bad input is retried
-                    if attempts > engine.max_part_retries:
-                        raise _failure(task, describe, attempts, e) from e
-            if on_done is not None:
-                on_done(task, results[i])
-        return [results[i] for i in range(len(results))]
-
-    limit = max_in_flight or 2 * engine.workers
-    it = enumerate(tasks)
-    exhausted = False
-    pending: dict = {}  # future -> index
-    by_index: dict[int, Any] = {}
-    attempts: dict[int, int] = {}
+        return _run_serial(fn, tasks, engine, setup, setup_args, on_done, describe)
+    book = _Book(tasks, engine, max_in_flight or 2 * engine.workers, describe, on_done)
+    pending: dict = {}  # future -> task index
 
     def new_pool() -> ProcessPoolExecutor:
         kw = {"initializer": setup, "initargs": setup_args} if setup is not None else {}
         return ProcessPoolExecutor(min(engine.workers, known or engine.workers), mp_context=get_context("spawn"), **kw)
 
-    def submit(ex, i) -> None:
-        attempts[i] = attempts.get(i, 0) + 1
-        pending[ex.submit(fn, by_index[i])] = i
-
     ex = new_pool()
+
+    def submit(i: int) -> None:
+        pending[ex.submit(fn, book.tasks[i])] = i
+
     try:
         while True:
-            while not exhausted and len(pending) < limit:
-                try:
-                    i, task = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                by_index[i] = task
-                submit(ex, i)
+            book.fill(len(pending), submit)
             if not pending:
                 break
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -145,30 +160,43 @@ def _run_local(fn, tasks, engine, setup, setup_args, on_done, describe, max_in_f
                     broken = True  # a worker died: every task in flight was lost with the pool
                     pending[fut] = i
                     continue
-                except Exception as e:  # noqa: BLE001
-                    if attempts[i] > engine.max_part_retries:
-                        raise _failure(by_index[i], describe, attempts[i], e) from e
-                    submit(ex, i)
+                except Exception as e:  # noqa: BLE001 - any fault but bad input is retried
+                    book.retry(i, e, submit)
                     continue
-                results[i] = result
-                task = by_index.pop(i)
-                if on_done is not None:
-                    on_done(task, result)
+                book.finish(i, result)
             if broken:
                 lost = sorted(pending.values())
                 pending.clear()
                 ex.shutdown(wait=True, cancel_futures=True)
                 ex = new_pool()
                 for i in lost:
-                    if attempts[i] > engine.max_part_retries:
-                        raise _failure(by_index[i], describe, attempts[i],
-                                       RuntimeError("a worker process died (killed, or out of memory)"))
-                    submit(ex, i)
+                    book.retry(i, RuntimeError("a worker process died (killed, or out of memory)"), submit)
     except BaseException:
         _kill_pool(ex)
         raise
     ex.shutdown(wait=True)
-    return [results[i] for i in range(len(results))]
+    return book.ordered()
+
+
+def _run_serial(fn, tasks, engine, setup, setup_args, on_done, describe) -> list:
+    """One worker: the parts run in this process, one after another, with the same retries."""
+    if setup is not None:
+        setup(*setup_args)
+    book = _Book(tasks, engine, 1, describe, on_done)
+    queue: list[int] = []
+    book.fill(0, queue.append)
+    while queue:
+        i = queue.pop()
+        try:
+            result = fn(book.tasks[i])
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - any fault but bad input is retried
+            book.retry(i, e, queue.append)
+            continue
+        book.finish(i, result)
+        book.fill(0, queue.append)
+    return book.ordered()
 
 
 def _kill_pool(ex: ProcessPoolExecutor) -> None:
@@ -249,29 +277,16 @@ def _run_ray(fn, tasks, engine, setup, setup_args, on_done, describe, max_in_fli
     remote = ray.remote(max_retries=engine.max_part_retries)(_ray_call)  # dead workers: Ray retries
     token = uuid.uuid4().hex
     args_ref = ray.put(setup_args) if setup is not None else None
-    limit = max_in_flight or 2 * engine.parallel
-    it = enumerate(tasks)
-    exhausted = False
-    pending: dict = {}  # ObjectRef -> index
-    by_index: dict[int, Any] = {}
-    attempts: dict[int, int] = {}
-    results: dict[int, Any] = {}
+    book = _Book(tasks, engine, max_in_flight or 2 * engine.parallel, describe, on_done)
+    pending: dict = {}  # ObjectRef -> task index
 
-    def submit(i) -> None:
-        attempts[i] = attempts.get(i, 0) + 1
-        ref = remote.remote(fn, setup, args_ref if args_ref is not None else (), token, by_index[i])
+    def submit(i: int) -> None:
+        ref = remote.remote(fn, setup, args_ref if args_ref is not None else (), token, book.tasks[i])
         pending[ref] = i
 
     try:
         while True:
-            while not exhausted and len(pending) < limit:
-                try:
-                    i, task = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                by_index[i] = task
-                submit(i)
+            book.fill(len(pending), submit)
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -283,16 +298,11 @@ def _run_ray(fn, tasks, engine, setup, setup_args, on_done, describe, max_in_fli
                     cause = _ray_cause(e)
                     if isinstance(cause, InputError):
                         raise InputError(str(cause)) from None
-                    if attempts[i] > engine.max_part_retries:
-                        raise _failure(by_index[i], describe, attempts[i], cause) from None
-                    submit(i)
+                    book.retry(i, cause, submit)
                     continue
                 except ray.exceptions.RayError as e:  # worker/node lost beyond Ray's own retries
-                    raise _failure(by_index[i], describe, attempts[i] + engine.max_part_retries, e) from None
-                results[i] = result
-                task = by_index.pop(i)
-                if on_done is not None:
-                    on_done(task, result)
+                    raise _failure(book.tasks[i], describe, book.attempts[i] + engine.max_part_retries, e) from None
+                book.finish(i, result)
     except BaseException:
         for ref in pending:
             try:
@@ -300,4 +310,4 @@ def _run_ray(fn, tasks, engine, setup, setup_args, on_done, describe, max_in_fli
             except Exception:  # noqa: BLE001 - best effort: the error being raised matters more
                 traceback.print_exc(limit=0)
         raise
-    return [results[i] for i in range(len(results))]
+    return book.ordered()

@@ -44,7 +44,10 @@ def file_fingerprint(url: str) -> dict:
     """Enough to notice that an input changed between a run and its resumption."""
     fs, path = fsspec.core.url_to_fs(url)
     info = fs.info(path)
-    return {"path": url, "size": int(info.get("size") or 0), "mtime": str(info.get("mtime", ""))}
+    # local files have an mtime; object stores a LastModified time and an ETag instead
+    changed = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
+    return {"path": url, "size": int(info.get("size") or 0), "mtime": str(changed),
+            **({"etag": str(info["ETag"])} if info.get("ETag") else {})}
 
 
 @contextlib.contextmanager

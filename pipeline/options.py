@@ -9,14 +9,22 @@ import re
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*$", re.I)
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text} must be at least {low}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:
@@ -50,16 +58,6 @@ def add_engine_args(p: argparse.ArgumentParser, workers_default: int) -> None:
                         "result (default: all cores, %(default)s)")
     g.add_argument("--max-part-retries", type=non_negative_int, default=2,
                    help="run a failed part again this many times before the step fails (default: %(default)s)")
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return value
 
 
 def engine_from_args(args: argparse.Namespace):

@@ -22,9 +22,16 @@ import os
 import shutil
 from pathlib import Path
 
+import fsspec
 from upath import UPath
 
 from .errors import InputError
+
+# Parts appear on the store from other processes (the workers, other nodes) between two
+# looks at a folder: a cached listing would hide them, so object stores are always listed
+# afresh (fsspec applies this to every filesystem it creates for the protocol).
+for _protocol in ("s3", "gcs", "gs", "abfs", "az"):
+    fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
 
 def location(path: str | os.PathLike) -> Path:
@@ -44,6 +51,11 @@ def is_remote(path) -> bool:
 def url(path) -> str:
     """The string other processes (and fsspec) open: a local path or the full URL."""
     return str(path)
+
+
+def listing(folder, pattern: str) -> list:
+    """Files in `folder` matching `pattern`, sorted by name, on either kind of store."""
+    return sorted(folder.glob(pattern), key=str)
 
 
 def rmtree(path) -> None:

@@ -86,14 +86,14 @@ def test_shards_on_ray_equal_local(tmp_path, sample_pool, query_lists, ray_clust
         outs[engine] = tmp_path / engine
         res = run_cli("shards", "--pool", str(sample_pool), "--keep-col", "category", "--allow-private-hosts",
                       "--queries", str(query_lists["local"] / "queries.parquet"), "--out", str(outs[engine]),
-                      "--rows-per-part", "1500", "--per-query", "40", "--samples-per-shard", "400",
+                      "--rows-per-part", "1500", "--per-query", "15", "--samples-per-shard", "200",
                       "--processes", "2", "--threads", "8", "--engine", engine, *extra, "--quiet")
         assert res.returncode == 0, res.stderr
     local, ray = curation_tables(outs["local"]), curation_tables(outs["ray"])
     assert sorted(local) == sorted(ray) and len([k for k in local if k.startswith("pool/")]) == 5
     for name in local:
         assert local[name].equals(ray[name]), name
-    assert sum(t.num_rows for k, t in local.items() if k.startswith("selected/")) > 1000
+    assert sum(t.num_rows for k, t in local.items() if k.startswith("selected/")) > 300
     status = shard_status(outs["local"])
     assert status == shard_status(outs["ray"])
     assert len(status) == sum(t.num_rows for k, t in local.items() if k.startswith("selected/"))
@@ -107,11 +107,11 @@ def test_shards_on_ray_equal_local(tmp_path, sample_pool, query_lists, ray_clust
 
 @pytest.fixture(scope="module")
 def big_pool(tmp_path_factory, sample_pool, query_lists) -> Path:
-    """~125k rows (the sample's captions under many URLs) in 10 pool parts: matching takes
+    """~75k rows (the sample's captions under many URLs) in 10 pool parts: matching takes
     seconds, long enough to kill things mid-step."""
     base = pq.read_table(sample_pool)
     n = base.num_rows
-    reps = 20
+    reps = 12
     table = pa.table({
         "url": [f"http://img{r}.example.com/{i}.png" for r in range(reps) for i in range(n)],
         "caption": base.column("caption").to_pylist() * reps,

@@ -32,7 +32,7 @@ from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: 
 from ..errors import InputError
 from ..distribute import Engine, PartFailed, connect_ray, run_parts
 from ..io import atomic_path
-from ..storage import is_remote, location, parquet_file
+from ..storage import is_remote, listing, location, parquet_file
 from . import egress
 
 CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
@@ -58,6 +58,18 @@ class GuardedDownloader(Img2datasetDownloader):
 
     def __call__(self, row):
         egress.install()
+        return super().__call__(row)
+
+
+class UnguardedDownloader(Img2datasetDownloader):
+    """img2dataset's Downloader with urllib's default opener (--allow-private-hosts).
+
+    The opener is process state: a Ray worker that ran a guarded download keeps its
+    opener for the next task, so the unguarded one restores the default explicitly.
+    """
+
+    def __call__(self, row):
+        egress.uninstall()
         return super().__call__(row)
 
 
@@ -147,7 +159,7 @@ def download(
     # workers: a subclass defined here brings the connect-time host policy along. (The
     # package attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
     img2dataset_main = sys.modules["img2dataset.main"]
-    img2dataset_main.Downloader = Img2datasetDownloader if allow_private_hosts else GuardedDownloader
+    img2dataset_main.Downloader = UnguardedDownloader if allow_private_hosts else GuardedDownloader
     engine = engine or Engine(workers=processes)
     if engine.name == "ray":
         connect_ray(engine)
@@ -204,7 +216,7 @@ def summarise(out: Path, summary_path: Path) -> dict:
     """
     totals: dict = {"shards": 0, "count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0,
                     "status_dict": {}}
-    for path in sorted(out.glob("[0-9]*_stats.json"), key=str):
+    for path in listing(out, "[0-9]*_stats.json"):
         s = json.loads(path.read_text())
         totals["shards"] += 1
         for k in ("count", "successes", "failed_to_download", "failed_to_resize"):

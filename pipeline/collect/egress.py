@@ -58,3 +58,8 @@ class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
 def install() -> None:
     """Make this process's urllib.request.urlopen enforce the policy (idempotent)."""
     urllib.request.install_opener(urllib.request.build_opener(_GuardedHTTPHandler, _GuardedHTTPSHandler))
+
+
+def uninstall() -> None:
+    """urllib's default opener again (the opener is per process, and Ray reuses processes)."""
+    urllib.request.install_opener(None)

@@ -246,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     url_file = Path(args.url_file) if args.url_file else None
     try:
         with serve_directory(args.root, args.host, args.port, faults=args.faults) as url:
-            print(url, flush=True)
-            if url_file:
+            if url_file:  # before the line on stdout: whoever reads that line finds the file too
                 with atomic_path(url_file) as tmp:
                     tmp.write_text(url + "\n")
+            print(url, flush=True)
             threading.Event().wait()
     except KeyboardInterrupt:
         pass
