@@ -207,3 +207,24 @@ def test_unreachable_ray_address_is_a_one_line_error(tmp_path):
                   "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", timeout=60)
     assert_one_line_error(res, f"127.0.0.1:{port}", "no Ray cluster reachable")
     assert time.monotonic() - t0 < 30
+
+
+def test_ray_address_from_the_environment_or_a_ray_of_its_own(tmp_path, ray_cluster):
+    """No --ray-address: $RAY_ADDRESS is joined; without it a Ray is started on this machine."""
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"url": [f"http://a{i % 5}.example.com/{i % 25}.png" for i in range(40)],
+                             "caption": [f"a frog number {i % 25}" for i in range(40)]}), pool)
+    outs = {}
+    for name, extra_env in (("local", None), ("env", {"RAY_ADDRESS": ray_cluster}), ("own", {})):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("RAY_ADDRESS", None)
+        env.update(extra_env or {})
+        engine = ["--engine", "local"] if extra_env is None else ["--engine", "ray", "--workers", "1"]
+        out = tmp_path / name
+        res = subprocess.run([sys.executable, "-m", "pipeline", "pool", "--pool", str(pool), "--out", str(out),
+                              "--rows-per-part", "8", "--quiet", *engine], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, (name, res.stderr)
+        outs[name] = {p.name: p.read_bytes() for p in sorted((out / "curation" / "pool").glob("part-*.parquet"))}
+    assert len(outs["local"]) == 4  # 40 rows, 25 distinct (url, text) pairs, 8 a part
+    assert outs["env"] == outs["local"] == outs["own"]
