@@ -24,7 +24,7 @@ NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
 	--save-every 100 --log-every 20 --workers 1
 
-.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-match bench-download bench-train clean
+.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-match bench-download bench-scale bench-train clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
@@ -35,6 +35,7 @@ help:
 	@echo "make setup         create $(VENV) with the pinned stack"
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
 	@echo "make bench-queries benchmark the query builder"
+	@echo "make bench-scale   pool/match/balance at 1M and 10M rows, local vs Ray"
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements/base.txt requirements/constraints.txt
@@ -87,6 +88,10 @@ bench-match: sample-data
 
 bench-download: sample-data
 	$(PY) bench/download.py $(ARGS)
+
+# pool -> match -> balance on --engine local and ray at 1M and 10M synthetic rows (~20 min on 2 cores)
+bench-scale: sample-data
+	WORDNET_DIR=$(abspath $(WORDNET)) $(PY) bench/scale.py $(ARGS)
 
 bench-train: sample-data shards/00000.tar
 	$(PY) bench/train.py $(ARGS)

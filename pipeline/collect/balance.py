@@ -47,8 +47,18 @@ def uniform_draws(uids: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndar
     return (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def uid_to_uint64(uids: pa.Array) -> np.ndarray:
-    return np.array([int(u, 16) for u in uids.to_pylist()], dtype=np.uint64)
+def uid_to_uint64(uids) -> np.ndarray:
+    """Pool uids (16 hex digits) as uint64, parsed from the Arrow buffer: no Python string per row."""
+    arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if arr.null_count or not pc.all(pc.equal(pc.utf8_length(arr), 16)).as_py():
+        return np.array([int(u, 16) for u in arr.to_pylist()], dtype=np.uint64)
+    if pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    digits = arr.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    return np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u8").astype(np.uint64)
 
 
 def count_entries(match_parts: list[Path], n_queries: int, out_path: Path) -> np.ndarray:
@@ -83,7 +93,18 @@ _STATE: dict = {}
 
 def _init_worker(queries: list[str], p: np.ndarray, seed: int) -> None:
     """Hand the query strings and keep probabilities over once per process, not once per part."""
-    _STATE.update(queries=queries, p=p, seed=seed)
+    _STATE.update(queries=pa.array(queries, pa.string()), p=p, seed=seed)
+
+
+def _query_names(ids, queries: pa.Array) -> pa.Array:
+    """The query strings of every row's ids, as list<string>, built in Arrow (a part holds
+    millions of (row, query) pairs: Python lists of them cost ~2 KB a row)."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if len(ids) == 0:
+        return pa.array([], pa.list_(pa.string()))
+    offsets = ids.offsets
+    rebased = pc.subtract(offsets, offsets[0])
+    return pa.ListArray.from_arrays(rebased, queries.take(pc.list_flatten(ids)))
 
 
 def _flatten(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -123,14 +144,13 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         raise InputError(f"{match_part}: uids missing from {pool_part}; rerun the match step")
     rows = pool.take(lookup)
     ids = kept.column("query_ids")
-    names = [[queries[i] for i in row] for row in ids.to_pylist()]
     extra = [c for c in pool.column_names if c not in ("uid", "url", "text")]
     table = pa.table({
         "uid": kept.column("uid"),
         "url": rows.column("url"),
         "text": rows.column("text"),
         "query_ids": ids,
-        "queries": pa.array(names, pa.list_(pa.string())),
+        "queries": _query_names(ids, queries),
         "keep_prob": kept.column("keep_prob"),
         **{c: rows.column(c) for c in extra},
     })
