@@ -34,14 +34,21 @@ for _protocol in ("s3", "gcs", "gs", "abfs", "az"):
     fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
 
-def location(path: str | os.PathLike) -> Path:
-    """A path for `path`: `pathlib.Path` for local paths and file:// URLs, else a UPath."""
+def location(path: str | os.PathLike, what: str = "") -> Path:
+    """A path for `path`: `pathlib.Path` for local paths and file:// URLs, else a UPath (no
+    I/O). An unknown protocol or a missing fsspec backend is an InputError, prefixed by
+    `what` (the option, e.g. "--out")."""
     if isinstance(path, UPath):
         return path
     text = os.fspath(path)
     if text.startswith("file://"):
         text = text[len("file://"):]
-    return Path(text) if "://" not in text else UPath(text)
+    if "://" not in text:
+        return Path(text)
+    try:
+        return UPath(text)
+    except (ImportError, ValueError) as e:
+        raise InputError(f"{what} {text}: {type(e).__name__}: {_first_line(e)}".lstrip()) from None
 
 
 def is_remote(path) -> bool:
@@ -57,6 +64,34 @@ def listing(folder, pattern: str) -> list:
     """Files in `folder` matching `pattern`, sorted by name, on either kind of store."""
     return sorted(folder.glob(pattern), key=str)
 
+
+def total_size(folder, pattern: str) -> int:
+    """Bytes of the files in `folder` matching `pattern`: one listing on an object store
+    (tens of thousands of shards would otherwise cost a request each)."""
+    if not is_remote(folder):
+        return sum(p.stat().st_size for p in folder.glob(pattern))
+    found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
+    return sum(int(info.get("size") or 0) for info in found.values() if info.get("type", "file") == "file")
+
+
+def check_readable(path, what: str) -> None:
+    """Reach a remote location once, up front: a missing bucket or bad credentials become one
+    line naming the URL instead of a traceback or silently empty results later. A missing
+    folder in an existing bucket is not an error here (like a missing local folder)."""
+    if not is_remote(path):
+        return
+    try:
+        if path.exists():
+            return
+    except Exception as e:  # noqa: BLE001 - credentials, permissions, endpoint: whatever the backend raises
+        raise InputError(f"{what} {url(path)}: cannot read ({type(e).__name__}: {_first_line(e)})") from None
+    bucket = path.path.split("/", 1)[0]
+    try:
+        path.fs.info(bucket)
+    except FileNotFoundError:
+        raise InputError(f"{what} {url(path)}: bucket {bucket!r} does not exist") from None
+    except Exception:  # noqa: BLE001 - e.g. may list the prefix but not the bucket: the folder is missing
+        pass
 
 def rmtree(path) -> None:
     """Remove a folder and everything under it, on either kind of store (missing is fine)."""

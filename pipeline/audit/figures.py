@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import duckdb
 
+from ..storage import total_size
 from .views import Inputs
 
 SOURCE_ORDER = ("wordnet", "unigram", "bigram", "title")
@@ -346,7 +347,7 @@ def download(inp: Inputs) -> dict:
     out: dict = {
         "available": True,
         "shards": _int(inp.value("SELECT count(*) FROM (SELECT shard FROM samples GROUP BY shard)")),
-        "tar_bytes": sum(p.stat().st_size for p in inp.shards.glob("[0-9]*.tar")),
+        "tar_bytes": total_size(inp.shards, "[0-9]*.tar"),
         "attempted": attempted,
         "successes": ok,
         "failures": attempted - ok,

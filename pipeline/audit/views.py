@@ -92,7 +92,7 @@ def _first_line(e: BaseException) -> str:
 class Inputs:
     """Where the files are, which views exist, and the steps' stats; owns the connection."""
 
-    queries_file: Location  # a local Path, or a RemotePath for an fsspec URL (s3://...)
+    queries_file: Location  # a local Path, or a UPath for an fsspec URL (s3://...)
     shards: Location
     con: duckdb.DuckDBPyConnection
     available: dict[str, str] = field(default_factory=dict)  # view -> its file pattern
