@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
 from ..options import add_engine_args, memory_limit, positive_int
 from ..workers import default_workers
 
@@ -13,7 +14,8 @@ the ones after it):
   pool      read candidate (image URL, text) pairs from tables (parquet, csv, tsv, jsonl,
             optionally .gz/.zst) or Common Crawl WAT files; normalise, hash a uid, drop
             duplicates, refuse private/loopback hosts      -> OUT/curation/pool/
-  match     find the queries each text contains (Aho-Corasick, word boundaries)
+  match     find the queries each text contains (Aho-Corasick; word boundaries, or
+            MetaCLIP's space-delimited substrings with --recipe metaclip)
                                                            -> OUT/curation/matches/
   balance   count matches per query (entry_counts.parquet), keep each text with
             probability 1 - prod(1 - min(1, t / count_q))  -> OUT/curation/selected/
@@ -43,11 +45,17 @@ def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--rows-per-part", type=positive_int, default=1_000_000, help="rows per pool part (default: %(default)s)")
 
 
-def _match_args(p: argparse.ArgumentParser) -> None:
+def _match_args(p: argparse.ArgumentParser, recipe: bool = True) -> None:
     g = p.add_argument_group("match")
     g.add_argument("--queries", default="query_lists/queries.parquet",
                    help="query list from `pipeline queries` (default: %(default)s)")
     g.add_argument("--ignore-case", action="store_true", help="match case-insensitively (default: case-sensitive)")
+    if recipe:
+        g.add_argument("--recipe", choices=("clip", "metaclip"), default="clip",
+                       help="matching rule: clip = whole words or phrases at word boundaries; metaclip = "
+                            "MetaCLIP v1's: ' ' + query + ' ' occurs in the text padded with spaces, with "
+                            ", . ; : ? ! ` surrounded by spaces and tab/newline/CR as spaces; case-sensitive, "
+                            "so not with --ignore-case (default: %(default)s)")
 
 
 def _balance_args(p: argparse.ArgumentParser) -> None:
@@ -99,7 +107,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         elif name == "match":
             _match_args(p)
         elif name == "balance":
-            _match_args(p)
+            _match_args(p, recipe=False)  # balance reads the matches; only --queries matters
             _balance_args(p)
         else:
             _download_args(p)
@@ -110,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from .shards import ShardParams, run_all, run_step
 
     params = ShardParams(**{k: v for k, v in vars(args).items() if k in ShardParams.__dataclass_fields__})
+    if params.recipe == "metaclip" and params.ignore_case:  # before `shards` spends time on the pool
+        raise InputError("--ignore-case cannot be used with --recipe metaclip: MetaCLIP matches case-sensitively")
     if args.step == "shards":
         if getattr(args, "sample_openclipart", None):
             from .sample import run_sample

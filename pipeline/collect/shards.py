@@ -36,6 +36,7 @@ class ShardParams:
     allow_private_hosts: bool = False
     rows_per_part: int = 1_000_000
     ignore_case: bool = False
+    recipe: str = "clip"
     per_query: int = 20_000
     seed: int = 0
     image_size: int = 256
@@ -127,12 +128,15 @@ def run_match(p: ShardParams, upstream: str) -> str:
     from .match import match_pool
 
     cur = location(p.out) / "curation"
-    key = _key(upstream, {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case})
+    settings = {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case}
+    if p.recipe != "clip":  # the default's key stays as before: no redone match, balance, download
+        settings["recipe"] = p.recipe
+    key = _key(upstream, settings)
     _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
     pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
     stats = match_pool(pool_glob, p.queries, str(cur / "matches"),
                        workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"),
-                       engine=p.distributor())
+                       engine=p.distributor(), recipe=p.recipe)
     _write_stats(cur / "match_stats.json", stats)
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(cur / "keys" / "match", key)
