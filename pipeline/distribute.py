@@ -212,7 +212,10 @@ def _kill_pool(ex: ProcessPoolExecutor) -> None:
 
 # ------------------------------------------------------------------------------ ray
 
-_SETUP_DONE: set = set()  # per worker process: the runs whose setup already ran here
+# Per worker process: the runs whose setup already ran here. A run's state (a matcher, say)
+# may be replaced by a later run's setup; that is safe because one driver runs its runs one
+# after another, and Ray never lends a worker process of one job (driver) to another.
+_SETUP_DONE: set = set()
 
 
 def _ray_call(fn, setup, setup_args, token: str, task):
