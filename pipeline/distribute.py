@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import tempfile
 import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -260,11 +262,27 @@ def connect_ray(engine: Engine) -> None:
     else:  # a Ray of our own on this machine: loopback only, nothing listens for other hosts
         kwargs.update(num_cpus=engine.workers, _node_ip_address="127.0.0.1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = address or "a local Ray"
-        raise InputError(f"--ray-address {where}: cannot connect: {str(e).strip().splitlines()[0]}") from None
+    # Ray's C++ core writes each failed connection attempt to stderr (~20 lines before it
+    # gives up, e.g. on an auth-token mismatch): kept aside, and the last one is named in
+    # the one-line error.
+    with tempfile.TemporaryFile() as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            ray.init(**kwargs)
+            failure = None
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            failure = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failure is not None:
+            log.seek(0)
+            lines = [line for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+            last = lines[-1].split("] ", 1)[-1][:200] if lines else ""
+            where = address or "a local Ray"
+            raise InputError(f"--ray-address {where}: cannot connect: {failure}" + (f" ({last})" if last else ""))
 
 
 def _ray_cause(e: BaseException) -> BaseException:
