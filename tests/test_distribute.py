@@ -26,7 +26,9 @@ def _attempt(folder: str, i: int) -> int:
     """Count this task's attempts in a file: the workers share nothing else."""
     path = Path(folder) / f"{i}.attempts"
     n = int(path.read_text()) + 1 if path.exists() else 1
-    path.write_text(str(n))
+    tmp = path.with_name(f"{path.name}.{os.getpid()}")
+    tmp.write_text(str(n))
+    os.replace(tmp, path)  # a worker terminated with a broken pool must not leave half a count
     return n
 
 
