@@ -96,7 +96,7 @@ import zstandard
 
 from ..errors import InputError
 from ..distribute import Engine, run_parts
-from ..io import expand_inputs, file_fingerprint
+from ..io import atomic_path, expand_inputs, file_fingerprint
 from ..storage import load_npy, location, parquet_file, publish, rmtree, scratch_for
 from .urls import check_url, normalise_text
 from .wat import WAT_STAT_KEYS, iter_wat_pairs
@@ -452,20 +452,8 @@ def _write_keys(hashes: list[np.ndarray], base: int, path: Path) -> None:
 
 
 def _save_npy(arr: np.ndarray, path: Path) -> None:
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-        publish(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _tmp_path(path: Path) -> Path:
-    """Scratch for a file `publish` moves onto `path`: unique per process and attempt (Ray
-    workers on several machines), local even when `path` is on object storage."""
-    return scratch_for(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
 
 
 def _filter_batch(urls: list, texts: list, extras: list[list], st: dict, p: _Params, spill: _Spill) -> None:
@@ -537,7 +525,7 @@ def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params
     p = _Params(**{**params, "keep_cols": tuple(params["keep_cols"])})
     st = dict.fromkeys(STAT_KEYS, 0)
     spill_path_p = location(spill_path)
-    tmp = _tmp_path(spill_path_p)
+    tmp = scratch_for(spill_path_p)
     spill = _Spill(tmp, index, p.keep_cols)
     try:
         try:
@@ -559,10 +547,8 @@ def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params
             tmp.unlink()
     _write_keys(spill.hashes, spill.base, _keys_path(spill_path_p))
     st["kept"] = spill.n  # before the cross-input dedup
-    sp = location(stats_path)
-    stmp = _tmp_path(sp)
-    stmp.write_text(json.dumps({"path": path, "stats": st}, sort_keys=True))
-    publish(stmp, sp)
+    with atomic_path(stats_path) as tmp:
+        tmp.write_text(json.dumps({"path": path, "stats": st}, sort_keys=True))
     return st
 
 
@@ -674,7 +660,7 @@ class _PartWriter:
 
     def _open(self) -> None:
         name = f"part-{self.first + len(self.parts):05d}.parquet"
-        self._tmp = _tmp_path(self.out_dir / name)
+        self._tmp = scratch_for(self.out_dir / name)
         self._writer = pq.ParquetWriter(str(self._tmp), self.schema, compression="zstd")
         self.parts.append(name)
 
@@ -766,10 +752,8 @@ def _write_parts(task: dict) -> dict:
                            f"{removed} of {len(dups)} duplicates; expected {task['kept']} rows in "
                            f"{len(task['parts'])} parts")
     result = {"parts": writer.parts, "kept": writer.rows, "removed": removed}
-    marker = location(task["marker"])
-    tmp = _tmp_path(marker)
-    tmp.write_text(json.dumps(result, sort_keys=True))
-    publish(tmp, marker)
+    with atomic_path(task["marker"]) as tmp:
+        tmp.write_text(json.dumps(result, sort_keys=True))
     return result
 
 
@@ -1054,8 +1038,7 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
 
     stats = {**totals, "files": len(files), "parts": parts, "columns": list(_out_schema(keep_cols).names),
              "inputs": per_input, "seconds": round(time.time() - t0, 3), "run": run}
-    tmp = _tmp_path(stats_path)
-    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
-    publish(tmp, stats_path)
+    with atomic_path(stats_path) as tmp:
+        tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     rmtree(work)
     return stats
