@@ -19,13 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.wiki import dump as wd  # noqa: E402
 from pipeline.wiki.markup import clean_wikitext  # noqa: E402
 from pipeline.wiki.synthetic import write_dump  # noqa: E402
-from pipeline.wiki.tokens import count_text  # noqa: E402
+from pipeline.wiki.metaclip_words import count_chunk_metaclip, count_text_metaclip  # noqa: E402
+from pipeline.wiki.tokens import count_chunk, count_text  # noqa: E402
 
 ENWIKI_XML_MB = 90_000  # pages-articles, uncompressed (~22 GB as bz2)
 
@@ -52,8 +55,31 @@ def run_queries(dump: str, workers: int, out: Path, wordnet: str) -> tuple[float
     return wall, json.loads((out / "build.json").read_text())
 
 
-def stage_split(path: str, limit_mb: float = 16) -> dict:
-    """Single-core seconds per MB of XML for decompress+parse, markup cleaning, counting."""
+def _chunks(texts: list[str], chars: int = 2_000_000) -> list[list[str]]:
+    """Texts in groups of about `chars` characters, as `pipeline queries --chunk-mb 4` hands
+    them to a worker (cleaned text is about half the XML)."""
+    out, size = [[]], 0
+    for t in texts:
+        if size >= chars:
+            out.append([])
+            size = 0
+        out[-1].append(t)
+        size += len(t)
+    return out
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats: int = 2) -> dict:
+    """Single-core seconds per MB of XML for decompress+parse, markup cleaning, and counting
+    by each path on the same texts, chunk by chunk into count tables: our tokens by
+    `count_text` into Counters (old) and by `count_chunk` (Arrow, new); MetaCLIP's words by
+    their Python reference and by `count_chunk_metaclip`. Whole cost per MB
+    (read+clean+count) as a ratio to the bz2 floor, before and after."""
     from collections import Counter
 
     t0 = time.perf_counter()
@@ -67,13 +93,52 @@ def stage_split(path: str, limit_mb: float = 16) -> dict:
     t1 = time.perf_counter()
     clean = [clean_wikitext(t) for t in texts]
     t2 = time.perf_counter()
-    u, b = Counter(), Counter()
-    for c in clean:
-        count_text(c, u, b)
-    t3 = time.perf_counter()
+    chunks = _chunks(clean)
     mb = rs.bytes_xml / 1e6
-    return {"xml_mb": round(mb, 1), "read_parse_s_per_mb": round((t1 - t0) / mb, 4),
-            "clean_s_per_mb": round((t2 - t1) / mb, 4), "count_s_per_mb": round((t3 - t2) / mb, 4)}
+
+    def table(counter: Counter, key: str) -> pa.Table:
+        return pa.table({key: pa.array(list(counter), pa.string()),
+                         "c": pa.array(list(counter.values()), pa.int64())})
+
+    def old():  # as `pipeline queries` counted a chunk before count_chunk
+        for chunk in chunks:
+            u, b = Counter(), Counter()
+            for c in chunk:
+                count_text(c, u, b)
+            table(u, "w"), table(b, "b")
+
+    def metaclip_reference():
+        for chunk in chunks:
+            u, b, d = Counter(), Counter(), Counter()
+            for c in chunk:
+                count_text_metaclip(c, u, b, d)
+            table(u, "w"), table(b, "b"), pa.array(list(d.values()), pa.int64())
+
+    count_chunk(["warm up"]), count_chunk_metaclip(["warm up"])  # Arrow's one-time setup
+    paths = {"old_count_text": old, "new_count_chunk": lambda: [count_chunk(c) for c in chunks],
+             "metaclip_reference": metaclip_reference,
+             "metaclip_count_chunk": lambda: [count_chunk_metaclip(c) for c in chunks]}
+    best = {name: float("inf") for name in paths}
+    for _ in range(repeats):  # best of, interleaved: the machine is shared, noise only adds
+        for name, fn in paths.items():
+            best[name] = min(best[name], _seconds(fn))
+    per_mb = {name: s / mb for name, s in best.items()}
+    read_clean = (t2 - t0) / mb
+    return {
+        "xml_mb": round(mb, 1), "text_mb": round(sum(map(len, clean)) / 1e6, 1),
+        "chunks": len(chunks), "repeats_best_of": repeats,
+        "read_parse_s_per_mb": round((t1 - t0) / mb, 4), "clean_s_per_mb": round((t2 - t1) / mb, 4),
+        "count_s_per_mb": {name: round(v, 4) for name, v in per_mb.items()},
+        "count_speedup": {
+            "count_chunk_vs_count_text": round(per_mb["old_count_text"] / per_mb["new_count_chunk"], 2),
+            "metaclip_chunk_vs_reference":
+                round(per_mb["metaclip_reference"] / per_mb["metaclip_count_chunk"], 2),
+        },
+        "whole_s_per_mb_ratio_to_bz2_floor": {
+            "before_count_text": round((read_clean + per_mb["old_count_text"]) / floor_s_per_mb, 2),
+            "after_count_chunk": round((read_clean + per_mb["new_count_chunk"]) / floor_s_per_mb, 2),
+        },
+    }
 
 
 def main() -> int:
@@ -115,7 +180,7 @@ def main() -> int:
         "dump": {"path": str(dump), "xml_mb": round(xml_mb, 1), "bz2_mb": round(dump.stat().st_size / 1e6, 1)},
         "bz2_floor": {"seconds": round(floor_s, 2), "xml_mb_per_s": round(floor_rate, 2)},
         "runs": runs,
-        "single_core_stage_split": stage_split(str(dump)),
+        "single_core_stage_split": stage_split(str(dump), floor_s / xml_mb),
         "enwiki_extrapolation": {
             "xml_mb": ENWIKI_XML_MB, "cores": args.cores,
             "assumes": "multistream dump, per-worker rate of the widest run here, aggregation scaling with cores",

@@ -17,7 +17,13 @@ possessive ``'s``, a free-standing hyphen as in ``a - b``."""
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from itertools import pairwise
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def _char_class(chars):
@@ -74,3 +80,48 @@ def count_text(text: str, unigrams: Counter, bigrams: Counter) -> int:
     unigrams.update(tokens)
     bigrams.update(" ".join(pair) for phrase in split for pair in pairwise(phrase))
     return len(tokens)
+
+
+class ChunkCounts(NamedTuple):
+    unigrams: pa.Table  # w: string, c: int64
+    bigrams: pa.Table  # b: string, c: int64
+    tokens: int
+
+
+def count_chunk(texts: Sequence[str]) -> ChunkCounts:
+    """The counts that `count_text` would add up over `texts`, as tables.
+
+    About twice as fast: one findall over the whole chunk (texts joined by a line break,
+    which ends every phrase), then splitting, pairing and counting in Arrow kernels.
+    Arrow's whitespace split is exactly str.split on phrases (tests/test_tokens_arrow.py).
+    """
+    lists = pc.utf8_split_whitespace(pa.array(_PHRASE.findall("\n".join(texts)), pa.string()))
+    words, ids = encode_words(lists)
+    unigrams = pa.table({"w": words, "c": np.bincount(ids, minlength=len(words))})
+    return ChunkCounts(unigrams, bigram_table(lists, words, ids), len(ids))
+
+
+def encode_words(lists: pa.ListArray) -> tuple[pa.StringArray, np.ndarray]:
+    """The distinct words of `lists` and, for each word in order, its index among them."""
+    encoded = pc.dictionary_encode(lists.flatten())
+    return encoded.dictionary, encoded.indices.to_numpy().astype(np.int64)
+
+
+def bigram_table(lists: pa.ListArray, words: pa.StringArray, ids: np.ndarray) -> pa.Table:
+    """Counts of "w1 w2" over the pairs of words adjacent within one list of `lists`
+    (`words`, `ids` from `encode_words`). Pairs are counted as integers; only distinct
+    pairs become strings."""
+    parent = pc.list_parent_indices(lists).to_numpy()
+    same_list = parent[:-1] == parent[1:]
+    keys, counts = distinct_counts(ids[:-1][same_list] * len(words) + ids[1:][same_list])
+    left, right = (pa.array(k) for k in np.divmod(keys, max(len(words), 1)))
+    pairs = pc.binary_join_element_wise(words.take(left), words.take(right), " ")
+    return pa.table({"b": pairs, "c": counts})
+
+
+def distinct_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `keys` and how often each occurs. By sorting: numpy's int64
+    sort measured several times faster here than Arrow's value_counts or np.unique."""
+    keys = np.sort(keys)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys
+    return keys[starts], np.diff(np.r_[starts, len(keys)])
