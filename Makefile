@@ -12,9 +12,11 @@ WIKI_DUMP := $(CACHE)/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030
 WORDNET   := $(CACHE)/wordnet-base/usr/share/wordnet
 
 # The sample dump has ~450k words, 10,000x fewer than English Wikipedia, so the defaults
-# (count >= 100, PMI >= 30, views >= 70) would leave unigrams and bigrams nearly empty.
-# These thresholds let every source contribute; see README "Sample thresholds".
-SAMPLE_QUERY_ARGS ?= --min-count 20 --min-bigram-count 5 --min-pmi 10
+# (count >= 100) would leave unigrams and bigrams nearly empty. These thresholds let every
+# source contribute, per recipe (ARGS="--recipe metaclip"); see README "Sample thresholds".
+SAMPLE_CLIP_ARGS     ?= --min-count 20 --min-bigram-count 5 --min-pmi 10
+SAMPLE_METACLIP_ARGS ?= --min-count 20 --min-pmi 14
+SAMPLE_QUERY_ARGS ?= $(if $(findstring metaclip,$(ARGS)),$(SAMPLE_METACLIP_ARGS),$(SAMPLE_CLIP_ARGS))
 # ~6,200 sample pairs over ~90k queries: a cap of 100 pairs per query (CLIP: 20,000) makes
 # balancing visibly drop pairs of the most frequent queries. See README "Sample shards".
 SAMPLE_SHARD_ARGS ?= --per-query 100 --samples-per-shard 1000

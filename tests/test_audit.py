@@ -51,8 +51,8 @@ def write_query_list(folder: Path) -> Path:
     (folder / "queries.txt").write_text("".join(q[0] + "\n" for q in QUERIES))
     sources = Counter(q[1] for q in QUERIES)
     (folder / "build.json").write_text(json.dumps({
-        "tool": {"name": "pipeline queries", "version": "test"},
-        "parameters": {"min_count": 20, "min_pmi": 10.0, "size": 500000},
+        "tool": {"name": "pipeline queries", "version": "test"}, "recipe": "metaclip",
+        "parameters": {"recipe": "metaclip", "min_count": 20, "min_pmi": 10.0, "size": None},
         "titles_from": "written by the test", "total": len(QUERIES),
         "sources": {s: {"added": n, "duplicates_skipped": 0, "considered": n} for s, n in sources.items()},
     }))
@@ -121,6 +121,7 @@ def test_query_list_figures(summary):
     assert [r["source"] for r in q["by_source"]] == ["wordnet", "unigram", "bigram", "title"]
     assert q["by_source"][2]["examples"] == ["clip art", "Christmas tree"]
     assert q["build"]["parameters"]["min_pmi"] == 10.0 and q["build"]["titles_from"] == "written by the test"
+    assert q["build"]["recipe"] == "metaclip"
 
 
 def test_pool_and_matching_figures(sample, summary):
@@ -170,6 +171,9 @@ def test_balancing_figures(sample, summary):
         sum(after[q] for q in head) / sum(after.values()), abs=1e-6)
 
     matched = summary["matching"]["matched"]
+    assert summary["matching"]["recipe"] == "clip"
+    built = json.loads((sample["shards"] / "curation" / "match_stats.json").read_text())["queries_built_with"]
+    assert built["recipe"] == "metaclip" and built["parameters"]["min_pmi"] == 10.0
     assert b["after"]["texts_kept"] == selected.num_rows < matched
     assert b["after"]["kept_fraction"] == pytest.approx(selected.num_rows / matched, abs=1e-6)
     assert b["after"]["matches"] == sum(after.values())
@@ -262,6 +266,7 @@ def test_report_files_are_self_contained(sample, summary):
     assert html.count(summary["generated_at"]) == 1, "the build time appears once"
     md = (sample["audit"] / "report.md").read_text()
     assert "| queries | pool rows |" in md
+    assert "Recipe: metaclip (MetaCLIP v1's rules)." in md and "Recipe: metaclip" in html
     assert f"{summary['headline']['kept_after_balancing']:,}" in md
     for title in ("Query list", "Pool", "Matching", "Balancing", "Download", "Text"):
         assert f"## {title}" in md

@@ -28,7 +28,8 @@ def test_help_documents_options_and_tokens():
     res = run_cli("queries", "--help")
     assert res.returncode == 0
     for text in ("--wiki-dump", "--pageviews", "--wordnet", "--min-pmi", "--memory-limit", "--workers",
-                 "A token is a maximal run of Unicode letters/digits", "multistream"):
+                 "Tokens: maximal runs of Unicode letters/digits", "multistream", "--recipe", "recipe metaclip",
+                 "split on [^\\w\\-']"):
         assert text in res.stdout
 
 

@@ -145,6 +145,8 @@ def query_list(inp: Inputs) -> dict:
         out["build"] = {
             "available": True,
             "tool": build.get("tool"),
+            # lists built before recipes existed were all built the clip way
+            "recipe": build.get("recipe", "clip"),
             "parameters": build.get("parameters", {}),
             "titles_from": build.get("titles_from"),
             "total": build.get("total"),
@@ -210,6 +212,7 @@ def matching(inp: Inputs, pool_rows: int | None) -> dict:
         "matches_per_matched_text": dist_matched,
         "matches_per_text_histogram": int_bins(vc, MATCHES_PER_TEXT_BINS),
         "null_text": _int(stats.get("null_text")),
+        "recipe": stats.get("recipe", "clip") if stats else None,
     }
     if stats:
         if _int(stats.get("matched")) != matched:

@@ -60,6 +60,9 @@ def findings(s: dict) -> dict[str, list[str]]:
         parts = ", ".join(f"{r['source']} {fmt_int(r['queries'])} ({fmt_pct(r['share'])})" for r in q["by_source"])
         out["query_list"].append(f"{fmt_int(q['queries'])} queries: {parts}.")
         b = q.get("build", {})
+        if _ok(b) and b.get("recipe"):
+            how = {"clip": "our reading of the CLIP paper", "metaclip": "MetaCLIP v1's rules"}.get(b["recipe"], "")
+            out["query_list"].append(f"Recipe: {b['recipe']}" + (f" ({how})." if how else "."))
         if _ok(b) and b.get("titles_from"):
             out["query_list"].append(f"Titles from: {b['titles_from']}.")
     p = s["pool"]
@@ -79,7 +82,8 @@ def findings(s: dict) -> dict[str, list[str]]:
         out["matching"].append(
             f"{fmt_int(m['matched'])} of {fmt_int(m['texts'])} texts ({fmt_pct(m['matched_share'])}) contain at "
             f"least one query; {fmt_int(m['matches'])} matches in all, {_f(d['mean'])} per matched text "
-            f"(median {d['quantiles'].get('p50', '–')}, max {fmt_int(d['max'])}).")
+            f"(median {d['quantiles'].get('p50', '–')}, max {fmt_int(d['max'])})"
+            + (f"; matched with the {m['recipe']} recipe." if m.get("recipe") else "."))
     bal = s["balancing"]
     if _ok(bal):
         h, b = bal["head"], bal["before"]

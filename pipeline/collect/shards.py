@@ -124,20 +124,35 @@ def _queries_fingerprint(path: str) -> dict:
     return file_fingerprint(path)
 
 
+def _queries_build(path: str) -> dict | None:
+    """The recipe and rules the query list was built with (its build.json), if it has one."""
+    build = location(path).parent / "build.json"
+    try:
+        info = json.loads(build.read_text())
+    except (OSError, ValueError):
+        return None
+    return {"recipe": info.get("recipe", "clip"), "parameters": info.get("parameters", {})}
+
+
 def run_match(p: ShardParams, upstream: str) -> str:
     from .match import match_pool
 
     cur = location(p.out) / "curation"
     settings = {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case}
+    built = _queries_build(p.queries)
     if p.recipe != "clip":  # the default's key stays as before: no redone match, balance, download
         settings["recipe"] = p.recipe
+    if built is not None and built["recipe"] != "clip":
+        settings["queries_built_with"] = built
+    if built is not None and built["recipe"] != p.recipe:
+        _log(p)(f"note: the query list was built with --recipe {built['recipe']}, matching with --recipe {p.recipe}")
     key = _key(upstream, settings)
     _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
     pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
     stats = match_pool(pool_glob, p.queries, str(cur / "matches"),
                        workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"),
                        engine=p.distributor(), recipe=p.recipe)
-    _write_stats(cur / "match_stats.json", stats)
+    _write_stats(cur / "match_stats.json", {**stats, "recipe": p.recipe, "queries_built_with": built})
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(cur / "keys" / "match", key)
 

@@ -67,12 +67,20 @@ class Aggregates:
         if self._local_dir is not None:
             shutil.rmtree(self._local_dir, ignore_errors=True)
 
-    def build(self, min_bigram_count: int) -> dict:
-        """Sum the parts: all unigrams; bigrams seen at least `min_bigram_count` times."""
+    def build(self, min_bigram_count: int, min_doc_freq: int = 1) -> dict:
+        """Sum the parts: unigrams (those in at least `min_doc_freq` articles, when the
+        parts carry document frequencies); bigrams seen at least `min_bigram_count` times.
+        N, the PMI's token total, is the sum over the unigram table so built."""
         c = self.con
-        c.execute(
-            f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({_parts(self.work_dir, 'uni')}) GROUP BY w"
-        )
+        uni_parts = _parts(self.work_dir, "uni")
+        has_docs = "d" in {row[0] for row in c.execute(f"DESCRIBE SELECT * FROM read_parquet({uni_parts})").fetchall()}
+        if has_docs:
+            c.execute(f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({uni_parts}) "
+                      f"GROUP BY w HAVING sum(d) >= {int(min_doc_freq)}")
+        elif min_doc_freq > 1:
+            raise ValueError("min_doc_freq needs counts with document frequencies (the metaclip recipe's)")
+        else:
+            c.execute(f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({uni_parts}) GROUP BY w")
         c.execute(
             f"CREATE TABLE bi AS SELECT b, sum(c)::BIGINT AS c FROM read_parquet({_parts(self.work_dir, 'bi')}) "
             f"GROUP BY b HAVING sum(c) >= {int(min_bigram_count)}"
@@ -87,7 +95,7 @@ class Aggregates:
         ).fetchone()[0]
         self.total_tokens = int(total)
         return {
-            "tokens": int(total),
+            "tokens_in_unigram_table": int(total),
             "distinct_unigrams": int(distinct_uni),
             "distinct_bigrams": int(distinct_bi),
             "bigrams_reaching_min_count": int(kept_bi),
@@ -102,15 +110,28 @@ class Aggregates:
         finally:
             cur.close()
 
-    def unigrams(self, min_count: int) -> Iterator[tuple[str, int]]:
-        """(word, count) with count >= min_count, most frequent first."""
+    def unigrams(self, min_count: int, case: str = "keep") -> Iterator[tuple[str, int]]:
+        """(word, count) with count >= min_count, most frequent first. `case` "fold" sums a
+        word's case variants (DuckDB's lower() as the key) and spells it as its most
+        frequent surface form (ties: the smallest string)."""
+        if case == "fold":
+            return self._stream(
+                """
+                SELECT first(w ORDER BY c DESC, w) AS w, sum(c)::BIGINT AS c FROM uni
+                GROUP BY lower(w) HAVING sum(c) >= ? ORDER BY c DESC, w
+                """,
+                [int(min_count)],
+            )
         return self._stream("SELECT w, c FROM uni WHERE c >= ? ORDER BY c DESC, w", [int(min_count)])
 
-    def bigrams(self, min_pmi: float) -> Iterator[tuple[str, int, float]]:
-        """(bigram, count, pmi) with pmi = log2(N c(xy) / (c(x) c(y))) >= min_pmi, highest first."""
+    def bigrams(self, min_pmi: float | None) -> Iterator[tuple[str, int, float]]:
+        """(bigram, count, pmi), pmi = log2(N c(xy) / (c(x) c(y))), highest first: the
+        counted bigrams whose both words are in the unigram table, with pmi >= min_pmi
+        (None: no floor). nltk's BigramAssocMeasures.pmi, N = the table's token total."""
         n = float(self.total_tokens)
+        floor = "" if min_pmi is None else "WHERE pmi >= ?"
         return self._stream(
-            """
+            f"""
             WITH scored AS (
                 SELECT bi.b, bi.c,
                        log2(? * bi.c::DOUBLE / (x.c::DOUBLE * y.c::DOUBLE)) AS pmi
@@ -118,9 +139,9 @@ class Aggregates:
                 JOIN uni x ON x.w = split_part(bi.b, ' ', 1)
                 JOIN uni y ON y.w = split_part(bi.b, ' ', 2)
             )
-            SELECT b, c, pmi FROM scored WHERE pmi >= ? ORDER BY pmi DESC, c DESC, b
+            SELECT b, c, pmi FROM scored {floor} ORDER BY pmi DESC, c DESC, b
             """,
-            [n, float(min_pmi)],
+            [n] if min_pmi is None else [n, float(min_pmi)],
         )
 
     def dump_titles(self) -> Iterator[tuple[str, None]]:
@@ -129,18 +150,23 @@ class Aggregates:
             "SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos"
         )
 
-    def viewed_titles(self, pageview_dir, min_views: int) -> Iterator[tuple[str, int]]:
-        """Dump article titles whose summed views reach min_views, most viewed first."""
+    def viewed_titles(self, pageview_dir, min_views: int, dump_articles_only: bool = True
+                      ) -> Iterator[tuple[str, int]]:
+        """Titles whose summed views reach min_views, most viewed first; titles with ':'
+        are dropped. `dump_articles_only`: only titles of the dump's articles (clip);
+        otherwise every viewed title, redirects and missing pages included (metaclip)."""
         pageview_dir = storage.location(pageview_dir)
         self._register(pageview_dir)
+        join = ("JOIN (SELECT DISTINCT title FROM titles WHERE NOT contains(title, ':')) a USING (title)"
+                if dump_articles_only else "")
         return self._stream(
             f"""
             WITH views AS (
                 SELECT title, sum(views)::BIGINT AS views
                 FROM read_parquet({_parts(pageview_dir, 'parts')}) GROUP BY title HAVING sum(views) >= ?
-            ),
-            articles AS (SELECT DISTINCT title FROM titles WHERE NOT contains(title, ':'))
-            SELECT v.title, v.views FROM views v JOIN articles a USING (title)
+            )
+            SELECT v.title, v.views FROM views v {join}
+            WHERE NOT contains(v.title, ':')
             ORDER BY v.views DESC, v.title
             """,
             [int(min_views)],

@@ -2,7 +2,8 @@
 
 Sources are combined in that order; a query already taken by an earlier source is skipped
 (first source wins) and does not use up the later source's quota, as in MetaCLIP's list
-(86,654 WordNet + 251,465 unigrams + 100,646 bigrams + 61,235 titles = 500,000).
+(86,654 WordNet + 251,465 unigrams + 100,646 bigrams + 61,235 titles = 500,000). The
+recipe (`recipes.py`) decides how words are counted and which rules select each source.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..io import atomic_path, expand_inputs, file_fingerprint
 from ..progress import bar_factory
 from .aggregate import Aggregates
 from .combine import Row, combine
+from .recipes import Rules, is_entry, metaclip_wordnet, resolve_rules
 from ..workers import default_workers
 from .counting import count_dumps
 from .titles import count_pageviews
@@ -46,15 +48,20 @@ class QueryParams:
     wordnet: str
     pageviews: list[str] = field(default_factory=list)
     out: str = "query_lists"
-    min_count: int = 100
-    max_unigrams: int = 251_465
-    min_bigram_count: int = 5
-    min_pmi: float = 30.0
-    max_bigrams: int = 100_646
-    min_views: int = 70
-    min_hourly_views: int = 50
-    max_titles: int = 61_235
-    size: int = 500_000
+    recipe: str = "clip"
+    # Thresholds and caps; None takes the recipe's default (recipes.DEFAULTS), "none" lifts
+    # a cap or the PMI floor.
+    min_count: int | None = None
+    max_unigrams: int | None = None
+    unigram_case: str | None = None
+    min_doc_freq: int | None = None
+    min_bigram_count: int | None = None
+    min_pmi: float | None = None
+    max_bigrams: int | None = None
+    min_views: int | None = None
+    min_hourly_views: int | None = None
+    max_titles: int | None = None
+    size: int | None = None
     workers: int = field(default_factory=default_workers)
     engine: str = "local"
     ray_address: str | None = None
@@ -64,6 +71,14 @@ class QueryParams:
     work_dir: str | None = None
     keep_work: bool = False
     quiet: bool = False
+
+
+RULE_NAMES = ("min_count", "max_unigrams", "unigram_case", "min_doc_freq", "min_bigram_count", "min_pmi",
+              "max_bigrams", "min_views", "min_hourly_views", "max_titles", "size")
+
+
+def rules_of(p: QueryParams) -> Rules:
+    return resolve_rules(p.recipe, **{name: getattr(p, name) for name in RULE_NAMES})
 
 
 def build_queries(p: QueryParams) -> dict:
@@ -77,6 +92,7 @@ def build_queries(p: QueryParams) -> dict:
         timings[name] = round(now - since, 3)
         return now
 
+    rules = rules_of(p)
     dumps = expand_inputs(p.wiki_dump, "wiki dump")
     pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
     out = storage.location(p.out)
@@ -95,6 +111,7 @@ def build_queries(p: QueryParams) -> dict:
     dump_stats = count_dumps(
         dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
         progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log, engine=engine,
+        recipe=rules.recipe,
     )
     t = lap("count_dump", t)
 
@@ -102,7 +119,8 @@ def build_queries(p: QueryParams) -> dict:
     pv_glob = None
     if pageviews:
         pv_glob, pv_stats = count_pageviews(
-            pageviews, work / "pageviews", workers=p.workers, min_hourly_views=p.min_hourly_views,
+            pageviews, work / "pageviews", workers=p.workers, recipe=rules.recipe,
+            min_hourly_views=rules.min_hourly_views,
             progress_factory=bar_factory(p.quiet, "pageviews", "file"), engine=engine,
         )
         t = lap("count_pageviews", t)
@@ -112,26 +130,9 @@ def build_queries(p: QueryParams) -> dict:
 
     agg = Aggregates(work / "dump", memory_limit=p.memory_limit, threads=p.workers)
     try:
-        agg_stats = agg.build(p.min_bigram_count)
+        agg_stats = agg.build(rules.min_bigram_count, rules.min_doc_freq)
         t = lap("aggregate", t)
-        titles: Iterator[Row]
-        if pv_glob:
-            titles = (Row(q, "title", views=v) for q, v in agg.viewed_titles(pv_glob, p.min_views))
-        else:
-            titles = (Row(q, "title") for q, _ in agg.dump_titles())
-        rows, report = combine(
-            [
-                ("wordnet", (Row(w, "wordnet") for w in wn.words), len(wn.words)),
-                ("unigram", (Row(w, "unigram", count=c) for w, c in agg.unigrams(p.min_count)), p.max_unigrams),
-                ("bigram", (Row(b, "bigram", count=c, pmi=pmi) for b, c, pmi in agg.bigrams(p.min_pmi)),
-                 p.max_bigrams),
-                ("title", titles, p.max_titles),
-            ],
-            p.size,
-        )
-        for row, c in zip(rows, agg.occurrence_counts([r.query for r in rows])):
-            if row.count is None:
-                row.count = c
+        rows, report = select_queries(agg, rules, wn.words, pv_glob)
         t = lap("select", t)
     finally:
         agg.close()
@@ -142,13 +143,14 @@ def build_queries(p: QueryParams) -> dict:
 
     build = {
         "tool": {"name": "pipeline queries", "version": __version__},
+        "recipe": rules.recipe,
         "inputs": {
             "wiki_dump": [file_fingerprint(u) for u in dumps],
             "pageviews": [file_fingerprint(u) for u in pageviews],
             "wordnet": p.wordnet,
         },
-        "parameters": {k: v for k, v in asdict(p).items()
-                       if k not in ("wiki_dump", "wordnet", "pageviews", "quiet", "out", "work_dir", "keep_work")},
+        # Workers, engine and memory only change speed, never the result; these do.
+        "parameters": {**rules.as_dict(), "chunk_mb": p.chunk_mb},
         "titles_from": "pageviews" if pageviews else "dump (no pageviews given)",
         "total": len(rows),
         "sources": report,
@@ -157,16 +159,43 @@ def build_queries(p: QueryParams) -> dict:
         "pageviews": pv_stats,
         "timings_s": timings,
     }
-    # Workers only change speed, never the result; keep the parameters that do.
-    for key in ("workers", "memory_limit", "engine", "ray_address", "max_part_retries"):
-        build["parameters"].pop(key, None)
     timings["total"] = round(time.monotonic() - t0, 3)
     write_outputs(out, rows, build)
     if not p.keep_work and not p.work_dir:
         storage.rmtree(work)
-    log(f"wrote {len(rows):,} queries to {storage.url(out)}/: "
+    log(f"wrote {len(rows):,} queries to {storage.url(out)}/ (recipe {rules.recipe}): "
         + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
     return build
+
+
+def select_queries(agg: Aggregates, rules: Rules, wordnet_words: list[str], pageview_dir=None
+                   ) -> tuple[list[Row], dict]:
+    """The recipe's selection over built aggregates: the list and its per-source report.
+    `pageview_dir` holds the summed pageview parts; without it, titles come from the dump."""
+    titles: Iterator[Row]
+    if pageview_dir is not None:
+        titles = (Row(q, "title", views=v) for q, v in
+                  agg.viewed_titles(pageview_dir, rules.min_views, dump_articles_only=rules.recipe == "clip"))
+    else:
+        titles = (Row(q, "title") for q, _ in agg.dump_titles())
+    metaclip = rules.recipe == "metaclip"
+    wordnet = metaclip_wordnet(wordnet_words) if metaclip else wordnet_words
+    rows, report = combine(
+        [
+            ("wordnet", (Row(w, "wordnet") for w in wordnet), None),
+            ("unigram", (Row(w, "unigram", count=c) for w, c in agg.unigrams(rules.min_count, rules.unigram_case)),
+             rules.max_unigrams),
+            ("bigram", (Row(b, "bigram", count=c, pmi=pmi) for b, c, pmi in agg.bigrams(rules.min_pmi)),
+             rules.max_bigrams),
+            ("title", titles, rules.max_titles),
+        ],
+        rules.size,
+        accept=is_entry if metaclip else None,
+    )
+    for row, c in zip(rows, agg.occurrence_counts([r.query for r in rows])):
+        if row.count is None:
+            row.count = c
+    return rows, report
 
 
 def write_outputs(out: Path, rows: list[Row], build: dict) -> None:

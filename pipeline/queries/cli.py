@@ -5,25 +5,44 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..options import add_engine_args, memory_limit, positive_float
+from ..options import add_engine_args, memory_limit, positive_float, positive_int
+from .recipes import DEFAULTS, NONE, RECIPES, UNIGRAM_CASES
 from ..workers import default_workers
 
 EPILOG = """\
 sources, in order (a query already taken by an earlier source is skipped):
   1. wordnet  head word of every WordNet synset (underscores -> spaces, (a)/(p)/(ip) dropped)
-  2. unigram  words of namespace-0 article text (markup removed) seen >= --min-count times
-  3. bigram   adjacent word pairs with count >= --min-bigram-count and
-              PMI = log2(N c(xy) / (c(x) c(y))) >= --min-pmi  (N = total tokens)
+  2. unigram  words of namespace-0 article text (markup removed) seen >= --min-count times,
+              most frequent first
+  3. bigram   adjacent word pairs with count >= --min-bigram-count, ranked by
+              PMI = log2(N c(xy) / (c(x) c(y))) (N = tokens in the unigram table), kept
+              while >= --min-pmi
   4. title    article titles with summed pageviews >= --min-views (an hour counts only
-              with >= --min-hourly-views views); without --pageviews, the dump's titles
-  The list is capped at --size.
+              with >= --min-hourly-views views), ':' titles dropped, most viewed first;
+              without --pageviews, the dump's titles in dump order
+  Each source stops at its cap; the list is capped at --size.
 
-tokens:
-  A token is a maximal run of Unicode letters/digits, optionally joined by single internal
+recipe clip (default):
+  Tokens: maximal runs of Unicode letters/digits, optionally joined by single internal
   hyphens or apostrophes (state-of-the-art, don't, O'Brien); a possessive 's is not part
-  of it (Einstein's -> Einstein). Case is kept: 'Gas' and 'gas' are different queries.
-  Two tokens form a bigram only when separated by spaces/tabs alone: punctuation and
-  line breaks end a phrase.
+  of it (Einstein's -> Einstein). Two tokens form a bigram only when separated by
+  spaces/tabs alone: punctuation and line breaks end a phrase. Case is kept ('Gas' and
+  'gas' are two unigrams) unless --unigram-case fold. PMI 30 is out of reach for any pair
+  seen 100 times in Wikipedia (log2(4.5e9/100) = 25.4), so there is no PMI floor by
+  default: the cap keeps the highest-PMI frequent pairs. Titles: desktop and
+  pageview_complete lines of English Wikipedia, percent-escapes decoded, only titles of
+  the dump's articles.
+
+recipe metaclip (MetaCLIP v1's rules, exactly):
+  wordnet  "0".."99", then every synset's first lemma lowercased and cut at its first '.'
+  unigram  text lowercased, split on [^\w\-'], words with a digit dropped, words in fewer
+           than --min-doc-freq (3) articles dropped; count >= 100, no cap
+  bigram   pairs adjacent in that word sequence (across punctuation, not across articles)
+           whose words are both in the unigram table; no count floor, PMI >= 30, no cap
+  title    hourly pageview files only, "en " lines only, '_' -> space, no
+           percent-decoding, redirects and missing pages kept; >= 70 views, no cap
+  Entries that are empty or one punctuation character are dropped; no cap on the list.
+  Match its list with `pipeline shards --recipe metaclip`.
 
 dumps:
   Plain, .bz2 or .gz pages-articles XML, local or any fsspec URL, globs allowed. For a
@@ -39,6 +58,24 @@ outputs (in --out):
   workers on every node share the spilled chunks; the final aggregation runs on this
   machine, on its local disk.
 """
+
+
+def cap(text: str) -> int | str:
+    """A positive count, or 'none' for no cap."""
+    return NONE if text.strip().lower() == NONE else positive_int(text)
+
+
+def pmi_floor(text: str) -> float | str:
+    """A PMI (any finite number), or 'none' for no floor."""
+    if text.strip().lower() == NONE:
+        return NONE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -61,18 +98,35 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     i.add_argument("--out", default="query_lists",
                    help="output folder, local or fsspec URL (default: %(default)s)")
 
-    t = p.add_argument_group("thresholds and caps")
-    t.add_argument("--min-count", type=int, default=100, help="unigram minimum count (default: %(default)s)")
-    t.add_argument("--max-unigrams", type=int, default=251_465, help="default: %(default)s")
-    t.add_argument("--min-bigram-count", type=int, default=5,
-                   help="bigram minimum count before PMI is considered (default: %(default)s)")
-    t.add_argument("--min-pmi", type=float, default=30.0, help="bigram minimum PMI, log base 2 (default: %(default)s)")
-    t.add_argument("--max-bigrams", type=int, default=100_646, help="default: %(default)s")
-    t.add_argument("--min-views", type=int, default=70, help="title minimum summed views (default: %(default)s)")
-    t.add_argument("--min-hourly-views", type=int, default=50,
-                   help="an hour's views count only at or above this (default: %(default)s)")
-    t.add_argument("--max-titles", type=int, default=61_235, help="default: %(default)s")
-    t.add_argument("--size", type=int, default=500_000, help="cap on the whole list (default: %(default)s)")
+    p.add_argument("--recipe", choices=RECIPES, default="clip",
+                   help="clip: our reading of the paper (bigrams: top --max-bigrams by PMI among pairs seen "
+                        ">= --min-bigram-count times); metaclip: MetaCLIP v1's released rules, exactly "
+                        "(see below) (default: %(default)s)")
+    t = p.add_argument_group("thresholds and caps (defaults per recipe: clip / metaclip; "
+                             "a cap or the PMI floor may be 'none')")
+    d = {name: (DEFAULTS["clip"][name], DEFAULTS["metaclip"][name]) for name in DEFAULTS["clip"]}
+
+    def dflt(name: str) -> str:
+        def show(v):
+            return "none" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
+        return f"(default: {show(d[name][0])} / {show(d[name][1])})"
+
+    t.add_argument("--min-count", type=positive_int, help=f"unigram minimum count {dflt('min_count')}")
+    t.add_argument("--max-unigrams", type=cap, help=dflt("max_unigrams"))
+    t.add_argument("--unigram-case", choices=UNIGRAM_CASES,
+                   help="clip only: keep = each surface form on its own; fold = case variants summed, "
+                        "spelled as the most frequent (pair with --ignore-case matching) (default: keep)")
+    t.add_argument("--min-doc-freq", type=positive_int,
+                   help="metaclip only: articles a word must occur in (default: 3)")
+    t.add_argument("--min-bigram-count", type=positive_int,
+                   help=f"bigram minimum count before PMI is considered {dflt('min_bigram_count')}")
+    t.add_argument("--min-pmi", type=pmi_floor, help=f"bigram minimum PMI, log base 2 {dflt('min_pmi')}")
+    t.add_argument("--max-bigrams", type=cap, help=dflt("max_bigrams"))
+    t.add_argument("--min-views", type=positive_int, help=f"title minimum summed views {dflt('min_views')}")
+    t.add_argument("--min-hourly-views", type=positive_int,
+                   help=f"an hour's views count only at or above this {dflt('min_hourly_views')}")
+    t.add_argument("--max-titles", type=cap, help=dflt("max_titles"))
+    t.add_argument("--size", type=cap, help=f"cap on the whole list {dflt('size')}")
 
     r = p.add_argument_group("resources")
     r.add_argument("--memory-limit", type=memory_limit, default="2GB",

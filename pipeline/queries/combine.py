@@ -8,7 +8,7 @@ titles). Sources are consumed lazily and abandoned as soon as their quota is met
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 @dataclass
@@ -20,18 +20,25 @@ class Row:
     views: int | None = None
 
 
-def combine(sources: Iterable[tuple[str, Iterable[Row], int]], size: int) -> tuple[list[Row], dict]:
-    """Take up to `cap` new queries from each source in turn; duplicates go to the earlier source."""
+def combine(sources: Iterable[tuple[str, Iterable[Row], int | None]], size: int | None,
+            accept: Callable[[str], bool] | None = None) -> tuple[list[Row], dict]:
+    """Take up to `cap` (None: all) new queries from each source in turn; duplicates go to
+    the earlier source. Queries `accept` refuses are dropped and counted."""
     seen: set[str] = set()
     rows: list[Row] = []
     report: dict[str, dict] = {}
+    cap_all = float("inf") if size is None else size
     for name, candidates, cap in sources:
-        added = duplicates = considered = 0
+        cap = float("inf") if cap is None else cap
+        added = duplicates = considered = refused = 0
         try:
             for row in candidates:
-                if added >= cap or len(rows) >= size:
+                if added >= cap or len(rows) >= cap_all:
                     break
                 considered += 1
+                if accept is not None and not accept(row.query):
+                    refused += 1
+                    continue
                 if row.query in seen:
                     duplicates += 1
                     continue
@@ -43,4 +50,6 @@ def combine(sources: Iterable[tuple[str, Iterable[Row], int]], size: int) -> tup
             if close is not None:
                 close()  # a half-read database cursor is released now, not at garbage collection
         report[name] = {"added": added, "duplicates_skipped": duplicates, "considered": considered}
+        if accept is not None:
+            report[name]["refused"] = refused
     return rows, report

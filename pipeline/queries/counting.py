@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,12 +27,15 @@ from ..io import atomic_path, file_fingerprint, file_size, sum_stats
 from ..storage import listing
 from ..wiki import dump as wd
 from ..wiki.markup import clean_wikitext
-from ..wiki.tokens import count_text
+from ..wiki.metaclip_words import count_chunk_metaclip
+from ..wiki.tokens import count_chunk
 
 STAT_KEYS = (
     "pages", "articles", "redirects", "other_namespaces", "tokens", "bytes_xml", "invalid_utf8_bytes",
 )
-WORK_FORMAT = 1  # bump when spill contents change, so stale work dirs are not reused
+WORK_FORMAT = 2  # bump when spill contents change, so stale work dirs are not reused
+# How each recipe counts a chunk's cleaned article texts: (unigrams w, c[, d]; bigrams b, c; tokens).
+COUNTERS = {"clip": count_chunk, "metaclip": count_chunk_metaclip}
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def _write_table(path, table: pa.Table) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def run_count_task(task: CountTask, work_dir: str) -> dict:
+def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict:
     """Count one chunk and write its parts (to a local or shared remote work dir; the stats
     marker last). Runs in a worker process."""
     work = storage.location(work_dir)
@@ -74,18 +76,12 @@ def run_count_task(task: CountTask, work_dir: str) -> dict:
         stats.update(task.read_stats or {})
     stats["articles"] = len(articles)
 
-    unigrams: Counter = Counter()
-    bigrams: Counter = Counter()
-    for _, text in articles:
-        stats["tokens"] += count_text(clean_wikitext(text), unigrams, bigrams)
+    counts = COUNTERS[recipe]([clean_wikitext(text) for _, text in articles])
+    stats["tokens"] = counts.tokens
 
     cid = task.chunk_id
-    _write_table(work / "uni" / f"{cid}.parquet",
-                 pa.table({"w": pa.array(list(unigrams), pa.string()),
-                           "c": pa.array(list(unigrams.values()), pa.int64())}))
-    _write_table(work / "bi" / f"{cid}.parquet",
-                 pa.table({"b": pa.array(list(bigrams), pa.string()),
-                           "c": pa.array(list(bigrams.values()), pa.int64())}))
+    _write_table(work / "uni" / f"{cid}.parquet", counts.unigrams)
+    _write_table(work / "bi" / f"{cid}.parquet", counts.bigrams)
     _write_table(work / "titles" / f"{cid}.parquet",
                  pa.table({"title": pa.array([t for t, _ in articles], pa.string()),
                            "chunk": pa.array([cid] * len(articles), pa.string()),
@@ -146,10 +142,10 @@ def _multistream_tasks(file_no: int, url: str, index_url: str, chunk_bytes: int)
 
 def _code_version() -> str:
     """Spilled counts are only reusable if the cleaner and tokenizer have not changed."""
-    from ..wiki import markup, tokens
+    from ..wiki import markup, metaclip_words, tokens
 
     h = hashlib.sha256()
-    for module in (markup, tokens, wd):
+    for module in (markup, tokens, metaclip_words, wd):
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
 
@@ -185,12 +181,13 @@ def count_dumps(
     progress_factory: Callable[[int], object] | None = None,
     log: Callable[[str], None] = lambda msg: None,
     engine: Engine | None = None,
+    recipe: str = "clip",
 ) -> dict:
-    """Count every dump into `work_dir` (a local path or a remote location, see `storage`);
-    returns summed statistics over all chunks."""
+    """Count every dump into `work_dir` (a local path or a remote location, see `storage`)
+    with the recipe's word rule; returns summed statistics over all chunks."""
     chunk_bytes = int(chunk_mb * (1 << 20))
     work_dir = storage.location(work_dir)
-    prepare_work_dir(work_dir, {"chunk_mb": chunk_mb, "inputs": [file_fingerprint(u) for u in urls]})
+    prepare_work_dir(work_dir, {"chunk_mb": chunk_mb, "inputs": [file_fingerprint(u) for u in urls], "recipe": recipe})
     done = {p.stem for p in listing(work_dir / "stats", "*.json")}
     if done:
         log(f"resuming: {len(done)} chunks already counted in {work_dir}")
@@ -220,7 +217,7 @@ def count_dumps(
                 bar.update(task.span)
             bar.set_postfix(pages=f"{pages_done:,}", refresh=False)
 
-    run_parts(partial(run_count_task, work_dir=storage.url(work_dir)), tasks(), engine or Engine(workers=workers),
+    run_parts(partial(run_count_task, work_dir=storage.url(work_dir), recipe=recipe), tasks(), engine or Engine(workers=workers),
               on_done=finished, describe=lambda t: t.chunk_id)
     if bar is not None:
         bar.close()

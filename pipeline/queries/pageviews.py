@@ -96,13 +96,15 @@ def detect_format(first_line: bytes | str, name: str = "") -> str | None:
 
 
 def file_title_views(
-    path: str, domains: Iterable[str] = ("en", "en.wikipedia"), min_hourly_views: int = 50
+    path: str, domains: Iterable[str] = ("en", "en.wikipedia"), min_hourly_views: int = 50,
+    formats: Iterable[str] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Views per title (as written in the file, underscores kept) in one pageview file.
 
     Only lines whose domain/wiki code is in ``domains`` count, and of those only hours with
     >= ``min_hourly_views`` views (days with >= 24x that in monthly files). Returns
-    (views, stats); stats has ``lines = kept_lines + other_domain_lines + below_threshold +
+    (views, stats); a file whose format is not in ``formats`` (None: any) is an
+    ``InputError``. stats has ``lines = kept_lines + other_domain_lines + below_threshold +
     bad_lines + comment_lines``, ``views`` (the sum kept) and ``format_<name>: 1``.
     """
     domains = tuple(domains)
@@ -130,6 +132,9 @@ def file_title_views(
                     )
             if fmt is None:  # empty, or only comments / bad lines
                 return views, stats
+            if formats is not None and fmt not in formats:
+                raise InputError(f"{path}: a {fmt} pageview file, but only {', '.join(formats)} files "
+                                 "are read here (the metaclip recipe sums hourly files)")
             stats[f"format_{fmt}"] = 1
             lines = itertools.chain([line], lines)
             if fmt == "hourly":

@@ -29,12 +29,25 @@ def normalise_title(title: str) -> str:
     return title.replace("_", " ").strip()
 
 
+def metaclip_title(title: str) -> str:
+    """MetaCLIP's rule: underscores to spaces, nothing else (no percent-decoding)."""
+    return title.replace("_", " ")
+
+
+# Per recipe: the domain codes read, the file formats accepted, the title rule.
+RULES = {
+    "clip": (("en", "en.wikipedia"), None, normalise_title),
+    "metaclip": (("en",), ("hourly",), metaclip_title),
+}
+
+
 def _count_file(args: tuple) -> dict:
-    i, url, work_dir, domains, min_hourly_views = args
-    views, stats = file_title_views(url, domains=domains, min_hourly_views=min_hourly_views)
+    i, url, work_dir, recipe, min_hourly_views = args
+    domains, formats, normalise = RULES[recipe]
+    views, stats = file_title_views(url, domains=domains, min_hourly_views=min_hourly_views, formats=formats)
     merged: dict[str, int] = {}
     for title, v in views.items():
-        t = normalise_title(title)
+        t = normalise(title)
         if t:
             merged[t] = merged.get(t, 0) + v
     work = storage.location(work_dir)
@@ -50,21 +63,23 @@ def count_pageviews(
     urls: list[str],
     work_dir,
     workers: int = 1,
-    domains: tuple[str, ...] = ("en", "en.wikipedia"),
+    recipe: str = "clip",
     min_hourly_views: int = 50,
     progress_factory=None,
     engine: Engine | None = None,
 ) -> tuple[Path, dict]:
     """Returns (the work dir holding parts/*.parquet, summed line statistics); the work dir
-    may be local or remote (see `storage`)."""
+    may be local or remote (see `storage`). `recipe` picks the domains, formats and title
+    rule (`RULES`): clip reads desktop and daily/monthly "en.wikipedia" lines and decodes
+    percent-escapes; metaclip reads only hourly files' "en " (desktop) lines, as MetaCLIP did."""
     work_dir = storage.location(work_dir)
     prepare_work_dir(work_dir, {
         "inputs": [file_fingerprint(u) for u in urls],
-        "domains": list(domains),
+        "recipe": recipe,
         "min_hourly_views": min_hourly_views,
     })
     done = {p.name for p in listing(work_dir / "stats", "*.json")}
-    todo = [(i, u, storage.url(work_dir), tuple(domains), min_hourly_views) for i, u in enumerate(urls)
+    todo = [(i, u, storage.url(work_dir), recipe, min_hourly_views) for i, u in enumerate(urls)
             if f"{i:06d}.json" not in done]
     bar = progress_factory(len(urls)) if progress_factory else None
     if bar is not None:
