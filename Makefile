@@ -26,7 +26,7 @@ NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
 	--save-every 100 --log-every 20 --workers 1
 
-.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-match bench-download bench-scale bench-train clean
+.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-fullscale bench-match bench-download bench-scale bench-train clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
@@ -37,6 +37,7 @@ help:
 	@echo "make setup         create $(VENV) with the pinned stack"
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
 	@echo "make bench-queries benchmark the query builder"
+	@echo "make bench-fullscale what each query recipe selects on a simulated full Wikipedia"
 	@echo "make bench-scale   pool/match/balance at 1M and 10M rows, local vs Ray"
 
 setup: $(VENV)/.installed
@@ -84,6 +85,9 @@ test-unit: sample-data
 
 bench-queries: sample-data
 	$(PY) bench/queries.py $(ARGS)
+
+bench-fullscale: sample-data
+	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) $(PY) bench/queries_fullscale.py $(ARGS)
 
 bench-match: sample-data
 	$(PY) bench/match.py $(ARGS)
