@@ -1,8 +1,65 @@
-"""One exception type for bad input, so every CLI turns it into a one-line error and exit 2."""
+"""The errors every CLI turns into one line: bad input (exit 2) and storage faults (exit 1).
+
+Exit codes: 2 = the command cannot work as given (bad input, an option out of range, an
+output folder another run holds); fix the command or its inputs. 1 = a resource fault
+(a disk full, a read-only or failing disk, a part that failed on every retry); the same
+command succeeds once the resource is back, and resumes from the finished parts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+EXIT_INPUT_ERROR = 2
+EXIT_RESOURCE_ERROR = 1
 
 
 class InputError(Exception):
     """Bad or missing input. The message names the file (and position) and what is wrong."""
 
 
-EXIT_INPUT_ERROR = 2
+class OutputInUse(InputError):
+    """The output folder is held by another run (see `outlock`)."""
+
+
+# Faults of the storage a stage writes to, which no retry of the same part can cure while
+# they last: a full disk or quota, a read-only mount, a failing device.
+STORAGE_ERRNOS = tuple(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO)
+                       if e is not None)
+_STORAGE_TEXTS = tuple(os.strerror(e) for e in STORAGE_ERRNOS)  # "No space left on device", ...
+
+
+def storage_fault(exc: BaseException) -> tuple[str | None, str] | None:
+    """(path or None, problem) when `exc`, or an exception it wraps, is a storage fault.
+
+    Such faults reach the CLI in several forms: an OSError with its errno and file name, a
+    pyarrow OSError without a file name, a DuckDB error that only says it in its message
+    (`Could not write file "PATH": No space left on device`), or a worker's exception
+    behind a `PartFailed` (its `__context__`) or a Ray task error (its `cause`). This looks
+    through all of them, so a full disk is one line wherever it happened.
+    """
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            name = e.filename if isinstance(e.filename, (str, bytes, os.PathLike)) else None
+            return (os.fsdecode(name) if name is not None else _quoted_path(str(e), os.strerror(e.errno)),
+                    os.strerror(e.errno))
+        text = str(e)
+        for problem in _STORAGE_TEXTS:
+            if problem in text:
+                return _quoted_path(text, problem), problem
+        todo += [w for w in (e.__cause__, e.__context__, getattr(e, "cause", None)) if isinstance(w, BaseException)]
+    return None
+
+
+def _quoted_path(text: str, problem: str) -> str | None:
+    """The path a message quotes right before the problem: `"PATH": problem` or `'PATH': problem`."""
+    m = re.search(r"""["']([^"'\n]+)["']:? """ + re.escape(problem), text)
+    return m.group(1) if m else None

@@ -223,3 +223,32 @@ def test_leading_bad_lines_are_counted_not_fatal(tmp_path):
     path = write(tmp_path / "pageviews-20240101-060000.gz", "garbage\n" * 3 + "en Foo 60 0\n")
     views, stats = file_title_views(path)
     assert views == {"Foo": 60} and stats["bad_lines"] == 3 and stats["lines"] == 4
+
+
+def test_counts_beyond_any_real_traffic_are_bad_lines(tmp_path):
+    """A count past int64 used to crash the stage when stored (OverflowError), one past 4,300
+    digits already in int(); both, and a title whose total in one file would pass a trillion,
+    are bad lines now."""
+    from pipeline.queries.pageviews import MAX_VIEWS
+
+    huge, giant = "9" * 20, "9" * 5000
+    near = str(MAX_VIEWS)  # the largest count accepted
+    hourly = (f"en Ok 60 0\nen Huge {huge} 0\nen Giant {giant} 0\nen Edge {near} 0\n"
+              f"en Edge 60 0\n")  # this line would lift Edge past MAX_VIEWS
+    views, stats = file_title_views(write(tmp_path / "pageviews-20240101-070000.gz", hourly))
+    assert views == {"Ok": 60, "Edge": MAX_VIEWS}
+    assert (stats["kept_lines"], stats["bad_lines"]) == (2, 3) and stats["views"] == 60 + MAX_VIEWS
+    check_stats(stats)
+
+    daily = (f"en.wikipedia Ok 1 desktop 60 A60\n"
+             f"en.wikipedia Huge_Total 1 desktop {huge} A60\n"
+             f"en.wikipedia Huge_Hour 1 desktop 60 A{huge}\n"
+             f"en.wikipedia Giant_Hour 1 desktop 60 A{giant}\n")
+    views, stats = file_title_views(write(tmp_path / "pageviews-20240102-user.bz2", daily))
+    assert views == {"Ok": 60} and stats["bad_lines"] == 3
+    check_stats(stats)
+
+    ez = f"en.z Ok 60 A60\nen.z Huge 60 BA{huge},\nen.z Missing 60 A?B?\n"
+    views, stats = file_title_views(write(tmp_path / "pagecounts-2012-01-views-ge-5.bz2", ez))
+    assert views == {"Ok": 60} and stats["bad_lines"] == 1 and stats["below_threshold"] == 1
+    check_stats(stats)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +131,83 @@ def test_odd_output_path_and_bad_resource_options(tmp_path, wiki_sample_dump, wo
     for bad in (["--memory-limit", "2 lots"], ["--chunk-mb", "nan"], ["--workers", "0"]):
         res = queries(wiki_sample_dump, wordnet_dir, tmp_path / "o", *bad)
         assert res.returncode == 2 and "error: argument" in res.stderr and "Traceback" not in res.stderr
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str):
+    """A real filesystem of `size` at `where` (root only: `.ci/run` runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir(parents=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(fs: Path, leave: int) -> Path:
+    """Fill the filesystem at `fs` until `leave` bytes are free; the filler, to free it again."""
+    st = os.statvfs(fs)
+    filler = fs / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+def assert_disk_full(res, *needles: str) -> None:
+    """A storage fault: exit 1 and one `error:` line saying the device is full."""
+    assert res.returncode == 1, (res.returncode, res.stderr[-3000:])
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    assert "No space left on device" in lines[0], lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_disk_full_is_one_line_and_the_rerun_succeeds(tmp_path, wiki_sample_dump, wordnet_dir):
+    """A full disk in a worker (counting chunks), in DuckDB (aggregation) and in the final
+    write: one line, exit 1, no queries.parquet, nothing half-written; once space is freed
+    the same command finishes with the same list."""
+    ref = tmp_path / "ref"
+    assert queries(wiki_sample_dump, wordnet_dir, ref).returncode == 0
+    expected = {name: (ref / name).read_bytes() for name in ("queries.parquet", "queries.txt")}
+
+    def check_done(out: Path) -> None:
+        assert {name: (out / name).read_bytes() for name in expected} == expected
+        assert not [p for p in out.rglob("*.tmp-*")], "temporary files left behind"
+
+    with small_tmpfs(tmp_path / "mnt", "6m") as mnt:
+        # 1. counting: the chunk parts are written by the worker processes
+        out, work = tmp_path / "a", mnt / "work"
+        args = ("--work-dir", str(work), "--workers", "2", "--chunk-mb", "0.5")
+        filler = fill(mnt, 600_000)
+        assert_disk_full(queries(wiki_sample_dump, wordnet_dir, out, *args), "(part f0000-c0000")
+        assert not (out / "queries.parquet").exists()
+        filler.unlink()
+        assert queries(wiki_sample_dump, wordnet_dir, out, *args).returncode == 0
+        check_done(out)
+
+        # 2. aggregation: DuckDB, in this process, says it only in its message
+        (work / "dump" / "aggregate.duckdb").unlink()
+        (out / "queries.parquet").unlink()
+        filler = fill(mnt, 200_000)
+        assert_disk_full(queries(wiki_sample_dump, wordnet_dir, out, *args), str(work / "dump"))
+        assert not (out / "queries.parquet").exists()
+        filler.unlink()
+        assert queries(wiki_sample_dump, wordnet_dir, out, *args).returncode == 0
+        check_done(out)
+
+        # 3. the outputs themselves
+        shutil.rmtree(work)
+        out, args = mnt / "out", ("--work-dir", str(tmp_path / "work3"))
+        filler = fill(mnt, 400_000)
+        assert_disk_full(queries(wiki_sample_dump, wordnet_dir, out, *args), f"--out {out}")
+        assert not (out / "queries.parquet").exists()
+        assert not [p for p in out.rglob("*.tmp-*")], "temporary files left behind"
+        filler.unlink()
+        assert queries(wiki_sample_dump, wordnet_dir, out, *args).returncode == 0
+        check_done(out)

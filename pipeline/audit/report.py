@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError
+from ..outlock import hold
 from . import plots
 from .figures import SECTIONS, compute
 from .location import Location, output_location, write_outputs
@@ -493,14 +494,17 @@ def build_audit(queries: str | Path | Location = "query_lists", shards: str | Pa
                 now: datetime | None = None) -> dict:
     """Compute every figure and write OUT/summary.json, report.html and report.md; returns the summary.
 
-    Paths may be fsspec URLs; OUT defaults to SHARDS/audit, on the same store as the shards."""
+    Paths may be fsspec URLs; OUT defaults to SHARDS/audit, on the same store as the shards.
+    A local OUT is held (`outlock`) while the report is made: two audits writing one folder
+    would interleave their files."""
     out = output_location(shards, out)
-    summary = build_summary(queries, shards, memory_limit=memory_limit, now=now)
-    write_outputs(out, {
-        "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
-        "report.html": render_html(summary),
-        "report.md": render_md(summary),
-    })
+    with hold(out, "audit"):
+        summary = build_summary(queries, shards, memory_limit=memory_limit, now=now)
+        write_outputs(out, {
+            "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
+            "report.html": render_html(summary),
+            "report.md": render_md(summary),
+        })
     if not quiet:
         for w in summary["warnings"]:
             print(f"warning: {w}", file=sys.stderr)

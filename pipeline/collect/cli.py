@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..options import add_engine_args, memory_limit, positive_int
+from ..options import add_engine_args, memory_limit, non_negative_int, positive_int
 from ..workers import default_workers
 
 STEPS_EPILOG = """\
@@ -22,6 +22,28 @@ the ones after it):
   download  img2dataset into webdataset shards             -> OUT/NNNNN.tar/.parquet/_stats.json
 Every step writes OUT/curation/<step>_stats.json, accounting for every input row.
 """
+
+
+def _bounded(low: int, high: int, why: str):
+    """An argparse type for an integer in [low, high]; `why` says where the upper bound comes
+    from. Out-of-range values used to get past argparse and fail late (a negative seed after
+    three retries of every balance part, a port in a traceback from bind())."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:,} and {high:,} ({why})")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+seed_type = _bounded(0, 2**64 - 1, "the draws hash it as an unsigned 64-bit number")
+port_type = _bounded(1, 65535, "a TCP port")
+image_size_type = _bounded(1, 65535, "JPEG's largest side")
+timeout_type = _bounded(1, 86_400, "seconds; a day at most")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -62,18 +84,19 @@ def _balance_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("balance")
     g.add_argument("--per-query", type=positive_int, default=20_000,
                    help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the keep/drop draws (default: %(default)s)")
+    g.add_argument("--seed", type=seed_type, default=0, help="seed of the keep/drop draws (default: %(default)s)")
 
 
 def _download_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("download (img2dataset)")
-    g.add_argument("--image-size", type=positive_int, default=256,
+    g.add_argument("--image-size", type=image_size_type, default=256,
                    help="shorter side after resizing, aspect kept, never upscaled (default: %(default)s)")
     g.add_argument("--processes", type=positive_int, default=default_workers(), help="download processes (default: %(default)s)")
     g.add_argument("--threads", type=positive_int, default=32, help="download threads per process (default: %(default)s)")
     g.add_argument("--samples-per-shard", type=positive_int, default=10_000, help="default: %(default)s")
-    g.add_argument("--timeout", type=positive_int, default=10, help="seconds per request (default: %(default)s)")
-    g.add_argument("--retries", type=int, default=0, help="default: %(default)s")
+    g.add_argument("--timeout", type=timeout_type, default=10, help="seconds per request (default: %(default)s)")
+    g.add_argument("--retries", type=non_negative_int, default=0,
+                   help="download attempts after the first, per image (default: %(default)s)")
     g.add_argument("--max-image-pixels", type=positive_int, default=89_478_485,
                    help="refuse larger images (decompression bombs) (default: %(default)s)")
 
@@ -90,8 +113,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--sample-openclipart", metavar="CACHE",
                        help="use the embedded openclipart sample in CACHE (from `make sample-data`) as the "
                             "pool, served from a loopback HTTP server while the steps run")
-        p.add_argument("--sample-port", type=int, default=None,
-                       help="port for the sample's server (default: the previous run's, else 8642, else "
+        p.add_argument("--sample-port", type=port_type, default=None,
+                       help="port for the sample's server (default: the last finished run's, else 8642, else "
                             "any free port); URLs, and so uids and the selection, depend on it")
         _match_args(p)
         _balance_args(p)

@@ -2,7 +2,8 @@
 
 The pool's URLs contain the server's port, uids hash the URL, and the balancing draws
 hash the uid: the same port gives the same dataset. So the server prefers a fixed port
-(PREFERRED_PORT, or `--sample-port`), and a rerun reuses the port it used before; only
+(PREFERRED_PORT, or `--sample-port`), and a rerun reuses the port of the last run that
+finished (the port file is written only on success, under OUT's lock); only
 when that port is taken does it fall back to a free one (and says that the pool, and so
 the selection, changes). The server runs only while the steps run, and stops on success,
 error or Ctrl-C.
@@ -19,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import atomic_path
+from ..outlock import hold
 from .httpserver import serve_directory
 from .openclipart import roots_from_cache, write_sample_pool
 from .shards import ShardParams, _log, run_all
@@ -44,7 +47,10 @@ def choose_port(port_file: Path, requested: int | None, log) -> int:
         if not _port_free(requested):
             raise InputError(f"--sample-port {requested}: port is in use")
         return requested
-    previous = int(port_file.read_text()) if port_file.exists() else PREFERRED_PORT
+    try:
+        previous = int(port_file.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: the default
+        previous = PREFERRED_PORT
     if _port_free(previous):
         return previous
     log(f"sample: port {previous} is in use; serving on a free port instead, so URLs, uids and the "
@@ -58,18 +64,24 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
         raise InputError(f"{cache}: openclipart sample not found; run `make sample-data`")
     if "://" in p.out and not p.out.startswith("file://"):
         raise InputError(f"--out {p.out}: the embedded sample is served from this machine; give a local --out")
-    sample_dir = Path(p.out.removeprefix("file://")) / "sample"
-    sample_dir.mkdir(parents=True, exist_ok=True)
-    port_file = sample_dir / "port"
-    with serve_directory(png_root, port=choose_port(port_file, port, _log(p))) as base_url:
-        port_file.write_text(base_url.rsplit(":", 1)[1] + "\n")
-        pool_file = sample_dir / "openclipart_pool.parquet"
-        stats_file = sample_dir / "openclipart_pool_stats.json"
-        previous = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        if not pool_file.exists() or previous.get("base_url") != base_url:
-            stats = write_sample_pool(png_root, svg_root, base_url, pool_file,
-                                      held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED)
-            stats_file.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-        _log(p)(f"sample: serving {png_root} at {base_url}")
-        run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"]))
+    out = Path(p.out.removeprefix("file://"))
+    with hold(out, "shards", _log(p)):  # before the port is chosen: a second run must not touch it
+        sample_dir = out / "sample"
+        sample_dir.mkdir(parents=True, exist_ok=True)
+        port_file = sample_dir / "port"
+        with serve_directory(png_root, port=choose_port(port_file, port, _log(p))) as base_url:
+            pool_file = sample_dir / "openclipart_pool.parquet"
+            stats_file = sample_dir / "openclipart_pool_stats.json"
+            previous = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+            if not pool_file.exists() or previous.get("base_url") != base_url:
+                stats = write_sample_pool(png_root, svg_root, base_url, pool_file,
+                                          held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED)
+                with atomic_path(stats_file) as tmp:
+                    tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+            _log(p)(f"sample: serving {png_root} at {base_url}")
+            run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"]))
+        # Only now: the port file names the port of a finished dataset, so a failed or
+        # refused run can never make the next rerun discard it for a different port.
+        with atomic_path(port_file) as tmp:
+            tmp.write_text(base_url.rsplit(":", 1)[1] + "\n")
     return {"base_url": base_url}

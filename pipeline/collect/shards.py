@@ -4,7 +4,8 @@ Each step writes into `OUT/curation/` (or the shards into `OUT/`) and skips work
 done. A step's outputs are only reused when everything they were made from is unchanged:
 each step records a key (its own settings plus the key of the step before it), and a
 changed key clears that step's old outputs before it runs, so a rerun with a different
-cap or query list can never mix old and new parts.
+cap or query list can never mix old and new parts. A run holds OUT (`outlock`) while it
+writes, so a second run on the same OUT stops at once instead of clearing this one's work.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Callable
 from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..outlock import hold
 from ..storage import check_writable, location, rmtree
 from ..progress import bar_factory
 from ..workers import default_workers
@@ -198,22 +200,26 @@ def _stored_key(p: ShardParams, step: str) -> str:
 
 
 def run_step(step: str, p: ShardParams) -> dict:
-    """One step on its own, chained to the key the previous step left behind."""
+    """One step on its own, chained to the key the previous step left behind; OUT is held
+    (`outlock`) for the step, so no other run can clear or mix its parts meanwhile."""
     check_writable(location(p.out), "--out")
-    if step == "pool":
-        run_pool(p)
-    elif step == "match":
-        run_match(p, _stored_key(p, "pool"))
-    elif step == "balance":
-        run_balance(p, _stored_key(p, "match"))
-    elif step == "download":
-        run_download(p, _stored_key(p, "balance"))
+    with hold(p.out, step, _log(p)):
+        if step == "pool":
+            run_pool(p)
+        elif step == "match":
+            run_match(p, _stored_key(p, "pool"))
+        elif step == "balance":
+            run_balance(p, _stored_key(p, "match"))
+        elif step == "download":
+            run_download(p, _stored_key(p, "balance"))
     return {"step": step, "params": asdict(p)}
 
 
 def run_all(p: ShardParams) -> None:
+    """All four steps, OUT held (`outlock`) from the first to the last."""
     check_writable(location(p.out), "--out")
-    key = run_pool(p)
-    key = run_match(p, key)
-    key = run_balance(p, key)
-    run_download(p, key)
+    with hold(p.out, "shards", _log(p)):
+        key = run_pool(p)
+        key = run_match(p, key)
+        key = run_balance(p, key)
+        run_download(p, key)

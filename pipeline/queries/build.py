@@ -8,6 +8,7 @@ recipe (`recipes.py`) decides how words are counted and which rules select each 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ from .. import __version__, storage
 from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..outlock import hold
 from ..progress import bar_factory
 from .aggregate import Aggregates
 from .combine import Row, combine
@@ -102,70 +104,76 @@ def build_queries(p: QueryParams) -> dict:
     if p.work_dir:
         storage.check_writable(work, "--work-dir")
 
-    t = time.monotonic()
-    wn = read_head_words(p.wordnet)
-    log(f"wordnet: {wn.synsets:,} synsets, {len(wn.words):,} distinct head words")
-    t = lap("wordnet", t)
+    # One writer per folder (outlock): a second run on the same --out or --work-dir would
+    # clear or mix this one's chunks. Taken after the cheap checks, before anything is written.
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold(p.out, "queries", log))
+        if p.work_dir:
+            held.enter_context(hold(p.work_dir, "queries", log))
+        t = time.monotonic()
+        wn = read_head_words(p.wordnet)
+        log(f"wordnet: {wn.synsets:,} synsets, {len(wn.words):,} distinct head words")
+        t = lap("wordnet", t)
 
-    engine = Engine(p.engine, p.workers, p.ray_address, p.max_part_retries)
-    dump_stats = count_dumps(
-        dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
-        progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log, engine=engine,
-        recipe=rules.recipe,
-    )
-    t = lap("count_dump", t)
-
-    pv_stats: dict | None = None
-    pv_glob = None
-    if pageviews:
-        pv_glob, pv_stats = count_pageviews(
-            pageviews, work / "pageviews", workers=p.workers, recipe=rules.recipe,
-            min_hourly_views=rules.min_hourly_views,
-            progress_factory=bar_factory(p.quiet, "pageviews", "file"), engine=engine,
+        engine = Engine(p.engine, p.workers, p.ray_address, p.max_part_retries)
+        dump_stats = count_dumps(
+            dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
+            progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log, engine=engine,
+            recipe=rules.recipe,
         )
-        t = lap("count_pageviews", t)
-    else:
-        log("no --pageviews given: titles come from the dump's article titles, in dump order, "
-            "with no view threshold")
+        t = lap("count_dump", t)
 
-    agg = Aggregates(work / "dump", memory_limit=p.memory_limit, threads=p.workers)
-    try:
-        agg_stats = agg.build(rules.min_bigram_count, rules.min_doc_freq)
-        t = lap("aggregate", t)
-        rows, report = select_queries(agg, rules, wn.words, pv_glob)
-        t = lap("select", t)
-    finally:
-        agg.close()
+        pv_stats: dict | None = None
+        pv_glob = None
+        if pageviews:
+            pv_glob, pv_stats = count_pageviews(
+                pageviews, work / "pageviews", workers=p.workers, recipe=rules.recipe,
+                min_hourly_views=rules.min_hourly_views,
+                progress_factory=bar_factory(p.quiet, "pageviews", "file"), engine=engine,
+            )
+            t = lap("count_pageviews", t)
+        else:
+            log("no --pageviews given: titles come from the dump's article titles, in dump order, "
+                "with no view threshold")
 
-    for name in SOURCES:
-        if report[name]["added"] == 0:
-            log(f"warning: source '{name}' contributed no queries (thresholds too high for this input?)")
+        agg = Aggregates(work / "dump", memory_limit=p.memory_limit, threads=p.workers)
+        try:
+            agg_stats = agg.build(rules.min_bigram_count, rules.min_doc_freq)
+            t = lap("aggregate", t)
+            rows, report = select_queries(agg, rules, wn.words, pv_glob)
+            t = lap("select", t)
+        finally:
+            agg.close()
 
-    build = {
-        "tool": {"name": "pipeline queries", "version": __version__},
-        "recipe": rules.recipe,
-        "inputs": {
-            "wiki_dump": [file_fingerprint(u) for u in dumps],
-            "pageviews": [file_fingerprint(u) for u in pageviews],
-            "wordnet": p.wordnet,
-        },
-        # Workers, engine and memory only change speed, never the result; these do.
-        "parameters": {**rules.as_dict(), "chunk_mb": p.chunk_mb},
-        "titles_from": "pageviews" if pageviews else "dump (no pageviews given)",
-        "total": len(rows),
-        "sources": report,
-        "wordnet": {"synsets": wn.synsets, "synsets_by_pos": wn.synsets_by_pos, "distinct_head_words": len(wn.words)},
-        "dump": {**dump_stats, **agg_stats},
-        "pageviews": pv_stats,
-        "timings_s": timings,
-    }
-    timings["total"] = round(time.monotonic() - t0, 3)
-    write_outputs(out, rows, build)
-    if not p.keep_work and not p.work_dir:
-        storage.rmtree(work)
-    log(f"wrote {len(rows):,} queries to {storage.url(out)}/ (recipe {rules.recipe}): "
-        + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
-    return build
+        for name in SOURCES:
+            if report[name]["added"] == 0:
+                log(f"warning: source '{name}' contributed no queries (thresholds too high for this input?)")
+
+        build = {
+            "tool": {"name": "pipeline queries", "version": __version__},
+            "recipe": rules.recipe,
+            "inputs": {
+                "wiki_dump": [file_fingerprint(u) for u in dumps],
+                "pageviews": [file_fingerprint(u) for u in pageviews],
+                "wordnet": p.wordnet,
+            },
+            # Workers, engine and memory only change speed, never the result; these do.
+            "parameters": {**rules.as_dict(), "chunk_mb": p.chunk_mb},
+            "titles_from": "pageviews" if pageviews else "dump (no pageviews given)",
+            "total": len(rows),
+            "sources": report,
+            "wordnet": {"synsets": wn.synsets, "synsets_by_pos": wn.synsets_by_pos, "distinct_head_words": len(wn.words)},
+            "dump": {**dump_stats, **agg_stats},
+            "pageviews": pv_stats,
+            "timings_s": timings,
+        }
+        timings["total"] = round(time.monotonic() - t0, 3)
+        write_outputs(out, rows, build)
+        if not p.keep_work and not p.work_dir:
+            storage.rmtree(work)
+        log(f"wrote {len(rows):,} queries to {storage.url(out)}/ (recipe {rules.recipe}): "
+            + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
+        return build
 
 
 def select_queries(agg: Aggregates, rules: Rules, wordnet_words: list[str], pageview_dir=None

@@ -37,7 +37,7 @@ Formats, recognised from the first data line (and, for daily vs monthly, the fil
     mapping Wikimedia used when it re-published these files as ``pageview_complete``.
 
 Lines that do not parse (wrong field count, non-integer count, malformed hour code, title
-not UTF-8) are skipped and counted, never fatal. Only lines of a wanted domain are parsed
+not UTF-8, a count above MAX_VIEWS) are skipped and counted, never fatal. Only lines of a wanted domain are parsed
 (the domain test is a prefix check, which keeps the ~90% of other-domain lines cheap), and
 a letter-coded line whose total is below the threshold is not decoded (none of its hours
 can pass), so ``bad_lines`` counts malformed lines that could have counted. A file that
@@ -69,6 +69,14 @@ DAY_CODE = re.compile(rb"(?:" + _DAY + rb"[0-9]+)+")
 EZ_CODE = re.compile(_HOURS + rb"|" + _DAY + _HOURS + rb"(?:," + _DAY + _HOURS + rb")*,?")
 _DIGITS = re.compile(rb"[0-9]+")  # letters carry no digits: these are exactly the counts
 _MONTHLY_NAME = re.compile(r"pageviews-\d{6}-")
+
+# A count of more than 12 digits (a trillion views: years of all of Wikipedia's traffic, in
+# one line) is corruption, counted as a bad line; so is a line that would lift a title's
+# total in one file above it. Besides refusing nonsense, this keeps every sum far inside the
+# int64 the parts are stored in (a 20-digit count used to crash the stage with an
+# OverflowError), and a digit run is measured before int() parses it.
+MAX_DIGITS = 12
+MAX_VIEWS = 10**MAX_DIGITS - 1
 
 STAT_KEYS = ("lines", "kept_lines", "other_domain_lines", "below_threshold", "bad_lines",
              "comment_lines", "views")
@@ -179,7 +187,7 @@ def _count_hourly(lines, prefixes, threshold, views, stats) -> None:
             other += 1
             continue
         parts = line.split()
-        if len(parts) != 4 or not parts[2].isdigit():
+        if len(parts) != 4 or not parts[2].isdigit() or len(parts[2]) > MAX_DIGITS:
             bad += 1
             continue
         count = int(parts[2])
@@ -191,7 +199,11 @@ def _count_hourly(lines, prefixes, threshold, views, stats) -> None:
         except UnicodeDecodeError:
             bad += 1
             continue
-        views[title] = get(title, 0) + count
+        summed = get(title, 0) + count
+        if summed > MAX_VIEWS:
+            bad += 1
+            continue
+        views[title] = summed
         kept += 1
         total += count
     _add(stats, n, other, bad, below, kept, total)
@@ -209,7 +221,7 @@ def _count_coded(lines, prefixes, fields, code_re, threshold, views, stats) -> N
             other += 1
             continue
         parts = line.split()
-        if len(parts) not in fields or not parts[-2].isdigit():
+        if len(parts) not in fields or not parts[-2].isdigit() or len(parts[-2]) > MAX_DIGITS:
             bad += 1
             continue
         if int(parts[-2]) < threshold:  # the line total bounds every hour: skip decoding
@@ -218,7 +230,11 @@ def _count_coded(lines, prefixes, fields, code_re, threshold, views, stats) -> N
         if not valid(parts[-1]):
             bad += 1
             continue
-        count = sum(v for v in map(int, digits(parts[-1])) if v >= threshold)
+        runs = digits(parts[-1])
+        if max(map(len, runs), default=0) > MAX_DIGITS:
+            bad += 1
+            continue
+        count = sum(v for v in map(int, runs) if v >= threshold)
         if not count:
             below += 1
             continue
@@ -227,7 +243,11 @@ def _count_coded(lines, prefixes, fields, code_re, threshold, views, stats) -> N
         except UnicodeDecodeError:
             bad += 1
             continue
-        views[title] = get(title, 0) + count
+        summed = get(title, 0) + count
+        if summed > MAX_VIEWS:
+            bad += 1
+            continue
+        views[title] = summed
         kept += 1
         total += count
     _add(stats, n, other, bad, below, kept, total)
