@@ -16,21 +16,25 @@ one line each below); `curation/download_stats.json` sums to the same counts.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import io
 import json
 import os
 import re
 import tarfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.collect.httpserver import SLOW_MAX_SECONDS, TRUNCATED_MISSING, bomb_png, serve_directory
+from pipeline.collect.httpserver import SLOW_MAX_SECONDS, TRUNCATED_MISSING, bomb_png, make_png, serve_directory
 
 from .conftest import run_cli
 
@@ -101,6 +105,7 @@ def site(tmp_path: Path) -> Path:
     for i, (name, (mode, w, h, _)) in enumerate(GOOD.items()):
         _write_image(root / name, mode, w, h, i)
     (root / "huge.png").write_bytes(bomb_png(HUGE_SIDE))  # ~12 kB on the wire
+    bomb_png()  # built now, not on the server's first request, where it could outlast --timeout
     return root
 
 
@@ -229,3 +234,82 @@ def test_download_faults_end_to_end(tmp_path: Path, site: Path):
     per_shard = [json.loads(p.read_text()) for p in sorted(out.glob("[0-9]*_stats.json"))]
     assert sum(s["count"] for s in per_shard) == summary["count"]
     assert sum((Counter(s["status_dict"]) for s in per_shard), Counter()) == want_status
+
+
+class _Redirector(http.server.BaseHTTPRequestHandler):
+    """`/red.png` an image; `/go?to=URL` a 302 to URL."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path == "/red.png":
+            body = make_png(300, 200)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif url.path == "/go":
+            self.send_response(302)
+            self.send_header("Location", parse_qs(url.query)["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self.send_error(404)
+
+
+@contextlib.contextmanager
+def _redirector():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_redirect_from_a_public_host_to_a_private_one_is_refused(tmp_path: Path):
+    """The policy holds on every hop of a redirect, through the real download stage.
+
+    Loopback is all a test has, so one loopback server plays the public host: its address
+    is let through the policy (`allowed_addresses`), as a public one would be. A second
+    loopback server (another port) plays the private host a redirect points to.
+    """
+    from pipeline.collect.download import download
+
+    with _redirector() as public, _redirector() as private:
+        pub, priv = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{private}"
+        cases = {
+            f"{pub}/red.png": "success",  # the allowance works
+            f"{pub}/go?to={quote(pub + '/red.png')}": "success",  # a redirect between public addresses
+            f"{pub}/go?to={quote(priv + '/red.png')}": "127.0.0.1",  # public -> private address
+            f"{pub}/go?to={quote(f'http://localhost:{private}/red.png')}": "localhost",  # -> a private name
+            f"{priv}/red.png": "127.0.0.1",  # the private host itself
+        }
+        cur = tmp_path / "curation"
+        (cur / "selected").mkdir(parents=True)
+        n = len(cases)
+        pq.write_table(pa.table({
+            "uid": [f"{i:016x}" for i in range(n)], "url": list(cases), "text": ["a red kite"] * n,
+            "query_ids": pa.array([[2]] * n, pa.list_(pa.int32())), "queries": [["red kite"]] * n,
+            "keep_prob": [1.0] * n, "source": ["test"] * n,
+        }), cur / "selected" / "part-00000.parquet")
+        stats = download(cur, tmp_path / "out", processes=1, threads=n, samples_per_shard=10, timeout=5,
+                         quiet=True, allowed_addresses=(f"127.0.0.1:{public}",))
+
+    rows = {r["url"]: r for r in pq.read_table(tmp_path / "out" / "00000.parquet").to_pylist()}
+    assert len(rows) == n == stats["count"]
+    for url, want in cases.items():
+        row = rows[url]
+        if want == "success":
+            assert row["status"] == "success", (url, row["error_message"])
+        else:
+            assert row["status"] == "failed_to_download", (url, row["status"])
+            assert f"refused by the host policy: {want} resolves to non-public address" in row["error_message"], \
+                (url, row["error_message"])

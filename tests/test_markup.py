@@ -200,13 +200,13 @@ MB = 1_000_000
     ids=lambda text: repr(text[:12]),
 )
 def test_malformed_input_is_linear(text):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other load on the machine does not count
     clean_wikitext(text)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_deep_nesting_is_linear():
     text = "{{a|" * 100_000 + "x" + "}}" * 100_000 + " after"
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other load on the machine does not count
     assert clean_wikitext(text) == "after"
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0

@@ -104,6 +104,6 @@ MB = 1_000_000
     ids=lambda text: repr(text[:6]),
 )
 def test_count_text_is_linear(text):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other load on the machine does not count
     count_text(text, Counter(), Counter())
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0

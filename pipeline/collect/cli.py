@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..options import add_engine_args, memory_limit, non_negative_int, positive_int
+from ..options import add_engine_args, memory_limit, non_negative_int, positive_float, positive_int
 from ..workers import default_workers
 
 STEPS_EPILOG = """\
@@ -94,7 +94,13 @@ def _download_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--processes", type=positive_int, default=default_workers(), help="download processes (default: %(default)s)")
     g.add_argument("--threads", type=positive_int, default=32, help="download threads per process (default: %(default)s)")
     g.add_argument("--samples-per-shard", type=positive_int, default=10_000, help="default: %(default)s")
-    g.add_argument("--timeout", type=timeout_type, default=10, help="seconds per request (default: %(default)s)")
+    g.add_argument("--timeout", type=timeout_type, default=10, help="seconds per socket read (default: %(default)s)")
+    g.add_argument("--download-deadline", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="seconds one download may take in all: connecting, headers, body and redirects; "
+                        "--timeout bounds each read (default: %(default)s)")
+    g.add_argument("--max-bytes", type=positive_int, default=50_000_000,
+                   help="largest image body accepted; a larger Content-Length is refused before reading "
+                        "(default: %(default)s)")
     g.add_argument("--retries", type=non_negative_int, default=0,
                    help="download attempts after the first, per image (default: %(default)s)")
     g.add_argument("--max-image-pixels", type=positive_int, default=89_478_485,

@@ -10,7 +10,11 @@ mode, opt-out directives, Ray/Spark distributors), so this stage only configures
   killed run redoes only unfinished shards;
 - decompression bombs: OpenCV (img2dataset's decoder) refuses images above
   `max_image_pixels` before allocating them, and img2dataset's `max_image_area` drops the
-  rest.
+  rest;
+- egress (`egress.py`): the host policy at connect time, and per download a total
+  deadline and a body size cap, which img2dataset's per-read timeout does not give;
+- storage faults (disk full, quota, read-only, I/O error) while writing shards stop the
+  stage: img2dataset would log each failed sample and report the shard done.
 """
 
 from __future__ import annotations
@@ -18,18 +22,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import traceback
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
 from img2dataset import download as img2dataset_download  # noqa: E402
+import fsspec  # noqa: E402
 from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
+from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
 
-from ..errors import InputError
+from ..errors import STORAGE_ERRNOS, InputError
 from ..distribute import Engine, PartFailed, connect_ray, run_parts
 from ..io import atomic_path
 from ..storage import is_remote, listing, location, parquet_file
@@ -49,28 +58,192 @@ def _extra_columns(selected: Path) -> list[str]:
     return [c for c in names if c not in ("url", "text")]
 
 
-class GuardedDownloader(Img2datasetDownloader):
-    """img2dataset's Downloader whose worker process connects only to public addresses.
+class _StopShard(BaseException):
+    """A storage fault while writing a shard. img2dataset catches every Exception per sample
+    and goes on with the next one (thousands of failed writes, then a truncated tar that
+    looks done); only a BaseException gets out of its loop, to `ShardDownloader.__call__`."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error)
+        self.error = error
+
+
+class _ShardWriter(WebDatasetSampleWriter):
+    """img2dataset's webdataset writer that stops the shard at the first storage fault.
+
+    The files are closed at once (an unlinked file that is still open keeps its space);
+    `ShardDownloader` then deletes them.
+    """
+
+    def write(self, *args, **kwargs):
+        try:
+            super().write(*args, **kwargs)
+        except OSError as e:
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            self._abort()
+            raise _StopShard(e) from e
+
+    def close(self):
+        try:
+            super().close()
+        except OSError as e:
+            if e.errno in STORAGE_ERRNOS:
+                self._abort()
+            raise
+
+    def _abort(self) -> None:
+        pq_writer = self.buffered_parquet_writer
+        for close in (getattr(pq_writer.parquet_writer, "close", None), pq_writer.output_fd.close,
+                      self.tarwriter.close, self.tar_fd.close):
+            try:
+                if close is not None:
+                    close()
+            except Exception:  # noqa: BLE001 - the disk is failing: closing the descriptor is all that matters
+                pass
+        pq_writer.parquet_writer = None
+
+
+class _Failed(tuple):
+    """A shard row returned as failed, with the storage fault that stopped it:
+    (errno, strerror, filename), or None for any other failure (retried)."""
+
+    fault: tuple | None = None
+
+
+def _failed(row, fault: tuple | None) -> _Failed:
+    failed = _Failed(row)
+    failed.fault = fault
+    return failed
+
+
+def _say(msg: str) -> None:
+    """Print to img2dataset's log, which may sit on the disk that just filled up."""
+    try:
+        print(msg, flush=True)
+    except OSError:
+        pass
+
+
+class ShardDownloader(Img2datasetDownloader):
+    """img2dataset's Downloader under our egress policy, stopping a shard on a storage fault.
 
     img2dataset pickles its Downloader to spawned workers; unpickling this class imports
-    this module there, and each call installs the connect-time host policy.
+    this module there, and each call installs the policy (host guard, deadline, size cap)
+    as the process's urllib opener: a Ray worker keeps its opener from task to task, so
+    every shard sets its own. A shard that hits ENOSPC, EDQUOT, EROFS or EIO has its files
+    deleted (no `NNNNN_stats.json` is left, so incremental mode redoes it) and comes back
+    failed with the fault, which the distributors turn into the stage's error.
     """
 
+    def __init__(self, *args, policy: egress.Policy, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.sample_writer_class is not WebDatasetSampleWriter:
+            raise ValueError(f"expected img2dataset's webdataset writer, got {self.sample_writer_class}")
+        self.sample_writer_class = _ShardWriter
+        self.policy = policy
+
     def __call__(self, row):
-        egress.install()
-        return super().__call__(row)
+        egress.install(self.policy)
+        try:
+            self.download_shard(row)
+            return True, row
+        except _StopShard as stop:
+            fault = stop.error
+        except OSError as e:  # opening the shard's files, closing them, writing its stats
+            if e.errno not in STORAGE_ERRNOS:
+                traceback.print_exc()
+                _say(f"shard {row[0]} failed with error {e}")
+                return False, row
+            fault = e
+        except Exception as e:  # noqa: BLE001 - as img2dataset does: the shard is retried
+            traceback.print_exc()
+            _say(f"shard {row[0]} failed with error {e}")
+            return False, row
+        shard = f"{row[0]:0{self.oom_shard_count}d}"
+        fs, folder = fsspec.core.url_to_fs(self.output_folder)
+        for suffix in ("_stats.json", ".tar", ".parquet"):  # the stats first: never a done shard without its tar
+            try:
+                fs.rm(f"{folder}/{shard}{suffix}")
+            except (OSError, ValueError):
+                pass
+        filename = fault.filename or f"{self.output_folder}/{shard}.tar"
+        _say(f"shard {row[0]} stopped, its files deleted: {fault.strerror or fault}: {filename}")
+        return False, _failed(row, (fault.errno, fault.strerror, filename))
 
 
-class UnguardedDownloader(Img2datasetDownloader):
-    """img2dataset's Downloader with urllib's default opener (--allow-private-hosts).
+def _storage_failure(shard_id: int | None, fault: tuple, out: str) -> PartFailed:
+    """The stage's error for a storage fault, chained to the OSError (the CLI reads both)."""
+    errno_, strerror, filename = fault
+    filename = filename or f"{out}/_tmp"
+    what = f"shard {shard_id:05d} not written" if shard_id is not None else "splitting the selection into shards"
+    exc = PartFailed(f"'{filename}': {strerror} ({what}); free the space or fix the disk, then rerun the same "
+                     "command: finished shards are kept")
+    exc.__cause__ = OSError(errno_, strerror, filename)
+    return exc
 
-    The opener is process state: a Ray worker that ran a guarded download keeps its
-    opener for the next task, so the unguarded one restores the default explicitly.
+
+def local_distributor(failures: list, processes_count, downloader, reader, _subjob_size, max_shard_retry) -> None:
+    """img2dataset's multiprocessing distributor, except that a storage fault stops the stage.
+
+    Written out because img2dataset's keeps only (ok, row) and retries every failed shard:
+    it cannot tell a full disk from a flaky shard. This one hands a shard to each process
+    as one frees up; once a shard comes back with a storage fault (see `ShardDownloader`),
+    or the reader fails to write the shards' rows to OUT/_tmp in this process, it starts
+    no more shards, lets the running ones end (on a full disk they stop at their first
+    write and delete their files; killing them would leave partial files behind) and
+    appends the fault to `failures`, which `download` raises once img2dataset has stopped
+    its logger process. Other failed shards are retried `max_shard_retry` times, as
+    img2dataset does.
     """
+    out = getattr(downloader, "output_folder", "")
+    done: queue.SimpleQueue = queue.SimpleQueue()
 
-    def __call__(self, row):
-        egress.uninstall()
-        return super().__call__(row)
+    def run(pool, rows) -> list:
+        """Every row of `rows` (until a storage fault); returns the rows that failed otherwise."""
+        rows, running, failed, feeding = iter(rows), 0, [], True
+        while True:
+            while feeding and running < processes_count:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    feeding = False
+                    break
+                except OSError as e:
+                    if e.errno not in STORAGE_ERRNOS:
+                        raise
+                    failures.append(_storage_failure(None, (e.errno, e.strerror, e.filename), out))
+                    feeding = False
+                    break
+                pool.apply_async(downloader, (row,), callback=done.put, error_callback=done.put)
+                running += 1
+            if not running:
+                return failed
+            result = done.get()
+            running -= 1
+            if isinstance(result, BaseException):  # as img2dataset's imap_unordered would
+                raise result
+            ok, row = result
+            if ok:
+                continue
+            if getattr(row, "fault", None) is not None:
+                failures.append(_storage_failure(row[0], row.fault, out))
+                feeding = False
+            else:
+                failed.append(row)
+
+    with get_context("spawn").Pool(processes_count, maxtasksperchild=5) as pool:
+        failed = run(pool, reader)
+        for attempt in range(1, max_shard_retry + 1):
+            if failures or not failed:
+                break
+            _say(f"Retrying {len(failed)} shards, try {attempt}")
+            failed = run(pool, failed)
+        if failed and not failures:
+            _say(f"Retried {max_shard_retry} times, but {len(failed)} shards still failed. "
+                 "You may restart the same command to retry again.")
+        pool.close()
+        pool.join()
 
 
 _WORKER_DOWNLOADER: list = []
@@ -82,22 +255,31 @@ def _install_downloader(downloader) -> None:
 
 
 def _download_shard(row) -> int:
-    ok, _ = _WORKER_DOWNLOADER[0](row)
-    if not ok:  # img2dataset caught the error and printed it; raising lets the engine retry the shard
+    ok, back = _WORKER_DOWNLOADER[0](row)
+    if not ok:  # raising lets the engine retry the shard
+        fault = getattr(back, "fault", None)
+        if fault is not None:
+            raise OSError(*fault)
         raise RuntimeError(f"shard {row[0]}: img2dataset could not write it (see the worker log)")
     return row[0]
 
 
-def ray_distributor(engine: Engine, processes_count, downloader, reader, subjob_size, max_shard_retry) -> None:
+def ray_distributor(engine: Engine, failures: list, processes_count, downloader, reader, subjob_size,
+                    max_shard_retry) -> None:
     """img2dataset's distributor slot, filled by our engine when --engine ray.
 
     img2dataset's own Ray distributor pickles the downloader into every task and neither
     retries a failed shard nor stops on one; this one ships the downloader once per
     worker, retries a shard `--max-part-retries` times (Ray also re-runs a shard whose
-    worker died) and fails the step if one still fails, like every other step.
+    worker died) and fails the step if one still fails, like every other step. The failure
+    is appended to `failures` and raised by `download` after img2dataset has stopped its
+    logger process (raised through img2dataset, that process would be left running).
     """
-    run_parts(_download_shard, reader, engine, setup=_install_downloader, setup_args=(downloader,),
-              describe=lambda row: f"shard {row[0]:05d}")
+    try:
+        run_parts(_download_shard, reader, engine, setup=_install_downloader, setup_args=(downloader,),
+                  describe=lambda row: f"shard {row[0]:05d}")
+    except PartFailed as e:
+        failures.append(e)
 
 
 @contextlib.contextmanager
@@ -144,8 +326,26 @@ def download(
     quiet: bool = False,
     allow_private_hosts: bool = False,
     engine: Engine | None = None,
+    download_deadline: float | None = egress.DEFAULT_DEADLINE,
+    max_bytes: int | None = egress.DEFAULT_MAX_BYTES,
+    allowed_addresses: tuple[str, ...] = (),
 ) -> dict:
-    """Run img2dataset over the selection; returns summed shard statistics."""
+    """Run img2dataset over the selection; returns summed shard statistics.
+
+    `timeout` bounds each socket operation (img2dataset's); `download_deadline` (seconds)
+    bounds each download as a whole and `max_bytes` its body (see `egress`); a URL over
+    either fails with the reason as its `error_message`. `allowed_addresses` ("IP:PORT")
+    pass the host policy although not public: tests use it to let a loopback server play
+    a public one. A full, read-only or failing disk under `out` stops the stage with
+    `PartFailed` (the CLI's exit code 1); the shards finished before it are kept.
+    """
+    if download_deadline is not None and not download_deadline > 0:
+        raise InputError(f"download deadline must be a positive number of seconds (got {download_deadline})")
+    if max_bytes is not None and int(max_bytes) < 1:
+        raise InputError(f"max bytes must be at least 1 (got {max_bytes})")
+    policy = egress.Policy(guard=not allow_private_hosts, deadline=download_deadline,
+                           max_bytes=None if max_bytes is None else int(max_bytes),
+                           allow=tuple(allowed_addresses))
     curation, out = location(curation), location(out)
     selected = curation / "selected"
     if not list(selected.glob("part-*.parquet")):
@@ -156,14 +356,16 @@ def download(
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
 
     # img2dataset builds its Downloader in this process and pickles it to its spawned
-    # workers: a subclass defined here brings the connect-time host policy along. (The
-    # package attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
+    # workers: a subclass defined here brings the egress policy along. (The package
+    # attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
     img2dataset_main = sys.modules["img2dataset.main"]
-    img2dataset_main.Downloader = UnguardedDownloader if allow_private_hosts else GuardedDownloader
+    img2dataset_main.Downloader = partial(ShardDownloader, policy=policy)
     engine = engine or Engine(workers=processes)
+    failures: list[PartFailed] = []
+    img2dataset_main.multiprocessing_distributor = partial(local_distributor, failures)
     if engine.name == "ray":
         connect_ray(engine)
-        img2dataset_main.ray_distributor = partial(ray_distributor, engine)
+        img2dataset_main.ray_distributor = partial(ray_distributor, engine, failures)
 
     out.mkdir(parents=True, exist_ok=True)
     log = (curation / "download.log" if not is_remote(curation) else Path(tempfile.mkdtemp()) / "download.log") \
@@ -197,6 +399,8 @@ def download(
     if log is not None and is_remote(curation):  # the log of img2dataset's processes, kept beside the stats
         with atomic_path(curation / "download.log") as tmp:
             shutil.move(log, tmp)
+    if failures:  # nothing is summarised: the stage did not finish
+        raise failures[0]
     totals = summarise(out, curation / "download_stats.json")
     expected = 0
     for f in selected.glob("part-*.parquet"):

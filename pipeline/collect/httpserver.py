@@ -72,7 +72,7 @@ def make_png(width: int, height: int, rgb: tuple[int, int, int] = (200, 30, 30))
 TINY_PNG = make_png(4, 4)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)  # a few sizes; building the default one takes a second or two
 def bomb_png(size: int = BOMB_SIZE) -> bytes:
     """A complete, valid size x size 1-bit greyscale PNG of zeros (~size**2 / 8200 bytes)."""
     row = b"\0" * (1 + (size + 7) // 8)  # filter byte + packed bits

@@ -26,7 +26,9 @@ Per row, in this order (the first failing test names the counter):
    Kept extra columns are repaired instead (U+FFFD), counted in ``keep_cols_bad_encoding``;
 3. url null or blank -> ``dropped_null_url`` (surrounding whitespace is stripped);
 4. text null or empty after `normalise_text` -> ``dropped_empty_text``;
-5. `check_url` -> ``dropped_scheme`` / ``dropped_bad_url`` / ``dropped_private_host``;
+5. `check_url` -> ``dropped_scheme`` / ``dropped_long_url`` (over 4,096 characters) /
+   ``dropped_bad_url`` (control or bidi formatting characters included) /
+   ``dropped_private_host``;
 6. text longer than `max_text_chars` (default 4096 code points, far beyond CLIP's 77
    tokens but enough for any real caption) is cut there (then right-stripped) and counted
    in ``text_truncated``; the row is kept;
@@ -34,6 +36,15 @@ Per row, in this order (the first failing test names the counter):
    (any input) -> ``dropped_duplicate``.
 
 ``rows_in == kept + sum(dropped_*)`` always holds (blank JSONL lines are not rows).
+
+Empty inputs: an input with no rows (an empty file of any format, a header-only CSV, a
+WAT file without image links) is counted in ``empty_inputs`` (its entry in ``inputs``
+shows ``rows_in: 0``) when other inputs have rows; when no input has any row, that is an
+InputError naming the file, whatever the format (a pool of nothing is a wrong path or a
+failed export, not a dataset).
+
+Error messages quote input bytes (a bad CSV row, a WAT file's first line) escaped
+(`urls.printable`): a file's control and bidi characters never reach the terminal raw.
 
 Columns: a table without `url_col`, `text_col` or one of `keep_cols` (parquet schema, CSV
 header, first JSONL record) is an InputError naming the file and the columns it has; a later
@@ -98,7 +109,7 @@ from ..errors import InputError
 from ..distribute import Engine, run_parts
 from ..io import atomic_path, expand_inputs, file_fingerprint
 from ..storage import load_npy, location, parquet_file, publish, rmtree, scratch_for
-from .urls import check_url, normalise_text
+from .urls import check_url, normalise_text, printable
 from .wat import WAT_STAT_KEYS, iter_wat_pairs
 
 FORMAT_VERSION = 2  # 2: parts never span inputs
@@ -119,6 +130,7 @@ DROP_KEYS = (
     "dropped_null_url",
     "dropped_empty_text",
     "dropped_scheme",
+    "dropped_long_url",
     "dropped_bad_url",
     "dropped_private_host",
     "dropped_duplicate",
@@ -166,12 +178,13 @@ class _Params:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of an error message, cut short and escaped: readers quote input bytes."""
     s = str(e).strip()
-    return s.splitlines()[0][:300] if s else type(e).__name__
+    return printable(s.splitlines()[0], 300) if s else type(e).__name__
 
 
 def _missing_columns_error(path: str, what: str, missing: list[str], have: list[str]) -> InputError:
-    listed = ", ".join(have[:MAX_LISTED_COLUMNS]) or "(none)"
+    listed = ", ".join(printable(str(h), 80) for h in have[:MAX_LISTED_COLUMNS]) or "(none)"
     if len(have) > MAX_LISTED_COLUMNS:
         listed += f", ... ({len(have)} in all)"
     miss = ", ".join(repr(m) for m in missing)
@@ -266,7 +279,7 @@ def _read_csv(path: str, compression: str | None, delimiter: str, p: _Params, st
             names = pacsv.open_csv(f, read_options=read_opts, parse_options=parse_opts).schema.names
         except pa.ArrowInvalid as e:
             if "Empty CSV file" in str(e):
-                raise InputError(f"{path}: empty file, no header row with column names") from None
+                return  # no header and no rows: an empty input (see the module docstring)
             raise
     missing = [c for c in _needed_columns(p) if c not in names]
     if missing:
@@ -933,6 +946,15 @@ def build_pool(
     return stats
 
 
+def _why_empty(fingerprint: dict, fmt: str, st: dict) -> str:
+    """What an input without rows holds instead, for the error naming it."""
+    if not fingerprint.get("size"):
+        return "empty file"
+    if fmt == "wat":
+        return f"no image links in its {st.get('wat_records', 0):,} metadata records"
+    return "no rows"
+
+
 def _auto_buckets(keys: int, memory_bytes: int) -> int:
     per_bucket = max(1, min(BUCKET_ROWS, memory_bytes // DEDUP_BYTES_PER_ROW))
     return min(FINE_BUCKETS, max(1, -(-keys // per_bucket)))
@@ -949,13 +971,20 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
     totals = dict.fromkeys(STAT_KEYS, 0)
     per_input = []
     kept_before = []
-    for (sp, stp), path in zip(spills, files):
+    empty = []  # (path, why) of the inputs without a single row
+    for (sp, stp), path, fp in zip(spills, files, run["inputs"]):
         st = json.loads(stp.read_text())["stats"]
         for k, v in st.items():
             totals[k] = totals.get(k, 0) + v
         kept_before.append(st["kept"])
-        per_input.append({"path": path, "format": input_format(path)[0], "rows_in": st["rows_in"],
-                          "kept_before_dedup": st["kept"]})
+        fmt = input_format(path)[0]
+        per_input.append({"path": path, "format": fmt, "rows_in": st["rows_in"], "kept_before_dedup": st["kept"]})
+        if st["rows_in"] == 0:
+            empty.append((path, _why_empty(fp, fmt, st)))
+    if empty and len(empty) == n_inputs:
+        path, why = empty[0]
+        others = f" (nor in the other {n_inputs - 1} pool inputs)" if n_inputs > 1 else ""
+        raise InputError(f"{path}: {why}, nothing to pool{others}")
 
     # phase 2: one task per bucket of the uid hashes finds the repeated ones
     if buckets is None:
@@ -1036,7 +1065,8 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
         raise RuntimeError(f"pool accounting broken: rows_in {totals['rows_in']} != kept "
                            f"{totals['kept']} + dropped {dropped}")
 
-    stats = {**totals, "files": len(files), "parts": parts, "columns": list(_out_schema(keep_cols).names),
+    stats = {**totals, "files": len(files), "empty_inputs": len(empty), "parts": parts,
+             "columns": list(_out_schema(keep_cols).names),
              "inputs": per_input, "seconds": round(time.time() - t0, 3), "run": run}
     with atomic_path(stats_path) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")

@@ -47,6 +47,10 @@ class ShardParams:
     samples_per_shard: int = 10_000
     timeout: int = 10
     retries: int = 0
+    # Bounds on one download; like timeout/retries they change which URLs fail, not what a
+    # finished shard holds, so they stay out of the step key.
+    download_deadline: float = 30.0
+    max_bytes: int = 50_000_000
     max_image_pixels: int = 89_478_485
     workers: int = field(default_factory=default_workers)
     engine: str = "local"
@@ -116,6 +120,9 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
                        workers=p.workers, rows_per_part=p.rows_per_part, memory_limit=p.memory_limit,
                        progress=bar_factory(p.quiet, "pool", "file"), engine=p.distributor())
     _write_stats(cur / "pool_stats.json", stats)
+    if stats.get("empty_inputs"):
+        _log(p)(f"pool: {stats['empty_inputs']:,} of {stats.get('files', len(inputs)):,} inputs have no rows "
+                "(see pool_stats.json)")
     _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
     return _finish(cur / "keys" / "pool", key)
 
@@ -185,6 +192,7 @@ def run_download(p: ShardParams, upstream: str) -> str:
     _claim([*shard_files, out / "_tmp", cur / "download_stats.json"], cur / "keys" / "download", key, _log(p))
     stats = download(cur, out, image_size=p.image_size, processes=p.processes, threads=p.threads,
                      samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
+                     download_deadline=p.download_deadline, max_bytes=p.max_bytes,
                      max_image_pixels=p.max_image_pixels, quiet=p.quiet, allow_private_hosts=p.allow_private_hosts,
                      engine=p.distributor())
     _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")

@@ -3,6 +3,7 @@
 * `normalise_text`: one canonical spelling of a caption (whitespace collapsed).
 * `check_url`: why a URL can't be a download target, or None when it can.
 * `make_uid`: the stable id of an (url, text) pair; every later stage keys on it.
+* `printable`: input text made safe to quote in an error message on a terminal.
 
 Whitespace: every character Python's `str.isspace()` accepts (Unicode White_Space plus the
 ASCII information separators), every other C0/C1 control character and the byte-order mark
@@ -13,9 +14,14 @@ URL policy (`check_url`), in order, each returning a reason string:
 
 * ``"scheme"``: no scheme (a relative leftover) or a scheme other than http/https
   (``data:``, ``javascript:``, ``file:``, ``ftp:``, ``mailto:`` ...).
-* ``"bad_url"``: whitespace or control characters anywhere (callers strip the ends first),
-  no ``//authority``, a backslash in it, no host, a host with characters no DNS name or IP
-  literal has (``%``-escapes included), a port that
+* ``"long_url"``: longer than MAX_URL_CHARS (4,096) characters. Common servers refuse
+  request lines over 8 kB (414), and an image URL that long is a tracking payload or
+  garbage that every later stage would carry.
+* ``"bad_url"``: whitespace, C0/C1 control characters or bidirectional formatting
+  characters (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) anywhere (callers
+  strip the ends first): no valid URL holds them raw, and the bidi ones make a URL display
+  as another in logs and terminals; no ``//authority``, a backslash in it, no host, a host
+  with characters no DNS name or IP literal has (``%``-escapes included), a port that
   is not 1-65535 in ASCII digits, a numeric host that is not a valid IPv4 address.
 * ``"private_host"`` (only when ``allow_private_hosts`` is false): ``localhost`` and
   ``*.localhost`` (and Debian's ``ip6-localhost``/``ip6-loopback``), and IP literals that
@@ -39,10 +45,12 @@ import socket
 REASON_SCHEME = "scheme"
 REASON_BAD_URL = "bad_url"
 REASON_PRIVATE_HOST = "private_host"
+REASON_LONG_URL = "long_url"
+MAX_URL_CHARS = 4096
 
 _WS_EXTRA_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ufeff]")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(?://([^/?#]*))?")
-_BAD_CHARS_RE = re.compile(r"[\x00-\x20\x7f-\x9f\s\ufeff]")
+_BAD_CHARS_RE = re.compile(r"[\x00-\x20\x7f-\x9f\s\ufeff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Host names: DNS letters/digits/hyphen/dot, underscore (seen in the wild), and any non-ASCII
 # character (internationalised names before punycode). urlsplit has lowercased it already.
 _HOST_RE = re.compile(r"[a-z0-9_\-.\u0080-\U0010ffff]+")
@@ -61,6 +69,19 @@ def normalise_text(text: str | None) -> str | None:
     if _WS_EXTRA_RE.search(text):
         text = _WS_EXTRA_RE.sub(" ", text)
     return " ".join(text.split())
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters, every non-printable one escaped (``\\x1b``, ``\\u202e``).
+
+    Error messages quote input files; raw, a file's escape sequences would drive the
+    terminal and its bidi controls reorder the line. `str.isprintable` is false for
+    exactly those: C0/C1 controls, format characters (bidi, zero-width), separators other
+    than the space, surrogates and unassigned code points.
+    """
+    cut = text[:limit]
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return out + "..." if len(text) > limit else out
 
 
 def make_uid(url: str, text: str) -> str:
@@ -114,7 +135,7 @@ def _host_verdict(host: str, bracketed: bool) -> str | None:
 
 
 def check_url(url: str | None, allow_private_hosts: bool = False) -> str | None:
-    """Why `url` can't be downloaded (``scheme``, ``bad_url``, ``private_host``), or None.
+    """Why `url` can't be downloaded (``scheme``, ``long_url``, ``bad_url``, ``private_host``), or None.
 
     The caller strips surrounding whitespace; whitespace left inside is a ``bad_url``.
     """
@@ -123,6 +144,8 @@ def check_url(url: str | None, allow_private_hosts: bool = False) -> str | None:
     m = _SCHEME_RE.match(url)
     if m is None or m.group(1).lower() not in ("http", "https"):
         return REASON_SCHEME
+    if len(url) > MAX_URL_CHARS:
+        return REASON_LONG_URL
     if _BAD_CHARS_RE.search(url):
         return REASON_BAD_URL
     netloc = m.group(2)  # RFC 3986 authority: after "//", up to the first / ? or #
