@@ -381,3 +381,106 @@ def test_reading_through_file_and_pipe_urls(shards):
     vl = make_val_loader(urls, TOK, 50, S, 1.0)
     assert sorted(u for *_, us in vl for u in us) == sorted(ALL_UIDS[PER_SHARD:3 * PER_SHARD])
     assert vl.totals["skipped"] == 0 and vl.totals["shard_errors"] == 0
+
+
+# --------------------------------------------------------------------------- exact resume (issue 10)
+
+def _through_checkpoint(state: dict) -> dict:
+    """As a checkpoint carries it: torch.save, then torch.load(weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_loader_continues_exactly_from_its_state(shards, bad, workers):
+    """Stopped after k batches and continued from its state_dict, a loader yields exactly the
+    batches (images, crops, captions, uids, skip counts) the uninterrupted one did, for odd k
+    too (then the other worker's turn comes first); the shuffle buffer (24 samples) spans
+    shard draws, and mixed.tar's skipped samples are counted once."""
+    urls = [str(shards / "{00000..00003}.tar"), str(bad / "mixed.tar")]
+
+    def make(num_batches, **kw):
+        return loader(shards, urls=urls, workers=workers, shuffle_buffer=24, batch_size=6, val_fraction=0.2,
+                      num_batches=num_batches, **kw)
+
+    full = list(make(12))
+    skips = [(i["skipped"], i["reasons"]) for *_, i in full]
+    assert sum(i["skipped"] for *_, i in full) > 0, "the bad samples are in the stream"
+    for k in (1, 5, 8):
+        first = make(k)
+        assert _same(list(first), full[:k])
+        state = _through_checkpoint(first.state_dict())
+        assert state["step"] == k and len(state["streams"]) == max(1, workers)
+        rest = make(12 - k, resume=state)
+        assert rest.resume_note is None
+        tail = list(rest)
+        assert _same(tail, full[k:]), f"continued after {k} batches"
+        assert [(i["skipped"], i["reasons"]) for *_, i in tail] == skips[k:]
+        assert rest.state_dict()["step"] == 12
+
+    # A state that does not fit (other workers, an older checkpoint without one): the stream
+    # is reseeded from start_step, and the loader says why.
+    state = _through_checkpoint(make(3).state_dict())
+    other = loader(shards, urls=urls, workers=workers + 1, shuffle_buffer=24, batch_size=6, val_fraction=0.2,
+                   resume=state, start_step=3, num_batches=2)
+    assert "--workers changed" in other.resume_note
+    old = make(2, resume={"seed": 0, "start_step": 3}, start_step=3)
+    assert "no stream position" in old.resume_note
+    assert _same(list(old), list(make(2, start_step=3)))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stream_that_can_never_yield_raises_a_one_line_stream_error(bad, workers):
+    from train.data import StreamError
+
+    with pytest.raises(StreamError) as err:
+        next(iter(loader(bad, urls=[str(bad / "{notatar,missing}.tar")], workers=workers)))
+    message = str(err.value)
+    assert message.startswith("no trainable sample in any of the 2 training shards")
+    assert "shard_unreadable 2" in message and "\n" not in message and "Traceback" not in message
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG of width x height black 1-bit pixels: a few kB that decode to width *
+    height pixels (x3 bytes once converted to RGB). Written chunk by chunk, never decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
+    """12000x12000 (144M pixels: Pillow only warns) and 20000x20000 (Pillow refuses) PNGs of
+    a few kB are refused from their header, as image_too_large; the limit is adjustable."""
+    import warnings
+
+    small, huge = bomb_png(12000, 12000), bomb_png(20000, 20000)
+    assert len(small) < 50_000 and len(huge) < 100_000
+    write_tar(tmp_path / "bombs.tar", [sample(3000), sample(3001, jpg=None, png=small), sample(3002),
+                                       sample(3003, jpg=None, png=huge), sample(3004)])
+    good = ["uid03000", "uid03002", "uid03004"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        start = time.monotonic()
+        vl = make_val_loader([str(tmp_path / "bombs.tar")], TOK, 8, S, 1.0)
+        assert [u for *_, us in vl for u in us] == good
+        assert time.monotonic() - start < 5, "nothing was decoded"
+    assert vl.totals["image_too_large"] == 2 and vl.totals["skipped"] == 2 and vl.totals["bad_image"] == 0
+
+    ld = loader(tmp_path, urls=[str(tmp_path / "bombs.tar")], batch_size=3, shuffle_buffer=0, num_batches=2)
+    batches = list(ld)
+    assert all(sorted(i["uids"]) == good for *_, i in batches)
+    assert batches[0][2]["reasons"] == {"image_too_large": 2} and ld.totals["skipped"] == 4
+
+    # the limit is a parameter: 32x48 JPEGs (1536 pixels) are too large under 1000
+    vl = make_val_loader([str(tmp_path / "bombs.tar")], TOK, 8, S, 1.0, max_image_pixels=1000)
+    assert list(vl) == [] and vl.totals["image_too_large"] == 5

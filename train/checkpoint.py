@@ -8,11 +8,23 @@ kill mid-save leaves the previous checkpoint intact. A checkpoint folder may als
 fsspec URL (`s3://bucket/runs/NAME/checkpoints`): object stores cannot rename, so the file
 is written locally (under $TMPDIR) and uploaded under its final key in one PUT, which the
 store makes visible only once complete; loading downloads it first.
+
+Loading refuses anything else with a one-line `CheckpointError` naming the file: a missing
+file, a file that is not a `torch.save` file, one whose pickle holds other objects than
+tensors and plain containers (refused by `weights_only=True`, never loaded otherwise),
+and a dict that is not a training checkpoint.
+
+Format: {"model", "optimizer", "scaler", "step", "rng": [per rank], "data": {...},
+"config"}. Since format 2 `data["streams"]` holds every rank's data-stream position
+(`train.data.TrainLoader.state_dict()`), so a resumed run sees exactly the samples the
+uninterrupted run would have; a checkpoint without it still loads and the stream is then
+reseeded at its step.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import tempfile
@@ -24,20 +36,32 @@ import torch
 from . import store
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
+FORMAT = 2  # 1: no "format" key and no data stream positions
+REQUIRED = ("model", "optimizer", "step", "rng")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be resumed from; the message is one line and names the file."""
 
 
 def rng_state() -> dict:
+    """This process's RNG states: torch (CPU, and the current CUDA device's), numpy, random."""
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "python": random.getstate(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     py = state["python"]
@@ -114,20 +138,78 @@ def latest(ckpt_dir: Path | str) -> Path | str | None:
 
 
 def load(path: str | Path) -> dict:
-    if store.is_url(path):
-        fs, key = store.filesystem(str(path))
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-            local = os.path.join(tmp, "checkpoint.pt")
-            fs.get_file(key, local)
-            return torch.load(local, map_location="cpu", weights_only=True)
-    return torch.load(store.local_path(path), map_location="cpu", weights_only=True)
+    """A training checkpoint, loaded with `weights_only=True`; CheckpointError otherwise."""
+    try:
+        if store.is_url(path):
+            fs, key = store.filesystem(str(path))
+            with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+                local = os.path.join(tmp, "checkpoint.pt")
+                fs.get_file(key, local)
+                state = torch.load(local, map_location="cpu", weights_only=True)
+        else:
+            state = torch.load(store.local_path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a text file, a truncated zip, ...: torch's errors vary
+        raise CheckpointError(f"{path}: {load_problem(exc)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (a {type(state).__name__}, not a dict)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(repr(k) for k in missing)})")
+    if not isinstance(state["model"], dict) or not isinstance(state["optimizer"], dict) \
+            or not isinstance(state["rng"], list) or not state["rng"] or not isinstance(state["step"], int):
+        raise CheckpointError(f"{path}: not a training checkpoint (model, optimizer, step or rng of the wrong type)")
+    fmt = state.get("format", 1)
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise CheckpointError(f"{path}: written by a newer trainer (checkpoint format {fmt!r}, "
+                              f"this one reads up to {FORMAT})")
+    return state
+
+
+def load_problem(exc: BaseException) -> str:
+    """What is wrong with a file that `torch.load(weights_only=True)` refused, in a few words:
+    never torch's own weights_only message, which suggests loading it unsafely."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a checkpoint file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        return ("not a checkpoint of this trainer: it holds Python objects" + what
+                + " that are not loaded, only tensors and plain containers are")
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"not a checkpoint (not a file written by torch.save: {one_line(exc)})"
+    return f"not a checkpoint, or a damaged one ({one_line(exc)})"
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line` of an error, for one-line messages; never torch's advice to load
+    unsafely (its weights_only message suggests weights_only=False)."""
+    line = (str(exc).strip().splitlines() or [""])[0].strip()
+    if "weights_only" in line or "Weights only" in line:
+        line = "refused by the safe loader"
+    line = line[:200]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def load_latest(ckpt_dir: Path | str, log=lambda msg: None) -> tuple[Path | str | None, dict | None]:
-    """The newest checkpoint that loads; an unreadable one is reported and skipped."""
-    for path in reversed(list_checkpoints(ckpt_dir)):
+    """The newest checkpoint that loads; unreadable newer ones are reported (`log`) and
+    skipped. (None, None) when there is none; CheckpointError when there are some and none
+    loads (naming the newest one's problem)."""
+    found = list_checkpoints(ckpt_dir)
+    failures: list[CheckpointError] = []
+    for path in reversed(found):
         try:
-            return path, load(path)
-        except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the one before
-            log(f"{path}: unreadable ({type(e).__name__}: {e}); trying the previous checkpoint")
+            state = load(path)
+        except CheckpointError as e:  # a damaged file: fall back to the one before
+            failures.append(e)
+            continue
+        for e in failures:
+            log(f"warning: {e}; resuming from an earlier checkpoint")
+        return path, state
+    if found:
+        more = f" (nor do the {len(found) - 1} before it)" if len(found) > 1 else ""
+        raise CheckpointError(f"{failures[0]}{more}; pass --resume PATH, or choose another --name")
     return None, None

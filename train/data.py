@@ -6,21 +6,23 @@ Train stream (`make_train_loader`), per rank and per DataLoader worker:
 
     shard sampler --> tar reader --> member check --> held-out filter --> shuffle buffer
     (with replacement,  (streaming,     (.jpg + .txt,    (uid hash,          (raw bytes,
-     seeded)             errors counted) json -> uid)     never trained on)   seeded)
-        --> decode + random square crop --> batch of exactly `batch_size` --> tokenise
+     hashed)             errors counted) json -> uid)     never trained on)   hashed)
+        --> size check + decode + random square crop --> batch of exactly `batch_size` --> tokenise
 
-* Shards are drawn with replacement from the whole list, forever, by a `random.Random`
-  seeded from (seed, rank, world_size, worker id, number of workers, start_step, epoch),
-  so every rank always has a next batch: the trainer runs a fixed number of steps and no
-  rank can run dry while another waits in an all-reduce (no DDP hang).
+* Shards are drawn with replacement from the whole list, forever: draw i of a worker is a
+  hash of (seed, rank, world_size, worker, number of workers, start_step, epoch, i), so
+  every rank always has a next batch: the trainer runs a fixed number of steps and no
+  rank can run dry while another waits in an all-reduce (no DDP hang). The shuffle
+  buffer's k-th pick and that sample's crop are hashes of the same and k: no RNG state.
 * Bad input never raises: an unopenable shard, a truncated or corrupt tar, a sample
-  without `.txt` or image, undecodable text or json, image bytes that PIL cannot decode
-  are skipped and counted. Each batch carries, in `info`, what its worker skipped since
+  without `.txt` or image, undecodable text or json, image bytes that PIL cannot decode,
+  an image whose header declares more than `max_image_pixels` pixels (a decompression
+  bomb: refused before decoding, `image_too_large`) are skipped and counted. Each batch carries, in `info`, what its worker skipped since
   that worker's previous batch; every count travels with exactly one batch, so summing
   `info` over the batches received sums correctly across workers (no shared counters).
-  Only a stream that can never produce a sample raises (every shard tried and none had
-  a usable sample, or 10,000 undecodable images in a row): that is a configuration error,
-  not bad input, and otherwise it would be a silent hang.
+  Only a stream that can never produce a sample raises StreamError (every shard tried and
+  none had a usable sample, or 10,000 undecodable images in a row): that is a
+  configuration error, not bad input, and otherwise it would be a silent hang.
 * The held-out part is `is_held_out(uid, val_fraction)`: a salted blake2b hash of the uid
   alone, so it is the same for every seed, rank, worker count and run.
 
@@ -36,11 +38,23 @@ installed); webdataset 0.2.86's gopen itself has no fsspec support. A remote (fs
 shard whose connection drops is reopened at the byte it stopped at (`_ReopeningReader`);
 one that keeps failing counts as `shard_read_error`, with a warning on stderr.
 
-Resume (`start_step`): the stream is reseeded from (seed, rank, ..., start_step), so a run
-resumed at step s continues with a fresh part of the stream that is a deterministic
-function of s, rather than replaying the first batches of the run. The exact samples that
-the interrupted run would have seen next are not reproduced (that would need the shuffle
-buffer's contents); with shards drawn with replacement both are equally valid draws.
+Resume is step-exact. A worker's stream is a pure function of its parameters and of its
+position: the shard draw it is in, the raw samples of that draw consumed, the samples
+taken out of the shuffle buffer, and the buffer itself as (draw, raw index) references.
+Every batch carries its worker's position; `TrainLoader.state_dict()` keeps, per worker,
+the position as of the last batch taken (prefetched batches do not count), and the
+trainer stores every rank's in its checkpoints. `load_state_dict()` (or
+`make_train_loader(resume=...)`) continues each worker there, so the batches after a
+resume are exactly those the uninterrupted run would have had, in the same order, with
+the same crops and skip counts. The cost, once per worker at start-up: the shards that
+still have samples in the shuffle buffer are read again up to the last one needed (with
+a buffer smaller than a shard, mostly the current shard and the one before; with a buffer
+of B samples, shards older than ~B*ln(B) samples back are rarely needed), and the current
+shard is read again up to the position, its headers only except for buffered samples.
+A position only fits the same shard list, ranks, `workers` and seed; otherwise (or for a
+checkpoint written before this, without positions) the stream is reseeded from
+`start_step` instead: a deterministic function of the step, not the samples the
+interrupted run would have seen next.
 """
 
 from __future__ import annotations
@@ -76,6 +90,7 @@ __all__ = [
     "expand_urls", "is_held_out", "train_transform", "val_transform",
     "TrainStream", "TrainLoader", "make_train_loader", "ValSet", "ValLoader",
     "make_val_loader", "check_remote_shards", "IMAGE_EXTS", "SAMPLE_REASONS", "SHARD_REASONS",
+    "StreamError", "STREAM_FORMAT", "DEFAULT_MAX_IMAGE_PIXELS",
 ]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -84,7 +99,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # first present is used; shards car
 # Every sample read lands in exactly one of: yielded, "held_out" (or, for the val set,
 # "not_held_out"), or one of these skip reasons.
 SAMPLE_REASONS = ("missing_image", "missing_text", "bad_text", "bad_json", "bad_image",
-                  "partial_sample")
+                  "image_too_large", "partial_sample")
 SHARD_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error")
 # A remote shard whose read fails is reopened at the same byte this many times, after
 # READ_BACKOFF_S, 2x, 4x ... seconds (on top of the fsspec backend's own retries: s3fs
@@ -92,6 +107,9 @@ SHARD_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error")
 READ_RETRIES = 3
 READ_BACKOFF_S = 1.0
 MAX_BAD_IMAGES_IN_A_ROW = 10_000
+# Larger images are skipped (`image_too_large`) before they are decoded: Pillow's
+# decompression-bomb threshold, as in the download stage (--max-image-pixels there too).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_MAGIC = re.compile(r"[*?[]")
@@ -437,13 +455,29 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
     corrupt after some members; the sample being read then counts as `partial_sample`),
     `shard_read_error` (a remote shard whose reads kept failing; reported on stderr).
     """
-    counts["shards"] += 1
+    for _, raw in _iter_shard_indexed(url, counts):
+        yield raw
+
+
+def _iter_shard_indexed(url: str, counts: Counter, start: int = 0,
+                        wanted: frozenset | set = frozenset()) -> Iterator[tuple[int, dict]]:
+    """`(index, raw sample)` of one shard from raw sample `start` on, plus the earlier ones
+    whose index is in `wanted`; never raises (see `_iter_shard`).
+
+    The others before `start` are passed over without reading their bytes. This is how a
+    resumed stream finds its place again: a tar is read front to back, so going back to
+    the middle of a shard costs reading its headers (and the `wanted` samples) up to there.
+    Reopening a shard at `start > 0` does not count it as opened again (`shards`).
+    """
+    if start == 0:
+        counts["shards"] += 1
     try:
         stream = _open_url(url)
     except Exception:
         counts["shard_unreadable"] += 1
         return
     current: dict | None = None
+    index = 0  # of the sample being assembled
     yielded = 0
     cut_at_header = False
     try:
@@ -459,12 +493,15 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
                     continue
                 key, ext = m.group(1), m.group(2).lower()
                 if current is not None and key != current["__key__"]:
-                    yield current  # complete before reading on: a cut below loses only `key`
-                    yielded += 1
-                    current = None
+                    done, current = current, None
+                    index += 1
+                    if index - 1 >= start or index - 1 in wanted:
+                        yield index - 1, done  # complete before reading on: a cut below loses only `key`
+                        yielded += 1
                 if current is None:
                     current = {"__key__": key, "__url__": url}
-                current[ext] = tf.extractfile(member).read()
+                if index >= start or index in wanted:
+                    current[ext] = tf.extractfile(member).read()
                 tf.members = []  # streaming: do not keep every header in memory
             # No end-of-archive block: cut (or garbled) at a header. The members read so far
             # are whole; the sample in hand goes on to the usual member checks.
@@ -476,7 +513,7 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
         _report_read_error(url, f"{exc}; skipping the rest of the shard ({yielded} samples read)")
         return
     except Exception:  # cannot open as tar, or cut inside a member's data
-        if yielded or current is not None:
+        if index or current is not None:
             counts["shard_truncated"] += 1
         else:
             counts["shard_unreadable"] += 1
@@ -484,9 +521,9 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
             counts["partial_sample"] += 1
         return
     if cut_at_header:
-        counts["shard_truncated" if (yielded or current is not None) else "shard_unreadable"] += 1
-    if current is not None:
-        yield current
+        counts["shard_truncated" if (index or current is not None) else "shard_unreadable"] += 1
+    if current is not None and (index >= start or index in wanted):
+        yield index, current
 
 
 def _check_sample(raw: dict, counts: Counter) -> dict | None:
@@ -522,14 +559,33 @@ def _decode_text(sample: dict, counts: Counter) -> str | None:
     return text
 
 
-def _decode_image(data: bytes, counts: Counter) -> Image.Image | None:
+def _decode_image(data: bytes, counts: Counter, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image | None:
+    """The decoded image, or None counted as `bad_image` or `image_too_large`.
+
+    The size is checked from the header, before anything is decoded: a PNG of a few hundred
+    kB can declare 12000 x 12000 pixels, 432 MB once decoded (Pillow only warns between
+    its 89.5M and 179M pixel thresholds). `max_pixels` replaces Pillow's own thresholds
+    here (None: no limit).
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # no warning and no error of Pillow's: the check below decides
     try:
         img = Image.open(io.BytesIO(data))
+    except Exception:
+        counts["bad_image"] += 1
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    try:
+        w, h = img.size
+        if max_pixels and w * h > max_pixels:
+            counts["image_too_large"] += 1
+            return None
         img.load()  # force the decode: truncated or garbage bytes fail here, not later
         if min(img.size) < 1:
             raise ValueError("empty image")
         return img
-    except Exception:  # includes PIL's DecompressionBombError
+    except Exception:
         counts["bad_image"] += 1
         return None
 
@@ -564,19 +620,80 @@ def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- train stream
 
+STREAM_FORMAT = 2  # layout of `TrainLoader.state_dict()`; checkpoints without one are reseeded
+
+
+class StreamError(RuntimeError):
+    """The stream can never produce a batch: every shard unreadable, empty or held out, or
+    nothing but undecodable images. A configuration error, not bad input (that is skipped
+    and counted); raised where the loader is iterated, also when a DataLoader worker found it."""
+
+
+def urls_fingerprint(urls: Sequence[str]) -> str:
+    """A short hash of the expanded shard list: a stream position is only valid for it."""
+    return hashlib.blake2b("\n".join(urls).encode("utf-8"), digest_size=8).hexdigest()
+
+
+def _worker_init(_worker_id: int) -> None:
+    """DataLoader workers die with the rank that started them (not up to 5 s later, when
+    PyTorch's own watchdog would notice)."""
+    from .lifeline import die_with_parent
+
+    info = get_worker_info()
+    die_with_parent(getattr(info.dataset, "parent_pid", None) if info is not None else None)
+
+
+class _Position:
+    """Where one (rank, worker) stream stands. With the stream's parameters, these numbers
+    determine everything that follows: there is no RNG state, every random choice is a hash.
+
+    `draw`: index of the shard draw being read; `raw`: raw samples of it consumed; `out`:
+    samples taken out of the shuffle buffer; `bad_in_a_row`: undecodable images in a row;
+    the shuffle buffer is kept as `(draw, raw index)` references, in buffer order.
+    """
+
+    __slots__ = ("draw", "raw", "out", "bad_in_a_row")
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.draw = int(state.get("draw", 0))
+        self.raw = int(state.get("raw", 0))
+        self.out = int(state.get("out", 0))
+        self.bad_in_a_row = int(state.get("bad_in_a_row", 0))
+
+    def state(self, buf: list[dict]) -> dict:
+        refs = torch.tensor([s["ref"] for s in buf], dtype=torch.int64).reshape(-1, 2)
+        return {"draw": self.draw, "raw": self.raw, "out": self.out, "bad_in_a_row": self.bad_in_a_row,
+                "buffer": refs}
+
+
+def _valid_position(state: Any) -> bool:
+    """A worker position as `_Position.state()` writes it (checked before a worker trusts it)."""
+    if not isinstance(state, dict):
+        return False
+    if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("draw", "raw", "out", "bad_in_a_row")):
+        return False
+    buf = state.get("buffer")
+    return (isinstance(buf, torch.Tensor) and buf.dtype == torch.int64 and buf.dim() == 2 and buf.shape[1] == 2
+            and bool((buf >= 0).all()) and bool((buf[:, 0] <= state["draw"]).all()))
+
+
 class TrainStream(IterableDataset):
     """Infinite stream of `(images, tokens, info)` batches for one rank (see module doc).
 
-    Iterated inside each DataLoader worker (or in the main process with 0 workers); each
-    worker draws its own shards, shuffle and crops from a `random.Random` seeded by
-    (seed, rank, world_size, worker id, number of workers, start_step, epoch). `epoch`
-    counts how often the owning TrainLoader was iterated, so iterating it again continues
-    with fresh data instead of replaying.
+    Iterated inside each DataLoader worker (or in the main process with 0 workers). Each
+    worker's stream is a pure function of (seed, rank, world_size, worker, number of
+    workers, start_step, epoch) and its position: shard draw i is a hash of those and i,
+    the shuffle buffer's choice for its k-th output and that sample's crop are hashes of
+    those and k. `epoch` counts how often the owning TrainLoader was iterated, so iterating
+    it again continues with fresh data instead of replaying. `resume` (one position per
+    worker, from `TrainLoader.state_dict()`) continues each worker exactly where it was.
     """
 
     def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, batch_size: int,
                  image_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 val_fraction: float = 0.0, shuffle_buffer: int = 2000, start_step: int = 0):
+                 val_fraction: float = 0.0, shuffle_buffer: int = 2000, start_step: int = 0,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__()
         if not urls:
             raise ValueError("no training shards")
@@ -593,95 +710,152 @@ class TrainStream(IterableDataset):
         self.val_fraction = float(val_fraction)
         self.shuffle_buffer = max(0, int(shuffle_buffer))
         self.start_step = int(start_step)
+        self.max_image_pixels = max_image_pixels
         self.epoch = 0
+        self.resume: list[dict | None] | None = None  # per worker, set by TrainLoader
+        self.worker_shift = 0  # DataLoader worker w plays stream (w + shift) % workers
+        self.parent_pid: int | None = None  # the process that started the DataLoader workers
 
-    def rngs(self, worker: int, num_workers: int) -> dict[str, random.Random]:
-        """The worker's generators; separate ones so e.g. the buffer size leaves the shard
-        sequence unchanged."""
-        base = ("train", self.seed, self.rank, self.world_size, worker, num_workers,
-                self.start_step, self.epoch)
-        return {name: random.Random(_seed(*base, name)) for name in ("shards", "shuffle", "crop")}
+    def _base(self, worker: int, num_workers: int) -> tuple:
+        return ("train", self.seed, self.rank, self.world_size, worker, num_workers, self.start_step, self.epoch)
 
-    def _samples(self, rng: random.Random, counts: Counter) -> Iterator[dict]:
-        """Shards with replacement -> checked, non-held-out raw samples, forever."""
+    def _shard(self, base: tuple, draw: int) -> str:
+        """Draw `draw` of a worker: shards with replacement, so no rank ever runs dry."""
+        return self.urls[_seed(*base, "shard", draw) % len(self.urls)]
+
+    def _accept(self, raw: dict, counts: Counter, ref: tuple[int, int]) -> dict | None:
+        """A raw sample -> a checked, not held-out sample with its text and `ref` (draw, raw
+        index), or None (counted)."""
+        sample = _check_sample(raw, counts)
+        if sample is None:
+            return None
+        if is_held_out(sample["uid"], self.val_fraction):
+            counts["held_out"] += 1
+            return None
+        text = _decode_text(sample, counts)
+        if text is None:
+            return None
+        sample["text"] = text
+        sample["ref"] = ref
+        return sample
+
+    def _restore(self, base: tuple, refs: list[tuple[int, int]], current: int) -> tuple[list, dict]:
+        """A saved shuffle buffer: placeholders in buffer order, those of earlier draws filled
+        by re-reading them now (up to the last sample needed); `_inputs` fills the current
+        draw's as it passes them. Their skips were counted before the checkpoint: not again."""
+        buf: list[dict | None] = [None] * len(refs)
+        slots = {ref: i for i, ref in enumerate(refs)}
+        by_draw: dict[int, set[int]] = defaultdict(set)
+        for d, j in refs:
+            by_draw[d].add(j)
+        for d in sorted(by_draw):
+            if d == current:
+                continue
+            wanted, last = by_draw[d], max(by_draw[d])
+            with contextlib.closing(_iter_shard_indexed(self._shard(base, d), Counter(), last + 1, wanted)) as raws:
+                for j, raw in raws:
+                    if j > last:
+                        break
+                    buf[slots[(d, j)]] = self._accept(raw, Counter(), ref=(d, j))
+        return buf, slots
+
+    def _inputs(self, base: tuple, pos: _Position, counts: Counter, resumed: bool,
+                buf: list, slots: dict) -> Iterator[dict]:
+        """Checked, non-held-out raw samples from the shard draws, from `pos` on, forever;
+        `pos` advances as they are taken. Each carries `ref` = (draw, raw index)."""
         distinct = set(self.urls)
         barren: set[str] = set()
-        ever_yielded = False
+        ever_yielded = resumed
+        restoring = {j for d, j in slots if d == pos.draw}  # buffered samples of the draw it resumes in
         while True:
-            url = self.urls[rng.randrange(len(self.urls))]
+            draw = pos.draw
+            url = self._shard(base, draw)
+            wanted, restoring = restoring, set()
             n = 0
-            for raw in _iter_shard(url, counts):
-                sample = _check_sample(raw, counts)
-                if sample is None:
-                    continue
-                if is_held_out(sample["uid"], self.val_fraction):
-                    counts["held_out"] += 1
-                    continue
-                text = _decode_text(sample, counts)
-                if text is None:
-                    continue
-                sample["text"] = text
-                n += 1
-                yield sample
+            with contextlib.closing(_iter_shard_indexed(url, counts, pos.raw, wanted)) as raws:
+                for j, raw in raws:
+                    if j < pos.raw:  # a sample of the restored shuffle buffer
+                        buf[slots[(draw, j)]] = self._accept(raw, Counter(), ref=(draw, j))
+                        continue
+                    pos.raw = j + 1
+                    sample = self._accept(raw, counts, ref=(draw, j))
+                    if sample is None:
+                        continue
+                    n += 1
+                    yield sample
             if n:
                 ever_yielded = True
             elif not ever_yielded:
                 barren.add(url)
                 if barren >= distinct:
-                    raise RuntimeError(
+                    skipped = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v and k != "shards")
+                    raise StreamError(
                         f"no trainable sample in any of the {len(distinct)} training shards "
-                        f"(skipped: {dict(counts)}; val_fraction={self.val_fraction})")
-
-    def _shuffled(self, samples: Iterator[dict], rng: random.Random) -> Iterator[dict]:
-        """Buffer of raw (undecoded) samples: ~tens of kB each, not decoded tensors."""
-        if self.shuffle_buffer <= 1:
-            yield from samples
-            return
-        buf: list[dict] = []
-        for sample in samples:
-            buf.append(sample)
-            if len(buf) > self.shuffle_buffer:
-                i = rng.randrange(len(buf))
-                buf[i], buf[-1] = buf[-1], buf[i]
-                yield buf.pop()
-        # unreachable for the infinite stream; kept for finite sources
-        rng.shuffle(buf)
-        yield from buf
+                        f"({skipped or 'no samples'}; val_fraction {self.val_fraction})")
+            pos.draw, pos.raw = draw + 1, 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
         worker, num_workers = _worker()
-        rngs = self.rngs(worker, num_workers)
+        worker = (worker + self.worker_shift) % num_workers
+        base = self._base(worker, num_workers)
+        state = self.resume[worker] if self.resume is not None else None
+        pos = _Position(state)
+        refs = [(int(d), int(j)) for d, j in state["buffer"].tolist()] if state else []
+        buf, slots = self._restore(base, refs, pos.draw) if refs else ([], {})
         counts: Counter = Counter()
         reported: Counter = Counter()
+        inputs = self._inputs(base, pos, counts, state is not None, buf, slots)
+        placeholders = bool(refs)
         images: list[torch.Tensor] = []
         texts: list[str] = []
         uids: list[str] = []
-        bad_in_a_row = 0
-        for sample in self._shuffled(self._samples(rngs["shards"], counts), rngs["shuffle"]):
-            img = _decode_image(sample["image"], counts)
-            tensor = None
-            if img is not None:
-                try:
-                    tensor = self.transform(img, rngs["crop"])
-                except Exception:  # e.g. a mode PIL cannot convert to RGB
-                    counts["bad_image"] += 1
-            if tensor is None:
-                bad_in_a_row += 1
-                if bad_in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
-                    raise RuntimeError(f"{bad_in_a_row} undecodable images in a row "
-                                       f"(last shard: {sample['__url__']})")
-                continue
-            bad_in_a_row = 0
-            images.append(tensor)
-            texts.append(sample["text"])
-            uids.append(sample["uid"])
-            if len(images) == self.batch_size:
-                delta = counts - reported
-                reported = counts.copy()
-                info = _skip_info(delta)
-                info.update(worker=worker, samples=self.batch_size, uids=uids)
-                yield _stack(images), _tokenize(self.tokenizer, texts), info
-                images, texts, uids = [], [], []
+        try:
+            while True:
+                if self.shuffle_buffer <= 1:
+                    sample = next(inputs)
+                else:  # a buffer of raw (undecoded) samples: ~tens of kB each, not decoded tensors
+                    while len(buf) <= self.shuffle_buffer:
+                        new = next(inputs)  # the first one also completes a restored buffer
+                        if placeholders:
+                            placeholders = False
+                            kept = [s for s in buf if s is not None]
+                            if len(kept) < len(buf):
+                                print(f"warning: rank {self.rank} worker {worker}: {len(buf) - len(kept)} samples of "
+                                      "the saved shuffle buffer could not be read again (shards changed or "
+                                      "unreadable); the stream goes on without them", file=sys.stderr, flush=True)
+                            buf[:] = kept
+                        buf.append(new)
+                    i = _seed(*base, "shuffle", pos.out) % len(buf)
+                    buf[i], buf[-1] = buf[-1], buf[i]
+                    sample = buf.pop()
+                k = pos.out
+                pos.out += 1
+                img = _decode_image(sample["image"], counts, self.max_image_pixels)
+                tensor = None
+                if img is not None:
+                    try:
+                        tensor = self.transform(img, random.Random(_seed(*base, "crop", k)))
+                    except Exception:  # e.g. a mode PIL cannot convert to RGB
+                        counts["bad_image"] += 1
+                if tensor is None:
+                    pos.bad_in_a_row += 1
+                    if pos.bad_in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
+                        raise StreamError(f"{pos.bad_in_a_row} undecodable images in a row "
+                                          f"(last shard: {sample['__url__']})")
+                    continue
+                pos.bad_in_a_row = 0
+                images.append(tensor)
+                texts.append(sample["text"])
+                uids.append(sample["uid"])
+                if len(images) == self.batch_size:
+                    delta = counts - reported
+                    reported = counts.copy()
+                    info = _skip_info(delta)
+                    info.update(worker=worker, samples=self.batch_size, uids=uids, stream=pos.state(buf))
+                    yield _stack(images), _tokenize(self.tokenizer, texts), info
+                    images, texts, uids = [], [], []
+        except StreamError as exc:  # to the loader as a batch: a DataLoader worker's exception would be a traceback
+            yield None, None, {"error": str(exc), "worker": worker}
 
 
 class TrainLoader:
@@ -690,9 +864,14 @@ class TrainLoader:
     `info`: `skipped` (samples skipped since this batch's worker's previous batch),
     `shard_errors`, `held_out`, `shards` (shards opened), `reasons` ({reason: n}),
     `worker`, `samples` (= B), `uids` (the batch's sample uids, in order). Summing `info` over batches counts every skip exactly once.
-    `totals` accumulates them over every batch this loader yielded; `state_dict()` is what a
-    checkpoint needs to describe the stream position (resume with `start_step=step`).
-    Infinite unless `num_batches` is given (then exactly that many per iteration).
+    `totals` accumulates them over every batch this loader yielded.
+
+    `state_dict()` is the stream's position after the last batch yielded (each worker's
+    position as of its last batch taken; batches prefetched but not taken do not count);
+    `load_state_dict()` before iterating continues there exactly: the same batches, in the
+    same order, as if the run had never stopped. Infinite unless `num_batches` is given
+    (then exactly that many per iteration). Raises StreamError when the stream can never
+    produce a batch.
     """
 
     def __init__(self, dataset: TrainStream, workers: int = 0, num_batches: int | None = None,
@@ -705,6 +884,10 @@ class TrainLoader:
         self.batches = 0
         self.totals: Counter = Counter()
         self._iterations = 0
+        self._epoch_batches = 0
+        self.streams: list[dict | None] = [None] * max(1, self.workers)
+        self._resume: dict | None = None
+        self.resume_note: str | None = None  # why make_train_loader could not continue a given state
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -713,28 +896,84 @@ class TrainLoader:
 
     def state_dict(self) -> dict:
         d = self.dataset
-        return {"seed": d.seed, "rank": d.rank, "world_size": d.world_size,
-                "workers": self.workers, "start_step": d.start_step,
-                "step": d.start_step + self.batches, "totals": dict(self.totals)}
+        return {"format": STREAM_FORMAT, "seed": d.seed, "rank": d.rank, "world_size": d.world_size,
+                "workers": self.workers, "urls": urls_fingerprint(d.urls), "num_urls": len(d.urls),
+                "batch_size": d.batch_size, "val_fraction": d.val_fraction, "shuffle_buffer": d.shuffle_buffer,
+                "start_step": d.start_step, "step": d.start_step + self.batches, "batches": self.batches,
+                "epoch": d.epoch, "epoch_batches": self._epoch_batches,
+                "streams": [dict(s) if s is not None else None for s in self.streams],
+                "totals": dict(self.totals)}
+
+    def mismatch(self, state: Any) -> str | None:
+        """Why `state` cannot be continued by this loader (None: it can)."""
+        if not isinstance(state, dict) or state.get("format") != STREAM_FORMAT:
+            return "the checkpoint holds no stream position (written before step-exact resume)"
+        mine = self.state_dict()
+        if state.get("urls") != mine["urls"]:
+            return (f"the shard list changed ({state.get('num_urls')} shards then, {mine['num_urls']} now, "
+                    "or other ones)")
+        for key, what in (("world_size", "ranks"), ("workers", "--workers"), ("seed", "--seed"), ("rank", "rank")):
+            if state.get(key) != mine[key]:
+                return f"{what} changed ({state.get(key)} then, {mine[key]} now)"
+        streams = state.get("streams")
+        if not isinstance(streams, list) or len(streams) != len(self.streams) or not all(
+                s is None or _valid_position(s) for s in streams) or not all(
+                isinstance(state.get(k), int) and state[k] >= 0 for k in ("start_step", "batches", "epoch", "epoch_batches")):
+            return "the checkpoint's stream position is incomplete or malformed"
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state` (a `state_dict()` of an identically configured loader) was."""
+        why = self.mismatch(state)
+        if why:
+            raise ValueError(why)
+        self.dataset.start_step = int(state["start_step"])
+        self.batches = int(state["batches"])
+        self._resume = state
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
         # Non-persistent workers: the stream is infinite, so one DataLoader iterator serves
         # the whole run; a new iteration gets fresh workers that see the new epoch.
-        self.dataset.epoch = self._iterations
-        self._iterations += 1
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers,
+        d = self.dataset
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            d.epoch = int(resume["epoch"])
+            self._iterations = d.epoch + 1
+            self._epoch_batches = int(resume["epoch_batches"])
+            self.streams = [dict(s) if s is not None else None for s in resume["streams"]]
+            d.resume = list(self.streams)
+        else:
+            d.epoch = self._iterations
+            self._iterations += 1
+            self._epoch_batches = 0
+            self.streams = [None] * max(1, self.workers)
+            d.resume = None
+        # The DataLoader hands out batches round robin from worker 0: shift the streams so
+        # that the one whose turn it was comes first.
+        d.worker_shift = self._epoch_batches % max(1, self.workers)
+        d.parent_pid = os.getpid()
+        # Its own generator for the workers' base seed: the global torch RNG (dropout, ...)
+        # must not depend on when the loader was started.
+        generator = torch.Generator()
+        generator.manual_seed(_seed("loader", d.seed, d.rank, d.epoch) % 2 ** 63)
+        loader = DataLoader(d, batch_size=None, num_workers=self.workers,
                             pin_memory=self.pin_memory, persistent_workers=False,
-                            prefetch_factor=self.prefetch_factor if self.workers else None)
+                            prefetch_factor=self.prefetch_factor if self.workers else None,
+                            generator=generator, worker_init_fn=_worker_init if self.workers else None)
         it = iter(loader)
         try:
             n = 0
             while self.num_batches is None or n < self.num_batches:
                 images, tokens, info = next(it)
+                if "error" in info:
+                    raise StreamError(info["error"])
                 for k in ("skipped", "shard_errors", "held_out", "shards", "samples"):
                     self.totals[k] += info[k]
                 for k, v in info["reasons"].items():
                     self.totals[k] += v
+                self.streams[info["worker"]] = info.pop("stream")
                 self.batches += 1
+                self._epoch_batches += 1
                 n += 1
                 yield images, tokens, info
         finally:
@@ -748,19 +987,28 @@ def make_train_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_siz
                       image_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                       workers: int = 0, val_fraction: float = 0.0, shuffle_buffer: int = 2000,
                       start_step: int = 0, num_batches: int | None = None,
-                      pin_memory: bool = False) -> TrainLoader:
+                      pin_memory: bool = False, resume: dict | None = None,
+                      max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> TrainLoader:
     """The training stream for one rank: infinite (or `num_batches`) batches of exactly
     `batch_size`, deterministic in (seed, rank, world_size, workers, start_step).
 
-    `urls`: shard patterns or URLs (see `expand_urls`). `start_step`: the step a resumed run
-    starts at; the stream is reseeded from it (see module doc).
+    `urls`: shard patterns or URLs (see `expand_urls`). `resume`: a `TrainLoader.state_dict()`
+    from a checkpoint: the stream continues exactly there. When there is none, or it does
+    not fit (other shards, ranks, workers or seed; the reason is in `resume_note`), the
+    stream is reseeded from `start_step` instead (see module doc).
     """
     urls = expand_urls(urls)
     _check_readable(urls)
     stream = TrainStream(urls, tokenizer, batch_size, image_size, rank=rank,
                          world_size=world_size, seed=seed, val_fraction=val_fraction,
-                         shuffle_buffer=shuffle_buffer, start_step=start_step)
-    return TrainLoader(stream, workers=workers, num_batches=num_batches, pin_memory=pin_memory)
+                         shuffle_buffer=shuffle_buffer, start_step=start_step,
+                         max_image_pixels=max_image_pixels)
+    loader = TrainLoader(stream, workers=workers, num_batches=num_batches, pin_memory=pin_memory)
+    if resume is not None:
+        loader.resume_note = loader.mismatch(resume)
+        if loader.resume_note is None:
+            loader.load_state_dict(resume)
+    return loader
 
 
 # --------------------------------------------------------------------------- validation
@@ -772,9 +1020,10 @@ class ValSet(IterableDataset):
     Also usable with `val_fraction=1.0` to read every sample of a shard list once."""
 
     def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, batch_size: int,
-                 image_size: int, val_fraction: float):
+                 image_size: int, val_fraction: float, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__()
         is_held_out("", val_fraction)
+        self.max_image_pixels = max_image_pixels
         self.urls = sorted(urls)
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
@@ -791,8 +1040,10 @@ class ValSet(IterableDataset):
             nonlocal reported
             delta = counts - reported
             reported = counts.copy()
-            batch = (_stack(images), _tokenize(self.tokenizer, texts), list(uids),
-                     {**_skip_info(delta), "not_held_out": delta["not_held_out"]})
+            info = {**_skip_info(delta), "not_held_out": delta["not_held_out"]}
+            if not images:  # only counts, of a worker that found nothing to yield
+                return None, None, [], info
+            batch = (_stack(images), _tokenize(self.tokenizer, texts), list(uids), info)
             images.clear(), texts.clear(), uids.clear()
             return batch
 
@@ -807,7 +1058,7 @@ class ValSet(IterableDataset):
                     counts["not_held_out"] += 1
                     continue
                 text = _decode_text(sample, counts)
-                img = None if text is None else _decode_image(sample["image"], counts)
+                img = None if text is None else _decode_image(sample["image"], counts, self.max_image_pixels)
                 if img is None:
                     continue
                 try:
@@ -820,7 +1071,7 @@ class ValSet(IterableDataset):
                 uids.append(sample["uid"])
                 if len(images) == self.batch_size:
                     yield flush()
-        if images:
+        if images or +(counts - reported):
             yield flush()
 
 
@@ -843,13 +1094,15 @@ class ValLoader:
             for k, v in info["reasons"].items():
                 self.totals[k] += v
             self.totals["samples"] += len(uids)
-            yield images, tokens, uids
+            if uids:
+                yield images, tokens, uids
 
 
 def make_val_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_size: int,
-                    image_size: int, val_fraction: float, workers: int = 0) -> ValLoader:
+                    image_size: int, val_fraction: float, workers: int = 0,
+                    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> ValLoader:
     """The held-out part (`is_held_out(uid, val_fraction)`), once, deterministic order,
     center crops: `(images [b,3,S,S], tokens [b,L], uids)` with b <= batch_size."""
     urls = expand_urls(urls)
     _check_readable(urls)
-    return ValLoader(ValSet(urls, tokenizer, batch_size, image_size, val_fraction), workers)
+    return ValLoader(ValSet(urls, tokenizer, batch_size, image_size, val_fraction, max_image_pixels), workers)

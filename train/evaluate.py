@@ -207,8 +207,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({msg[:200]})") from None
+        from .checkpoint import load_problem  # never torch's message: it suggests loading unsafely
+
+        raise InputError(f"{path}: not a readable checkpoint ({load_problem(e)})") from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("config"), dict)):
         raise InputError(f"{path}: not a checkpoint (needs a dict with 'model' weights and a 'config' dict)")
     name = ckpt["config"].get("model")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, data, model as models, optim, store
+from . import checkpoint, data, lifeline, model as models, optim, store
 from .accum import accumulate_step
 from .loss import clamp_logit_scale_, make_loss
 
@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--workers", type=int, default=1, help="data loader processes per rank (default: %(default)s)")
     p.add_argument("--shuffle-buffer", type=int, default=2000, help="samples in the shuffle buffer (default: %(default)s)")
+    p.add_argument("--max-image-pixels", type=int, default=data.DEFAULT_MAX_IMAGE_PIXELS,
+                   help="skip larger images without decoding them (decompression bombs: a 420 kB PNG can "
+                        "declare 12000x12000 pixels), counted in skipped_samples as image_too_large; the "
+                        "download stage's default, Pillow's threshold (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.05,
                    help="share of samples (by uid hash) held out for retrieval evaluation (default: %(default)s)")
     p.add_argument("--val-shards", type=int, default=8,
@@ -75,7 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps, and at the end (default: %(default)s)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (default: %(default)s)")
-    p.add_argument("--resume", default=None, help="'latest' (this run's newest checkpoint) or a checkpoint path")
+    p.add_argument("--resume", default=None,
+                   help="'latest' (this run's newest checkpoint) or a checkpoint path; the run continues at "
+                        "that step with the same learning rate, RNG and data stream: the same samples, in the "
+                        "same order, as if it had not stopped (with the same ranks, --workers, --seed and shards)")
     p.add_argument("--eval-every", type=int, default=0, help="zero-shot evaluation every N steps (0: at the end only)")
     p.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
                    help="evaluate after the last step (default: yes)")
@@ -87,7 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dist-backend", default=None, help="nccl on GPU, gloo on CPU (default: by device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    for name in ("accum_freq", "batch_size", "steps", "save_every", "log_every", "val_shards", "dist_timeout"):
+    for name in ("accum_freq", "batch_size", "steps", "save_every", "log_every", "val_shards", "dist_timeout",
+                 "max_image_pixels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= args.val_fraction < 1:
@@ -154,6 +162,13 @@ def quiet_known_noise() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if lifeline.under_torchrun():  # also armed in train/__main__.py, before the imports
+        lifeline.die_with_parent()
+    with contextlib.ExitStack() as held:  # the run folder's lock, for the whole run
+        return train(args, held)
+
+
+def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     quiet_known_noise()
     rank, world, local_rank, device = init_distributed(args.dist_backend, args.dist_timeout)
     master = rank == 0
@@ -171,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_dir = run.checkpoints
 
     # --- model and optimizer --------------------------------------------------------
-    name, model_cfg = models.resolve(args.model, args.model_config)
+    try:
+        name, model_cfg = models.resolve(args.model, args.model_config)
+    except (ValueError, OSError) as e:  # an unknown name, a missing or malformed --model-config
+        what = f"--model-config {args.model_config}: {checkpoint.one_line(e)}" if args.model_config else f"--model: {e}"
+        print(f"error: {what}", file=sys.stderr)
+        return 2
     net, tokenizer, image_size = models.create(name, model_cfg, args.precision, str(device))
     if args.grad_checkpointing:
         net.set_grad_checkpointing(True)
@@ -182,50 +202,75 @@ def main(argv: list[str] | None = None) -> int:
     scaler = torch.amp.GradScaler(device.type) if args.precision == "amp_fp16" else None
 
     # --- resume -----------------------------------------------------------------------
-    # Rank 0 decides and the others follow: ranks that looked at the run folder on their
-    # own could disagree (a checkpoint written while they listed, a node that does not
-    # see the folder), and ranks at different steps hang in the first all-reduce.
+    # Rank 0 takes the run folder and decides, the others follow: ranks that looked at the
+    # run folder on their own could disagree (a checkpoint written while they listed, a node
+    # that does not see the folder), and ranks at different steps hang in the first all-reduce.
     start_step = 0
     skipped_total = 0
     shard_errors_total = 0
-    refuse, resume_path, ckpt = False, None, None
+    reasons_total: dict[str, int] = {}
+    refuse, resume_path, ckpt, early_error = False, None, None, None
     if master:
-        if not args.resume:
-            refuse = bool(checkpoint.list_checkpoints(ckpt_dir))
-        elif args.resume == "latest":
-            resume_path, ckpt = checkpoint.load_latest(ckpt_dir, log=lambda m: print(m, file=sys.stderr))
-        else:
-            resume_path = args.resume
-    refuse, resume_path = broadcast_from_rank0([refuse, resume_path and str(resume_path)], world)
+        early_error = hold_run_folder(run, held)
+        try:
+            if early_error:
+                pass
+            elif not args.resume:
+                refuse = bool(checkpoint.list_checkpoints(ckpt_dir))
+            elif args.resume == "latest":
+                resume_path, ckpt = checkpoint.load_latest(ckpt_dir, log=lambda m: print(m, file=sys.stderr))
+            else:
+                resume_path = args.resume
+        except checkpoint.CheckpointError as e:
+            early_error = f"--resume latest: {e}"
+        except Exception as e:  # noqa: BLE001 - a remote run folder that cannot be listed
+            early_error = f"{ckpt_dir}: cannot list the checkpoints ({checkpoint.one_line(e)})"
+    refuse, resume_path, early_error = broadcast_from_rank0(
+        [refuse, resume_path and str(resume_path), early_error], world)
+    if early_error:
+        if master:
+            print(f"error: {early_error}", file=sys.stderr)
+        return 2
     if refuse:
         if master:
             print(f"error: {ckpt_dir} holds checkpoints of an earlier run: pass --resume latest to continue it, "
                   "or choose another --name", file=sys.stderr)
         return 2
     load_error = None
-    if resume_path and ckpt is None:
+    if resume_path:
         try:
-            ckpt = checkpoint.load(resume_path)
-        except Exception as e:  # noqa: BLE001 - a missing or damaged file: one line, on every rank alike
-            load_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            if ckpt is None:
+                ckpt = checkpoint.load(resume_path)
+            restore(ckpt, resume_path, net, opt, scaler, name, rank)
+        except checkpoint.CheckpointError as e:  # one line, on every rank alike
+            load_error = str(e)
+        except Exception as e:  # noqa: BLE001 - e.g. RNG or optimizer state of the wrong shape
+            load_error = f"{resume_path}: not a usable checkpoint ({checkpoint.one_line(e)})"
     if all_reduce_sum([float(load_error is not None)], world, device)[0]:
         if load_error:
             where = f" on rank {rank} ({socket.gethostname()})" if world > 1 else ""
             shared = "; every node must see the run folder (a shared filesystem or s3://)" if world > 1 else ""
-            print(f"error: --resume: cannot load {resume_path}{where}: {load_error}{shared}", file=sys.stderr)
+            print(f"error: --resume: {load_error}{where}{shared}", file=sys.stderr)
         return 2
+    stream_state, stream_note = None, None
     if args.resume and resume_path is None:
         if master:
             print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=sys.stderr)
     elif resume_path:
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        checkpoint.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
         start_step = int(ckpt["step"])
-        skipped_total = int(ckpt.get("data", {}).get("skipped_samples", 0))
-        shard_errors_total = int(ckpt.get("data", {}).get("shard_errors", 0))
+        saved_data = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
+        skipped_total = int(saved_data.get("skipped_samples", 0))
+        shard_errors_total = int(saved_data.get("shard_errors", 0))
+        reasons_total = {str(k): int(v) for k, v in (saved_data.get("skipped_by_reason") or {}).items()}
+        streams = saved_data.get("streams")
+        if not isinstance(streams, list):
+            stream_note = "the checkpoint holds no stream position (written before step-exact resume)"
+        elif len(streams) != world:
+            stream_note = f"ranks changed ({len(streams)} then, {world} now)"
+        elif not isinstance(streams[rank], dict) or streams[rank].get("step") != start_step:
+            stream_note = "the checkpoint's stream position is not the one of its step"
+        else:
+            stream_state = streams[rank]
         if master:
             print(f"resumed from {resume_path} at step {start_step}", file=sys.stderr)
 
@@ -259,10 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         ddp = torch.compile(ddp)
     loss_fn = make_loss(rank, world)
     autocast = autocast_factory(args.precision, device)
-    loader = data.make_train_loader(
-        urls, tokenizer, batch_size=args.batch_size * args.accum_freq, image_size=image_size, rank=rank,
+    loader = data.make_train_loader(  # the patterns: expanding `urls` again would refuse a gap in a brace range
+        args.train_data, tokenizer, batch_size=args.batch_size * args.accum_freq, image_size=image_size, rank=rank,
         world_size=world, seed=args.seed, workers=args.workers, val_fraction=args.val_fraction,
-        shuffle_buffer=args.shuffle_buffer, start_step=start_step, pin_memory=device.type == "cuda")
+        shuffle_buffer=args.shuffle_buffer, start_step=start_step, pin_memory=device.type == "cuda",
+        resume=stream_state, max_image_pixels=args.max_image_pixels)
+    stream_note = stream_note or loader.resume_note
+    if master and start_step and stream_note:
+        print(f"warning: the data stream is reseeded at step {start_step}, not continued exactly: {stream_note}",
+              file=sys.stderr)
     batches = iter(loader)
 
     writer = None
@@ -283,13 +333,22 @@ def main(argv: list[str] | None = None) -> int:
     # --- the loop ---------------------------------------------------------------------
     metrics_file = open(run.local / "metrics.jsonl", "a") if master else None
     skipped_local = shard_errors_local = 0
+    reasons = data.SAMPLE_REASONS + data.SHARD_REASONS
+    reasons_local = dict.fromkeys(reasons, 0)
+    exit_code = 0
     t_last = time.perf_counter()
     for step in range(start_step, args.steps):
         lr = optim.cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
         optim.set_lr(opt, lr)
 
         t0 = time.perf_counter()
-        images, tokens, info = next(batches)
+        try:
+            images, tokens, info = next(batches)
+        except data.StreamError as e:  # e.g. every shard unreadable: a configuration error, one line
+            where = f" (rank {rank})" if world > 1 else ""
+            print(f"error: --train-data {' '.join(args.train_data)}: {e}{where}", file=sys.stderr)
+            exit_code = 2
+            break
         images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
         t1 = time.perf_counter()
 
@@ -307,27 +366,34 @@ def main(argv: list[str] | None = None) -> int:
 
         skipped_local += int(info.get("skipped", 0))
         shard_errors_local += int(info.get("shard_errors", 0))
+        for k, v in info.get("reasons", {}).items():
+            reasons_local[k] = reasons_local.get(k, 0) + int(v)
         done = step + 1
         if bar is not None:
             bar.update(1)
         log_now = done % args.log_every == 0 or done == args.steps or step == start_step
         if log_now:  # the only per-step collective besides the gradients', and only when logging
-            skipped, shard_errors, loss_sum = all_reduce_sum(
-                [float(skipped_local), float(shard_errors_local), float(loss)], world, device)
+            skipped, shard_errors, loss_sum, *by_reason = all_reduce_sum(
+                [float(skipped_local), float(shard_errors_local), float(loss)]
+                + [float(reasons_local.get(r, 0)) for r in reasons], world, device)
             skipped_local = shard_errors_local = 0
+            reasons_local = dict.fromkeys(reasons, 0)
             skipped_total += int(skipped)
             shard_errors_total += int(shard_errors)
+            for r, n in zip(reasons, by_reason):
+                if n:
+                    reasons_total[r] = reasons_total.get(r, 0) + int(n)
         if master and log_now:
             if bar is not None:
                 bar.set_postfix(loss=f"{loss_sum / world:.3f}", lr=f"{lr:.2e}", refresh=False)
             now = time.perf_counter()
             row = {
-                "step": done, "loss": round(loss_sum / world, 5), "lr": lr,
+                "step": done, "loss": loss_sum / world, "lr": lr,
                 "logit_scale": round(unwrap(ddp).logit_scale.detach().exp().item(), 4),
                 "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
                 "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
                 "wall_time": round(now - t_last, 3), "skipped_samples": skipped_total,
-                "shard_errors": shard_errors_total,
+                "shard_errors": shard_errors_total, "skipped_by_reason": dict(sorted(reasons_total.items())),
             }
             t_last = now
             metrics_file.write(json.dumps(row) + "\n")
@@ -335,18 +401,24 @@ def main(argv: list[str] | None = None) -> int:
             run.upload("metrics.jsonl", min_interval=60)  # remote: the whole file, at most once a minute
             if writer is not None:
                 for k, v in row.items():
-                    if k != "step":
+                    if k == "skipped_by_reason":
+                        for r, n in v.items():
+                            writer.add_scalar(f"skipped/{r}", n, done)
+                    elif k != "step":
                         writer.add_scalar(f"train/{k}", v, done)
 
         if done % args.save_every == 0 or done == args.steps:
-            rngs = _gather_rng(world)
+            rngs = _gather(checkpoint.rng_state(), world)
+            streams = _gather(loader.state_dict(), world)  # every rank's position in its data stream
             if master:
                 run.upload("metrics.jsonl")  # before the checkpoint: a stored checkpoint's steps are in the metrics
                 checkpoint.save(ckpt_dir, done, {
+                    "format": checkpoint.FORMAT,
                     "model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else {}, "step": done, "rng": rngs,
                     "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq,
-                             "skipped_samples": skipped_total, "shard_errors": shard_errors_total},
+                             "skipped_samples": skipped_total, "shard_errors": shard_errors_total,
+                             "skipped_by_reason": dict(reasons_total), "streams": streams},
                     "config": json.loads(json.dumps(config, default=str)),
                 }, keep=args.keep_checkpoints)
             if world > 1:
@@ -354,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if (args.eval_every and done % args.eval_every == 0) or (done == args.steps and args.final_eval):
             if master:
-                try:
+                rng = checkpoint.rng_state()  # evaluation must not move the training's RNG (dropout, ...):
+                try:                          # a run resumed from this step's checkpoint never ran it
                     results = run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run.local, device, done,
                                              autocast, writer)
                     run.upload(Path(results["path"]).relative_to(run.local).as_posix())
@@ -362,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}",
                           file=sys.stderr)
                     unwrap(ddp).train()
+                checkpoint.set_rng_state(rng)
             if world > 1:
                 dist.barrier()
 
@@ -375,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
     if world > 1:
         dist.destroy_process_group()
-    return 0
+    return exit_code
 
 
 def broadcast_from_rank0(values: list, world: int) -> list:
@@ -397,14 +471,66 @@ def describe_ranks(rank: int, local_rank: int, world: int) -> list[dict]:
     return gathered
 
 
-def _gather_rng(world: int) -> list[dict]:
-    """Every rank's RNG state, so each continues its own stream after a resume."""
-    state = checkpoint.rng_state()
+def _gather(state: dict, world: int) -> list[dict]:
+    """Every rank's `state` (its RNG state, its data stream position), in rank order, so
+    each continues its own after a resume."""
     if world == 1:
         return [state]
     gathered: list = [None] * world
     dist.all_gather_object(gathered, state)
     return gathered
+
+
+def restore(ckpt: dict, path, net: torch.nn.Module, opt, scaler, model_name: str, rank: int) -> None:
+    """Model, optimizer, scaler and RNG state from a loaded checkpoint; CheckpointError (one
+    line) when they do not fit this model."""
+    own = net.state_dict()
+    saved = ckpt["model"]
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shapes = [k for k in own if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != own[k].shape)]
+    if missing or unexpected or shapes:
+        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+        was = f" (it was saved from {config['model']})" if config.get("model") not in (None, model_name) else ""
+        parts = [f"{len(missing)} weights missing" if missing else "", f"{len(unexpected)} unexpected" if unexpected else "",
+                 f"{len(shapes)} of another shape" if shapes else ""]
+        example = (missing or unexpected or shapes)[0]
+        raise checkpoint.CheckpointError(f"{path}: its weights do not fit --model {model_name}{was}: "
+                                         f"{', '.join(x for x in parts if x)} (e.g. {example})")
+    net.load_state_dict(saved)
+    try:
+        opt.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its optimizer state does not fit this model "
+                                         f"({checkpoint.one_line(e)})") from None
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt["rng"]
+    checkpoint.set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+
+
+def hold_run_folder(run: store.RunFolder, held: contextlib.ExitStack) -> str | None:
+    """Rank 0 holds the run folder for the whole run (pipeline.outlock: a flock on
+    RUNS/NAME/.lock, dropped by the kernel however the process ends), so a second run of the
+    same name, or a resumed run beside ranks of an earlier one, stops at once. The error
+    (one line) when another process holds it; None when taken.
+
+    Only global rank 0 writes into the run folder, so only it takes the lock: on a shared
+    filesystem every node sees the same folder (flock holds across NFS clients), and a lock
+    per node would shut the other nodes out. A remote (s3://) run folder is not locked:
+    object storage has no locks (outlock says so on stderr).
+    """
+    from pipeline.errors import InputError
+    from pipeline.outlock import hold
+
+    target = run.url if run.remote else run.local
+    try:
+        held.enter_context(hold(target, "train", log=lambda m: print(m, file=sys.stderr)))
+    except InputError as e:
+        return str(e)
+    except OSError as e:
+        return f"{target}: cannot lock the run folder ({checkpoint.one_line(e)})"
+    return None
 
 
 def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step, autocast, writer) -> dict:
