@@ -103,6 +103,6 @@ bench-train: sample-data shards/00000.tar
 	$(PY) bench/train.py $(ARGS)
 
 clean:
-	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work
-	find shards -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work query_lists/.lock
+	find shards -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null || true
 	rm -rf runs

@@ -389,6 +389,8 @@ def test_missing_curation_marks_sections_unavailable(sample, tmp_path):
 
 
 def test_nothing_to_audit_is_a_one_line_error(tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "s").mkdir()
     res = run_cli("audit", "--queries", str(tmp_path / "q"), "--shards", str(tmp_path / "s"))
     assert_one_line_error(res, "nothing to audit", str(tmp_path / "s"))
     res = run_cli("audit", "--queries", str(tmp_path / "q"), "--shards", str(tmp_path / "s"), "--memory-limit", "lots")
@@ -406,3 +408,53 @@ def test_corrupt_part_is_reported_not_a_traceback(sample, tmp_path):
     s = json.loads((shards / "audit" / "summary.json").read_text())
     assert s["balancing"]["available"] and s["balancing"]["after"]["available"] is False
     assert str(part) in s["balancing"]["after"]["reason"]
+
+
+def test_paths_that_do_not_exist_are_one_line_errors(sample, tmp_path):
+    nowhere = tmp_path / "no" / "such" / "dir"
+    res = run_cli("audit", "--queries", str(sample["queries"]), "--shards", str(nowhere), "--out", str(tmp_path / "a"))
+    assert_one_line_error(res, f"--shards {nowhere}: no such file or folder")
+    assert not (tmp_path / "a").exists() and not nowhere.exists()
+    res = run_cli("audit", "--queries", str(nowhere), "--shards", str(sample["shards"]), "--out", str(tmp_path / "b"))
+    assert_one_line_error(res, f"--queries {nowhere}: no such file or folder")
+    missing_file = sample["queries"] / "queries-old.parquet"
+    res = run_cli("audit", "--queries", str(missing_file), "--shards", str(sample["shards"]), "--sql", "SELECT 1")
+    assert_one_line_error(res, f"--queries {missing_file}: no such file or folder")
+    res = run_cli("audit", "--queries", str(sample["queries"]), "--shards", str(nowhere), "--query", "animal")
+    assert_one_line_error(res, f"--shards {nowhere}")
+    # An existing folder with nothing to audit still gets its report: every section it lacks is unavailable.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_cli("audit", "--queries", str(sample["queries"]), "--shards", str(empty))
+    assert res.returncode == 0, res.stderr
+    assert "unavailable sections: pool, matching, balancing, download, text" in res.stderr
+    assert json.loads((empty / "audit" / "summary.json").read_text())["query_list"]["available"] is True
+
+
+def test_report_md_tells_the_report_time_from_the_query_lists_build(sample, tmp_path):
+    t = json.loads((sample["audit"] / "summary.json").read_text())["generated_at"]
+    md = (sample["audit"] / "report.md").read_text()
+    assert f"Report written {t}; query list `{sample['queries'] / 'queries.parquet'}` (its build.json records no " \
+           f"build time)" in md
+    assert f"built {t}" not in md, "the report's own time is not the query list's build time"
+    assert f"report written {t}" in (sample["audit"] / "report.html").read_text()
+
+    queries = tmp_path / "query_lists"
+    shutil.copytree(sample["queries"], queries)
+    build = json.loads((queries / "build.json").read_text())
+    build["timings_s"] = {"wordnet": 0.25, "count_dump": 1.0, "total": 1.5}  # what `pipeline queries` records
+    (queries / "build.json").write_text(json.dumps(build))
+    res = run_cli("audit", "--queries", str(queries), "--shards", str(sample["shards"]), "--out", str(tmp_path / "a"),
+                  "--quiet")
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "(its build.json records no build time; the build took 1.5 s)" in md
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["query_list"]["build"]["seconds"] == 1.5
+
+    build["built_at"] = "2026-11-30T14:24:07+00:00"
+    (queries / "build.json").write_text(json.dumps(build))
+    res = run_cli("audit", "--queries", str(queries), "--shards", str(sample["shards"]), "--out", str(tmp_path / "b"),
+                  "--quiet")
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert f"query list `{queries / 'queries.parquet'}`, built 2026-11-30T14:24:07+00:00;" in md

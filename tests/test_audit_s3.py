@@ -138,10 +138,10 @@ def test_missing_bucket_is_a_one_line_error(store):
     res = run_cli("audit", "--queries", "s3://no-such-bucket/q", "--shards", store["shards"], "--sql", "SELECT 1",
                   timeout=TIMEOUT)
     assert_one_line_error(res, "--queries s3://no-such-bucket/q", "does not exist")
-    # A missing folder in an existing bucket is like a missing local folder: nothing to audit.
-    res = run_cli("audit", "--queries", f"s3://{BUCKET}/nope/q", "--shards", f"s3://{BUCKET}/nope/s",
+    # A missing folder in an existing bucket is like a missing local folder: an error naming it.
+    res = run_cli("audit", "--queries", store["queries"], "--shards", f"s3://{BUCKET}/nope/s",
                   timeout=TIMEOUT)
-    assert_one_line_error(res, "nothing to audit", f"s3://{BUCKET}/nope/s")
+    assert_one_line_error(res, f"--shards s3://{BUCKET}/nope/s", "no such file or folder")
 
 
 def test_missing_credentials_is_a_one_line_error(store, monkeypatch, tmp_path):

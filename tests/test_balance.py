@@ -138,7 +138,7 @@ def test_rerun_skips_done_parts_and_new_seed_redoes_them(tmp_path):
     first = part.read_bytes()
     bal.balance(cur, str(qpath), per_query=20, seed=1)
     assert part.stat().st_mtime_ns == m
-    (cur / "selected" / "part-00001.json").unlink()  # as if killed before finishing part 1
+    (cur / "selected" / "_stats" / "part-00001.json").unlink()  # as if killed before finishing part 1
     bal.balance(cur, str(qpath), per_query=20, seed=1)
     assert part.read_bytes() == first
     bal.balance(cur, str(qpath), per_query=20, seed=2)

@@ -181,13 +181,13 @@ def test_a_killed_driver_resumes_identical(tmp_path, big_pool, query_lists, ray_
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not list((out / "curation" / "matches").glob("part-*.json")):
+    while not list((out / "curation" / "matches" / "_stats").glob("part-*.json")):
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(list((out / "curation" / "matches").glob("part-*.json")))
+    done_before = len(list((out / "curation" / "matches" / "_stats").glob("part-*.json")))
     assert 0 < done_before < 10, "the driver was not killed mid-step"
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr

@@ -198,8 +198,9 @@ def test_match_pool_outputs_and_stats(pool, tmp_path):
     glob, queries = pool
     out = tmp_path / "out"
     stats = match_pool(glob, queries, str(out))
-    assert sorted(p.name for p in out.iterdir()) == ["_counts"] + [
-        f"part-0000{i}.{ext}" for i in range(3) for ext in ("json", "parquet")]
+    # only parquet parts at the top: the folder reads as one dataset (pandas, pyarrow, DuckDB)
+    assert sorted(p.name for p in out.iterdir()) == ["_counts", "_stats"] + [f"part-0000{i}.parquet" for i in range(3)]
+    assert sorted(p.name for p in (out / "_stats").iterdir()) == [f"part-0000{i}.json" for i in range(3)]
     # each part carries its own per-query sums, which the balance step adds up
     assert pq.read_table(out / "_counts" / "part-00000.parquet").to_pylist() == [
         {"query_id": q, "count": c} for q, c in ((0, 2), (1, 1), (2, 1), (3, 1))]
@@ -209,7 +210,7 @@ def test_match_pool_outputs_and_stats(pool, tmp_path):
     assert table.to_pylist() == [{"uid": "a", "query_ids": [0, 1, 2]}, {"uid": "d", "query_ids": [0, 3]}]
     assert pq.read_table(out / "part-00001.parquet").to_pylist() == [{"uid": "g", "query_ids": [4, 5]}]
     assert pq.read_table(out / "part-00002.parquet").num_rows == 0
-    part0 = json.loads((out / "part-00000.json").read_text())
+    part0 = json.loads((out / "_stats" / "part-00000.json").read_text())
     assert {k: part0[k] for k in m.STAT_KEYS} == {
         "rows": 4, "matched": 2, "dropped_no_match": 1, "null_text": 1, "matches": 5}
     assert {k: stats[k] for k in m.STAT_KEYS} == {
@@ -265,9 +266,9 @@ def test_match_pool_resumes(pool, tmp_path):
     assert bar.total == bar.done == 8 and bar.closed
     before = _outputs(out)
     kept = (out / "part-00000.parquet").stat().st_mtime_ns
-    (out / "part-00001.json").unlink()
+    (out / "_stats" / "part-00001.json").unlink()
     (out / "part-00001.parquet").unlink()
-    (out / "part-00002.json").unlink()  # parquet without json: incomplete, redone
+    (out / "_stats" / "part-00002.json").unlink()  # parquet without stats: incomplete, redone
     again = match_pool(glob, queries, str(out))
     assert _outputs(out) == before
     assert (out / "part-00000.parquet").stat().st_mtime_ns == kept
@@ -288,7 +289,7 @@ def test_missing_text_column_is_an_input_error(tmp_path):
     with pytest.raises(InputError) as e:
         match_pool(str(bad), queries, str(tmp_path / "out"))
     assert str(bad) in str(e.value) and "'text'" in str(e.value) and "uid, caption" in str(e.value)
-    assert not (tmp_path / "out" / "part-00000.json").exists()
+    assert not (tmp_path / "out" / "_stats" / "part-00000.json").exists()
 
 
 def test_unreadable_part_in_a_worker_is_an_input_error(pool, tmp_path):

@@ -184,10 +184,10 @@ def test_match_pool_recipe_is_a_part_parameter(tmp_path):
     assert match_pool(str(pool / "*.parquet"), str(qpath), str(out))["parts_skipped"] == 0
     assert ids() == CLIP
     # the default's parameters are what they were before recipes existed: old outputs stay valid
-    assert "recipe" not in json.loads((out / "part-00000.json").read_text())["params"]
+    assert "recipe" not in json.loads((out / "_stats" / "part-00000.json").read_text())["params"]
     assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="metaclip")["parts_skipped"] == 0
     assert ids() == METACLIP
-    assert json.loads((out / "part-00000.json").read_text())["params"]["recipe"] == "metaclip"
+    assert json.loads((out / "_stats" / "part-00000.json").read_text())["params"]["recipe"] == "metaclip"
     assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="metaclip")["parts_skipped"] == 1
     assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="clip")["parts_skipped"] == 0
     assert ids() == CLIP

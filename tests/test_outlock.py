@@ -133,6 +133,7 @@ def test_every_shards_step_and_audit_refuse_a_held_folder(tmp_path):
 
     # The audit holds its report folder (default SHARDS/audit).
     assert run_cli("pool", "--pool", str(pairs), "--out", str(out), "--quiet").returncode == 0
+    (tmp_path / "q").mkdir()  # an empty query list folder: its section is unavailable, the report is written
     report = out / "audit"
     with hold(report, "audit"):
         res = run_cli("audit", "--queries", str(tmp_path / "q"), "--shards", str(out), "--quiet")

@@ -68,6 +68,7 @@ def outputs(tmp_path_factory, wiki_sample_dump, wordnet_dir, pageview_files) -> 
 def _without_timings(path: Path) -> dict:
     build = json.loads(path.read_text())
     build.pop("timings_s")
+    build.pop("built_at")
     return build
 
 

@@ -59,7 +59,7 @@ def queries_on_s3(store, out: str, *extra: str):
 
 def comparable(build: dict) -> dict:
     """build.json without what legitimately differs: where the inputs are and the timings."""
-    return {k: v for k, v in build.items() if k not in ("inputs", "timings_s")}
+    return {k: v for k, v in build.items() if k not in ("inputs", "timings_s", "built_at")}
 
 
 def markers(fs, prefix: str) -> dict[str, object]:

@@ -23,6 +23,7 @@ modes:
 
   A view whose files are missing is not created; the report marks the sections that need it
   unavailable and says why. Step accounting comes from SHARDS/curation/<step>_stats.json.
+  A --queries or --shards path that does not exist is an error (exit code 2).
 
 examples:
   python -m pipeline audit                                   # shards/audit/report.html

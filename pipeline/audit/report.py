@@ -1,9 +1,9 @@
 """Writers: `summary.json` (every figure), `report.html` (self-contained), `report.md` (short).
 
 The HTML has inline CSS and inline SVG charts, no scripts and no external resources, so it
-opens from disk in any browser, offline, and can be attached anywhere. Apart from the build
-time (one place: the header, `generated_at` in the JSON) the outputs depend only on the
-inputs.
+opens from disk in any browser, offline, and can be attached anywhere. Apart from the time
+the report was written (one place: the header, `generated_at` in the JSON) the outputs
+depend only on the inputs.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         if _ok(b):
             rows = [(k, v) for k, v in (b.get("parameters") or {}).items()]
             rows += [("titles from", b.get("titles_from")), ("tool", (b.get("tool") or {}).get("version")),
-                     ("build seconds", b.get("seconds"))]
+                     ("built at", b.get("built_at") or "not recorded"), ("build seconds", b.get("seconds"))]
             srcs = [[k, v.get("considered"), v.get("duplicates_skipped"), v.get("added")]
                     for k, v in (b.get("sources") or {}).items() if isinstance(v, dict)]
             extra.append("<details><summary>Build parameters and sources (build.json)</summary>" + _kv(rows)
@@ -422,7 +422,7 @@ def render_html(s: dict) -> str:
         f"<style>{CSS}</style></head><body><main>",
         "<header><h1>Dataset audit</h1>",
         f'<p class="sub">query list <code>{_e(inputs["queries"])}</code> · shards <code>{_e(inputs["shards"])}</code>'
-        f' · built {_e(s["generated_at"])} by pipeline audit {_e(s["tool"]["version"])}</p>',
+        f' · report written {_e(s["generated_at"])} by pipeline audit {_e(s["tool"]["version"])}</p>',
         _tiles(s),
     ]
     missing = [k for k in SECTIONS if not _ok(s[k])]
@@ -444,10 +444,24 @@ def render_html(s: dict) -> str:
 # ---------------------------------------------------------------------- markdown
 
 
+def _query_list_built(s: dict) -> str:
+    """When the query list was built, from its build.json: its time if it records one, else
+    how long the build took (never the report's own time)."""
+    q = s["query_list"]
+    b = q.get("build") if _ok(q) else None
+    if not _ok(b):
+        return ""
+    if b.get("built_at"):
+        return f", built {b['built_at']}"
+    took = f"; the build took {b['seconds']:,} s" if b.get("seconds") is not None else ""
+    return f" (its build.json records no build time{took})"
+
+
 def render_md(s: dict) -> str:
     h, find = s["headline"], findings(s)
     lines = [f"# Dataset audit: `{s['inputs']['shards']}`", "",
-             f"Query list `{s['inputs']['queries']}`; built {s['generated_at']}; every figure is in `summary.json`.", "",
+             f"Report written {s['generated_at']}; query list `{s['inputs']['queries']}`{_query_list_built(s)}; "
+             "every figure is in `summary.json`.", "",
              "| queries | pool rows | matched | kept after balancing | images | download success |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |",
              f"| {fmt_int(h['queries'])} | {fmt_int(h['pool_rows'])} | {fmt_pct(h['matched_share'])} | "

@@ -159,10 +159,15 @@ def open_inputs(queries: str | Path | Location, shards: str | Path | Location, m
     """Connect DuckDB (memory-limited, spilling to a private temp folder) and create the views.
 
     QUERIES and SHARDS may be local paths or fsspec URLs; remote ones are checked first (a
-    missing bucket or bad credentials is one InputError naming the URL)."""
+    missing bucket or bad credentials is one InputError naming the URL). A path that does
+    not exist is an InputError too: a mistyped --shards would otherwise give a report of
+    nothing but unavailable sections, and exit 0. An existing folder lacking some outputs
+    gets the report, with those sections marked unavailable."""
     queries_loc, shards_loc = locate(queries, "--queries"), locate(shards, "--shards")
-    check_readable(queries_loc, "--queries")
-    check_readable(shards_loc, "--shards")
+    for loc, what in ((queries_loc, "--queries"), (shards_loc, "--shards")):
+        check_readable(loc, what)
+        if not loc.exists():
+            raise InputError(f"{what} {loc}: no such file or folder")
     queries_file = resolve_queries(queries_loc)
     con = duckdb.connect()
     tmp = tempfile.mkdtemp(prefix="audit-duckdb-")

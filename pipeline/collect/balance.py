@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from ..distribute import Engine, run_parts
 from ..io import atomic_path, sum_stats
-from ..storage import location, read_table
+from ..storage import location, read_table, rmtree
 from .match import COUNTS_DIR, queries_digest, read_queries
+from .parts import STATS_DIR, adopt_old_layout, stats_path
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -121,7 +122,8 @@ def _keep_probability(parent: np.ndarray, p_pairs: np.ndarray, n: int) -> np.nda
 
 
 def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
-    """Keep or drop each matched row of one part; write the kept rows with their draws."""
+    """Keep or drop each matched row of one part; write the kept rows with their draws, then
+    the part's stats (`_stats/NAME.json`, its done marker)."""
     p, seed, queries = _STATE["p"], _STATE["seed"], _STATE["queries"]
     matches = read_table(match_part)
     n = len(matches)
@@ -158,7 +160,8 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         pq.write_table(table, tmp, compression="zstd")
     stats = {"matched": n, "kept": int(keep_mask.sum()), "dropped_by_balance": int(n - keep_mask.sum()),
              "expected_kept": float(keep_prob.sum())}
-    with atomic_path(location(out_path).with_suffix(".json")) as tmp:
+    out_path = location(out_path)
+    with atomic_path(stats_path(out_path.parent, out_path.stem)) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
 
@@ -176,8 +179,11 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     if not parts:
         raise InputError(f"{match_dir}: no match parts; run the match step first")
     queries = read_queries(queries_path)
-    digests = {json.loads(p.with_suffix(".json").read_text()).get("params", {}).get("queries_sha256")
-               for p in parts if p.with_suffix(".json").exists()}
+    adopt_old_layout(match_dir)  # folders from before `_stats/` (the match step does it too)
+    adopt_old_layout(out_dir)
+    match_stats = [stats_path(match_dir, p.stem) for p in parts]
+    digests = {json.loads(js.read_text()).get("params", {}).get("queries_sha256")
+               for js in match_stats if js.exists()}
     if digests - {queries_digest(queries)}:
         raise InputError(f"{queries_path}: not the query list the matches were made with; "
                          "rerun the match step with it, or pass the same --queries")
@@ -188,6 +194,7 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     if marker.exists() and json.loads(marker.read_text()) != settings:
         for old in out_dir.glob("part-*"):
             old.unlink()  # a different cap or seed: earlier selections are not reusable
+        rmtree(out_dir / STATS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(marker) as tmp:
         tmp.write_text(json.dumps(settings, sort_keys=True))
@@ -195,7 +202,7 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     todo = []
     for part in parts:
         out = out_dir / part.name
-        if not out.with_suffix(".json").exists():
+        if not (stats_path(out_dir, part.stem).exists() and out.exists()):
             todo.append((str(pool_dir / part.name), str(part), str(out)))
     bar = progress(len(parts)) if progress else None
     if bar is not None:
@@ -206,7 +213,7 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     if bar is not None:
         bar.close()
 
-    totals = sum_stats((out_dir / part.name).with_suffix(".json") for part in parts)
+    totals = sum_stats(stats_path(out_dir, part.stem) for part in parts)
     over = counts > per_query
     totals.update({
         "per_query": per_query,

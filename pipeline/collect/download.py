@@ -8,6 +8,8 @@ mode, opt-out directives, Ray/Spark distributors), so this stage only configures
   (the trainer takes the random square crop);
 - `incremental` mode: a shard counts as done when its `NNNNN_stats.json` exists, so a
   killed run redoes only unfinished shards;
+- once every shard is done, `sizes.json` and the dataset card `README.md` (`card.py`)
+  are written from all shards' stats;
 - decompression bombs: OpenCV (img2dataset's decoder) refuses images above
   `max_image_pixels` before allocating them, and img2dataset's `max_image_area` drops the
   rest;
@@ -43,6 +45,7 @@ from ..distribute import Engine, PartFailed, connect_ray, run_parts
 from ..io import atomic_path
 from ..storage import is_remote, listing, location, parquet_file
 from . import egress
+from .card import remove_derived, write_derived
 
 CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
@@ -368,6 +371,7 @@ def download(
         img2dataset_main.ray_distributor = partial(ray_distributor, engine, failures)
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_derived(out)
     log = (curation / "download.log" if not is_remote(curation) else Path(tempfile.mkdtemp()) / "download.log") \
         if quiet else None
     with _redirect_output(log):
@@ -409,6 +413,7 @@ def download(
     if totals["count"] != expected:  # a shard img2dataset gave up on: never report a short run as done
         raise PartFailed(f"{out}: shards hold {totals['count']:,} of the {expected:,} selected samples "
                          "(a shard failed on every try); rerun the same command to retry the missing shards")
+    write_derived(curation, out, image_size, samples_per_shard)
     return totals
 
 

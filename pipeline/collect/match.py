@@ -41,6 +41,7 @@ from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs
 from ..storage import location
+from .parts import adopt_old_layout, stats_path
 
 MARK = "\x00"
 STAT_KEYS = ("rows", "matched", "dropped_no_match", "null_text", "matches")
@@ -302,9 +303,9 @@ def _batches(pf: pq.ParquetFile, url: str):
 
 def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher, params: dict) -> dict:
     """Match one pool part into out_dir/NAME.parquet and its per-query counts into
-    out_dir/_counts/NAME.parquet, then NAME.json (marks it complete)."""
+    out_dir/_counts/NAME.parquet, then out_dir/_stats/NAME.json (marks it complete)."""
     name = posix_stem(url)
-    out_parquet, out_json = location(out_dir) / f"{name}.parquet", location(out_dir) / f"{name}.json"
+    out_parquet, out_json = location(out_dir) / f"{name}.parquet", stats_path(out_dir, name)
     stats = dict.fromkeys(STAT_KEYS, 0)
     counts: Counter = Counter()
     pf, f = _open_part(url)
@@ -363,7 +364,7 @@ def _num_rows(url: str) -> int:
 
 def _is_complete(out_dir: str, name: str, params: dict) -> dict | None:
     """The stats of a part already matched with these parameters, else None."""
-    js, pqt = location(out_dir) / f"{name}.json", location(out_dir) / f"{name}.parquet"
+    js, pqt = stats_path(out_dir, name), location(out_dir) / f"{name}.parquet"
     if not (js.exists() and pqt.exists() and (location(out_dir) / COUNTS_DIR / f"{name}.parquet").exists()):
         return None
     try:
@@ -398,8 +399,9 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
     other recipe redoes them.
 
     Output per part: NAME.parquet (`uid`, `query_ids` list<int32>, matched rows only, in the
-    part's order) and NAME.json (stats, written last). A part whose json exists with the
-    same parameters is skipped, so a rerun resumes. Output does not depend on `workers`.
+    part's order), _counts/NAME.parquet and _stats/NAME.json (stats, written last; see
+    `parts`: the folder stays a parquet dataset). A part whose stats exist with the same
+    parameters is skipped, so a rerun resumes. Output does not depend on `workers`.
     `progress`: optional factory called with the total row count, returning a tqdm-like
     bar (`update(rows)`, `close()`).
     """
@@ -419,6 +421,7 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
         fs, path = fsspec.core.url_to_fs(url)
         params[name] = {**base, "input_size": int(fs.size(path) or 0)}
     location(out_dir).mkdir(parents=True, exist_ok=True)
+    adopt_old_layout(out_dir)
 
     stats_by_part: dict[str, dict] = {}
     todo = []

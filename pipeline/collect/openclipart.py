@@ -72,6 +72,12 @@ from ..io import atomic_path
 PNG_SUBDIR = "openclipart-png/usr/share/openclipart/png"
 SVG_SUBDIR = "openclipart-svg/usr/share/openclipart/svg"
 POOL_COLUMNS = ("url", "caption", "category", "path")
+# For the shards' dataset card (`card.py`): the packages' copyright file is the Creative
+# Commons Public Domain Dedication; openclipart.org releases its drawings as CC0 1.0.
+LICENSE = {"license": "cc0-1.0", "name": "Openclipart drawings (Debian's openclipart-png and openclipart-svg)",
+           "note": "dedicated to the public domain by their authors (the packages' copyright file: Creative "
+                   "Commons Public Domain Dedication; openclipart.org: CC0 1.0), captions from the same files' "
+                   "metadata"}
 
 DC = "http://purl.org/dc/elements/1.1/"
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"

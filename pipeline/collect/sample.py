@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io import atomic_path
 from ..outlock import hold
 from .httpserver import serve_directory
-from .openclipart import roots_from_cache, write_sample_pool
+from .openclipart import LICENSE, roots_from_cache, write_sample_pool
 from .shards import ShardParams, _log, run_all
 
 HELD_OUT_IMAGES = 0.1
@@ -79,7 +79,8 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
                 with atomic_path(stats_file) as tmp:
                     tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
             _log(p)(f"sample: serving {png_root} at {base_url}")
-            run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"]))
+            run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"],
+                            licenses={str(pool_file): LICENSE}))
         # Only now: the port file names the port of a finished dataset, so a failed or
         # refused run can never make the next rerun discard it for a different port.
         with atomic_path(port_file) as tmp:

@@ -58,6 +58,10 @@ class ShardParams:
     max_part_retries: int = 2
     memory_limit: str = "2GB"
     quiet: bool = False
+    # pool input (path or glob) -> {"license": Hugging Face license id, "name", "note"}: what
+    # is known of a source's rights, recorded in pool_stats.json for the dataset card. It
+    # changes no data, so it stays out of the step keys.
+    licenses: dict[str, dict] = field(default_factory=dict)
 
     def distributor(self) -> Engine:
         return Engine(self.engine, self.workers, self.ray_address, self.max_part_retries,
@@ -119,7 +123,9 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
                        keep_cols=tuple(p.keep_col), allow_private_hosts=p.allow_private_hosts,
                        workers=p.workers, rows_per_part=p.rows_per_part, memory_limit=p.memory_limit,
                        progress=bar_factory(p.quiet, "pool", "file"), engine=p.distributor())
-    _write_stats(cur / "pool_stats.json", stats)
+    licenses = {path: info for pattern, info in sorted(p.licenses.items())
+                for path in expand_inputs(pattern, "pool")}
+    _write_stats(cur / "pool_stats.json", {**stats, "licenses": licenses} if licenses else stats)
     if stats.get("empty_inputs"):
         _log(p)(f"pool: {stats['empty_inputs']:,} of {stats.get('files', len(inputs)):,} inputs have no rows "
                 "(see pool_stats.json)")
@@ -182,6 +188,7 @@ def run_balance(p: ShardParams, upstream: str) -> str:
 
 
 def run_download(p: ShardParams, upstream: str) -> str:
+    from .card import CARD, SIZES
     from .download import download
 
     out = location(p.out)
@@ -189,7 +196,8 @@ def run_download(p: ShardParams, upstream: str) -> str:
     key = _key(upstream, {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard,
                           "max_image_pixels": p.max_image_pixels})
     shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", "[0-9]*_stats.json") for f in out.glob(pat)]
-    _claim([*shard_files, out / "_tmp", cur / "download_stats.json"], cur / "keys" / "download", key, _log(p))
+    _claim([*shard_files, out / "_tmp", out / SIZES, out / CARD, cur / "download_stats.json"],
+           cur / "keys" / "download", key, _log(p))
     stats = download(cur, out, image_size=p.image_size, processes=p.processes, threads=p.threads,
                      samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
                      download_deadline=p.download_deadline, max_bytes=p.max_bytes,

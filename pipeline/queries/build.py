@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 import time
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -166,6 +167,8 @@ def build_queries(p: QueryParams) -> dict:
             "dump": {**dump_stats, **agg_stats},
             "pageviews": pv_stats,
             "timings_s": timings,
+            # when the list was made: with the timings, the only fields that differ between runs
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         timings["total"] = round(time.monotonic() - t0, 3)
         write_outputs(out, rows, build)

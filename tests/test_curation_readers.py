@@ -1,0 +1,109 @@
+"""The curation folders open as datasets, as they are, in pandas, pyarrow and DuckDB.
+
+pandas and pyarrow read a folder as one dataset by trying every file in it as parquet,
+except names starting with `_` or `.`; per-part stats beside the parts (`part-NNNNN.json`)
+made them fail with ArrowInvalid. Checked on the real sample run of `test_audit`
+(`pipeline shards` on openclipart), and on that run's curation turned back into the old
+layout: the match and balance steps adopt it without redoing a part.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import run_cli
+from .test_audit import PER_QUERY, build_sample
+
+pytestmark = pytest.mark.slow
+
+FOLDERS = ("pool", "matches", "selected")
+COLUMNS = {"pool": {"uid", "url", "text", "source"}, "matches": {"uid", "query_ids"},
+           "selected": {"uid", "url", "text", "query_ids", "queries", "keep_prob"}}
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> dict:
+    return build_sample(tmp_path_factory)
+
+
+def expected_rows(cur: Path) -> dict[str, int]:
+    """Rows per folder from the steps' own accounting (not from the files read here)."""
+    stats = {s: json.loads((cur / f"{s}_stats.json").read_text()) for s in ("pool", "match", "balance")}
+    return {"pool": stats["pool"]["kept"], "matches": stats["match"]["matched"], "selected": stats["balance"]["kept"]}
+
+
+def assert_reads_as_dataset(folder: Path, rows: int, columns: set[str]) -> None:
+    parts = sorted(str(p) for p in folder.glob("part-*.parquet"))
+    assert parts
+    frame = pd.read_parquet(folder)
+    assert len(frame) == rows and columns <= set(frame.columns), (folder, len(frame), list(frame.columns))
+    # pyarrow's own discovery, without and with hive partitioning (pandas uses the latter):
+    # `_counts/` and `_stats/` are skipped, not read as parts nor as a partition column.
+    for partitioning in (None, "hive"):
+        dataset = ds.dataset(folder, format="parquet", partitioning=partitioning)
+        assert sorted(dataset.files) == parts, (folder, dataset.files)
+        assert dataset.count_rows() == rows
+        assert set(dataset.schema.names) == set(pq.read_schema(parts[0]).names)
+    assert pq.read_table(folder).num_rows == rows
+    glob = str(folder / "*.parquet").replace("'", "''")
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall() == [(rows,)]
+
+
+def test_every_curation_folder_reads_as_a_dataset(sample):
+    cur = sample["shards"] / "curation"
+    rows = expected_rows(cur)
+    assert rows["pool"] > rows["matches"] > rows["selected"] > 0
+    for name in FOLDERS:
+        folder = cur / name
+        strays = [p.name for p in folder.iterdir() if not p.name.startswith(("_", ".")) and p.suffix != ".parquet"]
+        assert strays == [], f"{folder}: readers would try these as parquet"
+        assert_reads_as_dataset(folder, rows[name], COLUMNS[name])
+    matches = cur / "matches"
+    assert sorted(p.name for p in (matches / "_stats").iterdir()) == sorted(
+        p.stem + ".json" for p in matches.glob("part-*.parquet"))
+    assert any((matches / "_counts").glob("part-*.parquet")), "the per-part counts the balance step sums"
+
+
+def to_old_layout(folder: Path) -> None:
+    """Part stats back beside the parts, as the steps wrote them before `_stats/`."""
+    for js in (folder / "_stats").glob("part-*.json"):
+        js.rename(folder / js.name)
+    (folder / "_stats").rmdir()
+
+
+def test_old_layout_is_adopted_without_redoing_a_part(sample, tmp_path):
+    cur = tmp_path / "shards" / "curation"
+    shutil.copytree(sample["shards"] / "curation", cur)
+    before = {name: {p.name: p.read_bytes() for p in (cur / name / "_stats").iterdir()} for name in ("matches", "selected")}
+    for name in before:
+        to_old_layout(cur / name)
+    with pytest.raises(pa.ArrowInvalid):  # what a reader met in an old-layout folder
+        pd.read_parquet(cur / "matches")
+    parts = {p: p.stat().st_mtime_ns for name in before for p in (cur / name).glob("part-*.parquet")}
+    balance_stats = (cur / "balance_stats.json").read_text()
+    queries = str(sample["queries"] / "queries.parquet")  # as build_sample gave it: same step keys
+
+    res = run_cli("match", "--out", str(cur.parent), "--queries", queries, "--workers", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+    match = json.loads((cur / "match_stats.json").read_text())
+    assert match["parts_skipped"] == match["parts"] >= 1, "finished parts were matched again"
+    res = run_cli("balance", "--out", str(cur.parent), "--queries", queries, "--per-query", str(PER_QUERY),
+                  "--workers", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+
+    assert {p: p.stat().st_mtime_ns for p in parts} == parts, "finished parts were written again"
+    assert (cur / "balance_stats.json").read_text() == balance_stats
+    rows = expected_rows(cur)
+    for name, stats in before.items():
+        assert not list((cur / name).glob("part-*.json"))
+        assert {p.name: p.read_bytes() for p in (cur / name / "_stats").iterdir()} == stats
+        assert_reads_as_dataset(cur / name, rows[name], COLUMNS[name])
