@@ -30,7 +30,7 @@ SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 -
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
-	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes (after shards)"
+	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes, exported to runs/sample/export (after shards)"
 	@echo "make audit         write shards/audit/report.html, summary.json, report.md (after shards)"
 	@echo "make test          run the test suite"
 	@echo "make test-unit     the fast tests only (no end-to-end runs), for the edit loop"
@@ -67,6 +67,7 @@ shards/00000.tar:
 train: sample-data shards/00000.tar
 	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m train --train-data 'shards/[0-9]*.tar' \
 		--name sample --resume latest $(SAMPLE_TRAIN_ARGS) $(ARGS)
+	$(PY) -m train.export runs/sample --out runs/sample/export
 
 audit: sample-data shards/00000.tar
 	$(PY) -m pipeline audit --queries query_lists --shards shards $(ARGS)

@@ -34,7 +34,7 @@ What is measured, per step, from what each trainer logs itself (`--log-every 1` 
     optimizer step and logit-scale clamp: loss all-reduce, metrics line and tensorboard
     scalars are outside it.
   * `wall_samples_per_s`: the like-for-like figure, global batch / wall time between
-    consecutive steps. open_clip: its logged figure. Ours: from `wall_time` (time between
+    consecutive steps. open_clip: its logged figure. Ours: from `interval_time` (time between
     consecutive metrics lines, one per step here).
   * `data_time`, `batch_time` (seconds per step; open_clip's batch time recomputed from its
     6-digit samples/s, its "Batch (t)" field has 3 decimals).
@@ -214,10 +214,10 @@ def parse_ours(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps, prev = [], 0
     for r in rows:
-        n = r["step"] - prev  # steps covered by this line's wall_time (1 with --log-every 1)
+        n = r["step"] - prev  # steps covered by this line's interval_time (1 with --log-every 1)
         prev = r["step"]
         steps.append({"step": r["step"], "samples_per_s": r["samples_per_s"],
-                      "wall_samples_per_s": gb * n / r["wall_time"] if r.get("wall_time") else None,
+                      "wall_samples_per_s": gb * n / r["interval_time"] if r.get("interval_time") else None,
                       "data_time": r["data_time"], "batch_time": r["batch_time"]})
     return steps
 

@@ -21,7 +21,7 @@
 # Prints one JSON object (also written to LOGS/NAME/bench.json): the GPU (nvidia-smi), the
 # settings, and from LOGS/NAME/metrics.jsonl (one line every 10 steps):
 #   wall_samples_per_s   median over the lines after SKIP of global batch x steps covered /
-#                        `wall_time` (wall clock between consecutive metrics lines: every
+#                        `interval_time` (wall clock between consecutive metrics lines: every
 #                        step's data wait, compute and logging). The figure to quote.
 #   mean_wall_samples_per_s  samples / seconds summed over the same lines.
 #   samples_per_s        median of the trainer's own per-step figure (global batch /
@@ -78,8 +78,8 @@ def med(vals, nd):
     vals = [v for v in vals if v is not None]
     return round(statistics.median(vals), nd) if vals else None
 
-wall = [gb * r["covered"] / r["wall_time"] for r in kept if r.get("wall_time")]
-secs = sum(r["wall_time"] for r in kept if r.get("wall_time"))
+wall = [gb * r["covered"] / r["interval_time"] for r in kept if r.get("interval_time")]
+secs = sum(r["interval_time"] for r in kept if r.get("interval_time"))
 gpus = [g.strip() for g in os.environ.get("GPU_INFO", "").splitlines() if g.strip()]
 try:
     import torch
@@ -90,7 +90,7 @@ num = lambda k: float(os.environ[k]) if os.environ.get(k) else None
 result = {
     "bench": "train_gpu",
     "wall_samples_per_s": med(wall, 1),
-    "mean_wall_samples_per_s": round(gb * sum(r["covered"] for r in kept if r.get("wall_time")) / secs, 1) if secs else None,
+    "mean_wall_samples_per_s": round(gb * sum(r["covered"] for r in kept if r.get("interval_time")) / secs, 1) if secs else None,
     "samples_per_s": med([r.get("samples_per_s") for r in kept], 1),
     "data_time": med([r.get("data_time") for r in kept], 4),
     "batch_time": med([r.get("batch_time") for r in kept], 4),

@@ -78,7 +78,7 @@ def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
     assert ckpts == ["step-00000003.pt", "step-00000006.pt"]
     state = torch.load(run / "checkpoints" / "step-00000006.pt", map_location="cpu", weights_only=True)
     assert state["step"] == 6 and len(state["rng"]) == 2 and "optimizer" in state and "data" in state
-    result = json.loads((run / "eval" / "step-0000006.json").read_text())
+    result = json.loads((run / "eval" / "step-00000006.json").read_text())
     digits = result["datasets"]["digits"]
     assert digits["n"] == 1797 and 0 <= digits["top1"] <= 1 and digits["chance_top1"] == pytest.approx(0.1)
     assert "image_to_text_R@1" in result["retrieval"]["val"]
@@ -106,6 +106,8 @@ def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards)
     assert last["step"] == 14
     rows = metrics(tmp_path / "kill")
     assert all(r["lr"] == pytest.approx(optim.cosine_lr(r["step"] - 1, 1e-3, 2, 14)) for r in rows)
+    elapsed = [r["elapsed_time"] for r in rows]
+    assert elapsed == sorted(elapsed), "elapsed training time goes on from the checkpoint after a resume"
 
 
 def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
@@ -153,3 +155,68 @@ def test_fresh_run_over_old_checkpoints_is_refused_and_bad_eval_sets_fail_early(
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "no-such-set" in res.stderr
     assert not (tmp_path / "badeval" / "checkpoints").exists(), "refused before training"
+
+
+def tiny_imagefolder(root: Path) -> Path:
+    """An ImageFolder set of 2 classes x 3 images: a zero-shot evaluation that takes a second."""
+    for name, colour in (("cat", (200, 60, 40)), ("dog", (40, 60, 200))):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (48, 40), tuple(c + 15 * i for c in colour)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory, shards) -> tuple[Path, str]:
+    """One single-process run as a batch job sees it: no terminal, stderr into a file."""
+    tmp = tmp_path_factory.mktemp("logged")
+    folder = tiny_imagefolder(tmp / "imgs")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp), "--name", "log",
+           "--model", "tiny-ViT-64", "--batch-size", "4", "--steps", "4", "--log-every", "2", "--save-every", "4",
+           "--workers", "0", "--threads", "1", "--warmup", "1", "--eval-datasets", f"imagefolder:{folder}",
+           "--val-shards", "1"]
+    with open(tmp / "stderr.txt", "w") as err:
+        res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, timeout=300)
+    stderr = (tmp / "stderr.txt").read_text()
+    assert res.returncode == 0, stderr[-3000:]
+    return tmp / "log", stderr
+
+
+def test_stderr_to_a_file_gets_a_line_per_log_step(logged_run):
+    run, stderr = logged_run
+    steps = [line for line in stderr.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in steps] == ["step 1/4", "step 2/4", "step 4/4"], stderr
+    assert all("loss " in line and "samples/s" in line and "elapsed" in line for line in steps)
+    assert "eval imagefolder:" in stderr and ": 6 images, 2 classes" in stderr, "evaluation says what it starts"
+
+
+def test_metrics_name_interval_and_elapsed_time(logged_run):
+    run, _ = logged_run
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 4]
+    elapsed = [r["elapsed_time"] for r in rows]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    for before, r in zip(rows, rows[1:]):
+        assert r["interval_time"] == pytest.approx(r["elapsed_time"] - before["elapsed_time"], abs=0.002)
+    assert not any("wall_time" in r for r in rows), "the misleading old name is gone"
+    assert (run / "eval" / "step-00000004.json").exists(), "evaluation files carry the checkpoints' 8 digits"
+
+
+def test_tensorboard_uses_open_clip_train_names(logged_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = logged_run
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    open_clip_train = {"train/loss", "train/contrastive_loss", "train/scale", "train/lr", "train/data_time",
+                       "train/batch_time", "train/samples_per_second", "train/samples_per_second_per_gpu"}
+    assert open_clip_train <= tags, open_clip_train - tags
+    assert {"val/image_to_text_R@1", "val/text_to_image_R@10", "val/image_to_text_mean_rank"} <= tags
+    folder = json.loads((run / "config.json").read_text())["eval_datasets"][0]
+    assert f"val/{folder}-zeroshot-val-top1" in tags, "zero-shot as open_clip's val/imagenet-zeroshot-val-top1"
+    assert {"train/skipped_samples", f"eval/zeroshot/{folder}/chance_top1", "eval/retrieval/val/chance_R@1"} <= tags
+    assert not {"train/logit_scale", "train/samples_per_s", "train/wall_time"} & tags
+    scale = [e.value for e in events.Scalars("train/scale")]
+    assert [e.step for e in events.Scalars("train/scale")] == [1, 2, 4] and abs(scale[0] - 1 / 0.07) < 0.1

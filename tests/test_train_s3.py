@@ -221,8 +221,8 @@ def test_run_folder_on_s3_checkpoints_and_resumes(s3, tmp_path):
     assert [r["step"] for r in metrics()] == [1, 2, 3]
     assert all(r["shard_errors"] == 0 for r in metrics())
     assert names("checkpoints") == ["step-00000002.pt", "step-00000003.pt"], "only final keys, no temporaries"
-    assert names("eval") == ["step-0000003.json"]
-    retrieval = json.loads(fs.cat_file(f"{run}/eval/step-0000003.json"))["retrieval"]["val"]
+    assert names("eval") == ["step-00000003.json"]
+    retrieval = json.loads(fs.cat_file(f"{run}/eval/step-00000003.json"))["retrieval"]["val"]
     assert retrieval["n"] > 0 and retrieval["info"]["shard_errors"] == 0, "held-out samples read from S3"
     local = tmp_path / "step-3.pt"
     fs.get_file(f"{run}/checkpoints/step-00000003.pt", str(local))

@@ -301,7 +301,7 @@ def test_evaluate_end_to_end(tiny_model, tmp_path):
     res = evaluate(model, tokenizer, preprocess, ["digits"], cache_dir=tmp_path, device="cpu", out_dir=tmp_path,
                    step=5, retrieval_loader=pairs, templates="simple", batch_size=256, log=None)
     assert model.training  # restored after evaluation
-    path = tmp_path / "eval" / "step-0000005.json"
+    path = tmp_path / "eval" / "step-00000005.json"
     assert res["path"] == str(path)
     saved = json.loads(path.read_text())
     assert saved["step"] == 5 and saved["templates"] == "simple" and saved["n_templates"] == 7

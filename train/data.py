@@ -79,6 +79,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import store
+from .args import DEFAULT_MAX_IMAGE_PIXELS  # images above it are skipped unread
 
 try:  # open_clip's constants, without importing the whole package when not needed
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -107,9 +108,6 @@ SHARD_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error")
 READ_RETRIES = 3
 READ_BACKOFF_S = 1.0
 MAX_BAD_IMAGES_IN_A_ROW = 10_000
-# Larger images are skipped (`image_too_large`) before they are decoded: Pillow's
-# decompression-bomb threshold, as in the download stage (--max-image-pixels there too).
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_MAGIC = re.compile(r"[*?[]")

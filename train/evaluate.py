@@ -1,24 +1,37 @@
 """Zero-shot evaluation of a CLIP model: classification accuracy and image-text retrieval.
 
-    python -m train.evaluate --checkpoint runs/NAME/checkpoints/latest.pt \\
-        --datasets openclipart animal-mnist digits [--cache .cache/sample] [--out runs/NAME]
+    python -m train.evaluate --checkpoint runs/NAME [--datasets openclipart animal-mnist digits]
+    python -m train.evaluate --checkpoint runs/NAME/checkpoints/step-00000400.pt --out runs/NAME
+    python -m train.evaluate --model local-dir:runs/NAME/export          # `python -m train.export`
+    python -m train.evaluate --model tiny-ViT-64 --pretrained logs/x/checkpoints/epoch_5.pt
+    python -m train.evaluate --model ViT-B-32 --pretrained laion2b_s34b_b79k   # needs the network
+
+The model comes from one of:
+- ``--checkpoint FILE``: a checkpoint of this trainer (``model`` weights, ``config`` naming
+  the architecture and holding its config, so custom architectures need no file), or
+  open_clip_train's ``epoch_N.pt`` (``state_dict``, keys possibly ``module.``-prefixed) or
+  a bare state dict, both with ``--model NAME`` for the architecture. Loaded with
+  ``torch.load(weights_only=True)`` only.
+- ``--checkpoint RUN``: a run folder (or its ``checkpoints/``): its newest checkpoint.
+- ``--model NAME --pretrained TAG|FILE``: open_clip's own loader, as ``open_clip.
+  create_model_and_transforms(NAME, pretrained=...)``; NAME is an open_clip architecture,
+  one of train/model_configs, ``local-dir:DIR`` or ``hf-hub:ORG/NAME`` (no --pretrained).
+  Hub weights need the network or the Hugging Face cache: offline (HF_HUB_OFFLINE=1) and
+  not cached is a one-line error.
 
 For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``digits``,
 ``imagefolder:ROOT``) the class names go through a prompt ensemble (CLIP's 80 ImageNet
 templates, or its 7 "simple" ones) into a zero-shot classifier (`train.zeroshot`), and the
 images are classified with it: top-1 / top-5 accuracy next to their chance levels. On the
 held-out openclipart images with captions it also measures image->text and text->image
-recall@1/5/10. Results go to ``OUT/eval/step-NNNNNNN.json`` (from the trainer, every
-``--eval-every`` steps) or ``OUT/eval/final.json`` (this command without ``--step``),
-written under a temporary name and renamed.
+recall@1/5/10. Results go to ``OUT/eval/step-NNNNNNNN.json`` (from the trainer, every
+``--eval-every`` steps; 8 digits, as the checkpoints) or ``OUT/eval/final.json`` (this
+command without ``--step``), written under a temporary name and renamed. OUT defaults to
+the checkpoint's run folder, or ``runs/models/SOURCE`` for a --model source.
 
 The trainer calls `evaluate` directly (on rank 0 only): it switches the model to eval mode
-and back, and reads each set's files once per process.
-
-The checkpoint is a dict with ``model`` (state dict; ``module.`` and ``_orig_mod.``
-prefixes are stripped) and ``config`` (``model``: open_clip model name; optional
-``model_config``: the architecture dict, registered with open_clip under that name before
-the model is created, so a checkpoint of a custom architecture needs no config file).
+and back, and reads each set's files once per process. Torch and open_clip are imported
+only after the arguments are parsed, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -27,19 +40,16 @@ import argparse
 import contextlib
 import json
 import logging
-import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
-from pipeline.io import atomic_path
 
-from . import eval_data
-from .zeroshot import build_classifier, get_templates, zero_shot_accuracy, zero_shot_retrieval
+if TYPE_CHECKING:
+    import torch
 
 
 def _log(msg: str) -> None:
@@ -47,7 +57,8 @@ def _log(msg: str) -> None:
 
 
 def result_path(out_dir: str | Path, step: int | None) -> Path:
-    name = "final.json" if step is None else f"step-{int(step):07d}.json"
+    """OUT/eval/step-NNNNNNNN.json (the checkpoints' 8 digits) or OUT/eval/final.json."""
+    name = "final.json" if step is None else f"step-{int(step):08d}.json"
     return Path(out_dir) / "eval" / name
 
 
@@ -58,12 +69,23 @@ def _loader(dataset, batch_size: int, num_workers: int):
                       persistent_workers=False)
 
 
+def _progress(loader, desc: str, log: Callable[[str], None] | None, what: str):
+    """`loader` under a tqdm bar when stderr is a terminal; otherwise one line saying what
+    starts (a redirected log shows which set a long evaluation is on)."""
+    from tqdm import tqdm
+
+    bar = tqdm(loader, desc=desc, unit="batch", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None)
+    if bar.disable and log:
+        log(f"{desc}: {what}")
+    return bar
+
+
 def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: str | Path = ".cache/sample",
              device: str | torch.device = "cpu", out_dir: str | Path | None = None, step: int | None = None,
              retrieval_loader=None, templates: str | Sequence = "openai", retrieval: Sequence[str] = (),
              batch_size: int = 64, num_workers: int = 0, autocast: Callable[[], ContextManager] | None = None,
              log: Callable[[str], None] | None = _log, extra: dict | None = None,
-             retrieval_loader_name: str = "val") -> dict:
+             retrieval_loader_name: str = "val", progress: bool = True) -> dict:
     """Zero-shot accuracy on `datasets` and retrieval recall; returns (and writes) the results.
 
     datasets: names for `train.eval_data.load_dataset`. retrieval: names of retrieval sets
@@ -73,13 +95,19 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
     has them, as ``info``).
     templates: ``"openai"`` (80 prompts), ``"simple"`` (7) or a list of templates.
     `out_dir` given: the JSON goes to `result_path(out_dir, step)`. `extra` is merged into
-    the top level of the result (e.g. the checkpoint it came from).
+    the top level of the result (e.g. the checkpoint it came from). `progress`: a bar per
+    set on a terminal, a line as each set starts otherwise (through `log`).
 
     Result: ``{"step", "templates", "n_templates", "datasets": {name: {top1, chance_top1,
     top5, chance_top5 (more than 5 classes), n, n_classes, mean_per_class_top1,
     per_class_top1, classnames, info, seconds}}, "retrieval": {name: {image_to_text_R@k,
     text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``; `scalars` flattens it.
     """
+    from pipeline.io import atomic_path
+
+    from . import eval_data
+    from .zeroshot import build_classifier, get_templates, zero_shot_accuracy, zero_shot_retrieval
+
     start = time.perf_counter()
     template_list = get_templates(templates)
     results: dict = {"step": step, "templates": templates if isinstance(templates, str) else "custom",
@@ -94,8 +122,10 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
             t0 = time.perf_counter()
             ds = eval_data.load_dataset(spec, cache_dir, preprocess)
             classifier = build_classifier(model, tokenizer, ds.classnames, template_list, device, autocast=autocast)
-            acc = zero_shot_accuracy(model, classifier, _loader(ds, batch_size, num_workers), device,
-                                     autocast=autocast, classnames=ds.classnames)
+            batches = _loader(ds, batch_size, num_workers)
+            if progress:
+                batches = _progress(batches, f"eval {spec}", log, f"{len(ds)} images, {len(ds.classnames)} classes")
+            acc = zero_shot_accuracy(model, classifier, batches, device, autocast=autocast, classnames=ds.classnames)
             acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
             results["datasets"][spec] = acc
             if log:
@@ -111,7 +141,8 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
             if loader is None:
                 pairs = eval_data.load_retrieval_dataset(name, cache_dir, preprocess)
                 loader, info = _loader(pairs, batch_size, num_workers), pairs.info
-            rec = zero_shot_retrieval(model, tokenizer, loader, device, autocast=autocast)
+            batches = _progress(loader, f"retrieval {name}", log, "image-text pairs") if progress else loader
+            rec = zero_shot_retrieval(model, tokenizer, batches, device, autocast=autocast)
             if not info and isinstance(getattr(loader, "totals", None), dict):  # the trainer's ValLoader counts
                 info = {k: int(v) for k, v in sorted(loader.totals.items())}
             rec.update({"info": info, "seconds": round(time.perf_counter() - t0, 3)})
@@ -146,8 +177,35 @@ def scalars(results: dict) -> dict[str, float]:
     return out
 
 
+_OPEN_CLIP_RETRIEVAL = re.compile(r"^(image_to_text|text_to_image)_(R@\d+|mean_rank|median_rank)$")
+
+
+def tensorboard_scalars(results: dict) -> dict[str, float]:
+    """`scalars` as TensorBoard tags, under open_clip_train's names where it has them, so
+    runs of both trainers overlay: zero-shot top-k as ``val/NAME-zeroshot-val-topK`` (its
+    ``val/imagenet-zeroshot-val-top1``), recall on the held-out shards (``val``) as
+    ``val/image_to_text_R@1`` etc.; the rest (chance levels, per-class means, other sets)
+    as ``eval/`` + the `scalars` name."""
+    out: dict[str, float] = {}
+    for name, metrics in results.get("datasets", {}).items():
+        for key in ("top1", "top5"):
+            if key in metrics:
+                out[f"val/{name}-zeroshot-val-{key}"] = metrics[key]
+    for name, metrics in results.get("retrieval", {}).items():
+        if name == "val":
+            out.update({f"val/{k}": v for k, v in metrics.items() if _OPEN_CLIP_RETRIEVAL.match(k)})
+    for key, value in scalars(results).items():
+        group, rest = key.split("/", 1)
+        name, metric = rest.rsplit("/", 1)
+        taken = (group == "zeroshot" and metric in ("top1", "top5")) or \
+            (group == "retrieval" and name == "val" and _OPEN_CLIP_RETRIEVAL.match(metric))
+        if not taken:
+            out[f"eval/{key}"] = value
+    return out
+
+
 # ---------------------------------------------------------------------------------------
-# Checkpoints
+# Models: our checkpoints, open_clip_train's, and open_clip's own sources
 
 
 def _strip_prefixes(state: dict) -> dict:
@@ -165,7 +223,7 @@ def _register_config(name: str, model_config) -> None:
     from open_clip import factory
 
     if model_config is not None:
-        if isinstance(model_config, (str, os.PathLike)):
+        if isinstance(model_config, (str, Path)):
             model_config = json.loads(Path(model_config).read_text())
         needed = ("embed_dim", "vision_cfg", "text_cfg")
         if not isinstance(model_config, dict) or not all(k in model_config for k in needed):
@@ -173,14 +231,11 @@ def _register_config(name: str, model_config) -> None:
         factory._MODEL_CONFIGS[name] = model_config  # open_clip's registry; add_model_config takes files only
         return
     if open_clip.get_model_config(name) is None:
-        try:  # the project's own small configs (train/model_configs/*.json), if that module is there
-            from . import model as project_models
-            project_models.register_builtin()
-        except (ImportError, AttributeError):
-            pass
+        from . import model as project_models  # the project's own small configs (train/model_configs/*.json)
+
+        project_models.register_builtin()
     if open_clip.get_model_config(name) is None:
-        raise InputError(f"unknown model {name!r} (not an open_clip architecture, "
-                         "and the checkpoint has no model_config)")
+        raise InputError(f"unknown model {name!r}: not an open_clip architecture nor one of train/model_configs")
 
 
 @contextlib.contextmanager
@@ -197,9 +252,48 @@ def _quiet_random_init_warning():
         root.removeFilter(keep)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """(model, tokenizer, preprocess_val, checkpoint dict without the weights) from a checkpoint."""
-    import open_clip
+@contextlib.contextmanager
+def _held_logs():
+    """Hold back the log records of a block: passed on if it succeeds, dropped if it raises,
+    so that a failed load is our one line, not open_clip's logged errors before it."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    root = logging.getLogger()
+    root.addFilter(hold)
+    try:
+        yield
+    finally:
+        root.removeFilter(hold)
+    for record in held:  # only reached without an exception
+        if record.levelno >= root.getEffectiveLevel():
+            root.handle(record)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run folder's (or checkpoints folder's) newest one."""
+    from . import checkpoint, store
+
+    if store.is_url(path):
+        raise InputError(f"{path}: a remote checkpoint or run; copy it to a local folder first")
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    newest = checkpoint.latest(folder)
+    if newest is None:
+        raise InputError(f"{path}: no checkpoint in it (step-NNNNNNNN.pt in {folder})")
+    return Path(newest)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file's dict, loaded with ``weights_only=True``; InputError (one line) otherwise."""
+    import torch
+
+    from .checkpoint import load_problem  # never torch's message: it suggests loading unsafely
 
     path = Path(path)
     if not path.is_file():
@@ -207,35 +301,144 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        from .checkpoint import load_problem  # never torch's message: it suggests loading unsafely
-
         raise InputError(f"{path}: not a readable checkpoint ({load_problem(e)})") from None
-    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("config"), dict)):
-        raise InputError(f"{path}: not a checkpoint (needs a dict with 'model' weights and a 'config' dict)")
-    name = ckpt["config"].get("model")
-    if not isinstance(name, str) or not name:
-        raise InputError(f"{path}: config has no 'model' name")
-    _register_config(name, ckpt["config"].get("model_config"))
+    if not isinstance(ckpt, dict):
+        raise InputError(f"{path}: not a checkpoint (a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def _weights_of(ckpt: dict, path: Path, model_name: str | None) -> tuple[str, dict | None, dict, dict]:
+    """(model name, its config or None, weights, metadata) of a loaded checkpoint dict: ours,
+    open_clip_train's (``state_dict``; the architecture from `model_name`) or a bare state dict."""
+    import torch
+
+    if isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("config"), dict):  # this trainer's
+        name = ckpt["config"].get("model")
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{path}: config has no 'model' name")
+        if model_name not in (None, name):
+            raise InputError(f"{path}: a checkpoint of {name!r}, not of --model {model_name!r} (leave --model out)")
+        meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scaler", "rng")}
+        return name, ckpt["config"].get("model_config"), ckpt["model"], meta
+    if isinstance(ckpt.get("state_dict"), dict):  # open_clip_train: epoch, name, state_dict, optimizer
+        weights, what = ckpt["state_dict"], "an open_clip_train checkpoint"
+        meta = {k: ckpt[k] for k in ("epoch", "name") if isinstance(ckpt.get(k), (int, str))}
+    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        weights, what, meta = ckpt, "a bare state dict", {}
+    else:
+        raise InputError(f"{path}: not a checkpoint (needs 'model' weights and a 'config', open_clip_train's "
+                         "'state_dict', or a state dict of tensors)")
+    if not model_name:
+        raise InputError(f"{path}: {what} does not name its architecture: pass --model NAME{_params_hint(path)}")
+    return model_name, None, weights, meta
+
+
+def _params_hint(path: Path) -> str:
+    """open_clip_train writes LOGS/NAME/params.txt beside checkpoints/: the model it names, as a hint."""
+    try:
+        lines = (path.parent.parent / "params.txt").read_text().splitlines()
+    except OSError:
+        return ""
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model:")]
+    return f" (its run's params.txt says model: {names[0]})" if names and names[0] else ""
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", model_name: str | None = None):
+    """(model, tokenizer, preprocess_val, metadata) from a checkpoint file or run folder (see
+    the module doc); the weights must fit the architecture exactly."""
+    path = resolve_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path, device, model_name)
+
+
+def model_from_checkpoint(ckpt: dict, path: Path, device: str | torch.device = "cpu", model_name: str | None = None):
+    """`load_checkpoint` for a checkpoint dict already read from `path` (by `read_checkpoint`)."""
+    import open_clip
+
+    name, model_config, weights, meta = _weights_of(ckpt, path, model_name)
+    _register_config(name, model_config)
     with _quiet_random_init_warning():  # the weights come from the checkpoint, next
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
     try:
-        model.load_state_dict(_strip_prefixes(ckpt["model"]))
+        model.load_state_dict(_strip_prefixes(weights))
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise InputError(f"{path}: weights do not fit model {name!r} ({' '.join(first[:2])[:300]})") from None
     model.to(device).eval()
     tokenizer = open_clip.get_tokenizer(name)
-    meta = {k: v for k, v in ckpt.items() if k != "model" and k not in ("optimizer", "scaler")}
+    meta = {**meta, "path": str(path), "model": name}
     return model, tokenizer, preprocess, meta
 
 
-def _default_out(checkpoint: Path) -> Path:
-    """runs/NAME for runs/NAME/checkpoints/X.pt, else the checkpoint's folder."""
+def load_pretrained(name: str, pretrained: str | None, device: str | torch.device = "cpu"):
+    """(model, tokenizer, preprocess_val) through open_clip's own loader:
+    ``create_model_and_transforms(name, pretrained=tag)`` with `name` an architecture (plus
+    train/model_configs) and `pretrained` one of its tags, or ``local-dir:DIR`` /
+    ``hf-hub:ORG/NAME``. InputError (one line) for an unknown name or tag, a folder without
+    weights, and weights that cannot be fetched (offline, no network)."""
+    import open_clip
+    from huggingface_hub import constants as hf_constants
+    from open_clip.factory import _find_checkpoint_in_dir, parse_model_name
+
+    from .checkpoint import one_line
+
+    schema, ident = parse_model_name(name)
+    what = f"--model {name}" + (f" --pretrained {pretrained}" if pretrained else "")
+    if schema and pretrained:
+        raise InputError(f"{what}: a {schema}: model brings its weights; leave --pretrained out")
+    if schema == "local-dir":
+        folder = Path(ident)
+        if not (folder / "open_clip_config.json").is_file():
+            raise InputError(f"{what}: no open_clip_config.json in {folder} (write one with python -m train.export)")
+        if _find_checkpoint_in_dir(folder) is None:
+            raise InputError(f"{what}: no weights (*.safetensors, *.bin, *.pth) in {folder}")
+    elif schema is None:
+        _register_config(name, None)
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not pretrained:
+            hint = f"one of its tags ({', '.join(tags)})" if tags else "a weights file (it has no published tags)"
+            raise InputError(f"{what}: pass --pretrained with {hint}, or --checkpoint")
+        if not open_clip.is_pretrained_cfg(name, pretrained):
+            known = f"its tags: {', '.join(tags)}" if tags else "it has no published tags"
+            raise InputError(f"{what}: neither a file nor a tag of {name} ({known})")
+    try:
+        with _held_logs():
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(name)
+    except Exception as e:  # noqa: BLE001 - a download refused offline, a hub error, a bad folder: bad input
+        if _not_cached(e):
+            why = ("HF_HUB_OFFLINE=1 forbids downloading them (unset it where the network is reachable)"
+                   if hf_constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached")
+            raise InputError(f"{what}: the weights are not in the Hugging Face cache and {why}") from None
+        raise InputError(f"{what}: cannot load it ({one_line(e)})") from None
+    model.to(device).eval()
+    return model, tokenizer, preprocess
+
+
+def _not_cached(exc: BaseException | None) -> bool:
+    """Whether huggingface_hub refused a file it has not cached (offline, or the Hub out of
+    reach) somewhere in the chain of `exc` (open_clip wraps its errors in RuntimeError)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _default_out(source: str, checkpoint: Path | None) -> Path:
+    """runs/NAME for runs/NAME/checkpoints/X.pt, the checkpoint's folder for another file,
+    runs/models/SOURCE (SOURCE made a file name) for a --model source."""
+    if checkpoint is None:
+        return Path("runs") / "models" / (re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("_.") or "model")
     parent = checkpoint.resolve().parent
     return parent.parent if parent.name == "checkpoints" else parent
 
 
 def _autocast_for(precision: str, device: str):
+    import torch
+
     dtypes = {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16, "amp": torch.float16}
     if precision == "fp32":
         return None
@@ -248,7 +451,11 @@ def _autocast_for(precision: str, device: str):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) written by the trainer")
+    ap.add_argument("--checkpoint", help="a checkpoint file (this trainer's, or open_clip_train's epoch_N.pt with "
+                                         "--model), or a run folder: its newest checkpoint")
+    ap.add_argument("--model", help="an open_clip architecture or one of train/model_configs (with --pretrained, or "
+                                    "for a --checkpoint without its own), local-dir:DIR or hf-hub:ORG/NAME")
+    ap.add_argument("--pretrained", help="with --model NAME: one of open_clip's tags for it (downloaded) or a file")
     ap.add_argument("--datasets", nargs="+", default=["openclipart", "animal-mnist", "digits"],
                     help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE] "
                          "(default: %(default)s)")
@@ -256,33 +463,51 @@ def main(argv: list[str] | None = None) -> int:
                     help="retrieval sets (openclipart); default: openclipart if it is among --datasets; "
                          "give the flag alone for none")
     ap.add_argument("--cache", default=".cache/sample", help="sample cache (default: %(default)s)")
-    ap.add_argument("--out", help="run folder; results go to OUT/eval/ (default: the run folder of the checkpoint)")
-    ap.add_argument("--step", type=int, help="write eval/step-NNNNNNN.json instead of eval/final.json")
+    ap.add_argument("--out", help="results go to OUT/eval/ (default: the checkpoint's run folder, or "
+                                  "runs/models/SOURCE for --model)")
+    ap.add_argument("--step", type=int, help="write eval/step-NNNNNNNN.json instead of eval/final.json")
     ap.add_argument("--templates", choices=["openai", "simple"], default="openai",
                     help="prompt templates: CLIP's 80 ImageNet prompts or its 7 simple ones (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="device (default: %(default)s)")
+    ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
-    checkpoint = Path(args.checkpoint)
+    if not args.checkpoint and not args.model:
+        ap.error("pass --checkpoint FILE|RUN, or --model NAME [--pretrained TAG|FILE]")
+    if args.checkpoint and args.pretrained:
+        ap.error("--pretrained goes with --model, not with --checkpoint")
     retrieval = args.retrieval if args.retrieval is not None else \
         [name for name in ("openclipart",) if name in args.datasets]
     try:
+        from . import eval_data
+
         for spec in args.datasets:
             eval_data.check_spec(spec)
         for name in retrieval:
             eval_data.check_spec(name, retrieval=True)
-        autocast = _autocast_for(args.precision, args.device)
-        model, tokenizer, preprocess, meta = load_checkpoint(checkpoint, args.device)
-        out = Path(args.out) if args.out else _default_out(checkpoint)
-        extra = {"checkpoint": str(checkpoint), "model": meta["config"].get("model"),
-                 "checkpoint_step": meta.get("step") if isinstance(meta.get("step"), int) else None}
-        results = evaluate(model, tokenizer, preprocess, args.datasets, args.cache, args.device, out, args.step,
+        import torch
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        autocast = _autocast_for(args.precision, device)
+        # A file given as --pretrained (open_clip's way to name an epoch_N.pt) is read like --checkpoint.
+        file = args.checkpoint or (args.pretrained if args.pretrained and Path(args.pretrained).exists() else None)
+        source = file or args.model + (f" {args.pretrained}" if args.pretrained else "")
+        if file:
+            model, tokenizer, preprocess, meta = load_checkpoint(file, device, args.model)
+            path = Path(meta["path"])
+            step = meta.get("step") if isinstance(meta.get("step"), int) else None
+            extra = {"checkpoint": str(path), "model": meta["model"], "checkpoint_step": step}
+            if "epoch" in meta:
+                extra["checkpoint_epoch"] = meta["epoch"]
+        else:
+            model, tokenizer, preprocess = load_pretrained(args.model, args.pretrained, device)
+            path = None
+            extra = {"checkpoint": None, "model": args.model, "pretrained": args.pretrained, "checkpoint_step": None}
+        out = Path(args.out) if args.out else _default_out(source, path)
+        results = evaluate(model, tokenizer, preprocess, args.datasets, args.cache, device, out, args.step,
                            templates=args.templates, retrieval=retrieval, batch_size=args.batch_size,
                            num_workers=args.workers, autocast=autocast, extra=extra)
     except (InputError, ValueError) as e:

@@ -1,7 +1,8 @@
 """`python -m train` / `torchrun --nproc_per_node N -m train`: CLIP's contrastive training.
 
-Read top to bottom, nanoGPT style: arguments, distributed setup, model and optimizer,
-resume, then one loop of steps (data -> loss -> step -> log -> checkpoint -> evaluate).
+Read top to bottom, nanoGPT style: arguments (in `train.args`, parsed before torch is
+imported), distributed setup, model and optimizer, resume, then one loop of steps
+(data -> loss -> step -> log -> checkpoint -> evaluate).
 The recipe is the paper's (sec. 2.5, tables 18-20): symmetric cross-entropy with a
 learnable temperature (logit scale from ln(1/0.07), clamped at ln(100)), similarities
 sharded over ranks, AdamW without decay on gains/biases/embeddings, cosine schedule with
@@ -28,80 +29,8 @@ import torch.distributed as dist
 
 from . import checkpoint, data, lifeline, model as models, optim, store
 from .accum import accumulate_step
+from .args import parse_args
 from .loss import clamp_logit_scale_, make_loss
-
-PRECISIONS = ("fp32", "bf16", "amp_fp16")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-data", nargs="+", required=True,
-                   help="webdataset shards: brace patterns, globs or fsspec URLs (e.g. 'shards/{00000..00009}.tar')")
-    p.add_argument("--name", default="run", help="run name; outputs go to RUNS/NAME (default: %(default)s)")
-    p.add_argument("--runs", default="runs",
-                   help="folder of runs, or an fsspec URL such as s3://bucket/runs (credentials and "
-                        "AWS_ENDPOINT_URL from the environment); TensorBoard logs stay local, in "
-                        "runs/NAME/tensorboard, when it is a URL (default: %(default)s)")
-    # "--logs" (open_clip's name) is ambiguous under torchrun (it prefixes --logs-specs): hidden alias.
-    p.add_argument("--logs", dest="runs", help=argparse.SUPPRESS)
-    p.add_argument("--model", default="tiny-ViT-64",
-                   help="open_clip architecture (RN50, ViT-B-32, ...) or one of train/model_configs (default: %(default)s)")
-    p.add_argument("--model-config", default=None, help="a JSON model config to register under --model")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="samples per rank per step (default: %(default)s)")
-    p.add_argument("--accum-freq", type=int, default=1,
-                   help="k: contrastive batch of k x batch-size x world by feature caching (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: %(default)s)")
-    p.add_argument("--min-lr", type=float, default=0.0, help="learning rate at the end of the cosine (default: 0)")
-    p.add_argument("--warmup", type=int, default=2000, help="linear warm-up steps (default: %(default)s)")
-    p.add_argument("--wd", type=float, default=0.2, help="weight decay on weights only (default: %(default)s)")
-    p.add_argument("--beta1", type=float, default=None, help="default: 0.9")
-    p.add_argument("--beta2", type=float, default=None, help="default: 0.98 for ViT, 0.999 for ResNet")
-    p.add_argument("--eps", type=float, default=None, help="default: 1e-6 for ViT, 1e-8 for ResNet")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32, bf16 (autocast) or amp_fp16 (autocast + grad scaler) (default: %(default)s)")
-    p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=1, help="data loader processes per rank (default: %(default)s)")
-    p.add_argument("--shuffle-buffer", type=int, default=2000, help="samples in the shuffle buffer (default: %(default)s)")
-    p.add_argument("--max-image-pixels", type=int, default=data.DEFAULT_MAX_IMAGE_PIXELS,
-                   help="skip larger images without decoding them (decompression bombs: a 420 kB PNG can "
-                        "declare 12000x12000 pixels), counted in skipped_samples as image_too_large; the "
-                        "download stage's default, Pillow's threshold (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=0.05,
-                   help="share of samples (by uid hash) held out for retrieval evaluation (default: %(default)s)")
-    p.add_argument("--val-shards", type=int, default=8,
-                   help="retrieval evaluation reads the held-out samples of the first N shards only, so rank 0 "
-                        "does not scan the whole dataset while the others wait (default: %(default)s)")
-    p.add_argument("--dist-timeout", type=int, default=120,
-                   help="minutes a collective may wait (evaluation runs on rank 0) (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps, and at the end (default: %(default)s)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (default: %(default)s)")
-    p.add_argument("--resume", default=None,
-                   help="'latest' (this run's newest checkpoint) or a checkpoint path; the run continues at "
-                        "that step with the same learning rate, RNG and data stream: the same samples, in the "
-                        "same order, as if it had not stopped (with the same ranks, --workers, --seed and shards)")
-    p.add_argument("--eval-every", type=int, default=0, help="zero-shot evaluation every N steps (0: at the end only)")
-    p.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
-                   help="evaluate after the last step (default: yes)")
-    p.add_argument("--eval-datasets", nargs="*", default=["openclipart", "animal-mnist", "digits"],
-                   help="zero-shot datasets: openclipart, animal-mnist, digits, imagefolder:PATH (default: %(default)s)")
-    p.add_argument("--eval-cache", default=".cache/sample", help="where the evaluation data lives (default: %(default)s)")
-    p.add_argument("--log-every", type=int, default=10, help="metrics line every N steps (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per rank (default: cores / ranks)")
-    p.add_argument("--dist-backend", default=None, help="nccl on GPU, gloo on CPU (default: by device)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    for name in ("accum_freq", "batch_size", "steps", "save_every", "log_every", "val_shards", "dist_timeout",
-                 "max_image_pixels"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not 0 <= args.val_fraction < 1:
-        p.error("--val-fraction must be in [0, 1)")
-    return args
-
 
 def init_distributed(backend: str | None, timeout_min: int = 120) -> tuple[int, int, int, torch.device]:
     """(rank, world, local rank, device) from torchrun's environment; single process otherwise."""
@@ -161,7 +90,11 @@ def quiet_known_noise() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run_parsed(parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Train with parsed arguments (train/__main__.py parses them before importing this module)."""
     if lifeline.under_torchrun():  # also armed in train/__main__.py, before the imports
         lifeline.die_with_parent()
     with contextlib.ExitStack() as held:  # the run folder's lock, for the whole run
@@ -206,6 +139,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     # run folder on their own could disagree (a checkpoint written while they listed, a node
     # that does not see the folder), and ranks at different steps hang in the first all-reduce.
     start_step = 0
+    elapsed_before = 0.0  # training seconds of the steps before a resume
     skipped_total = 0
     shard_errors_total = 0
     reasons_total: dict[str, int] = {}
@@ -260,6 +194,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         start_step = int(ckpt["step"])
         saved_data = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
         skipped_total = int(saved_data.get("skipped_samples", 0))
+        elapsed_before = float(saved_data.get("elapsed_time", 0.0))
         shard_errors_total = int(saved_data.get("shard_errors", 0))
         reasons_total = {str(k): int(v) for k, v in (saved_data.get("skipped_by_reason") or {}).items()}
         streams = saved_data.get("streams")
@@ -329,6 +264,8 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 
         bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
                    dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
+    # Without a terminal (stderr to a file, a batch job) a line per logged step says the run is alive.
+    log_lines = master and not args.quiet and bar.disable
 
     # --- the loop ---------------------------------------------------------------------
     metrics_file = open(run.local / "metrics.jsonl", "a") if master else None
@@ -336,7 +273,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     reasons = data.SAMPLE_REASONS + data.SHARD_REASONS
     reasons_local = dict.fromkeys(reasons, 0)
     exit_code = 0
-    t_last = time.perf_counter()
+    t_start = t_last = time.perf_counter()
     for step in range(start_step, args.steps):
         lr = optim.cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
         optim.set_lr(opt, lr)
@@ -392,20 +329,21 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 "logit_scale": round(unwrap(ddp).logit_scale.detach().exp().item(), 4),
                 "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
                 "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
-                "wall_time": round(now - t_last, 3), "skipped_samples": skipped_total,
-                "shard_errors": shard_errors_total, "skipped_by_reason": dict(sorted(reasons_total.items())),
+                "interval_time": round(now - t_last, 3), "elapsed_time": round(elapsed_before + now - t_start, 3),
+                "skipped_samples": skipped_total, "shard_errors": shard_errors_total,
+                "skipped_by_reason": dict(sorted(reasons_total.items())),
             }
             t_last = now
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
             run.upload("metrics.jsonl", min_interval=60)  # remote: the whole file, at most once a minute
             if writer is not None:
-                for k, v in row.items():
-                    if k == "skipped_by_reason":
-                        for r, n in v.items():
-                            writer.add_scalar(f"skipped/{r}", n, done)
-                    elif k != "step":
-                        writer.add_scalar(f"train/{k}", v, done)
+                for tag, v in tensorboard_scalars(row, world).items():
+                    writer.add_scalar(tag, v, done)
+            if log_lines:
+                print(f"step {done}/{args.steps}: loss {row['loss']:.4f}, lr {lr:.3g}, scale {row['logit_scale']:.2f}, "
+                      f"{row['samples_per_s']:.1f} samples/s, {timedelta(seconds=round(row['elapsed_time']))} elapsed"
+                      + (f", {skipped_total} samples skipped" if skipped_total else ""), file=sys.stderr, flush=True)
 
         if done % args.save_every == 0 or done == args.steps:
             rngs = _gather(checkpoint.rng_state(), world)
@@ -418,7 +356,8 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                     "scaler": scaler.state_dict() if scaler is not None else {}, "step": done, "rng": rngs,
                     "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq,
                              "skipped_samples": skipped_total, "shard_errors": shard_errors_total,
-                             "skipped_by_reason": dict(reasons_total), "streams": streams},
+                             "skipped_by_reason": dict(reasons_total), "streams": streams,
+                             "elapsed_time": elapsed_before + time.perf_counter() - t_start},
                     "config": json.loads(json.dumps(config, default=str)),
                 }, keep=args.keep_checkpoints)
             if world > 1:
@@ -450,6 +389,24 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if world > 1:
         dist.destroy_process_group()
     return exit_code
+
+
+# open_clip_train's TensorBoard names (its train.py: "train/" + data_time, batch_time,
+# samples_per_second, samples_per_second_per_gpu, scale, lr and its losses), so runs of both
+# trainers overlay; ours where it has none.
+TENSORBOARD_TAGS = {"loss": "train/loss", "lr": "train/lr", "logit_scale": "train/scale",
+                    "data_time": "train/data_time", "batch_time": "train/batch_time",
+                    "samples_per_s": "train/samples_per_second", "skipped_samples": "train/skipped_samples",
+                    "shard_errors": "train/shard_errors"}
+
+
+def tensorboard_scalars(row: dict, world: int) -> dict[str, float]:
+    """A metrics.jsonl row as TensorBoard scalars under open_clip_train's names."""
+    out = {tag: row[k] for k, tag in TENSORBOARD_TAGS.items()}
+    out["train/contrastive_loss"] = row["loss"]  # open_clip's ClipLoss term; the only term here
+    out["train/samples_per_second_per_gpu"] = row["samples_per_s"] / world
+    out.update({f"skipped/{r}": n for r, n in row["skipped_by_reason"].items()})
+    return out
 
 
 def broadcast_from_rank0(values: list, world: int) -> list:
@@ -534,7 +491,7 @@ def hold_run_folder(run: store.RunFolder, held: contextlib.ExitStack) -> str | N
 
 
 def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step, autocast, writer) -> dict:
-    from .evaluate import evaluate, scalars
+    from .evaluate import evaluate, tensorboard_scalars as eval_scalars
 
     net.eval()
     val = None
@@ -542,10 +499,10 @@ def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step
         val = data.make_val_loader(urls[: args.val_shards], tokenizer, batch_size=args.batch_size,
                                    image_size=image_size, val_fraction=args.val_fraction, workers=0)
     results = evaluate(net, tokenizer, data.val_transform(image_size), args.eval_datasets, args.eval_cache, device,
-                       run_dir, step=step, retrieval_loader=val, autocast=autocast)
+                       run_dir, step=step, retrieval_loader=val, autocast=autocast, progress=not args.quiet)
     if writer is not None:
-        for k, v in scalars(results).items():
+        for k, v in eval_scalars(results).items():
             if not math.isnan(v):
-                writer.add_scalar(f"eval/{k}", v, step)
+                writer.add_scalar(k, v, step)
     net.train()
     return results
