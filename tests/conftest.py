@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -67,3 +68,19 @@ def ray_cluster():
         import ray
 
         ray.shutdown()  # a test that ran Ray tasks in this process joined the cluster
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str):
+    """A real filesystem of `size` at `where` (root only: `.ci/run` runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir(parents=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

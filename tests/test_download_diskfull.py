@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from PIL import Image
 
 from pipeline.collect.httpserver import serve_directory
 
-from .conftest import run_cli
+from .conftest import run_cli, small_tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +35,8 @@ FREE_MB = 4  # left free on the tmpfs next to the filler
 
 @pytest.fixture()
 def tmpfs(tmp_path: Path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "mnt", "30m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def _noise_site(root: Path) -> None:

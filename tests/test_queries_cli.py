@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bz2
-import contextlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import pytest
 
 from pipeline.wiki.synthetic import write_dump
 
-from .conftest import ROOT, assert_one_line_error, run_cli
+from .conftest import ROOT, assert_one_line_error, run_cli, small_tmpfs
 
 SMALL = ["--min-count", "5", "--min-bigram-count", "3", "--min-pmi", "8", "--quiet"]
 
@@ -131,22 +130,6 @@ def test_odd_output_path_and_bad_resource_options(tmp_path, wiki_sample_dump, wo
     for bad in (["--memory-limit", "2 lots"], ["--chunk-mb", "nan"], ["--workers", "0"]):
         res = queries(wiki_sample_dump, wordnet_dir, tmp_path / "o", *bad)
         assert res.returncode == 2 and "error: argument" in res.stderr and "Traceback" not in res.stderr
-
-
-@contextlib.contextmanager
-def small_tmpfs(where: Path, size: str):
-    """A real filesystem of `size` at `where` (root only: `.ci/run` runs as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    where.mkdir(parents=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def fill(fs: Path, leave: int) -> Path:
