@@ -239,17 +239,21 @@ def _register_config(name: str, model_config) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_random_init_warning():
-    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning."""
-    def keep(record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
-
+def _root_log_filter(keep):
+    """The root logger with `keep` as a filter for the block."""
     root = logging.getLogger()
     root.addFilter(keep)
     try:
-        yield
+        yield root
     finally:
         root.removeFilter(keep)
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning."""
+    with _root_log_filter(lambda record: "No pretrained weights loaded" not in record.getMessage()):
+        yield
 
 
 @contextlib.contextmanager
@@ -262,12 +266,8 @@ def _held_logs():
         held.append(record)
         return False
 
-    root = logging.getLogger()
-    root.addFilter(hold)
-    try:
+    with _root_log_filter(hold) as root:
         yield
-    finally:
-        root.removeFilter(hold)
     for record in held:  # only reached without an exception
         if record.levelno >= root.getEffectiveLevel():
             root.handle(record)
