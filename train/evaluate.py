@@ -24,7 +24,10 @@ For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``d
 templates, or its 7 "simple" ones) into a zero-shot classifier (`train.zeroshot`), and the
 images are classified with it: top-1 / top-5 accuracy next to their chance levels. On the
 held-out openclipart images with captions it also measures image->text and text->image
-recall@1/5/10. Results go to ``OUT/eval/step-NNNNNNNN.json`` (from the trainer, every
+recall@1/5/10. With ``--linear-probe`` each labelled set's image embeddings (encoded once)
+are also split 60/20/20 per class and fit with the CLIP paper's linear probe and 1/2/4/8/16-shot
+probes (`train.linear_probe`), next to the zero-shot top-1 on the same test split (its
+``linear_probe`` entry; see `probe_dataset`). Results go to ``OUT/eval/step-NNNNNNNN.json`` (from the trainer, every
 ``--eval-every`` steps; 8 digits, as the checkpoints) or ``OUT/eval/final.json`` (this
 command without ``--step``), written under a temporary name and renamed. OUT defaults to
 the checkpoint's run folder, or ``runs/models/SOURCE`` for a --model source.
@@ -85,7 +88,9 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
              retrieval_loader=None, templates: str | Sequence = "openai", retrieval: Sequence[str] = (),
              batch_size: int = 64, num_workers: int = 0, autocast: Callable[[], ContextManager] | None = None,
              log: Callable[[str], None] | None = _log, extra: dict | None = None,
-             retrieval_loader_name: str = "val", progress: bool = True) -> dict:
+             retrieval_loader_name: str = "val", progress: bool = True, linear_probe: bool = False,
+             probe_seed: int = 0, probe_shots: Sequence[int] = (1, 2, 4, 8, 16),
+             probe_seeds: Sequence[int] = (0, 1, 2)) -> dict:
     """Zero-shot accuracy on `datasets` and retrieval recall; returns (and writes) the results.
 
     datasets: names for `train.eval_data.load_dataset`. retrieval: names of retrieval sets
@@ -102,11 +107,15 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
     top5, chance_top5 (more than 5 classes), n, n_classes, mean_per_class_top1,
     per_class_top1, classnames, info, seconds}}, "retrieval": {name: {image_to_text_R@k,
     text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``; `scalars` flattens it.
+
+    `linear_probe`: also fit linear probes on each labelled set's image features (encoded
+    once, kept in memory): ``datasets[name]["linear_probe"]``, see `probe_dataset`.
     """
     from pipeline.io import atomic_path
 
     from . import eval_data
-    from .zeroshot import build_classifier, get_templates, zero_shot_accuracy, zero_shot_retrieval
+    from .zeroshot import (accuracy_from_features, build_classifier, encode_images, get_templates,
+                           zero_shot_retrieval)
 
     start = time.perf_counter()
     template_list = get_templates(templates)
@@ -125,13 +134,20 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
             batches = _loader(ds, batch_size, num_workers)
             if progress:
                 batches = _progress(batches, f"eval {spec}", log, f"{len(ds)} images, {len(ds.classnames)} classes")
-            acc = zero_shot_accuracy(model, classifier, batches, device, autocast=autocast, classnames=ds.classnames)
+            feats, labels = encode_images(model, batches, device, autocast)
+            acc = accuracy_from_features(feats, labels, classifier, classnames=ds.classnames)
             acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
             results["datasets"][spec] = acc
             if log:
                 top5 = f" top5 {acc['top5']:.4f} (chance {acc['chance_top5']:.4f})" if "top5" in acc else ""
                 log(f"eval {spec}: top1 {acc['top1']:.4f} (chance {acc['chance_top1']:.4f}){top5} "
                     f"n={acc['n']} classes={acc['n_classes']} {acc['seconds']:.1f}s")
+            if linear_probe:
+                probe = probe_dataset(feats, labels, classifier, seed=probe_seed, shots=probe_shots,
+                                      seeds=probe_seeds)
+                acc["linear_probe"] = probe
+                if log:
+                    log(probe_line(spec, probe))
         named = [(name, None) for name in retrieval]
         if retrieval_loader is not None:
             named.append((retrieval_loader_name, retrieval_loader))
@@ -162,6 +178,103 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
             tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         results["path"] = str(path)
     return results
+
+
+PROBE_FRACTIONS = (0.6, 0.2, 0.2)  # train / validation / test, per class
+
+
+def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTIONS):
+    """(train, validation, test) indices into `labels`, stratified and deterministic in `seed`.
+
+    Per class (sorted), one permutation from ``numpy.random.default_rng(seed)``: its first
+    round(test fraction * n_c) entries go to test, the next round(validation fraction * n_c)
+    to validation, the rest to train; a class with at least 3 examples gives each split at
+    least one. Each index array is sorted.
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    _, f_val, f_test = fractions
+    rng = np.random.default_rng(seed)
+    tr, va, te = [], [], []
+    for c in np.unique(labels):
+        perm = rng.permutation(np.flatnonzero(labels == c))
+        n = len(perm)
+        n_test, n_val = int(round(f_test * n)), int(round(f_val * n))
+        if n >= 3:  # at least one image in each split
+            n_test = min(max(1, n_test), n - 2)
+            n_val = min(max(1, n_val), n - 1 - n_test)
+        te.append(perm[:n_test])
+        va.append(perm[n_test:n_test + n_val])
+        tr.append(perm[n_test + n_val:])
+    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (tr, va, te))
+
+
+def probe_dataset(feats, labels, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16),
+                  seeds: Sequence[int] = (0, 1, 2)) -> dict:
+    """The CLIP paper's linear probe (`train.linear_probe`) on image features already encoded.
+
+    Features: the model's final image embedding, L2-normalised (what the zero-shot classifier
+    sees), for ViTs and ResNets alike; `linear_probe` standardises them per fit. The set is
+    split 60/20/20 per class by `probe_split(labels, seed)`: the probe searches lambda on
+    validation, refits on train+validation and is scored on test; `few_shot` draws its k-shot
+    sets (k in `shots`, one draw per seed in `seeds`) from the train split only and is scored on
+    the same test split, where the zero-shot top-1 is computed too (``zero_shot_top1``).
+    """
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    from .zeroshot import accuracy_from_features
+
+    t0 = time.perf_counter()
+    x = feats.float().cpu().numpy()
+    y = labels.long().cpu().numpy()
+    tr, va, te = probe_split(y, seed)
+    out: dict = {"features": "image embedding (encode_image), L2-normalised; standardised per fit",
+                 "split": {"seed": int(seed), "fractions": list(PROBE_FRACTIONS), "stratified": True},
+                 "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(te))}
+    if not len(tr) or not len(va) or not len(te):
+        out["skipped"] = "too few images per class for a train/validation/test split"
+        return out
+    zs = accuracy_from_features(feats[te], labels[te], classifier, topk=(1,))
+    out["zero_shot_top1"] = zs["top1"]
+    # One BLAS thread: these small L-BFGS fits beside torch's threads ran ~15x slower on 2 cores
+    # with OpenBLAS's own pool, and its threaded sums changed the probe's accuracy between runs.
+    with threadpool_limits(limits=1, user_api="blas"):
+        _fit_probes(out, x, y, tr, va, te, seed, shots, seeds)
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _fit_probes(out: dict, x, y, tr, va, te, seed: int, shots: Sequence[int], seeds: Sequence[int]) -> None:
+    from . import linear_probe as lp
+
+    probe = lp.linear_probe(x[tr], y[tr], x[va], y[va], x[te], y[te], seed=seed)
+    out.update({"test_acc": probe.test_acc, "lambda": probe.lam,
+                "log10_lambda": probe.search.best_log10_lambda, "val_acc": probe.search.best_val_acc,
+                "n_fit": probe.n_fit, "num_classes": probe.num_classes, "chance": probe.chance})
+    try:
+        fs = lp.few_shot(x[tr], y[tr], x[te], y[te], shots=shots, seeds=seeds)
+    except ValueError as e:  # e.g. no train examples beyond max(shots) left for validation
+        out["few_shot"] = {"skipped": str(e)}
+    else:
+        out["few_shot"] = {
+            "seeds": list(fs.seeds), "chance": fs.chance, "zero_shot_top1": out["zero_shot_top1"],
+            "shots": {str(k): {"mean": fs.mean[k], "std": fs.std[k], "acc": list(fs.acc[k]),
+                               "lambda": list(fs.lam[k]),
+                               "short_classes": {str(c): n for c, n in fs.short_classes[k].items()}}
+                      for k in fs.shots}}
+
+
+def probe_line(name: str, probe: dict) -> str:
+    """One line for a `probe_dataset` result."""
+    if "skipped" in probe:
+        return f"probe {name}: skipped ({probe['skipped']})"
+    shots = probe.get("few_shot", {}).get("shots", {})
+    top = max(shots, key=int) if shots else None
+    few = f" {top}-shot {shots[top]['mean']:.4f}+-{shots[top]['std']:.4f}" if top else " few-shot skipped"
+    return (f"probe {name}: linear probe {probe['test_acc']:.4f} (lambda {probe['lambda']:.3g}){few} "
+            f"zero-shot {probe['zero_shot_top1']:.4f} on the same test split (chance {probe['chance']:.4f}) "
+            f"n={probe['n_train']}/{probe['n_val']}/{probe['n_test']} {probe['seconds']:.1f}s")
 
 
 def scalars(results: dict) -> dict[str, float]:
@@ -472,6 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
     ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
+    ap.add_argument("--linear-probe", action="store_true",
+                    help="also fit the CLIP paper's linear probe and 1/2/4/8/16-shot probes (seeds 0-2) on each "
+                         "labelled set's image embeddings, split 60/20/20 per class; zero-shot top-1 on the same "
+                         "test split beside them")
+    ap.add_argument("--probe-seed", type=int, default=0,
+                    help="seed of the probe's train/validation/test split (default: %(default)s)")
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
@@ -509,12 +628,19 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else _default_out(source, path)
         results = evaluate(model, tokenizer, preprocess, args.datasets, args.cache, device, out, args.step,
                            templates=args.templates, retrieval=retrieval, batch_size=args.batch_size,
-                           num_workers=args.workers, autocast=autocast, extra=extra)
+                           num_workers=args.workers, autocast=autocast, extra=extra,
+                           linear_probe=args.linear_probe, probe_seed=args.probe_seed)
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     summary = {name: {k: v for k, v in r.items() if k.startswith(("top", "chance", "n"))}
                for name, r in results["datasets"].items()}
+    for name, r in results["datasets"].items():
+        probe = r.get("linear_probe")
+        if probe and "test_acc" in probe:
+            shots = probe.get("few_shot", {}).get("shots", {})
+            summary[name]["linear_probe"] = {"test_acc": probe["test_acc"], "zero_shot_top1": probe["zero_shot_top1"],
+                                             **{f"{k}_shot": v["mean"] for k, v in shots.items()}}
     summary.update({f"retrieval:{name}": {k: v for k, v in r.items() if "R@" in k or k == "n"}
                     for name, r in results["retrieval"].items()})
     print(json.dumps({"out": results["path"], **summary}, indent=2))
