@@ -35,6 +35,15 @@ def wiki_sample_dump() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sample_articles(wiki_sample_dump) -> list[str]:
+    """The sample dump's article texts with the markup removed, as the counters see them."""
+    from pipeline.wiki import dump as wd
+    from pipeline.wiki.markup import clean_wikitext
+
+    return [clean_wikitext(p.text) for p in wd.iter_pages(str(wiki_sample_dump)) if p.is_article]
+
+
+@pytest.fixture(scope="session")
 def wordnet_dir() -> Path:
     return required_path("WORDNET_DIR")
 

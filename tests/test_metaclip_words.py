@@ -7,8 +7,6 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from pipeline.wiki import dump as wd
-from pipeline.wiki.markup import clean_wikitext
 from pipeline.wiki.metaclip_words import (
     count_chunk_metaclip,
     count_text_metaclip,
@@ -123,8 +121,8 @@ def test_random_texts(seed):
     assert as_counters(count_chunk_metaclip(texts)) == expected
 
 
-def test_sample_dump(wiki_sample_dump):
-    texts = [clean_wikitext(p.text) for p in wd.iter_pages(str(wiki_sample_dump)) if p.is_article]
+def test_sample_dump(sample_articles):
+    texts = sample_articles
     expected = reference(texts)
     assert expected[3] > 100_000
     assert as_counters(count_chunk_metaclip(texts)) == expected

@@ -21,7 +21,6 @@ from pipeline.queries.recipes import is_entry, metaclip_wordnet, resolve_rules
 from pipeline.queries.wordnet import read_head_words
 from pipeline.errors import InputError
 from pipeline.wiki import dump as wd
-from pipeline.wiki.markup import clean_wikitext
 
 from .conftest import assert_one_line_error, run_cli
 from .test_dump import FOOTER, HEADER, page
@@ -54,11 +53,6 @@ def test_rules_per_recipe():
 
 
 # --- the sample, counted once per recipe -------------------------------------------------
-
-@pytest.fixture(scope="module")
-def sample_articles(wiki_sample_dump) -> list[str]:
-    return [clean_wikitext(p.text) for p in wd.iter_pages(str(wiki_sample_dump)) if p.is_article]
-
 
 def _aggregates(tmp: Path, dump: Path, recipe: str, min_doc_freq: int) -> Aggregates:
     count_dumps([str(dump)], tmp / "dump", workers=2, chunk_mb=1, recipe=recipe)

@@ -8,8 +8,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.wiki import dump as wd
-from pipeline.wiki.markup import clean_wikitext
 from pipeline.wiki.tokens import count_chunk, count_text
 
 # Pieces of adversarial text: letters, CJK, combining marks, digits, joiners, possessives,
@@ -98,8 +96,8 @@ def test_random_texts(seed):
     assert as_counters(count_chunk(texts)) == expected
 
 
-def test_sample_dump(wiki_sample_dump):
-    texts = [clean_wikitext(p.text) for p in wd.iter_pages(str(wiki_sample_dump)) if p.is_article]
+def test_sample_dump(sample_articles):
+    texts = sample_articles
     expected = reference(texts)
     assert expected[2] > 100_000
     assert as_counters(count_chunk(texts)) == expected
