@@ -175,7 +175,7 @@ def logged_run(tmp_path_factory, shards) -> tuple[Path, str]:
     cmd = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp), "--name", "log",
            "--model", "tiny-ViT-64", "--batch-size", "4", "--steps", "4", "--log-every", "2", "--save-every", "4",
            "--workers", "0", "--threads", "1", "--warmup", "1", "--eval-datasets", f"imagefolder:{folder}",
-           "--val-shards", "1"]
+           "--val-shards", "1", "--eval-every", "2", "--linear-probe", "--feature-cache", str(tmp / "features")]
     with open(tmp / "stderr.txt", "w") as err:
         res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, timeout=300)
     stderr = (tmp / "stderr.txt").read_text()
@@ -201,6 +201,16 @@ def test_metrics_name_interval_and_elapsed_time(logged_run):
         assert r["interval_time"] == pytest.approx(r["elapsed_time"] - before["elapsed_time"], abs=0.002)
     assert not any("wall_time" in r for r in rows), "the misleading old name is gone"
     assert (run / "eval" / "step-00000004.json").exists(), "evaluation files carry the checkpoints' 8 digits"
+
+
+def test_linear_probe_runs_at_the_final_evaluation_only(logged_run):
+    run, stderr = logged_run
+    (name,) = json.loads((run / "eval" / "step-00000002.json").read_text())["datasets"]
+    assert "linear_probe" not in json.loads((run / "eval" / "step-00000002.json").read_text())["datasets"][name]
+    probe = json.loads((run / "eval" / "step-00000004.json").read_text())["datasets"][name]["linear_probe"]
+    assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (2, 2, 2) and 0 <= probe["test_acc"] <= 1
+    assert probe["features"].startswith("pre-projection") and f"probe {name}: linear probe" in stderr
+    assert len(list((run.parent / "features").glob("*.safetensors"))) == 1, "the final features are cached"
 
 
 def test_tensorboard_uses_open_clip_train_names(logged_run):

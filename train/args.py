@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-datasets", nargs="*", default=["openclipart", "animal-mnist", "digits"],
                    help="zero-shot datasets: openclipart, animal-mnist, digits, imagefolder:PATH (default: %(default)s)")
     p.add_argument("--eval-cache", default=".cache/sample", help="where the evaluation data lives (default: %(default)s)")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="the final evaluation also fits the CLIP paper's linear probe and 1/2/4/8/16-shot probes on "
+                        "each labelled set (as python -m train.evaluate --linear-probe)")
+    p.add_argument("--feature-cache", default=".cache/features",
+                   help="with --linear-probe: the final evaluation's features are kept here, so train.evaluate "
+                        "--linear-probe on the saved checkpoint reads them; '' for none (default: %(default)s)")
     p.add_argument("--log-every", type=int, default=10,
                    help="a metrics.jsonl line and TensorBoard scalars every N steps, and a line on stderr when it "
                         "is not a terminal (where the progress bar is) (default: %(default)s)")

@@ -16,6 +16,10 @@ Sets (names as given to `load_dataset` / ``python -m train.evaluate --datasets``
     ignored; UTF-8): one name per line, in sorted folder order, exactly one line per folder;
     or ``folder<TAB>name`` lines naming every folder once (order free). Mixing the forms, a
     count that does not match, or an unknown or missing folder is an error (`InputError`).
+    A ROOT holding ``train/`` and ``test/`` folders (each in that layout, with the same class
+    folders; class names from ROOT/classnames.txt or CLASSNAMES_FILE) is a set with its own
+    split: the images are test/'s (zero-shot is scored there) and ``probe_train`` holds
+    train/'s, on which the linear probe fits (`train.evaluate.probe_given_split`).
 
 ``openclipart``
     The openclipart images that `make shards` keeps out of the training pool
@@ -423,7 +427,20 @@ def _imagefolder(cache_dir, preprocess, arg: str | None = None) -> LabelledImage
     if not arg:
         raise InputError("imagefolder needs a folder: imagefolder:ROOT or imagefolder:ROOT::CLASSNAMES_FILE")
     root, _, names = arg.partition("::")
-    return ImageFolderDataset(root, names or None, transform=preprocess)
+    base = Path(root)
+    if not ((base / "train").is_dir() and (base / "test").is_dir()):
+        return ImageFolderDataset(root, names or None, transform=preprocess)
+    train_folders, test_folders = ({d.name for d in (base / part).iterdir() if d.is_dir()} for part in ("train", "test"))
+    if train_folders != test_folders:
+        only = sorted(train_folders ^ test_folders)
+        raise InputError(f"{base}: train/ and test/ have different class folders ({', '.join(only[:5])})")
+    names = names or (str(base / "classnames.txt") if (base / "classnames.txt").is_file() else None)
+    test = ImageFolderDataset(base / "test", names, transform=preprocess)
+    train = ImageFolderDataset(base / "train", names, transform=preprocess)
+    test.name = f"imagefolder:{base}"
+    test.info.update({"split": "test", "n_train": len(train)})
+    test.probe_train = train  # the linear probe fits on it (train.evaluate.probe_given_split)
+    return test
 
 
 DATASETS: dict[str, Callable[..., LabelledImages]] = {

@@ -24,10 +24,13 @@ For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``d
 templates, or its 7 "simple" ones) into a zero-shot classifier (`train.zeroshot`), and the
 images are classified with it: top-1 / top-5 accuracy next to their chance levels. On the
 held-out openclipart images with captions it also measures image->text and text->image
-recall@1/5/10. With ``--linear-probe`` each labelled set's image embeddings (encoded once)
-are also split 60/20/20 per class and fit with the CLIP paper's linear probe and 1/2/4/8/16-shot
-probes (`train.linear_probe`), next to the zero-shot top-1 on the same test split (its
-``linear_probe`` entry; see `probe_dataset`). Results go to ``OUT/eval/step-NNNNNNNN.json`` (from the trainer, every
+recall@1/5/10. With ``--linear-probe`` each labelled set's image features (encoded once,
+with the embeddings) are also split 60/20/20 per class and fit with the CLIP paper's linear
+probe and 1/2/4/8/16-shot probes (`train.linear_probe`), next to the zero-shot top-1 on the
+same test split (its ``linear_probe`` entry; see `probe_dataset`). The probes read a ViT's
+features before its final projection, as the paper does (`train.features`), kept in
+``--feature-cache`` for the next probe over the same weights. Results go to
+``OUT/eval/step-NNNNNNNN.json`` (from the trainer, every
 ``--eval-every`` steps; 8 digits, as the checkpoints) or ``OUT/eval/final.json`` (this
 command without ``--step``), written under a temporary name and renamed. OUT defaults to
 the checkpoint's run folder, or ``runs/models/SOURCE`` for a --model source.
@@ -83,6 +86,18 @@ def _progress(loader, desc: str, log: Callable[[str], None] | None, what: str):
     return bar
 
 
+def _encode(model, ds, spec: str, cache, weights, preprocess, precision: str, batch_size: int, num_workers: int,
+            device, autocast, log: Callable[[str], None] | None):
+    """`train.features` of a labelled set: from `cache` if it has them, else encoded (a bar
+    or a line per set through `log`)."""
+    from . import features
+
+    batches = _loader(ds, batch_size, num_workers)
+    if log is not None:
+        batches = _progress(batches, f"eval {spec}", log, f"{len(ds)} images, {len(ds.classnames)} classes")
+    return features.cached_encode(model, ds, batches, spec, cache, weights, preprocess, precision, device, autocast)
+
+
 def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: str | Path = ".cache/sample",
              device: str | torch.device = "cpu", out_dir: str | Path | None = None, step: int | None = None,
              retrieval_loader=None, templates: str | Sequence = "openai", retrieval: Sequence[str] = (),
@@ -90,7 +105,8 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
              log: Callable[[str], None] | None = _log, extra: dict | None = None,
              retrieval_loader_name: str = "val", progress: bool = True, linear_probe: bool = False,
              probe_seed: int = 0, probe_shots: Sequence[int] = (1, 2, 4, 8, 16),
-             probe_seeds: Sequence[int] = (0, 1, 2)) -> dict:
+             probe_seeds: Sequence[int] = (0, 1, 2), feature_cache: str | Path | None = None,
+             precision: str = "fp32") -> dict:
     """Zero-shot accuracy on `datasets` and retrieval recall; returns (and writes) the results.
 
     datasets: names for `train.eval_data.load_dataset`. retrieval: names of retrieval sets
@@ -109,13 +125,16 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
     text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``; `scalars` flattens it.
 
     `linear_probe`: also fit linear probes on each labelled set's image features (encoded
-    once, kept in memory): ``datasets[name]["linear_probe"]``, see `probe_dataset`.
+    once with the embeddings, `train.features`): ``datasets[name]["linear_probe"]``, see
+    `probe_dataset`; an ``imagefolder:ROOT`` with ``train/`` and ``test/`` folders is scored
+    zero-shot on test and probed by `probe_given_split`. `feature_cache` (a folder) keeps
+    those features per (weights, dataset, preprocessing, `precision`), so another probe over
+    the same weights reads them instead of encoding the images again.
     """
     from pipeline.io import atomic_path
 
-    from . import eval_data
-    from .zeroshot import (accuracy_from_features, build_classifier, encode_images, get_templates,
-                           zero_shot_retrieval)
+    from . import eval_data, features
+    from .zeroshot import accuracy_from_features, build_classifier, get_templates, zero_shot_retrieval
 
     start = time.perf_counter()
     template_list = get_templates(templates)
@@ -127,15 +146,15 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
     if hasattr(model, "eval"):
         model.eval()
     try:
+        cache = features.FeatureCache(feature_cache) if (feature_cache and linear_probe) else None
+        weights = features.weights_digest(model) if cache is not None else None
         for spec in datasets:
             t0 = time.perf_counter()
             ds = eval_data.load_dataset(spec, cache_dir, preprocess)
             classifier = build_classifier(model, tokenizer, ds.classnames, template_list, device, autocast=autocast)
-            batches = _loader(ds, batch_size, num_workers)
-            if progress:
-                batches = _progress(batches, f"eval {spec}", log, f"{len(ds)} images, {len(ds.classnames)} classes")
-            feats, labels = encode_images(model, batches, device, autocast)
-            acc = accuracy_from_features(feats, labels, classifier, classnames=ds.classnames)
+            feats = _encode(model, ds, spec, cache, weights, preprocess, precision, batch_size, num_workers, device,
+                            autocast, log if progress else None)
+            acc = accuracy_from_features(feats.embedding, feats.labels, classifier, classnames=ds.classnames)
             acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
             results["datasets"][spec] = acc
             if log:
@@ -143,8 +162,17 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
                 log(f"eval {spec}: top1 {acc['top1']:.4f} (chance {acc['chance_top1']:.4f}){top5} "
                     f"n={acc['n']} classes={acc['n_classes']} {acc['seconds']:.1f}s")
             if linear_probe:
-                probe = probe_dataset(feats, labels, classifier, seed=probe_seed, shots=probe_shots,
-                                      seeds=probe_seeds)
+                train_ds = getattr(ds, "probe_train", None)
+                if train_ds is not None:  # imagefolder ROOT/train + ROOT/test: the probe fits on train
+                    fit = _encode(model, train_ds, f"{spec}#train", cache, weights, preprocess, precision, batch_size,
+                                  num_workers, device, autocast, log if progress else None)
+                    probe = probe_given_split(fit, feats, classifier, seed=probe_seed, shots=probe_shots,
+                                              seeds=probe_seeds)
+                else:
+                    probe = probe_dataset(feats.embedding, feats.labels, classifier, seed=probe_seed,
+                                          shots=probe_shots, seeds=probe_seeds, probe_features=feats.probe,
+                                          kind=feats.kind)
+                probe["cached_features"] = feats.cached
                 acc["linear_probe"] = probe
                 if log:
                     log(probe_line(spec, probe))
@@ -181,6 +209,7 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
 
 
 PROBE_FRACTIONS = (0.6, 0.2, 0.2)  # train / validation / test, per class
+GIVEN_SPLIT_FRACTIONS = (0.75, 0.25, 0.0)  # a set with its own test split: its train part, per class
 
 
 def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTIONS):
@@ -188,8 +217,8 @@ def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTI
 
     Per class (sorted), one permutation from ``numpy.random.default_rng(seed)``: its first
     round(test fraction * n_c) entries go to test, the next round(validation fraction * n_c)
-    to validation, the rest to train; a class with at least 3 examples gives each split at
-    least one. Each index array is sorted.
+    to validation, the rest to train; a class with at least 3 examples gives each split with
+    a non-zero fraction at least one. Each index array is sorted.
     """
     import numpy as np
 
@@ -201,9 +230,9 @@ def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTI
         perm = rng.permutation(np.flatnonzero(labels == c))
         n = len(perm)
         n_test, n_val = int(round(f_test * n)), int(round(f_val * n))
-        if n >= 3:  # at least one image in each split
-            n_test = min(max(1, n_test), n - 2)
-            n_val = min(max(1, n_val), n - 1 - n_test)
+        if n >= 3:  # at least one image in each split that has a share
+            n_test = min(max(int(f_test > 0), n_test), n - 2)
+            n_val = min(max(int(f_val > 0), n_val), n - 1 - n_test)
         te.append(perm[:n_test])
         va.append(perm[n_test:n_test + n_val])
         tr.append(perm[n_test + n_val:])
@@ -211,26 +240,30 @@ def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTI
 
 
 def probe_dataset(feats, labels, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16),
-                  seeds: Sequence[int] = (0, 1, 2)) -> dict:
+                  seeds: Sequence[int] = (0, 1, 2), probe_features=None, kind: str | None = None,
+                  split=None) -> dict:
     """The CLIP paper's linear probe (`train.linear_probe`) on image features already encoded.
 
-    Features: the model's final image embedding, L2-normalised (what the zero-shot classifier
-    sees), for ViTs and ResNets alike; `linear_probe` standardises them per fit. The set is
-    split 60/20/20 per class by `probe_split(labels, seed)`: the probe searches lambda on
-    validation, refits on train+validation and is scored on test; `few_shot` draws its k-shot
-    sets (k in `shots`, one draw per seed in `seeds`) from the train split only and is scored on
-    the same test split, where the zero-shot top-1 is computed too (``zero_shot_top1``).
+    `feats`: the L2-normalised embeddings the zero-shot `classifier` scores; `probe_features`
+    (default: `feats`): what the probes fit, for ViTs the features before the projection
+    (`train.features`; `kind` says which), standardised per fit by `linear_probe`. The set
+    is split 60/20/20 per class by `probe_split(labels, seed)` (or `split`, a given (train,
+    validation, test) triple of index arrays): the probe searches lambda on validation,
+    refits on train+validation and is scored on test; `few_shot` draws its k-shot sets (k
+    in `shots`, one draw per seed in `seeds`) from the train split only and is scored on the
+    same test split, where the zero-shot top-1 is computed too (``zero_shot_top1``).
     """
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
     from .zeroshot import accuracy_from_features
 
     t0 = time.perf_counter()
-    x = feats.float().cpu().numpy()
+    x = (feats if probe_features is None else probe_features).float().cpu().numpy()
     y = labels.long().cpu().numpy()
-    tr, va, te = probe_split(y, seed)
-    out: dict = {"features": "image embedding (encode_image), L2-normalised; standardised per fit",
-                 "split": {"seed": int(seed), "fractions": list(PROBE_FRACTIONS), "stratified": True},
+    tr, va, te = probe_split(y, seed) if split is None else split
+    out: dict = {"features": kind or "image embedding (encode_image), L2-normalised; standardised per fit",
+                 "split": {"seed": int(seed), "fractions": list(PROBE_FRACTIONS), "stratified": True}
+                 if split is None else {"seed": int(seed), "given": True},
                  "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(te))}
     if not len(tr) or not len(va) or not len(te):
         out["skipped"] = "too few images per class for a train/validation/test split"
@@ -242,6 +275,25 @@ def probe_dataset(feats, labels, classifier, seed: int = 0, shots: Sequence[int]
     with threadpool_limits(limits=1, user_api="blas"):
         _fit_probes(out, x, y, tr, va, te, seed, shots, seeds)
     out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def probe_given_split(fit, test, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16),
+                      seeds: Sequence[int] = (0, 1, 2)) -> dict:
+    """`probe_dataset` for a set that brings its own test split (``imagefolder:ROOT`` with
+    ``train/`` and ``test/``): as the paper does for sets without a validation split, the
+    train part (`fit`, `train.features.Features`) is split 75/25 per class by `seed` into
+    train and validation for the lambda search; `test` (the test part's features, the ones
+    zero-shot is scored on) is the test split."""
+    import numpy as np
+    import torch
+
+    tr, va, _ = probe_split(fit.labels.numpy(), seed, GIVEN_SPLIT_FRACTIONS)
+    te = np.arange(len(fit.labels), len(fit.labels) + len(test.labels), dtype=np.int64)
+    out = probe_dataset(torch.cat([fit.embedding, test.embedding]), torch.cat([fit.labels, test.labels]), classifier,
+                        seed=seed, shots=shots, seeds=seeds, probe_features=torch.cat([fit.probe, test.probe]),
+                        kind=test.kind, split=(tr, va, te))
+    out["split"].update({"fractions_of_train": list(GIVEN_SPLIT_FRACTIONS[:2]), "test": "the set's test/ folder"})
     return out
 
 
@@ -591,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
                          "test split beside them")
     ap.add_argument("--probe-seed", type=int, default=0,
                     help="seed of the probe's train/validation/test split (default: %(default)s)")
+    ap.add_argument("--feature-cache", default=".cache/features",
+                    help="with --linear-probe: keep the encoded features here per (weights, dataset), so another "
+                         "probe over the same weights does not encode the images again; '' for none "
+                         "(default: %(default)s)")
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
@@ -629,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(model, tokenizer, preprocess, args.datasets, args.cache, device, out, args.step,
                            templates=args.templates, retrieval=retrieval, batch_size=args.batch_size,
                            num_workers=args.workers, autocast=autocast, extra=extra,
-                           linear_probe=args.linear_probe, probe_seed=args.probe_seed)
+                           linear_probe=args.linear_probe, probe_seed=args.probe_seed,
+                           feature_cache=args.feature_cache or None, precision=args.precision)
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
