@@ -24,7 +24,7 @@ SAMPLE_SHARD_ARGS ?= --per-query 100 --samples-per-shard 1000
 # 2 gloo processes x 64 = 128 pairs a step, 400 steps (~12 epochs) in about 10 minutes.
 NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
-	--save-every 100 --log-every 20 --workers 1
+	--save-every 100 --log-every 20 --workers 1 --linear-probe
 
 .PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-fullscale bench-match bench-download bench-scale bench-train clean
 help:
