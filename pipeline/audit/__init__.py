@@ -7,8 +7,8 @@ curves sampled on a log grid) reach Python. Modules:
   views    DuckDB views over the files (`queries`, `pool`, `matches`, `entry_counts`,
            `selected`, `samples`) and the steps' `_stats.json` accounting
   figures  every number of the report, as one nested dict (summary.json)
-  plots    dependency-free inline SVG charts
-  report   report.html (self-contained), report.md, summary.json
+  report   report.html (self-contained; charts from `pipeline.plots`, page shell from
+           `pipeline.page`), report.md, summary.json
   lookup   `--query WORD` and `--sql` for interactive use
   location local paths or fsspec URLs (s3://...): inputs read and reports written where they lie
   cli      the thin command line

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, page, plots
 from ..errors import InputError
 from ..outlock import hold
-from . import plots
+from ..page import esc, table
+from ..plots import fmt_int, fmt_pct
 from .figures import SECTIONS, compute
 from .location import Location, output_location, write_outputs
-from .plots import fmt_int, fmt_pct
 from .views import open_inputs
 
 TITLES = {
@@ -36,10 +35,6 @@ REASON_LABELS = {
     "empty_text": "empty text", "malformed": "malformed row", "null_url": "no URL",
     "private_host": "private/loopback host", "scheme": "not http(s)",
 }
-
-
-def _e(s) -> str:
-    return escape("" if s is None else str(s), quote=True)
 
 
 def _ok(section: dict | None) -> bool:
@@ -236,66 +231,23 @@ def charts(s: dict) -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------------- html
 
-CSS = """
-*{box-sizing:border-box}
-body{margin:0;background:#f4f5f7;color:#1d2430;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}
-main{max-width:1280px;margin:0 auto;padding:20px 28px 40px}
-header h1{font-size:24px;margin:0 0 2px}
-.sub{color:#5b6573;margin:0 0 14px;font-size:12.5px}
-code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#eceef2;padding:1px 4px;border-radius:3px}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:10px;margin:6px 0 14px}
-.tile{background:#fff;border-radius:8px;padding:10px 14px;box-shadow:0 1px 2px rgba(0,0,0,.08);border-top:3px solid #3b6fb6}
-.tile b{display:block;font-size:24px;font-weight:650;letter-spacing:-.5px}
-.tile span{color:#5b6573;font-size:12px}
-.tile.na{border-top-color:#c9ced6}.tile.na b{color:#a0a7b1}
-section{background:#fff;border-radius:8px;padding:14px 18px 16px;margin:14px 0;box-shadow:0 1px 2px rgba(0,0,0,.08)}
-section h2{font-size:18px;margin:0 0 6px}
-section h3{font-size:14px;margin:14px 0 6px;color:#333}
-.find{margin:0 0 10px;padding-left:18px}.find li{margin:2px 0}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:14px 22px;align-items:start}
-svg.plot{max-width:100%;height:auto;display:block}
-table{border-collapse:collapse;font-size:12.5px;margin:4px 0 8px}
-th,td{padding:3px 10px 3px 0;border-bottom:1px solid #eceef2;text-align:left;vertical-align:top}
-th{color:#5b6573;font-weight:600}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;padding-left:12px}
-.unavail{color:#8a5a00;background:#fff6e0;border-left:4px solid #e0a100;padding:8px 12px;border-radius:4px}
-.warn{color:#7a1f12;background:#fdecea;border-left:4px solid #c0392b;padding:8px 12px;border-radius:4px;margin:8px 0}
-details summary{cursor:pointer;color:#3b6fb6;margin:6px 0}
-.small{font-size:12px;color:#5b6573}
-.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11.5px}
-footer{color:#8a929d;font-size:12px;margin-top:18px}
-"""
-
-
-def _table(headers: list[str], rows: list[list], numeric: set[int] | None = None, cls: str = "") -> str:
-    numeric = numeric or set()
-    h = "".join(f'<th class="n">{_e(x)}</th>' if i in numeric else f"<th>{_e(x)}</th>" for i, x in enumerate(headers))
-    body = []
-    for r in rows:
-        cells = []
-        for i, v in enumerate(r):
-            txt = fmt_int(v) if i in numeric and isinstance(v, int) else ("–" if v is None else str(v))
-            cells.append(f'<td class="n">{_e(txt)}</td>' if i in numeric else f"<td>{_e(txt)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
 
 def _kv(pairs: list[tuple[str, object]]) -> str:
-    return _table(["", ""], [[k, v] for k, v in pairs])
+    return table(["", ""], [[k, v] for k, v in pairs])
 
 
 def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
     sec = s[name]
-    parts = [f'<section id="{name}"><h2>{_e(TITLES[name])}</h2>']
+    parts = [f'<section id="{name}"><h2>{esc(TITLES[name])}</h2>']
     if not _ok(sec):
-        parts.append(f'<p class="unavail">Section unavailable: {_e(sec.get("reason"))}</p></section>')
+        parts.append(f'<p class="unavail">Section unavailable: {esc(sec.get("reason"))}</p></section>')
         return "".join(parts)
     if find[name]:
-        parts.append('<ul class="find">' + "".join(f"<li>{_e(x)}</li>" for x in find[name]) + "</ul>")
+        parts.append('<ul class="find">' + "".join(f"<li>{esc(x)}</li>" for x in find[name]) + "</ul>")
     grid = list(ch.get(name, []))
     extra = []
     if name == "query_list":
-        extra.append(_table(["source", "queries", "share", "first queries (highest priority first)"],
+        extra.append(table(["source", "queries", "share", "first queries (highest priority first)"],
                             [[r["source"], r["queries"], fmt_pct(r["share"]), ", ".join(r["examples"])]
                              for r in sec["by_source"]], {1, 2}))
         b = sec["build"]
@@ -306,10 +258,10 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
             srcs = [[k, v.get("considered"), v.get("duplicates_skipped"), v.get("added")]
                     for k, v in (b.get("sources") or {}).items() if isinstance(v, dict)]
             extra.append("<details><summary>Build parameters and sources (build.json)</summary>" + _kv(rows)
-                         + (_table(["source", "considered", "duplicates skipped", "added"], srcs, {1, 2, 3}) if srcs else "")
+                         + (table(["source", "considered", "duplicates skipped", "added"], srcs, {1, 2, 3}) if srcs else "")
                          + (_kv(list((b.get("dump") or {}).items())) if b.get("dump") else "") + "</details>")
         else:
-            extra.append(f'<p class="unavail">Build parameters unavailable: {_e(b.get("reason"))}</p>')
+            extra.append(f'<p class="unavail">Build parameters unavailable: {esc(b.get("reason"))}</p>')
     elif name == "pool" and "rows_in" in sec:
         rows = [["rows read", sec["rows_in"]]] + [[f"dropped: {REASON_LABELS.get(k, k)}", v]
                                                    for k, v in sec["dropped"].items() if v]
@@ -319,14 +271,14 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         rows += [["kept (pool rows)", sec["rows"]], ["texts truncated", sec["text_truncated"]]]
         if any(sec.get("wat", {}).values()):
             rows += [[f"WAT {k.replace('_', ' ')}", v] for k, v in sec["wat"].items()]
-        extra.append(_table(["accounting (pool_stats.json)", "rows"], rows, {1}))
+        extra.append(table(["accounting (pool_stats.json)", "rows"], rows, {1}))
         if sec.get("inputs"):
-            extra.append("<details><summary>Input files</summary>" + _table(
+            extra.append("<details><summary>Input files</summary>" + table(
                 ["path", "format", "rows"], [[i["path"], i["format"], i["rows_in"]] for i in sec["inputs"]], {2})
                 + "</details>")
     elif name == "matching":
         d = sec["matches_per_matched_text"]
-        extra.append(_table(["matches per matched text", "value"],
+        extra.append(table(["matches per matched text", "value"],
                             [["mean", _f(d["mean"])], *[[k, v] for k, v in d["quantiles"].items()], ["max", d["max"]]],
                             {1}))
     elif name == "balancing":
@@ -340,28 +292,28 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         if _ok(a):
             rows += [["matched texts kept", fmt_int(a["texts_kept"]), fmt_pct(a["kept_fraction"])],
                      ["(query, text) matches kept", fmt_int(a["matches"]), fmt_pct(a["matches_kept_fraction"])]]
-        extra.append(_table(["head / tail (MetaCLIP's figures)", "count", "share"], rows, {1, 2}))
+        extra.append(table(["head / tail (MetaCLIP's figures)", "count", "share"], rows, {1, 2}))
         if sec.get("by_source"):
-            extra.append("<h3>By source</h3>" + _table(
+            extra.append("<h3>By source</h3>" + table(
                 ["source", "queries", "with matches", "over cap", "matches before", "after"],
                 [[r["source"], r["queries"], r["queries_with_matches"], r["queries_over_cap"], r["matches_before"],
                   r["matches_after"]] for r in sec["by_source"]], {1, 2, 3, 4, 5}))
         if sec.get("top_queries"):
-            extra.append("<h3>Most matched queries</h3>" + _table(
+            extra.append("<h3>Most matched queries</h3>" + table(
                 ["id", "query", "source", "before", "keep p", "after", "in shards"],
                 [[str(r["query_id"]), r["query"], r["source"], r["before"], f"{r['keep_prob']:.3f}", r["after"],
                   r["in_shards"]] for r in sec["top_queries"]], {0, 3, 4, 5, 6}))
         if not _ok(a):
-            extra.append(f'<p class="unavail">After balancing unavailable: {_e(a.get("reason"))}</p>')
+            extra.append(f'<p class="unavail">After balancing unavailable: {esc(a.get("reason"))}</p>')
     elif name == "download":
         if sec.get("by_error"):
-            extra.append("<h3>Failures by error</h3>" + _table(
+            extra.append("<h3>Failures by error</h3>" + table(
                 ["error", "count"], [[r["error"][:300], r["count"]] for r in sec["by_error"]], {1}, cls="mono"))
         sz = sec.get("image_sizes", {})
         if _ok(sz):
             keys = ("original_width", "original_height", "stored_width", "stored_height")
             qs = ("p5", "p25", "p50", "p75", "p95")
-            extra.append("<h3>Image sizes (pixels, downloaded images)</h3>" + _table(
+            extra.append("<h3>Image sizes (pixels, downloaded images)</h3>" + table(
                 ["", "min", *qs, "max", "mean"],
                 [[k.replace("_", " "), sz[k]["min"], *[sz[k]["quantiles"].get(x) for x in qs], sz[k]["max"],
                   _f(sz[k]["mean"], 1)] for k in keys], {1, 2, 3, 4, 5, 6, 7, 8}))
@@ -369,9 +321,9 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         if _ok(du):
             rows = [["images with sha256", du["images_with_sha256"]], ["distinct", du["distinct_sha256"]],
                     ["duplicate groups", du["duplicate_groups"]], ["redundant copies", du["redundant_images"]]]
-            extra.append("<h3>Duplicate images (sha256)</h3>" + _table(["", "images"], rows, {1}))
+            extra.append("<h3>Duplicate images (sha256)</h3>" + table(["", "images"], rows, {1}))
             if du["largest_groups"]:
-                extra.append(_table(["sha256", "copies", "examples", "captions"],
+                extra.append(table(["sha256", "copies", "examples", "captions"],
                                     [[g["sha256"][:16] + "…", g["images"], ", ".join(g["examples"] or []),
                                       " | ".join(str(c) for c in (g["captions"] or []))] for g in du["largest_groups"]],
                                     {1}))
@@ -380,13 +332,13 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
                          + _kv(list(sec["stats_file"].items())) + "</details>")
     elif name == "text":
         c = sec["caption_chars"]
-        extra.append(_table(["caption characters", "value"],
+        extra.append(table(["caption characters", "value"],
                             [["mean", _f(c["mean"], 1)], ["min", c["min"]], *[[k, v] for k, v in c["quantiles"].items()],
                              ["max", c["max"]], ["empty captions", sec["empty_captions"]],
                              ["mean words", _f(sec["mean_words"], 1)],
                              ["mean queries per caption", _f(sec.get("mean_queries_per_caption"), 2)]], {1}))
         if not isinstance(sec.get("top_queries"), list):
-            extra.append(f'<p class="unavail">Top queries unavailable: {_e(sec["top_queries"].get("reason"))}</p>')
+            extra.append(f'<p class="unavail">Top queries unavailable: {esc(sec["top_queries"].get("reason"))}</p>')
     if grid or extra:
         parts.append('<div class="grid">' + "".join(f"<div>{x}</div>" for x in grid + extra) + "</div>")
     parts.append("</section>")
@@ -395,7 +347,7 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
 
 def _tiles(s: dict) -> str:
     h = s["headline"]
-    tiles = [
+    return page.tiles([
         ("queries", fmt_int(h["queries"]), "in the query list"),
         ("pool", fmt_int(h["pool_rows"]), "pool rows (image URL, text)"),
         ("matched", fmt_pct(h["matched_share"]), "of pool texts contain a query"),
@@ -403,41 +355,32 @@ def _tiles(s: dict) -> str:
          "kept after balancing" + (f" ({fmt_pct(h['kept_fraction'])} of matched)" if h["kept_fraction"] is not None else "")),
         ("images", fmt_int(h["images_downloaded"]), "images downloaded"),
         ("success", fmt_pct(h["download_success_rate"]), "download success rate"),
-    ]
-    out = []
-    for key, big, label in tiles:
-        na = " na" if big == "–" else ""
-        out.append(f'<div class="tile{na}" data-tile="{key}"><b>{_e(big)}</b><span>{_e(label)}</span></div>')
-    return '<div class="tiles">' + "".join(out) + "</div>"
+    ])
 
 
 def render_html(s: dict) -> str:
     find, ch = findings(s), charts(s)
     inputs = s["inputs"]
     head = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Dataset audit: {_e(inputs['shards'])}</title>",
-        f"<style>{CSS}</style></head><body><main>",
+        *page.head(f"Dataset audit: {inputs['shards']}"),
         "<header><h1>Dataset audit</h1>",
-        f'<p class="sub">query list <code>{_e(inputs["queries"])}</code> · shards <code>{_e(inputs["shards"])}</code>'
-        f' · report written {_e(s["generated_at"])} by pipeline audit {_e(s["tool"]["version"])}</p>',
+        f'<p class="sub">query list <code>{esc(inputs["queries"])}</code> · shards <code>{esc(inputs["shards"])}</code>'
+        f' · report written {esc(s["generated_at"])} by pipeline audit {esc(s["tool"]["version"])}</p>',
         _tiles(s),
     ]
     missing = [k for k in SECTIONS if not _ok(s[k])]
     if missing:
         head.append('<p class="unavail">Unavailable sections: '
-                    + "; ".join(f"<b>{_e(TITLES[k])}</b> ({_e(s[k]['reason'])})" for k in missing) + "</p>")
+                    + "; ".join(f"<b>{esc(TITLES[k])}</b> ({esc(s[k]['reason'])})" for k in missing) + "</p>")
     for w in s["warnings"]:
-        head.append(f'<p class="warn">{_e(w)}</p>')
+        head.append(f'<p class="warn">{esc(w)}</p>')
     if ch["flow"]:
         head.append('<div class="flow">' + ch["flow"][0] + "</div>")
     head.append("</header>")
     body = [_section_html(k, s, find, ch) for k in SECTIONS]
     foot = ['<footer>Every figure here is in <code>summary.json</code> beside this file. Explore further with '
             '<code>python -m pipeline audit --sql "SELECT ..."</code> or <code>--query WORD</code>.</footer>',
-            "</main></body></html>"]
+            page.END]
     return "\n".join(head + body + foot) + "\n"
 
 

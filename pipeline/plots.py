@@ -1,16 +1,19 @@
-"""Small, dependency-free charts as inline SVG strings.
+"""Small, dependency-free charts as inline SVG strings, for the self-contained HTML reports
+(the dataset audit, `pipeline.audit`; a training run's report, `train.report`).
 
-Why not matplotlib: the report needs four chart kinds (horizontal bars, a histogram, a
-log-log line chart, a legend), and hand-written SVG keeps `report.html` byte-for-byte
-deterministic (no embedded dates, random ids or font subsets), text in the charts stays
-selectable and searchable, the file stays small, it scales crisply, and the pipeline gains
-no dependency. Every chart is `<svg class="plot" data-plot=NAME>` with a <title>.
+Why not matplotlib: the reports need a few chart kinds (horizontal bars, a histogram, a
+log-log line chart, line charts over steps or shots), and hand-written SVG keeps a report
+byte-for-byte deterministic (no embedded dates, random ids or font subsets), text in the
+charts stays selectable and searchable, the file stays small, it scales crisply, and the
+project gains no dependency. Every chart is `<svg class="plot" data-plot=NAME>` with a <title>.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from html import escape
+from typing import Callable, Sequence
 
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
 BLUE, ORANGE, GREEN, GREY, RED = "#3b6fb6", "#e07b39", "#3f9a5a", "#9aa3ad", "#c0392b"
@@ -142,12 +145,14 @@ def columns(name: str, title: str, bins: list[tuple[str, float]], *, xlabel: str
     return "\n".join(out)
 
 
-def _nice_ticks(vmax: float, n: int = 4) -> list[float]:
-    raw = vmax / n
+def _nice_ticks(vmax: float, n: int = 4, vmin: float = 0.0) -> list[float]:
+    """About `n` round steps (1, 2, 2.5, 5 x 10^k) from at or below `vmin` to at or above `vmax`."""
+    raw = (vmax - vmin) / n
     mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    k = math.ceil(vmax / step)
-    return [step * i for i in range(k + 1)]
+    start = math.floor(vmin / step) * step
+    k = math.ceil((vmax - start) / step)
+    return [start + step * i for i in range(k + 1)]
 
 
 def loglog(name: str, title: str, series: list[tuple[str, list[list[int]], str]], *, xlabel: str, ylabel: str,
@@ -207,5 +212,134 @@ def loglog(name: str, title: str, series: list[tuple[str, list[list[int]], str]]
                f"{_t(xlabel)}</text>")
     out.append(f'<text x="12" y="{top + ph / 2:.1f}" font-size="10.5" text-anchor="middle" fill="#555" '
                f'transform="rotate(-90 12 {top + ph / 2:.1f})">{_t(ylabel)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+@dataclass
+class Line:
+    """A series of `lines`: `points` [(x, y)]; `spread` (a ± value per point, e.g. a std) is
+    drawn as a shaded band; `markers` draws each point (a lone point always is)."""
+    label: str
+    points: Sequence[tuple[float, float]]
+    color: str = BLUE
+    dashed: bool = False
+    spread: Sequence[float | None] | None = None
+    markers: bool = False
+
+
+@dataclass
+class Ref:
+    """A horizontal reference line across a `lines` chart (a chance level, a baseline)."""
+    y: float
+    label: str
+    color: str = GREY
+    dashed: bool = True
+
+
+def finite(*vs) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in vs)
+
+
+def _dash(dashed: bool) -> str:
+    return ' stroke-dasharray="6,4"' if dashed else ""
+
+
+def lines(name: str, title: str, series: list[Line], *, xlabel: str, ylabel: str, refs: Sequence[Ref] = (),
+          log2x: bool = False, y_from_zero: bool = False, yfmt: Callable[[float], str] = fmt_num,
+          width: int = 560, height: int = 250) -> str:
+    """Line chart on linear axes (x from 0), or with a log2 x axis (ticks at powers of 2), and
+    a legend under the plot that names every series and reference line. Points that are None,
+    NaN or infinite (or x <= 0 on a log2 axis) are left out, so a missing metric leaves a gap
+    in the data rather than breaking the chart."""
+    left, right, top = 58, 14, 30
+    pts = []  # per series: [(x, y, spread)]
+    for s in series:
+        spread = list(s.spread) if s.spread is not None else [None] * len(s.points)
+        pts.append([(x, y, d if finite(d) else 0.0) for (x, y), d in zip(s.points, spread)
+                    if finite(x, y) and (x > 0 or not log2x)])
+    refs = [r for r in refs if finite(r.y)]
+    legend = [(s.label, s.color, s.dashed) for s, p in zip(series, pts) if p] + [(r.label, r.color, r.dashed)
+                                                                                   for r in refs]
+    rows, x_at = [[]], 0.0  # the legend, wrapped into rows under the plot
+    for label, color, dashed in legend:
+        w = 44 + 6.3 * len(label)  # swatch, gap and a generous width per character
+        if rows[-1] and x_at + w > width - left - right:
+            rows.append([])
+            x_at = 0.0
+        rows[-1].append((x_at, label, color, dashed))
+        x_at += w
+    ph = height - top - 40
+    pw = width - left - right
+    total_h = height + 15 * len(rows) + 6
+    out = _open(name, title, width, total_h)
+    xs = [x for p in pts for x, _, _ in p]
+    if not xs:
+        out.append(f'<text x="{left}" y="{top + 20}" font-size="11" fill="#777">no data</text></svg>')
+        return "\n".join(out)
+    ys = [y + sgn * d for p in pts for _, y, d in p for sgn in (1, -1)] + [r.y for r in refs]
+    lo, hi = min(ys + [0.0] if y_from_zero else ys), max(ys)
+    if hi - lo < 1e-12:
+        lo, hi = lo - (abs(lo) or 1) * 0.05, hi + (abs(hi) or 1) * 0.05
+    yt = _nice_ticks(hi, vmin=lo)
+    if log2x:
+        k0, k1 = math.floor(math.log2(min(xs))), math.ceil(math.log2(max(xs)))
+        k1 = max(k1, k0 + 1)
+        xt = [2.0 ** k for k in range(k0, k1 + 1)]
+        fx = math.log2
+    else:
+        xt = _nice_ticks(max(max(xs), 1e-9), n=5, vmin=min(0.0, min(xs)))
+        fx = float
+    x0, x1, y0, y1 = fx(xt[0]), fx(xt[-1]), yt[0], yt[-1]
+
+    def px(x: float) -> float:
+        return left + pw * (fx(x) - x0) / (x1 - x0)
+
+    def py(y: float) -> float:
+        return top + ph - ph * (y - y0) / (y1 - y0)
+
+    for t in xt:
+        x = px(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#e3e6ea"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 13}" font-size="10" text-anchor="middle" fill="#666">'
+                   f"{_t(fmt_num(t))}</text>")
+    for t in yt:
+        y = py(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e3e6ea"/>')
+        out.append(f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end" fill="#666">'
+                   f"{_t(yfmt(t))}</text>")
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>')
+    for r in refs:
+        y = py(r.y)
+        out.append(f'<line data-ref="{_t(r.label)}" x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" '
+                   f'stroke="{r.color}" stroke-width="1.3"{_dash(r.dashed)}><title>{_t(r.label)}: {_t(yfmt(r.y))}'
+                   f"</title></line>")
+    for s, p in zip(series, pts):
+        if len(p) > 1 and any(d for _, _, d in p):
+            band = [(px(x), py(y + d)) for x, y, d in p] + [(px(x), py(y - d)) for x, y, d in reversed(p)]
+            out.append(f'<polygon points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in band)}" fill="{s.color}" '
+                       f'fill-opacity="0.18" stroke="none"><title>{_t(s.label)}: spread</title></polygon>')
+        if len(p) > 1:
+            path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in p)
+            out.append(f'<polyline data-series="{_t(s.label)}" points="{path}" fill="none" stroke="{s.color}" '
+                       f'stroke-width="2"{_dash(s.dashed)} stroke-linejoin="round"><title>{_t(s.label)}</title>'
+                       f"</polyline>")
+        if s.markers or len(p) == 1:
+            for x, y, d in p:
+                pm = f" ± {yfmt(d)}" if d else ""
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{s.color}"><title>'
+                           f"{_t(s.label)}: {_t(fmt_num(x))} → {_t(yfmt(y) + pm)}</title></circle>")
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 28}" font-size="10.5" text-anchor="middle" '
+               f'fill="#555">{_t(xlabel)}</text>')
+    out.append(f'<text x="12" y="{top + ph / 2:.1f}" font-size="10.5" text-anchor="middle" fill="#555" '
+               f'transform="rotate(-90 12 {top + ph / 2:.1f})">{_t(ylabel)}</text>')
+    for i, row in enumerate(rows):
+        ly = height + 4 + 15 * i
+        for x_at, label, color, dashed in row:
+            x = left + x_at
+            out.append(f'<line x1="{x:.1f}" y1="{ly}" x2="{x + 24:.1f}" y2="{ly}" stroke="{color}" stroke-width="2"'
+                       f"{_dash(dashed)}/>")
+            out.append(f'<text class="legend" x="{x + 29:.1f}" y="{ly + 4}" font-size="10.5" fill="#333">'
+                       f"{_t(label)}</text>")
     out.append("</svg>")
     return "\n".join(out)
