@@ -211,6 +211,8 @@ def test_linear_probe_runs_at_the_final_evaluation_only(logged_run):
     assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (2, 2, 2) and 0 <= probe["test_acc"] <= 1
     assert probe["features"].startswith("pre-projection") and f"probe {name}: linear probe" in stderr
     assert len(list((run.parent / "features").glob("*.safetensors"))) == 1, "the final features are cached"
+    page = (run / "report.html").read_text()
+    assert "<svg" in page and "few-shot" in page.lower(), "the trainer rewrites the run's report after evaluating"
 
 
 def test_tensorboard_uses_open_clip_train_names(logged_run):

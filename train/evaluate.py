@@ -700,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
                                              **{f"{k}_shot": v["mean"] for k, v in shots.items()}}
     summary.update({f"retrieval:{name}": {k: v for k, v in r.items() if "R@" in k or k == "n"}
                     for name, r in results["retrieval"].items()})
+    from .report import refresh_report
+
+    refresh_report(out)  # OUT/report.html shows these results beside any earlier ones
     print(json.dumps({"out": results["path"], **summary}, indent=2))
     return 0
 

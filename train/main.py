@@ -31,6 +31,7 @@ from . import checkpoint, data, lifeline, model as models, optim, store
 from .accum import accumulate_step
 from .args import parse_args
 from .loss import clamp_logit_scale_, make_loss
+from .report import refresh_report
 
 def init_distributed(backend: str | None, timeout_min: int = 120) -> tuple[int, int, int, torch.device]:
     """(rank, world, local rank, device) from torchrun's environment; single process otherwise."""
@@ -370,6 +371,8 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                     results = run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run.local, device, done,
                                              autocast, writer)
                     run.upload(Path(results["path"]).relative_to(run.local).as_posix())
+                    if refresh_report(run.local):
+                        run.upload("report.html")
                 except Exception as e:  # noqa: BLE001 - a broken eval set must not cost the training run
                     print(f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}",
                           file=sys.stderr)

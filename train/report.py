@@ -369,6 +369,17 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, now: dateti
     return path
 
 
+def refresh_report(run_dir: str | Path) -> bool:
+    """`write_report` after an evaluation (the trainer's, `train.evaluate`'s, `train.overlap`'s):
+    a failure is a warning on stderr, never the end of what called it; the results are saved."""
+    try:
+        write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - the page is a view of results already written
+        print(f"report.html not rewritten: {type(e).__name__}: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m train.report",
