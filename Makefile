@@ -21,16 +21,18 @@ SAMPLE_QUERY_ARGS ?= $(if $(findstring metaclip,$(ARGS)),$(SAMPLE_METACLIP_ARGS)
 # balancing visibly drop pairs of the most frequent queries. See README "Sample shards".
 SAMPLE_SHARD_ARGS ?= --per-query 100 --samples-per-shard 1000
 # ~4,200 training pairs on 2 CPU cores: a small ViT (train/model_configs/tiny-ViT-64.json),
-# 2 gloo processes x 64 = 128 pairs a step, 400 steps (~12 epochs) in about 10 minutes.
+# 2 gloo processes x 64 = 128 pairs a step, 400 steps (~12 epochs) in about 10 minutes, zero-shot
+# evaluation every 100 steps and the linear/few-shot probes at the end; then the overlap analysis.
 NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
-	--save-every 100 --log-every 20 --workers 1 --linear-probe
+	--save-every 100 --log-every 20 --workers 1 --eval-every 100 --linear-probe
 
-.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-fullscale bench-match bench-download bench-scale bench-train clean
+.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap overlap clean
 help:
 	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
 	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
-	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes, exported to runs/sample/export (after shards)"
+	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes: zero-shot, probes, overlap, runs/sample/report.html, export (after shards)"
+	@echo "make overlap       how much of each evaluation set is in the shards, and its effect on zero-shot (after train)"
 	@echo "make audit         write shards/audit/report.html, summary.json, report.md (after shards)"
 	@echo "make test          run the test suite"
 	@echo "make test-unit     the fast tests only (no end-to-end runs), for the edit loop"
@@ -38,6 +40,7 @@ help:
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
 	@echo "make bench-queries benchmark the query builder"
 	@echo "make bench-fullscale what each query recipe selects on a simulated full Wikipedia"
+	@echo "make bench-overlap the overlap scan's cost per million shard images"
 	@echo "make bench-scale   pool/match/balance at 1M and 10M rows, local vs Ray"
 
 setup: $(VENV)/.installed
@@ -67,7 +70,12 @@ shards/00000.tar:
 train: sample-data shards/00000.tar
 	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m train --train-data 'shards/[0-9]*.tar' \
 		--name sample --resume latest $(SAMPLE_TRAIN_ARGS) $(ARGS)
+	$(PY) -m train.overlap --checkpoint runs/sample
 	$(PY) -m train.export runs/sample --out runs/sample/export
+
+# Train-test overlap of the sample run (CLIP paper, sec. 5): runs/sample/eval/overlap.json + overlap_pairs.parquet
+overlap: sample-data shards/00000.tar
+	$(PY) -m train.overlap --checkpoint runs/sample $(ARGS)
 
 audit: sample-data shards/00000.tar
 	$(PY) -m pipeline audit --queries query_lists --shards shards $(ARGS)
@@ -102,6 +110,9 @@ bench-scale: sample-data
 
 bench-train: sample-data shards/00000.tar
 	$(PY) bench/train.py $(ARGS)
+
+bench-overlap: sample-data shards/00000.tar
+	$(PY) bench/overlap.py $(ARGS)
 
 clean:
 	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work query_lists/.lock

@@ -16,6 +16,7 @@ from .distribute import PartFailed
 from .errors import EXIT_INPUT_ERROR, EXIT_RESOURCE_ERROR, InputError, storage_fault
 from .audit import cli as audit_cli
 from .collect import cli as collect_cli
+from . import decontaminate
 from .queries import cli as queries_cli
 
 VERBS = {
@@ -26,6 +27,7 @@ VERBS = {
     "balance": collect_cli,
     "download": collect_cli,
     "audit": audit_cli,
+    "decontaminate": decontaminate,
 }
 
 

@@ -446,7 +446,7 @@ class _SafeClose:
             pass
 
 
-def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
+def iter_shard(url: str, counts: Counter) -> Iterator[dict]:
     """Yield raw samples {"__key__", "__url__", ext: bytes} of one shard; never raises.
 
     Counts `shard_unreadable` (cannot open / not a tar), `shard_truncated` (ends early or
@@ -460,7 +460,7 @@ def _iter_shard(url: str, counts: Counter) -> Iterator[dict]:
 def _iter_shard_indexed(url: str, counts: Counter, start: int = 0,
                         wanted: frozenset | set = frozenset()) -> Iterator[tuple[int, dict]]:
     """`(index, raw sample)` of one shard from raw sample `start` on, plus the earlier ones
-    whose index is in `wanted`; never raises (see `_iter_shard`).
+    whose index is in `wanted`; never raises (see `iter_shard`).
 
     The others before `start` are passed over without reading their bytes. This is how a
     resumed stream finds its place again: a tar is read front to back, so going back to
@@ -557,7 +557,7 @@ def _decode_text(sample: dict, counts: Counter) -> str | None:
     return text
 
 
-def _decode_image(data: bytes, counts: Counter, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image | None:
+def decode_image(data: bytes, counts: Counter, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image | None:
     """The decoded image, or None counted as `bad_image` or `image_too_large`.
 
     The size is checked from the header, before anything is decoded: a PNG of a few hundred
@@ -828,7 +828,7 @@ class TrainStream(IterableDataset):
                     sample = buf.pop()
                 k = pos.out
                 pos.out += 1
-                img = _decode_image(sample["image"], counts, self.max_image_pixels)
+                img = decode_image(sample["image"], counts, self.max_image_pixels)
                 tensor = None
                 if img is not None:
                     try:
@@ -1048,7 +1048,7 @@ class ValSet(IterableDataset):
         if self.val_fraction <= 0:
             return
         for url in self.urls[worker::num_workers]:
-            for raw in _iter_shard(url, counts):
+            for raw in iter_shard(url, counts):
                 sample = _check_sample(raw, counts)
                 if sample is None:
                     continue
@@ -1056,7 +1056,7 @@ class ValSet(IterableDataset):
                     counts["not_held_out"] += 1
                     continue
                 text = _decode_text(sample, counts)
-                img = None if text is None else _decode_image(sample["image"], counts, self.max_image_pixels)
+                img = None if text is None else decode_image(sample["image"], counts, self.max_image_pixels)
                 if img is None:
                     continue
                 try:
