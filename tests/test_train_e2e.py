@@ -215,6 +215,30 @@ def test_linear_probe_runs_at_the_final_evaluation_only(logged_run):
     assert "<svg" in page and "few-shot" in page.lower(), "the trainer rewrites the run's report after evaluating"
 
 
+
+def test_evaluate_and_overlap_read_the_trainers_cached_features(logged_run, shards, tmp_path):
+    """The trainer's final evaluation and the commands on its checkpoint see the same pixels and
+    weights: they read its cached features, and report its accuracy."""
+    run, _ = logged_run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    final = json.loads((run / "eval" / "step-00000004.json").read_text())
+    (name,) = final["datasets"]
+    res = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(run), "--datasets", name,
+                          "--retrieval", "--linear-probe", "--feature-cache", str(run.parent / "features"),
+                          "--out", str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = json.loads((tmp_path / "eval" / "final.json").read_text())["datasets"][name]
+    assert again["linear_probe"]["cached_features"] is True, "the trainer's features, not encoded again"
+    assert again["top1"] == final["datasets"][name]["top1"]
+    res = subprocess.run([sys.executable, "-m", "train.overlap", "--checkpoint", str(run), "--datasets", name,
+                          "--shards", f"{shards}/00000.tar", "--feature-cache", str(run.parent / "features"),
+                          "--out", str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    overlap = json.loads((tmp_path / "eval" / "overlap.json").read_text())["datasets"][name]
+    assert overlap["top1_all"] == final["datasets"][name]["top1"]
+    assert len(list((run.parent / "features").glob("*.safetensors"))) == 1, "nothing encoded anew"
+
+
 def test_tensorboard_uses_open_clip_train_names(logged_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

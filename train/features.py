@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 FORMAT = 1  # bump when what is cached (or how it is computed) changes
+# The trainer says bf16 / amp_fp16, train.evaluate amp_bf16 / amp / amp_fp16: one key per autocast dtype.
+AUTOCAST_DTYPE = {"fp32": "fp32", "bf16": "bf16", "amp_bf16": "bf16", "amp": "fp16", "amp_fp16": "fp16"}
 PRE_PROJECTION = "pre-projection (ViT: pooled features before visual.proj, the paper's I_f)"
 TOWER_OUTPUT = "image tower output (no visual.proj: e.g. a ResNet's attention pool), unnormalised"
 
@@ -114,7 +116,8 @@ class FeatureCache:
         ident = {"format": FORMAT, "weights": weights, "spec": spec, "n": len(dataset),
                  "labels": hashlib.sha256(bytes(memoryview(labels.astype("int64")))).hexdigest()
                  if labels is not None else None,
-                 "info": getattr(dataset, "info", None), "preprocess": repr(preprocess), "precision": precision}
+                 "info": getattr(dataset, "info", None), "preprocess": repr(preprocess),
+                 "precision": AUTOCAST_DTYPE.get(precision, precision)}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def path(self, spec: str, key: str) -> Path:

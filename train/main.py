@@ -502,7 +502,7 @@ def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step
         val = data.make_val_loader(urls[: args.val_shards], tokenizer, batch_size=args.batch_size,
                                    image_size=image_size, val_fraction=args.val_fraction, workers=0)
     probe = args.linear_probe and step == args.steps  # the probes' sweep is for the trained model only
-    results = evaluate(net, tokenizer, data.val_transform(image_size), args.eval_datasets, args.eval_cache, device,
+    results = evaluate(net, tokenizer, models.eval_transform(net), args.eval_datasets, args.eval_cache, device,
                        run_dir, step=step, retrieval_loader=val, autocast=autocast, progress=not args.quiet,
                        linear_probe=probe, feature_cache=args.feature_cache or None, precision=args.precision)
     if writer is not None:

@@ -52,6 +52,15 @@ def create(name: str, config: dict | None = None, precision: str = "fp32", devic
     return model, tokenizer, image_size
 
 
+def eval_transform(model):
+    """open_clip's validation preprocessing for `model` (its ``visual.preprocess_cfg``), the
+    transform ``create_model_and_transforms`` returns: the trainer's evaluation, `train.evaluate`
+    and `train.overlap` then see the same pixels, and share cached features (`train.features`)."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return image_transform_v2(PreprocessCfg(**getattr(model, "module", model).visual.preprocess_cfg), is_train=False)
+
+
 def _model_precision(precision: str) -> str:
     """Master weights stay fp32: our bf16 and amp_fp16 are autocast modes, so AdamW's small
     late-schedule updates are not lost to bf16 rounding (open_clip's "bf16" would cast them)."""

@@ -277,21 +277,36 @@ def _embed(model, tensors: list, device, autocast) -> torch.Tensor:
 
 def load_eval_set(spec: str, cache_dir: str | Path, model=None, tokenizer=None, preprocess=None,
                   device="cpu", batch_size: int = 256, autocast: Callable[[], ContextManager] | None = None,
-                  templates: str = "openai") -> EvalSet:
-    """`build_eval_set` of a labelled set of `train.eval_data` (its PIL images)."""
-    from . import eval_data
+                  templates: str = "openai", feature_cache: str | Path | None = None,
+                  precision: str = "fp32") -> EvalSet:
+    """`build_eval_set` of a labelled set of `train.eval_data` (its PIL images). With a model,
+    the embeddings come from `train.features` as `train.evaluate` computes them (and from its
+    `feature_cache`, e.g. the trainer's final evaluation's), so the zero-shot accuracy on All
+    is the evaluation's own, image for image."""
+    from . import eval_data, features
 
     ds = eval_data.load_dataset(spec, cache_dir)
+    embedding = None
+    if model is not None:
+        from torch.utils.data import DataLoader
+
+        cache = features.FeatureCache(feature_cache) if feature_cache else None
+        shown = ds.with_transform(preprocess)
+        loader = DataLoader(shown, batch_size=batch_size, shuffle=False, num_workers=0)
+        embedding = features.cached_encode(model, shown, loader, spec, cache, None, preprocess, precision, device,
+                                           autocast).embedding
     return build_eval_set(spec, (ds.image(i) for i in range(len(ds))), ds.labels, ds.classnames, model, tokenizer,
-                          preprocess, device, batch_size, autocast, templates)
+                          preprocess, device, batch_size, autocast, templates, embedding=embedding)
 
 
 def build_eval_set(name: str, images: Iterable[Image.Image], labels, classnames: Sequence[str], model=None,
                    tokenizer=None, preprocess=None, device="cpu", batch_size: int = 256,
-                   autocast: Callable[[], ContextManager] | None = None, templates: str = "openai") -> EvalSet:
+                   autocast: Callable[[], ContextManager] | None = None, templates: str = "openai",
+                   embedding: torch.Tensor | None = None) -> EvalSet:
     """Fingerprint each image (and its CROP_VARIANTS' phashes); with a model also embed it
-    and classify it zero-shot (the `templates` prompt ensemble over `classnames`; ties go to
-    the lower class, as `train.zeroshot.accuracy_from_features`). Images are read once."""
+    (unless its `embedding` rows are given) and classify it zero-shot (the `templates` prompt
+    ensemble over `classnames`; ties go to the lower class, as
+    `train.zeroshot.accuracy_from_features`). Images are read once."""
     import numpy as np
     import torch
 
@@ -304,7 +319,7 @@ def build_eval_set(name: str, images: Iterable[Image.Image], labels, classnames:
         fp = fingerprint(image)
         sha.append(fp.sha256)
         hashes.append([(fp.phash, fp.phash_ok)] + [perceptual_hash(cropped(image, f)) for f in CROP_VARIANTS[1:]])
-        if model is not None:
+        if model is not None and embedding is None:
             pending.append(preprocess(image))
             if len(pending) == batch_size:
                 chunks.append(_embed(model, pending, device, autocast))
@@ -315,7 +330,8 @@ def build_eval_set(name: str, images: Iterable[Image.Image], labels, classnames:
     out = EvalSet(name, labels, sha, np.array([[h for h, _ in row] for row in hashes], dtype=np.uint64),
                   np.array([[ok for _, ok in row] for row in hashes], dtype=bool), 1.0 / len(classnames))
     if model is not None:
-        out.embedding = torch.cat(chunks + ([_embed(model, pending, device, autocast)] if pending else []))
+        out.embedding = embedding.float() if embedding is not None else \
+            torch.cat(chunks + ([_embed(model, pending, device, autocast)] if pending else []))
         classifier = build_classifier(model, tokenizer, classnames, templates, device, autocast=autocast).cpu()
         out.correct = (out.embedding @ classifier).argmax(1).numpy() == labels
     return out
@@ -611,14 +627,15 @@ def _per_set(datasets, given: Sequence[str], defaults: dict, fallback, parse, op
 def analyse(model, tokenizer, preprocess, urls: Sequence[str], datasets: Sequence[str], cache_dir: str | Path,
             thresholds: dict, device="cpu", batch_size: int = 256, autocast=None, templates: str = "openai",
             max_pixels: int | None = None, log: Callable[[str], None] | None = _log,
-            progress: bool = True) -> tuple[dict, list[dict]]:
+            progress: bool = True, feature_cache: str | Path | None = None,
+            precision: str = "fp32") -> tuple[dict, list[dict]]:
     """(overlap.json's ``datasets``, ``n_shard_images``, ``shard_errors``, ``skipped``, ``shards``;
     the sorted pairs). `model` None: hashes only (no embedding detector, no accuracies)."""
     sets = {}
     for spec in datasets:
         t0 = time.perf_counter()
         sets[spec] = load_eval_set(spec, cache_dir, model, tokenizer, preprocess, device, batch_size, autocast,
-                                   templates)
+                                   templates, feature_cache, precision)
         if log:
             log(f"overlap {spec}: {len(sets[spec].labels)} evaluation images fingerprinted in "
                 f"{time.perf_counter() - t0:.1f}s")
@@ -692,6 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="shard images declaring more pixels are skipped and counted (default: the trainer's)")
     ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
+    ap.add_argument("--feature-cache", default=".cache/features",
+                    help="evaluation-image features cached by train.evaluate / the trainer (--linear-probe) are read "
+                         "from here, and kept, so the zero-shot accuracies are the evaluation's own; '' for none "
+                         "(default: %(default)s)")
     return ap
 
 
@@ -722,7 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else _default_out(source, path)
         t0 = time.perf_counter()
         result, pairs = analyse(model, tokenizer, preprocess, urls, args.datasets, args.cache, thresholds, device,
-                                args.batch_size, autocast, args.templates, args.max_image_pixels)
+                                args.batch_size, autocast, args.templates, args.max_image_pixels,
+                                feature_cache=args.feature_cache or None, precision=args.precision)
         if not result["n_shard_images"]:
             raise InputError(f"no image could be read from the {len(urls)} shard(s) "
                              f"({', '.join(f'{k} {v}' for k, v in result['skipped'].items()) or 'they are empty'})")
