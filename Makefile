@@ -40,6 +40,9 @@ help:
 	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
 	@echo "make bench-queries benchmark the query builder"
 	@echo "make bench-fullscale what each query recipe selects on a simulated full Wikipedia"
+	@echo "make bench-match   benchmark matching captions against the query list"
+	@echo "make bench-download benchmark the downloader against a loopback server"
+	@echo "make bench-train   benchmark the trainer's throughput (after shards)"
 	@echo "make bench-overlap the overlap scan's cost per million shard images"
 	@echo "make bench-scale   pool/match/balance at 1M and 10M rows, local vs Ray"
 

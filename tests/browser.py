@@ -1,7 +1,7 @@
 """Headless Chromium for the render tests of the HTML reports (the audit's, a run's): the
 page's DOM as the browser built it, its console messages, and a screenshot. Chromium is
-Debian's `chromium` package (.ci/run installs it); a missing browser fails the test rather
-than skipping it."""
+Debian's `chromium` package (`make test` installs it, through its `browser` target); a
+missing browser fails the test rather than skipping it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def chromium() -> str:
         if path:
             return path
     pytest.fail("headless Chromium not found: install Debian's `chromium` package "
-                "(apt-get install -y --no-install-recommends chromium); .ci/run does this")
+                "(apt-get install -y --no-install-recommends chromium); make test does this")
 
 
 def browse(page: Path, tmp: Path, *mode: str, height: int = HEIGHT) -> subprocess.CompletedProcess:

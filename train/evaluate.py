@@ -604,11 +604,11 @@ def _default_out(source: str, checkpoint: Path | None) -> Path:
 def _autocast_for(precision: str, device: str):
     import torch
 
-    dtypes = {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16, "amp": torch.float16}
+    dtypes = {"amp_bf16": torch.bfloat16, "bf16": torch.bfloat16, "amp_fp16": torch.float16, "amp": torch.float16}
     if precision == "fp32":
         return None
     if precision not in dtypes:
-        raise InputError(f"--precision {precision!r}: choose fp32, amp, amp_bf16 or amp_fp16")
+        raise InputError(f"--precision {precision!r}: choose fp32, amp, amp_bf16 (or bf16, as the trainer says) or amp_fp16")
     device_type = torch.device(device).type
     return lambda: torch.autocast(device_type, dtype=dtypes[precision])
 
