@@ -72,30 +72,60 @@ class _StopShard(BaseException):
 
 
 class _ShardWriter(WebDatasetSampleWriter):
-    """img2dataset's webdataset writer that stops the shard at the first storage fault.
+    """img2dataset's webdataset writer, writing each shard in key order and stopping it at
+    the first storage fault.
 
-    The files are closed at once (an unlinked file that is still open keeps its space);
-    `ShardDownloader` then deletes them.
+    img2dataset hands samples over as its download threads finish them, so its tars and
+    parquets list them in an order that changes from run to run (and with them the
+    trainer's data stream). Here each image goes to a local spool file (unlinked, one
+    shard's images at most) and its key, caption and metadata stay in memory; `close`
+    writes the shard in key order, members stamped with a fixed time, so the same rows
+    give byte-identical shards.
+
+    On a storage fault the files are closed at once (an unlinked file that is still open
+    keeps its space); `ShardDownloader` then deletes them.
     """
 
-    def write(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # webdataset stamps members with the time of writing unless told: the reproducible-builds
+        # convention instead (SOURCE_DATE_EPOCH, else 0), so a rerun's tar is the same bytes
+        self.tarwriter.mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
+        self._spool = tempfile.TemporaryFile(prefix="shard-spool-")
+        self._held: list[tuple[str, int, int, object, dict]] = []  # key, offset, length (-1: no image), caption, meta
+
+    def write(self, img_str, key, caption, meta):
         try:
-            super().write(*args, **kwargs)
+            offset, length = self._spool.tell(), -1
+            if img_str is not None:
+                self._spool.write(img_str)
+                length = len(img_str)
         except OSError as e:
-            if e.errno not in STORAGE_ERRNOS:
-                raise
-            self._abort()
-            raise _StopShard(e) from e
+            self._stop(e)
+        self._held.append((key, offset, length, caption, meta))
 
     def close(self):
+        held, self._held = sorted(self._held, key=lambda h: h[0]), []
         try:
+            for key, offset, length, caption, meta in held:
+                image = None
+                if length >= 0:
+                    self._spool.seek(offset)
+                    image = self._spool.read(length)
+                super().write(image, key, caption, meta)
+            self._spool.close()
             super().close()
         except OSError as e:
-            if e.errno in STORAGE_ERRNOS:
-                self._abort()
-            raise
+            self._stop(e)
+
+    def _stop(self, e: OSError):
+        if e.errno not in STORAGE_ERRNOS:
+            raise e
+        self._abort()
+        raise _StopShard(e) from e
 
     def _abort(self) -> None:
+        self._spool.close()
         pq_writer = self.buffered_parquet_writer
         for close in (getattr(pq_writer.parquet_writer, "close", None), pq_writer.output_fd.close,
                       self.tarwriter.close, self.tar_fd.close):
