@@ -592,7 +592,7 @@ def _not_cached(exc: BaseException | None) -> bool:
     return False
 
 
-def _default_out(source: str, checkpoint: Path | None) -> Path:
+def default_out(source: str, checkpoint: Path | None) -> Path:
     """runs/NAME for runs/NAME/checkpoints/X.pt, the checkpoint's folder for another file,
     runs/models/SOURCE (SOURCE made a file name) for a --model source."""
     if checkpoint is None:
@@ -601,7 +601,7 @@ def _default_out(source: str, checkpoint: Path | None) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def _autocast_for(precision: str, device: str):
+def autocast_for(precision: str, device: str):
     import torch
 
     dtypes = {"amp_bf16": torch.bfloat16, "bf16": torch.bfloat16, "amp_fp16": torch.float16, "amp": torch.float16}
@@ -613,14 +613,27 @@ def _autocast_for(precision: str, device: str):
     return lambda: torch.autocast(device_type, dtype=dtypes[precision])
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
+    """--checkpoint / --model / --pretrained, as every command over a model takes them."""
     ap.add_argument("--checkpoint", help="a checkpoint file (this trainer's, or open_clip_train's epoch_N.pt with "
                                          "--model), or a run folder: its newest checkpoint")
     ap.add_argument("--model", help="an open_clip architecture or one of train/model_configs (with --pretrained, or "
                                     "for a --checkpoint without its own), local-dir:DIR or hf-hub:ORG/NAME")
     ap.add_argument("--pretrained", help="with --model NAME: one of open_clip's tags for it (downloaded) or a file")
+
+
+def check_model_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`ap.error` (exit 2) for a model source that is missing or given twice."""
+    if not args.checkpoint and not args.model:
+        ap.error("pass --checkpoint FILE|RUN, or --model NAME [--pretrained TAG|FILE]")
+    if args.checkpoint and args.pretrained:
+        ap.error("--pretrained goes with --model, not with --checkpoint")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(ap)
     ap.add_argument("--datasets", nargs="+", default=["openclipart", "animal-mnist", "digits"],
                     help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE] "
                          "(default: %(default)s)")
@@ -650,10 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
-    if not args.checkpoint and not args.model:
-        ap.error("pass --checkpoint FILE|RUN, or --model NAME [--pretrained TAG|FILE]")
-    if args.checkpoint and args.pretrained:
-        ap.error("--pretrained goes with --model, not with --checkpoint")
+    check_model_arguments(ap, args)
     retrieval = args.retrieval if args.retrieval is not None else \
         [name for name in ("openclipart",) if name in args.datasets]
     try:
@@ -666,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        autocast = _autocast_for(args.precision, device)
+        autocast = autocast_for(args.precision, device)
         # A file given as --pretrained (open_clip's way to name an epoch_N.pt) is read like --checkpoint.
         file = args.checkpoint or (args.pretrained if args.pretrained and Path(args.pretrained).exists() else None)
         source = file or args.model + (f" {args.pretrained}" if args.pretrained else "")
@@ -681,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             model, tokenizer, preprocess = load_pretrained(args.model, args.pretrained, device)
             path = None
             extra = {"checkpoint": None, "model": args.model, "pretrained": args.pretrained, "checkpoint_step": None}
-        out = Path(args.out) if args.out else _default_out(source, path)
+        out = Path(args.out) if args.out else default_out(source, path)
         results = evaluate(model, tokenizer, preprocess, args.datasets, args.cache, device, out, args.step,
                            templates=args.templates, retrieval=retrieval, batch_size=args.batch_size,
                            num_workers=args.workers, autocast=autocast, extra=extra,

@@ -684,12 +684,11 @@ def _shard_urls(given: Sequence[str] | None, config: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import add_model_arguments  # imports no torch
+
     ap = argparse.ArgumentParser(prog="python -m train.overlap", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", help="a checkpoint file or a run folder (its newest checkpoint), as train.evaluate")
-    ap.add_argument("--model", help="an open_clip architecture or one of train/model_configs (with --pretrained), "
-                                    "local-dir:DIR or hf-hub:ORG/NAME, as train.evaluate")
-    ap.add_argument("--pretrained", help="with --model NAME: one of open_clip's tags for it or a file")
+    add_model_arguments(ap)
     ap.add_argument("--shards", nargs="+", help="training shards: paths, globs, brace patterns, folders or fsspec URLs "
                                                 "(default: the checkpoint's --train-data)")
     ap.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS),
@@ -717,14 +716,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .evaluate import check_model_arguments
+
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.batch_size < 1:
         ap.error("--batch-size must be >= 1")
-    if not args.checkpoint and not args.model:
-        ap.error("pass --checkpoint FILE|RUN, or --model NAME [--pretrained TAG|FILE]")
-    if args.checkpoint and args.pretrained:
-        ap.error("--pretrained goes with --model, not with --checkpoint")
+    check_model_arguments(ap, args)
     try:
         from . import eval_data
 
@@ -733,14 +731,14 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = thresholds_for(args.datasets, args.phash_distance, args.min_cosine)
         import torch
 
-        from .evaluate import _autocast_for, _default_out
+        from .evaluate import autocast_for, default_out
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        autocast = _autocast_for(args.precision, device)
+        autocast = autocast_for(args.precision, device)
         model, tokenizer, preprocess, fields, path, config = _load_model(args, device)
         urls = _shard_urls(args.shards, config)
         source = str(path) if path else args.model + (f" {args.pretrained}" if args.pretrained else "")
-        out = Path(args.out) if args.out else _default_out(source, path)
+        out = Path(args.out) if args.out else default_out(source, path)
         t0 = time.perf_counter()
         result, pairs = analyse(model, tokenizer, preprocess, urls, args.datasets, args.cache, thresholds, device,
                                 args.batch_size, autocast, args.templates, args.max_image_pixels,
