@@ -1,1 +1,2 @@
-"""Streaming contrastive (CLIP) trainer. Built in a later issue."""
+"""CLIP training and evaluation: the streaming contrastive trainer (`python -m train`), and
+the commands over its runs: evaluate, overlap, report, export."""

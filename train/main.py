@@ -105,6 +105,8 @@ def run_parsed(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     quiet_known_noise()
     rank, world, local_rank, device = init_distributed(args.dist_backend, args.dist_timeout)
+    if world > 1:  # `held` closes what the run opened, however it ends (an error, an exception)
+        held.callback(dist.destroy_process_group)
     master = rank == 0
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     torch.set_num_threads(threads)
@@ -114,6 +116,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         urls = data.expand_urls(args.train_data)
         data.check_remote_shards(args.train_data)
         run = store.RunFolder(args.runs, args.name)
+        held.callback(run.close)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -235,9 +238,10 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         run.download("metrics.jsonl")  # a remote run's metrics so far, to append to
         trim_metrics(run.local / "metrics.jsonl", start_step)
 
-    ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    # the model as the step calls it: DDP-wrapped over several ranks, compiled with --compile, else `net`
+    wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     if args.compile:
-        ddp = torch.compile(ddp)
+        wrapped = torch.compile(wrapped)
     loss_fn = make_loss(rank, world)
     autocast = autocast_factory(args.precision, device)
     loader = data.make_train_loader(  # the patterns: expanding `urls` again would refuse a gap in a brace range
@@ -257,6 +261,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run.tensorboard))
+            held.callback(writer.close)
         except ImportError:
             pass
     bar = None
@@ -265,11 +270,12 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 
         bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
                    dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
+        held.callback(bar.close)
     # Without a terminal (stderr to a file, a batch job) a line per logged step says the run is alive.
     log_lines = master and not args.quiet and bar.disable
 
     # --- the loop ---------------------------------------------------------------------
-    metrics_file = open(run.local / "metrics.jsonl", "a") if master else None
+    metrics_file = held.enter_context(open(run.local / "metrics.jsonl", "a")) if master else None
     skipped_local = shard_errors_local = 0
     reasons = data.SAMPLE_REASONS + data.SHARD_REASONS
     reasons_local = dict.fromkeys(reasons, 0)
@@ -290,16 +296,16 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
         t1 = time.perf_counter()
 
-        ddp.train()
+        wrapped.train()
         backward = (lambda l: scaler.scale(l).backward()) if scaler is not None else None
-        loss, _ = accumulate_step(ddp, images, tokens, loss_fn, args.accum_freq, autocast=autocast, backward=backward)
+        loss, _ = accumulate_step(wrapped, images, tokens, loss_fn, args.accum_freq, autocast=autocast, backward=backward)
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
-        clamp_logit_scale_(unwrap(ddp))
+        clamp_logit_scale_(unwrap(wrapped))
         t2 = time.perf_counter()
 
         skipped_local += int(info.get("skipped", 0))
@@ -327,7 +333,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             now = time.perf_counter()
             row = {
                 "step": done, "loss": loss_sum / world, "lr": lr,
-                "logit_scale": round(unwrap(ddp).logit_scale.detach().exp().item(), 4),
+                "logit_scale": round(unwrap(wrapped).logit_scale.detach().exp().item(), 4),
                 "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
                 "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
                 "interval_time": round(now - t_last, 3), "elapsed_time": round(elapsed_before + now - t_start, 3),
@@ -353,7 +359,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 run.upload("metrics.jsonl")  # before the checkpoint: a stored checkpoint's steps are in the metrics
                 checkpoint.save(ckpt_dir, done, {
                     "format": checkpoint.FORMAT,
-                    "model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
+                    "model": unwrap(wrapped).state_dict(), "optimizer": opt.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else {}, "step": done, "rng": rngs,
                     "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq,
                              "skipped_samples": skipped_total, "shard_errors": shard_errors_total,
@@ -368,7 +374,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             if master:
                 rng = checkpoint.rng_state()  # evaluation must not move the training's RNG (dropout, ...):
                 try:                          # a run resumed from this step's checkpoint never ran it
-                    results = run_evaluation(unwrap(ddp), tokenizer, image_size, args, urls, run.local, device, done,
+                    results = run_evaluation(unwrap(wrapped), tokenizer, image_size, args, urls, run.local, device, done,
                                              autocast, writer)
                     run.upload(Path(results["path"]).relative_to(run.local).as_posix())
                     if refresh_report(run.local):
@@ -376,7 +382,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 except Exception as e:  # noqa: BLE001 - a broken eval set must not cost the training run
                     print(f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}",
                           file=sys.stderr)
-                    unwrap(ddp).train()
+                    unwrap(wrapped).train()
                 checkpoint.set_rng_state(rng)
             if world > 1:
                 dist.barrier()
@@ -386,12 +392,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if metrics_file is not None:
         metrics_file.close()
         run.upload("metrics.jsonl")
-    run.close()
-    if writer is not None:
-        writer.close()
-    if world > 1:
-        dist.destroy_process_group()
-    return exit_code
+    return exit_code  # `held` closes the rest: the run folder, TensorBoard, the process group
 
 
 # open_clip_train's TensorBoard names (its train.py: "train/" + data_time, batch_time,
