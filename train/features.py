@@ -35,6 +35,8 @@ from typing import Callable, ContextManager, Iterable
 import torch
 import torch.nn.functional as F
 
+from .zeroshot import unwrap
+
 FORMAT = 1  # bump when what is cached (or how it is computed) changes
 # The trainer says bf16 / amp_fp16, train.evaluate amp_bf16 / amp / amp_fp16: one key per autocast dtype.
 AUTOCAST_DTYPE = {"fp32": "fp32", "bf16": "bf16", "amp_bf16": "bf16", "amp": "fp16", "amp_fp16": "fp16"}
@@ -49,10 +51,6 @@ class Features:
     labels: torch.Tensor     # [n] int64
     kind: str                # which features `probe` holds
     cached: bool = False     # read from the cache rather than encoded
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
 
 
 @contextlib.contextmanager
@@ -72,7 +70,7 @@ def _projection_aside(visual):
 def encode(model, loader: Iterable, device: str | torch.device = "cpu",
            autocast: Callable[[], ContextManager] | None = None) -> Features:
     """`Features` of every (images, labels) batch of `loader`, in one forward pass each."""
-    model = _unwrap(model)
+    model = unwrap(model)
     visual = getattr(model, "visual", None)
     embs, probes, labels = [], [], []
     kind = TOWER_OUTPUT
@@ -98,7 +96,7 @@ def encode(model, loader: Iterable, device: str | torch.device = "cpu",
 def weights_digest(model) -> str:
     """SHA-256 over the model's state dict (names, dtypes, shapes, bytes), in key order."""
     h = hashlib.sha256()
-    for name, tensor in sorted(_unwrap(model).state_dict().items()):
+    for name, tensor in sorted(unwrap(model).state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -278,11 +278,11 @@ def _embed(model, tensors: list, device, autocast) -> torch.Tensor:
 def load_eval_set(spec: str, cache_dir: str | Path, model=None, tokenizer=None, preprocess=None,
                   device="cpu", batch_size: int = 256, autocast: Callable[[], ContextManager] | None = None,
                   templates: str = "openai", feature_cache: str | Path | None = None,
-                  precision: str = "fp32") -> EvalSet:
+                  precision: str = "fp32", weights: str | None = None) -> EvalSet:
     """`build_eval_set` of a labelled set of `train.eval_data` (its PIL images). With a model,
     the embeddings come from `train.features` as `train.evaluate` computes them (and from its
     `feature_cache`, e.g. the trainer's final evaluation's), so the zero-shot accuracy on All
-    is the evaluation's own, image for image."""
+    is the evaluation's own, image for image (`weights`: the model's `weights_digest`, if known)."""
     from . import eval_data, features
 
     ds = eval_data.load_dataset(spec, cache_dir)
@@ -293,7 +293,7 @@ def load_eval_set(spec: str, cache_dir: str | Path, model=None, tokenizer=None, 
         cache = features.FeatureCache(feature_cache) if feature_cache else None
         shown = ds.with_transform(preprocess)
         loader = DataLoader(shown, batch_size=batch_size, shuffle=False, num_workers=0)
-        embedding = features.cached_encode(model, shown, loader, spec, cache, None, preprocess, precision, device,
+        embedding = features.cached_encode(model, shown, loader, spec, cache, weights, preprocess, precision, device,
                                            autocast).embedding
     return build_eval_set(spec, (ds.image(i) for i in range(len(ds))), ds.labels, ds.classnames, model, tokenizer,
                           preprocess, device, batch_size, autocast, templates, embedding=embedding)
@@ -631,11 +631,14 @@ def analyse(model, tokenizer, preprocess, urls: Sequence[str], datasets: Sequenc
             precision: str = "fp32") -> tuple[dict, list[dict]]:
     """(overlap.json's ``datasets``, ``n_shard_images``, ``shard_errors``, ``skipped``, ``shards``;
     the sorted pairs). `model` None: hashes only (no embedding detector, no accuracies)."""
+    from . import features
+
     sets = {}
+    weights = features.weights_digest(model) if model is not None and feature_cache else None  # once, not per set
     for spec in datasets:
         t0 = time.perf_counter()
         sets[spec] = load_eval_set(spec, cache_dir, model, tokenizer, preprocess, device, batch_size, autocast,
-                                   templates, feature_cache, precision)
+                                   templates, feature_cache, precision, weights)
         if log:
             log(f"overlap {spec}: {len(sets[spec].labels)} evaluation images fingerprinted in "
                 f"{time.perf_counter() - t0:.1f}s")

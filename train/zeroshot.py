@@ -38,7 +38,7 @@ def _autocast(autocast: Callable[[], ContextManager] | None) -> ContextManager:
     return autocast() if autocast is not None else contextlib.nullcontext()
 
 
-def _unwrap(model):
+def unwrap(model):
     """The module inside DistributedDataParallel / torch.compile wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
@@ -90,7 +90,7 @@ def build_classifier(model, tokenizer, classnames: Sequence[str], templates: str
     if not classnames:
         raise ValueError("no class names")
     templates = get_templates(templates)
-    model = _unwrap(model)
+    model = unwrap(model)
     with torch.no_grad(), _autocast(autocast):
         try:
             from open_clip import build_zero_shot_classifier
@@ -106,7 +106,7 @@ def build_classifier(model, tokenizer, classnames: Sequence[str], templates: str
 def encode_images(model, loader: Iterable, device: str | torch.device = "cpu",
                   autocast: Callable[[], ContextManager] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(normalised float32 image features [n, dim], labels [n]) over a loader of (images, labels)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     feats, labels = [], []
     with torch.no_grad():
         for images, target in loader:
@@ -223,7 +223,7 @@ def encode_pairs(model, tokenizer, loader: Iterable, device: str | torch.device 
     `texts` is a list of strings (tokenised with `tokenizer`) or a tensor of token ids.
     Batches may carry more items after these two (e.g. the trainer's uids); they are ignored.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     img_feats, txt_feats = [], []
     with torch.no_grad():
         for batch in loader:
