@@ -176,7 +176,7 @@ def _shard(src_dir, out_dir, tar, matches: dict, log) -> dict:
 def decontaminate(shards, matches_path, out, datasets: list[str] | None = None, kinds: list[str] | None = None,
                   log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
     """Write OUT (see the module docstring); returns what OUT/decontaminate.json holds."""
-    from .io import atomic_path
+    from .io import write_json
     from .outlock import hold
     from .progress import bar_factory
     from .storage import check_readable, listing, location, url
@@ -199,7 +199,7 @@ def decontaminate(shards, matches_path, out, datasets: list[str] | None = None, 
               "datasets": sorted(datasets) if datasets else None, "kinds": sorted(kinds) if kinds else None}
     with hold(out_dir, "decontaminate", log):
         _check_same_inputs(out_dir / STATS_NAME, digest)
-        _write_json(out_dir / STATS_NAME, {**header, "complete": False}, atomic_path)
+        write_json(out_dir / STATS_NAME, {**header, "complete": False})
         make_bar = bar_factory(not progress, "decontaminate", "shard")
         bar = make_bar(len(tars)) if make_bar else None
         per_shard, done = {}, sum((out_dir / name).exists() for name in names)
@@ -213,7 +213,7 @@ def decontaminate(shards, matches_path, out, datasets: list[str] | None = None, 
                   "left_out": sorted(p.name for p in src_dir.iterdir()
                                      if p.name not in names and not p.name.endswith(".parquet")),
                   "per_shard": per_shard}
-        _write_json(out_dir / STATS_NAME, result, atomic_path)
+        write_json(out_dir / STATS_NAME, result)
     if log:
         log(f"decontaminate: {result['samples_in']} samples in {len(tars)} shards ({done} done before), "
             f"{result['removed']} removed "
@@ -255,11 +255,6 @@ def _check_same_inputs(stats_path, digest: str) -> None:
     if before != digest:
         raise InputError(f"{stats_path}: this folder holds the shards of other inputs (other shards or matches); "
                          "choose another --out or delete it")
-
-
-def _write_json(path, data: dict, atomic_path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------------------------------

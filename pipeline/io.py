@@ -70,6 +70,13 @@ def atomic_path(path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def write_json(path, data: dict) -> None:
+    """`data` as indented JSON with sorted keys (stable bytes for the same content), through
+    `atomic_path`: stats files, evaluation results."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def sql_str(value: str | Path) -> str:
     """A SQL string literal (paths may hold quotes)."""
     return "'" + str(value).replace("'", "''") + "'"

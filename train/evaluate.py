@@ -131,7 +131,7 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
     those features per (weights, dataset, preprocessing, `precision`), so another probe over
     the same weights reads them instead of encoding the images again.
     """
-    from pipeline.io import atomic_path
+    from pipeline.io import write_json
 
     from . import eval_data, features
     from .zeroshot import accuracy_from_features, build_classifier, get_templates, zero_shot_retrieval
@@ -202,8 +202,7 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
     results["seconds"] = round(time.perf_counter() - start, 3)
     if out_dir is not None:
         path = result_path(out_dir, step)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        write_json(path, results)
         results["path"] = str(path)
     return results
 

@@ -574,13 +574,6 @@ def write_pairs(pairs: Sequence[dict], path: str | Path) -> None:
         pq.write_table(table, tmp)
 
 
-def write_json(result: dict, path: str | Path) -> None:
-    from pipeline.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-
-
 # ---------------------------------------------------------------------------------------
 # The whole analysis
 
@@ -752,10 +745,12 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    from pipeline.io import write_json
+
     result = {**fields, **result, "thresholds": thresholds, "seconds": round(time.perf_counter() - t0, 3)}
     json_path = out / "eval" / "overlap.json"
     write_pairs(pairs, out / "eval" / "overlap_pairs.parquet")
-    write_json(result, json_path)
+    write_json(json_path, result)
     from .report import refresh_report
 
     refresh_report(out)  # OUT/report.html gets the overlap table

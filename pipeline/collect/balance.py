@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..distribute import Engine, run_parts
-from ..io import atomic_path, sum_stats
+from ..io import atomic_path, sum_stats, write_json
 from ..storage import location, read_table, rmtree
 from .match import COUNTS_DIR, queries_digest, read_queries
 from .parts import STATS_DIR, adopt_old_layout, stats_path
@@ -223,6 +223,5 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
         "match_share_of_queries_over_cap": round(float(counts[over].sum() / max(1, counts.sum())), 6),
         "expected_kept": round(totals["expected_kept"], 1),
     })
-    with atomic_path(curation / "balance_stats.json") as tmp:
-        tmp.write_text(json.dumps(totals, indent=2, sort_keys=True) + "\n")
+    write_json(curation / "balance_stats.json", totals)
     return totals

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, write_json
 from ..outlock import hold
 from .httpserver import serve_directory
 from .openclipart import LICENSE, roots_from_cache, write_sample_pool
@@ -76,8 +76,7 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
             if not pool_file.exists() or previous.get("base_url") != base_url:
                 stats = write_sample_pool(png_root, svg_root, base_url, pool_file,
                                           held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED)
-                with atomic_path(stats_file) as tmp:
-                    tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+                write_json(stats_file, stats)
             _log(p)(f"sample: serving {png_root} at {base_url}")
             run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"],
                             licenses={str(pool_file): LICENSE}))

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..distribute import Engine
 from ..errors import InputError
-from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..io import atomic_path, expand_inputs, file_fingerprint, write_json
 from ..outlock import hold
 from ..storage import check_writable, location, rmtree
 from ..progress import bar_factory
@@ -103,10 +103,6 @@ def _finish(key_file: Path, key: str) -> str:
     return key
 
 
-def _write_stats(path: Path, stats: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-
 
 def run_pool(p: ShardParams, upstream: str = "") -> str:
     from .pool import build_pool
@@ -125,7 +121,7 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
                        progress=bar_factory(p.quiet, "pool", "file"), engine=p.distributor())
     licenses = {path: info for pattern, info in sorted(p.licenses.items())
                 for path in expand_inputs(pattern, "pool")}
-    _write_stats(cur / "pool_stats.json", {**stats, "licenses": licenses} if licenses else stats)
+    write_json(cur / "pool_stats.json", {**stats, "licenses": licenses} if licenses else stats)
     if stats.get("empty_inputs"):
         _log(p)(f"pool: {stats['empty_inputs']:,} of {stats.get('files', len(inputs)):,} inputs have no rows "
                 "(see pool_stats.json)")
@@ -167,7 +163,7 @@ def run_match(p: ShardParams, upstream: str) -> str:
     stats = match_pool(pool_glob, p.queries, str(cur / "matches"),
                        workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"),
                        engine=p.distributor(), recipe=p.recipe)
-    _write_stats(cur / "match_stats.json", {**stats, "recipe": p.recipe, "queries_built_with": built})
+    write_json(cur / "match_stats.json", {**stats, "recipe": p.recipe, "queries_built_with": built})
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(cur / "keys" / "match", key)
 
