@@ -101,8 +101,9 @@ def openclipart_images(cache: str, n: int) -> tuple[Path, list[str]]:
     png_root, _ = roots_from_cache(cache)
     if not png_root.is_dir():
         sys.exit(f"error: {png_root}: openclipart sample not found; run `make sample-data`")
-    files = sorted(p.relative_to(png_root).as_posix() for p in png_root.rglob("*.png")
-                   if p.is_file() and not p.is_symlink())
+    files = sorted(
+        p.relative_to(png_root).as_posix() for p in png_root.rglob("*.png") if p.is_file() and not p.is_symlink()
+    )
     if n < len(files):  # spread over every category rather than the first few
         files = [files[i * len(files) // n] for i in range(n)]
     return png_root, files
@@ -111,19 +112,50 @@ def openclipart_images(cache: str, n: int) -> tuple[Path, list[str]]:
 # -- the two runs ---------------------------------------------------------------------------
 def run_ours(curation_src: Path, run_dir: Path, a: argparse.Namespace) -> list[str]:
     shutil.copytree(curation_src, run_dir / "curation")
-    return [sys.executable, "-m", "pipeline", "download", "--out", str(run_dir), "--quiet",
-            "--image-size", str(a.image_size), "--processes", str(a.processes), "--threads", str(a.threads),
-            "--samples-per-shard", str(a.samples_per_shard), "--timeout", str(a.timeout)]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "download",
+        "--out",
+        str(run_dir),
+        "--quiet",
+        "--image-size",
+        str(a.image_size),
+        "--processes",
+        str(a.processes),
+        "--threads",
+        str(a.threads),
+        "--samples-per-shard",
+        str(a.samples_per_shard),
+        "--timeout",
+        str(a.timeout),
+    ]
 
 
 def run_plain(curation_src: Path, run_dir: Path, a: argparse.Namespace) -> list[str]:
     exe = Path(sys.executable).with_name("img2dataset")
-    return [str(exe), f"--url_list={curation_src / 'selected'}", "--input_format=parquet", "--url_col=url",
-            "--caption_col=text", "--output_format=webdataset", f"--output_folder={run_dir}",
-            f"--image_size={a.image_size}", "--resize_mode=keep_ratio", "--resize_only_if_bigger=True",
-            "--encode_format=jpg", "--encode_quality=95", f"--processes_count={a.processes}",
-            f"--thread_count={a.threads}", f"--number_sample_per_shard={a.samples_per_shard}",
-            f"--timeout={a.timeout}", "--retries=0", "--compute_hash=sha256", "--enable_wandb=False"]
+    return [
+        str(exe),
+        f"--url_list={curation_src / 'selected'}",
+        "--input_format=parquet",
+        "--url_col=url",
+        "--caption_col=text",
+        "--output_format=webdataset",
+        f"--output_folder={run_dir}",
+        f"--image_size={a.image_size}",
+        "--resize_mode=keep_ratio",
+        "--resize_only_if_bigger=True",
+        "--encode_format=jpg",
+        "--encode_quality=95",
+        f"--processes_count={a.processes}",
+        f"--thread_count={a.threads}",
+        f"--number_sample_per_shard={a.samples_per_shard}",
+        f"--timeout={a.timeout}",
+        "--retries=0",
+        "--compute_hash=sha256",
+        "--enable_wandb=False",
+    ]
 
 
 def count_run(run_dir: Path) -> dict:
@@ -132,11 +164,14 @@ def count_run(run_dir: Path) -> dict:
     for part in sorted(run_dir.glob("[0-9]*.parquet")):
         t = pq.read_table(part, columns=["url", "status"]).to_pylist()
         ok_urls.update(r["url"] for r in t if r["status"] == "success")
-    return {"shards": len(stats), "count": sum(s["count"] for s in stats),
-            "successes": sum(s["successes"] for s in stats),
-            "shard_seconds_sum": round(sum(s.get("duration", 0.0) for s in stats), 3),
-            "tar_mb": round(sum(p.stat().st_size for p in run_dir.glob("[0-9]*.tar")) / 2**20, 1),
-            "ok_urls": ok_urls}
+    return {
+        "shards": len(stats),
+        "count": sum(s["count"] for s in stats),
+        "successes": sum(s["successes"] for s in stats),
+        "shard_seconds_sum": round(sum(s.get("duration", 0.0) for s in stats), 3),
+        "tar_mb": round(sum(p.stat().st_size for p in run_dir.glob("[0-9]*.tar")) / 2**20, 1),
+        "ok_urls": ok_urls,
+    }
 
 
 def main() -> int:
@@ -185,11 +220,18 @@ def main() -> int:
         pq.write_table(pa.table({"url": urls, "caption": captions}), setup / "pool.parquet")
         pq.write_table(pa.table({"query": list(WORDS)}), setup / "queries.parquet")
         t0 = time.perf_counter()
-        for step, extra in (("pool", ["--pool", str(setup / "pool.parquet"), "--allow-private-hosts"]),
-                            ("match", ["--queries", str(setup / "queries.parquet")]),
-                            ("balance", ["--queries", str(setup / "queries.parquet"), "--per-query", "1000000000"])):
-            r = subprocess.run([sys.executable, "-m", "pipeline", step, "--out", str(setup), "--quiet", *extra],
-                               cwd=ROOT, env=env, capture_output=True, text=True)
+        for step, extra in (
+            ("pool", ["--pool", str(setup / "pool.parquet"), "--allow-private-hosts"]),
+            ("match", ["--queries", str(setup / "queries.parquet")]),
+            ("balance", ["--queries", str(setup / "queries.parquet"), "--per-query", "1000000000"]),
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "pipeline", step, "--out", str(setup), "--quiet", *extra],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0:
                 sys.exit(f"error: setup step {step} failed:\n{r.stderr[-3000:]}")
         setup_s = time.perf_counter() - t0
@@ -200,8 +242,7 @@ def main() -> int:
 
         # Untimed: load img2dataset's imports (torch via webdataset, cv2, albumentations) once,
         # so that the first timed run does not pay for a cold disk cache alone.
-        subprocess.run([sys.executable, "-c", "import img2dataset"], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-c", "import img2dataset"], cwd=ROOT, env=env, check=True, capture_output=True)
         runs = []
         for rep in range(a.repeats):
             for which, make_cmd in (("ours", run_ours), ("plain", run_plain)):
@@ -217,10 +258,20 @@ def main() -> int:
                 if r.returncode != 0:
                     sys.exit(f"error: {which} run {rep} exited {r.returncode}:\n{r.stderr[-3000:]}")
                 c = count_run(run_dir)
-                runs.append({"run": which, "repeat": rep, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 2),
-                             "images_per_s": round(c["successes"] / seconds, 1), **c})
-                log(f"{which} #{rep}: {c['successes']}/{c['count']} images in {seconds:.1f} s "
-                    f"({c['successes'] / seconds:.0f}/s)")
+                runs.append(
+                    {
+                        "run": which,
+                        "repeat": rep,
+                        "seconds": round(seconds, 3),
+                        "cpu_seconds": round(cpu, 2),
+                        "images_per_s": round(c["successes"] / seconds, 1),
+                        **c,
+                    }
+                )
+                log(
+                    f"{which} #{rep}: {c['successes']}/{c['count']} images in {seconds:.1f} s "
+                    f"({c['successes'] / seconds:.0f}/s)"
+                )
                 if not a.keep:
                     shutil.rmtree(run_dir)
 
@@ -234,25 +285,37 @@ def main() -> int:
         "source": source,
         "images": len(files),
         "input_mib": round(input_bytes / 2**20, 1),
-        "settings": {"processes": a.processes, "threads": a.threads, "samples_per_shard": a.samples_per_shard,
-                     "image_size": a.image_size, "resize_mode": "keep_ratio", "resize_only_if_bigger": True,
-                     "encode": "jpg q95", "timeout": a.timeout, "repeats": a.repeats},
+        "settings": {
+            "processes": a.processes,
+            "threads": a.threads,
+            "samples_per_shard": a.samples_per_shard,
+            "image_size": a.image_size,
+            "resize_mode": "keep_ratio",
+            "resize_only_if_bigger": True,
+            "encode": "jpg q95",
+            "timeout": a.timeout,
+            "repeats": a.repeats,
+        },
         "runs": runs,
         "ours_images_per_s_median": round(med["ours"], 1),
         "plain_images_per_s_median": round(med["plain"], 1),
         "ratio_ours_over_plain_median": round(statistics.median(ratios), 3),
         "ratio_of_medians": round(med["ours"] / med["plain"], 3),
-        "cpu_ratio_ours_over_plain_median": round(statistics.median(
-            o["cpu_seconds"] / p["cpu_seconds"] for o, p in zip(ours, plain)), 3),
+        "cpu_ratio_ours_over_plain_median": round(
+            statistics.median(o["cpu_seconds"] / p["cpu_seconds"] for o, p in zip(ours, plain)), 3
+        ),
         "successes": {"ours": [r["successes"] for r in ours], "plain": [r["successes"] for r in plain]},
         "same_images_kept": all(s == ok_sets[0] for s in ok_sets),
         "setup_seconds": {"generate_images": round(gen_s, 1), "pool_match_balance": round(setup_s, 1)},
-        "machine": {"cores": default_workers(), "python": sys.version.split()[0],
-                    "img2dataset": version("img2dataset")},
+        "machine": {
+            "cores": default_workers(),
+            "python": sys.version.split()[0],
+            "img2dataset": version("img2dataset"),
+        },
         "note": "seconds: wall-clock per subprocess, interpreter start and imports included; cpu_seconds: "
-                "user+sys of the subprocess and its waited-for workers (steadier than wall time on a shared "
-                "machine); the loopback server (Python http.server, a thread of the bench process, not "
-                "counted in cpu_seconds) serves both alike",
+        "user+sys of the subprocess and its waited-for workers (steadier than wall time on a shared "
+        "machine); the loopback server (Python http.server, a thread of the bench process, not "
+        "counted in cpu_seconds) serves both alike",
     }
     print(json.dumps(result, indent=2))
     return 0

@@ -45,8 +45,10 @@ from pipeline.collect.match import QueryMatcher, match_pool  # noqa: E402
 from pipeline.queries.wordnet import read_head_words  # noqa: E402
 
 SIZE = 500_000
-FUNCTION_WORDS = ("the a an of in on at with and for to from by is are this that my your "
-                  "our its new old best top free how what when photo image picture view").split()
+FUNCTION_WORDS = (
+    "the a an of in on at with and for to from by is are this that my your "
+    "our its new old best top free how what when photo image picture view"
+).split()
 
 
 def rss_mb() -> float:
@@ -101,9 +103,12 @@ def build_queries(wordnet: str, rng: random.Random) -> tuple[list[str], dict]:
             seen.add(t)
             queries.append(t)
     assert len(set(queries)) == len(queries)
-    meta = {"wordnet": len(wn), "total": len(queries),
-            "multi_word": sum(" " in q for q in queries),
-            "non_word_edge": sum(not (q[0].isalnum() and q[-1].isalnum()) for q in queries)}
+    meta = {
+        "wordnet": len(wn),
+        "total": len(queries),
+        "multi_word": sum(" " in q for q in queries),
+        "non_word_edge": sum(not (q[0].isalnum() and q[-1].isalnum()) for q in queries),
+    }
     return queries, {"singles": singles, "vocab": vocab, "meta": meta}
 
 
@@ -118,8 +123,11 @@ def build_texts(n: int, pools: dict, rng: random.Random) -> list[str]:
     for _ in range(n):
         kind = rng.random()
         if kind < 0.15:  # junk: file names and ids, rarely a match
-            texts.append(rng.choice(("IMG_", "DSC", "photo-", "")) + str(rng.randrange(10**6))
-                         + rng.choice((".jpg", "", " " + rng.choice(outside))))
+            texts.append(
+                rng.choice(("IMG_", "DSC", "photo-", ""))
+                + str(rng.randrange(10**6))
+                + rng.choice((".jpg", "", " " + rng.choice(outside)))
+            )
             continue
         k = rng.randint(5, 30)
         words = []
@@ -162,6 +170,7 @@ def timed(fn, texts: list[str], repeat: int = 3) -> tuple[float, list]:
 
 def is_word(c: str) -> bool:
     import unicodedata
+
     return c.isalnum() or unicodedata.category(c)[0] == "M"
 
 
@@ -217,8 +226,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    res: dict = {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-                 "python": sys.version.split()[0], "pyahocorasick": version("pyahocorasick")}
+    res: dict = {
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "python": sys.version.split()[0],
+        "pyahocorasick": version("pyahocorasick"),
+    }
 
     queries, pools = build_queries(args.wordnet, rng)
     texts = build_texts(args.texts, pools, rng)
@@ -230,8 +243,11 @@ def main() -> int:
     matcher = QueryMatcher(queries)
     build_s = time.perf_counter() - t
     gc.collect()
-    res["build"] = {"seconds": round(build_s, 2), "rss_delta_mb": round(rss_mb() - rss0, 1),
-                    "edge_keys": len(matcher.edges)}
+    res["build"] = {
+        "seconds": round(build_s, 2),
+        "rss_delta_mb": round(rss_mb() - rss0, 1),
+        "edge_keys": len(matcher.edges),
+    }
 
     t = time.perf_counter()
     blob = pickle.dumps(matcher, protocol=pickle.HIGHEST_PROTOCOL)
@@ -245,8 +261,12 @@ def main() -> int:
     t = time.perf_counter()
     pq.read_table(qfile, columns=["query"]).column("query").to_pylist()
     read_s = time.perf_counter() - t
-    res["worker_init"] = {"build_from_parquet_s": round(read_s + build_s, 2), "pickle_mb": round(len(blob) / 2**20, 1),
-                          "pickle_dumps_s": round(dump_s, 2), "pickle_loads_s": round(load_s, 2)}
+    res["worker_init"] = {
+        "build_from_parquet_s": round(read_s + build_s, 2),
+        "pickle_mb": round(len(blob) / 2**20, 1),
+        "pickle_dumps_s": round(dump_s, 2),
+        "pickle_loads_s": round(load_s, 2),
+    }
     del blob
     gc.collect()
 
@@ -267,16 +287,27 @@ def main() -> int:
 
     n = len(texts)
     matched = sum(1 for ids in a_ids if ids)
-    rate = {"a_matcher": n / a_s, "b_floor_bare_iter": n / b_s, "b2_marked_bare_iter": n / bm_s,
-            "mark_boundaries_only": n / mark_s, "d_raw_automaton_python_checks": n / d_s,
-            "c_naive_loop": len(sample) / c_s}
+    rate = {
+        "a_matcher": n / a_s,
+        "b_floor_bare_iter": n / b_s,
+        "b2_marked_bare_iter": n / bm_s,
+        "mark_boundaries_only": n / mark_s,
+        "d_raw_automaton_python_checks": n / d_s,
+        "c_naive_loop": len(sample) / c_s,
+    }
     res["texts_per_s_one_worker"] = {k: round(v, 1) for k, v in rate.items()}
-    res["ratios"] = {"a_over_b_floor": round(rate["a_matcher"] / rate["b_floor_bare_iter"], 3),
-                     "a_over_d_raw_checks": round(rate["a_matcher"] / rate["d_raw_automaton_python_checks"], 2),
-                     "speedup_a_over_c_naive": round(rate["a_matcher"] / rate["c_naive_loop"], 1)}
-    res["hits"] = {"matched_share": round(matched / n, 3), "ids_per_matched_text": round(sum(map(len, a_ids)) / max(matched, 1), 2),
-                   "raw_hits_per_text": round(sum(raw_hits) / n, 1), "marked_hits_per_text": round(sum(marked_hits) / n, 1),
-                   "naive_sample_texts": len(sample)}
+    res["ratios"] = {
+        "a_over_b_floor": round(rate["a_matcher"] / rate["b_floor_bare_iter"], 3),
+        "a_over_d_raw_checks": round(rate["a_matcher"] / rate["d_raw_automaton_python_checks"], 2),
+        "speedup_a_over_c_naive": round(rate["a_matcher"] / rate["c_naive_loop"], 1),
+    }
+    res["hits"] = {
+        "matched_share": round(matched / n, 3),
+        "ids_per_matched_text": round(sum(map(len, a_ids)) / max(matched, 1), 2),
+        "raw_hits_per_text": round(sum(raw_hits) / n, 1),
+        "marked_hits_per_text": round(sum(marked_hits) / n, 1),
+        "naive_sample_texts": len(sample),
+    }
 
     # The stage end to end: 4 parts, workers 1 and 2 (byte-identical outputs).
     pool = Path(args.out) / "pool"
@@ -284,8 +315,9 @@ def main() -> int:
     pool.mkdir(parents=True)
     for i in range(4):
         chunk = texts[i::4]
-        pq.write_table(pa.table({"uid": [f"{i}-{j}" for j in range(len(chunk))], "text": chunk}),
-                       pool / f"part-{i:05d}.parquet")
+        pq.write_table(
+            pa.table({"uid": [f"{i}-{j}" for j in range(len(chunk))], "text": chunk}), pool / f"part-{i:05d}.parquet"
+        )
     stage = {}
     outs = {}
     for w in (1, 2):

@@ -114,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "sample"))
     ap.add_argument("--min-images", type=int, default=8000)
     ap.add_argument("--models", nargs="+", default=["tiny-ViT-64", "ViT-B-32"])
-    ap.add_argument("--embed-images", type=int, default=1000,
-                    help="images for the embedding pass of models other than tiny-ViT-64 (default: %(default)s)")
+    ap.add_argument(
+        "--embed-images",
+        type=int,
+        default=1000,
+        help="images for the embedding pass of models other than tiny-ViT-64 (default: %(default)s)",
+    )
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
@@ -128,9 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     urls, per_pass = shard_list(args.shards, args.min_images)
     floor_s, n = timed(lambda: decode_only(urls))
     per_million = lambda s, k: round(s / k * 1e6, 1)  # noqa: E731
-    out: dict = {"images": n, "sample_images": per_pass, "passes": len(urls) // max(1, len(set(urls))),
-                 "threads": torch.get_num_threads(), "device": args.device, "cpu": platform.processor() or
-                 platform.machine(), "seconds_per_million": {}, "ratio_to_decode": {}}
+    out: dict = {
+        "images": n,
+        "sample_images": per_pass,
+        "passes": len(urls) // max(1, len(set(urls))),
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "seconds_per_million": {},
+        "ratio_to_decode": {},
+    }
 
     def record(name: str, seconds: float, k: int, floor_k: int | None = None) -> None:
         cost = per_million(seconds, k)
@@ -153,11 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         record(f"embed:{name}", s, k, k)
         if name == "tiny-ViT-64":
             tokenizer = __import__("open_clip").get_tokenizer(name)
-            sets_m = {d: ov.load_eval_set(d, args.cache, model, tokenizer, preprocess, args.device, args.batch_size)
-                      for d in ov.DEFAULT_DATASETS}
+            sets_m = {
+                d: ov.load_eval_set(d, args.cache, model, tokenizer, preprocess, args.device, args.batch_size)
+                for d in ov.DEFAULT_DATASETS
+            }
             matchers_m = {d: ov.Matcher(s, thresholds["phash_max_distance"][d], 0.999) for d, s in sets_m.items()}
-            s, k = timed(lambda: ov.scan_shards(urls, matchers_m, model, preprocess, args.device, args.batch_size,
-                                                progress=False).n_images)
+            s, k = timed(
+                lambda: (
+                    ov.scan_shards(
+                        urls, matchers_m, model, preprocess, args.device, args.batch_size, progress=False
+                    ).n_images
+                )
+            )
             record(f"scan:{name}", s, k)
     print(json.dumps(out, indent=2))
     return 0

@@ -43,12 +43,31 @@ def bz2_floor(path: str) -> tuple[float, int]:
 
 
 def run_queries(dump: str, workers: int, out: Path, wordnet: str) -> tuple[float, dict]:
-    args = [sys.executable, "-m", "pipeline", "queries", "--wiki-dump", dump, "--wordnet", wordnet,
-            "--out", str(out), "--workers", str(workers), "--chunk-mb", "4", "--min-count", "100",
-            "--min-bigram-count", "5", "--min-pmi", "14", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "queries",
+        "--wiki-dump",
+        dump,
+        "--wordnet",
+        wordnet,
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--chunk-mb",
+        "4",
+        "--min-count",
+        "100",
+        "--min-bigram-count",
+        "5",
+        "--min-pmi",
+        "14",
+        "--quiet",
+    ]
     t = time.perf_counter()
-    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - t
     if res.returncode != 0:
         raise SystemExit(res.stderr)
@@ -97,8 +116,7 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
     mb = rs.bytes_xml / 1e6
 
     def table(counter: Counter, key: str) -> pa.Table:
-        return pa.table({key: pa.array(list(counter), pa.string()),
-                         "c": pa.array(list(counter.values()), pa.int64())})
+        return pa.table({key: pa.array(list(counter), pa.string()), "c": pa.array(list(counter.values()), pa.int64())})
 
     def old():  # as `pipeline queries` counted a chunk before count_chunk
         for chunk in chunks:
@@ -115,9 +133,12 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
             table(u, "w"), table(b, "b"), pa.array(list(d.values()), pa.int64())
 
     count_chunk(["warm up"]), count_chunk_metaclip(["warm up"])  # Arrow's one-time setup
-    paths = {"old_count_text": old, "new_count_chunk": lambda: [count_chunk(c) for c in chunks],
-             "metaclip_reference": metaclip_reference,
-             "metaclip_count_chunk": lambda: [count_chunk_metaclip(c) for c in chunks]}
+    paths = {
+        "old_count_text": old,
+        "new_count_chunk": lambda: [count_chunk(c) for c in chunks],
+        "metaclip_reference": metaclip_reference,
+        "metaclip_count_chunk": lambda: [count_chunk_metaclip(c) for c in chunks],
+    }
     best = {name: float("inf") for name in paths}
     for _ in range(repeats):  # best of, interleaved: the machine is shared, noise only adds
         for name, fn in paths.items():
@@ -125,14 +146,16 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
     per_mb = {name: s / mb for name, s in best.items()}
     read_clean = (t2 - t0) / mb
     return {
-        "xml_mb": round(mb, 1), "text_mb": round(sum(map(len, clean)) / 1e6, 1),
-        "chunks": len(chunks), "repeats_best_of": repeats,
-        "read_parse_s_per_mb": round((t1 - t0) / mb, 4), "clean_s_per_mb": round((t2 - t1) / mb, 4),
+        "xml_mb": round(mb, 1),
+        "text_mb": round(sum(map(len, clean)) / 1e6, 1),
+        "chunks": len(chunks),
+        "repeats_best_of": repeats,
+        "read_parse_s_per_mb": round((t1 - t0) / mb, 4),
+        "clean_s_per_mb": round((t2 - t1) / mb, 4),
         "count_s_per_mb": {name: round(v, 4) for name, v in per_mb.items()},
         "count_speedup": {
             "count_chunk_vs_count_text": round(per_mb["old_count_text"] / per_mb["new_count_chunk"], 2),
-            "metaclip_chunk_vs_reference":
-                round(per_mb["metaclip_reference"] / per_mb["metaclip_count_chunk"], 2),
+            "metaclip_chunk_vs_reference": round(per_mb["metaclip_reference"] / per_mb["metaclip_count_chunk"], 2),
         },
         "whole_s_per_mb_ratio_to_bz2_floor": {
             "before_count_text": round((read_clean + per_mb["old_count_text"]) / floor_s_per_mb, 2),
@@ -163,31 +186,42 @@ def main() -> int:
     for w in args.workers:
         wall, build = run_queries(str(dump), w, d / f"queries-w{w}", args.wordnet)
         rate = xml_mb / wall
-        runs.append({
-            "workers": w, "wall_s": round(wall, 2), "xml_mb_per_s": round(rate, 2),
-            "xml_mb_per_s_per_worker": round(rate / w, 2),
-            "ratio_per_worker_to_bz2_floor": round(rate / w / floor_rate, 3),
-            "timings_s": build["timings_s"],
-        })
+        runs.append(
+            {
+                "workers": w,
+                "wall_s": round(wall, 2),
+                "xml_mb_per_s": round(rate, 2),
+                "xml_mb_per_s_per_worker": round(rate / w, 2),
+                "ratio_per_worker_to_bz2_floor": round(rate / w / floor_rate, 3),
+                "timings_s": build["timings_s"],
+            }
+        )
     best = max(runs, key=lambda r: r["workers"])  # the widest run: per-worker rate with contention
     per_worker = best["xml_mb_per_s_per_worker"]
     count_h = ENWIKI_XML_MB / (per_worker * args.cores) / 3600
     agg_share = best["timings_s"].get("aggregate", 0) + best["timings_s"].get("select", 0)
     agg_h = agg_share / xml_mb * ENWIKI_XML_MB / 3600 * best["workers"] / args.cores
-    print(json.dumps({
-        "benchmark": "queries",
-        "cores_here": os.cpu_count(),
-        "dump": {"path": str(dump), "xml_mb": round(xml_mb, 1), "bz2_mb": round(dump.stat().st_size / 1e6, 1)},
-        "bz2_floor": {"seconds": round(floor_s, 2), "xml_mb_per_s": round(floor_rate, 2)},
-        "runs": runs,
-        "single_core_stage_split": stage_split(str(dump), floor_s / xml_mb),
-        "enwiki_extrapolation": {
-            "xml_mb": ENWIKI_XML_MB, "cores": args.cores,
-            "assumes": "multistream dump, per-worker rate of the widest run here, aggregation scaling with cores",
-            "counting_hours": round(count_h, 2), "aggregation_hours": round(agg_h, 2),
-            "total_hours": round(count_h + agg_h, 2),
-        },
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "queries",
+                "cores_here": os.cpu_count(),
+                "dump": {"path": str(dump), "xml_mb": round(xml_mb, 1), "bz2_mb": round(dump.stat().st_size / 1e6, 1)},
+                "bz2_floor": {"seconds": round(floor_s, 2), "xml_mb_per_s": round(floor_rate, 2)},
+                "runs": runs,
+                "single_core_stage_split": stage_split(str(dump), floor_s / xml_mb),
+                "enwiki_extrapolation": {
+                    "xml_mb": ENWIKI_XML_MB,
+                    "cores": args.cores,
+                    "assumes": "multistream dump, per-worker rate of the widest run here, aggregation scaling with cores",
+                    "counting_hours": round(count_h, 2),
+                    "aggregation_hours": round(agg_h, 2),
+                    "total_hours": round(count_h + agg_h, 2),
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

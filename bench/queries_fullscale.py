@@ -50,17 +50,27 @@ def markdown(runs: dict) -> str:
     for s in SOURCES:
         lines.append(f"| {s} | {meta['candidates'][s]:,} | {clip['candidates'][s]:,} |")
     case = clip["unigram_candidates_by_case"]
-    lines += ["", f"clip unigram candidates at >= {clip['rules']['min_count']}: case kept {case['keep']:,}, "
-              f"case folded {case['fold']:,}; cap {clip['rules']['max_unigrams']:,} "
-              f"({'binds' if min(case.values()) > clip['rules']['max_unigrams'] else 'does not bind'} either way)."]
+    lines += [
+        "",
+        f"clip unigram candidates at >= {clip['rules']['min_count']}: case kept {case['keep']:,}, "
+        f"case folded {case['fold']:,}; cap {clip['rules']['max_unigrams']:,} "
+        f"({'binds' if min(case.values()) > clip['rules']['max_unigrams'] else 'does not bind'} either way).",
+    ]
     floor5 = runs["metaclip_min_bigram_count_5"]
-    lines.append(f"metaclip N = {meta['N']:,}: PMI >= 30 needs c(x)c(y)/c(xy) <= N/2^30 = "
-                 f"{meta['pmi30_max_ratio']:.3f}; {meta['bound_pairs_ratio_ok']:,} bound rare pairs meet it, "
-                 f"{meta['added']['bigram']:,} keep both words in >= 3 articles. With a count floor of 5: "
-                 f"{floor5['added']['bigram']} bigrams (max PMI {floor5['max_pmi']:.2f} < 30).")
+    lines.append(
+        f"metaclip N = {meta['N']:,}: PMI >= 30 needs c(x)c(y)/c(xy) <= N/2^30 = "
+        f"{meta['pmi30_max_ratio']:.3f}; {meta['bound_pairs_ratio_ok']:,} bound rare pairs meet it, "
+        f"{meta['added']['bigram']:,} keep both words in >= 3 articles. With a count floor of 5: "
+        f"{floor5['added']['bigram']} bigrams (max PMI {floor5['max_pmi']:.2f} < 30)."
+    )
     for name, r in (("clip", clip), ("metaclip", meta)):
-        lines += ["", f"{name}: top and bottom selected bigrams", "",
-                  "| rank | bigram | count | PMI |", "|---:|---|---:|---:|"]
+        lines += [
+            "",
+            f"{name}: top and bottom selected bigrams",
+            "",
+            "| rank | bigram | count | PMI |",
+            "|---:|---|---:|---:|",
+        ]
         n = r["added"]["bigram"]
         rows = [(i + 1, b) for i, b in enumerate(r["top_bigrams"])]
         rows += [(n - len(r["bottom_bigrams"]) + i + 1, b) for i, b in enumerate(r["bottom_bigrams"])]
@@ -74,8 +84,12 @@ def markdown(runs: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="share of the unselectable rows written (N stays 4.5e9; default: %(default)s)")
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="share of the unselectable rows written (N stays 4.5e9; default: %(default)s)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work-dir", help="where the simulated spill tables go (default: a temporary folder, removed)")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
@@ -92,11 +106,23 @@ def main() -> int:
         world = wikisim.world_for(args.seed, args.scale)
         timings["sample_and_world"] = round(time.perf_counter() - t, 1)
         runs = {}
-        for name, recipe, overrides in (("clip", "clip", {}), ("metaclip", "metaclip", {}),
-                                        ("metaclip_min_bigram_count_5", "metaclip", {"min_bigram_count": 5})):
+        for name, recipe, overrides in (
+            ("clip", "clip", {}),
+            ("metaclip", "metaclip", {}),
+            ("metaclip_min_bigram_count_5", "metaclip", {"min_bigram_count": 5}),
+        ):
             t = time.perf_counter()
-            runs[name] = public(wikisim.simulate(recipe, work / name, scale=args.scale, seed=args.seed,
-                                                 threads=args.threads, memory_limit=args.memory_limit, **overrides))
+            runs[name] = public(
+                wikisim.simulate(
+                    recipe,
+                    work / name,
+                    scale=args.scale,
+                    seed=args.seed,
+                    threads=args.threads,
+                    memory_limit=args.memory_limit,
+                    **overrides,
+                )
+            )
             timings[name] = round(time.perf_counter() - t, 1)
     finally:
         if not args.work_dir:
@@ -113,7 +139,8 @@ def main() -> int:
         # If bound pairs stayed in one article as often as the sample's do, not as often as
         # its words in general: the document-frequency filter would leave this many.
         "metaclip_bigrams_with_sample_bound_pair_spread": round(
-            meta["bound_pairs_ratio_ok"] * world.stats.bound_spread),
+            meta["bound_pairs_ratio_ok"] * world.stats.bound_spread
+        ),
         "timings_s": timings,
     }
     print(json.dumps(report, indent=1))

@@ -56,8 +56,16 @@ import pyarrow.parquet as pq  # noqa: E402
 
 STEPS = ("pool", "match", "balance")
 ENGINES = ("local", "ray")
-SITES = ("cdn.shopimg.com", "images.example-news.org", "static.photoblog.net", "media.wikiloc.info",
-         "i.pinimg-like.com", "upload.stockpics.io", "img.travelguide.fr", "pics.recipes.de")
+SITES = (
+    "cdn.shopimg.com",
+    "images.example-news.org",
+    "static.photoblog.net",
+    "media.wikiloc.info",
+    "i.pinimg-like.com",
+    "upload.stockpics.io",
+    "img.travelguide.fr",
+    "pics.recipes.de",
+)
 DUP_SHARE = 0.01  # rows repeating an earlier (url, text) of the same file: dropped by the pool step
 
 
@@ -85,8 +93,11 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
 def _pool_file(texts: list[str], rng: random.Random, file_index: int) -> pa.Table:
     """URLs on a few hosts (Zipf-ish over image servers), ~1% exact duplicate rows."""
     n = len(texts)
-    urls = [f"https://s{rng.randrange(1 + rng.randrange(1, 400))}.{rng.choice(SITES)}/"
-            f"{file_index:04d}/{j:07d}-{rng.getrandbits(32):08x}.jpg" for j in range(n)]
+    urls = [
+        f"https://s{rng.randrange(1 + rng.randrange(1, 400))}.{rng.choice(SITES)}/"
+        f"{file_index:04d}/{j:07d}-{rng.getrandbits(32):08x}.jpg"
+        for j in range(n)
+    ]
     for j in range(1, n):
         if rng.random() < DUP_SHARE:
             k = rng.randrange(j)
@@ -101,8 +112,13 @@ def make_inputs(args, n_files: int) -> tuple[Path, list[Path], dict]:
     qpath = inputs / f"queries-s{args.seed}.parquet"
     files = [inputs / f"pool-s{args.seed}-r{args.file_rows}-{i:05d}.parquet" for i in range(n_files)]
     missing = [(i, f) for i, f in enumerate(files) if not f.exists()]
-    info: dict = {"dir": str(inputs), "files": n_files, "rows_per_file": args.file_rows,
-                  "generated_files": len(missing), "generate_s": 0.0}
+    info: dict = {
+        "dir": str(inputs),
+        "files": n_files,
+        "rows_per_file": args.file_rows,
+        "generated_files": len(missing),
+        "generate_s": 0.0,
+    }
     meta_path = inputs / f"queries-s{args.seed}.json"
     if qpath.exists() and not missing:
         info["queries"] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -210,10 +226,12 @@ class Sampler(threading.Thread):
         mb = 2**20
         workers = [v for pid, v in self.peak.items() if self.role[pid] == "worker"]
         driver = [v for pid, v in self.peak.items() if self.role[pid] == "driver"]
-        return {"worker_max_mb": round(max(workers, default=0) / mb, 1),
-                "driver_mb": round(max(driver, default=0) / mb, 1),
-                "total_mb": round(self.peak_total / mb, 1),
-                "worker_processes": len(workers)}
+        return {
+            "worker_max_mb": round(max(workers, default=0) / mb, 1),
+            "driver_mb": round(max(driver, default=0) / mb, 1),
+            "total_mb": round(self.peak_total / mb, 1),
+            "worker_processes": len(workers),
+        }
 
 
 def find_raylet(address: str) -> psutil.Process | None:
@@ -231,10 +249,24 @@ def find_raylet(address: str) -> psutil.Process | None:
 # ------------------------------------------------------------------------------ steps
 
 
-def run_step(step: str, engine: str, out: Path, args, qpath: Path, files: list[Path],
-             ray_address: str | None, raylet, env: dict) -> dict:
-    cmd = [sys.executable, "-m", "pipeline", step, "--out", str(out), "--engine", engine,
-           "--workers", str(args.workers), "--memory-limit", args.memory_limit, "--quiet"]
+def run_step(
+    step: str, engine: str, out: Path, args, qpath: Path, files: list[Path], ray_address: str | None, raylet, env: dict
+) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        step,
+        "--out",
+        str(out),
+        "--engine",
+        engine,
+        "--workers",
+        str(args.workers),
+        "--memory-limit",
+        args.memory_limit,
+        "--quiet",
+    ]
     if engine == "ray":
         cmd += ["--ray-address", ray_address]
     if step == "pool":
@@ -256,8 +288,9 @@ def run_step(step: str, engine: str, out: Path, args, qpath: Path, files: list[P
         sampler.stop.set()
         sampler.join()
     if rc != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} --engine {engine} failed (exit {rc}); see {logf}:\n"
-                         + logf.read_text()[-3000:])
+        raise SystemExit(
+            f"{' '.join(cmd[:4])} --engine {engine} failed (exit {rc}); see {logf}:\n" + logf.read_text()[-3000:]
+        )
     stats = json.loads((out / "curation" / f"{step}_stats.json").read_text())
     return {"wall_s": round(wall, 2), "peak_rss": sampler.figures(), "cpu_s": sampler.cpu_seconds(), "stats": stats}
 
@@ -269,22 +302,29 @@ def step_figures(res: dict, step: str, pool_rows: int, cores: int) -> dict:
     rows = int(res["stats"][STEP_ROWS[step]])
     wall = res["wall_s"]
     cpu = res["cpu_s"]["total"]
-    return {"wall_s": wall, "rows": rows, "rows_per_s_per_core": round(rows / wall / cores, 1),
-            "core_s_per_million_pool_rows": round(wall * cores / pool_rows * 1e6, 2),
-            "cpu_s": res["cpu_s"], "rows_per_cpu_s": round(rows / cpu, 1) if cpu else None,
-            "cpu_s_per_million_pool_rows": round(cpu / pool_rows * 1e6, 2),
-            "peak_rss": res["peak_rss"]}
+    return {
+        "wall_s": wall,
+        "rows": rows,
+        "rows_per_s_per_core": round(rows / wall / cores, 1),
+        "core_s_per_million_pool_rows": round(wall * cores / pool_rows * 1e6, 2),
+        "cpu_s": res["cpu_s"],
+        "rows_per_cpu_s": round(rows / cpu, 1) if cpu else None,
+        "cpu_s_per_million_pool_rows": round(cpu / pool_rows * 1e6, 2),
+        "peak_rss": res["peak_rss"],
+    }
 
 
 # ------------------------------------------------------------------------------ outputs
 
 
 def _parts(cur: Path) -> dict[str, list[Path]]:
-    return {"pool": sorted((cur / "pool").glob("part-*.parquet")),
-            "matches": sorted((cur / "matches").glob("part-*.parquet")),
-            "match_counts": sorted((cur / "matches" / "_counts").glob("part-*.parquet")),
-            "entry_counts": [cur / "entry_counts.parquet"],
-            "selected": sorted((cur / "selected").glob("part-*.parquet"))}
+    return {
+        "pool": sorted((cur / "pool").glob("part-*.parquet")),
+        "matches": sorted((cur / "matches").glob("part-*.parquet")),
+        "match_counts": sorted((cur / "matches" / "_counts").glob("part-*.parquet")),
+        "entry_counts": [cur / "entry_counts.parquet"],
+        "selected": sorted((cur / "selected").glob("part-*.parquet")),
+    }
 
 
 def compare_outputs(local: Path, ray: Path) -> dict:
@@ -308,12 +348,17 @@ def disk_figures(out: Path, pool_rows: int, kept: int, matched: int, selected: i
 
     pool_b, match_b, counts_b, sel_b = size("pool"), size("matches"), size("match_counts"), size("selected")
     total = pool_b + match_b + counts_b + sel_b + size("entry_counts")
-    return {"pool_parts": {"bytes": pool_b, "per_kept_row": round(pool_b / max(kept, 1), 1)},
-            "matches": {"bytes": match_b, "per_matched_row": round(match_b / max(matched, 1), 1),
-                        "per_pool_row": round(match_b / max(kept, 1), 1)},
-            "match_counts": {"bytes": counts_b},
-            "selected": {"bytes": sel_b, "per_selected_row": round(sel_b / max(selected, 1), 1)},
-            "curation_total": {"bytes": total, "per_input_row": round(total / max(pool_rows, 1), 1)}}
+    return {
+        "pool_parts": {"bytes": pool_b, "per_kept_row": round(pool_b / max(kept, 1), 1)},
+        "matches": {
+            "bytes": match_b,
+            "per_matched_row": round(match_b / max(matched, 1), 1),
+            "per_pool_row": round(match_b / max(kept, 1), 1),
+        },
+        "match_counts": {"bytes": counts_b},
+        "selected": {"bytes": sel_b, "per_selected_row": round(sel_b / max(selected, 1), 1)},
+        "curation_total": {"bytes": total, "per_input_row": round(total / max(pool_rows, 1), 1)},
+    }
 
 
 def input_bytes_per_row(files: list[Path], rows: int) -> float:
@@ -337,17 +382,21 @@ def marginal_rates(per_size: dict, sizes: list[int], engines: list[str], cores: 
         out[s] = {}
         for e in engines:
             rate = (hi[s][e]["wall_s"] - lo[s][e]["wall_s"]) * cores / (sizes[-1] - sizes[0]) * 1e6
-            cpu = ((hi[s][e]["cpu_s"]["total"] - lo[s][e]["cpu_s"]["total"]) / (sizes[-1] - sizes[0]) * 1e6)
-            out[s][e] = {"core_s_per_million_pool_rows": round(rate, 2),
-                         "pool_rows_per_s_per_core": round(1e6 / rate, 1) if rate > 0 else None,
-                         "fixed_s": round(lo[s][e]["wall_s"] - rate * sizes[0] / cores / 1e6, 2),
-                         "cpu_s_per_million_pool_rows": round(cpu, 2),
-                         "fixed_cpu_s": round(lo[s][e]["cpu_s"]["total"] - cpu * sizes[0] / 1e6, 2)}
+            cpu = (hi[s][e]["cpu_s"]["total"] - lo[s][e]["cpu_s"]["total"]) / (sizes[-1] - sizes[0]) * 1e6
+            out[s][e] = {
+                "core_s_per_million_pool_rows": round(rate, 2),
+                "pool_rows_per_s_per_core": round(1e6 / rate, 1) if rate > 0 else None,
+                "fixed_s": round(lo[s][e]["wall_s"] - rate * sizes[0] / cores / 1e6, 2),
+                "cpu_s_per_million_pool_rows": round(cpu, 2),
+                "fixed_cpu_s": round(lo[s][e]["cpu_s"]["total"] - cpu * sizes[0] / 1e6, 2),
+            }
         if len(engines) == 2:
-            out[s]["ray_over_local_rate"] = _ratio(out[s]["ray"]["core_s_per_million_pool_rows"],
-                                                   out[s]["local"]["core_s_per_million_pool_rows"])
-            out[s]["ray_over_local_cpu_rate"] = _ratio(out[s]["ray"]["cpu_s_per_million_pool_rows"],
-                                                       out[s]["local"]["cpu_s_per_million_pool_rows"])
+            out[s]["ray_over_local_rate"] = _ratio(
+                out[s]["ray"]["core_s_per_million_pool_rows"], out[s]["local"]["core_s_per_million_pool_rows"]
+            )
+            out[s]["ray_over_local_cpu_rate"] = _ratio(
+                out[s]["ray"]["cpu_s_per_million_pool_rows"], out[s]["local"]["cpu_s_per_million_pool_rows"]
+            )
     return out
 
 
@@ -377,16 +426,25 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=10_000_000, help="largest pool size (used when --sizes is not given)")
     ap.add_argument("--sizes", default=None, help="comma-separated pool sizes (default: 1000000,ROWS)")
     ap.add_argument("--engines", default="local,ray", help="comma-separated: local, ray (default: both)")
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                    help="local processes = the Ray cluster's CPUs (default: usable cores)")
-    ap.add_argument("--file-rows", type=int, default=None,
-                    help="rows per input file = per pool part (default: 500000, less for small sizes so "
-                         "the smallest size has at least --workers files)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="local processes = the Ray cluster's CPUs (default: usable cores)",
+    )
+    ap.add_argument(
+        "--file-rows",
+        type=int,
+        default=None,
+        help="rows per input file = per pool part (default: 500000, less for small sizes so "
+        "the smallest size has at least --workers files)",
+    )
     ap.add_argument("--per-query", type=int, default=20_000, help="balance cap t (default: CLIP's 20000)")
     ap.add_argument("--memory-limit", default="2GB", help="passed to every step (default: 2GB)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--wordnet", default=os.environ.get("WORDNET_DIR",
-                                                        str(ROOT / ".cache/sample/wordnet-base/usr/share/wordnet")))
+    ap.add_argument(
+        "--wordnet", default=os.environ.get("WORDNET_DIR", str(ROOT / ".cache/sample/wordnet-base/usr/share/wordnet"))
+    )
     ap.add_argument("--out", default=str(ROOT / "bench/out/scale"), help="cache and scratch folder")
     ap.add_argument("--json", default=str(ROOT / "bench/out/scale.json"), help="where the JSON goes too")
     ap.add_argument("--keep-outputs", action="store_true", help="keep each size's step outputs (default: removed)")
@@ -419,12 +477,22 @@ def main() -> int:
         ray_ctx = ray_head(num_cpus=args.workers)
 
     res: dict = {
-        "machine": {"cpus": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-                    "mem_total_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-                    "python": platform.python_version()},
-        "settings": {"sizes": sizes, "engines": engines, "workers": args.workers, "file_rows": args.file_rows,
-                     "per_query": args.per_query, "memory_limit": args.memory_limit, "seed": args.seed},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "mem_total_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "sizes": sizes,
+            "engines": engines,
+            "workers": args.workers,
+            "file_rows": args.file_rows,
+            "per_query": args.per_query,
+            "memory_limit": args.memory_limit,
+            "seed": args.seed,
+        },
         "inputs": inputs,
     }
     per_size: dict = {}
@@ -447,11 +515,13 @@ def main() -> int:
             raw: dict = {s: {} for s in STEPS}
             for j, step in enumerate(STEPS):
                 # the engines take turns going first, so neither always gets the warmer page cache
-                for e in (engines if (sizes.index(n) + j) % 2 == 0 else engines[::-1]):
+                for e in engines if (sizes.index(n) + j) % 2 == 0 else engines[::-1]:
                     log(f"{n:,} rows: {step} --engine {e} ...")
                     raw[step][e] = run_step(step, e, outs[e], args, qpath, files[:nfiles], address, raylet, env)
-                    log(f"{n:,} rows: {step} --engine {e}: {raw[step][e]['wall_s']} s, "
-                        f"peak worker RSS {raw[step][e]['peak_rss']['worker_max_mb']} MB")
+                    log(
+                        f"{n:,} rows: {step} --engine {e}: {raw[step][e]['wall_s']} s, "
+                        f"peak worker RSS {raw[step][e]['peak_rss']['worker_max_mb']} MB"
+                    )
             base = engines[0]
             pool_st, match_st, bal_st = (raw[s][base]["stats"] for s in STEPS)
             steps = {}
@@ -459,18 +529,26 @@ def main() -> int:
                 steps[s] = {e: step_figures(raw[s][e], s, n, args.workers) for e in engines}
                 if len(engines) == 2:
                     steps[s]["ray_over_local_wall"] = _ratio(raw[s]["ray"]["wall_s"], raw[s]["local"]["wall_s"])
-                    steps[s]["ray_over_local_cpu"] = _ratio(raw[s]["ray"]["cpu_s"]["total"],
-                                                            raw[s]["local"]["cpu_s"]["total"])
+                    steps[s]["ray_over_local_cpu"] = _ratio(
+                        raw[s]["ray"]["cpu_s"]["total"], raw[s]["local"]["cpu_s"]["total"]
+                    )
             fig: dict = {
                 "input_files": nfiles,
-                "counts": {"pool_rows_in": pool_st["rows_in"], "pool_kept": pool_st["kept"],
-                           "dropped_duplicate": pool_st.get("dropped_duplicate"),
-                           "matched": match_st["matched"], "matches": match_st["matches"],
-                           "selected": bal_st["kept"], "queries_over_cap": bal_st["queries_over_cap"]},
+                "counts": {
+                    "pool_rows_in": pool_st["rows_in"],
+                    "pool_kept": pool_st["kept"],
+                    "dropped_duplicate": pool_st.get("dropped_duplicate"),
+                    "matched": match_st["matched"],
+                    "matches": match_st["matches"],
+                    "selected": bal_st["kept"],
+                    "queries_over_cap": bal_st["queries_over_cap"],
+                },
                 "steps": steps,
                 "total_wall_s": {e: round(sum(raw[s][e]["wall_s"] for s in STEPS), 2) for e in engines},
-                "disk_bytes": {"input_per_row": input_bytes_per_row(files[:nfiles], n),
-                               **disk_figures(outs[base], n, pool_st["kept"], match_st["matched"], bal_st["kept"])},
+                "disk_bytes": {
+                    "input_per_row": input_bytes_per_row(files[:nfiles], n),
+                    **disk_figures(outs[base], n, pool_st["kept"], match_st["matched"], bal_st["kept"]),
+                },
             }
             if len(engines) == 2:
                 tw = fig["total_wall_s"]
@@ -486,14 +564,20 @@ def main() -> int:
         lo, hi = per_size[str(sizes[0])]["steps"], per_size[str(sizes[-1])]["steps"]
         res["memory_flat"] = {
             f"worker_peak_rss_ratio_{sizes[-1]}_over_{sizes[0]}": {
-                s: {e: _ratio(hi[s][e]["peak_rss"]["worker_max_mb"], lo[s][e]["peak_rss"]["worker_max_mb"])
-                    for e in engines} for s in STEPS},
+                s: {
+                    e: _ratio(hi[s][e]["peak_rss"]["worker_max_mb"], lo[s][e]["peak_rss"]["worker_max_mb"])
+                    for e in engines
+                }
+                for s in STEPS
+            },
             f"driver_peak_rss_ratio_{sizes[-1]}_over_{sizes[0]}": {
-                s: {e: _ratio(hi[s][e]["peak_rss"]["driver_mb"], lo[s][e]["peak_rss"]["driver_mb"])
-                    for e in engines} for s in STEPS},
+                s: {e: _ratio(hi[s][e]["peak_rss"]["driver_mb"], lo[s][e]["peak_rss"]["driver_mb"]) for e in engines}
+                for s in STEPS
+            },
             f"rows_per_s_per_core_ratio_{sizes[-1]}_over_{sizes[0]}": {
-                s: {e: _ratio(hi[s][e]["rows_per_s_per_core"], lo[s][e]["rows_per_s_per_core"])
-                    for e in engines} for s in STEPS},
+                s: {e: _ratio(hi[s][e]["rows_per_s_per_core"], lo[s][e]["rows_per_s_per_core"]) for e in engines}
+                for s in STEPS
+            },
         }
     marginal = marginal_rates(per_size, sizes, engines, args.workers) if len(sizes) > 1 else None
     if marginal:

@@ -80,10 +80,12 @@ OUT = ROOT / "bench" / "out" / "train"
 OPEN_CLIP_LINE = re.compile(
     r"Train Epoch: (?P<epoch>\d+) \[\s*(?P<seen>\d+)/(?P<total>\d+) \([^)]*\)\] "
     r"Data \(t\): (?P<data>[0-9.eE+-]+) Batch \(t\): (?P<batch>[0-9.eE+-]+), "
-    r"(?P<sps>[0-9.eE+-]+)/s, (?P<sps_gpu>[0-9.eE+-]+)/s/gpu")
+    r"(?P<sps>[0-9.eE+-]+)/s, (?P<sps_gpu>[0-9.eE+-]+)/s/gpu"
+)
 
 
 # --------------------------------------------------------------------------- open_clip entry point
+
 
 def open_clip_entry(argv: list[str]) -> int:
     """`bench/train.py _open_clip ARGS`: open_clip_train's main with our model configs registered
@@ -104,8 +106,11 @@ def open_clip_entry(argv: list[str]) -> int:
                 super().__init__(module, device_ids=device_ids, **kwargs)
 
         torch.nn.parallel.DistributedDataParallel = CpuDDP
-    print(f"bench: torch threads {torch.get_num_threads()}, rank {os.environ.get('RANK', '0')}",
-          file=sys.stderr, flush=True)
+    print(
+        f"bench: torch threads {torch.get_num_threads()}, rank {os.environ.get('RANK', '0')}",
+        file=sys.stderr,
+        flush=True,
+    )
     from open_clip_train.main import main
 
     rc = main(argv)
@@ -113,6 +118,7 @@ def open_clip_entry(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------- running and parsing
+
 
 class Watcher(threading.Thread):
     """Polls a growing text file; records when the first and the last step line appeared."""
@@ -154,8 +160,14 @@ class Watcher(threading.Thread):
 
 def child_env(threads: int) -> dict:
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), NO_ALBUMENTATIONS_UPDATE="1",
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        NO_ALBUMENTATIONS_UPDATE="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -190,8 +202,12 @@ def run_child(cmd: list[str], log: Path, watch: Path, is_step_line, env: dict) -
         raise SystemExit(f"exit status {rc}: {' '.join(cmd)}\n--- {log} (tail) ---\n{tail}")
     first = watcher.first if watcher.first is not None else t_end
     last = watcher.last if watcher.last is not None else t_end
-    return {"wall_s": round(t_end - t0, 2), "startup_s": round(first - t0, 2),
-            "steps_s": round(last - first, 2), "tail_s": round(t_end - last, 2)}
+    return {
+        "wall_s": round(t_end - t0, 2),
+        "startup_s": round(first - t0, 2),
+        "steps_s": round(last - first, 2),
+        "tail_s": round(t_end - last, 2),
+    }
 
 
 def median(xs: list[float], nd: int = 3) -> float | None:
@@ -216,9 +232,15 @@ def parse_ours(run_dir: Path) -> list[dict]:
     for r in rows:
         n = r["step"] - prev  # steps covered by this line's interval_time (1 with --log-every 1)
         prev = r["step"]
-        steps.append({"step": r["step"], "samples_per_s": r["samples_per_s"],
-                      "wall_samples_per_s": gb * n / r["interval_time"] if r.get("interval_time") else None,
-                      "data_time": r["data_time"], "batch_time": r["batch_time"]})
+        steps.append(
+            {
+                "step": r["step"],
+                "samples_per_s": r["samples_per_s"],
+                "wall_samples_per_s": gb * n / r["interval_time"] if r.get("interval_time") else None,
+                "data_time": r["data_time"],
+                "batch_time": r["batch_time"],
+            }
+        )
     return steps
 
 
@@ -229,9 +251,15 @@ def parse_open_clip(log_path: Path, batch_size: int, world: int) -> list[dict]:
         if not m:
             continue
         sps = float(m["sps"])
-        steps.append({"step": int(m["seen"]) // (batch_size * world), "samples_per_s": sps,
-                      "wall_samples_per_s": sps, "data_time": float(m["data"]),
-                      "batch_time": batch_size * world / sps if sps > 0 else None})
+        steps.append(
+            {
+                "step": int(m["seen"]) // (batch_size * world),
+                "samples_per_s": sps,
+                "wall_samples_per_s": sps,
+                "data_time": float(m["data"]),
+                "batch_time": batch_size * world / sps if sps > 0 else None,
+            }
+        )
     return steps
 
 
@@ -243,13 +271,46 @@ def drop_checkpoints(run_dir: Path, keep: bool) -> None:
 def run_ours(a, name: str, bench_dir: Path, shards: list[str]) -> dict:
     run_dir = bench_dir / name
     cmd = launcher(a.world, ["-m", "train"])
-    cmd += ["--train-data", a.shards, "--name", name, "--runs", str(bench_dir), "--model", a.model,
-            "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--workers", str(a.workers),
-            "--threads", str(a.threads), "--warmup", "1", "--lr", str(a.lr), "--log-every", "1",
-            "--eval-every", "0", "--save-every", "100000", "--keep-checkpoints", "1", "--quiet",
-            "--eval-datasets", *a.eval_datasets]
-    timing = run_child(cmd, bench_dir / f"{name}.log", run_dir / "metrics.jsonl",
-                       lambda line: line.startswith("{"), child_env(a.threads))
+    cmd += [
+        "--train-data",
+        a.shards,
+        "--name",
+        name,
+        "--runs",
+        str(bench_dir),
+        "--model",
+        a.model,
+        "--steps",
+        str(a.steps),
+        "--batch-size",
+        str(a.batch_size),
+        "--workers",
+        str(a.workers),
+        "--threads",
+        str(a.threads),
+        "--warmup",
+        "1",
+        "--lr",
+        str(a.lr),
+        "--log-every",
+        "1",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "100000",
+        "--keep-checkpoints",
+        "1",
+        "--quiet",
+        "--eval-datasets",
+        *a.eval_datasets,
+    ]
+    timing = run_child(
+        cmd,
+        bench_dir / f"{name}.log",
+        run_dir / "metrics.jsonl",
+        lambda line: line.startswith("{"),
+        child_env(a.threads),
+    )
     res = {"trainer": "ours", "run": name, **summarise(parse_ours(run_dir), a.skip), **timing}
     evals = sorted((run_dir / "eval").glob("step-*.json"))
     if evals:
@@ -262,16 +323,55 @@ def run_ours(a, name: str, bench_dir: Path, shards: list[str]) -> dict:
 def run_open_clip(a, name: str, bench_dir: Path, shards: list[str]) -> dict:
     run_dir = bench_dir / name
     cmd = launcher(a.world, [str(Path(__file__).resolve()), "_open_clip"])
-    cmd += ["--train-data", "::".join(shards), "--dataset-type", "webdataset",
-            "--train-num-samples", str(a.steps * a.batch_size * a.world), "--epochs", "1",
-            "--batch-size", str(a.batch_size), "--model", a.model, "--workers", str(a.workers),
-            "--precision", "fp32", "--device", "cpu", "--lr", str(a.lr), "--warmup", "1",
-            "--logs", str(bench_dir), "--name", name, "--save-frequency", "0", "--report-to", "",
-            "--log-every-n-steps", "1", "--seed", "0"]
-    timing = run_child(cmd, bench_dir / f"{name}.log", run_dir / "out.log",
-                       lambda line: "Train Epoch:" in line and "Batch (t)" in line, child_env(a.threads))
-    res = {"trainer": "open_clip", "run": name,
-           **summarise(parse_open_clip(run_dir / "out.log", a.batch_size, a.world), a.skip), **timing}
+    cmd += [
+        "--train-data",
+        "::".join(shards),
+        "--dataset-type",
+        "webdataset",
+        "--train-num-samples",
+        str(a.steps * a.batch_size * a.world),
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(a.batch_size),
+        "--model",
+        a.model,
+        "--workers",
+        str(a.workers),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--lr",
+        str(a.lr),
+        "--warmup",
+        "1",
+        "--logs",
+        str(bench_dir),
+        "--name",
+        name,
+        "--save-frequency",
+        "0",
+        "--report-to",
+        "",
+        "--log-every-n-steps",
+        "1",
+        "--seed",
+        "0",
+    ]
+    timing = run_child(
+        cmd,
+        bench_dir / f"{name}.log",
+        run_dir / "out.log",
+        lambda line: "Train Epoch:" in line and "Batch (t)" in line,
+        child_env(a.threads),
+    )
+    res = {
+        "trainer": "open_clip",
+        "run": name,
+        **summarise(parse_open_clip(run_dir / "out.log", a.batch_size, a.world), a.skip),
+        **timing,
+    }
     drop_checkpoints(run_dir, a.keep)
     res["cmd"] = " ".join(repr(c) if c == "" else c for c in cmd)
     return res
@@ -287,21 +387,33 @@ def main(argv: list[str] | None = None) -> int:
         return open_clip_entry(argv[1:])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shards", default="shards/[0-9]*.tar", help="shard glob, relative to the repo (default: %(default)s)")
+    ap.add_argument(
+        "--shards", default="shards/[0-9]*.tar", help="shard glob, relative to the repo (default: %(default)s)"
+    )
     ap.add_argument("--model", default="tiny-ViT-64")
-    ap.add_argument("--steps", type=int, default=40, help="steps per run; rounded up to a multiple of --workers "
-                    "(open_clip splits an epoch evenly over its workers) (default: %(default)s)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=40,
+        help="steps per run; rounded up to a multiple of --workers "
+        "(open_clip splits an epoch evenly over its workers) (default: %(default)s)",
+    )
     ap.add_argument("--skip", type=int, default=10, help="first steps left out of the medians (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=64, help="per rank (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="data-loader workers per rank (default: %(default)s)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads per rank (default: max(1, cores / world - workers))")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads per rank (default: max(1, cores / world - workers))"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="pairs (ours, open_clip) (default: %(default)s)")
     ap.add_argument("--world", type=int, default=1, help="processes per trainer; >1 runs both under torchrun")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--eval-datasets", nargs="*", default=[],
-                    help="our trainer's end-of-run zero-shot sets (default: none, retrieval on the held-out "
-                         "part only); the evaluation is outside the per-step figures either way")
+    ap.add_argument(
+        "--eval-datasets",
+        nargs="*",
+        default=[],
+        help="our trainer's end-of-run zero-shot sets (default: none, retrieval on the held-out "
+        "part only); the evaluation is outside the per-step figures either way",
+    )
     ap.add_argument("--out", default=str(OUT), help="folder for the run folders (default: bench/out/train)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints")
     a = ap.parse_args(argv)
@@ -324,16 +436,25 @@ def main(argv: list[str] | None = None) -> int:
             r = fn(a, name, bench_dir, shards)
             r["repeat"] = i
             runs.append(r)
-            print(f"{name}: {r['wall_samples_per_s']} samples/s (as logged {r['samples_per_s']}), "
-                  f"wall {r['wall_s']}s", file=sys.stderr, flush=True)
+            print(
+                f"{name}: {r['wall_samples_per_s']} samples/s (as logged {r['samples_per_s']}), wall {r['wall_s']}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def by(trainer):
         return {r["repeat"]: r for r in runs if r["trainer"] == trainer}
 
     ours, oc = by("ours"), by("open_clip")
-    pairs = [{"repeat": i, "ratio": ratio(ours[i]["wall_samples_per_s"], oc[i]["wall_samples_per_s"]),
-              "ratio_as_logged": ratio(ours[i]["samples_per_s"], oc[i]["samples_per_s"])}
-             for i in sorted(ours) if i in oc]
+    pairs = [
+        {
+            "repeat": i,
+            "ratio": ratio(ours[i]["wall_samples_per_s"], oc[i]["wall_samples_per_s"]),
+            "ratio_as_logged": ratio(ours[i]["samples_per_s"], oc[i]["samples_per_s"]),
+        }
+        for i in sorted(ours)
+        if i in oc
+    ]
 
     def med(trainer, key):
         vals = [r[key] for r in runs if r["trainer"] == trainer and r.get(key) is not None]
@@ -346,15 +467,29 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_as_logged": median([p["ratio_as_logged"] for p in pairs if p["ratio_as_logged"] is not None]),
         "pairs": pairs,
         "medians": {t: {k: med(t, k) for k in keys} for t in ("ours", "open_clip")},
-        "settings": {"model": a.model, "batch_size": a.batch_size, "world": a.world,
-                     "global_batch": a.batch_size * a.world, "threads": a.threads, "workers": a.workers,
-                     "steps": a.steps, "skip": a.skip, "repeats": a.repeats, "precision": "fp32",
-                     "shards": len(shards), "eval_datasets": a.eval_datasets},
+        "settings": {
+            "model": a.model,
+            "batch_size": a.batch_size,
+            "world": a.world,
+            "global_batch": a.batch_size * a.world,
+            "threads": a.threads,
+            "workers": a.workers,
+            "steps": a.steps,
+            "skip": a.skip,
+            "repeats": a.repeats,
+            "precision": "fp32",
+            "shards": len(shards),
+            "eval_datasets": a.eval_datasets,
+        },
         "cores": cores,
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        "versions": {"python": platform.python_version(), "torch": version("torch"),
-                     "open_clip_torch": version("open_clip_torch"), "webdataset": version("webdataset")},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": version("torch"),
+            "open_clip_torch": version("open_clip_torch"),
+            "webdataset": version("webdataset"),
+        },
         "runs": runs,
         "out": str(bench_dir.relative_to(ROOT)) if bench_dir.is_relative_to(ROOT) else str(bench_dir),
     }

@@ -72,6 +72,9 @@ def _storage_message(fault: tuple[str | None, str], exc: BaseException, args: ar
     part = f" (part {m.group(1)})" if m else ""
     if path:
         return f"{path}: {problem}{part}"
-    places = [f"{opt} {getattr(args, attr)}" for opt, attr in (("--out", "out"), ("--work-dir", "work_dir"))
-              if getattr(args, attr, None)]
+    places = [
+        f"{opt} {getattr(args, attr)}"
+        for opt, attr in (("--out", "out"), ("--work-dir", "work_dir"))
+        if getattr(args, attr, None)
+    ]
     return f"{problem} while writing" + (f" to {' or '.join(places)}" if places else "") + part

@@ -55,8 +55,9 @@ def sample_key(member_name: str) -> str | None:
     return m.group(1) if m else None
 
 
-def read_matches(path, datasets: list[str] | None = None,
-                 kinds: list[str] | None = None) -> dict[str, dict[str, set[str]]]:
+def read_matches(
+    path, datasets: list[str] | None = None, kinds: list[str] | None = None
+) -> dict[str, dict[str, set[str]]]:
     """{shard file name: {key: the evaluation sets it matched}} from a pairs parquet,
     restricted to `datasets` and `kinds` when given."""
     import pyarrow as pa
@@ -71,8 +72,9 @@ def read_matches(path, datasets: list[str] | None = None,
             names = pf.schema_arrow.names
             missing = [c for c in REQUIRED_COLUMNS + (("kind",) if kinds else ()) if c not in names]
             if missing:
-                raise InputError(f"--matches {path}: no column {', '.join(missing)} (expected train.overlap's "
-                                 "overlap_pairs.parquet)")
+                raise InputError(
+                    f"--matches {path}: no column {', '.join(missing)} (expected train.overlap's overlap_pairs.parquet)"
+                )
             rows = pf.read(columns=[c for c in REQUIRED_COLUMNS + ("kind",) if c in names]).to_pylist()
     except (OSError, pa.ArrowException) as e:
         raise InputError(f"--matches {path}: not a readable parquet file ({e})") from None
@@ -121,8 +123,7 @@ def filter_tar(src, dst, remove: set[str] | dict) -> dict:
     finally:
         if out is not None:
             out.close()
-    return {"samples_in": len(keys_in), "samples_out": len(keys_in) - len(found), "removed": len(found),
-            "found": found}
+    return {"samples_in": len(keys_in), "samples_out": len(keys_in) - len(found), "removed": len(found), "found": found}
 
 
 def filter_parquet(src, dst, remove: set[str] | dict) -> dict:
@@ -173,8 +174,15 @@ def _shard(src_dir, out_dir, tar, matches: dict, log) -> dict:
     return stats
 
 
-def decontaminate(shards, matches_path, out, datasets: list[str] | None = None, kinds: list[str] | None = None,
-                  log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+def decontaminate(
+    shards,
+    matches_path,
+    out,
+    datasets: list[str] | None = None,
+    kinds: list[str] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> dict:
     """Write OUT (see the module docstring); returns what OUT/decontaminate.json holds."""
     from .io import write_json
     from .outlock import hold
@@ -192,11 +200,18 @@ def decontaminate(shards, matches_path, out, datasets: list[str] | None = None, 
     names = [t.name for t in tars]
     absent = sorted(set(matches) - set(names))
     if matches and len(absent) == len(matches):
-        raise InputError(f"--matches {matches_path}: names none of the shards in {shards} "
-                         f"(it names {', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})")
+        raise InputError(
+            f"--matches {matches_path}: names none of the shards in {shards} "
+            f"(it names {', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})"
+        )
     digest = inputs_digest(names, matches)
-    header = {"shards": url(src_dir), "out": url(out_dir), "inputs_digest": digest,
-              "datasets": sorted(datasets) if datasets else None, "kinds": sorted(kinds) if kinds else None}
+    header = {
+        "shards": url(src_dir),
+        "out": url(out_dir),
+        "inputs_digest": digest,
+        "datasets": sorted(datasets) if datasets else None,
+        "kinds": sorted(kinds) if kinds else None,
+    }
     with hold(out_dir, "decontaminate", log):
         _check_same_inputs(out_dir / STATS_NAME, digest)
         write_json(out_dir / STATS_NAME, {**header, "complete": False})
@@ -209,19 +224,29 @@ def decontaminate(shards, matches_path, out, datasets: list[str] | None = None, 
                 bar.update(1)
         if bar is not None:
             bar.close()
-        result = {**header, "complete": True, **_totals(per_shard), "matched_shards_absent": absent,
-                  "left_out": sorted(p.name for p in src_dir.iterdir()
-                                     if p.name not in names and not p.name.endswith(".parquet")),
-                  "per_shard": per_shard}
+        result = {
+            **header,
+            "complete": True,
+            **_totals(per_shard),
+            "matched_shards_absent": absent,
+            "left_out": sorted(
+                p.name for p in src_dir.iterdir() if p.name not in names and not p.name.endswith(".parquet")
+            ),
+            "per_shard": per_shard,
+        }
         write_json(out_dir / STATS_NAME, result)
     if log:
-        log(f"decontaminate: {result['samples_in']} samples in {len(tars)} shards ({done} done before), "
+        log(
+            f"decontaminate: {result['samples_in']} samples in {len(tars)} shards ({done} done before), "
             f"{result['removed']} removed "
             f"({', '.join(f'{k} {v}' for k, v in result['removed_by_dataset'].items()) or 'none'}), "
-            f"{result['samples_out']} kept -> {url(out_dir)}")
+            f"{result['samples_out']} kept -> {url(out_dir)}"
+        )
         if result["matched_not_found"] or absent:
-            log(f"note: {result['matched_not_found']} matched keys not in their shard, {len(absent)} matched shards "
-                f"not in {url(src_dir)}")
+            log(
+                f"note: {result['matched_not_found']} matched keys not in their shard, {len(absent)} matched shards "
+                f"not in {url(src_dir)}"
+            )
     return result
 
 
@@ -239,10 +264,14 @@ def _totals(per_shard: dict) -> dict:
     by_dataset: Counter = Counter()
     for s in per_shard.values():
         by_dataset.update(s["removed_by_dataset"])
-    return {"n_shards": len(per_shard),
-            **{k: sum(s[k] for s in per_shard.values())
-               for k in ("samples_in", "samples_out", "removed", "matched_not_found")},
-            "removed_by_dataset": dict(sorted(by_dataset.items()))}
+    return {
+        "n_shards": len(per_shard),
+        **{
+            k: sum(s[k] for s in per_shard.values())
+            for k in ("samples_in", "samples_out", "removed", "matched_not_found")
+        },
+        "removed_by_dataset": dict(sorted(by_dataset.items())),
+    }
 
 
 def _check_same_inputs(stats_path, digest: str) -> None:
@@ -253,8 +282,10 @@ def _check_same_inputs(stats_path, digest: str) -> None:
     except (OSError, ValueError, AttributeError):
         before = None
     if before != digest:
-        raise InputError(f"{stats_path}: this folder holds the shards of other inputs (other shards or matches); "
-                         "choose another --out or delete it")
+        raise InputError(
+            f"{stats_path}: this folder holds the shards of other inputs (other shards or matches); "
+            "choose another --out or delete it"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -262,15 +293,27 @@ def _check_same_inputs(stats_path, digest: str) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="rewrite shards without the samples that overlap evaluation sets",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        name,
+        help="rewrite shards without the samples that overlap evaluation sets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--shards", required=True, help="folder of NNNNN.tar (+ .parquet); a local path or an fsspec URL")
-    p.add_argument("--matches", required=True,
-                   help="train.overlap's pairs: RUN/eval/overlap_pairs.parquet (columns shard, key, dataset, kind)")
+    p.add_argument(
+        "--matches",
+        required=True,
+        help="train.overlap's pairs: RUN/eval/overlap_pairs.parquet (columns shard, key, dataset, kind)",
+    )
     p.add_argument("--out", required=True, help="output folder (not --shards); file names as in --shards")
     p.add_argument("--datasets", nargs="+", default=None, help="remove only the matches of these sets (default: all)")
-    p.add_argument("--kinds", nargs="+", choices=("exact", "phash", "embedding"), default=None,
-                   help="remove only the matches of these kinds (default: all)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=("exact", "phash", "embedding"),
+        default=None,
+        help="remove only the matches of these kinds (default: all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(run=run)
 
@@ -279,6 +322,12 @@ def run(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = decontaminate(args.shards, args.matches, args.out, args.datasets, args.kinds, log, not args.quiet)
     if not args.quiet:
-        print(json.dumps({k: result[k] for k in ("out", "n_shards", "samples_in", "samples_out", "removed",
-                                                  "removed_by_dataset")}))
+        print(
+            json.dumps(
+                {
+                    k: result[k]
+                    for k in ("out", "n_shards", "samples_in", "samples_out", "removed", "removed_by_dataset")
+                }
+            )
+        )
     return 0

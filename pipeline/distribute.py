@@ -65,10 +65,17 @@ class Engine:
         return self.workers
 
 
-def run_parts(fn: Callable[[Any], Any], tasks: Iterable, engine: Engine, *,
-              setup: Callable | None = None, setup_args: tuple = (),
-              on_done: Callable[[Any, Any], None] | None = None,
-              describe: Callable[[Any], str] = str, max_in_flight: int | None = None) -> list:
+def run_parts(
+    fn: Callable[[Any], Any],
+    tasks: Iterable,
+    engine: Engine,
+    *,
+    setup: Callable | None = None,
+    setup_args: tuple = (),
+    on_done: Callable[[Any, Any], None] | None = None,
+    describe: Callable[[Any], str] = str,
+    max_in_flight: int | None = None,
+) -> list:
     """Run `fn(task)` for every task on `engine`; return the results in task order."""
     if engine.name == "ray":
         return _run_ray(fn, tasks, engine, setup, setup_args, on_done, describe, max_in_flight)
@@ -253,9 +260,13 @@ def connect_ray(engine: Engine) -> None:
         return
     address = engine.ray_address or os.environ.get("RAY_ADDRESS") or None
     env = {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", **dict(engine.env)}
-    kwargs: dict = {"runtime_env": {"py_modules": [_package_dir()], "env_vars": env},
-                    "logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False,
-                    "configure_logging": True}
+    kwargs: dict = {
+        "runtime_env": {"py_modules": [_package_dir()], "env_vars": env},
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "include_dashboard": False,
+        "configure_logging": True,
+    }
     if address:
         check_ray_address(address)
         kwargs["address"] = address

@@ -26,8 +26,9 @@ class OutputInUse(InputError):
 
 # Faults of the storage a stage writes to, which no retry of the same part can cure while
 # they last: a full disk or quota, a read-only mount, a failing device.
-STORAGE_ERRNOS = tuple(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO)
-                       if e is not None)
+STORAGE_ERRNOS = tuple(
+    e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO) if e is not None
+)
 _STORAGE_TEXTS = tuple(os.strerror(e) for e in STORAGE_ERRNOS)  # "No space left on device", ...
 
 
@@ -49,8 +50,10 @@ def storage_fault(exc: BaseException) -> tuple[str | None, str] | None:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
             name = e.filename if isinstance(e.filename, (str, bytes, os.PathLike)) else None
-            return (os.fsdecode(name) if name is not None else _quoted_path(str(e), os.strerror(e.errno)),
-                    os.strerror(e.errno))
+            return (
+                os.fsdecode(name) if name is not None else _quoted_path(str(e), os.strerror(e.errno)),
+                os.strerror(e.errno),
+            )
         text = str(e)
         for problem in _STORAGE_TEXTS:
             if problem in text:

@@ -46,8 +46,12 @@ def file_fingerprint(url: str) -> dict:
     info = fs.info(path)
     # local files have an mtime; object stores a LastModified time and an ETag instead
     changed = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
-    return {"path": url, "size": int(info.get("size") or 0), "mtime": str(changed),
-            **({"etag": str(info["ETag"])} if info.get("ETag") else {})}
+    return {
+        "path": url,
+        "size": int(info.get("size") or 0),
+        "mtime": str(changed),
+        **({"etag": str(info["ETag"])} if info.get("ETag") else {}),
+    }
 
 
 @contextlib.contextmanager

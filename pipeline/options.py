@@ -47,21 +47,38 @@ def memory_limit(text: str) -> str:
 def add_engine_args(p: argparse.ArgumentParser, workers_default: int) -> None:
     """--engine, --ray-address, --max-part-retries and --workers: where a stage's parts run."""
     g = p.add_argument_group("engine (where the parts of a step run)")
-    g.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: a process pool on this machine; ray: tasks on a Ray cluster (outputs are "
-                        "identical) (default: %(default)s)")
-    g.add_argument("--ray-address", default=None, metavar="HOST:PORT",
-                   help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS if set, else start "
-                        "a Ray on this machine with --workers CPUs)")
-    g.add_argument("--workers", type=positive_int, default=workers_default,
-                   help="parallel processes for --engine local (and a local Ray's CPUs); never changes the "
-                        "result (default: all cores, %(default)s)")
-    g.add_argument("--max-part-retries", type=non_negative_int, default=2,
-                   help="run a failed part again this many times before the step fails (default: %(default)s)")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool on this machine; ray: tasks on a Ray cluster (outputs are "
+        "identical) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS if set, else start "
+        "a Ray on this machine with --workers CPUs)",
+    )
+    g.add_argument(
+        "--workers",
+        type=positive_int,
+        default=workers_default,
+        help="parallel processes for --engine local (and a local Ray's CPUs); never changes the "
+        "result (default: all cores, %(default)s)",
+    )
+    g.add_argument(
+        "--max-part-retries",
+        type=non_negative_int,
+        default=2,
+        help="run a failed part again this many times before the step fails (default: %(default)s)",
+    )
 
 
 def engine_from_args(args: argparse.Namespace):
     from .distribute import Engine
 
-    return Engine(name=args.engine, workers=args.workers, ray_address=args.ray_address,
-                  max_part_retries=args.max_part_retries)
+    return Engine(
+        name=args.engine, workers=args.workers, ray_address=args.ray_address, max_part_retries=args.max_part_retries
+    )

@@ -58,8 +58,10 @@ def hold(folder, verb: str, log: Callable[[str], None] | None = None) -> Iterato
     where = storage.location(folder)
     if storage.is_remote(where):
         if log is not None:
-            log(f"note: {storage.url(where)} is on object storage, which has no locks: make sure no other "
-                "run writes there at the same time")
+            log(
+                f"note: {storage.url(where)} is on object storage, which has no locks: make sure no other "
+                "run writes there at the same time"
+            )
         yield
         return
     path = Path(where)
@@ -80,8 +82,17 @@ def hold(folder, verb: str, log: Callable[[str], None] | None = None) -> Iterato
         return
 
     lock_file = path / LOCK_NAME
-    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "verb": verb,
-                         "since": datetime.now().astimezone().isoformat(timespec="seconds")}) + "\n"
+    record = (
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "verb": verb,
+                "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+            }
+        )
+        + "\n"
+    )
 
     def write_record(fd: int) -> None:
         os.ftruncate(fd, 0)
@@ -99,8 +110,12 @@ def hold(folder, verb: str, log: Callable[[str], None] | None = None) -> Iterato
             raise
         lock = None
     if lock is None:
-        print(f"warning: {folder}: this filesystem has no file locks; make sure no other run writes "
-              "there at the same time", file=sys.stderr, flush=True)
+        print(
+            f"warning: {folder}: this filesystem has no file locks; make sure no other run writes "
+            "there at the same time",
+            file=sys.stderr,
+            flush=True,
+        )
         yield
         return
     _HELD[key] = 1

@@ -51,11 +51,13 @@ def esc(s) -> str:
 
 def head(title: str) -> list[str]:
     """The lines from <!DOCTYPE> to <main> (close with `END`)."""
-    return ["<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{esc(title)}</title>",
-            f"<style>{CSS}</style></head><body><main>"]
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{CSS}</style></head><body><main>",
+    ]
 
 
 def table(headers: list[str], rows: list[list], numeric: set[int] | None = None, cls: str = "") -> str:

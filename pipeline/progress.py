@@ -13,7 +13,16 @@ def bar_factory(quiet: bool, desc: str, unit: str, data_size: bool = False) -> C
     from tqdm import tqdm
 
     def make(total: int):
-        return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, unit_divisor=1024 if data_size else 1000,
-                    file=sys.stderr, dynamic_ncols=True, smoothing=0.05, disable=None)
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            unit_scale=True,
+            unit_divisor=1024 if data_size else 1000,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.05,
+            disable=None,
+        )
 
     return make

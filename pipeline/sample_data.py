@@ -49,8 +49,20 @@ def fetch_enwiki(cache: Path) -> Path:
     if out.exists():
         return out
     with tempfile.TemporaryDirectory() as tmp:
-        res = _run([sys.executable, "-m", "pip", "download", f"gensim=={GENSIM_VERSION}", "--no-deps",
-                    "--only-binary", ":all:", "-d", tmp])
+        res = _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"gensim=={GENSIM_VERSION}",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                tmp,
+            ]
+        )
         wheels = list(Path(tmp).glob("gensim-*.whl"))
         if res.returncode != 0 or not wheels:
             raise SystemExit(f"error: pip download gensim failed: {res.stderr.strip()[-300:]}")
@@ -98,8 +110,20 @@ def fetch_animal_mnist(cache: Path) -> Path:
     if marker.exists():
         return root
     with tempfile.TemporaryDirectory() as tmp:
-        res = _run([sys.executable, "-m", "pip", "download", f"animal-mnist=={ANIMAL_MNIST_VERSION}", "--no-deps",
-                    "--only-binary", ":all:", "-d", tmp])
+        res = _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"animal-mnist=={ANIMAL_MNIST_VERSION}",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                tmp,
+            ]
+        )
         wheels = list(Path(tmp).glob("animal_mnist-*.whl"))
         if res.returncode != 0 or not wheels:
             raise SystemExit(f"error: pip download animal-mnist failed: {res.stderr.strip()[-300:]}")
@@ -117,13 +141,18 @@ def fetch_animal_mnist(cache: Path) -> Path:
     return root
 
 
-ITEMS = {"enwiki": fetch_enwiki, "wordnet": fetch_wordnet, "openclipart": fetch_openclipart,
-         "animal-mnist": fetch_animal_mnist}
+ITEMS = {
+    "enwiki": fetch_enwiki,
+    "wordnet": fetch_wordnet,
+    "openclipart": fetch_openclipart,
+    "animal-mnist": fetch_animal_mnist,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.sample_data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.sample_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("items", nargs="*", default=list(ITEMS), choices=list(ITEMS), help="what to fetch (default: all)")
     ap.add_argument("--cache", default=".cache/sample", help="cache folder (default: %(default)s)")
     args = ap.parse_args(argv)

@@ -42,7 +42,7 @@ def location(path: str | os.PathLike, what: str = "") -> Path:
         return path
     text = os.fspath(path)
     if text.startswith("file://"):
-        text = text[len("file://"):]
+        text = text[len("file://") :]
     if "://" not in text:
         return Path(text)
     try:
@@ -92,6 +92,7 @@ def check_readable(path, what: str) -> None:
         raise InputError(f"{what} {url(path)}: bucket {bucket!r} does not exist") from None
     except Exception:  # noqa: BLE001 - e.g. may list the prefix but not the bucket: the folder is missing
         pass
+
 
 def rmtree(path) -> None:
     """Remove a folder and everything under it, on either kind of store (missing is fine)."""

@@ -22,15 +22,30 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("headless Chromium not found: install Debian's `chromium` package "
-                "(apt-get install -y --no-install-recommends chromium); make test does this")
+    pytest.fail(
+        "headless Chromium not found: install Debian's `chromium` package "
+        "(apt-get install -y --no-install-recommends chromium); make test does this"
+    )
 
 
 def browse(page: Path, tmp: Path, *mode: str, height: int = HEIGHT) -> subprocess.CompletedProcess:
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-           f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
-           f"--window-size={WIDTH},{height}", *mode, page.resolve().as_uri()]
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--window-size={WIDTH},{height}",
+        *mode,
+        page.resolve().as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp)
 
 

@@ -24,8 +24,10 @@ def required_path(env: str) -> Path:
     """A sample-data path from the environment; a missing one fails the test (never skips it)."""
     value = os.environ.get(env)
     if not value or not Path(value).exists():
-        pytest.fail(f"{env} is unset or missing ({value!r}); run the tests with `make test`, "
-                    "which fetches the sample data and sets it")
+        pytest.fail(
+            f"{env} is unset or missing ({value!r}); run the tests with `make test`, "
+            "which fetches the sample data and sets it"
+        )
     return Path(value)
 
 
@@ -51,8 +53,14 @@ def wordnet_dir() -> Path:
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m pipeline ...` as a user would, from the repository root."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
@@ -85,8 +93,9 @@ def small_tmpfs(where: Path, size: str):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     where.mkdir(parents=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:

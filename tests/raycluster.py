@@ -18,8 +18,7 @@ from .s3server import free_port
 # (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), and the test traffic must stay on loopback.
 # Token auth off: a `ray.init()` elsewhere on the machine may have left ~/.ray/auth_token,
 # which would make clients and this cluster disagree.
-RAY_TEST_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_TEST_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _ray_exe() -> str:
@@ -38,13 +37,32 @@ def ray_head(num_cpus: int = 2, env: dict | None = None) -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="ray-")  # its own session folder: several clusters never mix
     full_env = {**os.environ, **RAY_TEST_ENV, **(env or {})}
     full_env.pop("RAY_ADDRESS", None)
-    cmd = [_ray_exe(), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-           "--num-cpus", str(num_cpus), "--include-dashboard=false", "--disable-usage-stats",
-           "--temp-dir", temp]
+    cmd = [
+        _ray_exe(),
+        "start",
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num-cpus",
+        str(num_cpus),
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        "--temp-dir",
+        temp,
+    ]
     # every port of its own: two clusters of one test session must not collide (10001, 8265...)
-    for flag in ("--ray-client-server-port", "--node-manager-port", "--object-manager-port",
-                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--dashboard-port"):
+    for flag in (
+        "--ray-client-server-port",
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--metrics-export-port",
+        "--runtime-env-agent-port",
+        "--dashboard-port",
+    ):
         cmd += [flag, str(free_port())]
     res = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120)
     if res.returncode != 0:

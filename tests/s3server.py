@@ -45,8 +45,7 @@ class S3Server:
         """A fresh s3fs filesystem talking to this server (no instance cache)."""
         import s3fs
 
-        return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=self.endpoint,
-                                 skip_instance_cache=True)
+        return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=self.endpoint, skip_instance_cache=True)
 
     def make_bucket(self, name: str) -> str:
         self.filesystem().mkdir(name)
@@ -61,8 +60,11 @@ def moto_s3(set_environ: bool = True) -> Iterator[S3Server]:
     fsspec URLs `s3://...` reach it here and in child processes).
     """
     port = free_port()
-    proc = subprocess.Popen([*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     server = S3Server(port, proc)
     saved = {k: os.environ.get(k) for k in server.env}
     try:

@@ -26,10 +26,10 @@ class ToyCLIP(nn.Module):
     def __init__(self, output_dict: bool = True, dropout: float = 0.0, dtype=torch.float64) -> None:
         super().__init__()
         self.output_dict = output_dict
-        self.visual = nn.Sequential(nn.Linear(IMG_DIM, 8, dtype=dtype), nn.Tanh(), nn.Dropout(dropout),
-                                    nn.Linear(8, EMBED, dtype=dtype))
-        self.text = nn.Sequential(nn.Linear(TXT_DIM, 8, dtype=dtype), nn.Tanh(),
-                                  nn.Linear(8, EMBED, dtype=dtype))
+        self.visual = nn.Sequential(
+            nn.Linear(IMG_DIM, 8, dtype=dtype), nn.Tanh(), nn.Dropout(dropout), nn.Linear(8, EMBED, dtype=dtype)
+        )
+        self.text = nn.Sequential(nn.Linear(TXT_DIM, 8, dtype=dtype), nn.Tanh(), nn.Linear(8, EMBED, dtype=dtype))
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT, dtype=dtype))
 
     def forward(self, image, text):
@@ -139,8 +139,11 @@ def test_dropout_masks_replayed():
     torch.manual_seed(123)
     model.zero_grad(set_to_none=True)
     outs = [model(i, t) for i, t in zip(images.split(2), texts.split(2))]
-    loss = make_loss(0, 1)(torch.cat([o["image_features"] for o in outs]),
-                           torch.cat([o["text_features"] for o in outs]), outs[-1]["logit_scale"])
+    loss = make_loss(0, 1)(
+        torch.cat([o["image_features"] for o in outs]),
+        torch.cat([o["text_features"] for o in outs]),
+        outs[-1]["logit_scale"],
+    )
     loss.backward()
     ref = grads(model)
 
@@ -169,8 +172,15 @@ def test_autocast_and_backward_hooks():
     ref_loss, ref = full_batch(model, images, texts)
     model.zero_grad(set_to_none=True)
     scaled = []
-    loss, _ = accumulate_step(model, images, texts, make_loss(0, 1), accum_freq=2, autocast=bf16,
-                              backward=lambda l: (scaled.append(l.dtype), (l * 8).backward()))
+    loss, _ = accumulate_step(
+        model,
+        images,
+        texts,
+        make_loss(0, 1),
+        accum_freq=2,
+        autocast=bf16,
+        backward=lambda l: (scaled.append(l.dtype), (l * 8).backward()),
+    )
     assert len(entered) == 4  # 2 no-grad forwards + 2 re-forwards
     assert len(scaled) == 2
     assert loss == pytest.approx(ref_loss, rel=5e-2)
@@ -192,9 +202,11 @@ def test_split_chunks_validation():
 def test_real_open_clip_tiny_vit(tmp_path):
     import open_clip
 
-    cfg = {"embed_dim": 32,
-           "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
     (tmp_path / "wit-test-tiny-vit.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "wit-test-tiny-vit.json")
     torch.manual_seed(0)
@@ -222,8 +234,9 @@ def _ddp_worker(rank, init_file, out_dir, state, images, texts):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD, timeout=timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
+    )
     try:
         model = ToyCLIP()
         model.load_state_dict(state)
@@ -231,8 +244,14 @@ def _ddp_worker(rank, init_file, out_dir, state, images, texts):
         n = K * LOCAL_CHUNK
         local = slice(rank * n, (rank + 1) * n)
         loss, stats = accumulate_step(ddp, images[local], texts[local], make_loss(rank, WORLD), accum_freq=K)
-        torch.save({"loss": torch.tensor(loss, dtype=torch.float64), "local_batch": torch.tensor(stats["local_batch"]),
-                    "grads": grads(model)}, f"{out_dir}/rank{rank}.pt")
+        torch.save(
+            {
+                "loss": torch.tensor(loss, dtype=torch.float64),
+                "local_batch": torch.tensor(stats["local_batch"]),
+                "grads": grads(model),
+            },
+            f"{out_dir}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -244,8 +263,7 @@ def test_ddp_two_processes_accum_equals_full_batch(tmp_path):
     model = ToyCLIP()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     images, texts = batch(WORLD * K * LOCAL_CHUNK)
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path), state, images, texts),
-             nprocs=WORLD, join=True)
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path), state, images, texts), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     ref_loss, ref = full_batch(model, images, texts)
 

@@ -26,13 +26,23 @@ pytestmark = pytest.mark.slow
 PER_QUERY = 20
 # (query, source, count, pmi, views): a little of every source; "zzqx never" matches nothing.
 QUERIES = [
-    ("animal", "wordnet", 900, None, None), ("computer", "wordnet", 89, None, None),
-    ("frog", "wordnet", 12, None, None), ("cat", "wordnet", 40, None, None), ("bird", "wordnet", 30, None, None),
-    ("flower", "wordnet", 25, None, None), ("tree", "wordnet", 80, None, None), ("star", "wordnet", 50, None, None),
-    ("food", "wordnet", 60, None, None), ("linux", "unigram", 33, None, None), ("the", "unigram", 9000, None, None),
-    ("of", "unigram", 8000, None, None), ("people", "unigram", 300, None, None),
-    ("clip art", "bigram", 7, 11.5, None), ("Christmas tree", "bigram", 5, 10.2, None),
-    ("Tux", "title", None, None, 120), ("zzqx never", "title", None, None, 70),
+    ("animal", "wordnet", 900, None, None),
+    ("computer", "wordnet", 89, None, None),
+    ("frog", "wordnet", 12, None, None),
+    ("cat", "wordnet", 40, None, None),
+    ("bird", "wordnet", 30, None, None),
+    ("flower", "wordnet", 25, None, None),
+    ("tree", "wordnet", 80, None, None),
+    ("star", "wordnet", 50, None, None),
+    ("food", "wordnet", 60, None, None),
+    ("linux", "unigram", 33, None, None),
+    ("the", "unigram", 9000, None, None),
+    ("of", "unigram", 8000, None, None),
+    ("people", "unigram", 300, None, None),
+    ("clip art", "bigram", 7, 11.5, None),
+    ("Christmas tree", "bigram", 5, 10.2, None),
+    ("Tux", "title", None, None, 120),
+    ("zzqx never", "title", None, None, 70),
 ]
 
 
@@ -45,17 +55,32 @@ def free_port() -> int:
 def write_query_list(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cols = list(zip(*QUERIES))
-    pq.write_table(pa.table({"query": pa.array(cols[0], pa.string()), "source": pa.array(cols[1], pa.string()),
-                             "count": pa.array(cols[2], pa.int64()), "pmi": pa.array(cols[3], pa.float64()),
-                             "views": pa.array(cols[4], pa.int64())}), folder / "queries.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "query": pa.array(cols[0], pa.string()),
+                "source": pa.array(cols[1], pa.string()),
+                "count": pa.array(cols[2], pa.int64()),
+                "pmi": pa.array(cols[3], pa.float64()),
+                "views": pa.array(cols[4], pa.int64()),
+            }
+        ),
+        folder / "queries.parquet",
+    )
     (folder / "queries.txt").write_text("".join(q[0] + "\n" for q in QUERIES))
     sources = Counter(q[1] for q in QUERIES)
-    (folder / "build.json").write_text(json.dumps({
-        "tool": {"name": "pipeline queries", "version": "test"}, "recipe": "metaclip",
-        "parameters": {"recipe": "metaclip", "min_count": 20, "min_pmi": 10.0, "size": None},
-        "titles_from": "written by the test", "total": len(QUERIES),
-        "sources": {s: {"added": n, "duplicates_skipped": 0, "considered": n} for s, n in sources.items()},
-    }))
+    (folder / "build.json").write_text(
+        json.dumps(
+            {
+                "tool": {"name": "pipeline queries", "version": "test"},
+                "recipe": "metaclip",
+                "parameters": {"recipe": "metaclip", "min_count": 20, "min_pmi": 10.0, "size": None},
+                "titles_from": "written by the test",
+                "total": len(QUERIES),
+                "sources": {s: {"added": n, "duplicates_skipped": 0, "considered": n} for s, n in sources.items()},
+            }
+        )
+    )
     return folder
 
 
@@ -70,10 +95,28 @@ def build_sample(tmp_path_factory) -> dict:
     openclipart = required_path("OPENCLIPART_DIR")
     queries = write_query_list(root / "query_lists")
     shards = root / "shards"
-    res = run_cli("shards", "--sample-openclipart", str(openclipart), "--queries", str(queries / "queries.parquet"),
-                  "--out", str(shards), "--per-query", str(PER_QUERY), "--samples-per-shard", "100",
-                  "--sample-port", str(free_port()), "--processes", "2", "--threads", "8", "--workers", "2",
-                  "--quiet")
+    res = run_cli(
+        "shards",
+        "--sample-openclipart",
+        str(openclipart),
+        "--queries",
+        str(queries / "queries.parquet"),
+        "--out",
+        str(shards),
+        "--per-query",
+        str(PER_QUERY),
+        "--samples-per-shard",
+        "100",
+        "--sample-port",
+        str(free_port()),
+        "--processes",
+        "2",
+        "--threads",
+        "8",
+        "--workers",
+        "2",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     res = run_cli("audit", "--queries", str(queries), "--shards", str(shards), "--quiet")
     assert res.returncode == 0, res.stderr
@@ -131,7 +174,7 @@ def test_pool_and_matching_figures(sample, summary):
     p = summary["pool"]
     assert p["rows"] == pool.num_rows == stats["kept"]
     assert p["rows_in"] == stats["rows_in"]
-    assert p["dropped"] == {k[len("dropped_"):]: v for k, v in stats.items() if k.startswith("dropped_")}
+    assert p["dropped"] == {k[len("dropped_") :]: v for k, v in stats.items() if k.startswith("dropped_")}
     assert p["rows_in"] == p["rows"] + p["dropped_total"]
 
     matches = read(cur / "matches", "part-*.parquet")
@@ -168,7 +211,8 @@ def test_balancing_figures(sample, summary):
     assert b["head"]["queries_over_cap"] == len(head)
     assert b["head"]["share_of_matches_before"] == pytest.approx(sum(head.values()) / sum(before.values()), abs=1e-6)
     assert b["head"]["share_of_matches_after"] == pytest.approx(
-        sum(after[q] for q in head) / sum(after.values()), abs=1e-6)
+        sum(after[q] for q in head) / sum(after.values()), abs=1e-6
+    )
 
     matched = summary["matching"]["matched"]
     assert summary["matching"]["recipe"] == "clip"
@@ -235,7 +279,7 @@ def test_text_figures(sample, summary):
     assert t["caption_chars"]["max"] == max(lengths)
     assert sum(b["count"] for b in t["caption_chars_histogram"]) == len(ok)
     counts = Counter(q for r in ok for q in r["queries"])
-    expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:len(t["top_queries"])]
+    expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: len(t["top_queries"])]
     assert [(r["query"], r["samples"]) for r in t["top_queries"]] == expected
 
 
@@ -260,8 +304,15 @@ def test_report_files_are_self_contained(sample, summary):
     assert "@import" not in html and "url(" not in html
     svgs = re.findall(r'<svg class="plot" data-plot="([^"]+)"', html)
     assert svgs == summary["plots"]
-    assert {"flow", "queries_by_source", "matches_per_text", "rank_frequency", "download_status",
-            "caption_length", "top_queries_shards"} <= set(svgs)
+    assert {
+        "flow",
+        "queries_by_source",
+        "matches_per_text",
+        "rank_frequency",
+        "download_status",
+        "caption_length",
+        "top_queries_shards",
+    } <= set(svgs)
     assert f"{summary['headline']['images_downloaded']:,}" in html
     assert html.count(summary["generated_at"]) == 1, "the build time appears once"
     md = (sample["audit"] / "report.md").read_text()
@@ -273,8 +324,17 @@ def test_report_files_are_self_contained(sample, summary):
 
 
 def test_outputs_are_deterministic_apart_from_the_time(sample, summary, tmp_path):
-    res = run_cli("audit", "--queries", str(sample["queries"]), "--shards", str(sample["shards"]),
-                  "--out", str(tmp_path / "again"), "--memory-limit", "256MB")
+    res = run_cli(
+        "audit",
+        "--queries",
+        str(sample["queries"]),
+        "--shards",
+        str(sample["shards"]),
+        "--out",
+        str(tmp_path / "again"),
+        "--memory-limit",
+        "256MB",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["images_downloaded"] == summary["headline"]["images_downloaded"]
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
@@ -293,8 +353,11 @@ def test_query_lookup(sample):
     qid = [q[0] for q in QUERIES].index("animal")
     before = per_query(read(cur / "matches", "part-*.parquet"))[qid]
     after = per_query(read(cur / "selected", "part-*.parquet"))[qid]
-    ok = [r for r in read(sample["shards"], "[0-9]*.parquet").to_pylist()
-          if r["status"] == "success" and qid in r["query_ids"]]
+    ok = [
+        r
+        for r in read(sample["shards"], "[0-9]*.parquet").to_pylist()
+        if r["status"] == "success" and qid in r["query_ids"]
+    ]
     args = ("audit", "--queries", str(sample["queries"]), "--shards", str(sample["shards"]), "--query", "animal")
     res = run_cli(*args, "--format", "json")
     assert res.returncode == 0, res.stderr
@@ -319,20 +382,36 @@ def test_query_lookup(sample):
 
 def test_sql(sample, summary):
     base = ("audit", "--queries", str(sample["queries"]), "--shards", str(sample["shards"]))
-    res = run_cli(*base, "--format", "json", "--sql",
-                  "SELECT (SELECT count(*) FROM queries) AS q, (SELECT count(*) FROM pool) AS p, "
-                  "(SELECT count(*) FROM matches) AS m, (SELECT count(*) FROM entry_counts) AS e, "
-                  "(SELECT count(*) FROM selected) AS s, (SELECT count(*) FROM samples) AS d")
+    res = run_cli(
+        *base,
+        "--format",
+        "json",
+        "--sql",
+        "SELECT (SELECT count(*) FROM queries) AS q, (SELECT count(*) FROM pool) AS p, "
+        "(SELECT count(*) FROM matches) AS m, (SELECT count(*) FROM entry_counts) AS e, "
+        "(SELECT count(*) FROM selected) AS s, (SELECT count(*) FROM samples) AS d",
+    )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == [{"q": len(QUERIES), "p": summary["pool"]["rows"],
-                                       "m": summary["matching"]["matched"], "e": len(QUERIES),
-                                       "s": summary["balancing"]["after"]["texts_kept"],
-                                       "d": summary["download"]["attempted"]}]
-    res = run_cli(*base, "--format", "csv", "--sql",
-                  "SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY status")
+    assert json.loads(res.stdout) == [
+        {
+            "q": len(QUERIES),
+            "p": summary["pool"]["rows"],
+            "m": summary["matching"]["matched"],
+            "e": len(QUERIES),
+            "s": summary["balancing"]["after"]["texts_kept"],
+            "d": summary["download"]["attempted"],
+        }
+    ]
+    res = run_cli(
+        *base, "--format", "csv", "--sql", "SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY status"
+    )
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert {r["status"]: int(r["n"]) for r in rows} == {r["status"]: r["count"] for r in summary["download"]["by_status"]}
-    res = run_cli(*base, "--sql", "SELECT query_id, query, source FROM queries WHERE source = 'bigram' ORDER BY query_id")
+    assert {r["status"]: int(r["n"]) for r in rows} == {
+        r["status"]: r["count"] for r in summary["download"]["by_status"]
+    }
+    res = run_cli(
+        *base, "--sql", "SELECT query_id, query, source FROM queries WHERE source = 'bigram' ORDER BY query_id"
+    )
     assert res.returncode == 0
     assert res.stdout.splitlines()[0].split() == ["query_id", "query", "source"]
     assert "clip art" in res.stdout and "(2 rows)" in res.stdout
@@ -434,8 +513,10 @@ def test_paths_that_do_not_exist_are_one_line_errors(sample, tmp_path):
 def test_report_md_tells_the_report_time_from_the_query_lists_build(sample, tmp_path):
     t = json.loads((sample["audit"] / "summary.json").read_text())["generated_at"]
     md = (sample["audit"] / "report.md").read_text()
-    assert f"Report written {t}; query list `{sample['queries'] / 'queries.parquet'}` (its build.json records no " \
-           f"build time)" in md
+    assert (
+        f"Report written {t}; query list `{sample['queries'] / 'queries.parquet'}` (its build.json records no "
+        f"build time)" in md
+    )
     assert f"built {t}" not in md, "the report's own time is not the query list's build time"
     assert f"report written {t}" in (sample["audit"] / "report.html").read_text()
 
@@ -444,8 +525,9 @@ def test_report_md_tells_the_report_time_from_the_query_lists_build(sample, tmp_
     build = json.loads((queries / "build.json").read_text())
     build["timings_s"] = {"wordnet": 0.25, "count_dump": 1.0, "total": 1.5}  # what `pipeline queries` records
     (queries / "build.json").write_text(json.dumps(build))
-    res = run_cli("audit", "--queries", str(queries), "--shards", str(sample["shards"]), "--out", str(tmp_path / "a"),
-                  "--quiet")
+    res = run_cli(
+        "audit", "--queries", str(queries), "--shards", str(sample["shards"]), "--out", str(tmp_path / "a"), "--quiet"
+    )
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "a" / "report.md").read_text()
     assert "(its build.json records no build time; the build took 1.5 s)" in md
@@ -453,8 +535,9 @@ def test_report_md_tells_the_report_time_from_the_query_lists_build(sample, tmp_
 
     build["built_at"] = "2026-11-30T14:24:07+00:00"
     (queries / "build.json").write_text(json.dumps(build))
-    res = run_cli("audit", "--queries", str(queries), "--shards", str(sample["shards"]), "--out", str(tmp_path / "b"),
-                  "--quiet")
+    res = run_cli(
+        "audit", "--queries", str(queries), "--shards", str(sample["shards"]), "--out", str(tmp_path / "b"), "--quiet"
+    )
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "b" / "report.md").read_text()
     assert f"query list `{queries / 'queries.parquet'}`, built 2026-11-30T14:24:07+00:00;" in md

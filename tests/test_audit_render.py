@@ -37,8 +37,12 @@ def test_report_dom_has_every_plot_and_no_console_errors(report, tmp_path):
         assert f'<section id="{section}">' in dom
     assert "Section unavailable" not in dom
     h = summary["headline"]
-    for value in (f"{h['queries']:,}", f"{h['pool_rows']:,}", f"{h['kept_after_balancing']:,}",
-                  f"{h['images_downloaded']:,}"):
+    for value in (
+        f"{h['queries']:,}",
+        f"{h['pool_rows']:,}",
+        f"{h['kept_after_balancing']:,}",
+        f"{h['images_downloaded']:,}",
+    ):
         assert value in dom
     assert not re.search(r"""(src|href)=["']?https?:""", dom)
 

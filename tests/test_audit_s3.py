@@ -33,8 +33,7 @@ def store(tmp_path_factory):
         fs.rm(f"{PREFIX}/shards/audit", recursive=True)  # the audit on S3 must write its own
         assert fs.isfile(f"{PREFIX}/shards/curation/entry_counts.parquet")
         assert fs.isfile(f"{PREFIX}/query_lists/queries.parquet")
-        yield {"fs": fs, "sample": sample, "queries": f"s3://{PREFIX}/query_lists",
-               "shards": f"s3://{PREFIX}/shards"}
+        yield {"fs": fs, "sample": sample, "queries": f"s3://{PREFIX}/query_lists", "shards": f"s3://{PREFIX}/shards"}
 
 
 def figures(summary: dict) -> dict:
@@ -48,8 +47,11 @@ def placeholders(text: str, summary: dict) -> str:
     """report.html/report.md with the two input paths (header, title) and the build time replaced."""
     for name in ("queries", "shards"):
         v = summary["inputs"][name]
-        text = (text.replace(f"<code>{v}</code>", name).replace(f"`{v}`", name)
-                .replace(f"Dataset audit: {v}<", f"Dataset audit: {name}<"))
+        text = (
+            text.replace(f"<code>{v}</code>", name)
+            .replace(f"`{v}`", name)
+            .replace(f"Dataset audit: {v}<", f"Dataset audit: {name}<")
+        )
     return text.replace(summary["generated_at"], "T")
 
 
@@ -74,7 +76,8 @@ def test_report_on_s3_equals_the_local_report(store, tmp_path):
     assert remote["query_list"]["file"] == queries_file
     assert remote["inputs"]["views"] == {
         k: v.replace(str(sample["shards"]), store["shards"]).replace(str(sample["queries"]), store["queries"])
-        for k, v in local["inputs"]["views"].items()}
+        for k, v in local["inputs"]["views"].items()
+    }
     assert remote["inputs"]["views"]["samples"] == f"{store['shards']}/[0-9]*.parquet"
     assert remote["warnings"] == [] and remote["inputs"]["missing"] == {}
     # The figures: read from S3 through fsspec, they equal the local ones (tar sizes included).
@@ -89,35 +92,66 @@ def test_report_on_s3_equals_the_local_report(store, tmp_path):
         assert store["shards"] not in r
 
     # --out may be a local folder: the report of a remote dataset, here.
-    res = run_cli("audit", "--queries", store["queries"], "--shards", store["shards"], "--out",
-                  str(tmp_path / "here"), "--quiet", timeout=TIMEOUT)
+    res = run_cli(
+        "audit",
+        "--queries",
+        store["queries"],
+        "--shards",
+        store["shards"],
+        "--out",
+        str(tmp_path / "here"),
+        "--quiet",
+        timeout=TIMEOUT,
+    )
     assert res.returncode == 0, res.stderr
     here = json.loads((tmp_path / "here" / "summary.json").read_text())
     assert {k: v for k, v in here.items() if k != "generated_at"} == {
-        k: v for k, v in remote.items() if k != "generated_at"}
+        k: v for k, v in remote.items() if k != "generated_at"
+    }
 
 
 def test_sql_and_query_over_s3(store):
     fs, sample = store["fs"], store["sample"]
     summary = json.loads((sample["audit"] / "summary.json").read_text())
     base = ("audit", "--queries", store["queries"], "--shards", store["shards"])
-    res = run_cli(*base, "--format", "json", "--sql",
-                  "SELECT (SELECT count(*) FROM queries) AS q, (SELECT count(*) FROM pool) AS p, "
-                  "(SELECT count(*) FROM matches) AS m, (SELECT count(*) FROM entry_counts) AS e, "
-                  "(SELECT count(*) FROM selected) AS s, (SELECT count(*) FROM samples) AS d, "
-                  "(SELECT count(DISTINCT shard) FROM samples) AS shards", timeout=TIMEOUT)
+    res = run_cli(
+        *base,
+        "--format",
+        "json",
+        "--sql",
+        "SELECT (SELECT count(*) FROM queries) AS q, (SELECT count(*) FROM pool) AS p, "
+        "(SELECT count(*) FROM matches) AS m, (SELECT count(*) FROM entry_counts) AS e, "
+        "(SELECT count(*) FROM selected) AS s, (SELECT count(*) FROM samples) AS d, "
+        "(SELECT count(DISTINCT shard) FROM samples) AS shards",
+        timeout=TIMEOUT,
+    )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == [{"q": len(QUERIES), "p": summary["pool"]["rows"],
-                                       "m": summary["matching"]["matched"], "e": len(QUERIES),
-                                       "s": summary["balancing"]["after"]["texts_kept"],
-                                       "d": summary["download"]["attempted"],
-                                       "shards": summary["download"]["shards"]}]
+    assert json.loads(res.stdout) == [
+        {
+            "q": len(QUERIES),
+            "p": summary["pool"]["rows"],
+            "m": summary["matching"]["matched"],
+            "e": len(QUERIES),
+            "s": summary["balancing"]["after"]["texts_kept"],
+            "d": summary["download"]["attempted"],
+            "shards": summary["download"]["shards"],
+        }
+    ]
 
     res = run_cli(*base, "--query", "animal", "--format", "json", timeout=TIMEOUT)
     assert res.returncode == 0, res.stderr
     remote = json.loads(res.stdout)
-    res = run_cli("audit", "--queries", str(sample["queries"]), "--shards", str(sample["shards"]),
-                  "--query", "animal", "--format", "json")
+    res = run_cli(
+        "audit",
+        "--queries",
+        str(sample["queries"]),
+        "--shards",
+        str(sample["shards"]),
+        "--query",
+        "animal",
+        "--format",
+        "json",
+    )
     assert res.returncode == 0, res.stderr
     local = json.loads(res.stdout)
     assert remote["images_in_shards"] > 0 and remote["samples"]
@@ -132,15 +166,14 @@ def test_sql_and_query_over_s3(store):
 
 
 def test_missing_bucket_is_a_one_line_error(store):
-    res = run_cli("audit", "--queries", store["queries"], "--shards", "s3://no-such-bucket/shards",
-                  timeout=TIMEOUT)
+    res = run_cli("audit", "--queries", store["queries"], "--shards", "s3://no-such-bucket/shards", timeout=TIMEOUT)
     assert_one_line_error(res, "--shards s3://no-such-bucket/shards", "bucket 'no-such-bucket' does not exist")
-    res = run_cli("audit", "--queries", "s3://no-such-bucket/q", "--shards", store["shards"], "--sql", "SELECT 1",
-                  timeout=TIMEOUT)
+    res = run_cli(
+        "audit", "--queries", "s3://no-such-bucket/q", "--shards", store["shards"], "--sql", "SELECT 1", timeout=TIMEOUT
+    )
     assert_one_line_error(res, "--queries s3://no-such-bucket/q", "does not exist")
     # A missing folder in an existing bucket is like a missing local folder: an error naming it.
-    res = run_cli("audit", "--queries", store["queries"], "--shards", f"s3://{BUCKET}/nope/s",
-                  timeout=TIMEOUT)
+    res = run_cli("audit", "--queries", store["queries"], "--shards", f"s3://{BUCKET}/nope/s", timeout=TIMEOUT)
     assert_one_line_error(res, f"--shards s3://{BUCKET}/nope/s", "no such file or folder")
 
 

@@ -28,16 +28,32 @@ def write_curation(root: Path, rows: list[list[int]], n_queries: int, parts: int
     for k in range(parts):
         idx = range(k * per, min(len(rows), (k + 1) * per))
         uids = [uid(i) for i in idx]
-        pq.write_table(pa.table({"uid": uids, "url": [f"http://x/{i}.png" for i in idx],
-                                 "text": [f"text {i}" for i in idx], "source": ["t"] * len(uids)}),
-                       cur / "pool" / f"part-{k:05d}.parquet")
-        pq.write_table(pa.table({"uid": uids, "query_ids": pa.array([rows[i] for i in idx], pa.list_(pa.int32()))}),
-                       cur / "matches" / f"part-{k:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": uids,
+                    "url": [f"http://x/{i}.png" for i in idx],
+                    "text": [f"text {i}" for i in idx],
+                    "source": ["t"] * len(uids),
+                }
+            ),
+            cur / "pool" / f"part-{k:05d}.parquet",
+        )
+        pq.write_table(
+            pa.table({"uid": uids, "query_ids": pa.array([rows[i] for i in idx], pa.list_(pa.int32()))}),
+            cur / "matches" / f"part-{k:05d}.parquet",
+        )
         counts = Counter(q for i in idx for q in rows[i])  # the match step's per-part sums
         (cur / "matches" / "_counts").mkdir(exist_ok=True)
-        pq.write_table(pa.table({"query_id": pa.array(sorted(counts), pa.int32()),
-                                 "count": pa.array([counts[q] for q in sorted(counts)], pa.int64())}),
-                       cur / "matches" / "_counts" / f"part-{k:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "query_id": pa.array(sorted(counts), pa.int32()),
+                    "count": pa.array([counts[q] for q in sorted(counts)], pa.int64()),
+                }
+            ),
+            cur / "matches" / "_counts" / f"part-{k:05d}.parquet",
+        )
     qpath = root / "queries.parquet"
     pq.write_table(pa.table({"query": [f"q{i}" for i in range(n_queries)]}), qpath)
     return cur, qpath

@@ -18,9 +18,13 @@ def test_order_dedup_and_quotas():
         size=100,
     )
     assert [(r.query, r.source) for r in out] == [
-        ("dog", "wordnet"), ("Gas", "wordnet"), ("hot dog", "wordnet"),
+        ("dog", "wordnet"),
+        ("Gas", "wordnet"),
+        ("hot dog", "wordnet"),
         # duplicates do not use up the quota: 'dog' is skipped, then 3 new words are taken
-        ("gas", "unigram"), ("cat", "unigram"), ("the", "unigram"),
+        ("gas", "unigram"),
+        ("cat", "unigram"),
+        ("the", "unigram"),
         ("New York", "bigram"),
         ("Paris", "title"),
     ]

@@ -26,8 +26,11 @@ from .test_audit import PER_QUERY, build_sample
 pytestmark = pytest.mark.slow
 
 FOLDERS = ("pool", "matches", "selected")
-COLUMNS = {"pool": {"uid", "url", "text", "source"}, "matches": {"uid", "query_ids"},
-           "selected": {"uid", "url", "text", "query_ids", "queries", "keep_prob"}}
+COLUMNS = {
+    "pool": {"uid", "url", "text", "source"},
+    "matches": {"uid", "query_ids"},
+    "selected": {"uid", "url", "text", "query_ids", "queries", "keep_prob"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +72,8 @@ def test_every_curation_folder_reads_as_a_dataset(sample):
         assert_reads_as_dataset(folder, rows[name], COLUMNS[name])
     matches = cur / "matches"
     assert sorted(p.name for p in (matches / "_stats").iterdir()) == sorted(
-        p.stem + ".json" for p in matches.glob("part-*.parquet"))
+        p.stem + ".json" for p in matches.glob("part-*.parquet")
+    )
     assert any((matches / "_counts").glob("part-*.parquet")), "the per-part counts the balance step sums"
 
 
@@ -83,7 +87,9 @@ def to_old_layout(folder: Path) -> None:
 def test_old_layout_is_adopted_without_redoing_a_part(sample, tmp_path):
     cur = tmp_path / "shards" / "curation"
     shutil.copytree(sample["shards"] / "curation", cur)
-    before = {name: {p.name: p.read_bytes() for p in (cur / name / "_stats").iterdir()} for name in ("matches", "selected")}
+    before = {
+        name: {p.name: p.read_bytes() for p in (cur / name / "_stats").iterdir()} for name in ("matches", "selected")
+    }
     for name in before:
         to_old_layout(cur / name)
     with pytest.raises(pa.ArrowInvalid):  # what a reader met in an old-layout folder
@@ -96,8 +102,18 @@ def test_old_layout_is_adopted_without_redoing_a_part(sample, tmp_path):
     assert res.returncode == 0, res.stderr
     match = json.loads((cur / "match_stats.json").read_text())
     assert match["parts_skipped"] == match["parts"] >= 1, "finished parts were matched again"
-    res = run_cli("balance", "--out", str(cur.parent), "--queries", queries, "--per-query", str(PER_QUERY),
-                  "--workers", "1", "--quiet")
+    res = run_cli(
+        "balance",
+        "--out",
+        str(cur.parent),
+        "--queries",
+        queries,
+        "--per-query",
+        str(PER_QUERY),
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
 
     assert {p: p.stat().st_mtime_ns for p in parts} == parts, "finished parts were written again"

@@ -82,8 +82,12 @@ def test_a_failing_part_is_retried(engine, tmp_path):
 
 def test_a_part_failing_every_time_fails_the_step_by_name(engine, tmp_path):
     with pytest.raises(PartFailed, match=r"part p1 failed 3 time\(s\).*transient fault in part 1"):
-        run_parts(flaky, [(str(tmp_path), i, 5 if i == 1 else 0, "raise") for i in range(3)], engine,
-                  describe=lambda t: f"p{t[1]}")
+        run_parts(
+            flaky,
+            [(str(tmp_path), i, 5 if i == 1 else 0, "raise") for i in range(3)],
+            engine,
+            describe=lambda t: f"p{t[1]}",
+        )
     assert (tmp_path / "1.attempts").read_text() == "3"
 
 

@@ -50,10 +50,14 @@ FAULTS = {
     "/drip": ("failed_to_download", lambda m: m == DEADLINE_MSG),
     "/drip-headers": ("failed_to_download", lambda m: m == DEADLINE_MSG),
     "/short-body": ("failed_to_download", lambda m: m == DEADLINE_MSG),
-    "/huge-length": ("failed_to_download", lambda m: m == f"response body over the {MAX_BYTES:,}-byte limit "
-                                                         "(Content-Length: 10,000,000,000)"),
-    "/oversized": ("failed_to_download",
-                   lambda m: m == f"response body over the {MAX_BYTES:,}-byte limit (no Content-Length)"),
+    "/huge-length": (
+        "failed_to_download",
+        lambda m: m == f"response body over the {MAX_BYTES:,}-byte limit (Content-Length: 10,000,000,000)",
+    ),
+    "/oversized": (
+        "failed_to_download",
+        lambda m: m == f"response body over the {MAX_BYTES:,}-byte limit (no Content-Length)",
+    ),
     "/noai": ("failed_to_download", lambda m: m == "Use of image disallowed by X-Robots-Tag directive"),
 }
 
@@ -176,11 +180,20 @@ def selection(root: Path, urls: list[str]) -> Path:
     cur = root / "curation"
     (cur / "selected").mkdir(parents=True)
     n = len(urls)
-    pq.write_table(pa.table({
-        "uid": [f"{i:016x}" for i in range(n)], "url": urls, "text": [f"pair {i}" for i in range(n)],
-        "query_ids": pa.array([[0]] * n, pa.list_(pa.int32())), "queries": [["pair"]] * n,
-        "keep_prob": [1.0] * n, "source": ["test"] * n,
-    }), cur / "selected" / "part-00000.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "uid": [f"{i:016x}" for i in range(n)],
+                "url": urls,
+                "text": [f"pair {i}" for i in range(n)],
+                "query_ids": pa.array([[0]] * n, pa.list_(pa.int32())),
+                "queries": [["pair"]] * n,
+                "keep_prob": [1.0] * n,
+                "source": ["test"] * n,
+            }
+        ),
+        cur / "selected" / "part-00000.parquet",
+    )
     return cur
 
 
@@ -192,8 +205,18 @@ def test_every_download_ends_within_its_deadline_and_size_cap(tmp_path, hostile)
     out = tmp_path / "shards"
 
     start = time.monotonic()
-    stats = download(cur, out, processes=1, threads=64, samples_per_shard=100, timeout=TIMEOUT,
-                     quiet=True, allow_private_hosts=True, download_deadline=DEADLINE, max_bytes=MAX_BYTES)
+    stats = download(
+        cur,
+        out,
+        processes=1,
+        threads=64,
+        samples_per_shard=100,
+        timeout=TIMEOUT,
+        quiet=True,
+        allow_private_hosts=True,
+        download_deadline=DEADLINE,
+        max_bytes=MAX_BYTES,
+    )
     elapsed = time.monotonic() - start
     print(f"mixed fault pool ({len(good) + len(faults)} URLs) downloaded in {elapsed:.1f} s")
 
@@ -208,8 +231,11 @@ def test_every_download_ends_within_its_deadline_and_size_cap(tmp_path, hostile)
     for url, route in faults.items():
         status, message_ok = FAULTS[route]
         row = by_url[url]
-        assert row["status"] == status and row["error_message"] and message_ok(row["error_message"]), \
-            (route, row["status"], row["error_message"])
+        assert row["status"] == status and row["error_message"] and message_ok(row["error_message"]), (
+            route,
+            row["status"],
+            row["error_message"],
+        )
 
     with tarfile.open(out / "00000.tar") as tf:
         names = tf.getnames()
@@ -220,8 +246,9 @@ def test_every_download_ends_within_its_deadline_and_size_cap(tmp_path, hostile)
     assert sum(stats["status_dict"].values()) == len(rows)
     assert stats["status_dict"][DEADLINE_MSG] == 4
     summary = json.loads((cur / "download_stats.json").read_text())
-    assert summary["status_dict"] == dict(Counter("success" if r["status"] == "success" else r["error_message"]
-                                                  for r in rows))
+    assert summary["status_dict"] == dict(
+        Counter("success" if r["status"] == "success" else r["error_message"] for r in rows)
+    )
 
 
 def test_bad_limits_are_input_errors(tmp_path):

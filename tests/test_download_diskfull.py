@@ -63,12 +63,35 @@ def test_full_disk_stops_the_stage_and_a_rerun_finishes(tmp_path: Path, tmpfs: P
     out = tmpfs / "out"
 
     with serve_directory(site) as base:
-        pq.write_table(pa.table({"url": [f"{base}/n{i}.png" for i in range(IMAGES)],
-                                 "caption": [f"noise {i}" for i in range(IMAGES)]}), tmp_path / "pool.parquet")
-        args = ("shards", "--out", str(out), "--pool", str(tmp_path / "pool.parquet"),
-                "--queries", str(tmp_path / "queries.parquet"), "--allow-private-hosts", "--per-query", "1000",
-                "--processes", "2", "--threads", "4", "--samples-per-shard", "5", "--image-size", "512",
-                "--workers", "1", "--quiet")
+        pq.write_table(
+            pa.table(
+                {"url": [f"{base}/n{i}.png" for i in range(IMAGES)], "caption": [f"noise {i}" for i in range(IMAGES)]}
+            ),
+            tmp_path / "pool.parquet",
+        )
+        args = (
+            "shards",
+            "--out",
+            str(out),
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--queries",
+            str(tmp_path / "queries.parquet"),
+            "--allow-private-hosts",
+            "--per-query",
+            "1000",
+            "--processes",
+            "2",
+            "--threads",
+            "4",
+            "--samples-per-shard",
+            "5",
+            "--image-size",
+            "512",
+            "--workers",
+            "1",
+            "--quiet",
+        )
         r = run_cli(*args, timeout=300)
 
         assert r.returncode == 1, r.stderr[-3000:]

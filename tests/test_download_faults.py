@@ -66,22 +66,44 @@ HUGE_SIDE = 10_000  # 10,000 x 10,000 = 1e8 pixels: > 89,478,485, < OpenCV's def
 # header, before any pixel buffer is allocated) for both oversized PNGs; its own opt-out
 # message, sent after the headers and before the body is read.
 FAULTS = {
-    "404": ("/_fault/404", "cat not found", "failed_to_download",
-            lambda m: m == "HTTP Error 404: Not Found"),
-    "500": ("/_fault/500", "cat server error", "failed_to_download",
-            lambda m: m == "HTTP Error 500: Internal Server Error"),
-    "slow": (f"/_fault/slow?seconds={SLOW_MAX_SECONDS:g}", "a slow dog", "failed_to_download",
-             lambda m: "timed out" in m.lower()),
-    "truncated": ("/_fault/truncated", "truncated red kite", "failed_to_download",
-                  lambda m: re.fullmatch(rf"IncompleteRead\(\d+ bytes read, {TRUNCATED_MISSING} more expected\)", m)),
-    "notimage": ("/_fault/notimage", "a cat page", "failed_to_resize",
-                 lambda m: m == "Image decoding error"),
-    "bomb": ("/_fault/bomb", "bomb dog", "failed_to_resize",
-             lambda m: "pixels <= CV_IO_MAX_IMAGE_PIXELS" in m and "validateInputImageSize" in m),
-    "huge": ("/huge.png", "a huge cat", "failed_to_resize",
-             lambda m: "pixels <= CV_IO_MAX_IMAGE_PIXELS" in m and "validateInputImageSize" in m),
-    "optout": ("/_fault/optout", "opted out dog", "failed_to_download",
-               lambda m: m == "Use of image disallowed by X-Robots-Tag directive"),
+    "404": ("/_fault/404", "cat not found", "failed_to_download", lambda m: m == "HTTP Error 404: Not Found"),
+    "500": (
+        "/_fault/500",
+        "cat server error",
+        "failed_to_download",
+        lambda m: m == "HTTP Error 500: Internal Server Error",
+    ),
+    "slow": (
+        f"/_fault/slow?seconds={SLOW_MAX_SECONDS:g}",
+        "a slow dog",
+        "failed_to_download",
+        lambda m: "timed out" in m.lower(),
+    ),
+    "truncated": (
+        "/_fault/truncated",
+        "truncated red kite",
+        "failed_to_download",
+        lambda m: re.fullmatch(rf"IncompleteRead\(\d+ bytes read, {TRUNCATED_MISSING} more expected\)", m),
+    ),
+    "notimage": ("/_fault/notimage", "a cat page", "failed_to_resize", lambda m: m == "Image decoding error"),
+    "bomb": (
+        "/_fault/bomb",
+        "bomb dog",
+        "failed_to_resize",
+        lambda m: "pixels <= CV_IO_MAX_IMAGE_PIXELS" in m and "validateInputImageSize" in m,
+    ),
+    "huge": (
+        "/huge.png",
+        "a huge cat",
+        "failed_to_resize",
+        lambda m: "pixels <= CV_IO_MAX_IMAGE_PIXELS" in m and "validateInputImageSize" in m,
+    ),
+    "optout": (
+        "/_fault/optout",
+        "opted out dog",
+        "failed_to_download",
+        lambda m: m == "Use of image disallowed by X-Robots-Tag directive",
+    ),
 }
 
 
@@ -127,18 +149,39 @@ def test_download_faults_end_to_end(tmp_path: Path, site: Path):
             expected[f"{base}{path}"] = (name, caption)
         urls = list(expected)
         captions = [expected[u][1] for u in urls]
-        dropped = [("data:image/png;base64,iVBORw0KGgo=", "a cat in a data URL"),  # dropped_scheme
-                   (f"{base}/small.png", " \t "),  # dropped_empty_text
-                   (urls[0], captions[0])]  # dropped_duplicate
+        dropped = [
+            ("data:image/png;base64,iVBORw0KGgo=", "a cat in a data URL"),  # dropped_scheme
+            (f"{base}/small.png", " \t "),  # dropped_empty_text
+            (urls[0], captions[0]),
+        ]  # dropped_duplicate
         pool = pa.table({"url": urls + [u for u, _ in dropped], "caption": captions + [c for _, c in dropped]})
         pq.write_table(pool, tmp_path / "pool.parquet")
 
         start = time.monotonic()
-        r = run_cli("shards", "--out", str(out), "--pool", str(tmp_path / "pool.parquet"),
-                    "--queries", str(tmp_path / "queries.parquet"), "--allow-private-hosts",
-                    "--per-query", "1000000", "--processes", "1", "--threads", "4",
-                    "--samples-per-shard", "100", "--timeout", str(TIMEOUT), "--workers", "1", "--quiet",
-                    timeout=3 * SLOW_MAX_SECONDS)
+        r = run_cli(
+            "shards",
+            "--out",
+            str(out),
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--queries",
+            str(tmp_path / "queries.parquet"),
+            "--allow-private-hosts",
+            "--per-query",
+            "1000000",
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+            "--samples-per-shard",
+            "100",
+            "--timeout",
+            str(TIMEOUT),
+            "--workers",
+            "1",
+            "--quiet",
+            timeout=3 * SLOW_MAX_SECONDS,
+        )
         elapsed = time.monotonic() - start
 
     assert r.returncode == 0, r.stderr[-4000:]
@@ -155,8 +198,11 @@ def test_download_faults_end_to_end(tmp_path: Path, site: Path):
     drops = {k: v for k, v in ps.items() if k.startswith("dropped_")}
     assert ps["rows_in"] == pool.num_rows == ps["kept"] + sum(drops.values())
     assert ps["kept"] == len(expected)
-    assert {k: v for k, v in drops.items() if v} == {"dropped_scheme": 1, "dropped_empty_text": 1,
-                                                     "dropped_duplicate": 1}
+    assert {k: v for k, v in drops.items() if v} == {
+        "dropped_scheme": 1,
+        "dropped_empty_text": 1,
+        "dropped_duplicate": 1,
+    }
     ms = json.loads((cur / "match_stats.json").read_text())
     assert ms["rows"] == ms["matched"] == len(expected)
     bs = json.loads((cur / "balance_stats.json").read_text())
@@ -179,8 +225,12 @@ def test_download_faults_end_to_end(tmp_path: Path, site: Path):
     results = {}
     for row in attempted:
         sel = by_uid[row["uid"]]
-        assert (row["url"], row["caption"], row["queries"], row["query_ids"]) == \
-            (sel["url"], sel["text"], sel["queries"], sel["query_ids"])
+        assert (row["url"], row["caption"], row["queries"], row["query_ids"]) == (
+            sel["url"],
+            sel["text"],
+            sel["queries"],
+            sel["query_ids"],
+        )
         results[expected[row["url"]][0]] = row
 
     for name, (mode, w, h, caption) in GOOD.items():
@@ -214,8 +264,13 @@ def test_download_faults_end_to_end(tmp_path: Path, site: Path):
         row = next(r for r in attempted if r["key"] == sample["__key__"])
         assert meta["uid"] == row["uid"] and meta["status"] == "success"
         sel = by_uid[meta["uid"]]
-        assert (meta["url"], meta["caption"], meta["queries"], meta["query_ids"], meta["keep_prob"]) == \
-            (sel["url"], sel["text"], sel["queries"], sel["query_ids"], sel["keep_prob"])
+        assert (meta["url"], meta["caption"], meta["queries"], meta["query_ids"], meta["keep_prob"]) == (
+            sel["url"],
+            sel["text"],
+            sel["queries"],
+            sel["query_ids"],
+            sel["keep_prob"],
+        )
         assert sample["txt"].decode() == sel["text"]
         with Image.open(io.BytesIO(sample["jpg"])) as img:
             assert img.format == "JPEG" and img.size == (row["width"], row["height"])
@@ -295,13 +350,30 @@ def test_redirect_from_a_public_host_to_a_private_one_is_refused(tmp_path: Path)
         cur = tmp_path / "curation"
         (cur / "selected").mkdir(parents=True)
         n = len(cases)
-        pq.write_table(pa.table({
-            "uid": [f"{i:016x}" for i in range(n)], "url": list(cases), "text": ["a red kite"] * n,
-            "query_ids": pa.array([[2]] * n, pa.list_(pa.int32())), "queries": [["red kite"]] * n,
-            "keep_prob": [1.0] * n, "source": ["test"] * n,
-        }), cur / "selected" / "part-00000.parquet")
-        stats = download(cur, tmp_path / "out", processes=1, threads=n, samples_per_shard=10, timeout=5,
-                         quiet=True, allowed_addresses=(f"127.0.0.1:{public}",))
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": [f"{i:016x}" for i in range(n)],
+                    "url": list(cases),
+                    "text": ["a red kite"] * n,
+                    "query_ids": pa.array([[2]] * n, pa.list_(pa.int32())),
+                    "queries": [["red kite"]] * n,
+                    "keep_prob": [1.0] * n,
+                    "source": ["test"] * n,
+                }
+            ),
+            cur / "selected" / "part-00000.parquet",
+        )
+        stats = download(
+            cur,
+            tmp_path / "out",
+            processes=1,
+            threads=n,
+            samples_per_shard=10,
+            timeout=5,
+            quiet=True,
+            allowed_addresses=(f"127.0.0.1:{public}",),
+        )
 
     rows = {r["url"]: r for r in pq.read_table(tmp_path / "out" / "00000.parquet").to_pylist()}
     assert len(rows) == n == stats["count"]
@@ -311,5 +383,7 @@ def test_redirect_from_a_public_host_to_a_private_one_is_refused(tmp_path: Path)
             assert row["status"] == "success", (url, row["error_message"])
         else:
             assert row["status"] == "failed_to_download", (url, row["status"])
-            assert f"refused by the host policy: {want} resolves to non-public address" in row["error_message"], \
-                (url, row["error_message"])
+            assert f"refused by the host policy: {want} resolves to non-public address" in row["error_message"], (
+                url,
+                row["error_message"],
+            )

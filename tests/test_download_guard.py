@@ -27,11 +27,20 @@ def selection(root, urls):
     cur = root / "curation"
     (cur / "selected").mkdir(parents=True)
     n = len(urls)
-    pq.write_table(pa.table({
-        "uid": [f"{i:016x}" for i in range(n)], "url": urls, "text": ["a red square"] * n,
-        "query_ids": pa.array([[0]] * n, pa.list_(pa.int32())), "queries": [["square"]] * n,
-        "keep_prob": [1.0] * n, "source": ["test"] * n,
-    }), cur / "selected" / "part-00000.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "uid": [f"{i:016x}" for i in range(n)],
+                "url": urls,
+                "text": ["a red square"] * n,
+                "query_ids": pa.array([[0]] * n, pa.list_(pa.int32())),
+                "queries": [["square"]] * n,
+                "keep_prob": [1.0] * n,
+                "source": ["test"] * n,
+            }
+        ),
+        cur / "selected" / "part-00000.parquet",
+    )
     return cur
 
 
@@ -50,8 +59,17 @@ def test_download_refuses_local_hosts_unless_allowed(tmp_path, allow, engine, re
         port = base.rsplit(":", 1)[1]
         # A host *name* for this machine passes the pool step's URL-text check; connecting must not.
         cur = selection(tmp_path, [f"{base}/red.png", f"http://localhost:{port}/red.png"])
-        stats = download(cur, tmp_path / "out", processes=1, threads=2, samples_per_shard=10, timeout=5,
-                         quiet=True, allow_private_hosts=allow, engine=dist)
+        stats = download(
+            cur,
+            tmp_path / "out",
+            processes=1,
+            threads=2,
+            samples_per_shard=10,
+            timeout=5,
+            quiet=True,
+            allow_private_hosts=allow,
+            engine=dist,
+        )
     rows = duckdb.sql(f"SELECT status, error_message FROM read_parquet('{tmp_path}/out/[0-9]*.parquet')").fetchall()
     assert len(rows) == 2 == stats["count"]
     if allow:

@@ -40,8 +40,20 @@ def query_lists(tmp_path_factory, wiki_sample_dump, wordnet_dir, ray_cluster) ->
     out = {}
     for engine, extra in (("local", ["--workers", "1"]), ("ray", ["--ray-address", ray_cluster])):
         folder = tmp_path_factory.mktemp(f"queries-{engine}")
-        res = run_cli("queries", "--wiki-dump", str(wiki_sample_dump), "--wordnet", str(wordnet_dir),
-                      "--out", str(folder), *SAMPLE_QUERY_ARGS, "--engine", engine, *extra, "--quiet")
+        res = run_cli(
+            "queries",
+            "--wiki-dump",
+            str(wiki_sample_dump),
+            "--wordnet",
+            str(wordnet_dir),
+            "--out",
+            str(folder),
+            *SAMPLE_QUERY_ARGS,
+            "--engine",
+            engine,
+            *extra,
+            "--quiet",
+        )
         assert res.returncode == 0, res.stderr
         out[engine] = folder
     return out
@@ -84,10 +96,32 @@ def test_shards_on_ray_equal_local(tmp_path, sample_pool, query_lists, ray_clust
     outs = {}
     for engine, extra in (("local", ["--workers", "2"]), ("ray", ["--ray-address", ray_cluster])):
         outs[engine] = tmp_path / engine
-        res = run_cli("shards", "--pool", str(sample_pool), "--keep-col", "category", "--allow-private-hosts",
-                      "--queries", str(query_lists["local"] / "queries.parquet"), "--out", str(outs[engine]),
-                      "--rows-per-part", "1500", "--per-query", "15", "--samples-per-shard", "200",
-                      "--processes", "2", "--threads", "8", "--engine", engine, *extra, "--quiet")
+        res = run_cli(
+            "shards",
+            "--pool",
+            str(sample_pool),
+            "--keep-col",
+            "category",
+            "--allow-private-hosts",
+            "--queries",
+            str(query_lists["local"] / "queries.parquet"),
+            "--out",
+            str(outs[engine]),
+            "--rows-per-part",
+            "1500",
+            "--per-query",
+            "15",
+            "--samples-per-shard",
+            "200",
+            "--processes",
+            "2",
+            "--threads",
+            "8",
+            "--engine",
+            engine,
+            *extra,
+            "--quiet",
+        )
         assert res.returncode == 0, res.stderr
     local, ray = curation_tables(outs["local"]), curation_tables(outs["ray"])
     assert sorted(local) == sorted(ray) and len([k for k in local if k.startswith("pool/")]) == 5
@@ -112,18 +146,38 @@ def big_pool(tmp_path_factory, sample_pool, query_lists) -> Path:
     base = pq.read_table(sample_pool)
     n = base.num_rows
     reps = 12
-    table = pa.table({
-        "url": [f"http://img{r}.example.com/{i}.png" for r in range(reps) for i in range(n)],
-        "caption": base.column("caption").to_pylist() * reps,
-    })
+    table = pa.table(
+        {
+            "url": [f"http://img{r}.example.com/{i}.png" for r in range(reps) for i in range(n)],
+            "caption": base.column("caption").to_pylist() * reps,
+        }
+    )
     folder = tmp_path_factory.mktemp("big")
     pq.write_table(table, folder / "pool.parquet")
     out = folder / "ref"
-    res = run_cli("pool", "--pool", str(folder / "pool.parquet"), "--out", str(out),
-                  "--rows-per-part", str(-(-n * reps // 10)), "--workers", "1", "--quiet")
+    res = run_cli(
+        "pool",
+        "--pool",
+        str(folder / "pool.parquet"),
+        "--out",
+        str(out),
+        "--rows-per-part",
+        str(-(-n * reps // 10)),
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
-    res = run_cli("match", "--out", str(out), "--queries", str(query_lists["local"] / "queries.parquet"),
-                  "--workers", "2", "--quiet")
+    res = run_cli(
+        "match",
+        "--out",
+        str(out),
+        "--queries",
+        str(query_lists["local"] / "queries.parquet"),
+        "--workers",
+        "2",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     return out
 
@@ -142,12 +196,24 @@ def match_outputs(out: Path) -> dict:
 
 
 def match_cli(out: Path, queries: Path, ray_address: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "match", "--out", str(out), "--queries", str(queries),
-            "--engine", "ray", "--ray-address", ray_address, "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "match",
+        "--out",
+        str(out),
+        "--queries",
+        str(queries),
+        "--engine",
+        "ray",
+        "--ray-address",
+        ray_address,
+        "--quiet",
+    ]
 
 
-def test_a_killed_ray_worker_is_retried_and_the_step_finishes_identical(tmp_path, big_pool, query_lists,
-                                                                        ray_cluster):
+def test_a_killed_ray_worker_is_retried_and_the_step_finishes_identical(tmp_path, big_pool, query_lists, ray_cluster):
     out = copy_pool(big_pool, tmp_path / "out")
     killed: list[int] = []
     stop = threading.Event()
@@ -164,9 +230,14 @@ def test_a_killed_ray_worker_is_retried_and_the_step_finishes_identical(tmp_path
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        res = subprocess.run(match_cli(out, query_lists["local"] / "queries.parquet", ray_cluster),
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            match_cli(out, query_lists["local"] / "queries.parquet", ray_cluster),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         stop.set()
         thread.join()
@@ -199,12 +270,32 @@ def test_a_killed_driver_resumes_identical(tmp_path, big_pool, query_lists, ray_
 def test_unreachable_ray_address_is_a_one_line_error(tmp_path):
     port = free_port()
     t0 = time.monotonic()
-    res = run_cli("pool", "--pool", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "o"),
-                  "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", timeout=60)
+    res = run_cli(
+        "pool",
+        "--pool",
+        str(tmp_path / "x.parquet"),
+        "--out",
+        str(tmp_path / "o"),
+        "--engine",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{port}",
+        timeout=60,
+    )
     # the pool input is checked first: make it exist so the address is what fails
     pq.write_table(pa.table({"url": ["http://a.example.com/1.png"], "caption": ["a frog"]}), tmp_path / "x.parquet")
-    res = run_cli("pool", "--pool", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "o"),
-                  "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", timeout=60)
+    res = run_cli(
+        "pool",
+        "--pool",
+        str(tmp_path / "x.parquet"),
+        "--out",
+        str(tmp_path / "o"),
+        "--engine",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{port}",
+        timeout=60,
+    )
     assert_one_line_error(res, f"127.0.0.1:{port}", "no Ray cluster reachable")
     assert time.monotonic() - t0 < 30
 
@@ -212,8 +303,15 @@ def test_unreachable_ray_address_is_a_one_line_error(tmp_path):
 def test_ray_address_from_the_environment_or_a_ray_of_its_own(tmp_path, ray_cluster):
     """No --ray-address: $RAY_ADDRESS is joined; without it a Ray is started on this machine."""
     pool = tmp_path / "pool.parquet"
-    pq.write_table(pa.table({"url": [f"http://a{i % 5}.example.com/{i % 25}.png" for i in range(40)],
-                             "caption": [f"a frog number {i % 25}" for i in range(40)]}), pool)
+    pq.write_table(
+        pa.table(
+            {
+                "url": [f"http://a{i % 5}.example.com/{i % 25}.png" for i in range(40)],
+                "caption": [f"a frog number {i % 25}" for i in range(40)],
+            }
+        ),
+        pool,
+    )
     outs = {}
     for name, extra_env in (("local", None), ("env", {"RAY_ADDRESS": ray_cluster}), ("own", {})):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -221,9 +319,27 @@ def test_ray_address_from_the_environment_or_a_ray_of_its_own(tmp_path, ray_clus
         env.update(extra_env or {})
         engine = ["--engine", "local"] if extra_env is None else ["--engine", "ray", "--workers", "1"]
         out = tmp_path / name
-        res = subprocess.run([sys.executable, "-m", "pipeline", "pool", "--pool", str(pool), "--out", str(out),
-                              "--rows-per-part", "8", "--quiet", *engine], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "pool",
+                "--pool",
+                str(pool),
+                "--out",
+                str(out),
+                "--rows-per-part",
+                "8",
+                "--quiet",
+                *engine,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, (name, res.stderr)
         outs[name] = {p.name: p.read_bytes() for p in sorted((out / "curation" / "pool").glob("part-*.parquet"))}
     assert len(outs["local"]) == 4  # 40 rows, 25 distinct (url, text) pairs, 8 a part

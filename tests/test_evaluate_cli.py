@@ -20,14 +20,26 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_TH
 
 
 def evaluate_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train.evaluate", *args], env=env or ENV, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "train.evaluate", *args],
+        env=env or ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("module", ["train", "train.evaluate", "train.export"])
 def test_help_answers_before_torch_is_imported(module):
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"], env=ENV, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, "--help"],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0 and res.stdout.startswith("usage: python -m " + module), res.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
     assert len(imported) > 10, "-X importtime lists the imports"
@@ -39,12 +51,45 @@ def test_help_answers_before_torch_is_imported(module):
 def open_clip_run(tmp_path_factory, shards) -> Path:  # noqa: F811
     """open_clip_train itself, 2 steps of tiny-ViT-64 on one CPU process: logs/oc/checkpoints/epoch_1.pt."""
     logs = tmp_path_factory.mktemp("open_clip_train")
-    script = ("import sys\nfrom train import model\nmodel.register_builtin()  # tiny-ViT-64 into open_clip's registry\n"
-              "from open_clip_train.main import main\nmain(sys.argv[1:])\n")
-    cmd = [sys.executable, "-c", script, "--train-data", f"{shards}/00000.tar", "--dataset-type", "webdataset",
-           "--train-num-samples", "8", "--epochs", "1", "--batch-size", "4", "--model", "tiny-ViT-64", "--workers", "0",
-           "--precision", "fp32", "--device", "cpu", "--lr", "1e-3", "--warmup", "1", "--save-frequency", "1",
-           "--report-to", "", "--logs", str(logs), "--name", "oc"]
+    script = (
+        "import sys\nfrom train import model\nmodel.register_builtin()  # tiny-ViT-64 into open_clip's registry\n"
+        "from open_clip_train.main import main\nmain(sys.argv[1:])\n"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        script,
+        "--train-data",
+        f"{shards}/00000.tar",
+        "--dataset-type",
+        "webdataset",
+        "--train-num-samples",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--model",
+        "tiny-ViT-64",
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "1",
+        "--save-frequency",
+        "1",
+        "--report-to",
+        "",
+        "--logs",
+        str(logs),
+        "--name",
+        "oc",
+    ]
     res = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return logs / "oc" / "checkpoints" / "epoch_1.pt"
@@ -56,7 +101,9 @@ def test_open_clip_train_checkpoints(open_clip_run, tmp_path, capsys):
 
     folder = tiny_imagefolder(tmp_path / "imgs")
     sets = ["--datasets", f"imagefolder:{folder}", "--retrieval", "--templates", "simple"]
-    res = evaluate_cli("--checkpoint", str(open_clip_run), "--model", "tiny-ViT-64", "--out", str(tmp_path / "a"), *sets)
+    res = evaluate_cli(
+        "--checkpoint", str(open_clip_run), "--model", "tiny-ViT-64", "--out", str(tmp_path / "a"), *sets
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     a = json.loads((tmp_path / "a" / "eval" / "final.json").read_text())
     assert a["checkpoint_epoch"] == 1 and a["model"] == "tiny-ViT-64" and a["checkpoint"] == str(open_clip_run)
@@ -86,9 +133,18 @@ def test_a_run_folder_means_its_newest_checkpoint(tmp_path):
     config = json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())
     for step in (2, 4):
         net, _, _ = models.create("tiny-ViT-64", config)
-        checkpoint.save(run / "checkpoints", step, {"format": checkpoint.FORMAT, "model": net.state_dict(),
-                                                    "optimizer": {}, "step": step, "rng": [checkpoint.rng_state()],
-                                                    "config": {"model": "tiny-ViT-64", "model_config": config}})
+        checkpoint.save(
+            run / "checkpoints",
+            step,
+            {
+                "format": checkpoint.FORMAT,
+                "model": net.state_dict(),
+                "optimizer": {},
+                "step": step,
+                "rng": [checkpoint.rng_state()],
+                "config": {"model": "tiny-ViT-64", "model_config": config},
+            },
+        )
     folder = tiny_imagefolder(tmp_path / "imgs")
     res = evaluate_cli("--checkpoint", str(run), "--datasets", f"imagefolder:{folder}", "--templates", "simple")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -99,16 +155,18 @@ def test_a_run_folder_means_its_newest_checkpoint(tmp_path):
     assert any(line.startswith(f"eval imagefolder:{folder}: top1 ") for line in lines)
 
     (tmp_path / "runs" / "none" / "checkpoints").mkdir(parents=True)
-    assert_one_line_error(evaluate_cli("--checkpoint", str(tmp_path / "runs" / "none"), "--datasets", "digits"),
-                          "no checkpoint in it")
+    assert_one_line_error(
+        evaluate_cli("--checkpoint", str(tmp_path / "runs" / "none"), "--datasets", "digits"), "no checkpoint in it"
+    )
 
 
 @pytest.mark.slow
 def test_hub_weights_offline_are_one_line_errors(tmp_path):
     env = {**ENV, "HF_HOME": str(tmp_path / "hf")}  # an empty Hugging Face cache
     res = evaluate_cli("--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--datasets", "digits", env=env)
-    assert_one_line_error(res, "--model ViT-B-32 --pretrained laion2b_s34b_b79k", "not in the Hugging Face cache",
-                          "HF_HUB_OFFLINE=1")
+    assert_one_line_error(
+        res, "--model ViT-B-32 --pretrained laion2b_s34b_b79k", "not in the Hugging Face cache", "HF_HUB_OFFLINE=1"
+    )
     res = evaluate_cli("--model", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "--datasets", "digits", env=env)
     assert_one_line_error(res, "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "HF_HUB_OFFLINE=1")
 
@@ -118,11 +176,13 @@ def test_bad_model_sources_are_one_line_errors(tmp_path, capsys):
 
     (tmp_path / "cfg-only").mkdir()
     (tmp_path / "cfg-only" / "open_clip_config.json").write_text('{"model_cfg": {}}')
-    for args, needle in [(["--model", "ViT-B-32", "--pretrained", "no-such-tag"], "neither a file nor a tag"),
-                         (["--model", "tiny-ViT-64"], "pass --pretrained"),
-                         (["--model", f"local-dir:{tmp_path}"], "no open_clip_config.json"),
-                         (["--model", f"local-dir:{tmp_path / 'cfg-only'}"], "no weights"),
-                         (["--model", "no-such-arch", "--pretrained", "x"], "unknown model 'no-such-arch'")]:
+    for args, needle in [
+        (["--model", "ViT-B-32", "--pretrained", "no-such-tag"], "neither a file nor a tag"),
+        (["--model", "tiny-ViT-64"], "pass --pretrained"),
+        (["--model", f"local-dir:{tmp_path}"], "no open_clip_config.json"),
+        (["--model", f"local-dir:{tmp_path / 'cfg-only'}"], "no weights"),
+        (["--model", "no-such-arch", "--pretrained", "x"], "unknown model 'no-such-arch'"),
+    ]:
         assert main([*args, "--datasets", "digits"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1 and needle in err, err

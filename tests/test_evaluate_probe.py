@@ -24,9 +24,18 @@ def tiny_checkpoint(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "probe"
     config = json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())
     net, _, _ = models.create("tiny-ViT-64", config)
-    checkpoint.save(run / "checkpoints", 2, {"format": checkpoint.FORMAT, "model": net.state_dict(), "optimizer": {},
-                                             "step": 2, "rng": [checkpoint.rng_state()],
-                                             "config": {"model": "tiny-ViT-64", "model_config": config}})
+    checkpoint.save(
+        run / "checkpoints",
+        2,
+        {
+            "format": checkpoint.FORMAT,
+            "model": net.state_dict(),
+            "optimizer": {},
+            "step": 2,
+            "rng": [checkpoint.rng_state()],
+            "config": {"model": "tiny-ViT-64", "model_config": config},
+        },
+    )
     return run
 
 
@@ -59,17 +68,45 @@ def test_a_set_too_small_for_few_shot_keeps_the_probe():
 
 def test_linear_probe_cli_on_digits(tiny_checkpoint, tmp_path):
     t0 = time.perf_counter()
-    res = evaluate_cli("--checkpoint", str(tiny_checkpoint), "--datasets", "digits", "--linear-probe",
-                       "--templates", "simple", "--out", str(tmp_path), "--device", "cpu", "--batch-size", "256",
-                       "--feature-cache", str(tmp_path / "features"))
+    res = evaluate_cli(
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--datasets",
+        "digits",
+        "--linear-probe",
+        "--templates",
+        "simple",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "256",
+        "--feature-cache",
+        str(tmp_path / "features"),
+    )
     seconds = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "eval" / "final.json").read_text())
     digits = result["datasets"]["digits"]
     assert digits["n"] == 1797 and 0 <= digits["top1"] <= 1, "the zero-shot results are still there"
     probe = digits["linear_probe"]
-    for key in ("features", "split", "test_acc", "lambda", "log10_lambda", "val_acc", "n_train", "n_val", "n_test",
-                "n_fit", "chance", "num_classes", "zero_shot_top1", "few_shot"):
+    for key in (
+        "features",
+        "split",
+        "test_acc",
+        "lambda",
+        "log10_lambda",
+        "val_acc",
+        "n_train",
+        "n_val",
+        "n_test",
+        "n_fit",
+        "chance",
+        "num_classes",
+        "zero_shot_top1",
+        "few_shot",
+    ):
         assert key in probe, key
     assert probe["n_train"] + probe["n_val"] + probe["n_test"] == 1797
     assert abs(probe["n_test"] - 0.2 * 1797) <= 10 and abs(probe["n_val"] - 0.2 * 1797) <= 10
@@ -99,15 +136,30 @@ def test_linear_probe_cli_on_digits(tiny_checkpoint, tmp_path):
     # The same weights again: the features come from the cache, the results are the same.
     cached = list((tmp_path / "features").glob("digits-*.safetensors"))
     assert len(cached) == 1, "one file per (weights, dataset)"
-    again = evaluate_cli("--checkpoint", str(tiny_checkpoint), "--datasets", "digits", "--linear-probe",
-                         "--templates", "simple", "--out", str(tmp_path / "again"), "--device", "cpu",
-                         "--batch-size", "256", "--feature-cache", str(tmp_path / "features"))
+    again = evaluate_cli(
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--datasets",
+        "digits",
+        "--linear-probe",
+        "--templates",
+        "simple",
+        "--out",
+        str(tmp_path / "again"),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "256",
+        "--feature-cache",
+        str(tmp_path / "features"),
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((tmp_path / "again" / "eval" / "final.json").read_text())["datasets"]["digits"]
     assert second["linear_probe"]["cached_features"] is True
     drop = ("seconds", "cached_features")
-    assert {k: v for k, v in second["linear_probe"].items() if k not in drop} == \
-        {k: v for k, v in probe.items() if k not in drop}
+    assert {k: v for k, v in second["linear_probe"].items() if k not in drop} == {
+        k: v for k, v in probe.items() if k not in drop
+    }
     assert second["top1"] == digits["top1"] and second["per_class_top1"] == digits["per_class_top1"]
 
 
@@ -177,9 +229,21 @@ def split_folder(tmp_path_factory):
 
 
 def test_imagefolder_with_train_and_test_probes_on_its_own_split(tiny_checkpoint, split_folder, tmp_path):
-    res = evaluate_cli("--checkpoint", str(tiny_checkpoint), "--datasets", f"imagefolder:{split_folder}",
-                       "--linear-probe", "--templates", "simple", "--out", str(tmp_path), "--device", "cpu",
-                       "--feature-cache", "")
+    res = evaluate_cli(
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--datasets",
+        f"imagefolder:{split_folder}",
+        "--linear-probe",
+        "--templates",
+        "simple",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--feature-cache",
+        "",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "eval" / "final.json").read_text())["datasets"][f"imagefolder:{split_folder}"]
     assert result["n"] == 45 and result["classnames"] == ["zero", "one", "two"], "zero-shot is on test/"

@@ -27,15 +27,49 @@ def exported(tmp_path_factory, shards) -> dict:  # noqa: F811
     """A 3-step single-process run (checkpoints at 2 and 3, evaluated at 3), exported from its folder."""
     tmp = tmp_path_factory.mktemp("export")
     folder = tiny_imagefolder(tmp / "imgs")
-    train = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp), "--name", "ex",
-             "--model", "tiny-ViT-64", "--batch-size", "4", "--steps", "3", "--save-every", "2", "--workers", "0",
-             "--threads", "1", "--warmup", "1", "--lr", "1e-3", "--eval-datasets", f"imagefolder:{folder}",
-             "--val-shards", "1", "--quiet"]
+    train = [
+        sys.executable,
+        "-m",
+        "train",
+        "--train-data",
+        f"{shards}/00000.tar",
+        "--runs",
+        str(tmp),
+        "--name",
+        "ex",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--steps",
+        "3",
+        "--save-every",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e-3",
+        "--eval-datasets",
+        f"imagefolder:{folder}",
+        "--val-shards",
+        "1",
+        "--quiet",
+    ]
     res = subprocess.run(train, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp / "model"
-    res = subprocess.run([sys.executable, "-m", "train.export", str(tmp / "ex"), "--out", str(out)], env=ENV,
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "train.export", str(tmp / "ex"), "--out", str(out)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return {"run": tmp / "ex", "out": out, "folder": folder, "printed": json.loads(res.stdout), "tmp": tmp}
 
@@ -48,8 +82,11 @@ def test_open_clip_loads_the_folder_with_our_features(exported, monkeypatch):
 
     out, run = exported["out"], exported["run"]
     assert exported["printed"]["checkpoint"] == str(run / "checkpoints" / "step-00000003.pt"), "the newest"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "open_clip_config.json",
-                                                     "open_clip_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
     config = json.loads((out / "open_clip_config.json").read_text())
     assert config["model_cfg"] == json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())
     assert config["preprocess_cfg"]["interpolation"] == "bicubic"
@@ -105,10 +142,12 @@ def test_bad_sources_are_one_line_errors(exported, tmp_path, capsys):
     foreign = tmp_path / "epoch_1.pt"
     torch.save({"epoch": 1, "name": "x", "state_dict": {"w": torch.zeros(2)}}, foreign)
     (tmp_path / "file").write_text("")
-    for source, out, needle in [(tmp_path / "missing.pt", tmp_path / "o", "checkpoint not found"),
-                                (empty, tmp_path / "o", "no checkpoint in it"),
-                                (foreign, tmp_path / "o", "not a checkpoint of this trainer"),
-                                (exported["run"], tmp_path / "file", "a file, not a folder")]:
+    for source, out, needle in [
+        (tmp_path / "missing.pt", tmp_path / "o", "checkpoint not found"),
+        (empty, tmp_path / "o", "no checkpoint in it"),
+        (foreign, tmp_path / "o", "not a checkpoint of this trainer"),
+        (exported["run"], tmp_path / "file", "a file, not a folder"),
+    ]:
         assert main([str(source), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1 and needle in err, err

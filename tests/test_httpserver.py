@@ -21,8 +21,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 from PIL import Image
 
-from pipeline.collect.httpserver import (BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png,
-                                         serve_directory)
+from pipeline.collect.httpserver import BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png, serve_directory
 from pipeline.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,10 +93,19 @@ def test_missing_and_directories_are_404(site):
         assert get(base + "/_fault/optout")[0] == 404
 
 
-@pytest.mark.parametrize("path", [
-    "/..%2fsecret.txt", "/..%2F..%2F..%2Fetc%2Fpasswd", "/%2e%2e/secret.txt", "/animals/../../secret.txt",
-    "/../secret.txt", "/a.png%00", "/..%5csecret.txt", "/escape.txt",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/..%2fsecret.txt",
+        "/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/%2e%2e/secret.txt",
+        "/animals/../../secret.txt",
+        "/../secret.txt",
+        "/a.png%00",
+        "/..%5csecret.txt",
+        "/escape.txt",
+    ],
+)
 def test_traversal_refused(site, path):
     with serve_directory(site) as base:
         status, body = raw_get(base, path)
@@ -172,6 +180,7 @@ def test_fault_slow(site):
 def test_fault_slow_is_cut_short_by_shutdown(site):
     done = {}
     with serve_directory(site, faults=True) as base:
+
         def slow():
             done["status"] = get(base + "/_fault/slow?seconds=60", timeout=30)[0]
 
@@ -218,9 +227,14 @@ def test_fault_optout(site):
 
 def test_cli_serves_until_sigterm(site, tmp_path):
     url_file = tmp_path / "url.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.collect.httpserver", str(site), "--faults",
-                             "--url-file", str(url_file)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.collect.httpserver", str(site), "--faults", "--url-file", str(url_file)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         base = proc.stdout.readline().strip()
         assert base.startswith("http://127.0.0.1:")
@@ -240,9 +254,14 @@ def test_cli_serves_until_sigterm(site, tmp_path):
 
 
 def test_cli_sigint(site):
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.collect.httpserver", str(site)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.collect.httpserver", str(site)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         base = proc.stdout.readline().strip()
         assert get(base + "/a.png")[0] == 200
@@ -257,8 +276,13 @@ def test_cli_sigint(site):
 
 
 def test_cli_bad_root(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "pipeline.collect.httpserver", str(tmp_path / "absent")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=30,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.collect.httpserver", str(tmp_path / "absent")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "absent: folder to serve not found" in res.stderr

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from train.linear_probe import (START_EXPONENTS, binary_search, few_shot, few_shot_split,
-                                lambda_to_c, linear_probe, search_l2)
+from train.linear_probe import (
+    START_EXPONENTS,
+    binary_search,
+    few_shot,
+    few_shot_split,
+    lambda_to_c,
+    linear_probe,
+    search_l2,
+)
 
 
 def blobs(rng, n_per_class, num_classes, dim, sep, noise):
@@ -58,11 +65,23 @@ def test_noise_scores_chance():
 def test_binary_search_exact_path():
     """A V-shaped score peaking at 10^1.375: the 7 start points, then midpoints around the best."""
     best, score, visited = binary_search(lambda e: -abs(e - 1.375))
-    assert [e for e, _ in visited] == [-6, -4, -2, 0, 2, 4, 6,  # start grid, best 2
-                                      1, 3,  # step 1, best 1
-                                      0.5, 1.5,  # step 1/2, best 1.5
-                                      1.25, 1.75,  # step 1/4: 1.25 ties 1.5, larger lambda kept
-                                      1.375, 1.625]  # step 1/8
+    assert [e for e, _ in visited] == [
+        -6,
+        -4,
+        -2,
+        0,
+        2,
+        4,
+        6,  # start grid, best 2
+        1,
+        3,  # step 1, best 1
+        0.5,
+        1.5,  # step 1/2, best 1.5
+        1.25,
+        1.75,  # step 1/4: 1.25 ties 1.5, larger lambda kept
+        1.375,
+        1.625,
+    ]  # step 1/8
     assert best == 1.375 and score == 0.0
 
 
@@ -85,8 +104,8 @@ def test_binary_search_structure(peak):
     for step in (1, 0.5, 0.25, 0.125):
         cur = max(seen, key=lambda v: (scores[v], v))
         new = [e for e in (cur - step, cur + step) if -6 <= e <= 6 and e not in seen]
-        assert rest[:len(new)] == new, (step, cur, rest)
-        rest, seen = rest[len(new):], seen + new
+        assert rest[: len(new)] == new, (step, cur, rest)
+        rest, seen = rest[len(new) :], seen + new
     assert rest == []
     # It ends at 1/8-decade resolution: both neighbours of the answer were evaluated.
     assert all(n in scores for n in (best - 0.125, best + 0.125) if -6 <= n <= 6)
@@ -104,7 +123,7 @@ def test_search_l2_grid_and_determinism():
     assert tuple(exps[:7]) == START_EXPONENTS and 7 < len(exps) <= 15
     assert all((e * 8).is_integer() for e in exps)
     assert a.best_val_acc == max(p.val_acc for p in a.visited)
-    assert a.best_lambda == 10.0 ** a.best_log10_lambda
+    assert a.best_lambda == 10.0**a.best_log10_lambda
     assert (a.n_train, a.n_val) == (len(try_), len(vy))
 
 
@@ -116,8 +135,7 @@ def test_lambda_means_the_same_at_any_training_size():
     lam = 0.1
 
     def coef(xx, yy):
-        clf = LogisticRegression(C=lambda_to_c(lam, len(yy)), solver="lbfgs", max_iter=1000,
-                                 tol=1e-10)
+        clf = LogisticRegression(C=lambda_to_c(lam, len(yy)), solver="lbfgs", max_iter=1000, tol=1e-10)
         return clf.fit(xx, yy).coef_
 
     np.testing.assert_allclose(coef(x, y), coef(np.tile(x, (2, 1)), np.tile(y, 2)), atol=1e-5)
@@ -156,8 +174,7 @@ def test_few_shot_more_shots_help():
     for (k, s), (t, v) in r.indices.items():
         assert list(np.bincount(y[tr][t])) == [k] * 5
         assert np.array_equal(t, few_shot_split(y[tr], k, s, max_k=16, val_per_class=10)[0])
-    again = few_shot(x[tr], y[tr], x[te], y[te], shots=(1, 4, 16), seeds=(0, 1, 2),
-                     val_per_class=10)
+    again = few_shot(x[tr], y[tr], x[te], y[te], shots=(1, 4, 16), seeds=(0, 1, 2), val_per_class=10)
     assert again.acc == r.acc and again.lam == r.lam
 
 

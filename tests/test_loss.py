@@ -37,8 +37,7 @@ class Encoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT, dtype=torch.float64))
 
     def forward(self, x_img, x_txt):
-        return (F.normalize(self.img(x_img), dim=-1), F.normalize(self.txt(x_txt), dim=-1),
-                self.logit_scale.exp())
+        return (F.normalize(self.img(x_img), dim=-1), F.normalize(self.txt(x_txt), dim=-1), self.logit_scale.exp())
 
 
 def test_constants():
@@ -100,6 +99,7 @@ def test_clamp_logit_scale():
         def __init__(self, module):
             super().__init__()
             self.module = module
+
     with torch.no_grad():
         enc.logit_scale.fill_(9.0)
     clamp_logit_scale_(Wrapped(enc))
@@ -109,8 +109,7 @@ def test_clamp_logit_scale():
 def _data():
     g = torch.Generator().manual_seed(1)
     n = WORLD * LOCAL
-    return (torch.randn(n, 6, generator=g, dtype=torch.float64),
-            torch.randn(n, 5, generator=g, dtype=torch.float64))
+    return (torch.randn(n, 6, generator=g, dtype=torch.float64), torch.randn(n, 5, generator=g, dtype=torch.float64))
 
 
 def _sharded_worker(rank, init_file, out_dir, state, x_img, x_txt):
@@ -118,16 +117,18 @@ def _sharded_worker(rank, init_file, out_dir, state, x_img, x_txt):
     from open_clip.loss import ClipLoss
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD, timeout=timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
+    )
     try:
         local = slice(rank * LOCAL, (rank + 1) * LOCAL)
         results = {}
         # The real one, and (to show the gather's gradient is what makes it work)
         # the same sharded loss with the gathered features detached.
-        for name, loss_fn in (("sharded", make_loss(rank, WORLD)),
-                              ("no_grad_gather", ClipLoss(local_loss=True, gather_with_grad=False,
-                                                          rank=rank, world_size=WORLD))):
+        for name, loss_fn in (
+            ("sharded", make_loss(rank, WORLD)),
+            ("no_grad_gather", ClipLoss(local_loss=True, gather_with_grad=False, rank=rank, world_size=WORLD)),
+        ):
             enc = Encoder()
             enc.load_state_dict(state)
             img, txt, scale = enc(x_img[local], x_txt[local])
@@ -161,8 +162,9 @@ def test_sharded_two_processes_equal_full_batch(tmp_path):
     torch.manual_seed(0)
     state = Encoder().state_dict()
     x_img, x_txt = _data()
-    mp.spawn(_sharded_worker, args=(str(tmp_path / "init"), str(tmp_path), state, x_img, x_txt),
-             nprocs=WORLD, join=True)
+    mp.spawn(
+        _sharded_worker, args=(str(tmp_path / "init"), str(tmp_path), state, x_img, x_txt), nprocs=WORLD, join=True
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     ref_loss, ref_grads = _full_batch(state, x_img, x_txt)
 
@@ -180,5 +182,6 @@ def test_sharded_two_processes_equal_full_batch(tmp_path):
     # encoder gradients are not: the other ranks' terms are lost.
     no_grad = torch.stack([r["no_grad_gather"]["loss"] for r in ranks]).mean()
     torch.testing.assert_close(no_grad, ref_loss, rtol=1e-10, atol=0)
-    assert not torch.allclose(ranks[0]["no_grad_gather"]["grads"]["img.weight"], ref_grads["img.weight"],
-                              rtol=1e-3, atol=0)
+    assert not torch.allclose(
+        ranks[0]["no_grad_gather"]["grads"]["img.weight"], ref_grads["img.weight"], rtol=1e-3, atol=0
+    )

@@ -144,8 +144,7 @@ def test_clean(wikitext, expected):
     [
         # an unclosed template loses its opener, its parameter lines (they start with |)
         # go, the prose after it stays
-        ("{{Infobox person\n| name = X\n| born = 1900\nX was a painter.",
-         "Infobox person\nX was a painter."),
+        ("{{Infobox person\n| name = X\n| born = 1900\nX was a painter.", "Infobox person\nX was a painter."),
         ("a {{cite web|title=T b {{done}} c", "a cite web|title=T b c"),
         ("a }} b {{x}} c }}", "a b c"),
         # an unclosed table: only its opener line goes

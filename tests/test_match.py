@@ -23,43 +23,45 @@ def found(queries: list[str], text: str | None, ignore_case: bool = False) -> li
 # ------------------------------------------------------------------ boundaries
 
 
-@pytest.mark.parametrize("query, text, expected", [
-    ("Zürich", "Zürichsee", False),
-    ("Zürich", "Lake Zürich, Switzerland", True),
-    ("café", "two cafés", False),
-    ("café", "café au lait", True),
-    ("cafe", "cafe\u0301 au lait", False),  # decomposed é: the mark belongs to the word
-    ("東京", "東京都", False),  # CJK characters are letters: no match inside a run
-    ("東京", "「東京」 tower", True),
-    ("東京", "東京 タワー", True),
-    ("3D", "3Dprint", False),
-    ("3D", "3D printer", True),
-    ("dog", "dog2", False),
-    ("dog", "hotdog", False),
-    ("dog", "dogs", False),
-    ("dog", "a dog, a cat", True),
-    ("dog", "(dog)", True),
-    ("dog", "the dog's bone", True),
-    ("dog", "dog-friendly", True),
-    ("dog", "dog_house", True),  # underscore is not a letter or digit
-    ("dog", "dog", True),
-    ("dog", "dog at start", True),
-    ("dog", "at the end: dog", True),
-    ("C++", "C++ code", True),
-    ("C++", "C++x", False),
-    (".NET", "ASP.NET", False),
-    (".NET", "(.NET)", True),
-    (".NET", ".NET", True),
-    ("U.S. Army", "the U.S. Army's band", True),
-])
+@pytest.mark.parametrize(
+    "query, text, expected",
+    [
+        ("Zürich", "Zürichsee", False),
+        ("Zürich", "Lake Zürich, Switzerland", True),
+        ("café", "two cafés", False),
+        ("café", "café au lait", True),
+        ("cafe", "cafe\u0301 au lait", False),  # decomposed é: the mark belongs to the word
+        ("東京", "東京都", False),  # CJK characters are letters: no match inside a run
+        ("東京", "「東京」 tower", True),
+        ("東京", "東京 タワー", True),
+        ("3D", "3Dprint", False),
+        ("3D", "3D printer", True),
+        ("dog", "dog2", False),
+        ("dog", "hotdog", False),
+        ("dog", "dogs", False),
+        ("dog", "a dog, a cat", True),
+        ("dog", "(dog)", True),
+        ("dog", "the dog's bone", True),
+        ("dog", "dog-friendly", True),
+        ("dog", "dog_house", True),  # underscore is not a letter or digit
+        ("dog", "dog", True),
+        ("dog", "dog at start", True),
+        ("dog", "at the end: dog", True),
+        ("C++", "C++ code", True),
+        ("C++", "C++x", False),
+        (".NET", "ASP.NET", False),
+        (".NET", "(.NET)", True),
+        (".NET", ".NET", True),
+        ("U.S. Army", "the U.S. Army's band", True),
+    ],
+)
 def test_word_boundaries(query, text, expected):
     assert found(["filler", query], text) == ([query] if expected else [])
 
 
 def test_overlapping_and_multi_word_queries():
     queries = ["New York", "York", "New York City", "City", "York City", "Yor", "New"]
-    assert found(queries, "I love New York City!") == ["New York", "York", "New York City", "City",
-                                                        "York City", "New"]
+    assert found(queries, "I love New York City!") == ["New York", "York", "New York City", "City", "York City", "New"]
     assert found(queries, "NewYork City") == ["City"]
     assert found(queries, "New  York") == ["York", "New"]  # phrases match as written
 
@@ -168,11 +170,16 @@ def _write_pool(root, parts: list[list[tuple[str, str | None]]]):
     pool = root / "pool"
     pool.mkdir()
     for i, rows in enumerate(parts):
-        pq.write_table(pa.table({
-            "uid": [u for u, _ in rows],
-            "url": [f"http://x/{u}.jpg" for u, _ in rows],
-            "text": pa.array([t for _, t in rows], pa.string()),
-        }), pool / f"part-{i:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": [u for u, _ in rows],
+                    "url": [f"http://x/{u}.jpg" for u, _ in rows],
+                    "text": pa.array([t for _, t in rows], pa.string()),
+                }
+            ),
+            pool / f"part-{i:05d}.parquet",
+        )
     qpath = root / "queries.parquet"
     pq.write_table(pa.table({"query": QUERIES, "source": ["wordnet"] * len(QUERIES)}), qpath)
     return str(pool / "*.parquet"), str(qpath)
@@ -203,7 +210,8 @@ def test_match_pool_outputs_and_stats(pool, tmp_path):
     assert sorted(p.name for p in (out / "_stats").iterdir()) == [f"part-0000{i}.json" for i in range(3)]
     # each part carries its own per-query sums, which the balance step adds up
     assert pq.read_table(out / "_counts" / "part-00000.parquet").to_pylist() == [
-        {"query_id": q, "count": c} for q, c in ((0, 2), (1, 1), (2, 1), (3, 1))]
+        {"query_id": q, "count": c} for q, c in ((0, 2), (1, 1), (2, 1), (3, 1))
+    ]
     assert pq.read_table(out / "_counts" / "part-00002.parquet").num_rows == 0
     table = pq.read_table(out / "part-00000.parquet")
     assert table.schema == pa.schema([("uid", pa.string()), ("query_ids", pa.list_(pa.int32()))])
@@ -212,9 +220,19 @@ def test_match_pool_outputs_and_stats(pool, tmp_path):
     assert pq.read_table(out / "part-00002.parquet").num_rows == 0
     part0 = json.loads((out / "_stats" / "part-00000.json").read_text())
     assert {k: part0[k] for k in m.STAT_KEYS} == {
-        "rows": 4, "matched": 2, "dropped_no_match": 1, "null_text": 1, "matches": 5}
+        "rows": 4,
+        "matched": 2,
+        "dropped_no_match": 1,
+        "null_text": 1,
+        "matches": 5,
+    }
     assert {k: stats[k] for k in m.STAT_KEYS} == {
-        "rows": 8, "matched": 3, "dropped_no_match": 4, "null_text": 1, "matches": 7}
+        "rows": 8,
+        "matched": 3,
+        "dropped_no_match": 4,
+        "null_text": 1,
+        "matches": 7,
+    }
     assert stats["parts"] == 3 and stats["parts_skipped"] == 0
 
     folded = match_pool(glob, queries, str(tmp_path / "folded"), ignore_case=True)
@@ -223,8 +241,7 @@ def test_match_pool_outputs_and_stats(pool, tmp_path):
 
 
 def test_match_pool_streams_batches_in_row_order(tmp_path, monkeypatch):
-    rows = [(f"u{i:03d}", ("dog " if i % 3 else "") + f"row {i}" + (" cat" if i % 5 == 0 else ""))
-            for i in range(50)]
+    rows = [(f"u{i:03d}", ("dog " if i % 3 else "") + f"row {i}" + (" cat" if i % 5 == 0 else "")) for i in range(50)]
     glob, queries = _write_pool(tmp_path, [rows])
     monkeypatch.setattr(m, "BATCH_ROWS", 7)
     monkeypatch.setattr(m, "FLUSH_ROWS", 4)
@@ -303,8 +320,15 @@ def test_column_order_and_types(tmp_path):
     _, queries = _write_pool(tmp_path, [[("a", "dog")]])
     part = tmp_path / "other" / "part-00000.parquet"
     part.parent.mkdir()
-    pq.write_table(pa.table({"text": pa.array(["cat", "x", "dog"], pa.large_string()),
-                             "uid": pa.array(["1", "2", "3"], pa.large_string())}), part)
+    pq.write_table(
+        pa.table(
+            {
+                "text": pa.array(["cat", "x", "dog"], pa.large_string()),
+                "uid": pa.array(["1", "2", "3"], pa.large_string()),
+            }
+        ),
+        part,
+    )
     match_pool(str(part), queries, str(tmp_path / "out"))
     table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     assert table.to_pydict() == {"uid": ["1", "3"], "query_ids": [[3], [0]]}

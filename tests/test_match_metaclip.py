@@ -164,8 +164,7 @@ def test_metaclip_refuses_ignore_case_and_unknown_recipes(tmp_path):
 
 TEXTS = ["a dog, a cat", "(dog)", "the dog's bone", "hotdog", "the U.S. Army band", "a big dog."]
 QUERIES = ["dog", "cat", "U.S. Army", "big dog"]
-CLIP = {"a dog, a cat": [0, 1], "(dog)": [0], "the dog's bone": [0], "the U.S. Army band": [2],
-        "a big dog.": [0, 3]}
+CLIP = {"a dog, a cat": [0, 1], "(dog)": [0], "the dog's bone": [0], "the U.S. Army band": [2], "a big dog.": [0, 3]}
 METACLIP = {"a dog, a cat": [0, 1], "a big dog.": [0, 3]}
 
 
@@ -198,22 +197,30 @@ def test_match_pool_recipe_is_a_part_parameter(tmp_path):
 def _cli_matches(out) -> dict[str, list[int]]:
     """text -> query ids, from the pool and matches the CLI wrote."""
     cur = out / "curation"
-    text = {r["uid"]: r["text"] for p in sorted((cur / "pool").glob("part-*.parquet"))
-            for r in pq.read_table(p, columns=["uid", "text"]).to_pylist()}
-    return {text[r["uid"]]: r["query_ids"] for p in sorted((cur / "matches").glob("part-*.parquet"))
-            for r in pq.read_table(p).to_pylist()}
+    text = {
+        r["uid"]: r["text"]
+        for p in sorted((cur / "pool").glob("part-*.parquet"))
+        for r in pq.read_table(p, columns=["uid", "text"]).to_pylist()
+    }
+    return {
+        text[r["uid"]]: r["query_ids"]
+        for p in sorted((cur / "matches").glob("part-*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    }
 
 
 def test_cli_recipe_metaclip_then_clip(tmp_path):
     pairs, qpath, out = tmp_path / "pairs.parquet", tmp_path / "q.parquet", tmp_path / "o"
-    pq.write_table(pa.table({"url": [f"http://example.com/{i}.jpg" for i in range(len(TEXTS))],
-                             "caption": TEXTS}), pairs)
+    pq.write_table(
+        pa.table({"url": [f"http://example.com/{i}.jpg" for i in range(len(TEXTS))], "caption": TEXTS}), pairs
+    )
     pq.write_table(pa.table({"query": QUERIES}), qpath)
     assert run_cli("pool", "--pool", str(pairs), "--out", str(out), "--quiet").returncode == 0
     match = ("match", "--out", str(out), "--queries", str(qpath), "--workers", "1")
 
-    assert_one_line_error(run_cli(*match, "--recipe", "metaclip", "--ignore-case"),
-                          "--ignore-case cannot be used with --recipe metaclip")
+    assert_one_line_error(
+        run_cli(*match, "--recipe", "metaclip", "--ignore-case"), "--ignore-case cannot be used with --recipe metaclip"
+    )
     res = run_cli(*match, "--recipe", "metaclip", "--quiet")
     assert res.returncode == 0, res.stderr
     assert _cli_matches(out) == METACLIP

@@ -39,8 +39,16 @@ def test_words(text, expected):
 
 @pytest.mark.parametrize(
     "word, expected",
-    [("abc", False), ("a1", True), ("r2-d2", True), ("\u0663", True), ("\uff11", True),
-     ("\u00b2", False), ("\u00bd", False), ("", False)],
+    [
+        ("abc", False),
+        ("a1", True),
+        ("r2-d2", True),
+        ("\u0663", True),
+        ("\uff11", True),
+        ("\u00b2", False),
+        ("\u00bd", False),
+        ("", False),
+    ],
 )
 def test_has_digit(word, expected):
     assert has_digit(word) is expected
@@ -52,9 +60,7 @@ def test_count_text_metaclip():
     assert n == 7
     assert unigrams == Counter({"the": 2, "dog's": 2, "dogs": 1, "end": 1})
     assert docs == Counter({"the": 1, "dog's": 1, "dogs": 1, "end": 1})
-    assert bigrams == Counter(
-        {"the dog's": 2, "dog's 2": 1, "2 dogs": 1, "dogs the": 1, "dog's end": 1}
-    )
+    assert bigrams == Counter({"the dog's": 2, "dog's 2": 1, "2 dogs": 1, "dogs the": 1, "dog's end": 1})
 
 
 def reference(texts) -> tuple[Counter, Counter, Counter, int]:
@@ -67,8 +73,12 @@ def as_counters(chunk) -> tuple[Counter, Counter, Counter, int]:
     u, b = chunk.unigrams.to_pydict(), chunk.bigrams.to_pydict()
     assert len(set(u["w"])) == len(u["w"]) and len(set(b["b"])) == len(b["b"])
     assert all(c > 0 for c in u["c"] + u["d"] + b["c"])
-    return (Counter(dict(zip(u["w"], u["c"]))), Counter(dict(zip(b["b"], b["c"]))),
-            Counter(dict(zip(u["w"], u["d"]))), chunk.tokens)
+    return (
+        Counter(dict(zip(u["w"], u["c"]))),
+        Counter(dict(zip(b["b"], b["c"]))),
+        Counter(dict(zip(u["w"], u["d"]))),
+        chunk.tokens,
+    )
 
 
 def test_doc_frequency_once_per_text():
@@ -89,12 +99,12 @@ def test_bigrams_do_not_cross_texts_but_cross_punctuation():
 def test_digit_words_in_bigrams_only():
     chunk = count_chunk_metaclip(["in 1969 the"])
     assert as_counters(chunk) == (
-        Counter({"in": 1, "the": 1}), Counter({"in 1969": 1, "1969 the": 1}),
-        Counter({"in": 1, "the": 1}), 3,
+        Counter({"in": 1, "the": 1}),
+        Counter({"in 1969": 1, "1969 the": 1}),
+        Counter({"in": 1, "the": 1}),
+        3,
     )
-    assert chunk.unigrams.schema == pa.schema(
-        [("w", pa.string()), ("c", pa.int64()), ("d", pa.int64())]
-    )
+    assert chunk.unigrams.schema == pa.schema([("w", pa.string()), ("c", pa.int64()), ("d", pa.int64())])
     assert chunk.bigrams.schema == pa.schema([("b", pa.string()), ("c", pa.int64())])
 
 
@@ -112,8 +122,9 @@ MORE = ["ΟΔΟΣ", "Σ", "ẞ", "\ufb03", "I", "\u00b2", "\uff11", "X1", "O'Nei
 @pytest.mark.parametrize("seed", range(20))
 def test_random_texts(seed):
     rng = random.Random(seed)
-    texts = ["" if rng.random() < 0.05 else "".join(rng.choices(PIECES + MORE, k=rng.randint(1, 60)))
-             for _ in range(300)]
+    texts = [
+        "" if rng.random() < 0.05 else "".join(rng.choices(PIECES + MORE, k=rng.randint(1, 60))) for _ in range(300)
+    ]
     for t in texts[:50]:
         assert words(t) == [w for w in re.split(r"[^\w\-']", t.lower()) if w]
     expected = reference(texts)

@@ -13,15 +13,26 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.collect.httpserver import make_png, serve_directory
-from pipeline.collect.openclipart import (PNG_SUBDIR, POOL_COLUMNS, SVG_SUBDIR, SampleStats, SvgError,
-                                          SvgMetadata, clean_value, held_out_categories, main, make_caption,
-                                          parse_svg_metadata, roots_from_cache, sample_rows,
-                                          write_sample_pool)
+from pipeline.collect.openclipart import (
+    PNG_SUBDIR,
+    POOL_COLUMNS,
+    SVG_SUBDIR,
+    SampleStats,
+    SvgError,
+    SvgMetadata,
+    clean_value,
+    held_out_categories,
+    main,
+    make_caption,
+    parse_svg_metadata,
+    roots_from_cache,
+    sample_rows,
+    write_sample_pool,
+)
 from pipeline.errors import InputError
 
 
-def svg(title="", description="", keywords=(), prolog="", tail="<path d='M0 0'/>", agent="Someone",
-        subject=None):
+def svg(title="", description="", keywords=(), prolog="", tail="<path d='M0 0'/>", agent="Someone", subject=None):
     lis = "".join(f"<rdf:li>{k}</rdf:li>" for k in keywords)
     subject = subject if subject is not None else f"<rdf:Bag>{lis}</rdf:Bag>"
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
@@ -46,8 +57,10 @@ def caption_of(text: str) -> str:
 
 
 def test_caption_format():
-    assert caption_of(svg("Red apple", "A shiny red apple", ["fruit", "food"])) == \
-        "Red apple. A shiny red apple. fruit, food"
+    assert (
+        caption_of(svg("Red apple", "A shiny red apple", ["fruit", "food"]))
+        == "Red apple. A shiny red apple. fruit, food"
+    )
     assert caption_of(svg("Wow!", "", ["a"])) == "Wow! a"
     assert caption_of(svg("", "", ["stars", "shapes"])) == "stars, shapes"
     assert caption_of(svg("Only a title")) == "Only a title."
@@ -60,16 +73,34 @@ def test_agent_titles_ignored():
 
 
 def test_junk_dropped():
-    c = caption_of(svg("HASH(0x85a0ae8)", "none", ["", "hash(0x8589f20)", "hash", "sun", "  ", "Untitled",
-                                                   "N/A", "unknown", "someone@example.org", "http://x.org/a"]))
+    c = caption_of(
+        svg(
+            "HASH(0x85a0ae8)",
+            "none",
+            [
+                "",
+                "hash(0x8589f20)",
+                "hash",
+                "sun",
+                "  ",
+                "Untitled",
+                "N/A",
+                "unknown",
+                "someone@example.org",
+                "http://x.org/a",
+            ],
+        )
+    )
     assert c == "sun"
     assert caption_of(svg("Quaver", "HASH(0x89fd810)", ["music"])) == "Quaver. music"
     assert caption_of(svg("Pie", "jean.victor.balin@gmail.com", ["food"])) == "Pie. food"
     assert caption_of(svg("Pie", "contact: a.b@c.de", [])) == "Pie."
     assert caption_of(svg("Hash Browns", "", ["potato"])) == "Hash Browns. potato"  # a real word kept
     assert caption_of(svg("Car", "Um carro esporte, voyeg3r@gmail.com", [])) == "Car. Um carro esporte."
-    assert caption_of(svg("Pizza", "A slice. Created by ringe. Email: ri@rin.no.", [])) == \
-        "Pizza. A slice. Created by ringe."
+    assert (
+        caption_of(svg("Pizza", "A slice. Created by ringe. Email: ri@rin.no.", []))
+        == "Pizza. A slice. Created by ringe."
+    )
 
 
 def test_repeats_dropped_case_insensitively():
@@ -78,11 +109,18 @@ def test_repeats_dropped_case_insensitively():
 
 
 def test_whitespace_html_entities_underscores():
-    c = caption_of(svg("  Sunny\n\t day  ", "line one\n   line two &amp;eacute;toile &amp;quot;x&amp;quot;",
-                       ["united_nations_member", "rome,italy", " a ;"]))
+    c = caption_of(
+        svg(
+            "  Sunny\n\t day  ",
+            "line one\n   line two &amp;eacute;toile &amp;quot;x&amp;quot;",
+            ["united_nations_member", "rome,italy", " a ;"],
+        )
+    )
     assert c == 'Sunny day. line one line two étoile "x". united nations member, rome, italy, a'
-    html_desc = ("&lt;!-- Creative Commons --&gt;&lt;a href=\"http://c.org/\"&gt;&lt;img src=\"x.gif\" /&gt;"
-                 "&lt;/a&gt;&lt;br /&gt;Dedicated to the &lt;a href=\"y\"&gt;Public Domain&lt;/a&gt;.")
+    html_desc = (
+        '&lt;!-- Creative Commons --&gt;&lt;a href="http://c.org/"&gt;&lt;img src="x.gif" /&gt;'
+        '&lt;/a&gt;&lt;br /&gt;Dedicated to the &lt;a href="y"&gt;Public Domain&lt;/a&gt;.'
+    )
     assert caption_of(svg("Phone", html_desc)) == "Phone. Dedicated to the Public Domain."
     assert clean_value("a < b") == "a < b"
 
@@ -104,19 +142,27 @@ def test_clean_value():
 
 
 def test_plain_doctype_allowed():
-    doctype = ('<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.0//EN"\n'
-               '"http://www.w3.org/TR/2001/REC-SVG-20010904/DTD/svg10.dtd">\n')
+    doctype = (
+        '<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.0//EN"\n"http://www.w3.org/TR/2001/REC-SVG-20010904/DTD/svg10.dtd">\n'
+    )
     assert caption_of(svg("Cat", prolog=doctype)) == "Cat."
 
 
-@pytest.mark.parametrize("prolog, title, message", [
-    ('<!DOCTYPE svg [<!ENTITY x "y">]>', "&x;", "entity declaration refused"),
-    ('<!DOCTYPE svg [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
-     '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>', "&c;", "entity declaration refused"),  # laughs
-    ('<!DOCTYPE svg [<!ENTITY ext SYSTEM "file:///etc/passwd">]>', "&ext;", "entity declaration refused"),
-    ('<!DOCTYPE svg [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]>', "T", "entity declaration refused"),
-    ('<!DOCTYPE svg [<!ENTITY u SYSTEM "x" NDATA gif>]>', "T", "entity declaration refused"),
-])
+@pytest.mark.parametrize(
+    "prolog, title, message",
+    [
+        ('<!DOCTYPE svg [<!ENTITY x "y">]>', "&x;", "entity declaration refused"),
+        (
+            '<!DOCTYPE svg [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+            '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>',
+            "&c;",
+            "entity declaration refused",
+        ),  # laughs
+        ('<!DOCTYPE svg [<!ENTITY ext SYSTEM "file:///etc/passwd">]>', "&ext;", "entity declaration refused"),
+        ('<!DOCTYPE svg [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]>', "T", "entity declaration refused"),
+        ('<!DOCTYPE svg [<!ENTITY u SYSTEM "x" NDATA gif>]>', "T", "entity declaration refused"),
+    ],
+)
 def test_entities_refused(prolog, title, message):
     with pytest.raises(SvgError, match=message):
         parse_svg_metadata(svg(title, prolog=prolog).encode())
@@ -182,11 +228,20 @@ def test_rows_and_counts(tmp_path):
     png_root, svg_root = write_tree(tmp_path)
     stats = SampleStats()
     rows = list(sample_rows(png_root, svg_root, stats))
-    assert [r["path"] for r in rows] == ["animals/birds/owl_01.png", "animals/cat_01.png", "food/empty_01.png",
-                                         "food/fruit/apple b_01.png", "zoo/tiger_01.png"]  # sorted
+    assert [r["path"] for r in rows] == [
+        "animals/birds/owl_01.png",
+        "animals/cat_01.png",
+        "food/empty_01.png",
+        "food/fruit/apple b_01.png",
+        "zoo/tiger_01.png",
+    ]  # sorted
     by_path = {r["path"]: r for r in rows}
-    assert by_path["animals/cat_01.png"] == {"path": "animals/cat_01.png", "category": "animals",
-                                             "text": "Cat. A cat. animal, pet", "also_in": ["people"]}
+    assert by_path["animals/cat_01.png"] == {
+        "path": "animals/cat_01.png",
+        "category": "animals",
+        "text": "Cat. A cat. animal, pet",
+        "also_in": ["people"],
+    }
     assert by_path["animals/birds/owl_01.png"]["category"] == "animals"
     assert by_path["food/empty_01.png"]["text"] == ""
     assert all(r["category"] not in r["text"] or r["category"] == "animals" for r in rows)
@@ -235,8 +290,12 @@ def test_write_pool_served_and_fetched(tmp_path):
         table = pq.read_table(out)
         assert table.column_names == list(POOL_COLUMNS)
         rows = table.to_pylist()
-        assert [r["path"] for r in rows] == ["animals/birds/owl_01.png", "animals/cat_01.png",
-                                             "food/fruit/apple b_01.png", "zoo/tiger_01.png"]  # empty left out
+        assert [r["path"] for r in rows] == [
+            "animals/birds/owl_01.png",
+            "animals/cat_01.png",
+            "food/fruit/apple b_01.png",
+            "zoo/tiger_01.png",
+        ]  # empty left out
         assert rows[2]["url"] == base + "/food/fruit/apple%20b_01.png"
         for r in rows:  # real HTTP: every URL gives the PNG's bytes
             with urllib.request.urlopen(r["url"], timeout=10) as resp:
@@ -266,8 +325,25 @@ def test_write_pool_deterministic(tmp_path):
 def test_cli(tmp_path, capsys):
     write_tree(tmp_path / "cache")
     out, stats_file = tmp_path / "pool.parquet", tmp_path / "stats.json"
-    assert main(["--cache", str(tmp_path / "cache"), "--base-url", "http://127.0.0.1:9", "--out", str(out),
-                 "--hold-out-fraction", "0.5", "--seed", "3", "--stats", str(stats_file)]) == 0
+    assert (
+        main(
+            [
+                "--cache",
+                str(tmp_path / "cache"),
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--out",
+                str(out),
+                "--hold-out-fraction",
+                "0.5",
+                "--seed",
+                "3",
+                "--stats",
+                str(stats_file),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(stats_file.read_text())
     assert len(printed["held_out_categories"]) == 2  # of animals, food, people, zoo
@@ -283,9 +359,11 @@ def test_cli(tmp_path, capsys):
 def openclipart_dir() -> Path:
     value = os.environ.get("OPENCLIPART_DIR")
     if not value or not (Path(value) / PNG_SUBDIR).is_dir() or not (Path(value) / SVG_SUBDIR).is_dir():
-        pytest.fail(f"OPENCLIPART_DIR is unset or lacks {PNG_SUBDIR} and {SVG_SUBDIR} ({value!r}); fetch them "
-                    "with `python -m pipeline.sample_data --cache .cache/sample openclipart` and set "
-                    "OPENCLIPART_DIR=.cache/sample (as `make test` does)")
+        pytest.fail(
+            f"OPENCLIPART_DIR is unset or lacks {PNG_SUBDIR} and {SVG_SUBDIR} ({value!r}); fetch them "
+            "with `python -m pipeline.sample_data --cache .cache/sample openclipart` and set "
+            "OPENCLIPART_DIR=.cache/sample (as `make test` does)"
+        )
     return Path(value)
 
 
@@ -314,11 +392,15 @@ def test_real_counts(real):
 def test_real_captions(real):
     rows, _ = real
     text = {r["path"]: r["text"] for r in rows}
-    assert text["animals/bugs/ragnetto_incazzato_archi_01.png"] == \
-        "Ragnetto incazzato. architetto francesco rollandin, insect"
+    assert (
+        text["animals/bugs/ragnetto_incazzato_archi_01.png"]
+        == "Ragnetto incazzato. architetto francesco rollandin, insect"
+    )
     assert text["recreation/music/quaver_nathan_eady_01.png"] == "Quaver. music, recreation"
-    assert text["recreation/holiday/sunshine_matthew_gates_01.png"] == \
-        "Sunshine. holiday, sunny, crepuscular, sun, weather, weathersym, recreation, hot"
+    assert (
+        text["recreation/holiday/sunshine_matthew_gates_01.png"]
+        == "Sunshine. holiday, sunny, crepuscular, sun, weather, weathersym, recreation, hot"
+    )
     joined = "\n".join(text.values())
     for junk in ("HASH(", "hash(0x", "<a ", "&lt;", "&amp;", "@gmail.com", "_"):
         assert junk not in joined, junk

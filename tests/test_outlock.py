@@ -29,8 +29,15 @@ def queries_args(dump, wordnet, out, *extra) -> list[str]:
 def start(*args: str) -> subprocess.Popen:
     """A pipeline run in its own process group, so it can be paused or killed with its workers."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def wait_until_held(proc: subprocess.Popen, folder: Path, timeout: float = 60) -> dict:
@@ -98,9 +105,25 @@ def test_second_sample_shards_run_is_refused_and_keeps_the_port(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    common = ["--sample-openclipart", str(openclipart), "--queries", str(queries), "--out", str(out),
-              "--per-query", "5", "--samples-per-shard", "50", "--processes", "1", "--threads", "4",
-              "--workers", "1", "--quiet"]
+    common = [
+        "--sample-openclipart",
+        str(openclipart),
+        "--queries",
+        str(queries),
+        "--out",
+        str(out),
+        "--per-query",
+        "5",
+        "--samples-per-shard",
+        "50",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     first = start("shards", *common, "--sample-port", str(port))
     try:
         info = wait_until_held(first, out)
@@ -125,8 +148,13 @@ def test_every_shards_step_and_audit_refuse_a_held_folder(tmp_path):
     pq.write_table(pa.table({"url": ["http://example.com/a.jpg"], "caption": ["a cat"]}), pairs)
     out = tmp_path / "shards"
     with hold(out, "shards"):
-        for verb, extra in (("pool", ["--pool", str(pairs)]), ("match", []), ("balance", []), ("download", []),
-                            ("shards", ["--pool", str(pairs)])):
+        for verb, extra in (
+            ("pool", ["--pool", str(pairs)]),
+            ("match", []),
+            ("balance", []),
+            ("download", []),
+            ("shards", ["--pool", str(pairs)]),
+        ):
             res = run_cli(verb, "--out", str(out), *extra, "--quiet")
             assert_one_line_error(res, f"{out} is in use by pid {os.getpid()} (shards since")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME], "a refused run writes nothing"

@@ -43,8 +43,9 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _scaled(image: Image.Image, factor: float) -> Image.Image:
-    return image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
-                        Image.Resampling.BICUBIC)
+    return image.resize(
+        (max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.Resampling.BICUBIC
+    )
 
 
 def copy_bytes(image: Image.Image, how: str) -> tuple[str, bytes]:
@@ -63,6 +64,7 @@ def copy_bytes(image: Image.Image, how: str) -> tuple[str, bytes]:
 def write_shard(path: Path, samples: list[tuple[str, str, bytes]], extra: list[tuple[str, bytes]] = ()) -> None:
     """A webdataset tar: KEY.EXT image, KEY.txt, KEY.json (uid) per sample, then `extra` members."""
     with tarfile.open(path, "w") as tf:
+
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o444
@@ -117,9 +119,19 @@ def planted(tmp_path_factory, tiny_model):
     # openclipart images with a stable phash only: the others are left to the exact and embedding
     # detectors by design (test_unstable_hashes_match_nothing)
     c_held, c_other = _pick(clipart.labels, 20, 20, seed=2, keep=lambda i: fingerprint(clipart.image(i)).phash_ok)
-    sets = {name: build_eval_set(name, (ds.image(i) for i in held), ds.labels[held], ds.classnames, model, tokenizer,
-                                 preprocess, batch_size=64)
-            for name, ds, held in (("digits", digits, d_held), ("openclipart", clipart, c_held))}
+    sets = {
+        name: build_eval_set(
+            name,
+            (ds.image(i) for i in held),
+            ds.labels[held],
+            ds.classnames,
+            model,
+            tokenizer,
+            preprocess,
+            batch_size=64,
+        )
+        for name, ds, held in (("digits", digits, d_held), ("openclipart", clipart, c_held))
+    }
     samples, truth = [], {}
     for name, ds, held, others in (("digits", digits, d_held, d_other), ("openclipart", clipart, c_held, c_other)):
         for j, i in enumerate(held):
@@ -155,8 +167,9 @@ def test_planted_duplicates_found_and_nothing_else(planted, tiny_model):
     print(f"\nplanted: {len(truth)} shard images, {len(found)} pairs found, precision {precision:.3f}")
     for name in sets:
         planted_keys = {k: t for k, t in truth.items() if t is not None and t[0] == name}
-        recall = {how: np.mean([(k, name, t[1]) in correct for k, t in planted_keys.items() if t[2] == how])
-                  for how in COPIES}
+        recall = {
+            how: np.mean([(k, name, t[1]) in correct for k, t in planted_keys.items() if t[2] == how]) for how in COPIES
+        }
         overall = np.mean([(k, name, t[1]) in correct for k, t in planted_keys.items()])
         print(f"  {name}: recall {overall:.3f} ({', '.join(f'{h} {r:.2f}' for h, r in recall.items())})")
         assert overall >= 0.9, (name, recall)
@@ -166,8 +179,9 @@ def test_planted_duplicates_found_and_nothing_else(planted, tiny_model):
     assert kinds == {"exact"}, "a lossless copy is an exact match"
     assert all(p["uid"] == f"uid-{p['key']}" and p["cosine"] is not None for p in scan.pairs)
     digits = dataset_result(sets["digits"], [p for p in scan.pairs if p["dataset"] == "digits"])
-    assert digits["all"] == 30 and digits["overlap"] == len({p["eval_index"] for p in scan.pairs
-                                                             if p["dataset"] == "digits"})
+    assert digits["all"] == 30 and digits["overlap"] == len(
+        {p["eval_index"] for p in scan.pairs if p["dataset"] == "digits"}
+    )
     assert digits["by_kind"]["exact"] == 30 and sum(digits["by_kind"].values()) == digits["overlap"]
 
 
@@ -177,8 +191,15 @@ def test_embedding_detector_keeps_the_best_match_above_the_threshold():
     from train.overlap import EvalSet, Fingerprint, Matcher
 
     emb = torch.eye(3, 4)  # three unit evaluation embeddings
-    eval_set = EvalSet("x", np.array([0, 1, 1]), ["a", "b", "c"], np.array([[0, 0], [2**63, 2**63], [7, 7]],
-                       dtype=np.uint64), np.ones((3, 2), dtype=bool), 0.5, emb)
+    eval_set = EvalSet(
+        "x",
+        np.array([0, 1, 1]),
+        ["a", "b", "c"],
+        np.array([[0, 0], [2**63, 2**63], [7, 7]], dtype=np.uint64),
+        np.ones((3, 2), dtype=bool),
+        0.5,
+        emb,
+    )
     shard = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0, 0], [0, 0.6, 0.8, 0], [0, 0, 0, 1]]), dim=1)
     fps = [Fingerprint("a", 0, True), Fingerprint("z", 2**62, True), Fingerprint("y", 2**61, True)]
     matches = Matcher(eval_set, 0, 0.7).match(fps, shard)
@@ -201,8 +222,9 @@ def test_unstable_hashes_match_nothing():
     for image in (blank, star):
         fp = fingerprint(image)
         assert not fp.phash_ok
-        eval_set = EvalSet("x", np.array([0]), ["-"], np.array([[fp.phash] * 2], dtype=np.uint64),
-                           np.array([[False, False]]), 1.0)
+        eval_set = EvalSet(
+            "x", np.array([0]), ["-"], np.array([[fp.phash] * 2], dtype=np.uint64), np.array([[False, False]]), 1.0
+        )
         other = fingerprint(Image.new("RGB", (60, 60), (250, 250, 250)))
         assert Matcher(eval_set, 8, None).match([other]) == []
 
@@ -248,8 +270,9 @@ def test_near_index_equals_brute_force(t):
     for i in range(600):  # near copies: k random bits flipped, k up to 2t+2
         for bit in rng.choice(64, size=rng.integers(0, 2 * t + 3), replace=False):
             flips[i] |= np.uint64(1) << np.uint64(bit)
-    queries = np.concatenate([hashes[rng.integers(0, 3000, 600)] ^ flips,
-                              rng.integers(0, 2**64, 400, dtype=np.uint64, endpoint=False)])
+    queries = np.concatenate(
+        [hashes[rng.integers(0, 3000, 600)] ^ flips, rng.integers(0, 2**64, 400, dtype=np.uint64, endpoint=False)]
+    )
     got = NearIndex(hashes, t, chunk=97).search(queries)
     want = _brute_force(queries, hashes, t)
     assert len(want[0]) > 250, "the test exercises matches"
@@ -313,29 +336,46 @@ def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "overlap"
     config = json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())
     net, _, _ = models.create("tiny-ViT-64", config)
-    checkpoint.save(run / "checkpoints", 3, {"format": checkpoint.FORMAT, "model": net.state_dict(), "optimizer": {},
-                                             "step": 3, "rng": [checkpoint.rng_state()],
-                                             "config": {"model": "tiny-ViT-64", "model_config": config,
-                                                        "train_data": [str(run / "missing-*.tar")]}})
+    checkpoint.save(
+        run / "checkpoints",
+        3,
+        {
+            "format": checkpoint.FORMAT,
+            "model": net.state_dict(),
+            "optimizer": {},
+            "step": 3,
+            "rng": [checkpoint.rng_state()],
+            "config": {"model": "tiny-ViT-64", "model_config": config, "train_data": [str(run / "missing-*.tar")]},
+        },
+    )
     return run
 
 
 def test_help_answers_before_torch_is_imported():
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "train.overlap", "--help"], env=ENV, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "train.overlap", "--help"],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0 and res.stdout.startswith("usage: python -m train.overlap"), res.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
     assert len(imported) > 10 and not {"torch", "open_clip", "numpy", "imagehash"} & imported
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--datasets", "nope"], "unknown dataset 'nope'"),
-    (["--shards", "/nonexistent/*.tar"], "matches no shard"),
-    ([], "missing-*.tar: matches no shard"),  # the checkpoint's own --train-data
-    (["--phash-distance", "cifar=3"], "'cifar' is not among --datasets"),
-    (["--phash-distance", "64"], "between 0 and 63"),
-    (["--min-cosine", "digits=2"], "between -1 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--datasets", "nope"], "unknown dataset 'nope'"),
+        (["--shards", "/nonexistent/*.tar"], "matches no shard"),
+        ([], "missing-*.tar: matches no shard"),  # the checkpoint's own --train-data
+        (["--phash-distance", "cifar=3"], "'cifar' is not among --datasets"),
+        (["--phash-distance", "64"], "between 0 and 63"),
+        (["--min-cosine", "digits=2"], "between -1 and 1"),
+    ],
+)
 def test_cli_bad_input_is_one_line(tiny_run, capsys, args, needle):
     from train.overlap import main
 
@@ -348,8 +388,14 @@ def test_cli_bad_input_is_one_line(tiny_run, capsys, args, needle):
 def test_cli_bad_checkpoint_and_unreadable_shards(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    res = subprocess.run([sys.executable, "-m", "train.overlap", "--checkpoint", str(bad), "--shards", str(bad)],
-                         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "train.overlap", "--checkpoint", str(bad), "--shards", str(bad)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(res, "not a readable checkpoint")
 
 
@@ -362,25 +408,64 @@ def test_cli_writes_the_report(tiny_run, planted, tmp_path, capsys):
     empty = tmp_path / "empty.tar"
     empty.write_bytes(b"")
     out = tmp_path / "out"
-    assert main(["--checkpoint", str(tiny_run), "--shards", str(shard), str(empty), "--datasets", "digits",
-                 "--out", str(out), "--min-cosine", "off", "--phash-distance", "digits=1", "--batch-size", "128"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(tiny_run),
+                "--shards",
+                str(shard),
+                str(empty),
+                "--datasets",
+                "digits",
+                "--out",
+                str(out),
+                "--min-cosine",
+                "off",
+                "--phash-distance",
+                "digits=1",
+                "--batch-size",
+                "128",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "overlap digits: " in err and "p " in err
     result = json.loads((out / "eval" / "overlap.json").read_text())
-    assert set(result) >= {"checkpoint", "model", "step", "shards", "n_shard_images", "shard_errors", "seconds",
-                           "thresholds", "datasets"}
+    assert set(result) >= {
+        "checkpoint",
+        "model",
+        "step",
+        "shards",
+        "n_shard_images",
+        "shard_errors",
+        "seconds",
+        "thresholds",
+        "datasets",
+    }
     assert result["step"] == 3 and result["model"] == "tiny-ViT-64" and result["checkpoint"].endswith(".pt")
     assert result["shards"] == sorted([str(shard), str(empty)]) and result["n_shard_images"] == len(truth)
-    assert result["shard_errors"] == 3 and result["skipped"] == {"bad_image": 1, "missing_image": 1,
-                                                                 "shard_unreadable": 1}
+    assert result["shard_errors"] == 3 and result["skipped"] == {
+        "bad_image": 1,
+        "missing_image": 1,
+        "shard_unreadable": 1,
+    }
     assert result["thresholds"] == {"phash_max_distance": {"digits": 1}, "min_cosine": {"digits": None}}
     d = result["datasets"]["digits"]
     assert d["all"] == 1797 and d["overlap"] + d["clean"] == 1797 and d["overlap"] >= 30
     # here every digit is an evaluation image: the PNG copies, and the "others" whose JPEG decodes to the
     # very pixels (8x8 blocks survive quality 95), match exactly
     assert d["by_kind"]["exact"] >= 30 and d["chance_top1"] == 0.1
-    assert set(d) >= {"overlap_rate", "top1_all", "top1_overlap", "top1_clean", "all_minus_clean", "binomial_p",
-                      "overlap_top1_ci995"}
+    assert set(d) >= {
+        "overlap_rate",
+        "top1_all",
+        "top1_overlap",
+        "top1_clean",
+        "all_minus_clean",
+        "binomial_p",
+        "overlap_top1_ci995",
+    }
     pairs = pq.read_table(out / "eval" / "overlap_pairs.parquet")
     assert pairs.column_names == list(PAIR_COLUMNS)
     rows = pairs.to_pylist()
@@ -408,17 +493,25 @@ def shard_folder(tmp_path):
     for s, n in ((0, 6), (1, 4)):
         keys = [f"{s:04d}{i:04d}" for i in range(n)]
         write_shard(src / f"{s:05d}.tar", [(k, "jpg", _jpeg(rgb)) for k in keys])
-        pq.write_table(pa.table({"key": keys + ([f"{s:04d}9999"] if s == 0 else []),
-                                 "status": ["success"] * n + (["failed_to_download"] if s == 0 else [])}),
-                       src / f"{s:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "key": keys + ([f"{s:04d}9999"] if s == 0 else []),
+                    "status": ["success"] * n + (["failed_to_download"] if s == 0 else []),
+                }
+            ),
+            src / f"{s:05d}.parquet",
+        )
     (src / "00000_stats.json").write_text("{}")
     pair = {"eval_index": 0, "label": 0, "uid": None, "kind": "phash", "phash_distance": 0, "cosine": None}
-    pairs = [{**pair, "dataset": "digits", "shard": f"{src}/00000.tar", "key": "00000001"},
-             {**pair, "dataset": "openclipart", "shard": f"{src}/00000.tar", "key": "00000001"},
-             {**pair, "dataset": "digits", "shard": f"{src}/00000.tar", "key": "00000004"},
-             {**pair, "dataset": "digits", "shard": "s3://elsewhere/00001.tar", "key": "00010003", "kind": "embedding"},
-             {**pair, "dataset": "digits", "shard": f"{src}/00001.tar", "key": "00017777"},
-             {**pair, "dataset": "digits", "shard": f"{src}/00042.tar", "key": "00420000"}]
+    pairs = [
+        {**pair, "dataset": "digits", "shard": f"{src}/00000.tar", "key": "00000001"},
+        {**pair, "dataset": "openclipart", "shard": f"{src}/00000.tar", "key": "00000001"},
+        {**pair, "dataset": "digits", "shard": f"{src}/00000.tar", "key": "00000004"},
+        {**pair, "dataset": "digits", "shard": "s3://elsewhere/00001.tar", "key": "00010003", "kind": "embedding"},
+        {**pair, "dataset": "digits", "shard": f"{src}/00001.tar", "key": "00017777"},
+        {**pair, "dataset": "digits", "shard": f"{src}/00042.tar", "key": "00420000"},
+    ]
     matches = tmp_path / "overlap_pairs.parquet"
     write_pairs(pairs, matches)
     return src, matches
@@ -446,10 +539,16 @@ def test_decontaminate_removes_exactly_the_matched_keys(shard_folder, tmp_path):
         want = [m for m in _members(src / name) if m.split(".")[0] not in removed]
         assert _members(out / name) == want
         with tarfile.open(src / name) as a, tarfile.open(out / name) as b:
-            assert [(m.name, m.mtime, m.mode, m.size) for m in b] == \
-                [(m.name, m.mtime, m.mode, m.size) for m in a if m.name.split(".")[0] not in removed]
-    assert pq.read_table(out / "00000.parquet")["key"].to_pylist() == ["00000000", "00000002", "00000003",
-                                                                        "00000005", "00009999"]
+            assert [(m.name, m.mtime, m.mode, m.size) for m in b] == [
+                (m.name, m.mtime, m.mode, m.size) for m in a if m.name.split(".")[0] not in removed
+            ]
+    assert pq.read_table(out / "00000.parquet")["key"].to_pylist() == [
+        "00000000",
+        "00000002",
+        "00000003",
+        "00000005",
+        "00009999",
+    ]
     assert sorted(_contents(out)) == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar", "decontaminate.json"]
     stats = json.loads((out / "decontaminate.json").read_text())
     assert stats["complete"] and (stats["n_shards"], stats["samples_in"], stats["samples_out"]) == (2, 10, 7)
@@ -465,8 +564,12 @@ def test_decontaminate_removes_exactly_the_matched_keys(shard_folder, tmp_path):
     assert again.returncode == 0, again.stderr
     assert _contents(out) == before, "a rerun writes the same bytes, and skips what is done"
     fresh = tmp_path / "fresh"
-    assert run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(fresh),
-                   "--quiet").returncode == 0
+    assert (
+        run_cli(
+            "decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(fresh), "--quiet"
+        ).returncode
+        == 0
+    )
     assert all((fresh / n).read_bytes() == b for n, b in before.items() if n != "decontaminate.json")
 
 
@@ -476,25 +579,41 @@ def test_decontaminate_bad_input_is_one_line(shard_folder, tmp_path):
 
     src, matches = shard_folder
     out = str(tmp_path / "o")
-    assert_one_line_error(run_cli("decontaminate", "--shards", str(src), "--matches", str(tmp_path / "none.parquet"),
-                                  "--out", out), "not found")
+    assert_one_line_error(
+        run_cli("decontaminate", "--shards", str(src), "--matches", str(tmp_path / "none.parquet"), "--out", out),
+        "not found",
+    )
     lacking = tmp_path / "lacking.parquet"
     pq.write_table(pa.table({"shard": ["00000.tar"], "key": ["00000001"]}), lacking)
-    assert_one_line_error(run_cli("decontaminate", "--shards", str(src), "--matches", str(lacking), "--out", out),
-                          "no column dataset")
-    assert_one_line_error(run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out",
-                                  str(src) + "/"), "the same folder as --shards")
-    assert_one_line_error(run_cli("decontaminate", "--shards", str(tmp_path), "--matches", str(matches), "--out", out),
-                          "no *.tar")
-    assert run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", out,
-                   "--quiet").returncode == 0
-    assert_one_line_error(run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", out,
-                                  "--kinds", "embedding"), "other inputs")
+    assert_one_line_error(
+        run_cli("decontaminate", "--shards", str(src), "--matches", str(lacking), "--out", out), "no column dataset"
+    )
+    assert_one_line_error(
+        run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(src) + "/"),
+        "the same folder as --shards",
+    )
+    assert_one_line_error(
+        run_cli("decontaminate", "--shards", str(tmp_path), "--matches", str(matches), "--out", out), "no *.tar"
+    )
+    assert (
+        run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", out, "--quiet").returncode
+        == 0
+    )
+    assert_one_line_error(
+        run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", out, "--kinds", "embedding"),
+        "other inputs",
+    )
 
 
 def test_decontaminate_does_not_import_torch():
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", "decontaminate", "--help"], env=ENV,
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", "decontaminate", "--help"],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0 and "--matches" in res.stdout, res.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
     assert "pipeline.decontaminate" in imported and not {"torch", "train", "open_clip"} & imported

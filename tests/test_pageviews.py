@@ -134,8 +134,9 @@ def test_pagecounts_ez_daily(tmp_path):
 
 
 def test_pagecounts_ez_monthly_day_hour_groups(tmp_path):
-    path = write(tmp_path / "pagecounts-2012-01-views-ge-5.bz2",
-                 "en.z Albert_Einstein 243 BE33F60,CH155,\nen.z Other 60 AA60\n")
+    path = write(
+        tmp_path / "pagecounts-2012-01-views-ge-5.bz2", "en.z Albert_Einstein 243 BE33F60,CH155,\nen.z Other 60 AA60\n"
+    )
     views, stats = file_title_views(path)
     assert views == {"Albert_Einstein": 60 + 155, "Other": 60}  # 33 is below 50
     check_stats(stats)
@@ -233,17 +234,21 @@ def test_counts_beyond_any_real_traffic_are_bad_lines(tmp_path):
 
     huge, giant = "9" * 20, "9" * 5000
     near = str(MAX_VIEWS)  # the largest count accepted
-    hourly = (f"en Ok 60 0\nen Huge {huge} 0\nen Giant {giant} 0\nen Edge {near} 0\n"
-              f"en Edge 60 0\n")  # this line would lift Edge past MAX_VIEWS
+    hourly = (
+        f"en Ok 60 0\nen Huge {huge} 0\nen Giant {giant} 0\nen Edge {near} 0\n"
+        f"en Edge 60 0\n"
+    )  # this line would lift Edge past MAX_VIEWS
     views, stats = file_title_views(write(tmp_path / "pageviews-20240101-070000.gz", hourly))
     assert views == {"Ok": 60, "Edge": MAX_VIEWS}
     assert (stats["kept_lines"], stats["bad_lines"]) == (2, 3) and stats["views"] == 60 + MAX_VIEWS
     check_stats(stats)
 
-    daily = (f"en.wikipedia Ok 1 desktop 60 A60\n"
-             f"en.wikipedia Huge_Total 1 desktop {huge} A60\n"
-             f"en.wikipedia Huge_Hour 1 desktop 60 A{huge}\n"
-             f"en.wikipedia Giant_Hour 1 desktop 60 A{giant}\n")
+    daily = (
+        f"en.wikipedia Ok 1 desktop 60 A60\n"
+        f"en.wikipedia Huge_Total 1 desktop {huge} A60\n"
+        f"en.wikipedia Huge_Hour 1 desktop 60 A{huge}\n"
+        f"en.wikipedia Giant_Hour 1 desktop 60 A{giant}\n"
+    )
     views, stats = file_title_views(write(tmp_path / "pageviews-20240102-user.bz2", daily))
     assert views == {"Ok": 60} and stats["bad_lines"] == 3
     check_stats(stats)

@@ -21,7 +21,7 @@ from pipeline.errors import InputError
 
 ROWS = [
     ("https://example.com/cat.jpg", "a cat"),
-    ("https://example.com/dog.png", "a dog, \"quoted\"\nover two lines"),
+    ("https://example.com/dog.png", 'a dog, "quoted"\nover two lines'),
     ("http://img.example.org:8080/p/bird.gif?x=1&y=2", "a bird"),
     ("https://example.net/fish.webp", "ünïcödé fish 魚"),
 ]
@@ -55,6 +55,7 @@ def assert_accounted(stats: dict) -> None:
 def csv_text(rows, header=("url", "caption"), sep=",") -> str:
     def q(v: str) -> str:
         return '"' + v.replace('"', '""') + '"'
+
     lines = [sep.join(header)] + [sep.join(q(v) for v in r) for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -72,11 +73,15 @@ def write_table(path: Path, rows, keys=("url", "caption"), extra: dict | None = 
         pq.write_table(pa.table(cols), path)
         return path
     assert not extra
-    text = {"csv": lambda: csv_text(rows, keys), "tsv": lambda: csv_text(rows, keys, "\t"),
-            "jsonl": lambda: jsonl_text(rows, keys)}[fmt]()
+    text = {
+        "csv": lambda: csv_text(rows, keys),
+        "tsv": lambda: csv_text(rows, keys, "\t"),
+        "jsonl": lambda: jsonl_text(rows, keys),
+    }[fmt]()
     data = text.encode("utf-8")
-    data = {None: lambda d: d, "gzip": gzip.compress, "bz2": bz2.compress,
-            "zstd": zstandard.ZstdCompressor().compress}[comp](data)
+    data = {None: lambda d: d, "gzip": gzip.compress, "bz2": bz2.compress, "zstd": zstandard.ZstdCompressor().compress}[
+        comp
+    ](data)
     path.write_bytes(data)
     return path
 
@@ -86,8 +91,10 @@ def write_table(path: Path, rows, keys=("url", "caption"), extra: dict | None = 
 
 def test_uid_is_stable():
     assert make_uid("https://example.com/cat.jpg", "a cat") == "15522c75b36c56f3"
-    assert make_uid("https://example.com/cat.jpg", "a cat") == hashlib.blake2b(
-        b"https://example.com/cat.jpg\x00a cat", digest_size=8).hexdigest()
+    assert (
+        make_uid("https://example.com/cat.jpg", "a cat")
+        == hashlib.blake2b(b"https://example.com/cat.jpg\x00a cat", digest_size=8).hexdigest()
+    )
     assert make_uid("https://example.com/cat.jpg", "a cat ") != make_uid("https://example.com/cat.jpg", "a cat")
 
 
@@ -184,10 +191,21 @@ def test_check_url_private_hosts(url):
 # --------------------------------------------------------------------------- formats
 
 
-@pytest.mark.parametrize("name", [
-    "p.csv", "p.tsv", "p.jsonl", "p.parquet", "p.csv.gz", "p.tsv.gz", "p.jsonl.gz",
-    "p.csv.zst", "p.jsonl.zst", "p.jsonl.bz2",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "p.csv",
+        "p.tsv",
+        "p.jsonl",
+        "p.parquet",
+        "p.csv.gz",
+        "p.tsv.gz",
+        "p.jsonl.gz",
+        "p.csv.zst",
+        "p.jsonl.zst",
+        "p.jsonl.bz2",
+    ],
+)
 def test_every_table_format(tmp_path, name):
     f = write_table(tmp_path / name, ROWS)
     stats, rows = run(tmp_path, [f])
@@ -208,12 +226,17 @@ def test_output_schema_is_strings(tmp_path):
 
 
 def test_custom_columns_and_keep_cols_parquet(tmp_path):
-    f = write_table(tmp_path / "p.parquet", ROWS, keys=("URL", "ALT"), extra={
-        "width": [640, None, 300, 10],
-        "nsfw": [False, True, None, False],
-        "tags": [["a", "b"], [], None, ["c"]],
-        "note": ["x", None, "z", "w"],
-    })
+    f = write_table(
+        tmp_path / "p.parquet",
+        ROWS,
+        keys=("URL", "ALT"),
+        extra={
+            "width": [640, None, 300, 10],
+            "nsfw": [False, True, None, False],
+            "tags": [["a", "b"], [], None, ["c"]],
+            "note": ["x", None, "z", "w"],
+        },
+    )
     stats, rows = run(tmp_path, [f], url_col="URL", text_col="ALT", keep_cols=["width", "nsfw", "tags", "note"])
     assert pairs(rows) == EXPECTED
     assert [r["width"] for r in rows] == ["640", None, "300", "10"]
@@ -226,8 +249,9 @@ def test_custom_columns_csv_and_jsonl(tmp_path):
     rows3 = [(u, t, str(i)) for i, (u, t) in enumerate(ROWS)]
     c = write_table(tmp_path / "a.csv", rows3, keys=("image", "alt", "id"))
     j = tmp_path / "b.jsonl"
-    j.write_text("".join(json.dumps({"image": u, "alt": t, "id": i, "other": [1]}) + "\n"
-                         for i, (u, t) in enumerate(ROWS)))
+    j.write_text(
+        "".join(json.dumps({"image": u, "alt": t, "id": i, "other": [1]}) + "\n" for i, (u, t) in enumerate(ROWS))
+    )
     _, rows = run(tmp_path, [c], "pc", url_col="image", text_col="alt", keep_cols=["id"])
     assert pairs(rows) == EXPECTED and [r["id"] for r in rows] == ["0", "1", "2", "3"]
     _, rows = run(tmp_path, [j], "pj", url_col="image", text_col="alt", keep_cols=["id", "other"])
@@ -286,11 +310,22 @@ def test_corrupt_gzip_is_an_input_error(tmp_path):
 
 def test_nulls_and_empty_text_are_dropped_and_counted(tmp_path):
     f = tmp_path / "n.parquet"
-    pq.write_table(pa.table({
-        "url": ["https://e.example/1.jpg", None, "https://e.example/3.jpg", "https://e.example/4.jpg",
-                "   ", "https://e.example/6.jpg"],
-        "caption": ["one", "two", None, "", "five", " \n\t\u3000 "],
-    }), f)
+    pq.write_table(
+        pa.table(
+            {
+                "url": [
+                    "https://e.example/1.jpg",
+                    None,
+                    "https://e.example/3.jpg",
+                    "https://e.example/4.jpg",
+                    "   ",
+                    "https://e.example/6.jpg",
+                ],
+                "caption": ["one", "two", None, "", "five", " \n\t\u3000 "],
+            }
+        ),
+        f,
+    )
     stats, rows = run(tmp_path, [f])
     assert pairs(rows) == [("https://e.example/1.jpg", "one")]
     assert stats["dropped_null_url"] == 2
@@ -301,16 +336,21 @@ def test_nulls_and_empty_text_are_dropped_and_counted(tmp_path):
 
 def test_jsonl_nulls_missing_keys_and_malformed_lines(tmp_path):
     f = tmp_path / "n.jsonl"
-    f.write_text("\n".join([
-        '{"url": "https://e.example/1.jpg", "caption": "one"}',
-        '{"url": null, "caption": "two"}',
-        '{"url": "https://e.example/3.jpg"}',  # missing key after the first record -> null
-        '',  # blank: not a row
-        'not json at all',
-        '[1, 2, 3]',
-        '{"url": 5, "caption": "number url"}',
-        '{"url": "https://e.example/8.jpg", "caption": "eight"}',
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                '{"url": "https://e.example/1.jpg", "caption": "one"}',
+                '{"url": null, "caption": "two"}',
+                '{"url": "https://e.example/3.jpg"}',  # missing key after the first record -> null
+                "",  # blank: not a row
+                "not json at all",
+                "[1, 2, 3]",
+                '{"url": 5, "caption": "number url"}',
+                '{"url": "https://e.example/8.jpg", "caption": "eight"}',
+            ]
+        )
+        + "\n"
+    )
     stats, rows = run(tmp_path, [f])
     assert pairs(rows) == [("https://e.example/1.jpg", "one"), ("https://e.example/8.jpg", "eight")]
     assert stats["rows_in"] == 7
@@ -322,8 +362,10 @@ def test_jsonl_nulls_missing_keys_and_malformed_lines(tmp_path):
 
 def test_csv_row_with_wrong_field_count_is_malformed(tmp_path):
     f = tmp_path / "w.csv"
-    f.write_text("url,caption\nhttps://e.example/1.jpg,one\nhttps://e.example/2.jpg,two,extra\n"
-                 "https://e.example/3.jpg\nhttps://e.example/4.jpg,four\n")
+    f.write_text(
+        "url,caption\nhttps://e.example/1.jpg,one\nhttps://e.example/2.jpg,two,extra\n"
+        "https://e.example/3.jpg\nhttps://e.example/4.jpg,four\n"
+    )
     stats, rows = run(tmp_path, [f])
     assert pairs(rows) == [("https://e.example/1.jpg", "one"), ("https://e.example/4.jpg", "four")]
     assert stats["dropped_malformed"] == 2 and stats["rows_in"] == 4
@@ -332,11 +374,13 @@ def test_csv_row_with_wrong_field_count_is_malformed(tmp_path):
 
 def test_non_utf8_bytes(tmp_path):
     f = tmp_path / "b.csv"
-    f.write_bytes(b"url,caption,note\n"
-                  b"https://e.example/1.jpg,fine,ok\n"
-                  b"https://e.example/2.jpg,caf\xe9 latin-1,ok\n"
-                  b"https://e.example/\xff.jpg,bad url bytes,ok\n"
-                  b"https://e.example/4.jpg,fine four,n\xe9\n")
+    f.write_bytes(
+        b"url,caption,note\n"
+        b"https://e.example/1.jpg,fine,ok\n"
+        b"https://e.example/2.jpg,caf\xe9 latin-1,ok\n"
+        b"https://e.example/\xff.jpg,bad url bytes,ok\n"
+        b"https://e.example/4.jpg,fine four,n\xe9\n"
+    )
     stats, rows = run(tmp_path, [f], "p1", keep_cols=["note"])
     assert pairs(rows) == [("https://e.example/1.jpg", "fine"), ("https://e.example/4.jpg", "fine four")]
     assert rows[1]["note"] == "n\ufffd"  # extra columns are repaired, not dropped
@@ -345,9 +389,11 @@ def test_non_utf8_bytes(tmp_path):
     assert_accounted(stats)
 
     j = tmp_path / "b.jsonl"
-    j.write_bytes(b'{"url": "https://e.example/1.jpg", "caption": "fine"}\n'
-                  b'{"url": "https://e.example/2.jpg", "caption": "caf\xe9"}\n'
-                  b'{"url": "https://e.example/3.jpg", "caption": "lone \\ud800 surrogate"}\n')
+    j.write_bytes(
+        b'{"url": "https://e.example/1.jpg", "caption": "fine"}\n'
+        b'{"url": "https://e.example/2.jpg", "caption": "caf\xe9"}\n'
+        b'{"url": "https://e.example/3.jpg", "caption": "lone \\ud800 surrogate"}\n'
+    )
     stats, rows = run(tmp_path, [j], "p2")
     assert pairs(rows) == [("https://e.example/1.jpg", "fine")]
     assert stats["dropped_bad_encoding"] == 2
@@ -377,15 +423,16 @@ def test_one_megabyte_text_is_truncated(tmp_path, name):
 
 
 def test_max_text_chars(tmp_path):
-    f = write_table(tmp_path / "t.csv", [("https://e.example/1.jpg", "abcdefghij klm"),
-                                         ("https://e.example/2.jpg", "short")])
+    f = write_table(
+        tmp_path / "t.csv", [("https://e.example/1.jpg", "abcdefghij klm"), ("https://e.example/2.jpg", "short")]
+    )
     stats, rows = run(tmp_path, [f], max_text_chars=11)
     assert pairs(rows) == [("https://e.example/1.jpg", "abcdefghij"), ("https://e.example/2.jpg", "short")]
     assert stats["text_truncated"] == 1
 
 
 def test_url_rules_in_the_pool(tmp_path):
-    urls = ([u for u, _ in BAD] + PRIVATE + GOOD_URLS + ["  https://e.example/padded.jpg \n"])
+    urls = [u for u, _ in BAD] + PRIVATE + GOOD_URLS + ["  https://e.example/padded.jpg \n"]
     f = write_table(tmp_path / "u.jsonl", [(u, f"caption {i}") for i, u in enumerate(urls)])
     stats, rows = run(tmp_path, [f], "strict")
     n_scheme = sum(1 for _, r in BAD if r == "scheme")
@@ -402,11 +449,14 @@ def test_url_rules_in_the_pool(tmp_path):
 
 
 def test_whitespace_normalisation_in_the_pool(tmp_path):
-    f = write_table(tmp_path / "w.csv", [
-        ("https://e.example/1.jpg", "  a\n\tgrey\u00a0\u00a0cat  "),
-        ("https://e.example/1.jpg", "a grey cat"),  # same pair once normalised
-        ("https://e.example/2.jpg", "line one\r\nline two"),
-    ])
+    f = write_table(
+        tmp_path / "w.csv",
+        [
+            ("https://e.example/1.jpg", "  a\n\tgrey\u00a0\u00a0cat  "),
+            ("https://e.example/1.jpg", "a grey cat"),  # same pair once normalised
+            ("https://e.example/2.jpg", "line one\r\nline two"),
+        ],
+    )
     stats, rows = run(tmp_path, [f])
     assert pairs(rows) == [("https://e.example/1.jpg", "a grey cat"), ("https://e.example/2.jpg", "line one line two")]
     assert stats["dropped_duplicate"] == 1
@@ -416,18 +466,26 @@ def test_whitespace_normalisation_in_the_pool(tmp_path):
 
 
 def _dup_inputs(tmp_path):
-    a = write_table(tmp_path / "a.csv", [
-        ("https://e.example/A.jpg", "A", "a1"),
-        ("https://e.example/B.jpg", "B", "a2"),
-        ("https://e.example/A.jpg", "A", "a3"),  # duplicate within the file
-        ("https://e.example/A.jpg", "A but other text", "a4"),  # same url, other text: kept
-    ], keys=("url", "caption", "id"))
-    b = write_table(tmp_path / "b.jsonl", [
-        ("https://e.example/B.jpg", "B", "b1"),  # duplicate across files
-        ("https://e.example/C.jpg", "C", "b2"),
-        ("https://e.example/A.jpg", "A", "b3"),
-        ("https://e.example/C.jpg", "C", "b4"),
-    ], keys=("url", "caption", "id"))
+    a = write_table(
+        tmp_path / "a.csv",
+        [
+            ("https://e.example/A.jpg", "A", "a1"),
+            ("https://e.example/B.jpg", "B", "a2"),
+            ("https://e.example/A.jpg", "A", "a3"),  # duplicate within the file
+            ("https://e.example/A.jpg", "A but other text", "a4"),  # same url, other text: kept
+        ],
+        keys=("url", "caption", "id"),
+    )
+    b = write_table(
+        tmp_path / "b.jsonl",
+        [
+            ("https://e.example/B.jpg", "B", "b1"),  # duplicate across files
+            ("https://e.example/C.jpg", "C", "b2"),
+            ("https://e.example/A.jpg", "A", "b3"),
+            ("https://e.example/C.jpg", "C", "b4"),
+        ],
+        keys=("url", "caption", "id"),
+    )
     return a, b
 
 
@@ -435,7 +493,10 @@ def test_duplicates_first_occurrence_wins(tmp_path):
     a, b = _dup_inputs(tmp_path)
     stats, rows = run(tmp_path, [a, b], "ab", keep_cols=["id"])
     assert [(r["text"], r["id"], Path(r["source"]).name) for r in rows] == [
-        ("A", "a1", "a.csv"), ("B", "a2", "a.csv"), ("A but other text", "a4", "a.csv"), ("C", "b2", "b.jsonl"),
+        ("A", "a1", "a.csv"),
+        ("B", "a2", "a.csv"),
+        ("A but other text", "a4", "a.csv"),
+        ("C", "b2", "b.jsonl"),
     ]
     assert stats["dropped_duplicate"] == 4 and stats["kept"] == 4 and stats["rows_in"] == 8
     assert len({r["uid"] for r in rows}) == len(rows)
@@ -496,7 +557,10 @@ def test_rows_per_part_and_order(tmp_path):
     assert sizes == [3, 2, 3]  # parts never span inputs: a.csv fills 0-1, b.parquet 2
     assert pairs(out) == rows  # input order, across files and parts
     assert [{r["source"] for r in pq.read_table(tmp_path / "pool" / p).to_pylist()} for p in stats["parts"]] == [
-        {str(a)}, {str(a)}, {str(b)}]
+        {str(a)},
+        {str(a)},
+        {str(b)},
+    ]
 
 
 def test_nothing_kept_writes_one_empty_part(tmp_path):

@@ -27,8 +27,9 @@ N_INPUTS = 7
 
 def _write(path: Path, rows: list[tuple]) -> Path:
     if path.suffix == ".parquet":
-        pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows],
-                                 "id": [r[2] for r in rows]}), path)
+        pq.write_table(
+            pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows], "id": [r[2] for r in rows]}), path
+        )
     else:
         path.write_text("".join(json.dumps({"url": u, "caption": t, "id": i}) + "\n" for u, t, i in rows))
     return path
@@ -100,8 +101,9 @@ def test_matches_reference_for_any_buckets_and_workers(tmp_path):
     assert [(r["url"], r["text"], r["id"], r["source"]) for r in rows] == ref
     assert [r["uid"] for r in rows] == [make_uid(u, t) for u, t, _, _ in ref]
     assert base["kept"] == len(ref)
-    total = sum(len(pq.read_table(f).to_pylist()) if f.suffix == ".parquet" else
-                len(f.read_text().splitlines()) for f in files)
+    total = sum(
+        len(pq.read_table(f).to_pylist()) if f.suffix == ".parquet" else len(f.read_text().splitlines()) for f in files
+    )
     assert base["rows_in"] == total
     assert base["dropped_duplicate"] == total - len(ref) - base["dropped_scheme"] - base["dropped_empty_text"]
     assert base["rows_in"] == base["kept"] + sum(base[k] for k in DROP_KEYS)
@@ -109,8 +111,13 @@ def test_matches_reference_for_any_buckets_and_workers(tmp_path):
     assert sorted(want) == base["parts"] and len(want) > N_INPUTS
 
     # auto: 1 bucket here; 100KB of memory: ~1500 keys a bucket, so 2 buckets on 2 workers
-    for name, kw in [("b3", {"buckets": 3}), ("b64", {"buckets": 64}), ("b700", {"buckets": 700}),
-                     ("auto", {}), ("auto-small-memory-w2", {"memory_limit": "100KB", "workers": 2})]:
+    for name, kw in [
+        ("b3", {"buckets": 3}),
+        ("b64", {"buckets": 64}),
+        ("b700", {"buckets": 700}),
+        ("auto", {}),
+        ("auto-small-memory-w2", {"memory_limit": "100KB", "workers": 2}),
+    ]:
         stats = _build(files, tmp_path / name, **kw)
         assert _bytes(tmp_path / name) == want, name
         for k in [*DROP_KEYS, "rows_in", "kept", "parts", "inputs"]:
@@ -238,8 +245,12 @@ def test_interrupted_run_resumes_and_reuses_finished_work(tmp_path, monkeypatch)
     assert len(list(work.glob("parts-*.json"))) == 3
     written = sorted(p.name for p in out.glob("part-*.parquet"))
     assert [owners[n] for n in written].count("in4.jsonl") == 1
-    assert written == [n for n in clean["parts"] if owners[n] in ("in0.jsonl", "in1.parquet", "in2.jsonl",
-                                                                  "in4.jsonl")][:len(written)]
+    assert (
+        written
+        == [n for n in clean["parts"] if owners[n] in ("in0.jsonl", "in1.parquet", "in2.jsonl", "in4.jsonl")][
+            : len(written)
+        ]
+    )
     mtimes = {n: (out / n).stat().st_mtime_ns for n in written}
 
     # also lost: one bucket result and the last part of input 1; a temp file is left over

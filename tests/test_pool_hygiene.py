@@ -28,8 +28,20 @@ from .conftest import assert_one_line_error, run_cli
 from .test_wat import write_wat
 
 GOOD = "https://example.com/cat.jpg"
-BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
-        "\u200e", "\u200f", "\u061c"]
+BIDI = [
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+]
 CONTROLS = ["\x00", "\x01", "\x1b", "\x7f", "\x80", "\x9b"]
 
 
@@ -49,10 +61,15 @@ def test_long_urls_are_dropped_and_counted(tmp_path):
     assert MAX_URL_CHARS == 4096 and len(at_cap) == 4096
     assert check_url(at_cap) is None and check_url(over) == "long_url"
     assert check_url("data:image/png;base64," + "A" * 5000) == "scheme"  # the scheme says more
-    f = _jsonl(tmp_path / "p.jsonl", [{"url": at_cap, "caption": "at the cap"},
-                                      {"url": over, "caption": "over the cap"},
-                                      {"url": over + "c" * 100_000, "caption": "far over"},
-                                      {"url": GOOD, "caption": "a cat"}])
+    f = _jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"url": at_cap, "caption": "at the cap"},
+            {"url": over, "caption": "over the cap"},
+            {"url": over + "c" * 100_000, "caption": "far over"},
+            {"url": GOOD, "caption": "a cat"},
+        ],
+    )
     stats = build_pool([str(f)], str(tmp_path / "pool"))
     assert stats["kept"] == 2 and stats["dropped_long_url"] == 2
     _accounted(stats)
@@ -60,15 +77,20 @@ def test_long_urls_are_dropped_and_counted(tmp_path):
 
 def test_control_and_bidi_characters_make_a_bad_url():
     for char in BIDI + CONTROLS:
-        for url in (f"https://exa{char}mple.com/cat.jpg", f"https://{char}example.com/cat.jpg",  # host
-                    f"https://example.com/{char}gpj.exe"):  # path
+        for url in (
+            f"https://exa{char}mple.com/cat.jpg",
+            f"https://{char}example.com/cat.jpg",  # host
+            f"https://example.com/{char}gpj.exe",
+        ):  # path
             assert check_url(url) == "bad_url", f"U+{ord(char):04X} in {url!r}"
 
 
 def test_hosts_with_bidi_or_control_characters_are_dropped_and_counted(tmp_path):
     rows = [{"url": f"https://pay{c}pal.example.com/logo.png", "caption": "a logo"} for c in BIDI + CONTROLS]
-    rows += [{"url": GOOD, "caption": "a cat"},
-             {"url": "https://bücher.example/ü.png", "caption": "internationalised names stay"}]
+    rows += [
+        {"url": GOOD, "caption": "a cat"},
+        {"url": "https://bücher.example/ü.png", "caption": "internationalised names stay"},
+    ]
     stats = build_pool([str(_jsonl(tmp_path / "p.jsonl", rows))], str(tmp_path / "pool"))
     assert stats["kept"] == 2 and stats["dropped_bad_url"] == len(BIDI) + len(CONTROLS)
     _accounted(stats)
@@ -105,15 +127,18 @@ def test_header_error_escapes_column_names(tmp_path):
 # --------------------------------------------------------------------------- empty inputs
 
 
-@pytest.mark.parametrize("name,content,why", [
-    ("empty.jsonl", b"", "empty file"),
-    ("empty.csv", b"", "empty file"),
-    ("blank.jsonl", b"\n  \n\n", "no rows"),
-    ("header.csv", b"url,caption\n", "no rows"),
-    ("empty.tsv.gz", None, "no rows"),
-    ("empty.parquet", None, "no rows"),
-    ("CC-MAIN-none.warc.wat.gz", None, "no image links in its 0 metadata records"),
-])
+@pytest.mark.parametrize(
+    "name,content,why",
+    [
+        ("empty.jsonl", b"", "empty file"),
+        ("empty.csv", b"", "empty file"),
+        ("blank.jsonl", b"\n  \n\n", "no rows"),
+        ("header.csv", b"url,caption\n", "no rows"),
+        ("empty.tsv.gz", None, "no rows"),
+        ("empty.parquet", None, "no rows"),
+        ("CC-MAIN-none.warc.wat.gz", None, "no image links in its 0 metadata records"),
+    ],
+)
 def test_a_pool_of_nothing_is_an_error_naming_the_file(tmp_path, name, content, why):
     f = tmp_path / name
     if name.endswith(".parquet"):
@@ -147,5 +172,6 @@ def test_empty_inputs_beside_others_are_counted(tmp_path):
 def test_cli_empty_jsonl_pool_is_a_one_line_error(tmp_path):
     f = tmp_path / "pairs.jsonl"
     f.write_bytes(b"")
-    assert_one_line_error(run_cli("pool", "--pool", str(f), "--out", str(tmp_path / "o"), "--quiet"),
-                          f"{f}: empty file, nothing to pool")
+    assert_one_line_error(
+        run_cli("pool", "--pool", str(f), "--out", str(tmp_path / "o"), "--quiet"), f"{f}: empty file, nothing to pool"
+    )

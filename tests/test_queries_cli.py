@@ -28,9 +28,19 @@ def queries(dump, wordnet, out, *extra) -> subprocess.CompletedProcess:
 def test_help_documents_options_and_tokens():
     res = run_cli("queries", "--help")
     assert res.returncode == 0
-    for text in ("--wiki-dump", "--pageviews", "--wordnet", "--min-pmi", "--memory-limit", "--workers",
-                 "Tokens: maximal runs of Unicode letters/digits", "multistream", "--recipe", "recipe metaclip",
-                 "split on [^\\w\\-']"):
+    for text in (
+        "--wiki-dump",
+        "--pageviews",
+        "--wordnet",
+        "--min-pmi",
+        "--memory-limit",
+        "--workers",
+        "Tokens: maximal runs of Unicode letters/digits",
+        "multistream",
+        "--recipe",
+        "recipe metaclip",
+        "split on [^\\w\\-']",
+    ):
         assert text in res.stdout
 
 
@@ -60,8 +70,9 @@ def test_empty_dump_missing_wordnet_and_unmatched_glob(tmp_path, wiki_sample_dum
     empty.write_bytes(bz2.compress(b""))
     assert_one_line_error(queries(empty, wordnet_dir, tmp_path / "o1"), "empty.xml.bz2: the dump is empty")
     assert_one_line_error(queries(wiki_sample_dump, tmp_path / "no-wordnet", tmp_path / "o2"), "no-wordnet")
-    assert_one_line_error(queries(tmp_path / "nothing-*.bz2", wordnet_dir, tmp_path / "o3"), "nothing-*.bz2",
-                          "no wiki dump file matches")
+    assert_one_line_error(
+        queries(tmp_path / "nothing-*.bz2", wordnet_dir, tmp_path / "o3"), "nothing-*.bz2", "no wiki dump file matches"
+    )
 
 
 def test_invalid_utf8_is_counted_not_fatal(tmp_path, wiki_sample_dump, wordnet_dir):
@@ -78,12 +89,25 @@ def test_invalid_utf8_is_counted_not_fatal(tmp_path, wiki_sample_dump, wordnet_d
 @pytest.mark.slow
 def test_multistream_reads_in_parallel_to_the_same_result(tmp_path, wordnet_dir):
     plain = write_dump(str(tmp_path / "synthetic.xml.bz2"), 3, seed=7)
-    multi = write_dump(str(tmp_path / "synthetic-multistream.xml.bz2"), 3, seed=7, multistream=True,
-                       pages_per_stream=20)
+    multi = write_dump(
+        str(tmp_path / "synthetic-multistream.xml.bz2"), 3, seed=7, multistream=True, pages_per_stream=20
+    )
     assert multi.index_path and Path(multi.index_path).exists()
     a = queries(plain.path, wordnet_dir, tmp_path / "a", "--workers", "2", "--chunk-mb", "0.5")
-    b = run_cli("queries", "--wiki-dump", multi.path, "--wordnet", str(wordnet_dir), "--out", str(tmp_path / "b"),
-                *SMALL[:-1], "--workers", "2", "--chunk-mb", "0.5")
+    b = run_cli(
+        "queries",
+        "--wiki-dump",
+        multi.path,
+        "--wordnet",
+        str(wordnet_dir),
+        "--out",
+        str(tmp_path / "b"),
+        *SMALL[:-1],
+        "--workers",
+        "2",
+        "--chunk-mb",
+        "0.5",
+    )
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert "multistream index found" in b.stderr
     for name in ("queries.parquet", "queries.txt"):
@@ -100,8 +124,25 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, wordnet_dir):
     assert queries(dump.path, wordnet_dir, ref, "--chunk-mb", "0.25", "--workers", "1").returncode == 0
 
     out, work = tmp_path / "out", tmp_path / "work"
-    args = [sys.executable, "-m", "pipeline", "queries", "--wiki-dump", dump.path, "--wordnet", str(wordnet_dir),
-            "--out", str(out), "--work-dir", str(work), "--chunk-mb", "0.25", "--workers", "1", *SMALL]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "queries",
+        "--wiki-dump",
+        dump.path,
+        "--wordnet",
+        str(wordnet_dir),
+        "--out",
+        str(out),
+        "--work-dir",
+        str(work),
+        "--chunk-mb",
+        "0.25",
+        "--workers",
+        "1",
+        *SMALL,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stats = work / "dump" / "stats"

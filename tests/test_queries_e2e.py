@@ -46,8 +46,21 @@ def pageview_files(tmp_path_factory, articles) -> list[Path]:
 
 
 def build(out: Path, dump: Path, wordnet: Path, pageviews: list[Path], workers: int, *extra: str) -> Path:
-    args = ["queries", "--wiki-dump", str(dump), "--wordnet", str(wordnet), "--out", str(out),
-            "--workers", str(workers), "--chunk-mb", "1", *ARGS, *extra]
+    args = [
+        "queries",
+        "--wiki-dump",
+        str(dump),
+        "--wordnet",
+        str(wordnet),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--chunk-mb",
+        "1",
+        *ARGS,
+        *extra,
+    ]
     for p in pageviews:
         args += ["--pageviews", str(p)]
     res = run_cli(*args)
@@ -113,8 +126,9 @@ def test_every_source_and_exact_counts(outputs, wiki_sample_dump, wordnet_dir, p
         x, y = b.split(" ")
         return math.log2(n * bi[b] / (uni[x] * uni[y]))
 
-    expected_bi = sorted((b for b, c in bi.items() if c >= 5 and pmi(b) >= 10 and b not in seen),
-                         key=lambda b: (-pmi(b), -bi[b], b))
+    expected_bi = sorted(
+        (b for b, c in bi.items() if c >= 5 and pmi(b) >= 10 and b not in seen), key=lambda b: (-pmi(b), -bi[b], b)
+    )
     got_bi = [r for r in table if r["source"] == "bigram"]
     assert [r["query"] for r in got_bi] == expected_bi
     for r in got_bi:

@@ -24,8 +24,11 @@ N = wikisim.TOKENS
 def runs(tmp_path_factory, wiki_sample_dump, wordnet_dir):
     """Each build once: clip and metaclip defaults, metaclip with a bigram count floor of 5."""
     out = {}
-    for name, recipe, overrides in (("clip", "clip", {}), ("metaclip", "metaclip", {}),
-                                    ("metaclip_floor5", "metaclip", {"min_bigram_count": 5})):
+    for name, recipe, overrides in (
+        ("clip", "clip", {}),
+        ("metaclip", "metaclip", {}),
+        ("metaclip_floor5", "metaclip", {"min_bigram_count": 5}),
+    ):
         out[name] = wikisim.simulate(recipe, tmp_path_factory.mktemp(name), scale=SCALE, details=True, **overrides)
     return out
 
@@ -95,7 +98,7 @@ def test_metaclip_pmi30_admits_only_rare_bound_pairs(runs):
     selected = r["_bigrams"]
     assert selected, "no bound pair reached PMI 30"
     assert_same_selection(selected, r["_expected"])
-    bound = r["N"] / 2 ** 30  # PMI >= 30 <=> c(x) c(y) / c(xy) <= N / 2^30 (~4)
+    bound = r["N"] / 2**30  # PMI >= 30 <=> c(x) c(y) / c(xy) <= N / 2^30 (~4)
     w = r["_written"]
     chosen = pa.array([b for b, _, _ in selected], pa.string())
     at = pc.index_in(chosen, value_set=w.bigram).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -30,8 +30,9 @@ SAMPLE_METACLIP = ["--recipe", "metaclip", "--min-count", "20", "--min-pmi", "14
 
 def test_metaclip_wordnet_is_86654_entries(wordnet_dir):
     wn = read_head_words(str(wordnet_dir))
-    rows, report = combine([("wordnet", (Row(w, "wordnet") for w in metaclip_wordnet(wn.words)), None)],
-                           None, accept=is_entry)
+    rows, report = combine(
+        [("wordnet", (Row(w, "wordnet") for w in metaclip_wordnet(wn.words)), None)], None, accept=is_entry
+    )
     assert len(rows) == 86_654
     assert [r.query for r in rows[:100]] == [str(i) for i in range(100)]
     queries = {r.query for r in rows}
@@ -53,6 +54,7 @@ def test_rules_per_recipe():
 
 
 # --- the sample, counted once per recipe -------------------------------------------------
+
 
 def _aggregates(tmp: Path, dump: Path, recipe: str, min_doc_freq: int) -> Aggregates:
     count_dumps([str(dump)], tmp / "dump", workers=2, chunk_mb=1, recipe=recipe)
@@ -90,8 +92,15 @@ def metaclip_pageviews(tmp_path_factory, wiki_sample_dump) -> list[Path]:
     titles = [p.title.replace(" ", "_") for p in wd.iter_pages(str(wiki_sample_dump)) if p.is_article][:6]
     d = tmp_path_factory.mktemp("pv")
     hour = [f"en {t} 60 0" for t in titles[:4]] + [f"en.m {t} 500 0" for t in titles[4:6]]
-    hour += ["en Percent%2C_title 80 0", "en Talk:Some_page 900 0", "en Not_in_the_dump_at_all 75 0",
-             "en Quiet_page 49 0", "en.m Mobile_only 900 0", "en ! 300 0", "en , 300 0"]
+    hour += [
+        "en Percent%2C_title 80 0",
+        "en Talk:Some_page 900 0",
+        "en Not_in_the_dump_at_all 75 0",
+        "en Quiet_page 49 0",
+        "en.m Mobile_only 900 0",
+        "en ! 300 0",
+        "en , 300 0",
+    ]
     paths = []
     for i in range(2):
         p = d / f"pageviews-20240101-{i:02d}0000.gz"
@@ -100,8 +109,9 @@ def metaclip_pageviews(tmp_path_factory, wiki_sample_dump) -> list[Path]:
     return paths
 
 
-def _metaclip_reference(articles: list[str], wordnet_words: list[str], pageview_lines: list[str],
-                        min_count: int, min_pmi: float) -> list[tuple[str, str]]:
+def _metaclip_reference(
+    articles: list[str], wordnet_words: list[str], pageview_lines: list[str], min_count: int, min_pmi: float
+) -> list[tuple[str, str]]:
     """MetaCLIP's list built from the rule as written, with plain Counters."""
     uni, docs, bi = Counter(), Counter(), Counter()
     for text in articles:
@@ -112,8 +122,7 @@ def _metaclip_reference(articles: list[str], wordnet_words: list[str], pageview_
         bi.update(zip(words, words[1:]))
     table = {w: c for w, c in uni.items() if docs[w] >= 3}
     n = sum(table.values())
-    pmi = {p: math.log2(n * c / (table[p[0]] * table[p[1]])) for p, c in bi.items()
-           if p[0] in table and p[1] in table}
+    pmi = {p: math.log2(n * c / (table[p[0]] * table[p[1]])) for p, c in bi.items() if p[0] in table and p[1] in table}
     views = Counter()
     for line in pageview_lines:
         dom, title, v, _ = line.split(" ")
@@ -124,8 +133,12 @@ def _metaclip_reference(articles: list[str], wordnet_words: list[str], pageview_
     bigrams = sorted((p for p, s in pmi.items() if s >= min_pmi), key=lambda p: (-pmi[p], -bi[p], " ".join(p)))
     titles = sorted((t for t, v in views.items() if v >= 70 and ":" not in t), key=lambda t: (-views[t], t))
     out, seen = [], set()
-    for source, entries in (("wordnet", wordnet), ("unigram", unigrams), ("bigram", [" ".join(p) for p in bigrams]),
-                            ("title", titles)):
+    for source, entries in (
+        ("wordnet", wordnet),
+        ("unigram", unigrams),
+        ("bigram", [" ".join(p) for p in bigrams]),
+        ("title", titles),
+    ):
         for e in entries:
             if e and not (len(e) == 1 and not e.isalnum()) and e not in seen:
                 seen.add(e)
@@ -133,11 +146,25 @@ def _metaclip_reference(articles: list[str], wordnet_words: list[str], pageview_
     return out
 
 
-def test_metaclip_list_is_exact_on_the_sample(tmp_path, wiki_sample_dump, wordnet_dir, sample_articles,
-                                              metaclip_pageviews):
+def test_metaclip_list_is_exact_on_the_sample(
+    tmp_path, wiki_sample_dump, wordnet_dir, sample_articles, metaclip_pageviews
+):
     out = tmp_path / "meta"
-    args = ["queries", "--wiki-dump", str(wiki_sample_dump), "--wordnet", str(wordnet_dir), "--out", str(out),
-            "--workers", "2", "--chunk-mb", "1", "--quiet", *SAMPLE_METACLIP]
+    args = [
+        "queries",
+        "--wiki-dump",
+        str(wiki_sample_dump),
+        "--wordnet",
+        str(wordnet_dir),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--chunk-mb",
+        "1",
+        "--quiet",
+        *SAMPLE_METACLIP,
+    ]
     for p in metaclip_pageviews:
         args += ["--pageviews", str(p)]
     res = run_cli(*args)
@@ -164,15 +191,38 @@ def test_metaclip_list_is_exact_on_the_sample(tmp_path, wiki_sample_dump, wordne
 def test_metaclip_refuses_daily_pageviews(tmp_path, wiki_sample_dump, wordnet_dir):
     daily = tmp_path / "pageviews-20240101-user.bz2"
     import bz2
+
     daily.write_bytes(bz2.compress(b"en.wikipedia Foo 12 desktop 300 A100B200\n"))
-    res = run_cli("queries", "--wiki-dump", str(wiki_sample_dump), "--wordnet", str(wordnet_dir),
-                  "--out", str(tmp_path / "o"), "--pageviews", str(daily), "--quiet", *SAMPLE_METACLIP)
+    res = run_cli(
+        "queries",
+        "--wiki-dump",
+        str(wiki_sample_dump),
+        "--wordnet",
+        str(wordnet_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--pageviews",
+        str(daily),
+        "--quiet",
+        *SAMPLE_METACLIP,
+    )
     assert_one_line_error(res, "pageviews-20240101-user.bz2", "daily pageview file", "hourly")
 
 
 def test_clip_only_option_is_refused_with_metaclip(tmp_path, wiki_sample_dump, wordnet_dir):
-    res = run_cli("queries", "--wiki-dump", str(wiki_sample_dump), "--wordnet", str(wordnet_dir),
-                  "--out", str(tmp_path / "o"), "--unigram-case", "fold", "--recipe", "metaclip")
+    res = run_cli(
+        "queries",
+        "--wiki-dump",
+        str(wiki_sample_dump),
+        "--wordnet",
+        str(wordnet_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--unigram-case",
+        "fold",
+        "--recipe",
+        "metaclip",
+    )
     assert_one_line_error(res, "--unigram-case does not apply to --recipe metaclip")
 
 
@@ -220,8 +270,9 @@ def test_clip_picks_the_collocation_metaclip_the_hapax_pair(tmp_path, wordnet_di
 
     # MetaCLIP's rule (no count floor; the PMI floor lifted, as N is tiny here) ranks the
     # rare pairs above the collocation: a hapax pair reaches the largest PMI there is, log2 N.
-    res = run_cli(*common, "--out", str(tmp_path / "meta1"), "--recipe", "metaclip", "--min-pmi", "none",
-                  "--min-doc-freq", "1")
+    res = run_cli(
+        *common, "--out", str(tmp_path / "meta1"), "--recipe", "metaclip", "--min-pmi", "none", "--min-doc-freq", "1"
+    )
     assert res.returncode == 0, res.stderr
     meta = _bigrams(tmp_path / "meta1")
     assert meta[0] == "zyxw qvut" and meta.index("mnop rstu") < meta.index("alpha beta")
@@ -237,14 +288,32 @@ def test_clip_picks_the_collocation_metaclip_the_hapax_pair(tmp_path, wordnet_di
     assert meta[0] == "mnop rstu" and "zyxw qvut" not in meta
 
 
-def test_unigram_case_fold_sums_variants_under_the_most_frequent_spelling(tmp_path, wiki_sample_dump, wordnet_dir,
-                                                                         sample_articles):
+def test_unigram_case_fold_sums_variants_under_the_most_frequent_spelling(
+    tmp_path, wiki_sample_dump, wordnet_dir, sample_articles
+):
     from pipeline.wiki.tokens import count_text
 
     out = tmp_path / "fold"
-    res = run_cli("queries", "--wiki-dump", str(wiki_sample_dump), "--wordnet", str(wordnet_dir), "--out", str(out),
-                  "--workers", "2", "--quiet", "--min-count", "20", "--min-bigram-count", "5", "--min-pmi", "10",
-                  "--unigram-case", "fold")
+    res = run_cli(
+        "queries",
+        "--wiki-dump",
+        str(wiki_sample_dump),
+        "--wordnet",
+        str(wordnet_dir),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+        "--min-count",
+        "20",
+        "--min-bigram-count",
+        "5",
+        "--min-pmi",
+        "10",
+        "--unigram-case",
+        "fold",
+    )
     assert res.returncode == 0, res.stderr
     uni, bi = Counter(), Counter()
     for text in sample_articles:

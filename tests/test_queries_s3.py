@@ -37,8 +37,19 @@ def store(wiki_sample_dump, wordnet_dir, tmp_path_factory):
     refs = {}
     for name, extra in (("local", []), ("local_pv", ["--pageviews", str(pageviews)])):
         refs[name] = base / name
-        res = run_cli("queries", "--wiki-dump", str(wiki_sample_dump), "--wordnet", str(wordnet_dir),
-                      "--out", str(refs[name]), *extra, *COMMON, "--quiet", timeout=TIMEOUT)
+        res = run_cli(
+            "queries",
+            "--wiki-dump",
+            str(wiki_sample_dump),
+            "--wordnet",
+            str(wordnet_dir),
+            "--out",
+            str(refs[name]),
+            *extra,
+            *COMMON,
+            "--quiet",
+            timeout=TIMEOUT,
+        )
         assert res.returncode == 0, res.stderr
     with moto_s3() as s3:
         fs = s3.filesystem()
@@ -48,13 +59,28 @@ def store(wiki_sample_dump, wordnet_dir, tmp_path_factory):
         fs.put_file(str(pageviews), f"{BUCKET}/in/{pageviews.name}")
         for name in ("data.noun", "data.verb", "data.adj", "data.adv"):  # all the reader needs
             fs.put_file(str(wordnet_dir / name), f"{BUCKET}/wordnet/{name}")
-        yield {"fs": fs, **refs, "dump": f"s3://{dump}", "wordnet": f"s3://{BUCKET}/wordnet",
-               "pageviews": f"s3://{BUCKET}/in/{pageviews.name}"}
+        yield {
+            "fs": fs,
+            **refs,
+            "dump": f"s3://{dump}",
+            "wordnet": f"s3://{BUCKET}/wordnet",
+            "pageviews": f"s3://{BUCKET}/in/{pageviews.name}",
+        }
 
 
 def queries_on_s3(store, out: str, *extra: str):
-    return run_cli("queries", "--wiki-dump", store["dump"], "--wordnet", store["wordnet"],
-                   "--out", out, *COMMON, *extra, timeout=TIMEOUT)
+    return run_cli(
+        "queries",
+        "--wiki-dump",
+        store["dump"],
+        "--wordnet",
+        store["wordnet"],
+        "--out",
+        out,
+        *COMMON,
+        *extra,
+        timeout=TIMEOUT,
+    )
 
 
 def comparable(build: dict) -> dict:
@@ -90,8 +116,9 @@ def test_s3_run_is_byte_identical_and_resumes_from_chunks_on_s3(store):
     chunks = markers(fs, work)
     assert len(chunks) >= 3, chunks
     for part in ("uni", "bi", "titles"):
-        assert sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{work}/{part}/*.parquet")) == \
-            sorted(c.replace(".json", ".parquet") for c in chunks)
+        assert sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{work}/{part}/*.parquet")) == sorted(
+            c.replace(".json", ".parquet") for c in chunks
+        )
     assert fs.isfile(f"{work}/manifest.json")
 
     # As a kill leaves it: one chunk's parts written but its marker not, the outputs not yet.
@@ -142,8 +169,17 @@ def test_missing_bucket_is_a_one_line_error(store, tmp_path):
     for flag, url in (("--out", "s3://no-such-bucket/q"), ("--work-dir", "s3://no-such-bucket/work")):
         args = ["--out", url] if flag == "--out" else ["--out", str(tmp_path / "q"), "--work-dir", url]
         start = time.monotonic()
-        res = run_cli("queries", "--wiki-dump", store["dump"], "--wordnet", store["wordnet"], *args,
-                      *THRESHOLDS, "--quiet", timeout=120)
+        res = run_cli(
+            "queries",
+            "--wiki-dump",
+            store["dump"],
+            "--wordnet",
+            store["wordnet"],
+            *args,
+            *THRESHOLDS,
+            "--quiet",
+            timeout=120,
+        )
         assert_one_line_error(res, flag, url)
         assert time.monotonic() - start < 60, "the error must come before any counting"
         assert not (tmp_path / "q").exists()

@@ -25,61 +25,153 @@ SHOTS = (1, 2, 4, 8, 16)
 
 
 def _metrics_row(step: int, resumed: bool = False) -> dict:
-    return {"step": step, "loss": 4.2 * math.exp(-step / 150) + (0.05 if resumed else 0.0) + 0.3,
-            "lr": 1e-3 * min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / 400)),
-            "logit_scale": round(14.29 + step / 40, 4), "samples_per_s": 310.5 + step % 7,
-            "data_time": 0.01, "batch_time": 0.4, "interval_time": 8.1, "elapsed_time": 2.0 * step,
-            "skipped_samples": step // 100, "shard_errors": 0,
-            "skipped_by_reason": {"decode_error": step // 100} if step >= 100 else {}}
+    return {
+        "step": step,
+        "loss": 4.2 * math.exp(-step / 150) + (0.05 if resumed else 0.0) + 0.3,
+        "lr": 1e-3 * min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / 400)),
+        "logit_scale": round(14.29 + step / 40, 4),
+        "samples_per_s": 310.5 + step % 7,
+        "data_time": 0.01,
+        "batch_time": 0.4,
+        "interval_time": 8.1,
+        "elapsed_time": 2.0 * step,
+        "skipped_samples": step // 100,
+        "shard_errors": 0,
+        "skipped_by_reason": {"decode_error": step // 100} if step >= 100 else {},
+    }
 
 
 def _dataset(n_classes: int, top1: float) -> dict:
-    d = {"top1": top1, "chance_top1": 1 / n_classes, "n": 60 * n_classes, "n_classes": n_classes,
-         "mean_per_class_top1": top1 - 0.01, "per_class_top1": {}, "classnames": [], "info": {}, "seconds": 1.5}
+    d = {
+        "top1": top1,
+        "chance_top1": 1 / n_classes,
+        "n": 60 * n_classes,
+        "n_classes": n_classes,
+        "mean_per_class_top1": top1 - 0.01,
+        "per_class_top1": {},
+        "classnames": [],
+        "info": {},
+        "seconds": 1.5,
+    }
     if n_classes > 5:
         d.update(top5=min(1.0, top1 * 2.2), chance_top5=5 / n_classes)
     return d
 
 
 def _probe(n_classes: int, zero_shot: float, means: tuple) -> dict:
-    shots = {str(k): {"mean": m, "std": 0.02 + 0.01 * i, "acc": [m - 0.02, m, m + 0.02], "lambda": [1.0] * 3,
-                      "short_classes": {}} for i, (k, m) in enumerate(zip(SHOTS, means))}
-    return {"features": "ViT features before the projection", "n_train": 36 * n_classes, "n_val": 12 * n_classes,
-            "n_test": 12 * n_classes, "zero_shot_top1": zero_shot, "test_acc": 0.642, "lambda": 0.0316,
-            "log10_lambda": -1.5, "val_acc": 0.63, "n_fit": 48 * n_classes, "num_classes": n_classes,
-            "chance": 1 / n_classes, "seconds": 3.2, "cached_features": False,
-            "few_shot": {"seeds": [0, 1, 2], "chance": 1 / n_classes, "zero_shot_top1": zero_shot, "shots": shots}}
+    shots = {
+        str(k): {
+            "mean": m,
+            "std": 0.02 + 0.01 * i,
+            "acc": [m - 0.02, m, m + 0.02],
+            "lambda": [1.0] * 3,
+            "short_classes": {},
+        }
+        for i, (k, m) in enumerate(zip(SHOTS, means))
+    }
+    return {
+        "features": "ViT features before the projection",
+        "n_train": 36 * n_classes,
+        "n_val": 12 * n_classes,
+        "n_test": 12 * n_classes,
+        "zero_shot_top1": zero_shot,
+        "test_acc": 0.642,
+        "lambda": 0.0316,
+        "log10_lambda": -1.5,
+        "val_acc": 0.63,
+        "n_fit": 48 * n_classes,
+        "num_classes": n_classes,
+        "chance": 1 / n_classes,
+        "seconds": 3.2,
+        "cached_features": False,
+        "few_shot": {"seeds": [0, 1, 2], "chance": 1 / n_classes, "zero_shot_top1": zero_shot, "shots": shots},
+    }
 
 
 def _eval(step: int | None, probes: bool = False, **extra) -> dict:
     g = (step or 400) / 400
-    out = {"step": step, "templates": "openai", "n_templates": 80, "seconds": 12.0, **extra,
-           "datasets": {"digits": _dataset(10, 0.12 + 0.2 * g), "animal-mnist": _dataset(12, 0.1 + 0.25 * g),
-                        ODD: _dataset(2, 0.55 + 0.1 * g)},
-           "retrieval": {"val": {**{f"{d}_R@{k}": min(1.0, 0.02 * k * (1 + g) * f) for k in (1, 5, 10)
-                                    for d, f in (("image_to_text", 1.0), ("text_to_image", 0.9))},
-                                 "chance_R@1": 1 / 420, "chance_R@5": 5 / 420, "chance_R@10": 10 / 420, "n": 420,
-                                 "image_to_text_mean_rank": 40.0, "info": {}, "seconds": 0.4}}}
+    out = {
+        "step": step,
+        "templates": "openai",
+        "n_templates": 80,
+        "seconds": 12.0,
+        **extra,
+        "datasets": {
+            "digits": _dataset(10, 0.12 + 0.2 * g),
+            "animal-mnist": _dataset(12, 0.1 + 0.25 * g),
+            ODD: _dataset(2, 0.55 + 0.1 * g),
+        },
+        "retrieval": {
+            "val": {
+                **{
+                    f"{d}_R@{k}": min(1.0, 0.02 * k * (1 + g) * f)
+                    for k in (1, 5, 10)
+                    for d, f in (("image_to_text", 1.0), ("text_to_image", 0.9))
+                },
+                "chance_R@1": 1 / 420,
+                "chance_R@5": 5 / 420,
+                "chance_R@10": 10 / 420,
+                "n": 420,
+                "image_to_text_mean_rank": 40.0,
+                "info": {},
+                "seconds": 0.4,
+            }
+        },
+    }
     if probes:
         out["datasets"]["digits"]["linear_probe"] = _probe(10, 0.321, (0.18, 0.24, 0.30, 0.37, 0.45))
         out["datasets"]["animal-mnist"]["linear_probe"] = _probe(12, 0.35, (0.40, 0.45, 0.5, 0.55, 0.6))
-        out["datasets"][ODD]["linear_probe"] = {"n_train": 0, "n_val": 0, "n_test": 0,
-                                                "skipped": "too few images per class for a train/validation/test split"}
+        out["datasets"][ODD]["linear_probe"] = {
+            "n_train": 0,
+            "n_val": 0,
+            "n_test": 0,
+            "skipped": "too few images per class for a train/validation/test split",
+        }
     return out
 
 
-OVERLAP = {"checkpoint": "runs/x/checkpoints/step-00000400.pt", "model": "tiny-ViT-64", "step": 400,
-           "n_shard_images": 4213, "shard_errors": 2, "skipped": {"decode_error": 2},
-           "thresholds": {"phash_max_distance": {"digits": 4, "animal-mnist": 6},
-                          "min_cosine": {"digits": 0.95, "animal-mnist": 0.9}},
-           "datasets": {"digits": {"all": 1797, "overlap": 37, "clean": 1760, "overlap_rate": 37 / 1797,
-                                   "by_kind": {"exact": 5, "phash": 20, "embedding": 12}, "top1_all": 0.3211,
-                                   "top1_overlap": 0.4054, "top1_clean": 0.3193, "all_minus_clean": 0.0018,
-                                   "chance_top1": 0.1, "binomial_p": 0.2712, "overlap_top1_ci995": [0.2101, 0.6237]},
-                        "animal-mnist": {"all": 720, "overlap": 0, "clean": 720, "overlap_rate": 0.0,
-                                         "by_kind": {"exact": 0, "phash": 0, "embedding": 0}, "top1_all": 0.35,
-                                         "top1_overlap": None, "top1_clean": 0.35, "all_minus_clean": 0.0,
-                                         "chance_top1": 1 / 12, "binomial_p": None, "overlap_top1_ci995": None}}}
+OVERLAP = {
+    "checkpoint": "runs/x/checkpoints/step-00000400.pt",
+    "model": "tiny-ViT-64",
+    "step": 400,
+    "n_shard_images": 4213,
+    "shard_errors": 2,
+    "skipped": {"decode_error": 2},
+    "thresholds": {
+        "phash_max_distance": {"digits": 4, "animal-mnist": 6},
+        "min_cosine": {"digits": 0.95, "animal-mnist": 0.9},
+    },
+    "datasets": {
+        "digits": {
+            "all": 1797,
+            "overlap": 37,
+            "clean": 1760,
+            "overlap_rate": 37 / 1797,
+            "by_kind": {"exact": 5, "phash": 20, "embedding": 12},
+            "top1_all": 0.3211,
+            "top1_overlap": 0.4054,
+            "top1_clean": 0.3193,
+            "all_minus_clean": 0.0018,
+            "chance_top1": 0.1,
+            "binomial_p": 0.2712,
+            "overlap_top1_ci995": [0.2101, 0.6237],
+        },
+        "animal-mnist": {
+            "all": 720,
+            "overlap": 0,
+            "clean": 720,
+            "overlap_rate": 0.0,
+            "by_kind": {"exact": 0, "phash": 0, "embedding": 0},
+            "top1_all": 0.35,
+            "top1_overlap": None,
+            "top1_clean": 0.35,
+            "all_minus_clean": 0.0,
+            "chance_top1": 1 / 12,
+            "binomial_p": None,
+            "overlap_top1_ci995": None,
+        },
+    },
+}
 
 
 def make_run(root: Path, *, overlap: bool = True) -> Path:
@@ -88,15 +180,17 @@ def make_run(root: Path, *, overlap: bool = True) -> Path:
     final evaluation with probes, then `train.evaluate` (final.json) and `train.overlap`."""
     run = root / "run"
     (run / "eval").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"name": NAME, "model": "tiny-ViT-64", "steps": 400,
-                                                 "global_batch": 128, "eval_every": 100}))
+    (run / "config.json").write_text(
+        json.dumps({"name": NAME, "model": "tiny-ViT-64", "steps": 400, "global_batch": 128, "eval_every": 100})
+    )
     first = [_metrics_row(s) for s in [1, *range(20, 201, 20)]]
     second = [_metrics_row(s, resumed=True) for s in range(100, 401, 20)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first + second) + '{"step": 40')
     for step in (100, 200, 300, 400):
         (run / "eval" / f"step-{step:08d}.json").write_text(json.dumps(_eval(step, probes=step == 400), indent=2))
-    (run / "eval" / "final.json").write_text(json.dumps(_eval(None, checkpoint="x.pt", model="tiny-ViT-64",
-                                                              checkpoint_step=400)))
+    (run / "eval" / "final.json").write_text(
+        json.dumps(_eval(None, checkpoint="x.pt", model="tiny-ViT-64", checkpoint_step=400))
+    )
     if overlap:
         (run / "eval" / "overlap.json").write_text(json.dumps(OVERLAP))
     return run
@@ -116,17 +210,43 @@ def report(tmp_path) -> tuple[Path, str]:
 def test_every_chart_is_drawn_with_title_axes_and_legend(report):
     run, html = report
     assert (run / "report.html").is_file()
-    assert plots_in(html) == ["train_loss", "train_lr", "train_logit_scale", "train_samples_per_s",
-                              "zeroshot_top1", "zeroshot_top5", "retrieval_val", "fewshot_digits",
-                              "fewshot_animal-mnist"]
+    assert plots_in(html) == [
+        "train_loss",
+        "train_lr",
+        "train_logit_scale",
+        "train_samples_per_s",
+        "zeroshot_top1",
+        "zeroshot_top5",
+        "retrieval_val",
+        "fewshot_digits",
+        "fewshot_animal-mnist",
+    ]
     for svg in re.findall(r"<svg.*?</svg>", html, re.S):
         assert re.search(r"<title>[^<]+</title>", svg) and 'role="img"' in svg
         assert 'class="legend"' in svg and "rotate(-90" in svg  # a legend and a y label
         assert re.search(r"<(polyline|circle)\b", svg)
-    assert [s.index(x) for s in [html] for x in ('id="training"', 'id="zeroshot"', 'id="retrieval"', 'id="fewshot"',
-                                                 'id="linear_probe"', 'id="overlap"')] == sorted(
-        html.index(x) for x in ('id="training"', 'id="zeroshot"', 'id="retrieval"', 'id="fewshot"',
-                                'id="linear_probe"', 'id="overlap"')), "sections in the page's order"
+    assert [
+        s.index(x)
+        for s in [html]
+        for x in (
+            'id="training"',
+            'id="zeroshot"',
+            'id="retrieval"',
+            'id="fewshot"',
+            'id="linear_probe"',
+            'id="overlap"',
+        )
+    ] == sorted(
+        html.index(x)
+        for x in (
+            'id="training"',
+            'id="zeroshot"',
+            'id="retrieval"',
+            'id="fewshot"',
+            'id="linear_probe"',
+            'id="overlap"',
+        )
+    ), "sections in the page's order"
 
 
 def test_header_says_run_model_steps_and_samples(report):
@@ -176,16 +296,14 @@ def test_zero_shot_chance_lines_and_retrieval(report):
     assert 'data-ref="chance R@1"' in ret
     # final values: step-00000400.json (the step file wins over final.json of the same step)
     assert "Latest values from eval/step-00000400.json (step 400)." in html
-    assert "<td>val</td><td class=\"n\">420</td><td class=\"n\">4.0%</td><td class=\"n\">20.0%</td>" in html
+    assert '<td>val</td><td class="n">420</td><td class="n">4.0%</td><td class="n">20.0%</td>' in html
 
 
 def test_few_shot_curve_references_and_probe_table(report):
     _, html = report
     fs = re.search(r'data-plot="fewshot_digits".*?</svg>', html, re.S).group(0)
-    points = re.findall(r"<circle[^>]*><title>k-shot linear probe \(mean ± std, 3 draws\): (\d+) → ([^<]+)</title>",
-                        fs)
-    assert points == [("1", "18% ± 2%"), ("2", "24% ± 3%"), ("4", "30% ± 4%"), ("8", "37% ± 5%"),
-                      ("16", "45% ± 6%")]
+    points = re.findall(r"<circle[^>]*><title>k-shot linear probe \(mean ± std, 3 draws\): (\d+) → ([^<]+)</title>", fs)
+    assert points == [("1", "18% ± 2%"), ("2", "24% ± 3%"), ("4", "30% ± 4%"), ("8", "37% ± 5%"), ("16", "45% ± 6%")]
     assert "<polygon" in fs, "the ± std band"
     assert "<title>zero-shot top-1 (same test split): 32.1%</title>" in fs
     assert "<title>linear probe, full train split: 64.2%</title>" in fs
@@ -196,19 +314,23 @@ def test_few_shot_curve_references_and_probe_table(report):
     assert "animal-mnist: zero-shot top-1 35.0% on the probes' test split is below the 1-shot probe" in html
     assert "few-shot probes skipped (too few images per class" in html
     probe = re.search(r'<section id="linear_probe">.*?</section>', html, re.S).group(0)
-    assert "<td>digits</td><td class=\"n\">64.2%</td><td class=\"n\">0.0316</td><td class=\"n\">32.1%</td>" \
-           "<td>16-shot: 45.0% ± 6.0%</td>" in probe
+    assert (
+        '<td>digits</td><td class="n">64.2%</td><td class="n">0.0316</td><td class="n">32.1%</td>'
+        "<td>16-shot: 45.0% ± 6.0%</td>" in probe
+    )
     assert "360 / 120 / 120" in probe and "step-00000400.json" in probe
 
 
 def test_overlap_table(report):
     _, html = report
     sec = re.search(r'<section id="overlap">.*?</section>', html, re.S).group(0)
-    assert ("<td>digits</td><td class=\"n\">1,797</td><td class=\"n\">37</td><td class=\"n\">1,760</td>"
-            "<td class=\"n\">2.06%</td><td class=\"n\">5 / 20 / 12</td><td class=\"n\">32.1%</td>"
-            "<td class=\"n\">40.5%</td><td class=\"n\">31.9%</td><td class=\"n\">+0.18 pp</td>"
-            "<td class=\"n\">0.271</td><td>[21.0%, 62.4%]</td><td>phash_max_distance 4, min_cosine 0.95</td>") in sec
-    assert "<td>animal-mnist</td><td class=\"n\">720</td><td class=\"n\">0</td>" in sec and "–" in sec
+    assert (
+        '<td>digits</td><td class="n">1,797</td><td class="n">37</td><td class="n">1,760</td>'
+        '<td class="n">2.06%</td><td class="n">5 / 20 / 12</td><td class="n">32.1%</td>'
+        '<td class="n">40.5%</td><td class="n">31.9%</td><td class="n">+0.18 pp</td>'
+        '<td class="n">0.271</td><td>[21.0%, 62.4%]</td><td>phash_max_distance 4, min_cosine 0.95</td>'
+    ) in sec
+    assert '<td>animal-mnist</td><td class="n">720</td><td class="n">0</td>' in sec and "–" in sec
     assert "against 4,213 training images (2 unreadable, left out)." in sec
     assert "phash_max_distance 6, min_cosine 0.9</td>" in sec
 
@@ -249,7 +371,8 @@ def test_nan_and_null_values_leave_gaps(tmp_path):
 def test_load_run_reads_steps_and_the_newest_probe(tmp_path):
     run = load_run(make_run(tmp_path))
     assert [(e["file"], e["step"]) for e in run["evals"]] == [("eval/final.json", 400)] + [
-        (f"eval/step-{s:08d}.json", s) for s in (100, 200, 300, 400)]
+        (f"eval/step-{s:08d}.json", s) for s in (100, 200, 300, 400)
+    ]
     assert run["name"] == NAME and run["overlap"]["n_shard_images"] == 4213
 
 
@@ -262,8 +385,14 @@ def test_matching_shots_interpolates_on_log2_k():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train.report", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "train.report", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_cli_writes_the_page_and_refuses_an_empty_folder(tmp_path):
@@ -280,6 +409,11 @@ def test_cli_writes_the_page_and_refuses_an_empty_folder(tmp_path):
 
 
 def test_the_report_needs_no_torch():
-    res = subprocess.run([sys.executable, "-c", "import sys, train.report; assert 'torch' not in sys.modules, 'torch'"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys, train.report; assert 'torch' not in sys.modules, 'torch'"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr

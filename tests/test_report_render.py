@@ -17,8 +17,17 @@ from .test_report import make_run
 
 pytestmark = pytest.mark.slow
 
-CHARTS = ["train_loss", "train_lr", "train_logit_scale", "train_samples_per_s", "zeroshot_top1", "zeroshot_top5",
-          "retrieval_val", "fewshot_digits", "fewshot_animal-mnist"]
+CHARTS = [
+    "train_loss",
+    "train_lr",
+    "train_logit_scale",
+    "train_samples_per_s",
+    "zeroshot_top1",
+    "zeroshot_top5",
+    "retrieval_val",
+    "fewshot_digits",
+    "fewshot_animal-mnist",
+]
 
 
 @pytest.fixture(scope="module")

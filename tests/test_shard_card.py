@@ -86,8 +86,11 @@ def test_card_points_hugging_face_at_the_tars(sample):
     pool = json.loads((shards / "curation" / "pool_stats.json").read_text())
     bal = json.loads((shards / "curation" / "balance_stats.json").read_text())
     assert f"**{images:,} (image, caption) pairs in {dl['shards']:,} webdataset shards**" in body
-    for line in (f"| in the pool (normalised, de-duplicated) | {pool['kept']:,} |",
-                 f"| kept by balancing | {bal['kept']:,} |", f"t = {bal['per_query']:,} per query"):
+    for line in (
+        f"| in the pool (normalised, de-duplicated) | {pool['kept']:,} |",
+        f"| kept by balancing | {bal['kept']:,} |",
+        f"t = {bal['per_query']:,} per query",
+    ):
         assert line in body
     assert "Openclipart" in body and "load_dataset(" in body and "open_clip_train.main" in body
 
@@ -103,8 +106,9 @@ def test_unknown_sources_are_licensed_other(sample, tmp_path):
             shutil.copy(f, out / f.name)
     first = out / "00000.parquet"
     t = pq.read_table(first)
-    t = t.set_column(t.schema.get_field_index("source"), "source",
-                     pa.array(["s3://crawl/pool-1.parquet"] * t.num_rows, pa.string()))
+    t = t.set_column(
+        t.schema.get_field_index("source"), "source", pa.array(["s3://crawl/pool-1.parquet"] * t.num_rows, pa.string())
+    )
     pq.write_table(t, first)
     write_derived(out / "curation", out, 256, 100)
     meta, body = front_matter(out / "README.md")
@@ -136,8 +140,18 @@ def test_a_rerun_that_redoes_one_shard_rewrites_both_from_every_shard(sample, tm
     port = int((shards / "sample" / "port").read_text())  # the URLs in the selection point there
     png_root, _ = roots_from_cache(required_path("OPENCLIPART_DIR"))
     with serve_directory(png_root, port=port):
-        run_step("download", ShardParams(out=str(shards), samples_per_shard=100, processes=2, threads=8,
-                                         workers=2, allow_private_hosts=True, quiet=True))
+        run_step(
+            "download",
+            ShardParams(
+                out=str(shards),
+                samples_per_shard=100,
+                processes=2,
+                threads=8,
+                workers=2,
+                allow_private_hosts=True,
+                quiet=True,
+            ),
+        )
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished shards were downloaded again"
     assert (shards / "00001.tar").exists()
     assert (shards / "sizes.json").read_bytes() == sizes

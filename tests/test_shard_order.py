@@ -20,10 +20,28 @@ ROWS = 12
 
 def _download(tmp_path: Path, base: str, name: str) -> Path:
     out = tmp_path / name
-    r = run_cli("shards", "--out", str(out), "--pool", str(tmp_path / "pool.parquet"),
-                "--queries", str(tmp_path / "queries.parquet"), "--allow-private-hosts", "--per-query", "1000",
-                "--processes", "1", "--threads", "6", "--samples-per-shard", "100", "--workers", "1", "--quiet",
-                timeout=120)
+    r = run_cli(
+        "shards",
+        "--out",
+        str(out),
+        "--pool",
+        str(tmp_path / "pool.parquet"),
+        "--queries",
+        str(tmp_path / "queries.parquet"),
+        "--allow-private-hosts",
+        "--per-query",
+        "1000",
+        "--processes",
+        "1",
+        "--threads",
+        "6",
+        "--samples-per-shard",
+        "100",
+        "--workers",
+        "1",
+        "--quiet",
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -35,8 +53,9 @@ def test_shards_are_written_in_key_order_and_byte_identical(tmp_path: Path):
     with serve_directory(site, faults=True) as base:
         # row i waits 0.08 * (ROWS - i) s: the first rows come back last
         urls = [f"{base}/_fault/slow?seconds={0.08 * (ROWS - i):.2f}&row={i}" for i in range(ROWS)]
-        pq.write_table(pa.table({"url": urls, "caption": [f"a cat, picture {i}" for i in range(ROWS)]}),
-                       tmp_path / "pool.parquet")
+        pq.write_table(
+            pa.table({"url": urls, "caption": [f"a cat, picture {i}" for i in range(ROWS)]}), tmp_path / "pool.parquet"
+        )
         first = _download(tmp_path, base, "first")
         second = _download(tmp_path, base, "second")
 

@@ -11,8 +11,14 @@ from .conftest import assert_one_line_error as one_line_error, run_cli
 def test_help_lists_the_steps():
     res = run_cli("shards", "--help")
     assert res.returncode == 0
-    for text in ("--pool", "--per-query", "--image-size", "--sample-openclipart", "entry_counts.parquet",
-                 "1 - prod(1 - min(1, t / count_q))"):
+    for text in (
+        "--pool",
+        "--per-query",
+        "--image-size",
+        "--sample-openclipart",
+        "entry_counts.parquet",
+        "1 - prod(1 - min(1, t / count_q))",
+    ):
         assert text in res.stdout
     for verb in ("pool", "match", "balance", "download"):
         assert run_cli(verb, "--help").returncode == 0
@@ -23,8 +29,7 @@ def test_no_pool_and_missing_columns(tmp_path):
     bad = tmp_path / "pairs.parquet"
     pq.write_table(pa.table({"image": ["http://example.com/a.jpg"], "alt": ["a cat"]}), bad)
     one_line_error(run_cli("pool", "--pool", str(bad), "--out", str(tmp_path / "o")), "pairs.parquet", "image", "alt")
-    one_line_error(run_cli("pool", "--pool", str(tmp_path / "none-*.csv"), "--out", str(tmp_path / "o")),
-                   "none-*.csv")
+    one_line_error(run_cli("pool", "--pool", str(tmp_path / "none-*.csv"), "--out", str(tmp_path / "o")), "none-*.csv")
 
 
 def test_steps_out_of_order_and_missing_queries(tmp_path):
@@ -32,22 +37,33 @@ def test_steps_out_of_order_and_missing_queries(tmp_path):
     pairs = tmp_path / "pairs.parquet"
     pq.write_table(pa.table({"url": ["http://example.com/a.jpg"], "caption": ["a cat"]}), pairs)
     assert run_cli("pool", "--pool", str(pairs), "--out", str(tmp_path / "o"), "--quiet").returncode == 0
-    one_line_error(run_cli("match", "--out", str(tmp_path / "o"), "--queries", str(tmp_path / "q.parquet")),
-                   "q.parquet: query list not found")
+    one_line_error(
+        run_cli("match", "--out", str(tmp_path / "o"), "--queries", str(tmp_path / "q.parquet")),
+        "q.parquet: query list not found",
+    )
 
 
 def test_balance_refuses_another_query_list_and_bad_options(tmp_path):
     pairs = tmp_path / "pairs.parquet"
-    pq.write_table(pa.table({"url": [f"http://example.com/{i}.jpg" for i in range(4)],
-                             "caption": ["a cat", "a dog", "a cat and a dog", "a bird"]}), pairs)
+    pq.write_table(
+        pa.table(
+            {
+                "url": [f"http://example.com/{i}.jpg" for i in range(4)],
+                "caption": ["a cat", "a dog", "a cat and a dog", "a bird"],
+            }
+        ),
+        pairs,
+    )
     q1, q2 = tmp_path / "q1.parquet", tmp_path / "q2.parquet"
     pq.write_table(pa.table({"query": ["cat", "dog", "bird"]}), q1)
     pq.write_table(pa.table({"query": ["bird", "dog", "cat"]}), q2)  # same size, other order
     out = tmp_path / "it's [out]"  # a quote and glob characters in the path are fine
     assert run_cli("pool", "--pool", str(pairs), "--out", str(out), "--quiet").returncode == 0
     assert run_cli("match", "--out", str(out), "--queries", str(q1), "--quiet").returncode == 0
-    one_line_error(run_cli("balance", "--out", str(out), "--queries", str(q2), "--quiet"),
-                   "q2.parquet: not the query list the matches were made with")
+    one_line_error(
+        run_cli("balance", "--out", str(out), "--queries", str(q2), "--quiet"),
+        "q2.parquet: not the query list the matches were made with",
+    )
     res = run_cli("balance", "--out", str(out), "--queries", str(q1), "--quiet", "--per-query", "1")
     assert res.returncode == 0, res.stderr
     for bad in (["--per-query", "0"], ["--memory-limit", "lots"], ["--workers", "0"]):

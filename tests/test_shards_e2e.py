@@ -21,8 +21,28 @@ from .conftest import ROOT, required_path, run_cli
 
 pytestmark = pytest.mark.slow
 
-QUERIES = ["frog", "cat", "dog", "bird", "fish", "car", "tree", "flower", "house", "star", "sun", "computer",
-           "book", "apple", "train", "boat", "guitar", "horse", "Linux", "Christmas"]
+QUERIES = [
+    "frog",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "car",
+    "tree",
+    "flower",
+    "house",
+    "star",
+    "sun",
+    "computer",
+    "book",
+    "apple",
+    "train",
+    "boat",
+    "guitar",
+    "horse",
+    "Linux",
+    "Christmas",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +64,28 @@ def free_port() -> int:
 
 
 def shard_args(openclipart: Path, queries: Path, out: Path, port: int) -> list[str]:
-    return ["shards", "--sample-openclipart", str(openclipart), "--queries", str(queries), "--out", str(out),
-            "--sample-port", str(port), "--per-query", "25", "--samples-per-shard", "50", "--processes", "2",
-            "--threads", "8", "--workers", "2", "--quiet"]
+    return [
+        "shards",
+        "--sample-openclipart",
+        str(openclipart),
+        "--queries",
+        str(queries),
+        "--out",
+        str(out),
+        "--sample-port",
+        str(port),
+        "--per-query",
+        "25",
+        "--samples-per-shard",
+        "50",
+        "--processes",
+        "2",
+        "--threads",
+        "8",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +158,7 @@ def test_killed_and_restarted_run_ends_with_the_same_samples(tmp_path, reference
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipeline", *shard_args(openclipart, queries, out, port)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and len(list(out.glob("[0-9]*_stats.json"))) < 2:
         time.sleep(0.05)

@@ -52,8 +52,7 @@ def world(tmp_path_factory):
     """S3 server + image server + a Ray cluster that reaches the S3 server; inputs on S3."""
     tmp = tmp_path_factory.mktemp("s3world")
     pairs = write_images(tmp / "www", 90)
-    with moto_s3() as s3, serve_directory(tmp / "www") as base, \
-            ray_head(num_cpus=2, env=s3.env) as address:
+    with moto_s3() as s3, serve_directory(tmp / "www") as base, ray_head(num_cpus=2, env=s3.env) as address:
         s3.make_bucket(BUCKET)
         fs = s3.filesystem()
         table = pa.table({"url": [f"{base}/{name}" for name, _ in pairs], "caption": [c for _, c in pairs]})
@@ -66,9 +65,28 @@ def world(tmp_path_factory):
 
 
 def shards_args(out: str, *extra: str) -> list[str]:
-    return ["shards", "--pool", f"s3://{BUCKET}/in/pool-*.parquet", "--queries", f"s3://{BUCKET}/in/queries.parquet",
-            "--out", out, "--allow-private-hosts", "--rows-per-part", "20", "--per-query", "12",
-            "--samples-per-shard", "15", "--processes", "1", "--threads", "4", "--quiet", *extra]
+    return [
+        "shards",
+        "--pool",
+        f"s3://{BUCKET}/in/pool-*.parquet",
+        "--queries",
+        f"s3://{BUCKET}/in/queries.parquet",
+        "--out",
+        out,
+        "--allow-private-hosts",
+        "--rows-per-part",
+        "20",
+        "--per-query",
+        "12",
+        "--samples-per-shard",
+        "15",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        "--quiet",
+        *extra,
+    ]
 
 
 def tables(read, listing) -> dict:
@@ -94,10 +112,13 @@ def runs(world):
 
 def test_ray_on_s3_writes_the_same_dataset_as_local(world, runs):
     fs = world["fs"]
-    local = tables(lambda rel: pq.read_table(runs / rel),
-                   lambda sub: sorted(p.name for p in (runs / sub).glob("part-*.parquet")))
-    remote = tables(lambda rel: pq.read_table(fs.open(f"{BUCKET}/shards/{rel}", "rb")),
-                    lambda sub: sorted(Path(p).name for p in fs.glob(f"{BUCKET}/shards/{sub}/part-*.parquet")))
+    local = tables(
+        lambda rel: pq.read_table(runs / rel), lambda sub: sorted(p.name for p in (runs / sub).glob("part-*.parquet"))
+    )
+    remote = tables(
+        lambda rel: pq.read_table(fs.open(f"{BUCKET}/shards/{rel}", "rb")),
+        lambda sub: sorted(Path(p).name for p in fs.glob(f"{BUCKET}/shards/{sub}/part-*.parquet")),
+    )
     assert sorted(local) == sorted(remote)
     assert len([k for k in local if k.startswith("pool/")]) >= 3  # parts never span the 3 inputs
     for name in local:
@@ -113,13 +134,17 @@ def test_ray_on_s3_writes_the_same_dataset_as_local(world, runs):
     assert status(remote_rows) == status(local_rows)
     assert {s for _, s in status(remote_rows)} == {"success"}
     stats = json.loads(fs.cat_file(f"{BUCKET}/shards/curation/download_stats.json"))
-    assert stats["successes"] == len(status(remote_rows)) == sum(t.num_rows for k, t in local.items()
-                                                                  if k.startswith("selected/"))
+    assert (
+        stats["successes"]
+        == len(status(remote_rows))
+        == sum(t.num_rows for k, t in local.items() if k.startswith("selected/"))
+    )
 
 
 def test_audit_and_training_read_the_dataset_on_s3(world, runs, tmp_path):
-    res = run_cli("audit", "--queries", f"s3://{BUCKET}/in/queries.parquet", "--shards", f"s3://{BUCKET}/shards",
-                  "--quiet")
+    res = run_cli(
+        "audit", "--queries", f"s3://{BUCKET}/in/queries.parquet", "--shards", f"s3://{BUCKET}/shards", "--quiet"
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(world["fs"].cat_file(f"{BUCKET}/shards/audit/summary.json"))
     n_tars = len(world["fs"].glob(f"{BUCKET}/shards/*.tar"))
@@ -128,10 +153,35 @@ def test_audit_and_training_read_the_dataset_on_s3(world, runs, tmp_path):
     assert summary["download"]["successes"] == summary["headline"]["kept_after_balancing"] == selected
     assert summary["pool"]["rows_in"] == 90
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "train", "--train-data", f"s3://{BUCKET}/shards/{{00000..{n_tars - 1:05d}}}.tar",
-           "--model", "tiny-ViT-64", "--batch-size", "4", "--workers", "1", "--threads", "1", "--warmup", "1",
-           "--log-every", "1", "--steps", "2", "--runs", f"s3://{BUCKET}/runs", "--name", "rt", "--eval-datasets",
-           "--val-fraction", "0.1", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train",
+        "--train-data",
+        f"s3://{BUCKET}/shards/{{00000..{n_tars - 1:05d}}}.tar",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--log-every",
+        "1",
+        "--steps",
+        "2",
+        "--runs",
+        f"s3://{BUCKET}/runs",
+        "--name",
+        "rt",
+        "--eval-datasets",
+        "--val-fraction",
+        "0.1",
+        "--quiet",
+    ]
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     lines = world["fs"].cat_file(f"{BUCKET}/runs/rt/metrics.jsonl").decode().splitlines()
@@ -144,9 +194,27 @@ def test_missing_bucket_and_missing_credentials_are_one_line_errors(world, tmp_p
     res = run_cli("pool", "--pool", "s3://no-such-bucket/pool.parquet", "--out", str(tmp_path / "o"))
     assert_one_line_error(res, "s3://no-such-bucket/pool.parquet")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL=world["s3"].endpoint, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_CONFIG_FILE=str(tmp_path / "none"), PYTHONPATH=str(ROOT))
-    res = subprocess.run([sys.executable, "-m", "pipeline", "pool", "--pool", str(tmp_path / "x.parquet"),
-                          "--out", f"s3://{BUCKET}/nocreds"], env=env, capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    env.update(
+        AWS_ENDPOINT_URL=world["s3"].endpoint,
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        PYTHONPATH=str(ROOT),
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "pool",
+            "--pool",
+            str(tmp_path / "x.parquet"),
+            "--out",
+            f"s3://{BUCKET}/nocreds",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert_one_line_error(res, f"s3://{BUCKET}/nocreds")

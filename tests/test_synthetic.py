@@ -31,6 +31,7 @@ SEED = 3
 # helpers
 # ------------------------------------------------------------------------------------
 
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -104,13 +105,13 @@ def split_bz2_streams(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def article_tokens(pages: list[dict]) -> list[list[str]]:
-    return [re.findall(r"[a-z]+", p["text"]) for p in pages
-            if p["ns"] == 0 and p["redirect"] is None]
+    return [re.findall(r"[a-z]+", p["text"]) for p in pages if p["ns"] == 0 and p["redirect"] is None]
 
 
 # ------------------------------------------------------------------------------------
 # fixtures: a few small dumps, written once
 # ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory) -> Path:
@@ -129,13 +130,19 @@ def plain_pages(plain):
 
 @pytest.fixture(scope="module")
 def multi(tmp) -> DumpInfo:
-    return write_dump(str(tmp / "enwiki-test-pages-articles-multistream.xml.bz2"), 1.0,
-                      seed=SEED, multistream=True, pages_per_stream=25)
+    return write_dump(
+        str(tmp / "enwiki-test-pages-articles-multistream.xml.bz2"),
+        1.0,
+        seed=SEED,
+        multistream=True,
+        pages_per_stream=25,
+    )
 
 
 # ------------------------------------------------------------------------------------
 # structure and counts
 # ------------------------------------------------------------------------------------
+
 
 def test_well_formed_and_counts_match_info(plain, plain_pages):
     namespaces, pages = plain_pages
@@ -195,8 +202,21 @@ def test_wikitext_markup_present_and_escaped(plain, plain_pages):
     _, pages = plain_pages
     texts = [p["text"] for p in pages if p["ns"] == 0 and p["redirect"] is None]
     body = "\n".join(texts)
-    for needle in ("'''", "== ", "<ref", "</ref>", "{{cite ", "{{Infobox ", "[[Category:",
-                   "[[File:", "|thumb", "{|", "|}", "\n* ", "{{Reflist}}"):
+    for needle in (
+        "'''",
+        "== ",
+        "<ref",
+        "</ref>",
+        "{{cite ",
+        "{{Infobox ",
+        "[[Category:",
+        "[[File:",
+        "|thumb",
+        "{|",
+        "|}",
+        "\n* ",
+        "{{Reflist}}",
+    ):
         assert needle in body, needle
     assert re.search(r"\[\[[^\[\]|]+\|[^\[\]|]+\]\]", body), "no [[target|label]] link"
     assert re.search(r"\{\{[^{}]*\{\{[^{}]*\}\}[^{}]*\}\}", body, re.S), "no nested template"
@@ -230,6 +250,7 @@ def test_words_counts_article_prose(plain, plain_pages):
 # size, formats, determinism
 # ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mb", [0.5, 1.5])
 def test_size_is_approximate(tmp, mb):
     info = write_dump(str(tmp / f"size{mb}.xml.gz"), mb, seed=SEED)
@@ -246,7 +267,12 @@ def test_formats_give_the_same_xml(tmp, plain):
         info = write_dump(str(tmp / name), 1.0, seed=SEED)
         assert read_xml(info.path) == xml, name
         assert (info.pages, info.articles, info.redirects, info.words, info.bytes_xml) == (
-            plain.pages, plain.articles, plain.redirects, plain.words, plain.bytes_xml)
+            plain.pages,
+            plain.articles,
+            plain.redirects,
+            plain.words,
+            plain.bytes_xml,
+        )
     assert not list(tmp.glob("*.partial")), "temporary files left behind"
 
 
@@ -266,8 +292,7 @@ def test_deterministic_bytes(tmp, ext):
 
 def test_deterministic_across_processes(tmp):
     """Nothing may depend on Python's per-process string hash salt."""
-    code = ("import sys; from pipeline.wiki.synthetic import write_dump; "
-            "write_dump(sys.argv[1], 0.3, seed=5)")
+    code = "import sys; from pipeline.wiki.synthetic import write_dump; write_dump(sys.argv[1], 0.3, seed=5)"
     outs = []
     for i, salt in enumerate(("1", "2")):
         out = tmp / f"proc{i}.xml"
@@ -293,9 +318,12 @@ def test_bad_arguments(tmp):
 # multistream
 # ------------------------------------------------------------------------------------
 
+
 def test_index_name_like_wikipedia():
-    assert index_path_for("d/enwiki-20240601-pages-articles-multistream.xml.bz2") == \
-        "d/enwiki-20240601-pages-articles-multistream-index.txt.bz2"
+    assert (
+        index_path_for("d/enwiki-20240601-pages-articles-multistream.xml.bz2")
+        == "d/enwiki-20240601-pages-articles-multistream-index.txt.bz2"
+    )
     assert index_path_for("x.xml.bz2") == "x-index.txt.bz2"
     with pytest.raises(ValueError):
         index_path_for("x.xml.gz")
@@ -328,7 +356,7 @@ def test_multistream_index_points_at_streams(multi):
     assert len(lines) == multi.pages
     entries = collections.OrderedDict()
     for line in lines:
-        offset, pid, title = line.split(":", 2)   # titles may contain ':'
+        offset, pid, title = line.split(":", 2)  # titles may contain ':'
         entries.setdefault(int(offset), []).append((int(pid), title))
     starts = [off for off, _ in split_bz2_streams(data)]
     ends = dict(zip(starts, starts[1:] + [len(data)]))
@@ -337,7 +365,7 @@ def test_multistream_index_points_at_streams(multi):
     for offset, expected in entries.items():
         assert offset in ends
         # the stream alone, decompressed on its own, holds exactly these pages
-        plain = bz2.decompress(data[offset:ends[offset]])
+        plain = bz2.decompress(data[offset : ends[offset]])
         root = ET.fromstring(b"<pages>" + plain + b"</pages>")
         assert all(_local(c.tag) == "page" for c in root)
         got = [(int(c.find("id").text), c.find("title").text) for c in root]
@@ -348,19 +376,22 @@ def test_multistream_index_points_at_streams(multi):
 
 
 def test_multistream_same_xml_as_single_stream(tmp, multi, plain):
-    whole = read_xml(multi.path)                 # bz2.open reads all concatenated streams
+    whole = read_xml(multi.path)  # bz2.open reads all concatenated streams
     assert whole == read_xml(plain.path)
     assert (multi.pages, multi.articles, multi.redirects, multi.words, multi.bytes_xml) == (
-        plain.pages, plain.articles, plain.redirects, plain.words, plain.bytes_xml)
-    other = write_dump(str(tmp / "pps7-multistream.xml.bz2"), 1.0, seed=SEED,
-                       multistream=True, pages_per_stream=7)
+        plain.pages,
+        plain.articles,
+        plain.redirects,
+        plain.words,
+        plain.bytes_xml,
+    )
+    other = write_dump(str(tmp / "pps7-multistream.xml.bz2"), 1.0, seed=SEED, multistream=True, pages_per_stream=7)
     assert read_xml(other.path) == whole
     assert other.streams == 2 + -(-other.pages // 7)
 
 
 def test_multistream_deterministic(tmp, multi):
-    again = write_dump(str(tmp / "again-multistream.xml.bz2"), 1.0, seed=SEED,
-                       multistream=True, pages_per_stream=25)
+    again = write_dump(str(tmp / "again-multistream.xml.bz2"), 1.0, seed=SEED, multistream=True, pages_per_stream=25)
     assert Path(again.path).read_bytes() == Path(multi.path).read_bytes()
     assert Path(again.index_path).read_bytes() == Path(multi.index_path).read_bytes()
 
@@ -368,6 +399,7 @@ def test_multistream_deterministic(tmp, multi):
 # ------------------------------------------------------------------------------------
 # text statistics: Zipf, growth, names
 # ------------------------------------------------------------------------------------
+
 
 def test_distinct_words_and_bigrams_grow_with_size(tmp, plain, plain_pages):
     small = write_dump(str(tmp / "half.xml"), 0.5, seed=SEED)
@@ -382,7 +414,7 @@ def test_distinct_words_and_bigrams_grow_with_size(tmp, plain, plain_pages):
     w1, b1 = distinct(small_pages)
     w2, b2 = distinct(plain_pages[1])
     assert 1.8 < plain.words / small.words < 2.2
-    assert w2 > 1.5 * w1, (w1, w2)     # iid Zipf s=1.1 gives about N^0.9
+    assert w2 > 1.5 * w1, (w1, w2)  # iid Zipf s=1.1 gives about N^0.9
     assert b2 > 1.6 * b1, (b1, b2)
 
 
@@ -398,13 +430,14 @@ def test_zipf_shape(plain_pages):
 
 def test_recurring_names_give_high_pmi_bigrams(plain_pages):
     _, pages = plain_pages
-    toks = [re.findall(r"[^\W\d_]+", p["text"]) for p in pages
-            if p["ns"] == 0 and p["redirect"] is None]
+    toks = [re.findall(r"[^\W\d_]+", p["text"]) for p in pages if p["ns"] == 0 and p["redirect"] is None]
     uni = collections.Counter(w for t in toks for w in t)
     bi = collections.Counter(b for t in toks for b in zip(t, t[1:]))
-    names = [(a, b) for (a, b), c in bi.items()
-             if c >= 10 and a[:1].isupper() and b[:1].isupper()
-             and c >= 0.5 * uni[a] and c >= 0.5 * uni[b]]
+    names = [
+        (a, b)
+        for (a, b), c in bi.items()
+        if c >= 10 and a[:1].isupper() and b[:1].isupper() and c >= 0.5 * uni[a] and c >= 0.5 * uni[b]
+    ]
     assert len(names) >= 5, names
 
 
@@ -419,6 +452,7 @@ def test_sentences_start_with_capitals(plain_pages):
 # ------------------------------------------------------------------------------------
 # vocabulary
 # ------------------------------------------------------------------------------------
+
 
 def test_vocabulary_unique_pronounceable_and_seeded():
     v = Vocabulary(0, 400_000)
@@ -439,16 +473,17 @@ def test_vocabulary_unique_pronounceable_and_seeded():
 # CLI
 # ------------------------------------------------------------------------------------
 
+
 def _cli(*args, cwd=ROOT):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "pipeline.wiki.synthetic", *args],
-                          capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.wiki.synthetic", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def test_cli_writes_and_prints_one_json_line(tmp):
     out = tmp / "cli-multistream.xml.bz2"
-    r = _cli(str(out), "--mb", "0.3", "--seed", "2", "--multistream",
-             "--pages-per-stream", "10")
+    r = _cli(str(out), "--mb", "0.3", "--seed", "2", "--multistream", "--pages-per-stream", "10")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1

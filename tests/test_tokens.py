@@ -57,13 +57,9 @@ def test_phrases(text, expected):
 
 def test_count_text():
     unigrams, bigrams = Counter(), Counter()
-    n = count_text(
-        "New York is in New York State.\nState-of-the-art New\u00a0York's subway", unigrams, bigrams
-    )
+    n = count_text("New York is in New York State.\nState-of-the-art New\u00a0York's subway", unigrams, bigrams)
     assert n == 11
-    assert unigrams == Counter(
-        {"New": 3, "York": 3, "is": 1, "in": 1, "State": 1, "State-of-the-art": 1, "subway": 1}
-    )
+    assert unigrams == Counter({"New": 3, "York": 3, "is": 1, "in": 1, "State": 1, "State-of-the-art": 1, "subway": 1})
     assert bigrams == Counter(
         {
             "New York": 3,
@@ -99,8 +95,7 @@ MB = 1_000_000
 
 @pytest.mark.parametrize(
     "text",
-    ["a's " * (MB // 4), "a-" * (MB // 2), "a'" * (MB // 2), "word " * (MB // 5), "-" * MB,
-     "\u0915" + "\u093f" * MB],
+    ["a's " * (MB // 4), "a-" * (MB // 2), "a'" * (MB // 2), "word " * (MB // 5), "-" * MB, "\u0915" + "\u093f" * MB],
     ids=lambda text: repr(text[:6]),
 )
 def test_count_text_is_linear(text):

@@ -21,8 +21,16 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from train.data import (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, expand_urls, is_held_out,
-                        make_train_loader, make_val_loader, train_transform, val_transform)
+from train.data import (
+    OPENAI_DATASET_MEAN,
+    OPENAI_DATASET_STD,
+    expand_urls,
+    is_held_out,
+    make_train_loader,
+    make_val_loader,
+    train_transform,
+    val_transform,
+)
 
 S = 32  # model image size in these tests
 N_SHARDS, PER_SHARD = 4, 20
@@ -59,10 +67,19 @@ def jpeg_bytes(sample_id: int) -> bytes:
 def sample(sample_id: int, **override) -> dict:
     key = f"{sample_id:09d}"
     uid = f"uid{sample_id:05d}"
-    meta = {"uid": uid, "url": f"http://example.invalid/{key}.png",
-            "caption": f"photo {sample_id}", "query_ids": [1], "queries": ["photo"]}
-    out = {"__key__": key, "jpg": jpeg_bytes(sample_id), "txt": f"photo {sample_id}".encode(),
-           "json": json.dumps(meta).encode()}
+    meta = {
+        "uid": uid,
+        "url": f"http://example.invalid/{key}.png",
+        "caption": f"photo {sample_id}",
+        "query_ids": [1],
+        "queries": ["photo"],
+    }
+    out = {
+        "__key__": key,
+        "jpg": jpeg_bytes(sample_id),
+        "txt": f"photo {sample_id}".encode(),
+        "json": json.dumps(meta).encode(),
+    }
     out.update(override)
     return {k: v for k, v in out.items() if v is not None}
 
@@ -78,8 +95,7 @@ def write_tar(path: Path, samples: list[dict]) -> Path:
 def shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shards")
     for shard in range(N_SHARDS):
-        write_tar(root / f"{shard:05d}.tar",
-                  [sample(shard * 100 + i) for i in range(PER_SHARD)])
+        write_tar(root / f"{shard:05d}.tar", [sample(shard * 100 + i) for i in range(PER_SHARD)])
     return root
 
 
@@ -93,26 +109,31 @@ def bad(tmp_path_factory) -> Path:
     header; notatar.tar: random bytes; missing.tar: absent."""
     root = tmp_path_factory.mktemp("bad")
     good = jpeg_bytes(1000)
-    write_tar(root / "mixed.tar", [
-        sample(1000), sample(1001), sample(1002),
-        sample(1003, jpg=b"\xff\xd8\xff\xe0 this is not a jpeg" + os.urandom(200)),  # bad_image
-        sample(1004),
-        sample(1005, txt=None),                                                       # missing_text
-        sample(1006),
-        sample(1007, jpg=good[: len(good) // 2]),                                     # bad_image
-        sample(1008, txt=b"photo \xff\xfe 1008"),                                     # bad_text
-        sample(1009),
-    ])
+    write_tar(
+        root / "mixed.tar",
+        [
+            sample(1000),
+            sample(1001),
+            sample(1002),
+            sample(1003, jpg=b"\xff\xd8\xff\xe0 this is not a jpeg" + os.urandom(200)),  # bad_image
+            sample(1004),
+            sample(1005, txt=None),  # missing_text
+            sample(1006),
+            sample(1007, jpg=good[: len(good) // 2]),  # bad_image
+            sample(1008, txt=b"photo \xff\xfe 1008"),  # bad_text
+            sample(1009),
+        ],
+    )
     full = write_tar(root / "full.tar", [sample(2000 + i) for i in range(10)])
     with tarfile.open(full) as tf:
         member = tf.getmember(f"{2006:09d}.jpg")
     data = full.read_bytes()
-    (root / "truncated.tar").write_bytes(data[:member.offset_data + member.size // 2])
+    (root / "truncated.tar").write_bytes(data[: member.offset_data + member.size // 2])
     # cut exactly before a header, or a garbled header: Python's streaming tarfile just
     # stops there without an error, so the reader has to notice the missing end block
-    (root / "cutheader.tar").write_bytes(data[:member.offset])
+    (root / "cutheader.tar").write_bytes(data[: member.offset])
     garbled = bytearray(data)
-    garbled[member.offset:member.offset + 512] = random.Random(1).randbytes(512)
+    garbled[member.offset : member.offset + 512] = random.Random(1).randbytes(512)
     (root / "garbled.tar").write_bytes(bytes(garbled))
     full.unlink()
     (root / "notatar.tar").write_bytes(random.Random(0).randbytes(5000))
@@ -133,14 +154,24 @@ def take(loader, n):
 
 
 def loader(shards, **kw):
-    args = dict(tokenizer=TOK, batch_size=8, image_size=S, rank=0, world_size=1, seed=0,
-                workers=0, val_fraction=0.0, shuffle_buffer=16)
+    args = dict(
+        tokenizer=TOK,
+        batch_size=8,
+        image_size=S,
+        rank=0,
+        world_size=1,
+        seed=0,
+        workers=0,
+        val_fraction=0.0,
+        shuffle_buffer=16,
+    )
     args.update(kw)
     urls = args.pop("urls", [str(shards / "{00000..00003}.tar")])
     return make_train_loader(urls, **args)
 
 
 # --------------------------------------------------------------------------- URLs
+
 
 def test_expand_urls_braces_globs_file_urls_and_errors(shards, bad):
     names = [str(shards / f"{i:05d}.tar") for i in range(N_SHARDS)]
@@ -153,12 +184,18 @@ def test_expand_urls_braces_globs_file_urls_and_errors(shards, bad):
     assert expand_urls(["file://" + str(shards / "*.tar")]) == ["file://" + n for n in names]
     # remote URLs and pipes are kept as they are (never touched at expansion time)
     assert expand_urls(["s3://bucket/shards/{00000..00001}.tar"]) == [
-        "s3://bucket/shards/00000.tar", "s3://bucket/shards/00001.tar"]
+        "s3://bucket/shards/00000.tar",
+        "s3://bucket/shards/00001.tar",
+    ]
     assert expand_urls(["pipe:cat x.tar"]) == ["pipe:cat x.tar"]
     # a gap in a brace range is kept (counted when read); a pattern matching nothing is an error
     assert expand_urls([str(bad / "{mixed,missing}.tar")]) == [str(bad / "missing.tar"), str(bad / "mixed.tar")]
-    for pattern in (str(shards / "*.parquet"), str(shards / "nothing.tar"),
-                    str(shards / "{7..9}.tar"), "file://" + str(shards / "x*.tar")):
+    for pattern in (
+        str(shards / "*.parquet"),
+        str(shards / "nothing.tar"),
+        str(shards / "{7..9}.tar"),
+        "file://" + str(shards / "x*.tar"),
+    ):
         with pytest.raises(ValueError, match="matches no shard") as err:
             expand_urls(["s3://bucket/ok.tar", pattern])
         assert pattern in str(err.value)
@@ -170,6 +207,7 @@ def test_unreadable_scheme_fails_fast(shards):
 
 
 # --------------------------------------------------------------------------- split and transforms
+
 
 def test_held_out_is_a_stable_hash_of_the_uid():
     uids = [f"u{i}" for i in range(4000)]
@@ -183,7 +221,9 @@ def test_held_out_is_a_stable_hash_of_the_uid():
     # fixed values: changing the hash would silently move samples between train and val
     assert [is_held_out(u, 0.5) for u in "abcdefgh"] == [False, True, True, False, True, True, False, True]
     assert [u for u in (f"{i:016x}" for i in range(40)) if is_held_out(u, 0.1)] == [
-        "0000000000000003", "0000000000000006"]
+        "0000000000000003",
+        "0000000000000006",
+    ]
     with pytest.raises(ValueError):
         is_held_out("a", 1.5)
 
@@ -214,6 +254,7 @@ def test_transforms_normalise_crop_square_and_composite_on_white():
 
 
 # --------------------------------------------------------------------------- train stream
+
 
 def test_train_batches_shapes_alignment_and_held_out_never_trained(shards):
     val_fraction = 0.3
@@ -252,8 +293,7 @@ def test_train_batches_shapes_alignment_and_held_out_never_trained(shards):
 def test_val_loader_yields_exactly_the_held_out_part_in_order(shards):
     val_fraction = 0.3
     expected = [u for u in ALL_UIDS if is_held_out(u, val_fraction)]
-    vl = make_val_loader([str(shards / "*.tar")], TOK, batch_size=4, image_size=S,
-                         val_fraction=val_fraction)
+    vl = make_val_loader([str(shards / "*.tar")], TOK, batch_size=4, image_size=S, val_fraction=val_fraction)
     first = list(vl)
     uids = [u for _, _, us in first for u in us]
     assert uids == expected
@@ -276,8 +316,9 @@ def _uids(batches):
 
 
 def _same(a, b):
-    return all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2]["uids"] == y[2]["uids"]
-               for x, y in zip(a, b)) and len(a) == len(b)
+    return all(
+        torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2]["uids"] == y[2]["uids"] for x, y in zip(a, b)
+    ) and len(a) == len(b)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -298,6 +339,7 @@ def test_stream_is_deterministic_and_depends_on_rank_seed_and_start_step(shards,
 
 def test_real_open_clip_tokenizer(shards):
     import open_clip
+
     tok = open_clip.get_tokenizer("ViT-B-32")
     images, tokens, info = next(iter(loader(shards, tokenizer=tok, batch_size=4)))
     assert tokens.shape == (4, 77) and tokens.dtype == torch.long
@@ -306,10 +348,10 @@ def test_real_open_clip_tokenizer(shards):
 
 # --------------------------------------------------------------------------- bad input
 
+
 def test_bad_samples_and_shards_are_skipped_and_counted_exactly(bad):
     """Read once (val set with val_fraction=1 reads every sample): the buckets add up."""
-    vl = make_val_loader([str(bad / "{mixed,truncated,cutheader,garbled,notatar,missing}.tar")],
-                         TOK, 5, S, 1.0)
+    vl = make_val_loader([str(bad / "{mixed,truncated,cutheader,garbled,notatar,missing}.tar")], TOK, 5, S, 1.0)
     uids = [u for *_, us in vl for u in us]
     assert uids == TRUNC_GOOD + TRUNC_GOOD + MIXED_GOOD + TRUNC_GOOD  # sorted shard names
     t = vl.totals
@@ -322,8 +364,7 @@ def test_bad_samples_and_shards_are_skipped_and_counted_exactly(bad):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_train_stream_counts_skips_per_batch_across_workers(bad, workers):
     # one pass over mixed.tar = 6 good + 4 skipped = one batch of 6, in every worker
-    ld = loader(bad, urls=[str(bad / "mixed.tar")], batch_size=6, shuffle_buffer=0,
-                workers=workers, num_batches=6)
+    ld = loader(bad, urls=[str(bad / "mixed.tar")], batch_size=6, shuffle_buffer=0, workers=workers, num_batches=6)
     batches = list(ld)
     assert len(batches) == 6
     for _, _, info in batches:
@@ -334,8 +375,7 @@ def test_train_stream_counts_skips_per_batch_across_workers(bad, workers):
 
     # truncated.tar: the cut is found after the batch of its 6 good samples was made, so
     # each pass's partial sample and shard error travel with the next batch of that worker
-    ld = loader(bad, urls=[str(bad / "truncated.tar")], batch_size=6, shuffle_buffer=0,
-                workers=workers, num_batches=6)
+    ld = loader(bad, urls=[str(bad / "truncated.tar")], batch_size=6, shuffle_buffer=0, workers=workers, num_batches=6)
     infos = [i for *_, i in ld]
     per_worker = max(1, workers)
     assert [i["skipped"] for i in infos] == [0] * per_worker + [1] * (6 - per_worker)
@@ -368,8 +408,7 @@ def test_two_ranks_each_give_exactly_n_batches(shards):
     """Ranks of unequal speed and worker counts all produce the N batches asked for."""
     start = time.monotonic()
     for rank, workers in ((0, 2), (1, 0)):
-        ld = loader(shards, rank=rank, world_size=2, workers=workers, num_batches=7,
-                    batch_size=16, shuffle_buffer=32)
+        ld = loader(shards, rank=rank, world_size=2, workers=workers, num_batches=7, batch_size=16, shuffle_buffer=32)
         batches = list(ld)
         assert len(batches) == 7 and all(b[0].shape[0] == 16 for b in batches)
         assert ld.state_dict()["step"] == 7
@@ -379,11 +418,12 @@ def test_two_ranks_each_give_exactly_n_batches(shards):
 def test_reading_through_file_and_pipe_urls(shards):
     urls = ["file://" + str(shards / "00001.tar"), f"pipe:cat {shards / '00002.tar'}"]
     vl = make_val_loader(urls, TOK, 50, S, 1.0)
-    assert sorted(u for *_, us in vl for u in us) == sorted(ALL_UIDS[PER_SHARD:3 * PER_SHARD])
+    assert sorted(u for *_, us in vl for u in us) == sorted(ALL_UIDS[PER_SHARD : 3 * PER_SHARD])
     assert vl.totals["skipped"] == 0 and vl.totals["shard_errors"] == 0
 
 
 # --------------------------------------------------------------------------- exact resume (issue 10)
+
 
 def _through_checkpoint(state: dict) -> dict:
     """As a checkpoint carries it: torch.save, then torch.load(weights_only=True)."""
@@ -402,8 +442,16 @@ def test_a_loader_continues_exactly_from_its_state(shards, bad, workers):
     urls = [str(shards / "{00000..00003}.tar"), str(bad / "mixed.tar")]
 
     def make(num_batches, **kw):
-        return loader(shards, urls=urls, workers=workers, shuffle_buffer=24, batch_size=6, val_fraction=0.2,
-                      num_batches=num_batches, **kw)
+        return loader(
+            shards,
+            urls=urls,
+            workers=workers,
+            shuffle_buffer=24,
+            batch_size=6,
+            val_fraction=0.2,
+            num_batches=num_batches,
+            **kw,
+        )
 
     full = list(make(12))
     skips = [(i["skipped"], i["reasons"]) for *_, i in full]
@@ -423,8 +471,17 @@ def test_a_loader_continues_exactly_from_its_state(shards, bad, workers):
     # A state that does not fit (other workers, an older checkpoint without one): the stream
     # is reseeded from start_step, and the loader says why.
     state = _through_checkpoint(make(3).state_dict())
-    other = loader(shards, urls=urls, workers=workers + 1, shuffle_buffer=24, batch_size=6, val_fraction=0.2,
-                   resume=state, start_step=3, num_batches=2)
+    other = loader(
+        shards,
+        urls=urls,
+        workers=workers + 1,
+        shuffle_buffer=24,
+        batch_size=6,
+        val_fraction=0.2,
+        resume=state,
+        start_step=3,
+        num_batches=2,
+    )
     assert "--workers changed" in other.resume_note
     old = make(2, resume={"seed": 0, "start_step": 3}, start_step=3)
     assert "no stream position" in old.resume_note
@@ -454,8 +511,12 @@ def bomb_png(width: int, height: int) -> bytes:
     row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
     z = zlib.compressobj(9)
     idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
@@ -465,8 +526,10 @@ def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
 
     small, huge = bomb_png(12000, 12000), bomb_png(20000, 20000)
     assert len(small) < 50_000 and len(huge) < 100_000
-    write_tar(tmp_path / "bombs.tar", [sample(3000), sample(3001, jpg=None, png=small), sample(3002),
-                                       sample(3003, jpg=None, png=huge), sample(3004)])
+    write_tar(
+        tmp_path / "bombs.tar",
+        [sample(3000), sample(3001, jpg=None, png=small), sample(3002), sample(3003, jpg=None, png=huge), sample(3004)],
+    )
     good = ["uid03000", "uid03002", "uid03004"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no DecompressionBombWarning either

@@ -33,26 +33,58 @@ def shards(tmp_path_factory) -> Path:
     rows = [r for r, _ in zip((r for r in sample_rows(png_root, svg_root) if r["text"]), range(144))]
     for s in range(3):
         with wds.TarWriter(str(out / f"{s:05d}.tar")) as tw:
-            for i, r in enumerate(rows[s * 48:(s + 1) * 48]):
+            for i, r in enumerate(rows[s * 48 : (s + 1) * 48]):
                 img = Image.open(Path(png_root) / r["path"]).convert("RGBA").convert("RGB")
                 img.thumbnail((96, 96))
                 buf = io.BytesIO()
                 img.save(buf, format="JPEG")
                 jpg = buf.getvalue() if (s, i) != (2, 5) else b"\xff\xd8 not a jpeg"
                 uid = f"{s:02d}{i:014d}"
-                tw.write({"__key__": f"{s:05d}{i:04d}", "jpg": jpg, "txt": r["text"],
-                          "json": {"uid": uid, "caption": r["text"]}})
+                tw.write(
+                    {
+                        "__key__": f"{s:05d}{i:04d}",
+                        "jpg": jpg,
+                        "txt": r["text"],
+                        "json": {"uid": uid, "caption": r["text"]},
+                    }
+                )
     return out
 
 
 def torchrun(*args: str, logs: Path, popen: bool = False):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "train", "--runs", str(logs), "--model", "tiny-ViT-64", "--batch-size", "8", "--workers", "0",
-           "--threads", "1", "--warmup", "2", "--lr", "1e-3", "--quiet", "--log-every", "1", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "train",
+        "--runs",
+        str(logs),
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--warmup",
+        "2",
+        "--lr",
+        "1e-3",
+        "--quiet",
+        "--log-every",
+        "1",
+        *args,
+    ]
     if popen:
-        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -61,8 +93,21 @@ def metrics(run: Path) -> list[dict]:
 
 
 def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
-    res = torchrun("--train-data", f"{shards}/{{00000..00002}}.tar", "--steps", "6", "--save-every", "3",
-                   "--name", "e2e", "--eval-datasets", "digits", "--val-fraction", "0.1", logs=tmp_path)
+    res = torchrun(
+        "--train-data",
+        f"{shards}/{{00000..00002}}.tar",
+        "--steps",
+        "6",
+        "--save-every",
+        "3",
+        "--name",
+        "e2e",
+        "--eval-datasets",
+        "digits",
+        "--val-fraction",
+        "0.1",
+        logs=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "e2e"
     cfg = json.loads((run / "config.json").read_text())
@@ -86,8 +131,18 @@ def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
 
 
 def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards):
-    args = ["--train-data", f"{shards}/0000[0-2].tar", "--steps", "14", "--save-every", "2", "--name", "kill",
-            "--eval-datasets", "digits"]
+    args = [
+        "--train-data",
+        f"{shards}/0000[0-2].tar",
+        "--steps",
+        "14",
+        "--save-every",
+        "2",
+        "--name",
+        "kill",
+        "--eval-datasets",
+        "digits",
+    ]
     proc = torchrun(*args, logs=tmp_path, popen=True)
     ckpts = tmp_path / "kill" / "checkpoints"
     deadline = time.monotonic() + 300
@@ -112,10 +167,38 @@ def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards)
 
 def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp_path),
-           "--name", "bf16", "--model", "tiny-ViT-64", "--batch-size", "4", "--accum-freq", "2", "--steps", "3",
-           "--precision", "bf16", "--workers", "0", "--threads", "1", "--warmup", "1", "--log-every", "1",
-           "--grad-checkpointing", "--no-final-eval", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train",
+        "--train-data",
+        f"{shards}/00000.tar",
+        "--runs",
+        str(tmp_path),
+        "--name",
+        "bf16",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--accum-freq",
+        "2",
+        "--steps",
+        "3",
+        "--precision",
+        "bf16",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--log-every",
+        "1",
+        "--grad-checkpointing",
+        "--no-final-eval",
+        "--quiet",
+    ]
     res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
@@ -124,22 +207,50 @@ def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
     assert [r["step"] for r in rows] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in rows)
     assert not (tmp_path / "bf16" / "eval").exists(), "--no-final-eval skips the evaluation"
     state = torch.load(tmp_path / "bf16" / "checkpoints" / "step-00000003.pt", map_location="cpu", weights_only=True)
-    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point()), \
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point()), (
         "bf16 is autocast: master weights stay fp32"
+    )
 
 
 def test_bad_train_data_is_a_one_line_error(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "train", "--train-data", str(tmp_path / "none-*.tar"), "--quiet"],
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "train", "--train-data", str(tmp_path / "none-*.tar"), "--quiet"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "none-*.tar" in res.stderr
 
 
 def test_fresh_run_over_old_checkpoints_is_refused_and_bad_eval_sets_fail_early(tmp_path, shards):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    base = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp_path),
-            "--name", "again", "--model", "tiny-ViT-64", "--batch-size", "4", "--steps", "2", "--workers", "0",
-            "--threads", "1", "--warmup", "1", "--no-final-eval", "--quiet"]
+    base = [
+        sys.executable,
+        "-m",
+        "train",
+        "--train-data",
+        f"{shards}/00000.tar",
+        "--runs",
+        str(tmp_path),
+        "--name",
+        "again",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--no-final-eval",
+        "--quiet",
+    ]
     res = subprocess.run(base, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     res = subprocess.run(base, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -147,12 +258,24 @@ def test_fresh_run_over_old_checkpoints_is_refused_and_bad_eval_sets_fail_early(
     # A metrics line cut by a kill does not break the resume.
     with open(tmp_path / "again" / "metrics.jsonl", "a") as f:
         f.write('{"step": 3, "lo')
-    res = subprocess.run(base[:-1] + ["--steps", "3", "--resume", "latest", "--quiet"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        base[:-1] + ["--steps", "3", "--resume", "latest", "--quiet"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert [r["step"] for r in metrics(tmp_path / "again")] == [1, 2, 3]
-    res = subprocess.run(base[:-1] + ["--name", "badeval", "--eval-datasets", "no-such-set", "--quiet"], env=env,
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        base[:-1] + ["--name", "badeval", "--eval-datasets", "no-such-set", "--quiet"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2 and "no-such-set" in res.stderr
     assert not (tmp_path / "badeval" / "checkpoints").exists(), "refused before training"
 
@@ -172,10 +295,42 @@ def logged_run(tmp_path_factory, shards) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("logged")
     folder = tiny_imagefolder(tmp / "imgs")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "train", "--train-data", f"{shards}/00000.tar", "--runs", str(tmp), "--name", "log",
-           "--model", "tiny-ViT-64", "--batch-size", "4", "--steps", "4", "--log-every", "2", "--save-every", "4",
-           "--workers", "0", "--threads", "1", "--warmup", "1", "--eval-datasets", f"imagefolder:{folder}",
-           "--val-shards", "1", "--eval-every", "2", "--linear-probe", "--feature-cache", str(tmp / "features")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train",
+        "--train-data",
+        f"{shards}/00000.tar",
+        "--runs",
+        str(tmp),
+        "--name",
+        "log",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--steps",
+        "4",
+        "--log-every",
+        "2",
+        "--save-every",
+        "4",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--eval-datasets",
+        f"imagefolder:{folder}",
+        "--val-shards",
+        "1",
+        "--eval-every",
+        "2",
+        "--linear-probe",
+        "--feature-cache",
+        str(tmp / "features"),
+    ]
     with open(tmp / "stderr.txt", "w") as err:
         res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, timeout=300)
     stderr = (tmp / "stderr.txt").read_text()
@@ -215,7 +370,6 @@ def test_linear_probe_runs_at_the_final_evaluation_only(logged_run):
     assert "<svg" in page and "few-shot" in page.lower(), "the trainer rewrites the run's report after evaluating"
 
 
-
 def test_evaluate_and_overlap_read_the_trainers_cached_features(logged_run, shards, tmp_path):
     """The trainer's final evaluation and the commands on its checkpoint see the same pixels and
     weights: they read its cached features, and report its accuracy."""
@@ -223,16 +377,54 @@ def test_evaluate_and_overlap_read_the_trainers_cached_features(logged_run, shar
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     final = json.loads((run / "eval" / "step-00000004.json").read_text())
     (name,) = final["datasets"]
-    res = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(run), "--datasets", name,
-                          "--retrieval", "--linear-probe", "--feature-cache", str(run.parent / "features"),
-                          "--out", str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.evaluate",
+            "--checkpoint",
+            str(run),
+            "--datasets",
+            name,
+            "--retrieval",
+            "--linear-probe",
+            "--feature-cache",
+            str(run.parent / "features"),
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     again = json.loads((tmp_path / "eval" / "final.json").read_text())["datasets"][name]
     assert again["linear_probe"]["cached_features"] is True, "the trainer's features, not encoded again"
     assert again["top1"] == final["datasets"][name]["top1"]
-    res = subprocess.run([sys.executable, "-m", "train.overlap", "--checkpoint", str(run), "--datasets", name,
-                          "--shards", f"{shards}/00000.tar", "--feature-cache", str(run.parent / "features"),
-                          "--out", str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.overlap",
+            "--checkpoint",
+            str(run),
+            "--datasets",
+            name,
+            "--shards",
+            f"{shards}/00000.tar",
+            "--feature-cache",
+            str(run.parent / "features"),
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     overlap = json.loads((tmp_path / "eval" / "overlap.json").read_text())["datasets"][name]
     assert overlap["top1_all"] == final["datasets"][name]["top1"]
@@ -246,8 +438,16 @@ def test_tensorboard_uses_open_clip_train_names(logged_run):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    open_clip_train = {"train/loss", "train/contrastive_loss", "train/scale", "train/lr", "train/data_time",
-                       "train/batch_time", "train/samples_per_second", "train/samples_per_second_per_gpu"}
+    open_clip_train = {
+        "train/loss",
+        "train/contrastive_loss",
+        "train/scale",
+        "train/lr",
+        "train/data_time",
+        "train/batch_time",
+        "train/samples_per_second",
+        "train/samples_per_second_per_gpu",
+    }
     assert open_clip_train <= tags, open_clip_train - tags
     assert {"val/image_to_text_R@1", "val/text_to_image_R@10", "val/image_to_text_mean_rank"} <= tags
     folder = json.loads((run / "config.json").read_text())["eval_datasets"][0]

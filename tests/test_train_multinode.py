@@ -32,24 +32,74 @@ def shards(tmp_path_factory) -> Path:
     return root
 
 
-def two_nodes(rdzv_id: str, logs: Path, *args: str, node1_args: tuple[str, ...] = (), timeout: float = 150) -> list[str]:
+def two_nodes(
+    rdzv_id: str, logs: Path, *args: str, node1_args: tuple[str, ...] = (), timeout: float = 150
+) -> list[str]:
     """Start both nodes' torchrun (node 1 with `node1_args` appended), wait for both; their
     stderr (the agent's log at INFO and the worker's)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "LOGLEVEL": "INFO"}  # the agents log their rendezvous result (group_rank=..., global_ranks=[...])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", rdzv_id,
-           "--rdzv-conf", "join_timeout=60", "-m", "train", "--runs", str(logs), "--name", "mn",
-           "--model", "tiny-ViT-64", "--batch-size", "4", "--workers", "0", "--threads", "1", "--warmup", "1",
-           "--log-every", "1", "--save-every", "2", "--no-final-eval", "--quiet", *args]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "LOGLEVEL": "INFO",
+    }  # the agents log their rendezvous result (group_rank=..., global_ranks=[...])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        rdzv_id,
+        "--rdzv-conf",
+        "join_timeout=60",
+        "-m",
+        "train",
+        "--runs",
+        str(logs),
+        "--name",
+        "mn",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--log-every",
+        "1",
+        "--save-every",
+        "2",
+        "--no-final-eval",
+        "--quiet",
+        *args,
+    ]
     errs = [logs / f"{rdzv_id}-node{i}.err" for i in range(2)]
     procs = []
     try:
         for i, err in enumerate(errs):
             with open(err, "w") as f:
-                procs.append(subprocess.Popen(cmd + list(node1_args if i else ()), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f,
-                                              start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        cmd + list(node1_args if i else ()),
+                        env=env,
+                        cwd=ROOT,
+                        stdout=subprocess.DEVNULL,
+                        stderr=f,
+                        start_new_session=True,
+                    )
+                )
         codes = [p.wait(timeout=timeout) for p in procs]
     finally:
         for p in procs:
@@ -93,8 +143,9 @@ def test_two_nodes_train_as_one_world_and_resume_together(tmp_path, shards):
     # itself, it would start at step 0 while rank 0 starts at 2, and the ranks would fall
     # out of step (a hang or a crash in the next collective).
     elsewhere = tmp_path / "node1-disk"
-    errs = two_nodes("mn-b", tmp_path, *data, "--steps", "4", "--resume", "latest",
-                     node1_args=("--runs", str(elsewhere)))
+    errs = two_nodes(
+        "mn-b", tmp_path, *data, "--steps", "4", "--resume", "latest", node1_args=("--runs", str(elsewhere))
+    )
     resumed = [line for e in errs for line in e.splitlines() if line.startswith("resumed from")]
     assert resumed == [f"resumed from {run / 'checkpoints' / 'step-00000002.pt'} at step 2"]
     assert steps(run) == [1, 2, 3, 4]

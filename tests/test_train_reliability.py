@@ -22,8 +22,20 @@ from .test_train_data import bomb_png, sample, write_tar
 pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-COMMON = ["--model", "tiny-ViT-64", "--batch-size", "4", "--threads", "1", "--warmup", "1", "--log-every", "1",
-          "--no-final-eval", "--quiet"]
+COMMON = [
+    "--model",
+    "tiny-ViT-64",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--warmup",
+    "1",
+    "--log-every",
+    "1",
+    "--no-final-eval",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +52,10 @@ def train_cmd(*args: str) -> list[str]:
 
 def run_all(cmds: dict[str, list[str]], timeout: float = 300) -> dict[str, subprocess.CompletedProcess]:
     """Run the commands side by side (each mostly waits on imports); their results by key."""
-    procs = {k: subprocess.Popen(c, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k, c in cmds.items()}
+    procs = {
+        k: subprocess.Popen(c, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k, c in cmds.items()
+    }
     out = {}
     try:
         for k, p in procs.items():
@@ -56,6 +70,7 @@ def run_all(cmds: dict[str, list[str]], timeout: float = 300) -> dict[str, subpr
 
 
 # --------------------------------------------------------------------------- item 4: orphans
+
 
 def _alive(pid: int) -> bool:
     """Running (a zombie whose parent does not reap it counts as gone)."""
@@ -83,11 +98,32 @@ def _children(pids: set[int]) -> set[int]:
 def test_ranks_and_their_loader_workers_die_with_a_killed_launcher(tmp_path, shards):
     """torchrun starts its ranks in sessions of their own: SIGKILL to the launcher's process
     group used to leave them training (and writing checkpoints) with nobody to stop them."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
-           *COMMON, "--train-data", f"{shards}/{{00000..00001}}.tar", "--runs", str(tmp_path), "--name", "orphans",
-           "--steps", "100000", "--save-every", "100000", "--workers", "1"]
-    launcher = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "train",
+        *COMMON,
+        "--train-data",
+        f"{shards}/{{00000..00001}}.tar",
+        "--runs",
+        str(tmp_path),
+        "--name",
+        "orphans",
+        "--steps",
+        "100000",
+        "--save-every",
+        "100000",
+        "--workers",
+        "1",
+    ]
+    launcher = subprocess.Popen(
+        cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     run = tmp_path / "orphans"
     pids: set[int] = set()
     try:
@@ -104,9 +140,27 @@ def test_ranks_and_their_loader_workers_die_with_a_killed_launcher(tmp_path, sha
         assert all(os.getsid(p) != os.getsid(launcher.pid) for p in ranks), "ranks run in sessions of their own"
         # While it trains, a second run of the same name cannot start beside it.
         rank0 = json.loads((run / "config.json").read_text())["ranks"][0]["pid"]
-        beside = subprocess.run(train_cmd("--train-data", f"{shards}/00000.tar", "--runs", str(tmp_path), "--name",
-                                          "orphans", "--steps", "3", "--resume", "latest", "--workers", "0"),
-                                env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        beside = subprocess.run(
+            train_cmd(
+                "--train-data",
+                f"{shards}/00000.tar",
+                "--runs",
+                str(tmp_path),
+                "--name",
+                "orphans",
+                "--steps",
+                "3",
+                "--resume",
+                "latest",
+                "--workers",
+                "0",
+            ),
+            env=ENV,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert_one_line_error(beside, str(run), f"is in use by pid {rank0}")
 
         os.killpg(launcher.pid, signal.SIGKILL)
@@ -132,16 +186,36 @@ def test_ranks_and_their_loader_workers_die_with_a_killed_launcher(tmp_path, sha
 
 # --------------------------------------------------------------------------- item 5: bombs
 
+
 def test_a_decompression_bomb_in_a_shard_is_skipped_and_training_goes_on(tmp_path):
     """A 12000x12000 PNG of a few kB (432 MB once decoded to RGB; Pillow only warns) is
     refused from its header and counted by reason in the metrics; the run trains on."""
     rows = [sample(i) for i in range(10)]
     rows[3] = sample(3, jpg=None, png=bomb_png(12000, 12000))
     write_tar(tmp_path / "bomb.tar", rows)
-    res = subprocess.run(train_cmd("--train-data", str(tmp_path / "bomb.tar"), "--runs", str(tmp_path),
-                                   "--name", "bomb", "--steps", "3", "--workers", "0", "--shuffle-buffer", "0",
-                                   "--val-fraction", "0"),
-                         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        train_cmd(
+            "--train-data",
+            str(tmp_path / "bomb.tar"),
+            "--runs",
+            str(tmp_path),
+            "--name",
+            "bomb",
+            "--steps",
+            "3",
+            "--workers",
+            "0",
+            "--shuffle-buffer",
+            "0",
+            "--val-fraction",
+            "0",
+        ),
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "DecompressionBomb" not in res.stderr
     metrics = [json.loads(line) for line in (tmp_path / "bomb" / "metrics.jsonl").read_text().splitlines()]
@@ -156,6 +230,7 @@ def test_a_decompression_bomb_in_a_shard_is_skipped_and_training_goes_on(tmp_pat
 
 # --------------------------------------------------------------------------- item 7: one-line errors
 
+
 class NotAllowed:  # a class the safe loader refuses (module level: picklable)
     pass
 
@@ -166,10 +241,20 @@ def test_bad_resume_files_and_unreadable_shards_are_one_line_errors(tmp_path, sh
     (files / "notes.pt").write_text("these are my notes\n")
     torch.save(torch.zeros(3), files / "tensor.pt")
     torch.save({"weights": {}}, files / "dict.pt")
-    torch.save({"model": collections.OrderedDict(), "optimizer": {}, "step": 2, "rng": [{}],
-                "extra": NotAllowed()}, files / "pickle.pt")
-    torch.save({"model": {"some.other.weight": torch.zeros(2)}, "optimizer": {}, "step": 2, "rng": [{}],
-                "config": {"model": "RN50"}}, files / "othermodel.pt")
+    torch.save(
+        {"model": collections.OrderedDict(), "optimizer": {}, "step": 2, "rng": [{}], "extra": NotAllowed()},
+        files / "pickle.pt",
+    )
+    torch.save(
+        {
+            "model": {"some.other.weight": torch.zeros(2)},
+            "optimizer": {},
+            "step": 2,
+            "rng": [{}],
+            "config": {"model": "RN50"},
+        },
+        files / "othermodel.pt",
+    )
     # --resume latest over a run whose only checkpoint is damaged: an error, not a fresh start over it
     (tmp_path / "damaged" / "checkpoints").mkdir(parents=True)
     (tmp_path / "damaged" / "checkpoints" / "step-00000004.pt").write_bytes(b"PK\x03\x04 cut short")
@@ -182,14 +267,17 @@ def test_bad_resume_files_and_unreadable_shards_are_one_line_errors(tmp_path, sh
         "dict": (["--resume", str(files / "dict.pt")], [str(files / "dict.pt"), "no 'model', 'optimizer'"]),
         "notes": (["--resume", str(files / "notes.pt")], [str(files / "notes.pt"), "not a checkpoint"]),
         "missing": (["--resume", str(files / "missing.pt")], [str(files / "missing.pt"), "no such file"]),
-        "othermodel": (["--resume", str(files / "othermodel.pt")],
-                       [str(files / "othermodel.pt"), "do not fit --model tiny-ViT-64", "saved from RN50"]),
+        "othermodel": (
+            ["--resume", str(files / "othermodel.pt")],
+            [str(files / "othermodel.pt"), "do not fit --model tiny-ViT-64", "saved from RN50"],
+        ),
         "damaged": (["--resume", "latest"], ["step-00000004.pt", "not a checkpoint"]),
     }
     cmds = {k: train_cmd(*data, "--name", k, *args) for k, (args, _) in cases.items()}
     unreadable = f"{tmp_path}/{{bad,gone}}.tar"  # random bytes, and a gap in the range
-    cmds["shards"] = train_cmd("--train-data", unreadable, "--runs", str(tmp_path), "--name", "shards",
-                               "--steps", "2", "--workers", "1")
+    cmds["shards"] = train_cmd(
+        "--train-data", unreadable, "--runs", str(tmp_path), "--name", "shards", "--steps", "2", "--workers", "1"
+    )
     results = run_all(cmds)
     for k, (_, needles) in cases.items():
         res = results[k]

@@ -40,11 +40,43 @@ def shards(tmp_path_factory) -> Path:
 
 def command(ranks: int, workers: int, logs: Path, name: str, shards: Path, *extra: str) -> list[str]:
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
-    return [sys.executable, *launcher, "-m", "train", "--train-data", f"{shards}/{{00000..00002}}.tar",
-            "--runs", str(logs), "--name", name, "--model", "tiny-ViT-64", "--batch-size", "4",
-            "--workers", str(workers), "--threads", "1", "--warmup", "2", "--lr", "1e-3", "--steps", str(STEPS),
-            "--save-every", str(SAVE_EVERY), "--log-every", "1", "--shuffle-buffer", "24", "--val-fraction", "0.1",
-            "--no-final-eval", "--quiet", *extra]
+    return [
+        sys.executable,
+        *launcher,
+        "-m",
+        "train",
+        "--train-data",
+        f"{shards}/{{00000..00002}}.tar",
+        "--runs",
+        str(logs),
+        "--name",
+        name,
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--workers",
+        str(workers),
+        "--threads",
+        "1",
+        "--warmup",
+        "2",
+        "--lr",
+        "1e-3",
+        "--steps",
+        str(STEPS),
+        "--save-every",
+        str(SAVE_EVERY),
+        "--log-every",
+        "1",
+        "--shuffle-buffer",
+        "24",
+        "--val-fraction",
+        "0.1",
+        "--no-final-eval",
+        "--quiet",
+        *extra,
+    ]
 
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -80,12 +112,26 @@ def kill_leftovers(run: Path) -> None:
 @pytest.mark.parametrize("ranks,workers", [(1, 0), (1, 2), (2, 0), (2, 2)])
 def test_a_run_killed_at_a_random_step_resumes_to_the_same_losses(tmp_path, shards, ranks, workers):
     # The uninterrupted run and the one to kill start together (they only share the CPU).
-    ref = subprocess.Popen(command(ranks, workers, tmp_path, "ref", shards), env=ENV, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ref = subprocess.Popen(
+        command(ranks, workers, tmp_path, "ref", shards),
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     kill_after = random.randint(SAVE_EVERY + 1, STEPS - 2)  # a checkpoint exists, the run is not over
     run = tmp_path / "killed"
-    proc = subprocess.Popen(command(ranks, workers, tmp_path, "killed", shards), env=ENV, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command(ranks, workers, tmp_path, "killed", shards),
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -111,12 +157,20 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_losses(tmp_path, shar
     killed_at = rows(run)[-1]["step"]
     assert SAVE_EVERY < killed_at < STEPS
 
-    res = subprocess.run(command(ranks, workers, tmp_path, "killed", shards, "--resume", "latest"), env=ENV,
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        command(ranks, workers, tmp_path, "killed", shards, "--resume", "latest"),
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "reseeded" not in res.stderr, res.stderr[-2000:]
     # the newest checkpoint at the kill (the metrics line of a step is written before its checkpoint)
-    (resumed_from,) = [int(line.rsplit(" ", 1)[1]) for line in res.stderr.splitlines() if line.startswith("resumed from")]
+    (resumed_from,) = [
+        int(line.rsplit(" ", 1)[1]) for line in res.stderr.splitlines() if line.startswith("resumed from")
+    ]
     assert resumed_from in (SAVE_EVERY, 2 * SAVE_EVERY) and resumed_from <= killed_at
     got = [(r["step"], r["loss"], r["skipped_samples"]) for r in rows(run)]
     assert got == expected, f"killed after step {killed_at}, resumed at {resumed_from}"

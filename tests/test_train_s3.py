@@ -160,8 +160,9 @@ def proxied(s3, monkeypatch):
     """s3fs through the cutting proxy, 64 kB reads (a shard takes several GETs), short waits
     between reopenings. fsspec's config is part of its instance-cache key: a fresh client."""
     proxy = CuttingProxy(s3.port)
-    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": f"http://127.0.0.1:{proxy.port}",
-                                                   "default_block_size": 64 * 1024})
+    monkeypatch.setitem(
+        fsspec.config.conf, "s3", {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "default_block_size": 64 * 1024}
+    )
     monkeypatch.setattr(data, "READ_BACKOFF_S", 0.05)
     yield proxy
     proxy.close()
@@ -190,22 +191,52 @@ def test_a_connection_that_keeps_dropping_is_a_counted_reported_shard_error(prox
     assert loader.totals["shard_read_error"] == 1 and loader.totals["shard_errors"] == 1
     assert loader.totals["partial_sample"] <= 1
     err = capfd.readouterr().err
-    assert re.search(rf"warning: {re.escape(url)}: read failed at byte \d+ after {data.READ_RETRIES} reopenings", err), err
+    assert re.search(
+        rf"warning: {re.escape(url)}: read failed at byte \d+ after {data.READ_RETRIES} reopenings", err
+    ), err
     assert f"({len(got)} samples read)" in err
 
 
 def train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "train", "--model", "tiny-ViT-64", "--batch-size", "4", "--workers", "1",
-           "--threads", "1", "--warmup", "1", "--log-every", "1", "--quiet", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train",
+        "--model",
+        "tiny-ViT-64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--log-every",
+        "1",
+        "--quiet",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_run_folder_on_s3_checkpoints_and_resumes(s3, tmp_path):
     fs = s3.filesystem()
     run = f"{BUCKET}/runs/s3run"
-    args = ["--train-data", S3_PATTERN, "--runs", f"s3://{BUCKET}/runs", "--name", "s3run", "--save-every", "2",
-            "--val-fraction", "0.2", "--eval-datasets"]  # no zero-shot sets: retrieval on the S3 held-out part only
+    args = [
+        "--train-data",
+        S3_PATTERN,
+        "--runs",
+        f"s3://{BUCKET}/runs",
+        "--name",
+        "s3run",
+        "--save-every",
+        "2",
+        "--val-fraction",
+        "0.2",
+        "--eval-datasets",
+    ]  # no zero-shot sets: retrieval on the S3 held-out part only
     res = train(*args, "--steps", "3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
 
@@ -242,6 +273,13 @@ def test_run_folder_on_s3_checkpoints_and_resumes(s3, tmp_path):
 def test_missing_bucket_is_a_one_line_error(s3, local_shards, tmp_path):
     res = train("--train-data", "s3://no-such-bucket/shards/{00000..00004}.tar", "--steps", "1", cwd=tmp_path)
     assert_one_line_error(res, "no such bucket 'no-such-bucket'", "s3://no-such-bucket/shards/{00000..00004}.tar")
-    res = train("--train-data", str(local_shards / "00000.tar"), "--runs", "s3://no-such-bucket/runs", "--steps", "1",
-                cwd=tmp_path)
+    res = train(
+        "--train-data",
+        str(local_shards / "00000.tar"),
+        "--runs",
+        "s3://no-such-bucket/runs",
+        "--steps",
+        "1",
+        cwd=tmp_path,
+    )
     assert_one_line_error(res, "--runs s3://no-such-bucket/runs", "no such bucket 'no-such-bucket'")

@@ -45,21 +45,28 @@ def _envelope(uri: str, payload_metadata: dict, record_type: str = "response") -
 
 def _html_page(uri: str, links: list, head: dict | None = None) -> dict:
     html = {"Head": head or {"Title": "A page"}, "Links": links}
-    return _envelope(uri, {
-        "Actual-Content-Type": "application/http; msgtype=response",
-        "HTTP-Response-Metadata": {
-            "Response-Message": {"Status": "200", "Version": "HTTP/1.1", "Reason": "OK"},
-            "Headers": {"Content-Type": "text/html; charset=utf-8"},
-            "HTML-Metadata": html,
+    return _envelope(
+        uri,
+        {
+            "Actual-Content-Type": "application/http; msgtype=response",
+            "HTTP-Response-Metadata": {
+                "Response-Message": {"Status": "200", "Version": "HTTP/1.1", "Reason": "OK"},
+                "Headers": {"Content-Type": "text/html; charset=utf-8"},
+                "HTML-Metadata": html,
+            },
         },
-    })
+    )
 
 
 def _request_record(uri: str) -> dict:
-    return _envelope(uri, {
-        "Actual-Content-Type": "application/http; msgtype=request",
-        "HTTP-Request-Metadata": {"Request-Message": {"Method": "GET", "Path": "/a/page.html"}},
-    }, record_type="request")
+    return _envelope(
+        uri,
+        {
+            "Actual-Content-Type": "application/http; msgtype=request",
+            "HTTP-Request-Metadata": {"Request-Message": {"Method": "GET", "Path": "/a/page.html"}},
+        },
+        record_type="request",
+    )
 
 
 def write_wat(path: Path, records: list[tuple[str, bytes]]) -> Path:
@@ -69,8 +76,9 @@ def write_wat(path: Path, records: list[tuple[str, bytes]]) -> Path:
         info = w.create_warcinfo_record(path.name, {"software": "test", "format": "WAT"})
         w.write_record(info)
         for uri, payload in records:
-            rec = w.create_warc_record(uri, "metadata", payload=io.BytesIO(payload),
-                                       warc_content_type="application/json")
+            rec = w.create_warc_record(
+                uri, "metadata", payload=io.BytesIO(payload), warc_content_type="application/json"
+            )
             w.write_record(rec)
     return path
 
@@ -101,10 +109,14 @@ def sample_records() -> list[tuple[str, bytes]]:
     return [
         (PAGE, _j(_request_record(PAGE))),
         (PAGE, _j(_html_page(PAGE, links))),
-        (BASE_PAGE, _j(_html_page(BASE_PAGE, base_links,
-                                  head={"Title": "Shop", "Base": "https://static.example.org/assets/"}))),
-        ("https://example.com/x/y.html",
-         _j(_html_page("https://example.com/x/y.html", rel_base_links, head={"Base": "/media/"}))),
+        (
+            BASE_PAGE,
+            _j(_html_page(BASE_PAGE, base_links, head={"Title": "Shop", "Base": "https://static.example.org/assets/"})),
+        ),
+        (
+            "https://example.com/x/y.html",
+            _j(_html_page("https://example.com/x/y.html", rel_base_links, head={"Base": "/media/"})),
+        ),
         (PAGE, b"{this is not json"),
         (PAGE, _j({"Container": {}, "NoEnvelope": True})),
         (PAGE, _j(["a", "list"])),
@@ -169,8 +181,10 @@ def test_not_a_warc_file_is_an_input_error(tmp_path):
 
 def test_truncated_wat_keeps_earlier_records(tmp_path):
     rng = random.Random(1)
-    big = [{"path": "IMG@/src", "url": f"/i/{rng.getrandbits(128):x}.jpg", "alt": f"{rng.getrandbits(256):x}"}
-           for _ in range(400)]
+    big = [
+        {"path": "IMG@/src", "url": f"/i/{rng.getrandbits(128):x}.jpg", "alt": f"{rng.getrandbits(256):x}"}
+        for _ in range(400)
+    ]
     records = sample_records() + [("https://e.example/big", _j(_html_page("https://e.example/big", big)))]
     data = write_wat(tmp_path / "full.warc.wat.gz", records).read_bytes()
     cut = tmp_path / "cut.warc.wat.gz"
@@ -216,7 +230,13 @@ def test_wat_keep_cols(tmp_path, wat_file):
     build_pool([str(wat_file)], str(out), keep_cols=["page_url", "alt", "title", "nothing"])
     rows = pq.read_table(out / "part-00000.parquet").to_pylist()
     assert rows[0] == {
-        "uid": rows[0]["uid"], "url": "https://example.com/a/img/cat.jpg", "text": "a grey cat",
-        "source": str(wat_file), "page_url": PAGE, "alt": "a grey cat", "title": "Tom", "nothing": None,
+        "uid": rows[0]["uid"],
+        "url": "https://example.com/a/img/cat.jpg",
+        "text": "a grey cat",
+        "source": str(wat_file),
+        "page_url": PAGE,
+        "alt": "a grey cat",
+        "title": "Tom",
+        "nothing": None,
     }
     assert rows[1]["alt"] == "" and rows[1]["title"] == "a brown dog"

@@ -52,9 +52,16 @@ def write_db(folder, data=DATA, skip=()):
 def test_head_words_rules(tmp_path):
     r = read_head_words(str(write_db(tmp_path / "wn")))
     assert r.words == [
-        "entity", "physical entity", "Einstein", "einstein", "thing",  # nouns, file order
+        "entity",
+        "physical entity",
+        "Einstein",
+        "einstein",
+        "thing",  # nouns, file order
         "breathe",
-        "able", "outback", "used to", "elect",  # markers (a) (p) (ip) removed
+        "able",
+        "outback",
+        "used to",
+        "elect",  # markers (a) (p) (ip) removed
         "a cappella",  # "entity" (adv) already seen
     ]
     assert r.synsets == 12
@@ -141,11 +148,14 @@ def test_not_utf8(tmp_path):
 
 # ---- the real WordNet 3.0 ----------------------------------------------------------
 
+
 def real_wordnet():
     folder = os.environ.get("WORDNET_DIR")
     if not folder:
-        pytest.fail("WORDNET_DIR is not set: it must name a WordNet 3.0 database folder "
-                    "(e.g. Debian's /usr/share/wordnet or nltk_data/corpora/wordnet)")
+        pytest.fail(
+            "WORDNET_DIR is not set: it must name a WordNet 3.0 database folder "
+            "(e.g. Debian's /usr/share/wordnet or nltk_data/corpora/wordnet)"
+        )
     try:
         return read_head_words(folder)
     except InputError as e:

@@ -19,10 +19,17 @@ from PIL import Image
 
 from pipeline.errors import InputError
 from train import eval_data
-from train.eval_data import (ANIMAL_MNIST_CLASSES, OPENCLIPART_EXCLUDED, ImageFolderDataset, animal_mnist,
-                             load_dataset, openclipart_heldout, openclipart_pairs, sklearn_digits)
-from train.zeroshot import (accuracy_from_features, build_classifier, get_templates, retrieval_recall,
-                            zero_shot_accuracy)
+from train.eval_data import (
+    ANIMAL_MNIST_CLASSES,
+    OPENCLIPART_EXCLUDED,
+    ImageFolderDataset,
+    animal_mnist,
+    load_dataset,
+    openclipart_heldout,
+    openclipart_pairs,
+    sklearn_digits,
+)
+from train.zeroshot import accuracy_from_features, build_classifier, get_templates, retrieval_recall, zero_shot_accuracy
 
 from .conftest import required_path
 
@@ -66,6 +73,7 @@ class StubModel:
 @pytest.fixture(scope="module")
 def tokenizer():
     from open_clip.tokenizer import SimpleTokenizer
+
     return SimpleTokenizer(context_length=16)
 
 
@@ -97,12 +105,14 @@ def test_classifier_is_prompt_ensemble(tokenizer):
 def test_top1_top5_known_case(tokenizer):
     model = StubModel(tokenizer)
     clf = build_classifier(model, tokenizer, CLASSES, "simple")
-    images = torch.stack([
-        onehot(0),  # label 0: correct
-        onehot(1),  # label 1: correct
-        onehot(2) + 0.1 * onehot(5),  # label 2: correct
-        onehot(4) + 0.5 * onehot(3),  # label 3: second best -> top-1 miss, top-5 hit
-    ])
+    images = torch.stack(
+        [
+            onehot(0),  # label 0: correct
+            onehot(1),  # label 1: correct
+            onehot(2) + 0.1 * onehot(5),  # label 2: correct
+            onehot(4) + 0.5 * onehot(3),  # label 3: second best -> top-1 miss, top-5 hit
+        ]
+    )
     labels = torch.tensor([0, 1, 2, 3])
     loader = [(images[:2], labels[:2]), (images[2:], labels[2:])]
     acc = zero_shot_accuracy(model, clf, loader, classnames=CLASSES)
@@ -177,6 +187,7 @@ def test_animal_mnist():
 def test_animal_mnist_refuses_other_pickles(tmp_path):
     import gzip
     import pickle
+
     with gzip.open(tmp_path / "animal_data_version_3.gz", "wb") as f:
         pickle.dump(Counter(a=1), f)  # needs a class other than numpy's: refused before it is built
     with pytest.raises(InputError, match="refused"):
@@ -187,6 +198,7 @@ def test_animal_mnist_refuses_other_pickles(tmp_path):
 
 def test_digits():
     from sklearn.datasets import load_digits
+
     ds = sklearn_digits(transform=to_tensor)
     assert len(ds) == 1797 and ds.classnames == [str(d) for d in range(10)]
     assert sum(ds.class_counts().values()) == 1797 and min(ds.class_counts().values()) > 170
@@ -232,9 +244,12 @@ def test_imagefolder(tmp_path):
     assert load_dataset(f"imagefolder:{root}").classnames == ["a", "b", "c"]
 
     bad = tmp_path / "bad.txt"
-    for text, match in [("a\nb\n", "2 class names for 3"), ("big_cat\ttiger\ndog\n", "mixes"),
-                        ("big_cat\ta\ndog\tb\n", "no name for class folder"),
-                        ("big_cat\ta\ndog\tb\nzebra_fish\tc\ncow\td\n", "no class folder named 'cow'")]:
+    for text, match in [
+        ("a\nb\n", "2 class names for 3"),
+        ("big_cat\ttiger\ndog\n", "mixes"),
+        ("big_cat\ta\ndog\tb\n", "no name for class folder"),
+        ("big_cat\ta\ndog\tb\nzebra_fish\tc\ncow\td\n", "no class folder named 'cow'"),
+    ]:
         bad.write_text(text)
         with pytest.raises(InputError, match=match):
             ImageFolderDataset(root, bad)
@@ -246,11 +261,26 @@ def test_imagefolder(tmp_path):
 
 def test_openclipart_heldout():
     from pipeline.collect.openclipart import is_held_out_image
+
     cache = required_path("OPENCLIPART_DIR")
     ds = openclipart_heldout(cache)
     cats = ds.info["categories"]
-    assert cats == ["animals", "buildings", "computer", "education", "food", "geography", "office", "people",
-                    "plants", "recreation", "shapes", "signs_and_symbols", "tools", "transportation"]
+    assert cats == [
+        "animals",
+        "buildings",
+        "computer",
+        "education",
+        "food",
+        "geography",
+        "office",
+        "people",
+        "plants",
+        "recreation",
+        "shapes",
+        "signs_and_symbols",
+        "tools",
+        "transportation",
+    ]
     assert ds.classnames[cats.index("signs_and_symbols")] == "signs and symbols"
     assert not set(cats) & set(OPENCLIPART_EXCLUDED) and all("_" not in c for c in ds.classnames)
     assert len(ds) > 500 and len(ds) == len(ds.paths)
@@ -259,8 +289,13 @@ def test_openclipart_heldout():
     assert min(ds.class_counts().values()) >= 5
     assert not any(set(also) & set(cats) for also in ds.also_in)  # no image filed under two classes
     assert ds.info["ambiguous_images"] > 0 and sum(map(len, ds.also_in)) > 0
-    assert ds.info["held_out_images"] == len(ds) + sum(ds.info["excluded_categories"].values()) + \
-        sum(ds.info["small_categories"].values()) + ds.info["ambiguous_images"]
+    assert (
+        ds.info["held_out_images"]
+        == len(ds)
+        + sum(ds.info["excluded_categories"].values())
+        + sum(ds.info["small_categories"].values())
+        + ds.info["ambiguous_images"]
+    )
     image, label = ds[0]
     assert image.mode == "RGB" and min(image.size) <= 512 and 0 <= label < 14
     pairs = openclipart_pairs(cache)
@@ -270,9 +305,11 @@ def test_openclipart_heldout():
 
 # -- end to end with a real tiny open_clip model ------------------------------------------
 
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +317,7 @@ def tiny_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import open_clip
     from open_clip import factory
+
     factory._MODEL_CONFIGS["zs-test-tiny"] = TINY
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("zs-test-tiny", pretrained=None)
@@ -292,22 +330,50 @@ def tiny_model():
 
 def test_evaluate_end_to_end(tiny_model, tmp_path):
     from train.evaluate import evaluate, scalars
+
     model, tokenizer, preprocess = tiny_model
     model.train()
     digits = sklearn_digits(transform=preprocess)
-    pairs = [(torch.stack([digits[i][0] for i in range(j, j + 6)]),  # (images, texts, uids) like the trainer's
-              tokenizer([f"the number {digits[i][1]}" for i in range(j, j + 6)]), [str(i) for i in range(6)])
-             for j in (0, 6)]
-    res = evaluate(model, tokenizer, preprocess, ["digits"], cache_dir=tmp_path, device="cpu", out_dir=tmp_path,
-                   step=5, retrieval_loader=pairs, templates="simple", batch_size=256, log=None)
+    pairs = [
+        (
+            torch.stack([digits[i][0] for i in range(j, j + 6)]),  # (images, texts, uids) like the trainer's
+            tokenizer([f"the number {digits[i][1]}" for i in range(j, j + 6)]),
+            [str(i) for i in range(6)],
+        )
+        for j in (0, 6)
+    ]
+    res = evaluate(
+        model,
+        tokenizer,
+        preprocess,
+        ["digits"],
+        cache_dir=tmp_path,
+        device="cpu",
+        out_dir=tmp_path,
+        step=5,
+        retrieval_loader=pairs,
+        templates="simple",
+        batch_size=256,
+        log=None,
+    )
     assert model.training  # restored after evaluation
     path = tmp_path / "eval" / "step-00000005.json"
     assert res["path"] == str(path)
     saved = json.loads(path.read_text())
     assert saved["step"] == 5 and saved["templates"] == "simple" and saved["n_templates"] == 7
     d = saved["datasets"]["digits"]
-    assert {"top1", "top5", "chance_top1", "chance_top5", "n", "n_classes", "per_class_top1", "classnames",
-            "mean_per_class_top1", "info"} <= set(d)
+    assert {
+        "top1",
+        "top5",
+        "chance_top1",
+        "chance_top5",
+        "n",
+        "n_classes",
+        "per_class_top1",
+        "classnames",
+        "mean_per_class_top1",
+        "info",
+    } <= set(d)
     assert d["n"] == 1797 and d["n_classes"] == 10 and d["chance_top1"] == 0.1 and d["chance_top5"] == 0.5
     assert 0.0 <= d["top1"] <= d["top5"] <= 1.0
     r = saved["retrieval"]["val"]
@@ -322,14 +388,30 @@ def test_evaluate_end_to_end(tiny_model, tmp_path):
 
 def test_evaluate_cli(tiny_model, tmp_path, capsys):
     from train.evaluate import main
+
     model, _, _ = tiny_model
     run = tmp_path / "runs" / "r1"
     ckpt = run / "checkpoints" / "latest.pt"
     ckpt.parent.mkdir(parents=True)
     state = {f"module.{k}": v for k, v in model.state_dict().items()}  # as saved from DDP
     torch.save({"model": state, "config": {"model": "zs-test-ckpt", "model_config": TINY}, "step": 42}, ckpt)
-    assert main(["--checkpoint", str(ckpt), "--datasets", "digits", "--templates", "simple",
-                 "--batch-size", "512", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--datasets",
+                "digits",
+                "--templates",
+                "simple",
+                "--batch-size",
+                "512",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((run / "eval" / "final.json").read_text())
     assert saved["checkpoint_step"] == 42 and saved["model"] == "zs-test-ckpt" and saved["step"] is None
     assert saved["retrieval"] == {} and 0.0 <= saved["datasets"]["digits"]["top1"] <= 1.0

@@ -163,10 +163,14 @@ def measure_sample(dump: str | Path | None = None, workers: int = 2) -> SampleSt
 
 def _measure(con, tmp: Path, tokens: int) -> SampleStats:
     m, c = tmp / "metaclip", tmp / "clip"
-    con.execute(f"CREATE TABLE mu AS SELECT w, sum(c)::BIGINT c, sum(d)::BIGINT d "
-                f"FROM read_parquet('{m}/uni/*.parquet') GROUP BY w")
-    con.execute(f"CREATE TABLE mb AS SELECT split_part(b, ' ', 1) x, split_part(b, ' ', 2) y, sum(c)::BIGINT c "
-                f"FROM read_parquet('{m}/bi/*.parquet') GROUP BY b")
+    con.execute(
+        f"CREATE TABLE mu AS SELECT w, sum(c)::BIGINT c, sum(d)::BIGINT d "
+        f"FROM read_parquet('{m}/uni/*.parquet') GROUP BY w"
+    )
+    con.execute(
+        f"CREATE TABLE mb AS SELECT split_part(b, ' ', 1) x, split_part(b, ' ', 2) y, sum(c)::BIGINT c "
+        f"FROM read_parquet('{m}/bi/*.parquet') GROUP BY b"
+    )
     words, counts = con.execute("SELECT list(w ORDER BY c DESC, w), list(c ORDER BY c DESC, w) FROM mu").fetchone()
     counts = np.array(counts, np.int64)
     spread = np.zeros(BOUND_MAX + 1)
@@ -175,13 +179,16 @@ def _measure(con, tmp: Path, tokens: int) -> SampleStats:
     for k, n, s in by_count.fetchall():
         spread[k], per_count[k] = s, n
     # Bound pairs: the rarer word occurs only in this pair; the partner at most 4x as often.
-    con.execute("""
+    con.execute(
+        """
         CREATE TABLE bound AS SELECT least(ux.c, uy.c) cr, greatest(ux.c, uy.c) cp, (ux.c <= uy.c) rare_left,
                (ux.d >= 3 AND uy.d >= 3) spread
         FROM mb JOIN mu ux ON ux.w = mb.x JOIN mu uy ON uy.w = mb.y
         WHERE mb.x <> mb.y AND mb.c = least(ux.c, uy.c) AND least(ux.c, uy.c) <= ?
           AND greatest(ux.c, uy.c) <= 4 * least(ux.c, uy.c)
-    """, [BOUND_MAX])
+    """,
+        [BOUND_MAX],
+    )
     pairs = np.array(con.execute("SELECT cr, cp, rare_left::INT FROM bound ORDER BY ALL").fetchall(), np.int64)
     bound_rate = np.zeros(BOUND_MAX + 1)
     for k, n in con.execute("SELECT cr, count(*) FROM bound GROUP BY cr").fetchall():
@@ -195,7 +202,7 @@ def _measure(con, tmp: Path, tokens: int) -> SampleStats:
                sum(c) FILTER (WHERE w = lower(w)) lo,
                sum(c) FILTER (WHERE w <> lower(w) AND w = upper(left(w, 1)) || lower(substr(w, 2))) cap,
                sum(c) FILTER (WHERE w <> lower(w) AND w = upper(w)) up
-        FROM cu WHERE {_lemma_key('w')} GROUP BY lower(w)
+        FROM cu WHERE {_lemma_key("w")} GROUP BY lower(w)
     """)
     shares = con.execute("""
         SELECT k, tot, coalesce(lo, 0) / tot, coalesce(cap, 0) / tot, coalesce(up, 0) / tot FROM ck WHERE tot >= 20
@@ -213,21 +220,40 @@ def _measure(con, tmp: Path, tokens: int) -> SampleStats:
     con.execute(f"""
         CREATE TABLE fu AS SELECT k w, tot::BIGINT c, row_number() OVER (ORDER BY tot DESC, k) - 1 i FROM ck;
         CREATE TABLE fb AS SELECT lower(split_part(b, ' ', 1)) x, lower(split_part(b, ' ', 2)) y, sum(c)::BIGINT c
-        FROM read_parquet('{c}/bi/*.parquet') WHERE {_lemma_key('b')} GROUP BY ALL
+        FROM read_parquet('{c}/bi/*.parquet') WHERE {_lemma_key("b")} GROUP BY ALL
     """)
     donor_counts = np.array(con.execute("SELECT list(c ORDER BY i) FROM fu").fetchone()[0], np.int64)
-    donor_pairs = np.array(con.execute("""
+    donor_pairs = np.array(
+        con.execute("""
         SELECT CASE WHEN ux.c <= uy.c THEN ux.i ELSE uy.i END,
                fb.c / least(ux.c, uy.c), greatest(ux.c, uy.c) / least(ux.c, uy.c), (ux.c <= uy.c)::INT
         FROM fb JOIN fu ux ON ux.w = fb.x JOIN fu uy ON uy.w = fb.y WHERE fb.x <> fb.y ORDER BY ALL
-    """).fetchall(), np.float64)
-    title_len = np.array([r[0] for r in con.execute(
-        f"SELECT least(len(string_split(title, ' ')), 6) FROM read_parquet('{c}/titles/*.parquet')").fetchall()])
+    """).fetchall(),
+        np.float64,
+    )
+    title_len = np.array(
+        [
+            r[0]
+            for r in con.execute(
+                f"SELECT least(len(string_split(title, ' ')), 6) FROM read_parquet('{c}/titles/*.parquet')"
+            ).fetchall()
+        ]
+    )
     title_words = np.bincount(title_len, minlength=7)[1:] / len(title_len)
     stats = SampleStats(
-        tokens=tokens, digit_share=1 - counts.sum() / tokens, words=list(words), counts=counts, spread=spread,
-        bound_rate=bound_rate, bound_pairs=pairs, bound_spread=float(bound_spread or 0.0), type_share=type_share,
-        share_pool=share_pool, own_shares=own, donor_counts=donor_counts, donor_pairs=donor_pairs,
+        tokens=tokens,
+        digit_share=1 - counts.sum() / tokens,
+        words=list(words),
+        counts=counts,
+        spread=spread,
+        bound_rate=bound_rate,
+        bound_pairs=pairs,
+        bound_spread=float(bound_spread or 0.0),
+        type_share=type_share,
+        share_pool=share_pool,
+        own_shares=own,
+        donor_counts=donor_counts,
+        donor_pairs=donor_pairs,
         title_words=title_words,
     )
     stats.head_fit = fit_head(counts)
@@ -246,7 +272,7 @@ def sample_stats() -> SampleStats:
 def fit_head(counts: np.ndarray, ranks: tuple[int, int] = HEAD_FIT_RANKS) -> tuple[float, float]:
     """(s1, q) of log c = a - s1 log(r + q), least squares over the given ranks (q on a grid)."""
     r = np.arange(ranks[0], ranks[1] + 1, dtype=float)
-    y = np.log(counts[ranks[0] - 1:ranks[1]].astype(float))
+    y = np.log(counts[ranks[0] - 1 : ranks[1]].astype(float))
     best = None
     for q in np.arange(0.0, 10.01, 0.25):
         x = np.log(r + q)
@@ -273,8 +299,11 @@ class Law:
 
     def count(self, rank) -> np.ndarray:
         r = np.asarray(rank, float)
-        return np.where(r <= self.rb, self.K * (np.minimum(r, self.rb) + self.q) ** -self.s1,
-                        self.cb * (np.maximum(r, self.rb) / self.rb) ** -self.s2)
+        return np.where(
+            r <= self.rb,
+            self.K * (np.minimum(r, self.rb) + self.q) ** -self.s1,
+            self.cb * (np.maximum(r, self.rb) / self.rb) ** -self.s2,
+        )
 
     def rank_at(self, count) -> np.ndarray:
         """The (real-valued) rank where the law has this count."""
@@ -322,8 +351,8 @@ def synthetic(ids: np.ndarray, syllables: int = 4) -> pa.StringArray:
     the id is scrambled by an odd multiplier prime to 5 and 7, then written in syllables)."""
     ids = np.asarray(ids, np.int64)
     base = len(_SYLLABLES)
-    assert ids.size == 0 or (ids.min() >= 0 and ids.max() < base ** syllables), "id out of range"
-    ids = (ids * 40_503) % base ** syllables
+    assert ids.size == 0 or (ids.min() >= 0 and ids.max() < base**syllables), "id out of range"
+    ids = (ids * 40_503) % base**syllables
     digits = (ids[:, None] // base ** np.arange(syllables - 1, -1, -1)) % base
     data = _SYLLABLES[digits].reshape(len(ids), 2 * syllables)
     offsets = np.arange(len(ids) + 1, dtype=np.int32) * (2 * syllables)
@@ -420,8 +449,9 @@ def _explicit_draw(rng: np.random.Generator, counts: np.ndarray, scale: float) -
     return (counts >= 100) | (rng.random(len(counts)) < scale)
 
 
-def build_world(seed: int = 0, scale: float = 1.0, stats: SampleStats | None = None,
-                wordnet: str | Path | None = None) -> World:
+def build_world(
+    seed: int = 0, scale: float = 1.0, stats: SampleStats | None = None, wordnet: str | Path | None = None
+) -> World:
     """The simulated Wikipedia for a seed (deterministic); `scale` only thins rows no
     threshold can reach (see the module docstring)."""
     stats = stats or sample_stats()
@@ -456,12 +486,12 @@ def build_world(seed: int = 0, scale: float = 1.0, stats: SampleStats | None = N
     real_rank = np.r_[np.arange(len(top)), len(top) + np.floor(j + j * j / J).astype(np.int64)]
     real_word_list = top + list(spread_words)
     real_rank = real_rank[real_rank < n]
-    real_word = pa.array(real_word_list[:len(real_rank)], pa.string())
+    real_word = pa.array(real_word_list[: len(real_rank)], pa.string())
 
     # Case shares: a sample word keeps its own; others draw from the pool of their type.
     rng = _rng(seed, "case")
     kind = rng.choice(3, size=n, p=stats.type_share)
-    proper = np.fromiter((w in wn_proper for w in real_word_list[:len(real_rank)]), bool, len(real_rank))
+    proper = np.fromiter((w in wn_proper for w in real_word_list[: len(real_rank)]), bool, len(real_rank))
     kind[real_rank[proper]] = 1
     shares = np.empty((n, 3), np.float32)
     for t in range(3):
@@ -481,8 +511,11 @@ def build_world(seed: int = 0, scale: float = 1.0, stats: SampleStats | None = N
 
     # Document spread (metaclip): P(d >= 3 | c), sample-measured for small c.
     p10 = stats.spread[BOUND_MAX]
-    p = np.where(counts <= BOUND_MAX, stats.spread[np.minimum(counts, BOUND_MAX)],
-                 1 - (1 - p10) * BOUND_MAX / np.maximum(counts, 1))
+    p = np.where(
+        counts <= BOUND_MAX,
+        stats.spread[np.minimum(counts, BOUND_MAX)],
+        1 - (1 - p10) * BOUND_MAX / np.maximum(counts, 1),
+    )
     spread = _rng(seed, "spread").random(n) < p
 
     explicit = _explicit_draw(_rng(seed, "explicit"), counts, scale)
@@ -502,8 +535,25 @@ def build_world(seed: int = 0, scale: float = 1.0, stats: SampleStats | None = N
     digit_light = int(d_all[d_all < EXPLICIT_MIN].sum())
     digit_explicit = _explicit_draw(_rng(seed, "digit"), digit_counts, scale)
 
-    world = World(law, scale, seed, counts, light_mass, explicit, real_rank, real_word, shares, spread, pairs,
-                  digit_counts, digit_explicit, digit_light, titles={}, dump_titles=None, stats=stats)
+    world = World(
+        law,
+        scale,
+        seed,
+        counts,
+        light_mass,
+        explicit,
+        real_rank,
+        real_word,
+        shares,
+        spread,
+        pairs,
+        digit_counts,
+        digit_explicit,
+        digit_light,
+        titles={},
+        dump_titles=None,
+        stats=stats,
+    )
     world.titles, world.dump_titles = _titles(world, seed, scale)
     return world
 
@@ -560,11 +610,11 @@ def _compositional_pairs(counts: np.ndarray, stats: SampleStats, seed: int, scal
     n_tok = TOKENS * (1 - stats.digit_share)
     xs, ys, cs = [], [], []
     for f in range(FUNCTION_WORDS):
-        reach = int(np.count_nonzero(counts * float(counts[f]) * 2 ** COMPOSITIONAL_PMI / n_tok >= MIN_PAIR))
+        reach = int(np.count_nonzero(counts * float(counts[f]) * 2**COMPOSITIONAL_PMI / n_tok >= MIN_PAIR))
         content = np.arange(FUNCTION_WORDS, max(reach, FUNCTION_WORDS))
         content = content[rng.random(len(content)) < FUNCTION_PAIR_P]
         pmi = rng.uniform(0, COMPOSITIONAL_PMI, len(content))
-        c = np.minimum(np.rint(counts[content] * float(counts[f]) * 2 ** pmi / n_tok), counts[content] // 2)
+        c = np.minimum(np.rint(counts[content] * float(counts[f]) * 2**pmi / n_tok), counts[content] // 2)
         keep = (c >= MIN_PAIR) & (rng.random(len(content)) < scale)  # all below THIN_PMI
         content, c = content[keep], c[keep].astype(np.int64)
         left = rng.random(len(content)) < 0.5
@@ -572,8 +622,13 @@ def _compositional_pairs(counts: np.ndarray, stats: SampleStats, seed: int, scal
         ys.append(np.where(left, content, f))
         cs.append(c)
     x = np.concatenate(xs)
-    return {"x": x, "y": np.concatenate(ys), "c": np.concatenate(cs), "kind": np.full(len(x), 2, np.int64),
-            "pmi": np.full(len(x), np.nan)}  # below THIN_PMI; not needed exactly
+    return {
+        "x": x,
+        "y": np.concatenate(ys),
+        "c": np.concatenate(cs),
+        "kind": np.full(len(x), 2, np.int64),
+        "pmi": np.full(len(x), np.nan),
+    }  # below THIN_PMI; not needed exactly
 
 
 def _bound_pairs(counts: np.ndarray, stats: SampleStats, seed: int, spread: np.ndarray) -> dict:
@@ -589,7 +644,7 @@ def _bound_pairs(counts: np.ndarray, stats: SampleStats, seed: int, spread: np.n
     used = dict.fromkeys(free, 0)
 
     def take(v: int, k: int) -> np.ndarray:
-        got = free[v][used[v]:used[v] + k]
+        got = free[v][used[v] : used[v] + k]
         used[v] += len(got)
         return got
 
@@ -614,8 +669,13 @@ def _bound_pairs(counts: np.ndarray, stats: SampleStats, seed: int, spread: np.n
             s = spread[rare]  # the pair's spread decides both words'
             spread[part] = s
     x = np.concatenate(xs) if xs else np.zeros(0, np.int64)
-    return {"x": x, "y": np.concatenate(ys) if ys else x, "c": np.concatenate(cs) if cs else x,
-            "kind": np.full(len(x), 3, np.int64), "pmi": np.full(len(x), np.nan)}
+    return {
+        "x": x,
+        "y": np.concatenate(ys) if ys else x,
+        "c": np.concatenate(cs) if cs else x,
+        "kind": np.full(len(x), 3, np.int64),
+        "pmi": np.full(len(x), np.nan),
+    }
 
 
 def _phi(z: np.ndarray) -> np.ndarray:
@@ -632,7 +692,7 @@ def _titles(world: World, seed: int, scale: float) -> tuple[dict, pa.StringArray
     # Expected qualifying views by popularity rank; past ~80k no hour reaches HOURLY_MIN.
     k = np.arange(1, 400_001, dtype=float)
     lam = VIEWS_PER_HOUR / (norm * (k + VIEW_Q))
-    z = (np.log(lam / HOURLY_MIN) + BURST_SIGMA ** 2 / 2) / BURST_SIGMA
+    z = (np.log(lam / HOURLY_MIN) + BURST_SIGMA**2 / 2) / BURST_SIGMA
     views = np.rint(HOURS * lam * _phi(z)).astype(np.int64)
     views = views[views >= HOURLY_MIN]
     n = len(views)
@@ -642,15 +702,15 @@ def _titles(world: World, seed: int, scale: float) -> tuple[dict, pa.StringArray
     # One-word article titles: Capitalised lemmas, rank log-uniform in 1..ONE_WORD_TITLE_RANKS.
     one = np.flatnonzero((nwords == 1) & (kind == 0))
     ranks = np.unique(np.exp(rng.uniform(0, math.log(ONE_WORD_TITLE_RANKS), len(one))).astype(np.int64) - 1)
-    ranks = rng.permutation(ranks)[:len(one)]
-    one = one[:len(ranks)]
+    ranks = rng.permutation(ranks)[: len(one)]
+    one = one[: len(ranks)]
     titles = pc.replace_with_mask(titles, pa.array(np.isin(np.arange(n), one)), pc.utf8_capitalize(world.words(ranks)))
     # Half the two-word article titles: generated collocations, "Xxx yyy" / "Xxx Yyy".
     two = np.flatnonzero((nwords == 2) & (kind == 0))
     two = two[rng.random(len(two)) < 0.5]
     coll = np.flatnonzero((world.pairs["kind"] == 0) & (world.pairs["pmi"] >= THIN_PMI))  # never thinned
-    pick = rng.permutation(coll)[:len(two)]
-    two = two[:len(pick)]
+    pick = rng.permutation(coll)[: len(two)]
+    two = two[: len(pick)]
     if len(pick):
         px, py = world.pairs["x"][pick], world.pairs["y"][pick]
         second = world.words(py)
@@ -779,8 +839,17 @@ def write_counts(world: World, recipe: str, work_dir: Path) -> Written:
     _write(dump / "uni", uni)
     _write(dump / "bi", pa.table({"b": written.bigram, "c": written.c}))
     titles = world.dump_titles
-    _write(dump / "titles", pa.table({"title": titles, "chunk": pa.array(np.full(len(titles), "c000000")),
-                                      "pos": pa.array(np.arange(len(titles), dtype=np.int32))}), parts=1)
+    _write(
+        dump / "titles",
+        pa.table(
+            {
+                "title": titles,
+                "chunk": pa.array(np.full(len(titles), "c000000")),
+                "pos": pa.array(np.arange(len(titles), dtype=np.int32)),
+            }
+        ),
+        parts=1,
+    )
     views = pa.table({"title": world.titles["title"], "views": world.titles["views"]})
     _write(work_dir / "pageviews" / "parts", views, parts=1)
     return written
@@ -804,8 +873,16 @@ def expected_bigrams(w: Written, rules, wordnet: set[str]) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------- the run
 
 
-def simulate(recipe: str, work_dir, scale: float = 1.0, seed: int = 0, details: bool = False,
-             memory_limit: str = "4GB", threads: int = 2, **rule_overrides) -> dict:
+def simulate(
+    recipe: str,
+    work_dir,
+    scale: float = 1.0,
+    seed: int = 0,
+    details: bool = False,
+    memory_limit: str = "4GB",
+    threads: int = 2,
+    **rule_overrides,
+) -> dict:
     """Write the simulated counts for `recipe` into `work_dir` and run the real aggregation
     and selection on them. Returns per-source `added`, `candidates` (rows passing the
     source's thresholds, before caps and dedup), the top and bottom 10 selected bigrams
@@ -854,7 +931,7 @@ def simulate(recipe: str, work_dir, scale: float = 1.0, seed: int = 0, details: 
         "seed": seed,
         "rules": rules.as_dict(),
         "N": n,
-        "pmi30_max_ratio": n / 2 ** 30,  # c(x)c(y)/c(xy) a pair needs for PMI >= 30
+        "pmi30_max_ratio": n / 2**30,  # c(x)c(y)/c(xy) a pair needs for PMI >= 30
         "added": {s: report[s]["added"] for s in SOURCES},
         "duplicates_skipped": {s: report[s]["duplicates_skipped"] for s in SOURCES},
         "candidates": candidates,
@@ -864,9 +941,12 @@ def simulate(recipe: str, work_dir, scale: float = 1.0, seed: int = 0, details: 
         "selected_bigram_kinds": {k: int(np.count_nonzero(kinds == i)) for i, k in enumerate(World.KINDS)},
         # Bound rare pairs whose ratio c(x)c(y)/c(xy) allows PMI >= 30 at this N, before the
         # document-frequency filter drops the words of those in fewer than 3 articles.
-        "bound_pairs_ratio_ok": int(np.count_nonzero(
-            (world.pairs["kind"] == 3) & (world.counts[world.pairs["x"]] * world.counts[world.pairs["y"]]
-                                          <= n / 2 ** 30 * world.pairs["c"]))),
+        "bound_pairs_ratio_ok": int(
+            np.count_nonzero(
+                (world.pairs["kind"] == 3)
+                & (world.counts[world.pairs["x"]] * world.counts[world.pairs["y"]] <= n / 2**30 * world.pairs["c"])
+            )
+        ),
         "top_bigrams": show(bigrams[:10]),
         "bottom_bigrams": show(bigrams[-10:]),
         "total": len(rows),
@@ -874,8 +954,10 @@ def simulate(recipe: str, work_dir, scale: float = 1.0, seed: int = 0, details: 
     if details:
         expected, pmi = expected_bigrams(written, rules, wordnet)
         result["_bigrams"] = [(r.query, r.count, r.pmi) for r in bigrams]
-        result["_expected"] = [(b, int(c), float(p)) for b, c, p in zip(
-            written.bigram.take(pa.array(expected)).to_pylist(), written.c[expected], pmi[expected])]
+        result["_expected"] = [
+            (b, int(c), float(p))
+            for b, c, p in zip(written.bigram.take(pa.array(expected)).to_pylist(), written.c[expected], pmi[expected])
+        ]
         result["_written"] = written
     return result
 
@@ -885,23 +967,41 @@ def model_summary(world: World) -> dict:
     st, law = world.stats, world.law
     return {
         "tokens": TOKENS,
-        "law": {"s1": round(law.s1, 4), "q": law.q, "r_b": round(law.rb, 1), "s2": round(law.s2, 4),
-                "K": round(float(law.K)), "words_at_100": law.vocab(100), "words_at_5": law.vocab(5),
-                "words_at_3": law.vocab(EXPLICIT_MIN), "words_at_1": law.vocab(1)},
-        "sample": {"tokens": st.tokens, "digit_share": round(st.digit_share, 4),
-                   "case_type_share_lower_cap_upper": [round(float(v), 4) for v in st.type_share],
-                   "p_docs_ge_3_by_count": [round(float(v), 3) for v in st.spread],
-                   "bound_pairs_per_word_by_count": [round(float(v), 4) for v in st.bound_rate],
-                   "bound_pairs_spread_c3_4": round(st.bound_spread, 3),
-                   "title_words_1_to_6plus": [round(float(v), 3) for v in st.title_words]},
+        "law": {
+            "s1": round(law.s1, 4),
+            "q": law.q,
+            "r_b": round(law.rb, 1),
+            "s2": round(law.s2, 4),
+            "K": round(float(law.K)),
+            "words_at_100": law.vocab(100),
+            "words_at_5": law.vocab(5),
+            "words_at_3": law.vocab(EXPLICIT_MIN),
+            "words_at_1": law.vocab(1),
+        },
+        "sample": {
+            "tokens": st.tokens,
+            "digit_share": round(st.digit_share, 4),
+            "case_type_share_lower_cap_upper": [round(float(v), 4) for v in st.type_share],
+            "p_docs_ge_3_by_count": [round(float(v), 3) for v in st.spread],
+            "bound_pairs_per_word_by_count": [round(float(v), 4) for v in st.bound_rate],
+            "bound_pairs_spread_c3_4": round(st.bound_spread, 3),
+            "title_words_1_to_6plus": [round(float(v), 3) for v in st.title_words],
+        },
         "digit_tokens_at_100": int(np.count_nonzero(world.digit_counts >= 100)),
         "real_words_placed": int(len(world.real_rank)),
         "pairs_by_kind": {k: int(np.count_nonzero(world.pairs["kind"] == i)) for i, k in enumerate(World.KINDS)},
-        "titles": {"viewed_at_least_one_hour": int(len(world.titles["views"])),
-                   "viewed_at_70": int(np.count_nonzero(world.titles["views"] >= 70)),
-                   "articles_viewed_at_70": int(np.count_nonzero((world.titles["views"] >= 70)
-                                                                 & (world.titles["kind"] == 0))),
-                   "assumed": {"articles": ARTICLES, "redirect_share": REDIRECT_SHARE, "missing_share": MISSING_SHARE,
-                               "desktop_views_per_hour": VIEWS_PER_HOUR, "zipf_offset": VIEW_Q,
-                               "hourly_lognormal_sigma": BURST_SIGMA, "hours": HOURS}},
+        "titles": {
+            "viewed_at_least_one_hour": int(len(world.titles["views"])),
+            "viewed_at_70": int(np.count_nonzero(world.titles["views"] >= 70)),
+            "articles_viewed_at_70": int(np.count_nonzero((world.titles["views"] >= 70) & (world.titles["kind"] == 0))),
+            "assumed": {
+                "articles": ARTICLES,
+                "redirect_share": REDIRECT_SHARE,
+                "missing_share": MISSING_SHARE,
+                "desktop_views_per_hour": VIEWS_PER_HOUR,
+                "zipf_offset": VIEW_Q,
+                "hourly_lognormal_sigma": BURST_SIGMA,
+                "hours": HOURS,
+            },
+        },
     }

@@ -66,9 +66,11 @@ def model_outputs(out: Any) -> dict[str, torch.Tensor]:
         return {k: v for k, v in out.items() if v is not None}
     if isinstance(out, (tuple, list)) and len(out) in (3, 4):
         return {k: v for k, v in zip(TUPLE_KEYS, out) if v is not None}
-    raise TypeError("model must return a dict (output_dict=True) or a tuple "
-                    "(image_features, text_features, logit_scale[, logit_bias]); "
-                    f"got {type(out).__name__}")
+    raise TypeError(
+        "model must return a dict (output_dict=True) or a tuple "
+        "(image_features, text_features, logit_scale[, logit_bias]); "
+        f"got {type(out).__name__}"
+    )
 
 
 def split_chunks(batch: torch.Tensor | Sequence[torch.Tensor], accum_freq: int | None) -> list[torch.Tensor]:
@@ -187,7 +189,7 @@ def accumulate_step(
                         inputs[key] = val if last else val.detach()
                     else:
                         cached = cache[key]
-                        inputs[key] = torch.cat(cached[:j] + [val] + cached[j + 1:])
+                        inputs[key] = torch.cat(cached[:j] + [val] + cached[j + 1 :])
                 loss, parts = _total(loss_fn(**inputs))
             do_backward(loss)
             del inputs

@@ -49,8 +49,12 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -155,13 +159,19 @@ def load(path: str | Path) -> dict:
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(repr(k) for k in missing)})")
-    if not isinstance(state["model"], dict) or not isinstance(state["optimizer"], dict) \
-            or not isinstance(state["rng"], list) or not state["rng"] or not isinstance(state["step"], int):
+    if (
+        not isinstance(state["model"], dict)
+        or not isinstance(state["optimizer"], dict)
+        or not isinstance(state["rng"], list)
+        or not state["rng"]
+        or not isinstance(state["step"], int)
+    ):
         raise CheckpointError(f"{path}: not a training checkpoint (model, optimizer, step or rng of the wrong type)")
     fmt = state.get("format", 1)
     if not isinstance(fmt, int) or fmt > FORMAT:
-        raise CheckpointError(f"{path}: written by a newer trainer (checkpoint format {fmt!r}, "
-                              f"this one reads up to {FORMAT})")
+        raise CheckpointError(
+            f"{path}: written by a newer trainer (checkpoint format {fmt!r}, this one reads up to {FORMAT})"
+        )
     return state
 
 
@@ -177,8 +187,11 @@ def load_problem(exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         what = f" ({found.group(1)})" if found else ""
-        return ("not a checkpoint of this trainer: it holds Python objects" + what
-                + " that are not loaded, only tensors and plain containers are")
+        return (
+            "not a checkpoint of this trainer: it holds Python objects"
+            + what
+            + " that are not loaded, only tensors and plain containers are"
+        )
     if isinstance(exc, pickle.UnpicklingError):
         return f"not a checkpoint (not a file written by torch.save: {one_line(exc)})"
     return f"not a checkpoint, or a damaged one ({one_line(exc)})"

@@ -88,10 +88,23 @@ except ImportError:  # pragma: no cover - open_clip is pinned in requirements
     OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 
 __all__ = [
-    "expand_urls", "is_held_out", "train_transform", "val_transform",
-    "TrainStream", "TrainLoader", "make_train_loader", "ValSet", "ValLoader",
-    "make_val_loader", "check_remote_shards", "IMAGE_EXTS", "SAMPLE_REASONS", "SHARD_REASONS",
-    "StreamError", "STREAM_FORMAT", "DEFAULT_MAX_IMAGE_PIXELS",
+    "expand_urls",
+    "is_held_out",
+    "train_transform",
+    "val_transform",
+    "TrainStream",
+    "TrainLoader",
+    "make_train_loader",
+    "ValSet",
+    "ValLoader",
+    "make_val_loader",
+    "check_remote_shards",
+    "IMAGE_EXTS",
+    "SAMPLE_REASONS",
+    "SHARD_REASONS",
+    "StreamError",
+    "STREAM_FORMAT",
+    "DEFAULT_MAX_IMAGE_PIXELS",
 ]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -99,8 +112,15 @@ Tokenizer = Callable[[list[str]], torch.Tensor]
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # first present is used; shards carry .jpg
 # Every sample read lands in exactly one of: yielded, "held_out" (or, for the val set,
 # "not_held_out"), or one of these skip reasons.
-SAMPLE_REASONS = ("missing_image", "missing_text", "bad_text", "bad_json", "bad_image",
-                  "image_too_large", "partial_sample")
+SAMPLE_REASONS = (
+    "missing_image",
+    "missing_text",
+    "bad_text",
+    "bad_json",
+    "bad_image",
+    "image_too_large",
+    "partial_sample",
+)
 SHARD_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error")
 # A remote shard whose read fails is reopened at the same byte this many times, after
 # READ_BACKOFF_S, 2x, 4x ... seconds (on top of the fsspec backend's own retries: s3fs
@@ -116,6 +136,7 @@ _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_
 
 # --------------------------------------------------------------------------- URLs
 
+
 def _scheme(url: str) -> str:
     if url.startswith("pipe:"):
         return "pipe"
@@ -125,13 +146,14 @@ def _scheme(url: str) -> str:
 
 def _file_url_path(url: str) -> str:
     """`file:///abs/x.tar` -> `/abs/x.tar`; `file://rel/x.tar` -> `rel/x.tar`."""
-    return url[len("file://"):] if url.lower().startswith("file://") else url
+    return url[len("file://") :] if url.lower().startswith("file://") else url
 
 
 def _expand_local(path: str) -> tuple[list[str], bool]:
     """(paths, whether anything existing matched) for one brace-expanded local path."""
     if _GLOB_MAGIC.search(path):
         import glob
+
         found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
         return [os.path.normpath(p) for p in found], bool(found)
     if os.path.isdir(path):
@@ -172,6 +194,7 @@ def expand_urls(patterns: Sequence[str] | str) -> list[str]:
             elif _GLOB_MAGIC.search(item.split("://", 1)[1]):
                 try:
                     import fsspec
+
                     fs = fsspec.filesystem(scheme)
                     found_paths = sorted(fs.glob(item))
                 except Exception as exc:  # missing backend (s3fs, gcsfs), network, ...
@@ -200,7 +223,9 @@ def check_remote_shards(patterns: Sequence[str] | str) -> None:
     for pattern in [patterns] if isinstance(patterns, str) else patterns:
         by_folder: dict[str, set[str]] = defaultdict(set)
         for item in braceexpand.braceexpand(pattern):
-            if _scheme(item) not in ("", "file", "pipe", "http", "https") and not _GLOB_MAGIC.search(item.split("://", 1)[1]):
+            if _scheme(item) not in ("", "file", "pipe", "http", "https") and not _GLOB_MAGIC.search(
+                item.split("://", 1)[1]
+            ):
                 folder, name = item.rsplit("/", 1)
                 by_folder[folder].add(name)
         if not by_folder:
@@ -230,6 +255,7 @@ def _check_readable(urls: Sequence[str]) -> None:
     for scheme in sorted({_scheme(u) for u in urls} - {"", "file", "pipe", "http", "https"}):
         try:
             import fsspec
+
             fsspec.get_filesystem_class(scheme)
         except Exception as exc:
             example = next(u for u in urls if _scheme(u) == scheme)
@@ -246,6 +272,7 @@ def _open_url(url: str):
         # curl for http(s), a subprocess for pipe:. (`webdataset.gopen` the attribute is the
         # function, which shadows the module of the same name.)
         from webdataset.gopen import gopen
+
         return gopen(url, "rb")
     return _ReopeningReader(url)
 
@@ -287,9 +314,11 @@ class _ReopeningReader:
 
     def _reopen(self, exc: Exception) -> None:
         if self.reopened >= READ_RETRIES:
-            raise ShardReadError(f"{self.url}: read failed at byte {self.pos} after {self.reopened} reopenings "
-                                 f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})") from exc
-        time.sleep(READ_BACKOFF_S * 2 ** self.reopened)
+            raise ShardReadError(
+                f"{self.url}: read failed at byte {self.pos} after {self.reopened} reopenings "
+                f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})"
+            ) from exc
+        time.sleep(READ_BACKOFF_S * 2**self.reopened)
         self.reopened += 1
         with contextlib.suppress(Exception):
             self._f.close()
@@ -317,6 +346,7 @@ def _report_read_error(url: str, message: str) -> None:
 
 # --------------------------------------------------------------------------- held-out split
 
+
 def is_held_out(uid: str, val_fraction: float) -> bool:
     """Whether a sample belongs to the held-out (validation) part.
 
@@ -328,10 +358,11 @@ def is_held_out(uid: str, val_fraction: float) -> bool:
     if val_fraction <= 0.0:
         return False
     digest = hashlib.blake2b(b"wit-val-split\0" + str(uid).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0 ** 64 < val_fraction
+    return int.from_bytes(digest, "big") / 2.0**64 < val_fraction
 
 
 # --------------------------------------------------------------------------- transforms
+
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """RGB, with any transparency composited on white."""
@@ -416,6 +447,7 @@ def val_transform(image_size: int) -> ValTransform:
 
 # --------------------------------------------------------------------------- reading shards
 
+
 class _TarInfo(tarfile.TarInfo):
     """Records whether the archive ended with its end-of-archive (all-zero) block.
 
@@ -457,8 +489,9 @@ def iter_shard(url: str, counts: Counter) -> Iterator[dict]:
         yield raw
 
 
-def _iter_shard_indexed(url: str, counts: Counter, start: int = 0,
-                        wanted: frozenset | set = frozenset()) -> Iterator[tuple[int, dict]]:
+def _iter_shard_indexed(
+    url: str, counts: Counter, start: int = 0, wanted: frozenset | set = frozenset()
+) -> Iterator[tuple[int, dict]]:
     """`(index, raw sample)` of one shard from raw sample `start` on, plus the earlier ones
     whose index is in `wanted`; never raises (see `iter_shard`).
 
@@ -661,8 +694,7 @@ class _Position:
 
     def state(self, buf: list[dict]) -> dict:
         refs = torch.tensor([s["ref"] for s in buf], dtype=torch.int64).reshape(-1, 2)
-        return {"draw": self.draw, "raw": self.raw, "out": self.out, "bad_in_a_row": self.bad_in_a_row,
-                "buffer": refs}
+        return {"draw": self.draw, "raw": self.raw, "out": self.out, "bad_in_a_row": self.bad_in_a_row, "buffer": refs}
 
 
 def _valid_position(state: Any) -> bool:
@@ -672,8 +704,14 @@ def _valid_position(state: Any) -> bool:
     if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("draw", "raw", "out", "bad_in_a_row")):
         return False
     buf = state.get("buffer")
-    return (isinstance(buf, torch.Tensor) and buf.dtype == torch.int64 and buf.dim() == 2 and buf.shape[1] == 2
-            and bool((buf >= 0).all()) and bool((buf[:, 0] <= state["draw"]).all()))
+    return (
+        isinstance(buf, torch.Tensor)
+        and buf.dtype == torch.int64
+        and buf.dim() == 2
+        and buf.shape[1] == 2
+        and bool((buf >= 0).all())
+        and bool((buf[:, 0] <= state["draw"]).all())
+    )
 
 
 class TrainStream(IterableDataset):
@@ -688,10 +726,20 @@ class TrainStream(IterableDataset):
     worker, from `TrainLoader.state_dict()`) continues each worker exactly where it was.
     """
 
-    def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, batch_size: int,
-                 image_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 val_fraction: float = 0.0, shuffle_buffer: int = 2000, start_step: int = 0,
-                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        tokenizer: Tokenizer,
+        batch_size: int,
+        image_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        val_fraction: float = 0.0,
+        shuffle_buffer: int = 2000,
+        start_step: int = 0,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         super().__init__()
         if not urls:
             raise ValueError("no training shards")
@@ -757,8 +805,9 @@ class TrainStream(IterableDataset):
                     buf[slots[(d, j)]] = self._accept(raw, Counter(), ref=(d, j))
         return buf, slots
 
-    def _inputs(self, base: tuple, pos: _Position, counts: Counter, resumed: bool,
-                buf: list, slots: dict) -> Iterator[dict]:
+    def _inputs(
+        self, base: tuple, pos: _Position, counts: Counter, resumed: bool, buf: list, slots: dict
+    ) -> Iterator[dict]:
         """Checked, non-held-out raw samples from the shard draws, from `pos` on, forever;
         `pos` advances as they are taken. Each carries `ref` = (draw, raw index)."""
         distinct = set(self.urls)
@@ -789,7 +838,8 @@ class TrainStream(IterableDataset):
                     skipped = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v and k != "shards")
                     raise StreamError(
                         f"no trainable sample in any of the {len(distinct)} training shards "
-                        f"({skipped or 'no samples'}; val_fraction {self.val_fraction})")
+                        f"({skipped or 'no samples'}; val_fraction {self.val_fraction})"
+                    )
             pos.draw, pos.raw = draw + 1, 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
@@ -818,9 +868,13 @@ class TrainStream(IterableDataset):
                             placeholders = False
                             kept = [s for s in buf if s is not None]
                             if len(kept) < len(buf):
-                                print(f"warning: rank {self.rank} worker {worker}: {len(buf) - len(kept)} samples of "
-                                      "the saved shuffle buffer could not be read again (shards changed or "
-                                      "unreadable); the stream goes on without them", file=sys.stderr, flush=True)
+                                print(
+                                    f"warning: rank {self.rank} worker {worker}: {len(buf) - len(kept)} samples of "
+                                    "the saved shuffle buffer could not be read again (shards changed or "
+                                    "unreadable); the stream goes on without them",
+                                    file=sys.stderr,
+                                    flush=True,
+                                )
                             buf[:] = kept
                         buf.append(new)
                     i = _seed(*base, "shuffle", pos.out) % len(buf)
@@ -838,8 +892,9 @@ class TrainStream(IterableDataset):
                 if tensor is None:
                     pos.bad_in_a_row += 1
                     if pos.bad_in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
-                        raise StreamError(f"{pos.bad_in_a_row} undecodable images in a row "
-                                          f"(last shard: {sample['__url__']})")
+                        raise StreamError(
+                            f"{pos.bad_in_a_row} undecodable images in a row (last shard: {sample['__url__']})"
+                        )
                     continue
                 pos.bad_in_a_row = 0
                 images.append(tensor)
@@ -872,8 +927,14 @@ class TrainLoader:
     produce a batch.
     """
 
-    def __init__(self, dataset: TrainStream, workers: int = 0, num_batches: int | None = None,
-                 pin_memory: bool = False, prefetch_factor: int = 2):
+    def __init__(
+        self,
+        dataset: TrainStream,
+        workers: int = 0,
+        num_batches: int | None = None,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+    ):
         self.dataset = dataset
         self.workers = max(0, int(workers))
         self.num_batches = num_batches
@@ -894,13 +955,25 @@ class TrainLoader:
 
     def state_dict(self) -> dict:
         d = self.dataset
-        return {"format": STREAM_FORMAT, "seed": d.seed, "rank": d.rank, "world_size": d.world_size,
-                "workers": self.workers, "urls": urls_fingerprint(d.urls), "num_urls": len(d.urls),
-                "batch_size": d.batch_size, "val_fraction": d.val_fraction, "shuffle_buffer": d.shuffle_buffer,
-                "start_step": d.start_step, "step": d.start_step + self.batches, "batches": self.batches,
-                "epoch": d.epoch, "epoch_batches": self._epoch_batches,
-                "streams": [dict(s) if s is not None else None for s in self.streams],
-                "totals": dict(self.totals)}
+        return {
+            "format": STREAM_FORMAT,
+            "seed": d.seed,
+            "rank": d.rank,
+            "world_size": d.world_size,
+            "workers": self.workers,
+            "urls": urls_fingerprint(d.urls),
+            "num_urls": len(d.urls),
+            "batch_size": d.batch_size,
+            "val_fraction": d.val_fraction,
+            "shuffle_buffer": d.shuffle_buffer,
+            "start_step": d.start_step,
+            "step": d.start_step + self.batches,
+            "batches": self.batches,
+            "epoch": d.epoch,
+            "epoch_batches": self._epoch_batches,
+            "streams": [dict(s) if s is not None else None for s in self.streams],
+            "totals": dict(self.totals),
+        }
 
     def mismatch(self, state: Any) -> str | None:
         """Why `state` cannot be continued by this loader (None: it can)."""
@@ -908,15 +981,22 @@ class TrainLoader:
             return "the checkpoint holds no stream position (written before step-exact resume)"
         mine = self.state_dict()
         if state.get("urls") != mine["urls"]:
-            return (f"the shard list changed ({state.get('num_urls')} shards then, {mine['num_urls']} now, "
-                    "or other ones)")
+            return (
+                f"the shard list changed ({state.get('num_urls')} shards then, {mine['num_urls']} now, or other ones)"
+            )
         for key, what in (("world_size", "ranks"), ("workers", "--workers"), ("seed", "--seed"), ("rank", "rank")):
             if state.get(key) != mine[key]:
                 return f"{what} changed ({state.get(key)} then, {mine[key]} now)"
         streams = state.get("streams")
-        if not isinstance(streams, list) or len(streams) != len(self.streams) or not all(
-                s is None or _valid_position(s) for s in streams) or not all(
-                isinstance(state.get(k), int) and state[k] >= 0 for k in ("start_step", "batches", "epoch", "epoch_batches")):
+        if (
+            not isinstance(streams, list)
+            or len(streams) != len(self.streams)
+            or not all(s is None or _valid_position(s) for s in streams)
+            or not all(
+                isinstance(state.get(k), int) and state[k] >= 0
+                for k in ("start_step", "batches", "epoch", "epoch_batches")
+            )
+        ):
             return "the checkpoint's stream position is incomplete or malformed"
         return None
 
@@ -953,11 +1033,17 @@ class TrainLoader:
         # Its own generator for the workers' base seed: the global torch RNG (dropout, ...)
         # must not depend on when the loader was started.
         generator = torch.Generator()
-        generator.manual_seed(_seed("loader", d.seed, d.rank, d.epoch) % 2 ** 63)
-        loader = DataLoader(d, batch_size=None, num_workers=self.workers,
-                            pin_memory=self.pin_memory, persistent_workers=False,
-                            prefetch_factor=self.prefetch_factor if self.workers else None,
-                            generator=generator, worker_init_fn=_worker_init if self.workers else None)
+        generator.manual_seed(_seed("loader", d.seed, d.rank, d.epoch) % 2**63)
+        loader = DataLoader(
+            d,
+            batch_size=None,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+            prefetch_factor=self.prefetch_factor if self.workers else None,
+            generator=generator,
+            worker_init_fn=_worker_init if self.workers else None,
+        )
         it = iter(loader)
         try:
             n = 0
@@ -981,12 +1067,23 @@ class TrainLoader:
             del it
 
 
-def make_train_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_size: int,
-                      image_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                      workers: int = 0, val_fraction: float = 0.0, shuffle_buffer: int = 2000,
-                      start_step: int = 0, num_batches: int | None = None,
-                      pin_memory: bool = False, resume: dict | None = None,
-                      max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> TrainLoader:
+def make_train_loader(
+    urls: Sequence[str] | str,
+    tokenizer: Tokenizer,
+    batch_size: int,
+    image_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    workers: int = 0,
+    val_fraction: float = 0.0,
+    shuffle_buffer: int = 2000,
+    start_step: int = 0,
+    num_batches: int | None = None,
+    pin_memory: bool = False,
+    resume: dict | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> TrainLoader:
     """The training stream for one rank: infinite (or `num_batches`) batches of exactly
     `batch_size`, deterministic in (seed, rank, world_size, workers, start_step).
 
@@ -997,10 +1094,19 @@ def make_train_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_siz
     """
     urls = expand_urls(urls)
     _check_readable(urls)
-    stream = TrainStream(urls, tokenizer, batch_size, image_size, rank=rank,
-                         world_size=world_size, seed=seed, val_fraction=val_fraction,
-                         shuffle_buffer=shuffle_buffer, start_step=start_step,
-                         max_image_pixels=max_image_pixels)
+    stream = TrainStream(
+        urls,
+        tokenizer,
+        batch_size,
+        image_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        val_fraction=val_fraction,
+        shuffle_buffer=shuffle_buffer,
+        start_step=start_step,
+        max_image_pixels=max_image_pixels,
+    )
     loader = TrainLoader(stream, workers=workers, num_batches=num_batches, pin_memory=pin_memory)
     if resume is not None:
         loader.resume_note = loader.mismatch(resume)
@@ -1011,14 +1117,22 @@ def make_train_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_siz
 
 # --------------------------------------------------------------------------- validation
 
+
 class ValSet(IterableDataset):
     """The held-out samples, once, in shard order (shards sorted; worker w of n reads shards
     w, w+n, ...). Yields `(images, tokens, uids, skip_info)`; the last batch may be short.
 
     Also usable with `val_fraction=1.0` to read every sample of a shard list once."""
 
-    def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, batch_size: int,
-                 image_size: int, val_fraction: float, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        tokenizer: Tokenizer,
+        batch_size: int,
+        image_size: int,
+        val_fraction: float,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         super().__init__()
         is_held_out("", val_fraction)
         self.max_image_pixels = max_image_pixels
@@ -1084,8 +1198,7 @@ class ValLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
         self.totals = Counter()
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers,
-                            persistent_workers=False)
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers, persistent_workers=False)
         for images, tokens, uids, info in loader:
             for k in ("skipped", "shard_errors", "shards", "not_held_out"):
                 self.totals[k] += info[k]
@@ -1096,9 +1209,15 @@ class ValLoader:
                 yield images, tokens, uids
 
 
-def make_val_loader(urls: Sequence[str] | str, tokenizer: Tokenizer, batch_size: int,
-                    image_size: int, val_fraction: float, workers: int = 0,
-                    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> ValLoader:
+def make_val_loader(
+    urls: Sequence[str] | str,
+    tokenizer: Tokenizer,
+    batch_size: int,
+    image_size: int,
+    val_fraction: float,
+    workers: int = 0,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> ValLoader:
     """The held-out part (`is_held_out(uid, val_fraction)`), once, deterministic order,
     center crops: `(images [b,3,S,S], tokens [b,L], uids)` with b <= batch_size."""
     urls = expand_urls(urls)

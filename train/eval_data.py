@@ -144,8 +144,15 @@ def open_rgb_cached(path: str | Path, max_short_side: int) -> Image.Image:
 class LabelledImages(Dataset):
     """(image, label) items; see the module docstring."""
 
-    def __init__(self, name: str, classnames: Sequence[str], labels: Sequence[int],
-                 load: Callable[[int], Image.Image], transform: Transform = None, info: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        classnames: Sequence[str],
+        labels: Sequence[int],
+        load: Callable[[int], Image.Image],
+        transform: Transform = None,
+        info: dict | None = None,
+    ):
         self.name = name
         self.classnames = list(classnames)
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -179,8 +186,14 @@ class LabelledImages(Dataset):
 class PairedImages(Dataset):
     """(image, caption) items for retrieval; image i goes with caption i."""
 
-    def __init__(self, name: str, captions: Sequence[str], load: Callable[[int], Image.Image],
-                 transform: Transform = None, info: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        captions: Sequence[str],
+        load: Callable[[int], Image.Image],
+        transform: Transform = None,
+        info: dict | None = None,
+    ):
         self.name = name
         self.captions = list(captions)
         self._load = load
@@ -225,8 +238,10 @@ def _read_classnames(path: Path, folders: list[str]) -> list[str]:
         no = entries[tabbed.index(not tabbed[0])][0]
         raise InputError(f"{path}:{no}: mixes 'folder<TAB>name' lines with plain name lines")
     if len(entries) != len(folders):
-        raise InputError(f"{path}: {len(entries)} class names for {len(folders)} class folders "
-                         "(one name per line, in sorted folder order)")
+        raise InputError(
+            f"{path}: {len(entries)} class names for {len(folders)} class folders "
+            "(one name per line, in sorted folder order)"
+        )
     return [line.strip() for _, line in entries]
 
 
@@ -253,10 +268,18 @@ class ImageFolderDataset(LabelledImages):
         else:
             classnames = [" ".join(f.replace("_", " ").split()) for f in folders]
         paths = [p for p, _ in samples]
-        super().__init__(f"imagefolder:{root}", classnames, [c for _, c in samples],
-                         lambda i: open_rgb(paths[i]), transform,
-                         {"root": str(root), "classnames_file": str(classnames_file) if classnames_file else None,
-                          "folders": folders})
+        super().__init__(
+            f"imagefolder:{root}",
+            classnames,
+            [c for _, c in samples],
+            lambda i: open_rgb(paths[i]),
+            transform,
+            {
+                "root": str(root),
+                "classnames_file": str(classnames_file) if classnames_file else None,
+                "folders": folders,
+            },
+        )
         self.paths = paths
 
 
@@ -270,6 +293,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
             from numpy._core.multiarray import _reconstruct
+
             return _reconstruct
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
@@ -292,8 +316,10 @@ def _animal_dir(cache_dir: str | Path) -> Path:
     for d in (cache_dir, cache_dir / "animal-mnist"):
         if (d / ANIMAL_MNIST_FILES[0]).is_file():
             return d
-    raise InputError(f"{cache_dir}: animal-mnist files ({', '.join(ANIMAL_MNIST_FILES)}) not found here nor in "
-                     "animal-mnist/; fetch them with `python -m pipeline.sample_data animal-mnist`")
+    raise InputError(
+        f"{cache_dir}: animal-mnist files ({', '.join(ANIMAL_MNIST_FILES)}) not found here nor in "
+        "animal-mnist/; fetch them with `python -m pipeline.sample_data animal-mnist`"
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -302,11 +328,14 @@ def _animal_arrays(directory: str) -> tuple[np.ndarray, np.ndarray]:
     images = _load_pickled_array(d / ANIMAL_MNIST_FILES[0])
     labels = _load_pickled_array(d / ANIMAL_MNIST_FILES[1])
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise InputError(f"{d / ANIMAL_MNIST_FILES[0]}: expected uint8 [n, 28, 28] images, "
-                         f"got {images.dtype} {list(images.shape)}")
+        raise InputError(
+            f"{d / ANIMAL_MNIST_FILES[0]}: expected uint8 [n, 28, 28] images, got {images.dtype} {list(images.shape)}"
+        )
     if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
-        raise InputError(f"{d / ANIMAL_MNIST_FILES[1]}: expected {images.shape[0]} integer labels, "
-                         f"got {labels.dtype} {list(labels.shape)}")
+        raise InputError(
+            f"{d / ANIMAL_MNIST_FILES[1]}: expected {images.shape[0]} integer labels, "
+            f"got {labels.dtype} {list(labels.shape)}"
+        )
     if labels.min() < 0 or labels.max() >= len(ANIMAL_MNIST_CLASSES):
         raise InputError(f"{d / ANIMAL_MNIST_FILES[1]}: labels outside 0..{len(ANIMAL_MNIST_CLASSES) - 1}")
     images.setflags(write=False)
@@ -319,9 +348,14 @@ def animal_mnist(cache_dir: str | Path = ".cache/sample", transform: Transform =
     """animal-mnist from CACHE/animal-mnist/ (or a folder holding its two files directly)."""
     d = _animal_dir(cache_dir)
     images, labels = _animal_arrays(str(d.resolve()))
-    return LabelledImages("animal-mnist", ANIMAL_MNIST_CLASSES, labels,
-                          lambda i: Image.fromarray(images[i]).convert("RGB"), transform,
-                          {"source": str(d), "image_size": [28, 28]})
+    return LabelledImages(
+        "animal-mnist",
+        ANIMAL_MNIST_CLASSES,
+        labels,
+        lambda i: Image.fromarray(images[i]).convert("RGB"),
+        transform,
+        {"source": str(d), "image_size": [28, 28]},
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,9 +381,14 @@ def sklearn_digits(transform: Transform = None, names: str = "digits") -> Labell
         raise ValueError(f"names must be 'digits' or 'words', got {names!r}")
     images, labels = _digits_arrays()
     classnames = [str(d) for d in range(10)] if names == "digits" else list(DIGIT_WORDS)
-    return LabelledImages("digits", classnames, labels,
-                          lambda i: Image.fromarray(images[i]).convert("RGB"), transform,
-                          {"source": "sklearn.datasets.load_digits", "image_size": list(images.shape[1:])})
+    return LabelledImages(
+        "digits",
+        classnames,
+        labels,
+        lambda i: Image.fromarray(images[i]).convert("RGB"),
+        transform,
+        {"source": "sklearn.datasets.load_digits", "image_size": list(images.shape[1:])},
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,9 +412,14 @@ def _png_loader(png_root: str, paths: list[str]) -> Callable[[int], Image.Image]
     return lambda i: open_rgb_cached(Path(png_root) / paths[i], OPENCLIPART_MAX_SHORT_SIDE)
 
 
-def openclipart_heldout(cache_dir: str | Path = ".cache/sample", held_out_fraction: float = HELD_OUT_FRACTION,
-                        seed: int = HELD_OUT_SEED, min_images: int = OPENCLIPART_MIN_IMAGES,
-                        exclude: Sequence[str] = OPENCLIPART_EXCLUDED, transform: Transform = None) -> LabelledImages:
+def openclipart_heldout(
+    cache_dir: str | Path = ".cache/sample",
+    held_out_fraction: float = HELD_OUT_FRACTION,
+    seed: int = HELD_OUT_SEED,
+    min_images: int = OPENCLIPART_MIN_IMAGES,
+    exclude: Sequence[str] = OPENCLIPART_EXCLUDED,
+    transform: Transform = None,
+) -> LabelledImages:
     """The held-out openclipart images labelled by category (see the module docstring)."""
     png_root, rows = _openclipart_held_rows(str(cache_dir), held_out_fraction, seed)
     excluded = Counter(r["category"] for r in rows if r["category"] in exclude)
@@ -395,26 +439,53 @@ def openclipart_heldout(cache_dir: str | Path = ".cache/sample", held_out_fracti
     small = Counter(r["category"] for r in candidates if r["category"] not in index)
     ambiguous = sum(1 for r in candidates if r["category"] in index and set(r["also_in"]) & set(classes))
     paths = [r["path"] for r in kept]
-    info = {"source": str(png_root), "held_out_fraction": held_out_fraction, "seed": seed,
-            "held_out_images": len(rows), "excluded_categories": dict(sorted(excluded.items())),
-            "small_categories": dict(sorted(small.items())), "min_images": min_images,
-            "ambiguous_images": ambiguous, "categories": classes}
-    ds = LabelledImages("openclipart", [readable_category(c) for c in classes], [index[r["category"]] for r in kept],
-                        _png_loader(png_root, paths), transform, info)
+    info = {
+        "source": str(png_root),
+        "held_out_fraction": held_out_fraction,
+        "seed": seed,
+        "held_out_images": len(rows),
+        "excluded_categories": dict(sorted(excluded.items())),
+        "small_categories": dict(sorted(small.items())),
+        "min_images": min_images,
+        "ambiguous_images": ambiguous,
+        "categories": classes,
+    }
+    ds = LabelledImages(
+        "openclipart",
+        [readable_category(c) for c in classes],
+        [index[r["category"]] for r in kept],
+        _png_loader(png_root, paths),
+        transform,
+        info,
+    )
     ds.paths = paths
     ds.also_in = [r["also_in"] for r in kept]  # other categories linking to each image (none is a class)
     return ds
 
 
-def openclipart_pairs(cache_dir: str | Path = ".cache/sample", held_out_fraction: float = HELD_OUT_FRACTION,
-                      seed: int = HELD_OUT_SEED, transform: Transform = None) -> PairedImages:
+def openclipart_pairs(
+    cache_dir: str | Path = ".cache/sample",
+    held_out_fraction: float = HELD_OUT_FRACTION,
+    seed: int = HELD_OUT_SEED,
+    transform: Transform = None,
+) -> PairedImages:
     """Every held-out openclipart image with a caption, as (image, caption), for retrieval."""
     png_root, rows = _openclipart_held_rows(str(cache_dir), held_out_fraction, seed)
     kept = [r for r in rows if r["text"]]
     paths = [r["path"] for r in kept]
-    ds = PairedImages("openclipart", [r["text"] for r in kept], _png_loader(png_root, paths), transform,
-                      {"source": str(png_root), "held_out_fraction": held_out_fraction, "seed": seed,
-                       "held_out_images": len(rows), "without_caption": len(rows) - len(kept)})
+    ds = PairedImages(
+        "openclipart",
+        [r["text"] for r in kept],
+        _png_loader(png_root, paths),
+        transform,
+        {
+            "source": str(png_root),
+            "held_out_fraction": held_out_fraction,
+            "seed": seed,
+            "held_out_images": len(rows),
+            "without_caption": len(rows) - len(kept),
+        },
+    )
     ds.paths = paths
     return ds
 
@@ -430,7 +501,9 @@ def _imagefolder(cache_dir, preprocess, arg: str | None = None) -> LabelledImage
     base = Path(root)
     if not ((base / "train").is_dir() and (base / "test").is_dir()):
         return ImageFolderDataset(root, names or None, transform=preprocess)
-    train_folders, test_folders = ({d.name for d in (base / part).iterdir() if d.is_dir()} for part in ("train", "test"))
+    train_folders, test_folders = (
+        {d.name for d in (base / part).iterdir() if d.is_dir()} for part in ("train", "test")
+    )
     if train_folders != test_folders:
         only = sorted(train_folders ^ test_folders)
         raise InputError(f"{base}: train/ and test/ have different class folders ({', '.join(only[:5])})")
@@ -463,8 +536,10 @@ def check_spec(spec: str, retrieval: bool = False) -> None:
         return
     name, _, arg = spec.partition(":")
     if name not in DATASETS or (arg and name != "imagefolder") or (name == "imagefolder" and not arg):
-        raise InputError(f"unknown dataset {spec!r}; choose from openclipart, animal-mnist, digits, "
-                         "imagefolder:ROOT[::CLASSNAMES_FILE]")
+        raise InputError(
+            f"unknown dataset {spec!r}; choose from openclipart, animal-mnist, digits, "
+            "imagefolder:ROOT[::CLASSNAMES_FILE]"
+        )
 
 
 def load_dataset(spec: str, cache_dir: str | Path = ".cache/sample", preprocess: Transform = None) -> LabelledImages:
@@ -474,7 +549,8 @@ def load_dataset(spec: str, cache_dir: str | Path = ".cache/sample", preprocess:
     return DATASETS[name](cache_dir, preprocess, arg or None)
 
 
-def load_retrieval_dataset(name: str, cache_dir: str | Path = ".cache/sample",
-                           preprocess: Transform = None) -> PairedImages:
+def load_retrieval_dataset(
+    name: str, cache_dir: str | Path = ".cache/sample", preprocess: Transform = None
+) -> PairedImages:
     check_spec(name, retrieval=True)
     return RETRIEVAL_DATASETS[name](cache_dir, preprocess)

@@ -71,8 +71,7 @@ def result_path(out_dir: str | Path, step: int | None) -> Path:
 def _loader(dataset, batch_size: int, num_workers: int):
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, persistent_workers=False)
 
 
 def _progress(loader, desc: str, log: Callable[[str], None] | None, what: str):
@@ -86,8 +85,20 @@ def _progress(loader, desc: str, log: Callable[[str], None] | None, what: str):
     return bar
 
 
-def _encode(model, ds, spec: str, cache, weights, preprocess, precision: str, batch_size: int, num_workers: int,
-            device, autocast, log: Callable[[str], None] | None):
+def _encode(
+    model,
+    ds,
+    spec: str,
+    cache,
+    weights,
+    preprocess,
+    precision: str,
+    batch_size: int,
+    num_workers: int,
+    device,
+    autocast,
+    log: Callable[[str], None] | None,
+):
     """`train.features` of a labelled set: from `cache` if it has them, else encoded (a bar
     or a line per set through `log`)."""
     from . import features
@@ -98,15 +109,32 @@ def _encode(model, ds, spec: str, cache, weights, preprocess, precision: str, ba
     return features.cached_encode(model, ds, batches, spec, cache, weights, preprocess, precision, device, autocast)
 
 
-def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: str | Path = ".cache/sample",
-             device: str | torch.device = "cpu", out_dir: str | Path | None = None, step: int | None = None,
-             retrieval_loader=None, templates: str | Sequence = "openai", retrieval: Sequence[str] = (),
-             batch_size: int = 64, num_workers: int = 0, autocast: Callable[[], ContextManager] | None = None,
-             log: Callable[[str], None] | None = _log, extra: dict | None = None,
-             retrieval_loader_name: str = "val", progress: bool = True, linear_probe: bool = False,
-             probe_seed: int = 0, probe_shots: Sequence[int] = (1, 2, 4, 8, 16),
-             probe_seeds: Sequence[int] = (0, 1, 2), feature_cache: str | Path | None = None,
-             precision: str = "fp32") -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    preprocess,
+    datasets: Sequence[str],
+    cache_dir: str | Path = ".cache/sample",
+    device: str | torch.device = "cpu",
+    out_dir: str | Path | None = None,
+    step: int | None = None,
+    retrieval_loader=None,
+    templates: str | Sequence = "openai",
+    retrieval: Sequence[str] = (),
+    batch_size: int = 64,
+    num_workers: int = 0,
+    autocast: Callable[[], ContextManager] | None = None,
+    log: Callable[[str], None] | None = _log,
+    extra: dict | None = None,
+    retrieval_loader_name: str = "val",
+    progress: bool = True,
+    linear_probe: bool = False,
+    probe_seed: int = 0,
+    probe_shots: Sequence[int] = (1, 2, 4, 8, 16),
+    probe_seeds: Sequence[int] = (0, 1, 2),
+    feature_cache: str | Path | None = None,
+    precision: str = "fp32",
+) -> dict:
     """Zero-shot accuracy on `datasets` and retrieval recall; returns (and writes) the results.
 
     datasets: names for `train.eval_data.load_dataset`. retrieval: names of retrieval sets
@@ -138,8 +166,13 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
 
     start = time.perf_counter()
     template_list = get_templates(templates)
-    results: dict = {"step": step, "templates": templates if isinstance(templates, str) else "custom",
-                     "n_templates": len(template_list), "datasets": {}, "retrieval": {}}
+    results: dict = {
+        "step": step,
+        "templates": templates if isinstance(templates, str) else "custom",
+        "n_templates": len(template_list),
+        "datasets": {},
+        "retrieval": {},
+    }
     if extra:
         results.update(extra)
     was_training = model.training if hasattr(model, "training") else False
@@ -152,26 +185,60 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
             t0 = time.perf_counter()
             ds = eval_data.load_dataset(spec, cache_dir, preprocess)
             classifier = build_classifier(model, tokenizer, ds.classnames, template_list, device, autocast=autocast)
-            feats = _encode(model, ds, spec, cache, weights, preprocess, precision, batch_size, num_workers, device,
-                            autocast, log if progress else None)
+            feats = _encode(
+                model,
+                ds,
+                spec,
+                cache,
+                weights,
+                preprocess,
+                precision,
+                batch_size,
+                num_workers,
+                device,
+                autocast,
+                log if progress else None,
+            )
             acc = accuracy_from_features(feats.embedding, feats.labels, classifier, classnames=ds.classnames)
             acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
             results["datasets"][spec] = acc
             if log:
                 top5 = f" top5 {acc['top5']:.4f} (chance {acc['chance_top5']:.4f})" if "top5" in acc else ""
-                log(f"eval {spec}: top1 {acc['top1']:.4f} (chance {acc['chance_top1']:.4f}){top5} "
-                    f"n={acc['n']} classes={acc['n_classes']} {acc['seconds']:.1f}s")
+                log(
+                    f"eval {spec}: top1 {acc['top1']:.4f} (chance {acc['chance_top1']:.4f}){top5} "
+                    f"n={acc['n']} classes={acc['n_classes']} {acc['seconds']:.1f}s"
+                )
             if linear_probe:
                 train_ds = getattr(ds, "probe_train", None)
                 if train_ds is not None:  # imagefolder ROOT/train + ROOT/test: the probe fits on train
-                    fit = _encode(model, train_ds, f"{spec}#train", cache, weights, preprocess, precision, batch_size,
-                                  num_workers, device, autocast, log if progress else None)
-                    probe = probe_given_split(fit, feats, classifier, seed=probe_seed, shots=probe_shots,
-                                              seeds=probe_seeds)
+                    fit = _encode(
+                        model,
+                        train_ds,
+                        f"{spec}#train",
+                        cache,
+                        weights,
+                        preprocess,
+                        precision,
+                        batch_size,
+                        num_workers,
+                        device,
+                        autocast,
+                        log if progress else None,
+                    )
+                    probe = probe_given_split(
+                        fit, feats, classifier, seed=probe_seed, shots=probe_shots, seeds=probe_seeds
+                    )
                 else:
-                    probe = probe_dataset(feats.embedding, feats.labels, classifier, seed=probe_seed,
-                                          shots=probe_shots, seeds=probe_seeds, probe_features=feats.probe,
-                                          kind=feats.kind)
+                    probe = probe_dataset(
+                        feats.embedding,
+                        feats.labels,
+                        classifier,
+                        seed=probe_seed,
+                        shots=probe_shots,
+                        seeds=probe_seeds,
+                        probe_features=feats.probe,
+                        kind=feats.kind,
+                    )
                 probe["cached_features"] = feats.cached
                 acc["linear_probe"] = probe
                 if log:
@@ -192,10 +259,12 @@ def evaluate(model, tokenizer, preprocess, datasets: Sequence[str], cache_dir: s
             rec.update({"info": info, "seconds": round(time.perf_counter() - t0, 3)})
             results["retrieval"][name] = rec
             if log:
-                log(f"retrieval {name}: image->text R@1/5/10 {rec['image_to_text_R@1']:.4f}/"
+                log(
+                    f"retrieval {name}: image->text R@1/5/10 {rec['image_to_text_R@1']:.4f}/"
                     f"{rec['image_to_text_R@5']:.4f}/{rec['image_to_text_R@10']:.4f}, text->image "
                     f"{rec['text_to_image_R@1']:.4f}/{rec['text_to_image_R@5']:.4f}/{rec['text_to_image_R@10']:.4f}"
-                    f" (chance R@1 {rec['chance_R@1']:.4f}) n={rec['n']}")
+                    f" (chance R@1 {rec['chance_R@1']:.4f}) n={rec['n']}"
+                )
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -233,14 +302,22 @@ def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTI
             n_test = min(max(int(f_test > 0), n_test), n - 2)
             n_val = min(max(int(f_val > 0), n_val), n - 1 - n_test)
         te.append(perm[:n_test])
-        va.append(perm[n_test:n_test + n_val])
-        tr.append(perm[n_test + n_val:])
+        va.append(perm[n_test : n_test + n_val])
+        tr.append(perm[n_test + n_val :])
     return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (tr, va, te))
 
 
-def probe_dataset(feats, labels, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16),
-                  seeds: Sequence[int] = (0, 1, 2), probe_features=None, kind: str | None = None,
-                  split=None) -> dict:
+def probe_dataset(
+    feats,
+    labels,
+    classifier,
+    seed: int = 0,
+    shots: Sequence[int] = (1, 2, 4, 8, 16),
+    seeds: Sequence[int] = (0, 1, 2),
+    probe_features=None,
+    kind: str | None = None,
+    split=None,
+) -> dict:
     """The CLIP paper's linear probe (`train.linear_probe`) on image features already encoded.
 
     `feats`: the L2-normalised embeddings the zero-shot `classifier` scores; `probe_features`
@@ -260,10 +337,15 @@ def probe_dataset(feats, labels, classifier, seed: int = 0, shots: Sequence[int]
     x = (feats if probe_features is None else probe_features).float().cpu().numpy()
     y = labels.long().cpu().numpy()
     tr, va, te = probe_split(y, seed) if split is None else split
-    out: dict = {"features": kind or "image embedding (encode_image), L2-normalised; standardised per fit",
-                 "split": {"seed": int(seed), "fractions": list(PROBE_FRACTIONS), "stratified": True}
-                 if split is None else {"seed": int(seed), "given": True},
-                 "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(te))}
+    out: dict = {
+        "features": kind or "image embedding (encode_image), L2-normalised; standardised per fit",
+        "split": {"seed": int(seed), "fractions": list(PROBE_FRACTIONS), "stratified": True}
+        if split is None
+        else {"seed": int(seed), "given": True},
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "n_test": int(len(te)),
+    }
     if not len(tr) or not len(va) or not len(te):
         out["skipped"] = "too few images per class for a train/validation/test split"
         return out
@@ -277,8 +359,9 @@ def probe_dataset(feats, labels, classifier, seed: int = 0, shots: Sequence[int]
     return out
 
 
-def probe_given_split(fit, test, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16),
-                      seeds: Sequence[int] = (0, 1, 2)) -> dict:
+def probe_given_split(
+    fit, test, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (0, 1, 2)
+) -> dict:
     """`probe_dataset` for a set that brings its own test split (``imagefolder:ROOT`` with
     ``train/`` and ``test/``): as the paper does for sets without a validation split, the
     train part (`fit`, `train.features.Features`) is split 75/25 per class by `seed` into
@@ -289,9 +372,17 @@ def probe_given_split(fit, test, classifier, seed: int = 0, shots: Sequence[int]
 
     tr, va, _ = probe_split(fit.labels.numpy(), seed, GIVEN_SPLIT_FRACTIONS)
     te = np.arange(len(fit.labels), len(fit.labels) + len(test.labels), dtype=np.int64)
-    out = probe_dataset(torch.cat([fit.embedding, test.embedding]), torch.cat([fit.labels, test.labels]), classifier,
-                        seed=seed, shots=shots, seeds=seeds, probe_features=torch.cat([fit.probe, test.probe]),
-                        kind=test.kind, split=(tr, va, te))
+    out = probe_dataset(
+        torch.cat([fit.embedding, test.embedding]),
+        torch.cat([fit.labels, test.labels]),
+        classifier,
+        seed=seed,
+        shots=shots,
+        seeds=seeds,
+        probe_features=torch.cat([fit.probe, test.probe]),
+        kind=test.kind,
+        split=(tr, va, te),
+    )
     out["split"].update({"fractions_of_train": list(GIVEN_SPLIT_FRACTIONS[:2]), "test": "the set's test/ folder"})
     return out
 
@@ -300,20 +391,37 @@ def _fit_probes(out: dict, x, y, tr, va, te, seed: int, shots: Sequence[int], se
     from . import linear_probe as lp
 
     probe = lp.linear_probe(x[tr], y[tr], x[va], y[va], x[te], y[te], seed=seed)
-    out.update({"test_acc": probe.test_acc, "lambda": probe.lam,
-                "log10_lambda": probe.search.best_log10_lambda, "val_acc": probe.search.best_val_acc,
-                "n_fit": probe.n_fit, "num_classes": probe.num_classes, "chance": probe.chance})
+    out.update(
+        {
+            "test_acc": probe.test_acc,
+            "lambda": probe.lam,
+            "log10_lambda": probe.search.best_log10_lambda,
+            "val_acc": probe.search.best_val_acc,
+            "n_fit": probe.n_fit,
+            "num_classes": probe.num_classes,
+            "chance": probe.chance,
+        }
+    )
     try:
         fs = lp.few_shot(x[tr], y[tr], x[te], y[te], shots=shots, seeds=seeds)
     except ValueError as e:  # e.g. no train examples beyond max(shots) left for validation
         out["few_shot"] = {"skipped": str(e)}
     else:
         out["few_shot"] = {
-            "seeds": list(fs.seeds), "chance": fs.chance, "zero_shot_top1": out["zero_shot_top1"],
-            "shots": {str(k): {"mean": fs.mean[k], "std": fs.std[k], "acc": list(fs.acc[k]),
-                               "lambda": list(fs.lam[k]),
-                               "short_classes": {str(c): n for c, n in fs.short_classes[k].items()}}
-                      for k in fs.shots}}
+            "seeds": list(fs.seeds),
+            "chance": fs.chance,
+            "zero_shot_top1": out["zero_shot_top1"],
+            "shots": {
+                str(k): {
+                    "mean": fs.mean[k],
+                    "std": fs.std[k],
+                    "acc": list(fs.acc[k]),
+                    "lambda": list(fs.lam[k]),
+                    "short_classes": {str(c): n for c, n in fs.short_classes[k].items()},
+                }
+                for k in fs.shots
+            },
+        }
 
 
 def probe_line(name: str, probe: dict) -> str:
@@ -323,9 +431,11 @@ def probe_line(name: str, probe: dict) -> str:
     shots = probe.get("few_shot", {}).get("shots", {})
     top = max(shots, key=int) if shots else None
     few = f" {top}-shot {shots[top]['mean']:.4f}+-{shots[top]['std']:.4f}" if top else " few-shot skipped"
-    return (f"probe {name}: linear probe {probe['test_acc']:.4f} (lambda {probe['lambda']:.3g}){few} "
-            f"zero-shot {probe['zero_shot_top1']:.4f} on the same test split (chance {probe['chance']:.4f}) "
-            f"n={probe['n_train']}/{probe['n_val']}/{probe['n_test']} {probe['seconds']:.1f}s")
+    return (
+        f"probe {name}: linear probe {probe['test_acc']:.4f} (lambda {probe['lambda']:.3g}){few} "
+        f"zero-shot {probe['zero_shot_top1']:.4f} on the same test split (chance {probe['chance']:.4f}) "
+        f"n={probe['n_train']}/{probe['n_val']}/{probe['n_test']} {probe['seconds']:.1f}s"
+    )
 
 
 def scalars(results: dict) -> dict[str, float]:
@@ -361,8 +471,9 @@ def tensorboard_scalars(results: dict) -> dict[str, float]:
     for key, value in scalars(results).items():
         group, rest = key.split("/", 1)
         name, metric = rest.rsplit("/", 1)
-        taken = (group == "zeroshot" and metric in ("top1", "top5")) or \
-            (group == "retrieval" and name == "val" and _OPEN_CLIP_RETRIEVAL.match(metric))
+        taken = (group == "zeroshot" and metric in ("top1", "top5")) or (
+            group == "retrieval" and name == "val" and _OPEN_CLIP_RETRIEVAL.match(metric)
+        )
         if not taken:
             out[f"eval/{key}"] = value
     return out
@@ -377,7 +488,7 @@ def _strip_prefixes(state: dict) -> dict:
     for key, value in state.items():
         for prefix in ("module.", "_orig_mod."):
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         out[key] = value
     return out
 
@@ -490,8 +601,10 @@ def _weights_of(ckpt: dict, path: Path, model_name: str | None) -> tuple[str, di
     elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         weights, what, meta = ckpt, "a bare state dict", {}
     else:
-        raise InputError(f"{path}: not a checkpoint (needs 'model' weights and a 'config', open_clip_train's "
-                         "'state_dict', or a state dict of tensors)")
+        raise InputError(
+            f"{path}: not a checkpoint (needs 'model' weights and a 'config', open_clip_train's "
+            "'state_dict', or a state dict of tensors)"
+        )
     if not model_name:
         raise InputError(f"{path}: {what} does not name its architecture: pass --model NAME{_params_hint(path)}")
     return model_name, None, weights, meta
@@ -570,8 +683,11 @@ def load_pretrained(name: str, pretrained: str | None, device: str | torch.devic
             tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:  # noqa: BLE001 - a download refused offline, a hub error, a bad folder: bad input
         if _not_cached(e):
-            why = ("HF_HUB_OFFLINE=1 forbids downloading them (unset it where the network is reachable)"
-                   if hf_constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached")
+            why = (
+                "HF_HUB_OFFLINE=1 forbids downloading them (unset it where the network is reachable)"
+                if hf_constants.HF_HUB_OFFLINE
+                else "the Hugging Face Hub cannot be reached"
+            )
             raise InputError(f"{what}: the weights are not in the Hugging Face cache and {why}") from None
         raise InputError(f"{what}: cannot load it ({one_line(e)})") from None
     model.to(device).eval()
@@ -607,17 +723,25 @@ def autocast_for(precision: str, device: str):
     if precision == "fp32":
         return None
     if precision not in dtypes:
-        raise InputError(f"--precision {precision!r}: choose fp32, amp, amp_bf16 (or bf16, as the trainer says) or amp_fp16")
+        raise InputError(
+            f"--precision {precision!r}: choose fp32, amp, amp_bf16 (or bf16, as the trainer says) or amp_fp16"
+        )
     device_type = torch.device(device).type
     return lambda: torch.autocast(device_type, dtype=dtypes[precision])
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     """--checkpoint / --model / --pretrained, as every command over a model takes them."""
-    ap.add_argument("--checkpoint", help="a checkpoint file (this trainer's, or open_clip_train's epoch_N.pt with "
-                                         "--model), or a run folder: its newest checkpoint")
-    ap.add_argument("--model", help="an open_clip architecture or one of train/model_configs (with --pretrained, or "
-                                    "for a --checkpoint without its own), local-dir:DIR or hf-hub:ORG/NAME")
+    ap.add_argument(
+        "--checkpoint",
+        help="a checkpoint file (this trainer's, or open_clip_train's epoch_N.pt with "
+        "--model), or a run folder: its newest checkpoint",
+    )
+    ap.add_argument(
+        "--model",
+        help="an open_clip architecture or one of train/model_configs (with --pretrained, or "
+        "for a --checkpoint without its own), local-dir:DIR or hf-hub:ORG/NAME",
+    )
     ap.add_argument("--pretrained", help="with --model NAME: one of open_clip's tags for it (downloaded) or a file")
 
 
@@ -630,41 +754,67 @@ def check_model_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_arguments(ap)
-    ap.add_argument("--datasets", nargs="+", default=["openclipart", "animal-mnist", "digits"],
-                    help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE] "
-                         "(default: %(default)s)")
-    ap.add_argument("--retrieval", nargs="*", default=None,
-                    help="retrieval sets (openclipart); default: openclipart if it is among --datasets; "
-                         "give the flag alone for none")
+    ap.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["openclipart", "animal-mnist", "digits"],
+        help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE] "
+        "(default: %(default)s)",
+    )
+    ap.add_argument(
+        "--retrieval",
+        nargs="*",
+        default=None,
+        help="retrieval sets (openclipart); default: openclipart if it is among --datasets; "
+        "give the flag alone for none",
+    )
     ap.add_argument("--cache", default=".cache/sample", help="sample cache (default: %(default)s)")
-    ap.add_argument("--out", help="results go to OUT/eval/ (default: the checkpoint's run folder, or "
-                                  "runs/models/SOURCE for --model)")
+    ap.add_argument(
+        "--out",
+        help="results go to OUT/eval/ (default: the checkpoint's run folder, or runs/models/SOURCE for --model)",
+    )
     ap.add_argument("--step", type=int, help="write eval/step-NNNNNNNN.json instead of eval/final.json")
-    ap.add_argument("--templates", choices=["openai", "simple"], default="openai",
-                    help="prompt templates: CLIP's 80 ImageNet prompts or its 7 simple ones (default: %(default)s)")
+    ap.add_argument(
+        "--templates",
+        choices=["openai", "simple"],
+        default="openai",
+        help="prompt templates: CLIP's 80 ImageNet prompts or its 7 simple ones (default: %(default)s)",
+    )
     ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
     ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
-    ap.add_argument("--linear-probe", action="store_true",
-                    help="also fit the CLIP paper's linear probe and 1/2/4/8/16-shot probes (seeds 0-2) on each "
-                         "labelled set's image embeddings, split 60/20/20 per class; zero-shot top-1 on the same "
-                         "test split beside them")
-    ap.add_argument("--probe-seed", type=int, default=0,
-                    help="seed of the probe's train/validation/test split (default: %(default)s)")
-    ap.add_argument("--feature-cache", default=".cache/features",
-                    help="with --linear-probe: keep the encoded features here per (weights, dataset), so another "
-                         "probe over the same weights does not encode the images again; '' for none "
-                         "(default: %(default)s)")
+    ap.add_argument(
+        "--linear-probe",
+        action="store_true",
+        help="also fit the CLIP paper's linear probe and 1/2/4/8/16-shot probes (seeds 0-2) on each "
+        "labelled set's image embeddings, split 60/20/20 per class; zero-shot top-1 on the same "
+        "test split beside them",
+    )
+    ap.add_argument(
+        "--probe-seed",
+        type=int,
+        default=0,
+        help="seed of the probe's train/validation/test split (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--feature-cache",
+        default=".cache/features",
+        help="with --linear-probe: keep the encoded features here per (weights, dataset), so another "
+        "probe over the same weights does not encode the images again; '' for none "
+        "(default: %(default)s)",
+    )
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
     check_model_arguments(ap, args)
-    retrieval = args.retrieval if args.retrieval is not None else \
-        [name for name in ("openclipart",) if name in args.datasets]
+    retrieval = (
+        args.retrieval if args.retrieval is not None else [name for name in ("openclipart",) if name in args.datasets]
+    )
     try:
         from . import eval_data
 
@@ -691,24 +841,48 @@ def main(argv: list[str] | None = None) -> int:
             path = None
             extra = {"checkpoint": None, "model": args.model, "pretrained": args.pretrained, "checkpoint_step": None}
         out = Path(args.out) if args.out else default_out(source, path)
-        results = evaluate(model, tokenizer, preprocess, args.datasets, args.cache, device, out, args.step,
-                           templates=args.templates, retrieval=retrieval, batch_size=args.batch_size,
-                           num_workers=args.workers, autocast=autocast, extra=extra,
-                           linear_probe=args.linear_probe, probe_seed=args.probe_seed,
-                           feature_cache=args.feature_cache or None, precision=args.precision)
+        results = evaluate(
+            model,
+            tokenizer,
+            preprocess,
+            args.datasets,
+            args.cache,
+            device,
+            out,
+            args.step,
+            templates=args.templates,
+            retrieval=retrieval,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            autocast=autocast,
+            extra=extra,
+            linear_probe=args.linear_probe,
+            probe_seed=args.probe_seed,
+            feature_cache=args.feature_cache or None,
+            precision=args.precision,
+        )
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    summary = {name: {k: v for k, v in r.items() if k.startswith(("top", "chance", "n"))}
-               for name, r in results["datasets"].items()}
+    summary = {
+        name: {k: v for k, v in r.items() if k.startswith(("top", "chance", "n"))}
+        for name, r in results["datasets"].items()
+    }
     for name, r in results["datasets"].items():
         probe = r.get("linear_probe")
         if probe and "test_acc" in probe:
             shots = probe.get("few_shot", {}).get("shots", {})
-            summary[name]["linear_probe"] = {"test_acc": probe["test_acc"], "zero_shot_top1": probe["zero_shot_top1"],
-                                             **{f"{k}_shot": v["mean"] for k, v in shots.items()}}
-    summary.update({f"retrieval:{name}": {k: v for k, v in r.items() if "R@" in k or k == "n"}
-                    for name, r in results["retrieval"].items()})
+            summary[name]["linear_probe"] = {
+                "test_acc": probe["test_acc"],
+                "zero_shot_top1": probe["zero_shot_top1"],
+                **{f"{k}_shot": v["mean"] for k, v in shots.items()},
+            }
+    summary.update(
+        {
+            f"retrieval:{name}": {k: v for k, v in r.items() if "R@" in k or k == "n"}
+            for name, r in results["retrieval"].items()
+        }
+    )
     from .report import refresh_report
 
     refresh_report(out)  # OUT/report.html shows these results beside any earlier ones

@@ -51,51 +51,59 @@ def _results_lines(result: dict) -> dict[str, str]:
     out = {}
     for name, m in result.get("datasets", {}).items():
         top5 = f", top-5 {m['top5']:.4f} (chance {m['chance_top5']:.4f})" if "top5" in m else ""
-        out[f"{name} ({m['n']} images, {m['n_classes']} classes)"] = \
+        out[f"{name} ({m['n']} images, {m['n_classes']} classes)"] = (
             f"top-1 {m['top1']:.4f} (chance {m['chance_top1']:.4f}){top5}"
+        )
     for name, m in result.get("retrieval", {}).items():
         out[f"retrieval on {name} ({m['n']} pairs)"] = (
             f"image->text R@1/5/10 {m['image_to_text_R@1']:.4f}/{m['image_to_text_R@5']:.4f}/"
             f"{m['image_to_text_R@10']:.4f}, text->image {m['text_to_image_R@1']:.4f}/"
-            f"{m['text_to_image_R@5']:.4f}/{m['text_to_image_R@10']:.4f} (chance R@1 {m['chance_R@1']:.4f})")
+            f"{m['text_to_image_R@5']:.4f}/{m['text_to_image_R@10']:.4f} (chance R@1 {m['chance_R@1']:.4f})"
+        )
     return out
 
 
-def model_card(config: dict, step: int, checkpoint: Path, n_params: int, result: dict | None,
-               license: str = "other") -> dict:
+def model_card(
+    config: dict, step: int, checkpoint: Path, n_params: int, result: dict | None, license: str = "other"
+) -> dict:
     """The card for open_clip's `generate_readme`: what a reader needs to judge the weights."""
     gb = config.get("global_batch")
     recipe = {
         "Steps": f"{step:,} of {config.get('steps', step):,} (checkpoint {checkpoint.name})",
         "Samples seen": f"{step * gb:,}" if isinstance(gb, int) else "unknown",
         "Batch": f"{gb} pairs a step ({config.get('batch_size')} per rank x {config.get('world_size')} ranks"
-                 f" x --accum-freq {config.get('accum_freq')}), the contrastive batch",
+        f" x --accum-freq {config.get('accum_freq')}), the contrastive batch",
         "Optimizer": f"AdamW, peak lr {config.get('lr')} after {config.get('warmup')} warm-up steps, cosine to "
-                     f"{config.get('min_lr')}, betas {config.get('betas')}, eps {config.get('eps')}, "
-                     f"weight decay {config.get('wd')} (not on gains, biases, embeddings, logit scale)",
+        f"{config.get('min_lr')}, betas {config.get('betas')}, eps {config.get('eps')}, "
+        f"weight decay {config.get('wd')} (not on gains, biases, embeddings, logit scale)",
         "Loss": "symmetric InfoNCE with a learnable temperature (open_clip's ClipLoss)",
-        "Precision": str(config.get("precision")), "Seed": str(config.get("seed")),
+        "Precision": str(config.get("precision")),
+        "Seed": str(config.get("seed")),
     }
     card = {
         "license": license,
         "description": f"A CLIP model ({config.get('model')}, {n_params / 1e6:.1f}M parameters) trained from scratch "
-                       "with this repository's trainer (`python -m train`: open_clip's models and loss on "
-                       "WIT-style webdataset shards), exported by `python -m train.export`. Check the image "
-                       "licenses of the training data before choosing one for these weights.",
+        "with this repository's trainer (`python -m train`: open_clip's models and loss on "
+        "WIT-style webdataset shards), exported by `python -m train.export`. Check the image "
+        "licenses of the training data before choosing one for these weights.",
         "details": {
             "Model type": "contrastive image-text model (CLIP): zero-shot image classification, retrieval",
             "Architecture": f"{config.get('model')}, {config.get('image_size')}px images",
-            "Training data": {"Shards": " ".join(config.get("train_data") or []),
-                              "Shard files": config.get("train_urls"),
-                              "Held out for evaluation": f"{config.get('val_fraction')} of the samples (by uid hash)"},
+            "Training data": {
+                "Shards": " ".join(config.get("train_data") or []),
+                "Shard files": config.get("train_urls"),
+                "Held out for evaluation": f"{config.get('val_fraction')} of the samples (by uid hash)",
+            },
             "Recipe": recipe,
         },
-        "usage": ("```python\nimport open_clip\n\n"
-                  "model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:PATH\")"
-                  "  # or \"hf-hub:ORG/NAME\" once pushed\n"
-                  "tokenizer = open_clip.get_tokenizer(\"local-dir:PATH\")\n```\n\n"
-                  "Zero-shot evaluation on this repository's sets: "
-                  "`python -m train.evaluate --model local-dir:PATH --datasets openclipart animal-mnist digits`.\n"),
+        "usage": (
+            "```python\nimport open_clip\n\n"
+            'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:PATH")'
+            '  # or "hf-hub:ORG/NAME" once pushed\n'
+            'tokenizer = open_clip.get_tokenizer("local-dir:PATH")\n```\n\n'
+            "Zero-shot evaluation on this repository's sets: "
+            "`python -m train.evaluate --model local-dir:PATH --datasets openclipart animal-mnist digits`.\n"
+        ),
     }
     if result:
         templates = f"{result.get('n_templates')} prompt templates ({result.get('templates')})"
@@ -127,8 +135,10 @@ def export(source: str | Path, out: str | Path, license: str = "other") -> dict:
     ckpt = evaluate.read_checkpoint(path)
     config = ckpt.get("config")
     if not (isinstance(config, dict) and isinstance(ckpt.get("model"), dict)):
-        raise InputError(f"{path}: not a checkpoint of this trainer (no 'model' and 'config'); an open_clip_train "
-                         "checkpoint loads in open_clip itself (pretrained=FILE)")
+        raise InputError(
+            f"{path}: not a checkpoint of this trainer (no 'model' and 'config'); an open_clip_train "
+            "checkpoint loads in open_clip itself (pretrained=FILE)"
+        )
     model, tokenizer, _, meta = evaluate.model_from_checkpoint(ckpt, path)
     name = meta["model"]
     model_cfg = config.get("model_config")
@@ -151,22 +161,36 @@ def export(source: str | Path, out: str | Path, license: str = "other") -> dict:
         tokenizer.save_pretrained(str(out))
     run = path.parent.parent if path.parent.name == "checkpoints" else None
     result = _eval_at(run, step)
-    card = model_card({**config, "model": name}, step, path, sum(p.numel() for p in model.parameters()), result,
-                      license)
+    card = model_card(
+        {**config, "model": name}, step, path, sum(p.numel() for p in model.parameters()), result, license
+    )
     with atomic_path(out / "README.md") as tmp:
         tmp.write_text(generate_readme(card, str(config.get("name") or out.name)))
-    return {"out": str(out), "checkpoint": str(path), "step": step, "model": name,
-            "files": [HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, "README.md"], "evaluation": bool(result)}
+    return {
+        "out": str(out),
+        "checkpoint": str(path),
+        "step": step,
+        "model": name,
+        "files": [HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, "README.md"],
+        "evaluation": bool(result),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.export", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source", metavar="CHECKPOINT_OR_RUN",
-                    help="a checkpoint of this trainer, or a run folder (runs/NAME): its newest checkpoint")
+    ap = argparse.ArgumentParser(
+        prog="python -m train.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "source",
+        metavar="CHECKPOINT_OR_RUN",
+        help="a checkpoint of this trainer, or a run folder (runs/NAME): its newest checkpoint",
+    )
     ap.add_argument("--out", required=True, help="the model folder to write (created if needed)")
-    ap.add_argument("--license", default="other",
-                    help="the license in the model card's metadata, a Hugging Face license id (default: %(default)s)")
+    ap.add_argument(
+        "--license",
+        default="other",
+        help="the license in the model card's metadata, a Hugging Face license id (default: %(default)s)",
+    )
     args = ap.parse_args(argv)
     try:
         written = export(args.source, args.out, args.license)

@@ -47,10 +47,10 @@ TOWER_OUTPUT = "image tower output (no visual.proj: e.g. a ResNet's attention po
 @dataclass
 class Features:
     embedding: torch.Tensor  # [n, embed_dim] float32, L2-normalised: what zero-shot compares
-    probe: torch.Tensor      # [n, width] float32: what the linear probe fits
-    labels: torch.Tensor     # [n] int64
-    kind: str                # which features `probe` holds
-    cached: bool = False     # read from the cache rather than encoded
+    probe: torch.Tensor  # [n, width] float32: what the linear probe fits
+    labels: torch.Tensor  # [n] int64
+    kind: str  # which features `probe` holds
+    cached: bool = False  # read from the cache rather than encoded
 
 
 @contextlib.contextmanager
@@ -67,14 +67,15 @@ def _projection_aside(visual):
         visual.proj = proj
 
 
-def encode(model, loader: Iterable, device: str | torch.device = "cpu",
-           autocast: Callable[[], ContextManager] | None = None) -> Features:
+def encode(
+    model, loader: Iterable, device: str | torch.device = "cpu", autocast: Callable[[], ContextManager] | None = None
+) -> Features:
     """`Features` of every (images, labels) batch of `loader`, in one forward pass each."""
     model = unwrap(model)
     visual = getattr(model, "visual", None)
     embs, probes, labels = [], [], []
     kind = TOWER_OUTPUT
-    with torch.no_grad(), (_projection_aside(visual) if visual is not None else contextlib.nullcontext()) as proj:
+    with torch.no_grad(), _projection_aside(visual) if visual is not None else contextlib.nullcontext() as proj:
         for images, target in loader:
             with autocast() if autocast else contextlib.nullcontext():
                 if proj is not None:
@@ -111,11 +112,18 @@ class FeatureCache:
 
     def key(self, weights: str, spec: str, dataset, preprocess, precision: str) -> str:
         labels = getattr(dataset, "labels", None)
-        ident = {"format": FORMAT, "weights": weights, "spec": spec, "n": len(dataset),
-                 "labels": hashlib.sha256(bytes(memoryview(labels.astype("int64")))).hexdigest()
-                 if labels is not None else None,
-                 "info": getattr(dataset, "info", None), "preprocess": repr(preprocess),
-                 "precision": AUTOCAST_DTYPE.get(precision, precision)}
+        ident = {
+            "format": FORMAT,
+            "weights": weights,
+            "spec": spec,
+            "n": len(dataset),
+            "labels": hashlib.sha256(bytes(memoryview(labels.astype("int64")))).hexdigest()
+            if labels is not None
+            else None,
+            "info": getattr(dataset, "info", None),
+            "preprocess": repr(preprocess),
+            "precision": AUTOCAST_DTYPE.get(precision, precision),
+        }
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def path(self, spec: str, key: str) -> Path:
@@ -147,15 +155,30 @@ class FeatureCache:
         path = self.path(spec, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file({"embedding": feats.embedding.contiguous(), "probe": feats.probe.contiguous(),
-                       "labels": feats.labels.contiguous()}, str(tmp),
-                      metadata={"key": key, "spec": spec, "kind": feats.kind, "format": str(FORMAT)})
+            save_file(
+                {
+                    "embedding": feats.embedding.contiguous(),
+                    "probe": feats.probe.contiguous(),
+                    "labels": feats.labels.contiguous(),
+                },
+                str(tmp),
+                metadata={"key": key, "spec": spec, "kind": feats.kind, "format": str(FORMAT)},
+            )
         return path
 
 
-def cached_encode(model, dataset, loader: Iterable, spec: str, cache: FeatureCache | None, weights: str | None,
-                  preprocess, precision: str, device: str | torch.device = "cpu",
-                  autocast: Callable[[], ContextManager] | None = None) -> Features:
+def cached_encode(
+    model,
+    dataset,
+    loader: Iterable,
+    spec: str,
+    cache: FeatureCache | None,
+    weights: str | None,
+    preprocess,
+    precision: str,
+    device: str | torch.device = "cpu",
+    autocast: Callable[[], ContextManager] | None = None,
+) -> Features:
     """`encode`, through `cache` when one is given (`weights`: `weights_digest(model)`)."""
     if cache is None:
         return encode(model, loader, device, autocast)

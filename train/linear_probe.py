@@ -114,8 +114,7 @@ def _normalizer(x: np.ndarray, how: str) -> Callable[[np.ndarray], np.ndarray]:
 def _fit(x: np.ndarray, y: np.ndarray, lam: float, seed: int, normalize: str):
     """Fit the paper's classifier; return a predict function on raw features."""
     norm = _normalizer(x, normalize)
-    clf = LogisticRegression(C=lambda_to_c(lam, len(y)), solver="lbfgs", max_iter=MAX_ITER,
-                             random_state=seed)
+    clf = LogisticRegression(C=lambda_to_c(lam, len(y)), solver="lbfgs", max_iter=MAX_ITER, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(norm(x), y)
@@ -126,8 +125,7 @@ def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(pred == y))
 
 
-def binary_search(score: Callable[[float], float]
-                  ) -> tuple[float, float, list[tuple[float, float]]]:
+def binary_search(score: Callable[[float], float]) -> tuple[float, float, list[tuple[float, float]]]:
     """The paper's parametric binary search over log10(lambda), for any score (higher is better).
 
     Evaluates START_EXPONENTS, then, with step = 1, 1/2, 1/4, 1/8, the two points best +- step
@@ -157,8 +155,7 @@ def binary_search(score: Callable[[float], float]
     return best, seen[best], visited
 
 
-def search_l2(train_x, train_y, val_x, val_y, seed: int = 0,
-              normalize: str = "standardize") -> SearchResult:
+def search_l2(train_x, train_y, val_x, val_y, seed: int = 0, normalize: str = "standardize") -> SearchResult:
     """Choose lambda by validation top-1 accuracy with the paper's binary search (deterministic)."""
     train_x, val_x = np.asarray(train_x, dtype=np.float64), np.asarray(val_x, dtype=np.float64)
     train_y, val_y = np.asarray(train_y), np.asarray(val_y)
@@ -166,17 +163,30 @@ def search_l2(train_x, train_y, val_x, val_y, seed: int = 0,
         raise ValueError("the lambda search needs a non-empty validation set")
 
     def score(e: float) -> float:
-        return _accuracy(_fit(train_x, train_y, 10.0 ** e, seed, normalize)(val_x), val_y)
+        return _accuracy(_fit(train_x, train_y, 10.0**e, seed, normalize)(val_x), val_y)
 
     best, acc, visited = binary_search(score)
     return SearchResult(
-        best_lambda=10.0 ** best, best_log10_lambda=best, best_val_acc=acc,
-        visited=tuple(Point(e, 10.0 ** e, a) for e, a in visited),
-        n_train=len(train_y), n_val=len(val_y))
+        best_lambda=10.0**best,
+        best_log10_lambda=best,
+        best_val_acc=acc,
+        visited=tuple(Point(e, 10.0**e, a) for e, a in visited),
+        n_train=len(train_y),
+        n_val=len(val_y),
+    )
 
 
-def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, seed: int = 0,
-                 normalize: str = "standardize", refit_on_val: bool = True) -> ProbeResult:
+def linear_probe(
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    test_x,
+    test_y,
+    seed: int = 0,
+    normalize: str = "standardize",
+    refit_on_val: bool = True,
+) -> ProbeResult:
     """Search lambda on validation, refit on train+validation (the paper), score top-1 on test.
 
     `refit_on_val=False` fits on train alone (used by `few_shot`, where merging would add examples).
@@ -191,13 +201,21 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, seed: int = 0,
     predict = _fit(fit_x, fit_y, search.best_lambda, seed, normalize)
     num_classes = len(np.unique(test_y))
     return ProbeResult(
-        test_acc=_accuracy(predict(test_x), test_y), lam=search.best_lambda, search=search,
-        n_train=len(train_y), n_val=len(val_y), n_fit=len(fit_y), n_test=len(test_y),
-        num_classes=num_classes, chance=1.0 / num_classes)
+        test_acc=_accuracy(predict(test_x), test_y),
+        lam=search.best_lambda,
+        search=search,
+        n_train=len(train_y),
+        n_val=len(val_y),
+        n_fit=len(fit_y),
+        n_test=len(test_y),
+        num_classes=num_classes,
+        chance=1.0 / num_classes,
+    )
 
 
-def few_shot_split(train_y, k: int, seed: int, max_k: int | None = None,
-                   val_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def few_shot_split(
+    train_y, k: int, seed: int, max_k: int | None = None, val_per_class: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (k-shot train, validation) into `train_y`, deterministic in `seed` alone.
 
     Per class (in sorted order) one permutation from `default_rng(seed)`: train takes its first
@@ -219,9 +237,16 @@ def few_shot_split(train_y, k: int, seed: int, max_k: int | None = None,
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
 
 
-def few_shot(train_x, train_y, test_x, test_y, shots: Sequence[int] = (1, 2, 4, 8, 16),
-             seeds: Sequence[int] = (0, 1, 2), val_per_class: int | None = None,
-             normalize: str = "standardize") -> FewShotResult:
+def few_shot(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    shots: Sequence[int] = (1, 2, 4, 8, 16),
+    seeds: Sequence[int] = (0, 1, 2),
+    val_per_class: int | None = None,
+    normalize: str = "standardize",
+) -> FewShotResult:
     """k-shot linear probes: per k and seed, search lambda on held-out train examples, fit on the
     k-shot set only, report test top-1; mean and std over seeds (see `few_shot_split`)."""
     train_x, test_x = np.asarray(train_x, dtype=np.float64), np.asarray(test_x, dtype=np.float64)
@@ -237,14 +262,29 @@ def few_shot(train_x, train_y, test_x, test_y, shots: Sequence[int] = (1, 2, 4, 
         for s in seeds:
             tr, va = few_shot_split(train_y, k, s, max_k=max_k, val_per_class=val_per_class)
             indices[(k, s)] = (tr, va)
-            r = linear_probe(train_x[tr], train_y[tr], train_x[va], train_y[va], test_x, test_y,
-                             seed=s, normalize=normalize, refit_on_val=False)
+            r = linear_probe(
+                train_x[tr],
+                train_y[tr],
+                train_x[va],
+                train_y[va],
+                test_x,
+                test_y,
+                seed=s,
+                normalize=normalize,
+                refit_on_val=False,
+            )
             accs.append(r.test_acc)
             lams.append(r.lam)
             chance = r.chance
         acc[k], lam[k] = tuple(accs), tuple(lams)
     return FewShotResult(
-        shots=shots, seeds=seeds, acc=acc,
+        shots=shots,
+        seeds=seeds,
+        acc=acc,
         mean={k: float(np.mean(v)) for k, v in acc.items()},
         std={k: float(np.std(v)) for k, v in acc.items()},
-        lam=lam, indices=indices, short_classes=short, chance=chance)
+        lam=lam,
+        indices=indices,
+        short_classes=short,
+        chance=chance,
+    )

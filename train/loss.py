@@ -53,8 +53,7 @@ def make_loss(rank: int = 0, world_size: int = 1) -> nn.Module:
         raise ValueError(f"bad rank/world_size: {rank}/{world_size}")
     if world_size == 1:
         return ClipLoss(cache_labels=True, rank=0, world_size=1)
-    return ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True,
-                    rank=rank, world_size=world_size)
+    return ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world_size)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -33,6 +33,7 @@ from .args import parse_args
 from .loss import clamp_logit_scale_, make_loss
 from .report import refresh_report
 
+
 def init_distributed(backend: str | None, timeout_min: int = 120) -> tuple[int, int, int, torch.device]:
     """(rank, world, local rank, device) from torchrun's environment; single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -84,8 +85,9 @@ def trim_metrics(path: Path, start_step: int) -> None:
 
 def quiet_known_noise() -> None:
     """Silence two messages that are expected here and would drown the log."""
-    warnings.filterwarnings("ignore", message=r".*distributed\.nn\.functional\.all_gather is deprecated.*",
-                            category=FutureWarning)  # open_clip's ClipLoss; its gradients are verified in tests
+    warnings.filterwarnings(
+        "ignore", message=r".*distributed\.nn\.functional\.all_gather is deprecated.*", category=FutureWarning
+    )  # open_clip's ClipLoss; its gradients are verified in tests
     # open_clip logs "No pretrained weights loaded" for every model: random init is the point here.
     logging.getLogger().addFilter(lambda record: not str(record.msg).startswith("No pretrained weights loaded"))
 
@@ -164,15 +166,19 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         except Exception as e:  # noqa: BLE001 - a remote run folder that cannot be listed
             early_error = f"{ckpt_dir}: cannot list the checkpoints ({checkpoint.one_line(e)})"
     refuse, resume_path, early_error = broadcast_from_rank0(
-        [refuse, resume_path and str(resume_path), early_error], world)
+        [refuse, resume_path and str(resume_path), early_error], world
+    )
     if early_error:
         if master:
             print(f"error: {early_error}", file=sys.stderr)
         return 2
     if refuse:
         if master:
-            print(f"error: {ckpt_dir} holds checkpoints of an earlier run: pass --resume latest to continue it, "
-                  "or choose another --name", file=sys.stderr)
+            print(
+                f"error: {ckpt_dir} holds checkpoints of an earlier run: pass --resume latest to continue it, "
+                "or choose another --name",
+                file=sys.stderr,
+            )
         return 2
     load_error = None
     if resume_path:
@@ -230,9 +236,19 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             return 2
 
     ranks = describe_ranks(rank, local_rank, world)
-    config = {**vars(args), "model": name, "model_config": model_cfg, "world_size": world, "image_size": image_size,
-              "betas": list(betas), "eps": eps, "train_urls": len(urls), "global_batch": args.batch_size * args.accum_freq * world,
-              "nodes": len({r["node"] for r in ranks}), "ranks": ranks}
+    config = {
+        **vars(args),
+        "model": name,
+        "model_config": model_cfg,
+        "world_size": world,
+        "image_size": image_size,
+        "betas": list(betas),
+        "eps": eps,
+        "train_urls": len(urls),
+        "global_batch": args.batch_size * args.accum_freq * world,
+        "nodes": len({r["node"] for r in ranks}),
+        "ranks": ranks,
+    }
     if master:
         run.write_text("config.json", json.dumps(config, indent=2, default=str) + "\n")
         run.download("metrics.jsonl")  # a remote run's metrics so far, to append to
@@ -245,14 +261,27 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     loss_fn = make_loss(rank, world)
     autocast = autocast_factory(args.precision, device)
     loader = data.make_train_loader(  # the patterns: expanding `urls` again would refuse a gap in a brace range
-        args.train_data, tokenizer, batch_size=args.batch_size * args.accum_freq, image_size=image_size, rank=rank,
-        world_size=world, seed=args.seed, workers=args.workers, val_fraction=args.val_fraction,
-        shuffle_buffer=args.shuffle_buffer, start_step=start_step, pin_memory=device.type == "cuda",
-        resume=stream_state, max_image_pixels=args.max_image_pixels)
+        args.train_data,
+        tokenizer,
+        batch_size=args.batch_size * args.accum_freq,
+        image_size=image_size,
+        rank=rank,
+        world_size=world,
+        seed=args.seed,
+        workers=args.workers,
+        val_fraction=args.val_fraction,
+        shuffle_buffer=args.shuffle_buffer,
+        start_step=start_step,
+        pin_memory=device.type == "cuda",
+        resume=stream_state,
+        max_image_pixels=args.max_image_pixels,
+    )
     stream_note = stream_note or loader.resume_note
     if master and start_step and stream_note:
-        print(f"warning: the data stream is reseeded at step {start_step}, not continued exactly: {stream_note}",
-              file=sys.stderr)
+        print(
+            f"warning: the data stream is reseeded at step {start_step}, not continued exactly: {stream_note}",
+            file=sys.stderr,
+        )
     batches = iter(loader)
 
     writer = None
@@ -268,8 +297,15 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if master and not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                   dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
+        bar = tqdm(
+            total=args.steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=None,
+        )  # no bar when stderr is not a terminal
         held.callback(bar.close)
     # Without a terminal (stderr to a file, a batch job) a line per logged step says the run is alive.
     log_lines = master and not args.quiet and bar.disable
@@ -298,7 +334,9 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 
         wrapped.train()
         backward = (lambda l: scaler.scale(l).backward()) if scaler is not None else None
-        loss, _ = accumulate_step(wrapped, images, tokens, loss_fn, args.accum_freq, autocast=autocast, backward=backward)
+        loss, _ = accumulate_step(
+            wrapped, images, tokens, loss_fn, args.accum_freq, autocast=autocast, backward=backward
+        )
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
@@ -319,7 +357,10 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if log_now:  # the only per-step collective besides the gradients', and only when logging
             skipped, shard_errors, loss_sum, *by_reason = all_reduce_sum(
                 [float(skipped_local), float(shard_errors_local), float(loss)]
-                + [float(reasons_local.get(r, 0)) for r in reasons], world, device)
+                + [float(reasons_local.get(r, 0)) for r in reasons],
+                world,
+                device,
+            )
             skipped_local = shard_errors_local = 0
             reasons_local = dict.fromkeys(reasons, 0)
             skipped_total += int(skipped)
@@ -332,12 +373,17 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 bar.set_postfix(loss=f"{loss_sum / world:.3f}", lr=f"{lr:.2e}", refresh=False)
             now = time.perf_counter()
             row = {
-                "step": done, "loss": loss_sum / world, "lr": lr,
+                "step": done,
+                "loss": loss_sum / world,
+                "lr": lr,
                 "logit_scale": round(unwrap(wrapped).logit_scale.detach().exp().item(), 4),
                 "samples_per_s": round(config["global_batch"] / max(1e-9, t2 - t0), 2),
-                "data_time": round(t1 - t0, 4), "batch_time": round(t2 - t0, 4),
-                "interval_time": round(now - t_last, 3), "elapsed_time": round(elapsed_before + now - t_start, 3),
-                "skipped_samples": skipped_total, "shard_errors": shard_errors_total,
+                "data_time": round(t1 - t0, 4),
+                "batch_time": round(t2 - t0, 4),
+                "interval_time": round(now - t_last, 3),
+                "elapsed_time": round(elapsed_before + now - t_start, 3),
+                "skipped_samples": skipped_total,
+                "shard_errors": shard_errors_total,
                 "skipped_by_reason": dict(sorted(reasons_total.items())),
             }
             t_last = now
@@ -348,40 +394,60 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 for tag, v in tensorboard_scalars(row, world).items():
                     writer.add_scalar(tag, v, done)
             if log_lines:
-                print(f"step {done}/{args.steps}: loss {row['loss']:.4f}, lr {lr:.3g}, scale {row['logit_scale']:.2f}, "
-                      f"{row['samples_per_s']:.1f} samples/s, {timedelta(seconds=round(row['elapsed_time']))} elapsed"
-                      + (f", {skipped_total} samples skipped" if skipped_total else ""), file=sys.stderr, flush=True)
+                print(
+                    f"step {done}/{args.steps}: loss {row['loss']:.4f}, lr {lr:.3g}, scale {row['logit_scale']:.2f}, "
+                    f"{row['samples_per_s']:.1f} samples/s, {timedelta(seconds=round(row['elapsed_time']))} elapsed"
+                    + (f", {skipped_total} samples skipped" if skipped_total else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         if done % args.save_every == 0 or done == args.steps:
             rngs = _gather(checkpoint.rng_state(), world)
             streams = _gather(loader.state_dict(), world)  # every rank's position in its data stream
             if master:
                 run.upload("metrics.jsonl")  # before the checkpoint: a stored checkpoint's steps are in the metrics
-                checkpoint.save(ckpt_dir, done, {
-                    "format": checkpoint.FORMAT,
-                    "model": unwrap(wrapped).state_dict(), "optimizer": opt.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {}, "step": done, "rng": rngs,
-                    "data": {"seed": args.seed, "start_step": done, "samples_per_rank": done * args.batch_size * args.accum_freq,
-                             "skipped_samples": skipped_total, "shard_errors": shard_errors_total,
-                             "skipped_by_reason": dict(reasons_total), "streams": streams,
-                             "elapsed_time": elapsed_before + time.perf_counter() - t_start},
-                    "config": json.loads(json.dumps(config, default=str)),
-                }, keep=args.keep_checkpoints)
+                checkpoint.save(
+                    ckpt_dir,
+                    done,
+                    {
+                        "format": checkpoint.FORMAT,
+                        "model": unwrap(wrapped).state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else {},
+                        "step": done,
+                        "rng": rngs,
+                        "data": {
+                            "seed": args.seed,
+                            "start_step": done,
+                            "samples_per_rank": done * args.batch_size * args.accum_freq,
+                            "skipped_samples": skipped_total,
+                            "shard_errors": shard_errors_total,
+                            "skipped_by_reason": dict(reasons_total),
+                            "streams": streams,
+                            "elapsed_time": elapsed_before + time.perf_counter() - t_start,
+                        },
+                        "config": json.loads(json.dumps(config, default=str)),
+                    },
+                    keep=args.keep_checkpoints,
+                )
             if world > 1:
                 dist.barrier()
 
         if (args.eval_every and done % args.eval_every == 0) or (done == args.steps and args.final_eval):
             if master:
                 rng = checkpoint.rng_state()  # evaluation must not move the training's RNG (dropout, ...):
-                try:                          # a run resumed from this step's checkpoint never ran it
-                    results = run_evaluation(unwrap(wrapped), tokenizer, image_size, args, urls, run.local, device, done,
-                                             autocast, writer)
+                try:  # a run resumed from this step's checkpoint never ran it
+                    results = run_evaluation(
+                        unwrap(wrapped), tokenizer, image_size, args, urls, run.local, device, done, autocast, writer
+                    )
                     run.upload(Path(results["path"]).relative_to(run.local).as_posix())
                     if refresh_report(run.local):
                         run.upload("report.html")
                 except Exception as e:  # noqa: BLE001 - a broken eval set must not cost the training run
-                    print(f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}",
-                          file=sys.stderr)
+                    print(
+                        f"evaluation at step {done} failed, training goes on: {type(e).__name__}: {e}", file=sys.stderr
+                    )
                     unwrap(wrapped).train()
                 checkpoint.set_rng_state(rng)
             if world > 1:
@@ -398,10 +464,16 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 # open_clip_train's TensorBoard names (its train.py: "train/" + data_time, batch_time,
 # samples_per_second, samples_per_second_per_gpu, scale, lr and its losses), so runs of both
 # trainers overlay; ours where it has none.
-TENSORBOARD_TAGS = {"loss": "train/loss", "lr": "train/lr", "logit_scale": "train/scale",
-                    "data_time": "train/data_time", "batch_time": "train/batch_time",
-                    "samples_per_s": "train/samples_per_second", "skipped_samples": "train/skipped_samples",
-                    "shard_errors": "train/shard_errors"}
+TENSORBOARD_TAGS = {
+    "loss": "train/loss",
+    "lr": "train/lr",
+    "logit_scale": "train/scale",
+    "data_time": "train/data_time",
+    "batch_time": "train/batch_time",
+    "samples_per_s": "train/samples_per_second",
+    "skipped_samples": "train/skipped_samples",
+    "shard_errors": "train/shard_errors",
+}
 
 
 def tensorboard_scalars(row: dict, world: int) -> dict[str, float]:
@@ -423,8 +495,13 @@ def broadcast_from_rank0(values: list, world: int) -> list:
 def describe_ranks(rank: int, local_rank: int, world: int) -> list[dict]:
     """Where every rank runs ({rank, local_rank, node, host, pid}; node is torchrun's
     GROUP_RANK), for config.json: shows which nodes joined a multi-node run."""
-    me = {"rank": rank, "local_rank": local_rank, "node": int(os.environ.get("GROUP_RANK", "0")),
-          "host": socket.gethostname(), "pid": os.getpid()}
+    me = {
+        "rank": rank,
+        "local_rank": local_rank,
+        "node": int(os.environ.get("GROUP_RANK", "0")),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
     if world == 1:
         return [me]
     gathered: list = [None] * world
@@ -449,21 +526,29 @@ def restore(ckpt: dict, path, net: torch.nn.Module, opt, scaler, model_name: str
     saved = ckpt["model"]
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
-    shapes = [k for k in own if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != own[k].shape)]
+    shapes = [
+        k for k in own if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != own[k].shape)
+    ]
     if missing or unexpected or shapes:
         config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
         was = f" (it was saved from {config['model']})" if config.get("model") not in (None, model_name) else ""
-        parts = [f"{len(missing)} weights missing" if missing else "", f"{len(unexpected)} unexpected" if unexpected else "",
-                 f"{len(shapes)} of another shape" if shapes else ""]
+        parts = [
+            f"{len(missing)} weights missing" if missing else "",
+            f"{len(unexpected)} unexpected" if unexpected else "",
+            f"{len(shapes)} of another shape" if shapes else "",
+        ]
         example = (missing or unexpected or shapes)[0]
-        raise checkpoint.CheckpointError(f"{path}: its weights do not fit --model {model_name}{was}: "
-                                         f"{', '.join(x for x in parts if x)} (e.g. {example})")
+        raise checkpoint.CheckpointError(
+            f"{path}: its weights do not fit --model {model_name}{was}: "
+            f"{', '.join(x for x in parts if x)} (e.g. {example})"
+        )
     net.load_state_dict(saved)
     try:
         opt.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, TypeError) as e:
-        raise checkpoint.CheckpointError(f"{path}: its optimizer state does not fit this model "
-                                         f"({checkpoint.one_line(e)})") from None
+        raise checkpoint.CheckpointError(
+            f"{path}: its optimizer state does not fit this model ({checkpoint.one_line(e)})"
+        ) from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     rngs = ckpt["rng"]
@@ -500,12 +585,31 @@ def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step
     net.eval()
     val = None
     if args.val_fraction > 0:
-        val = data.make_val_loader(urls[: args.val_shards], tokenizer, batch_size=args.batch_size,
-                                   image_size=image_size, val_fraction=args.val_fraction, workers=0)
+        val = data.make_val_loader(
+            urls[: args.val_shards],
+            tokenizer,
+            batch_size=args.batch_size,
+            image_size=image_size,
+            val_fraction=args.val_fraction,
+            workers=0,
+        )
     probe = args.linear_probe and step == args.steps  # the probes' sweep is for the trained model only
-    results = evaluate(net, tokenizer, models.eval_transform(net), args.eval_datasets, args.eval_cache, device,
-                       run_dir, step=step, retrieval_loader=val, autocast=autocast, progress=not args.quiet,
-                       linear_probe=probe, feature_cache=args.feature_cache or None, precision=args.precision)
+    results = evaluate(
+        net,
+        tokenizer,
+        models.eval_transform(net),
+        args.eval_datasets,
+        args.eval_cache,
+        device,
+        run_dir,
+        step=step,
+        retrieval_loader=val,
+        autocast=autocast,
+        progress=not args.quiet,
+        linear_probe=probe,
+        feature_cache=args.feature_cache or None,
+        precision=args.precision,
+    )
     if writer is not None:
         for k, v in eval_scalars(results).items():
             if not math.isnan(v):

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+
 def no_decay(name: str, param: torch.Tensor) -> bool:
     """Gains and biases are the parameters under 2 dims; embeddings and the scale by name."""
     return param.ndim < 2 or "embedding" in name or "logit_" in name
@@ -22,8 +23,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         if p.requires_grad:
             (rest if no_decay(name, p) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
-            {"params": rest, "weight_decay": 0.0, "name": "no_decay"}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": rest, "weight_decay": 0.0, "name": "no_decay"},
+    ]
 
 
 def default_betas_eps(model_name: str, config: dict) -> tuple[tuple[float, float], float]:

@@ -183,8 +183,7 @@ class NearIndex:
     work grows with the candidates, not with queries x hashes.
     """
 
-    def __init__(self, hashes: Sequence[int] | np.ndarray, max_distance: int, bits: int = HASH_BITS,
-                 chunk: int = 4096):
+    def __init__(self, hashes: Sequence[int] | np.ndarray, max_distance: int, bits: int = HASH_BITS, chunk: int = 4096):
         import numpy as np
 
         if not 0 <= max_distance < bits:
@@ -194,7 +193,7 @@ class NearIndex:
         self.chunk = int(chunk)
         n_blocks = max_distance + 1
         widths = [bits // n_blocks + (1 if i < bits % n_blocks else 0) for i in range(n_blocks)]
-        shifts = [sum(widths[i + 1:]) for i in range(n_blocks)]
+        shifts = [sum(widths[i + 1 :]) for i in range(n_blocks)]
         self._blocks = []  # (shift, width, order of the hashes by block value, sorted block values)
         for shift, width in zip(shifts, widths):
             values = self._block(self.hashes, shift, width)
@@ -213,7 +212,7 @@ class NearIndex:
         import numpy as np
 
         queries = np.asarray(queries, dtype=np.uint64)
-        parts = [self._search_chunk(queries[i:i + self.chunk], i) for i in range(0, len(queries), self.chunk)]
+        parts = [self._search_chunk(queries[i : i + self.chunk], i) for i in range(0, len(queries), self.chunk)]
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
@@ -247,6 +246,7 @@ class NearIndex:
 @dataclass
 class EvalSet:
     """One labelled set's fingerprints, embeddings and zero-shot correctness, per image."""
+
     name: str
     labels: np.ndarray
     sha256: list[str]
@@ -261,9 +261,17 @@ class EvalSet:
         import numpy as np
 
         idx = np.asarray(indices, dtype=np.int64)
-        pick = (lambda x: x[idx] if x is not None else None)
-        return EvalSet(self.name, self.labels[idx], [self.sha256[i] for i in idx], self.phash[idx], self.phash_ok[idx],
-                       self.chance, pick(self.embedding), pick(self.correct))
+        pick = lambda x: x[idx] if x is not None else None
+        return EvalSet(
+            self.name,
+            self.labels[idx],
+            [self.sha256[i] for i in idx],
+            self.phash[idx],
+            self.phash_ok[idx],
+            self.chance,
+            pick(self.embedding),
+            pick(self.correct),
+        )
 
 
 def _embed(model, tensors: list, device, autocast) -> torch.Tensor:
@@ -275,10 +283,20 @@ def _embed(model, tensors: list, device, autocast) -> torch.Tensor:
     return encode_images(model, [(torch.stack(tensors), torch.zeros(len(tensors)))], device, autocast)[0]
 
 
-def load_eval_set(spec: str, cache_dir: str | Path, model=None, tokenizer=None, preprocess=None,
-                  device="cpu", batch_size: int = 256, autocast: Callable[[], ContextManager] | None = None,
-                  templates: str = "openai", feature_cache: str | Path | None = None,
-                  precision: str = "fp32", weights: str | None = None) -> EvalSet:
+def load_eval_set(
+    spec: str,
+    cache_dir: str | Path,
+    model=None,
+    tokenizer=None,
+    preprocess=None,
+    device="cpu",
+    batch_size: int = 256,
+    autocast: Callable[[], ContextManager] | None = None,
+    templates: str = "openai",
+    feature_cache: str | Path | None = None,
+    precision: str = "fp32",
+    weights: str | None = None,
+) -> EvalSet:
     """`build_eval_set` of a labelled set of `train.eval_data` (its PIL images). With a model,
     the embeddings come from `train.features` as `train.evaluate` computes them (and from its
     `feature_cache`, e.g. the trainer's final evaluation's), so the zero-shot accuracy on All
@@ -293,16 +311,39 @@ def load_eval_set(spec: str, cache_dir: str | Path, model=None, tokenizer=None, 
         cache = features.FeatureCache(feature_cache) if feature_cache else None
         shown = ds.with_transform(preprocess)
         loader = DataLoader(shown, batch_size=batch_size, shuffle=False, num_workers=0)
-        embedding = features.cached_encode(model, shown, loader, spec, cache, weights, preprocess, precision, device,
-                                           autocast).embedding
-    return build_eval_set(spec, (ds.image(i) for i in range(len(ds))), ds.labels, ds.classnames, model, tokenizer,
-                          preprocess, device, batch_size, autocast, templates, embedding=embedding)
+        embedding = features.cached_encode(
+            model, shown, loader, spec, cache, weights, preprocess, precision, device, autocast
+        ).embedding
+    return build_eval_set(
+        spec,
+        (ds.image(i) for i in range(len(ds))),
+        ds.labels,
+        ds.classnames,
+        model,
+        tokenizer,
+        preprocess,
+        device,
+        batch_size,
+        autocast,
+        templates,
+        embedding=embedding,
+    )
 
 
-def build_eval_set(name: str, images: Iterable[Image.Image], labels, classnames: Sequence[str], model=None,
-                   tokenizer=None, preprocess=None, device="cpu", batch_size: int = 256,
-                   autocast: Callable[[], ContextManager] | None = None, templates: str = "openai",
-                   embedding: torch.Tensor | None = None) -> EvalSet:
+def build_eval_set(
+    name: str,
+    images: Iterable[Image.Image],
+    labels,
+    classnames: Sequence[str],
+    model=None,
+    tokenizer=None,
+    preprocess=None,
+    device="cpu",
+    batch_size: int = 256,
+    autocast: Callable[[], ContextManager] | None = None,
+    templates: str = "openai",
+    embedding: torch.Tensor | None = None,
+) -> EvalSet:
     """Fingerprint each image (and its CROP_VARIANTS' phashes); with a model also embed it
     (unless its `embedding` rows are given) and classify it zero-shot (the `templates` prompt
     ensemble over `classnames`; ties go to the lower class, as
@@ -327,11 +368,20 @@ def build_eval_set(name: str, images: Iterable[Image.Image], labels, classnames:
     labels = np.asarray(labels, dtype=np.int64)
     if not sha or len(sha) != len(labels):
         raise ValueError(f"{name}: {len(sha)} images for {len(labels)} labels")
-    out = EvalSet(name, labels, sha, np.array([[h for h, _ in row] for row in hashes], dtype=np.uint64),
-                  np.array([[ok for _, ok in row] for row in hashes], dtype=bool), 1.0 / len(classnames))
+    out = EvalSet(
+        name,
+        labels,
+        sha,
+        np.array([[h for h, _ in row] for row in hashes], dtype=np.uint64),
+        np.array([[ok for _, ok in row] for row in hashes], dtype=bool),
+        1.0 / len(classnames),
+    )
     if model is not None:
-        out.embedding = embedding.float() if embedding is not None else \
-            torch.cat(chunks + ([_embed(model, pending, device, autocast)] if pending else []))
+        out.embedding = (
+            embedding.float()
+            if embedding is not None
+            else torch.cat(chunks + ([_embed(model, pending, device, autocast)] if pending else []))
+        )
         classifier = build_classifier(model, tokenizer, classnames, templates, device, autocast=autocast).cpu()
         out.correct = (out.embedding @ classifier).argmax(1).numpy() == labels
     return out
@@ -406,8 +456,15 @@ class ScanResult:
 
 
 # what `train.data`'s shard reader and decoder count as skipped, plus samples without an image
-SKIP_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error", "partial_sample", "missing_image",
-                "bad_image", "image_too_large")
+SKIP_REASONS = (
+    "shard_unreadable",
+    "shard_truncated",
+    "shard_read_error",
+    "partial_sample",
+    "missing_image",
+    "bad_image",
+    "image_too_large",
+)
 
 
 @dataclass
@@ -439,9 +496,17 @@ def _uid(meta: bytes | None) -> str | None:
     return str(uid) if uid not in (None, "") else None
 
 
-def scan_shards(urls: Sequence[str], matchers: dict[str, Matcher], model=None, preprocess=None, device="cpu",
-                batch_size: int = 256, autocast: Callable[[], ContextManager] | None = None,
-                max_pixels: int | None = None, progress: bool = True) -> ScanResult:
+def scan_shards(
+    urls: Sequence[str],
+    matchers: dict[str, Matcher],
+    model=None,
+    preprocess=None,
+    device="cpu",
+    batch_size: int = 256,
+    autocast: Callable[[], ContextManager] | None = None,
+    max_pixels: int | None = None,
+    progress: bool = True,
+) -> ScanResult:
     """Stream the shards once, each image decoded once and fingerprinted (and embedded in
     batches when `model` is given), and match it against every evaluation set. Memory: one
     batch. Returns the pairs (unsorted), the images scanned and what was skipped."""
@@ -452,8 +517,9 @@ def scan_shards(urls: Sequence[str], matchers: dict[str, Matcher], model=None, p
 
     max_pixels = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     result, counts, batch = ScanResult(), Counter(), _Batch()
-    for url in tqdm(urls, desc="overlap", unit="shard", file=sys.stderr, dynamic_ncols=True, disable=None if progress
-                    else True):
+    for url in tqdm(
+        urls, desc="overlap", unit="shard", file=sys.stderr, dynamic_ncols=True, disable=None if progress else True
+    ):
         for key, uid, image in _shard_images(url, counts, max_pixels):
             image = to_rgb(image)  # as the evaluation images: transparency onto white, for both detectors
             batch.where.append((url, key, uid))
@@ -478,9 +544,19 @@ def _flush(batch: _Batch, matchers: dict[str, Matcher], result: ScanResult, mode
         labels = matcher.eval_set.labels
         for m in matcher.match(batch.fps, embedding):
             url, key, uid = batch.where[m.pos]
-            result.pairs.append({"dataset": name, "eval_index": m.eval_index, "label": int(labels[m.eval_index]),
-                                 "shard": url, "key": key, "uid": uid, "kind": m.kind,
-                                 "phash_distance": m.phash_distance, "cosine": m.cosine})
+            result.pairs.append(
+                {
+                    "dataset": name,
+                    "eval_index": m.eval_index,
+                    "label": int(labels[m.eval_index]),
+                    "shard": url,
+                    "key": key,
+                    "uid": uid,
+                    "kind": m.kind,
+                    "phash_distance": m.phash_distance,
+                    "cosine": m.cosine,
+                }
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -503,10 +579,19 @@ def overlap_stats(correct, is_overlap, chance: float) -> dict:
     n_clean, k_clean = n - n_over, k_all - k_over
     top1_all = k_all / n
     top1_clean = k_clean / n_clean if n_clean else None
-    out = {"all": n, "overlap": n_over, "clean": n_clean, "overlap_rate": n_over / n, "top1_all": top1_all,
-           "top1_overlap": k_over / n_over if n_over else None, "top1_clean": top1_clean,
-           "all_minus_clean": top1_all - top1_clean if n_clean else None, "chance_top1": chance,
-           "binomial_p": None, "overlap_top1_ci995": None}
+    out = {
+        "all": n,
+        "overlap": n_over,
+        "clean": n_clean,
+        "overlap_rate": n_over / n,
+        "top1_all": top1_all,
+        "top1_overlap": k_over / n_over if n_over else None,
+        "top1_clean": top1_clean,
+        "all_minus_clean": top1_all - top1_clean if n_clean else None,
+        "chance_top1": chance,
+        "binomial_p": None,
+        "overlap_top1_ci995": None,
+    }
     if n_over:  # Clopper-Pearson: the two-sided interval (a one-sided test's would end at 1)
         ci = binomtest(k_over, n_over).proportion_ci(confidence_level=0.995, method="exact")
         out["overlap_top1_ci995"] = [float(ci.low), float(ci.high)]
@@ -529,8 +614,19 @@ def dataset_result(eval_set: EvalSet, pairs: Iterable[dict]) -> dict:
     correct = eval_set.correct if eval_set.correct is not None else np.zeros(len(eval_set.labels), dtype=bool)
     out = overlap_stats(correct, is_overlap, eval_set.chance)
     if eval_set.correct is None:  # fingerprints only: no accuracies
-        out.update({k: None for k in ("top1_all", "top1_overlap", "top1_clean", "all_minus_clean", "binomial_p",
-                                      "overlap_top1_ci995")})
+        out.update(
+            {
+                k: None
+                for k in (
+                    "top1_all",
+                    "top1_overlap",
+                    "top1_clean",
+                    "all_minus_clean",
+                    "binomial_p",
+                    "overlap_top1_ci995",
+                )
+            }
+        )
     counts = Counter(strongest.values())
     out["by_kind"] = {kind: counts[rank] for rank, kind in enumerate(KINDS)}
     out["phash_unstable"] = int((~eval_set.phash_ok[:, 0]).sum())
@@ -539,15 +635,18 @@ def dataset_result(eval_set: EvalSet, pairs: Iterable[dict]) -> dict:
 
 def summary_line(name: str, r: dict) -> str:
     """One stderr line per set."""
+
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
     ci = r["overlap_top1_ci995"]
     kinds = ", ".join(f"{k} {v}" for k, v in r["by_kind"].items())
-    return (f"overlap {name}: {r['overlap']}/{r['all']} images ({r['overlap_rate']:.2%}; {kinds}); top1 all "
-            f"{f(r['top1_all'])} overlap {f(r['top1_overlap'])} clean {f(r['top1_clean'])} "
-            f"(chance {r['chance_top1']:.4f}), all-clean {f(r['all_minus_clean'], '+.4f')}, "
-            f"p {f(r['binomial_p'], '.3g')}, overlap CI99.5 " + (f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"))
+    return (
+        f"overlap {name}: {r['overlap']}/{r['all']} images ({r['overlap_rate']:.2%}; {kinds}); top1 all "
+        f"{f(r['top1_all'])} overlap {f(r['top1_overlap'])} clean {f(r['top1_clean'])} "
+        f"(chance {r['chance_top1']:.4f}), all-clean {f(r['all_minus_clean'], '+.4f')}, "
+        f"p {f(r['binomial_p'], '.3g')}, overlap CI99.5 " + (f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a")
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -565,9 +664,19 @@ def write_pairs(pairs: Sequence[dict], path: str | Path) -> None:
 
     from pipeline.io import atomic_path
 
-    schema = pa.schema([("dataset", pa.string()), ("eval_index", pa.int64()), ("label", pa.int64()),
-                        ("shard", pa.string()), ("key", pa.string()), ("uid", pa.string()), ("kind", pa.string()),
-                        ("phash_distance", pa.int32()), ("cosine", pa.float64())])
+    schema = pa.schema(
+        [
+            ("dataset", pa.string()),
+            ("eval_index", pa.int64()),
+            ("label", pa.int64()),
+            ("shard", pa.string()),
+            ("key", pa.string()),
+            ("uid", pa.string()),
+            ("kind", pa.string()),
+            ("phash_distance", pa.int32()),
+            ("cosine", pa.float64()),
+        ]
+    )
     rows = sorted_pairs(pairs)
     table = pa.table({c: [r[c] for r in rows] for c in PAIR_COLUMNS}, schema=schema)
     with atomic_path(path) as tmp:
@@ -581,9 +690,12 @@ def write_pairs(pairs: Sequence[dict], path: str | Path) -> None:
 def thresholds_for(datasets: Sequence[str], phash: Sequence[str] = (), cosine: Sequence[str] = ()) -> dict:
     """{"phash_max_distance": {name: int}, "min_cosine": {name: float}}: the per-set
     defaults, overridden by "VALUE" (every set) then "NAME=VALUE" (that set)."""
-    return {"phash_max_distance": _per_set(datasets, phash, PHASH_MAX_DISTANCE, DEFAULT_PHASH_MAX_DISTANCE,
-                                           _distance, "--phash-distance"),
-            "min_cosine": _per_set(datasets, cosine, MIN_COSINE, DEFAULT_MIN_COSINE, _cosine, "--min-cosine")}
+    return {
+        "phash_max_distance": _per_set(
+            datasets, phash, PHASH_MAX_DISTANCE, DEFAULT_PHASH_MAX_DISTANCE, _distance, "--phash-distance"
+        ),
+        "min_cosine": _per_set(datasets, cosine, MIN_COSINE, DEFAULT_MIN_COSINE, _cosine, "--min-cosine"),
+    }
 
 
 def _distance(text: str) -> int:
@@ -617,11 +729,24 @@ def _per_set(datasets, given: Sequence[str], defaults: dict, fallback, parse, op
     return out
 
 
-def analyse(model, tokenizer, preprocess, urls: Sequence[str], datasets: Sequence[str], cache_dir: str | Path,
-            thresholds: dict, device="cpu", batch_size: int = 256, autocast=None, templates: str = "openai",
-            max_pixels: int | None = None, log: Callable[[str], None] | None = _log,
-            progress: bool = True, feature_cache: str | Path | None = None,
-            precision: str = "fp32") -> tuple[dict, list[dict]]:
+def analyse(
+    model,
+    tokenizer,
+    preprocess,
+    urls: Sequence[str],
+    datasets: Sequence[str],
+    cache_dir: str | Path,
+    thresholds: dict,
+    device="cpu",
+    batch_size: int = 256,
+    autocast=None,
+    templates: str = "openai",
+    max_pixels: int | None = None,
+    log: Callable[[str], None] | None = _log,
+    progress: bool = True,
+    feature_cache: str | Path | None = None,
+    precision: str = "fp32",
+) -> tuple[dict, list[dict]]:
     """(overlap.json's ``datasets``, ``n_shard_images``, ``shard_errors``, ``skipped``, ``shards``;
     the sorted pairs). `model` None: hashes only (no embedding detector, no accuracies)."""
     from . import features
@@ -630,18 +755,39 @@ def analyse(model, tokenizer, preprocess, urls: Sequence[str], datasets: Sequenc
     weights = features.weights_digest(model) if model is not None and feature_cache else None  # once, not per set
     for spec in datasets:
         t0 = time.perf_counter()
-        sets[spec] = load_eval_set(spec, cache_dir, model, tokenizer, preprocess, device, batch_size, autocast,
-                                   templates, feature_cache, precision, weights)
+        sets[spec] = load_eval_set(
+            spec,
+            cache_dir,
+            model,
+            tokenizer,
+            preprocess,
+            device,
+            batch_size,
+            autocast,
+            templates,
+            feature_cache,
+            precision,
+            weights,
+        )
         if log:
-            log(f"overlap {spec}: {len(sets[spec].labels)} evaluation images fingerprinted in "
-                f"{time.perf_counter() - t0:.1f}s")
-    matchers = {name: Matcher(s, thresholds["phash_max_distance"][name], thresholds["min_cosine"][name])
-                for name, s in sets.items()}
+            log(
+                f"overlap {spec}: {len(sets[spec].labels)} evaluation images fingerprinted in "
+                f"{time.perf_counter() - t0:.1f}s"
+            )
+    matchers = {
+        name: Matcher(s, thresholds["phash_max_distance"][name], thresholds["min_cosine"][name])
+        for name, s in sets.items()
+    }
     scan = scan_shards(urls, matchers, model, preprocess, device, batch_size, autocast, max_pixels, progress)
     pairs = sorted_pairs(scan.pairs)
-    result = {"shards": list(urls), "n_shard_images": scan.n_images, "shard_errors": sum(scan.skipped.values()),
-              "skipped": dict(sorted(scan.skipped.items())), "shard_phash_unstable": scan.phash_unstable,
-              "datasets": {}}
+    result = {
+        "shards": list(urls),
+        "n_shard_images": scan.n_images,
+        "shard_errors": sum(scan.skipped.values()),
+        "skipped": dict(sorted(scan.skipped.items())),
+        "shard_phash_unstable": scan.phash_unstable,
+        "datasets": {},
+    }
     for name, s in sets.items():
         r = result["datasets"][name] = dataset_result(s, [p for p in pairs if p["dataset"] == name])
         if log:
@@ -682,32 +828,62 @@ def _shard_urls(given: Sequence[str] | None, config: dict) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import add_model_arguments  # imports no torch
 
-    ap = argparse.ArgumentParser(prog="python -m train.overlap", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m train.overlap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_arguments(ap)
-    ap.add_argument("--shards", nargs="+", help="training shards: paths, globs, brace patterns, folders or fsspec URLs "
-                                                "(default: the checkpoint's --train-data)")
-    ap.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS),
-                    help="labelled sets as train.evaluate (default: %(default)s)")
+    ap.add_argument(
+        "--shards",
+        nargs="+",
+        help="training shards: paths, globs, brace patterns, folders or fsspec URLs "
+        "(default: the checkpoint's --train-data)",
+    )
+    ap.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(DEFAULT_DATASETS),
+        help="labelled sets as train.evaluate (default: %(default)s)",
+    )
     ap.add_argument("--cache", default=".cache/sample", help="sample cache (default: %(default)s)")
     ap.add_argument("--out", help="results go to OUT/eval/ (default: as train.evaluate)")
-    ap.add_argument("--phash-distance", nargs="+", default=[], metavar="[NAME=]N",
-                    help=f"largest phash Hamming distance that counts as a match, for every set or NAME's "
-                         f"(defaults: {PHASH_MAX_DISTANCE}, {DEFAULT_PHASH_MAX_DISTANCE} for others)")
-    ap.add_argument("--min-cosine", nargs="+", default=[], metavar="[NAME=]X",
-                    help="smallest embedding cosine that counts as a match, for every set or NAME's; 'off': no "
-                         "embedding detector (default: off for every set, see above)")
-    ap.add_argument("--templates", choices=["openai", "simple"], default="openai",
-                    help="prompt templates of the zero-shot classifier (default: %(default)s)")
+    ap.add_argument(
+        "--phash-distance",
+        nargs="+",
+        default=[],
+        metavar="[NAME=]N",
+        help=f"largest phash Hamming distance that counts as a match, for every set or NAME's "
+        f"(defaults: {PHASH_MAX_DISTANCE}, {DEFAULT_PHASH_MAX_DISTANCE} for others)",
+    )
+    ap.add_argument(
+        "--min-cosine",
+        nargs="+",
+        default=[],
+        metavar="[NAME=]X",
+        help="smallest embedding cosine that counts as a match, for every set or NAME's; 'off': no "
+        "embedding detector (default: off for every set, see above)",
+    )
+    ap.add_argument(
+        "--templates",
+        choices=["openai", "simple"],
+        default="openai",
+        help="prompt templates of the zero-shot classifier (default: %(default)s)",
+    )
     ap.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    ap.add_argument("--max-image-pixels", type=int, default=None,
-                    help="shard images declaring more pixels are skipped and counted (default: the trainer's)")
+    ap.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="shard images declaring more pixels are skipped and counted (default: the trainer's)",
+    )
     ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
-    ap.add_argument("--feature-cache", default=".cache/features",
-                    help="evaluation-image features cached by train.evaluate / the trainer (--linear-probe) are read "
-                         "from here, and kept, so the zero-shot accuracies are the evaluation's own; '' for none "
-                         "(default: %(default)s)")
+    ap.add_argument(
+        "--feature-cache",
+        default=".cache/features",
+        help="evaluation-image features cached by train.evaluate / the trainer (--linear-probe) are read "
+        "from here, and kept, so the zero-shot accuracies are the evaluation's own; '' for none "
+        "(default: %(default)s)",
+    )
     return ap
 
 
@@ -736,12 +912,27 @@ def main(argv: list[str] | None = None) -> int:
         source = str(path) if path else args.model + (f" {args.pretrained}" if args.pretrained else "")
         out = Path(args.out) if args.out else default_out(source, path)
         t0 = time.perf_counter()
-        result, pairs = analyse(model, tokenizer, preprocess, urls, args.datasets, args.cache, thresholds, device,
-                                args.batch_size, autocast, args.templates, args.max_image_pixels,
-                                feature_cache=args.feature_cache or None, precision=args.precision)
+        result, pairs = analyse(
+            model,
+            tokenizer,
+            preprocess,
+            urls,
+            args.datasets,
+            args.cache,
+            thresholds,
+            device,
+            args.batch_size,
+            autocast,
+            args.templates,
+            args.max_image_pixels,
+            feature_cache=args.feature_cache or None,
+            precision=args.precision,
+        )
         if not result["n_shard_images"]:
-            raise InputError(f"no image could be read from the {len(urls)} shard(s) "
-                             f"({', '.join(f'{k} {v}' for k, v in result['skipped'].items()) or 'they are empty'})")
+            raise InputError(
+                f"no image could be read from the {len(urls)} shard(s) "
+                f"({', '.join(f'{k} {v}' for k, v in result['skipped'].items()) or 'they are empty'})"
+            )
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
@@ -754,9 +945,18 @@ def main(argv: list[str] | None = None) -> int:
     from .report import refresh_report
 
     refresh_report(out)  # OUT/report.html gets the overlap table
-    print(json.dumps({"out": str(json_path), **{name: {k: r[k] for k in ("all", "overlap", "overlap_rate",
-                                                                        "all_minus_clean", "binomial_p")}
-                                                for name, r in result["datasets"].items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": str(json_path),
+                **{
+                    name: {k: r[k] for k in ("all", "overlap", "overlap_rate", "all_minus_clean", "binomial_p")}
+                    for name, r in result["datasets"].items()
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

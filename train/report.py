@@ -100,9 +100,15 @@ def load_run(run_dir: str | Path) -> dict:
                 step = int(m.group(1)) if m else (known or [None])[0]
                 evals.append({"file": f"eval/{path.name}", "step": step, "result": result})
     overlap = _read_json(eval_dir / "overlap.json", warnings) if (eval_dir / "overlap.json").is_file() else None
-    return {"dir": run, "name": config.get("name") or run.resolve().name, "config": config,
-            "metrics": read_metrics(metrics_path, warnings) if metrics_path.is_file() else [],
-            "evals": evals, "overlap": overlap if isinstance(overlap, dict) else None, "warnings": warnings}
+    return {
+        "dir": run,
+        "name": config.get("name") or run.resolve().name,
+        "config": config,
+        "metrics": read_metrics(metrics_path, warnings) if metrics_path.is_file() else [],
+        "evals": evals,
+        "overlap": overlap if isinstance(overlap, dict) else None,
+        "warnings": warnings,
+    }
 
 
 def timeline(evals: list[dict]) -> list[tuple[int, dict]]:
@@ -118,8 +124,11 @@ def newest(evals: list[dict], want=lambda result: True) -> dict | None:
     """The evaluation of the latest step that `want`s; a step file before final.json of the
     same step, final.json of no known step only when nothing else is there."""
     found = [e for e in evals if want(e["result"])]
-    return max(found, key=lambda e: (e["step"] if isinstance(e["step"], int) else -1,
-                                     e["file"] != "eval/final.json"), default=None)
+    return max(
+        found,
+        key=lambda e: (e["step"] if isinstance(e["step"], int) else -1, e["file"] != "eval/final.json"),
+        default=None,
+    )
 
 
 def _has_probe(result: dict) -> bool:
@@ -144,16 +153,28 @@ def _section(key: str, title: str, parts: list[str], charts: list[str] = ()) -> 
 
 def training_section(rows: list[dict]) -> str:
     if not rows:
-        return _missing("training", "Training",
-                        "No metrics.jsonl yet: the trainer appends a row to it every --log-every steps.")
-    charts = [plots.lines(f"train_{key}", title, [Line(ylabel, [(r["step"], r.get(key)) for r in rows])],
-                          xlabel="step", ylabel=ylabel, y_from_zero=zero)
-              for key, title, ylabel, zero in TRAINING]
+        return _missing(
+            "training", "Training", "No metrics.jsonl yet: the trainer appends a row to it every --log-every steps."
+        )
+    charts = [
+        plots.lines(
+            f"train_{key}",
+            title,
+            [Line(ylabel, [(r["step"], r.get(key)) for r in rows])],
+            xlabel="step",
+            ylabel=ylabel,
+            y_from_zero=zero,
+        )
+        for key, title, ylabel, zero in TRAINING
+    ]
     last = rows[-1]
     reasons = ", ".join(f"{k.replace('_', ' ')} {fmt_int(v)}" for k, v in (last.get("skipped_by_reason") or {}).items())
-    text = (f"{len(rows):,} logged steps, {fmt_int(rows[0]['step'])} to {fmt_int(last['step'])}; "
-            f"{fmt_int(last.get('skipped_samples'))} samples skipped" + (f" ({reasons})" if reasons else "")
-            + f", {fmt_int(last.get('shard_errors'))} shard errors so far.")
+    text = (
+        f"{len(rows):,} logged steps, {fmt_int(rows[0]['step'])} to {fmt_int(last['step'])}; "
+        f"{fmt_int(last.get('skipped_samples'))} samples skipped"
+        + (f" ({reasons})" if reasons else "")
+        + f", {fmt_int(last.get('shard_errors'))} shard errors so far."
+    )
     return _section("training", "Training", [f"<p>{esc(text)}</p>"], charts)
 
 
@@ -169,10 +190,13 @@ def zeroshot_section(evals: list[dict]) -> str:
     title = "Zero-shot classification"
     latest, points, names = _over_steps(evals, "datasets")
     if latest is None:
-        return _missing("zeroshot", title,
-                        "No evaluation yet: eval/ holds no step-NNNNNNNN.json or final.json (the trainer writes "
-                        "one every --eval-every steps and at the end; python -m train.evaluate --checkpoint RUN "
-                        "writes final.json).")
+        return _missing(
+            "zeroshot",
+            title,
+            "No evaluation yet: eval/ holds no step-NNNNNNNN.json or final.json (the trainer writes "
+            "one every --eval-every steps and at the end; python -m train.evaluate --checkpoint RUN "
+            "writes final.json).",
+        )
     charts = []
     for metric in ("top1", "top5"):
         series, refs = [], []
@@ -183,18 +207,43 @@ def zeroshot_section(evals: list[dict]) -> str:
                 refs.append(Ref(got[-1][1].get(f"chance_{metric}"), f"chance: {name}", _color(i)))
         if series:
             k = metric[3:]
-            charts.append(plots.lines(f"zeroshot_{metric}", f"Zero-shot top-{k} accuracy", series, refs=refs,
-                                      xlabel="step", ylabel=f"top-{k} accuracy", y_from_zero=True, yfmt=pct_tick))
+            charts.append(
+                plots.lines(
+                    f"zeroshot_{metric}",
+                    f"Zero-shot top-{k} accuracy",
+                    series,
+                    refs=refs,
+                    xlabel="step",
+                    ylabel=f"top-{k} accuracy",
+                    y_from_zero=True,
+                    yfmt=pct_tick,
+                )
+            )
     rows = []
     for name, d in latest["result"]["datasets"].items():
         d = d if isinstance(d, dict) else {}
-        rows.append([name, d.get("n_classes"), d.get("n"), pct(d.get("top1")), pct(d.get("top5")),
-                     pct(d.get("mean_per_class_top1")), pct(d.get("chance_top1")), d.get("skipped", "")])
+        rows.append(
+            [
+                name,
+                d.get("n_classes"),
+                d.get("n"),
+                pct(d.get("top1")),
+                pct(d.get("top5")),
+                pct(d.get("mean_per_class_top1")),
+                pct(d.get("chance_top1")),
+                d.get("skipped", ""),
+            ]
+        )
     parts = [f"<p>{esc(_from(latest))} Dashed lines: chance (1 / classes, 5 / classes for top-5).</p>"]
     if not charts:
         parts.append(_unavail("No evaluation with a known step: nothing to draw over steps."))
-    parts.append(table(["dataset", "classes", "images", "top-1", "top-5", "mean per-class top-1", "chance top-1",
-                        "note"], rows, {1, 2, 3, 4, 5, 6}))
+    parts.append(
+        table(
+            ["dataset", "classes", "images", "top-1", "top-5", "mean per-class top-1", "chance top-1", "note"],
+            rows,
+            {1, 2, 3, 4, 5, 6},
+        )
+    )
     return _section("zeroshot", title, parts, charts)
 
 
@@ -207,22 +256,50 @@ def retrieval_section(evals: list[dict]) -> str:
     title = "Image-text retrieval"
     latest, points, names = _over_steps(evals, "retrieval")
     if latest is None:
-        return _missing("retrieval", title,
-                        "No retrieval results: the trainer measures recall on held-out shards with --val-fraction > 0, "
-                        "python -m train.evaluate with --retrieval openclipart.")
+        return _missing(
+            "retrieval",
+            title,
+            "No retrieval results: the trainer measures recall on held-out shards with --val-fraction > 0, "
+            "python -m train.evaluate with --retrieval openclipart.",
+        )
     charts = []
     for name in names:
         got = [(s, g[name]) for s, g in points if isinstance(g.get(name), dict)]
-        series = [Line(f"{ARROW[d]} R@{k}", [(s, m.get(f"{d}_R@{k}")) for s, m in got], _color(i % 3),
-                       dashed=d == "text_to_image", markers=True) for i, (d, k) in enumerate(RECALL)]
+        series = [
+            Line(
+                f"{ARROW[d]} R@{k}",
+                [(s, m.get(f"{d}_R@{k}")) for s, m in got],
+                _color(i % 3),
+                dashed=d == "text_to_image",
+                markers=True,
+            )
+            for i, (d, k) in enumerate(RECALL)
+        ]
         refs = [Ref(got[-1][1].get("chance_R@1"), "chance R@1")] if got else []
-        charts.append(plots.lines(f"retrieval_{name}", f"Retrieval recall: {name}", series, refs=refs, xlabel="step",
-                                  ylabel="recall", y_from_zero=True, yfmt=pct_tick))
-    rows = [[name, m.get("n"), *[pct(m.get(f"{d}_R@{k}")) for d, k in RECALL], pct(m.get("chance_R@1"))]
-            for name, m in latest["result"]["retrieval"].items() if isinstance(m, dict)]
+        charts.append(
+            plots.lines(
+                f"retrieval_{name}",
+                f"Retrieval recall: {name}",
+                series,
+                refs=refs,
+                xlabel="step",
+                ylabel="recall",
+                y_from_zero=True,
+                yfmt=pct_tick,
+            )
+        )
+    rows = [
+        [name, m.get("n"), *[pct(m.get(f"{d}_R@{k}")) for d, k in RECALL], pct(m.get("chance_R@1"))]
+        for name, m in latest["result"]["retrieval"].items()
+        if isinstance(m, dict)
+    ]
     heads = ["set", "pairs", *[f"{ARROW[d]} R@{k}" for d, k in RECALL], "chance R@1"]
-    return _section("retrieval", title, [f"<p>{esc(_from(latest))} Solid: image→text, dashed: text→image.</p>",
-                                         table(heads, rows, set(range(1, 9)))], charts)
+    return _section(
+        "retrieval",
+        title,
+        [f"<p>{esc(_from(latest))} Solid: image→text, dashed: text→image.</p>", table(heads, rows, set(range(1, 9)))],
+        charts,
+    )
 
 
 def matching_shots(shots: list[tuple[int, float]], target: float) -> str:
@@ -242,10 +319,14 @@ def fewshot_section(evals: list[dict]) -> tuple[str, str]:
     """The few-shot curves (Figure 6) and the linear-probe table, from the newest evaluation with probes."""
     e = newest(evals, _has_probe)
     if e is None:
-        why = ("No linear-probe results: evaluate with --linear-probe (python -m train ... --linear-probe probes "
-               "the final model; python -m train.evaluate --checkpoint RUN --linear-probe).")
-        return (_missing("fewshot", "Few-shot linear probes vs zero-shot", why),
-                _missing("linear_probe", "Linear probes", why))
+        why = (
+            "No linear-probe results: evaluate with --linear-probe (python -m train ... --linear-probe probes "
+            "the final model; python -m train.evaluate --checkpoint RUN --linear-probe)."
+        )
+        return (
+            _missing("fewshot", "Few-shot linear probes vs zero-shot", why),
+            _missing("linear_probe", "Linear probes", why),
+        )
     charts, notes, rows = [], [], []
     for name, d in e["result"]["datasets"].items():
         lp = d.get("linear_probe") if isinstance(d, dict) else None
@@ -254,36 +335,76 @@ def fewshot_section(evals: list[dict]) -> tuple[str, str]:
         fs = lp.get("few_shot") or {"skipped": "no few-shot results"}
         shots = sorted((int(k), v) for k, v in (fs.get("shots") or {}).items())
         top = f"{shots[-1][0]}-shot: {pct(shots[-1][1].get('mean'))} ± {pct(shots[-1][1].get('std'))}" if shots else ""
-        rows.append([name, pct(lp.get("test_acc")), fmt_num(lp.get("lambda")) if finite(lp.get("lambda")) else "–",
-                     pct(lp.get("zero_shot_top1")), top, pct(lp.get("chance")),
-                     f"{fmt_int(lp.get('n_train'))} / {fmt_int(lp.get('n_val'))} / {fmt_int(lp.get('n_test'))}",
-                     lp.get("skipped") or fs.get("skipped") or ""])
+        rows.append(
+            [
+                name,
+                pct(lp.get("test_acc")),
+                fmt_num(lp.get("lambda")) if finite(lp.get("lambda")) else "–",
+                pct(lp.get("zero_shot_top1")),
+                top,
+                pct(lp.get("chance")),
+                f"{fmt_int(lp.get('n_train'))} / {fmt_int(lp.get('n_val'))} / {fmt_int(lp.get('n_test'))}",
+                lp.get("skipped") or fs.get("skipped") or "",
+            ]
+        )
         if "skipped" in lp or "skipped" in fs or not shots:
             notes.append(_unavail(f"{name}: few-shot probes skipped ({lp.get('skipped') or fs.get('skipped')})."))
             continue
         zs = fs.get("zero_shot_top1", lp.get("zero_shot_top1"))
         seeds = len(fs.get("seeds") or shots[0][1].get("acc") or [])
-        curve = Line(f"k-shot linear probe (mean ± std, {seeds} draws)", [(k, v.get("mean")) for k, v in shots],
-                     spread=[v.get("std") for _, v in shots], markers=True)
-        refs = [Ref(zs, "zero-shot top-1 (same test split)", plots.ORANGE, dashed=False),
-                Ref(lp.get("test_acc"), "linear probe, full train split", plots.GREEN, dashed=False),
-                Ref(fs.get("chance", lp.get("chance")), "chance")]
-        charts.append(plots.lines(f"fewshot_{name}", f"Few-shot probes vs zero-shot: {name}", [curve], refs=refs,
-                                  log2x=True, y_from_zero=True, yfmt=pct_tick, ylabel="test accuracy",
-                                  xlabel="labelled examples per class (k, log2 scale)"))
+        curve = Line(
+            f"k-shot linear probe (mean ± std, {seeds} draws)",
+            [(k, v.get("mean")) for k, v in shots],
+            spread=[v.get("std") for _, v in shots],
+            markers=True,
+        )
+        refs = [
+            Ref(zs, "zero-shot top-1 (same test split)", plots.ORANGE, dashed=False),
+            Ref(lp.get("test_acc"), "linear probe, full train split", plots.GREEN, dashed=False),
+            Ref(fs.get("chance", lp.get("chance")), "chance"),
+        ]
+        charts.append(
+            plots.lines(
+                f"fewshot_{name}",
+                f"Few-shot probes vs zero-shot: {name}",
+                [curve],
+                refs=refs,
+                log2x=True,
+                y_from_zero=True,
+                yfmt=pct_tick,
+                ylabel="test accuracy",
+                xlabel="labelled examples per class (k, log2 scale)",
+            )
+        )
         if finite(zs) and all(finite(v.get("mean")) for _, v in shots):
             match = matching_shots([(k, v["mean"]) for k, v in shots], zs)
-            notes.append(f"<p>{esc(name)}: zero-shot top-1 {esc(pct(zs))} on the probes' test split is "
-                         f"{esc(match)}.</p>")
-    intro = (f"<p>From {esc(e['file'])}. Each k-shot probe is fit on k images per class of the train split and "
-             "scored on the same test split as the zero-shot classifier: where the zero-shot line crosses the curve "
-             "is how many labelled examples per class zero-shot is worth (the CLIP paper's Figure 6).</p>")
+            notes.append(
+                f"<p>{esc(name)}: zero-shot top-1 {esc(pct(zs))} on the probes' test split is {esc(match)}.</p>"
+            )
+    intro = (
+        f"<p>From {esc(e['file'])}. Each k-shot probe is fit on k images per class of the train split and "
+        "scored on the same test split as the zero-shot classifier: where the zero-shot line crosses the curve "
+        "is how many labelled examples per class zero-shot is worth (the CLIP paper's Figure 6).</p>"
+    )
     fewshot = _section("fewshot", "Few-shot linear probes vs zero-shot", [intro, *notes], charts)
-    heads = ["dataset", "linear probe top-1", "λ", "zero-shot top-1 (same split)", "largest k-shot", "chance",
-             "train / val / test", "note"]
-    probe = _section("linear_probe", "Linear probes", [
-        f"<p>Logistic regression on frozen image features, λ chosen on the validation split ({esc(e['file'])}).</p>",
-        table(heads, rows, {1, 2, 3, 5})])
+    heads = [
+        "dataset",
+        "linear probe top-1",
+        "λ",
+        "zero-shot top-1 (same split)",
+        "largest k-shot",
+        "chance",
+        "train / val / test",
+        "note",
+    ]
+    probe = _section(
+        "linear_probe",
+        "Linear probes",
+        [
+            f"<p>Logistic regression on frozen image features, λ chosen on the validation split ({esc(e['file'])}).</p>",
+            table(heads, rows, {1, 2, 3, 5}),
+        ],
+    )
     return fewshot, probe
 
 
@@ -294,9 +415,12 @@ def _ci(v) -> str:
 def overlap_section(overlap: dict | None, run_dir: Path) -> str:
     title = "Train/test overlap"
     if overlap is None:
-        return _missing("overlap", title,
-                        f"No eval/overlap.json: run python -m train.overlap {run_dir} to find evaluation images "
-                        "that are also in the training shards and compare accuracy on them with the clean rest.")
+        return _missing(
+            "overlap",
+            title,
+            f"No eval/overlap.json: run python -m train.overlap {run_dir} to find evaluation images "
+            "that are also in the training shards and compare accuracy on them with the clean rest.",
+        )
     rows = []
     thresholds = overlap.get("thresholds") or {}  # {"min_cosine": {name: value}, ...}
     for name, d in (overlap.get("datasets") or {}).items():
@@ -305,19 +429,47 @@ def overlap_section(overlap: dict | None, run_dir: Path) -> str:
         th = {k: v.get(name) if isinstance(v, dict) else v for k, v in thresholds.items()}
         diff = d.get("all_minus_clean")
         p = d.get("binomial_p")
-        rows.append([name, d.get("all"), d.get("overlap"), d.get("clean"), pct(d.get("overlap_rate"), 2),
-                     " / ".join(fmt_int(kinds.get(k)) for k in ("exact", "phash", "embedding")),
-                     pct(d.get("top1_all")), pct(d.get("top1_overlap")), pct(d.get("top1_clean")),
-                     f"{100 * diff:+.2f} pp" if finite(diff) else "–", f"{p:.3g}" if finite(p) else "–",
-                     _ci(d.get("overlap_top1_ci995")), ", ".join(f"{k} {v}" for k, v in th.items() if v is not None)])
+        rows.append(
+            [
+                name,
+                d.get("all"),
+                d.get("overlap"),
+                d.get("clean"),
+                pct(d.get("overlap_rate"), 2),
+                " / ".join(fmt_int(kinds.get(k)) for k in ("exact", "phash", "embedding")),
+                pct(d.get("top1_all")),
+                pct(d.get("top1_overlap")),
+                pct(d.get("top1_clean")),
+                f"{100 * diff:+.2f} pp" if finite(diff) else "–",
+                f"{p:.3g}" if finite(p) else "–",
+                _ci(d.get("overlap_top1_ci995")),
+                ", ".join(f"{k} {v}" for k, v in th.items() if v is not None),
+            ]
+        )
     errors = overlap.get("shard_errors")
-    text = (f"Checkpoint {overlap.get('checkpoint') or '–'} (model {overlap.get('model') or '–'}, step "
-            f"{fmt_int(overlap.get('step'))}) against {fmt_int(overlap.get('n_shard_images'))} training images"
-            + (f" ({fmt_int(errors)} unreadable, left out)" if errors else "") + ". All − Clean in percentage "
-            "points; p: binomial test of the overlap's top-1 against the clean accuracy; CI: 99.5% interval of the "
-            "overlap's top-1.")
-    heads = ["dataset", "All", "Overlap", "Clean", "overlap rate", "exact / pHash / embedding", "top-1 All",
-             "top-1 Overlap", "top-1 Clean", "All − Clean", "binomial p", "99.5% CI (Overlap)", "thresholds"]
+    text = (
+        f"Checkpoint {overlap.get('checkpoint') or '–'} (model {overlap.get('model') or '–'}, step "
+        f"{fmt_int(overlap.get('step'))}) against {fmt_int(overlap.get('n_shard_images'))} training images"
+        + (f" ({fmt_int(errors)} unreadable, left out)" if errors else "")
+        + ". All − Clean in percentage "
+        "points; p: binomial test of the overlap's top-1 against the clean accuracy; CI: 99.5% interval of the "
+        "overlap's top-1."
+    )
+    heads = [
+        "dataset",
+        "All",
+        "Overlap",
+        "Clean",
+        "overlap rate",
+        "exact / pHash / embedding",
+        "top-1 All",
+        "top-1 Overlap",
+        "top-1 Clean",
+        "All − Clean",
+        "binomial p",
+        "99.5% CI (Overlap)",
+        "thresholds",
+    ]
     return _section("overlap", title, [f"<p>{esc(text)}</p>", table(heads, rows, set(range(1, 11)))])
 
 
@@ -330,13 +482,15 @@ def _tiles(run: dict, done: int | None) -> str:
     batch = cfg.get("global_batch")
     elapsed = rows[-1].get("elapsed_time") if rows else None
     loss = rows[-1].get("loss") if rows else None
-    return page.tiles([
-        ("steps", fmt_int(done), f"steps done of {fmt_int(planned)}" if planned else "steps done"),
-        ("samples", fmt_num(done * batch) if done and batch else "–", "samples seen (steps × global batch)"),
-        ("loss", f"{loss:.4f}" if finite(loss) else "–", "training loss, last logged step"),
-        ("time", str(timedelta(seconds=round(elapsed))) if finite(elapsed) else "–", "training time"),
-        ("evals", str(len(run["evals"])), "evaluations in eval/"),
-    ])
+    return page.tiles(
+        [
+            ("steps", fmt_int(done), f"steps done of {fmt_int(planned)}" if planned else "steps done"),
+            ("samples", fmt_num(done * batch) if done and batch else "–", "samples seen (steps × global batch)"),
+            ("loss", f"{loss:.4f}" if finite(loss) else "–", "training loss, last logged step"),
+            ("time", str(timedelta(seconds=round(elapsed))) if finite(elapsed) else "–", "training time"),
+            ("evals", str(len(run["evals"])), "evaluations in eval/"),
+        ]
+    )
 
 
 def render(run: dict, now: datetime) -> str:
@@ -345,17 +499,28 @@ def render(run: dict, now: datetime) -> str:
     done = max(steps, default=None)
     model = cfg.get("model") or next((e["result"].get("model") for e in evals if e["result"].get("model")), None)
     fewshot, probe = fewshot_section(evals)
-    head = [*page.head(f"Training run: {run['name']}"),
-            f"<header><h1>Training run: {esc(run['name'])}</h1>",
-            f'<p class="sub">model <code>{esc(model or "unknown")}</code> · folder <code>{esc(run["dir"])}</code>'
-            f" · written {esc(now.isoformat(timespec='seconds'))}; the trainer rewrites this page after each "
-            f"evaluation, <code>python -m train.report RUN</code> by hand</p>",
-            _tiles(run, done)]
+    head = [
+        *page.head(f"Training run: {run['name']}"),
+        f"<header><h1>Training run: {esc(run['name'])}</h1>",
+        f'<p class="sub">model <code>{esc(model or "unknown")}</code> · folder <code>{esc(run["dir"])}</code>'
+        f" · written {esc(now.isoformat(timespec='seconds'))}; the trainer rewrites this page after each "
+        f"evaluation, <code>python -m train.report RUN</code> by hand</p>",
+        _tiles(run, done),
+    ]
     head += [f'<p class="warn">{esc(w)}</p>' for w in run["warnings"]]
-    body = [training_section(rows), zeroshot_section(evals), retrieval_section(evals), fewshot, probe,
-            overlap_section(run["overlap"], run["dir"])]
-    foot = ["<footer>Written by <code>python -m train.report</code> from config.json, metrics.jsonl and eval/*.json "
-            "in the run folder.</footer>", page.END]
+    body = [
+        training_section(rows),
+        zeroshot_section(evals),
+        retrieval_section(evals),
+        fewshot,
+        probe,
+        overlap_section(run["overlap"], run["dir"]),
+    ]
+    foot = [
+        "<footer>Written by <code>python -m train.report</code> from config.json, metrics.jsonl and eval/*.json "
+        "in the run folder.</footer>",
+        page.END,
+    ]
     return "\n".join(head + ["</header>"] + body + foot) + "\n"
 
 
@@ -384,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m train.report",
         description="Write a training run's report.html: training curves, zero-shot accuracy and retrieval over "
-                    "steps, few-shot and linear probes, train/test overlap. Self-contained (inline CSS and SVG, no "
-                    "scripts); read from the run's JSON files only.")
+        "steps, few-shot and linear probes, train/test overlap. Self-contained (inline CSS and SVG, no "
+        "scripts); read from the run's JSON files only.",
+    )
     ap.add_argument("run", metavar="RUN", help="the run folder (runs/NAME)")
     ap.add_argument("--out", metavar="FILE", help="where to write the page (default: RUN/report.html)")
     args = ap.parse_args(argv)

@@ -27,7 +27,7 @@ def is_url(path: str | Path) -> bool:
 
 def local_path(path: str | Path) -> Path:
     s = str(path)
-    return Path(s[len("file://"):] if s.lower().startswith("file://") else s)
+    return Path(s[len("file://") :] if s.lower().startswith("file://") else s)
 
 
 def filesystem(url: str):

@@ -70,7 +70,7 @@ def _prompt(template: Template, classname: str) -> str:
 def _build_classifier_fallback(model, tokenizer, classnames, templates, device, batch_size):
     columns = []
     for start in range(0, len(classnames), batch_size):
-        batch = classnames[start:start + batch_size]
+        batch = classnames[start : start + batch_size]
         texts = [_prompt(t, c) for c in batch for t in templates]
         emb = model.encode_text(tokenizer(texts).to(device), normalize=True).float()
         emb = emb.reshape(len(batch), len(templates), -1).mean(dim=1)
@@ -78,9 +78,15 @@ def _build_classifier_fallback(model, tokenizer, classnames, templates, device, 
     return torch.cat(columns, dim=1)
 
 
-def build_classifier(model, tokenizer, classnames: Sequence[str], templates: str | Sequence[Template] = "openai",
-                     device: str | torch.device = "cpu", batch_size: int = 10,
-                     autocast: Callable[[], ContextManager] | None = None) -> torch.Tensor:
+def build_classifier(
+    model,
+    tokenizer,
+    classnames: Sequence[str],
+    templates: str | Sequence[Template] = "openai",
+    device: str | torch.device = "cpu",
+    batch_size: int = 10,
+    autocast: Callable[[], ContextManager] | None = None,
+) -> torch.Tensor:
     """Zero-shot classifier weights, a float32 tensor [dim, n_classes] with unit columns.
 
     `batch_size` is the number of classes encoded per forward pass (times the number of
@@ -97,14 +103,16 @@ def build_classifier(model, tokenizer, classnames: Sequence[str], templates: str
         except ImportError:  # older open_clip: the same computation, here
             weights = _build_classifier_fallback(model, tokenizer, classnames, templates, device, batch_size)
         else:
-            weights = build_zero_shot_classifier(model, tokenizer, classnames, list(templates),
-                                                 num_classes_per_batch=batch_size, device=device)
+            weights = build_zero_shot_classifier(
+                model, tokenizer, classnames, list(templates), num_classes_per_batch=batch_size, device=device
+            )
     # open_clip normalises in the autocast dtype; renormalise in float32 for exact unit columns
     return F.normalize(weights.float(), dim=0)
 
 
-def encode_images(model, loader: Iterable, device: str | torch.device = "cpu",
-                  autocast: Callable[[], ContextManager] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(
+    model, loader: Iterable, device: str | torch.device = "cpu", autocast: Callable[[], ContextManager] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(normalised float32 image features [n, dim], labels [n]) over a loader of (images, labels)."""
     model = unwrap(model)
     feats, labels = [], []
@@ -119,8 +127,13 @@ def encode_images(model, loader: Iterable, device: str | torch.device = "cpu",
     return torch.cat(feats), torch.cat(labels)
 
 
-def accuracy_from_features(image_features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor,
-                           topk: Sequence[int] = (1, 5), classnames: Sequence[str] | None = None) -> dict:
+def accuracy_from_features(
+    image_features: torch.Tensor,
+    labels: torch.Tensor,
+    classifier: torch.Tensor,
+    topk: Sequence[int] = (1, 5),
+    classnames: Sequence[str] | None = None,
+) -> dict:
     """Top-k accuracy of `image_features @ classifier` against `labels` (see `zero_shot_accuracy`)."""
     image_features = image_features.float().cpu()
     classifier = classifier.float().cpu()
@@ -152,9 +165,15 @@ def accuracy_from_features(image_features: torch.Tensor, labels: torch.Tensor, c
     return out
 
 
-def zero_shot_accuracy(model, classifier: torch.Tensor, loader: Iterable, device: str | torch.device = "cpu",
-                       topk: Sequence[int] = (1, 5), autocast: Callable[[], ContextManager] | None = None,
-                       classnames: Sequence[str] | None = None) -> dict:
+def zero_shot_accuracy(
+    model,
+    classifier: torch.Tensor,
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    topk: Sequence[int] = (1, 5),
+    autocast: Callable[[], ContextManager] | None = None,
+    classnames: Sequence[str] | None = None,
+) -> dict:
     """Top-k zero-shot accuracy over a loader of (images, labels).
 
     Returns ``n``, ``n_classes``, ``top1`` and ``chance_top1`` = 1/n_classes, and for each
@@ -176,7 +195,7 @@ def _ranks_of_diagonal(query: torch.Tensor, gallery: torch.Tensor, chunk: int = 
     """
     ranks = []
     for start in range(0, query.shape[0], chunk):
-        q = query[start:start + chunk]
+        q = query[start : start + chunk]
         sims = q @ gallery.T  # [c, n]
         rows = torch.arange(q.shape[0])
         pos = sims[rows, rows + start]
@@ -185,8 +204,7 @@ def _ranks_of_diagonal(query: torch.Tensor, gallery: torch.Tensor, chunk: int = 
     return torch.cat(ranks)
 
 
-def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
-                     ks: Sequence[int] = (1, 5, 10)) -> dict:
+def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict:
     """Recall@k for paired rows: image i's caption is text i, and the other way round.
 
     ``image_to_text_R@k``: share of images whose own text is among the k most similar texts
@@ -196,8 +214,9 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
     reported (recall 1.0, chance 1.0). The median is the lower middle value for even n.
     """
     if image_features.shape != text_features.shape or image_features.ndim != 2:
-        raise ValueError(f"need paired [n, dim] features, got {tuple(image_features.shape)} "
-                         f"and {tuple(text_features.shape)}")
+        raise ValueError(
+            f"need paired [n, dim] features, got {tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
     n = image_features.shape[0]
     if n == 0:
         raise ValueError("no pairs to evaluate")
@@ -216,8 +235,13 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
     return out
 
 
-def encode_pairs(model, tokenizer, loader: Iterable, device: str | torch.device = "cpu",
-                 autocast: Callable[[], ContextManager] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pairs(
+    model,
+    tokenizer,
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    autocast: Callable[[], ContextManager] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(image features, text features), normalised float32, over a loader of (images, texts).
 
     `texts` is a list of strings (tokenised with `tokenizer`) or a tensor of token ids.
@@ -239,7 +263,13 @@ def encode_pairs(model, tokenizer, loader: Iterable, device: str | torch.device 
     return torch.cat(img_feats), torch.cat(txt_feats)
 
 
-def zero_shot_retrieval(model, tokenizer, loader: Iterable, device: str | torch.device = "cpu",
-                        ks: Sequence[int] = (1, 5, 10), autocast: Callable[[], ContextManager] | None = None) -> dict:
+def zero_shot_retrieval(
+    model,
+    tokenizer,
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    ks: Sequence[int] = (1, 5, 10),
+    autocast: Callable[[], ContextManager] | None = None,
+) -> dict:
     """`retrieval_recall` over a loader of (images, texts, ...) batches."""
     return retrieval_recall(*encode_pairs(model, tokenizer, loader, device, autocast), ks=ks)

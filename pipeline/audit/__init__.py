@@ -15,7 +15,6 @@ curves sampled on a log grid) reach Python. Modules:
 """
 
 
-
 def build_audit(*args, **kwargs):
     """See `pipeline.audit.report.build_audit` (imported lazily: `--help` stays fast)."""
     from .report import build_audit as _build

@@ -52,28 +52,44 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         name,
         help="report on the query list, curation and shards (HTML, JSON, markdown; SQL)",
         description="Audit what the pipeline made: query list, pool and matching, balancing, downloads, "
-                    "captions. Writes a self-contained HTML report, summary.json and report.md, or answers "
-                    "--query/--sql interactively.",
+        "captions. Writes a self-contained HTML report, summary.json and report.md, or answers "
+        "--query/--sql interactively.",
         epilog=EPILOG.format(views=views_help()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--queries", default="query_lists",
-                   help="query list folder (with queries.parquet and build.json) or the queries.parquet file; "
-                        "a local path or an fsspec URL (default: %(default)s)")
-    p.add_argument("--shards", default="shards",
-                   help="output folder of `pipeline shards` (NNNNN.parquet, curation/); a local path or an "
-                        "fsspec URL (default: %(default)s)")
-    p.add_argument("--out", default=None,
-                   help="report folder, a local path or an fsspec URL (default: SHARDS/audit, on the same store "
-                        "as the shards: s3://B/P/audit for --shards s3://B/P)")
+    p.add_argument(
+        "--queries",
+        default="query_lists",
+        help="query list folder (with queries.parquet and build.json) or the queries.parquet file; "
+        "a local path or an fsspec URL (default: %(default)s)",
+    )
+    p.add_argument(
+        "--shards",
+        default="shards",
+        help="output folder of `pipeline shards` (NNNNN.parquet, curation/); a local path or an "
+        "fsspec URL (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="report folder, a local path or an fsspec URL (default: SHARDS/audit, on the same store "
+        "as the shards: s3://B/P/audit for --shards s3://B/P)",
+    )
     m = p.add_mutually_exclusive_group()
     m.add_argument("--query", metavar="WORD", help="show one query's statistics and sample captions")
     m.add_argument("--sql", metavar="SQL", help="run SQL against the views and print the result")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                   help="output format of --query/--sql (default: %(default)s); the report mode prints the "
-                        "headline as JSON unless --quiet")
-    p.add_argument("--memory-limit", default="2GB",
-                   help="DuckDB memory limit; it spills to a temporary folder beyond it (default: %(default)s)")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format of --query/--sql (default: %(default)s); the report mode prints the "
+        "headline as JSON unless --quiet",
+    )
+    p.add_argument(
+        "--memory-limit",
+        default="2GB",
+        help="DuckDB memory limit; it spills to a temporary folder beyond it (default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="report mode: print nothing but errors")
     p.set_defaults(run=run)
 
@@ -84,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
         from .views import open_inputs
 
         with open_inputs(args.queries, args.shards, memory_limit=args.memory_limit) as inp:
-            text = (run_sql(inp, args.sql, args.format) if args.sql is not None
-                    else format_query(query_info(inp, args.query), args.format))
+            text = (
+                run_sql(inp, args.sql, args.format)
+                if args.sql is not None
+                else format_query(query_info(inp, args.query), args.format)
+            )
         sys.stdout.write(text)
         return 0
 

@@ -31,14 +31,31 @@ HOST_SQL = r"lower(regexp_extract(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)
 
 # Fixed bins, identical on every run and every dataset, so reports compare side by side.
 MATCHES_PER_TEXT_BINS = [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 9), (10, 19), (20, 49), (50, None)]
-CAPTION_CHAR_BINS = [(0, 9), (10, 19), (20, 39), (40, 59), (60, 79), (80, 99), (100, 149), (150, 199),
-                     (200, 299), (300, 499), (500, 999), (1000, None)]
-SHORT_SIDE_BINS = [(0, 63), (64, 127), (128, 255), (256, 511), (512, 1023), (1024, 2047), (2048, 4095),
-                   (4096, None)]
+CAPTION_CHAR_BINS = [
+    (0, 9),
+    (10, 19),
+    (20, 39),
+    (40, 59),
+    (60, 79),
+    (80, 99),
+    (100, 149),
+    (150, 199),
+    (200, 299),
+    (300, 499),
+    (500, 999),
+    (1000, None),
+]
+SHORT_SIDE_BINS = [(0, 63), (64, 127), (128, 255), (256, 511), (512, 1023), (1024, 2047), (2048, 4095), (4096, None)]
 # width / height; the bin's label says what it holds.
-ASPECT_BINS = [("< 1:2", None, 0.5), ("1:2 - 2:3", 0.5, 2 / 3), ("2:3 - 9:10", 2 / 3, 0.9),
-               ("~ square", 0.9, 1 / 0.9), ("10:9 - 3:2", 1 / 0.9, 1.5), ("3:2 - 2:1", 1.5, 2.0),
-               ("> 2:1", 2.0, None)]
+ASPECT_BINS = [
+    ("< 1:2", None, 0.5),
+    ("1:2 - 2:3", 0.5, 2 / 3),
+    ("2:3 - 9:10", 2 / 3, 0.9),
+    ("~ square", 0.9, 1 / 0.9),
+    ("10:9 - 3:2", 1 / 0.9, 1.5),
+    ("3:2 - 2:1", 1.5, 2.0),
+    ("> 2:1", 2.0, None),
+]
 
 
 def unavailable(reason: str) -> dict:
@@ -111,14 +128,20 @@ def rank_frequency(inp: Inputs, table_sql: str) -> dict:
         f"""SELECT rank, count FROM (
                 SELECT row_number() OVER (ORDER BY count DESC, query_id) AS rank, count
                 FROM ({table_sql}) WHERE count > 0)
-            WHERE rank IN (SELECT unnest(?::BIGINT[])) ORDER BY rank""", [grid]).fetchall()
+            WHERE rank IN (SELECT unnest(?::BIGINT[])) ORDER BY rank""",
+        [grid],
+    ).fetchall()
     return {"queries": n, "points": [[int(r), int(c)] for r, c in rows]}
 
 
 def value_counts(inp: Inputs, expr: str, from_sql: str) -> list[tuple[int, int]]:
-    return [(int(v), int(n)) for v, n in inp.con.execute(
-        f"SELECT v, count(*) FROM (SELECT ({expr})::BIGINT AS v FROM {from_sql}) WHERE v IS NOT NULL "
-        f"GROUP BY v ORDER BY v").fetchall()]
+    return [
+        (int(v), int(n))
+        for v, n in inp.con.execute(
+            f"SELECT v, count(*) FROM (SELECT ({expr})::BIGINT AS v FROM {from_sql}) WHERE v IS NOT NULL "
+            f"GROUP BY v ORDER BY v"
+        ).fetchall()
+    ]
 
 
 # --------------------------------------------------------------------------- sections
@@ -134,12 +157,15 @@ def query_list(inp: Inputs) -> dict:
             SELECT source, query, query_id, row_number() OVER (PARTITION BY source ORDER BY query_id) AS r
             FROM queries) WHERE r <= {EXAMPLES_PER_SOURCE} ORDER BY source, query_id"""):
         examples.setdefault(r["source"], []).append(r["query"])
-    order = [s for s in SOURCE_ORDER if s in counts] + sorted(s for s in counts if s not in SOURCE_ORDER
-                                                              and s is not None)
+    order = [s for s in SOURCE_ORDER if s in counts] + sorted(
+        s for s in counts if s not in SOURCE_ORDER and s is not None
+    )
     if None in counts:
         order.append(None)
-    by_source = [{"source": s, "queries": counts[s], "share": ratio(counts[s], total),
-                  "examples": examples.get(s, [])} for s in order]
+    by_source = [
+        {"source": s, "queries": counts[s], "share": ratio(counts[s], total), "examples": examples.get(s, [])}
+        for s in order
+    ]
     out = {"available": True, "file": inp.available["queries"], "queries": total, "by_source": by_source}
     build = inp.stats.get("build")
     if build is None:
@@ -183,24 +209,32 @@ def pool(inp: Inputs) -> dict:
     if stats is None:
         out["accounting"] = unavailable(f"{inp.curation / 'pool_stats.json'} not found")
         return out
-    dropped = {k[len("dropped_"):]: _int(v) for k, v in sorted(stats.items()) if k.startswith("dropped_")}
-    out.update({
-        "rows_in": _int(stats.get("rows_in")),
-        "kept": _int(stats.get("kept")),
-        "dropped": dropped,
-        "dropped_total": sum(dropped.values()),
-        "kept_share": ratio(_int(stats.get("kept")), _int(stats.get("rows_in"))),
-        "text_truncated": _int(stats.get("text_truncated")),
-        "input_files": _int(stats.get("files")) or len(stats.get("inputs") or []),
-        "inputs": [{"path": i.get("path"), "format": i.get("format"), "rows_in": i.get("rows_in")}
-                   for i in (stats.get("inputs") or [])][:20],
-        "wat": {k[len("wat_"):]: _int(v) for k, v in sorted(stats.items()) if k.startswith("wat_")},
-    })
+    dropped = {k[len("dropped_") :]: _int(v) for k, v in sorted(stats.items()) if k.startswith("dropped_")}
+    out.update(
+        {
+            "rows_in": _int(stats.get("rows_in")),
+            "kept": _int(stats.get("kept")),
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "kept_share": ratio(_int(stats.get("kept")), _int(stats.get("rows_in"))),
+            "text_truncated": _int(stats.get("text_truncated")),
+            "input_files": _int(stats.get("files")) or len(stats.get("inputs") or []),
+            "inputs": [
+                {"path": i.get("path"), "format": i.get("format"), "rows_in": i.get("rows_in")}
+                for i in (stats.get("inputs") or [])
+            ][:20],
+            "wat": {k[len("wat_") :]: _int(v) for k, v in sorted(stats.items()) if k.startswith("wat_")},
+        }
+    )
     if out["kept"] != rows and inp.has("pool"):
         inp.warnings.append(f"pool_stats.json says {out['kept']} rows kept, the pool parts hold {rows}")
     if inp.has("pool") and "source" in inp.columns("pool"):
-        out["by_source"] = [{"source": r["source"], "rows": _int(r["n"])} for r in inp.rows(
-            f"SELECT source, count(*) AS n FROM pool GROUP BY source ORDER BY n DESC, source LIMIT {TOP_K}")]
+        out["by_source"] = [
+            {"source": r["source"], "rows": _int(r["n"])}
+            for r in inp.rows(
+                f"SELECT source, count(*) AS n FROM pool GROUP BY source ORDER BY n DESC, source LIMIT {TOP_K}"
+            )
+        ]
     return out
 
 
@@ -208,8 +242,9 @@ def matching(inp: Inputs, pool_rows: int | None) -> dict:
     if not inp.has("matches"):
         return unavailable(inp.why_not("matches"))
     stats = inp.stats.get("match") or {}
-    r = inp.one("SELECT count(*) FILTER (WHERE len(query_ids) > 0), coalesce(sum(len(query_ids)), 0), "
-                "count(*) FROM matches")
+    r = inp.one(
+        "SELECT count(*) FILTER (WHERE len(query_ids) > 0), coalesce(sum(len(query_ids)), 0), count(*) FROM matches"
+    )
     matched, occurrences, match_rows = _int(r[0]), _int(r[1]), _int(r[2])
     texts = pool_rows if pool_rows is not None else _int(stats.get("rows")) or None
     vc = value_counts(inp, "len(query_ids)", "matches WHERE len(query_ids) > 0")
@@ -243,8 +278,9 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
     bstats = inp.stats.get("balance") or {}
     t = settings.get("per_query", bstats.get("per_query"))
     if t is None:
-        return unavailable(f"the cap per query is unknown: no {inp.curation / 'selected' / '_settings.json'} "
-                           f"or balance_stats.json")
+        return unavailable(
+            f"the cap per query is unknown: no {inp.curation / 'selected' / '_settings.json'} or balance_stats.json"
+        )
     t = int(t)
     con = inp.con
     b = inp.rows(f"""SELECT count(*) AS queries, count(*) FILTER (WHERE count > 0) AS with_matches,
@@ -267,21 +303,30 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
         "share_of_matches_before": ratio(_int(b["over_cap_matches"]), _int(b["matches"])),
         "tail_queries": _int(b["with_matches"]) - _int(b["over_cap"]),
     }
-    out: dict = {"available": True, "per_query": t, "seed": settings.get("seed", bstats.get("seed")),
-                 "before": before, "head": head}
+    out: dict = {
+        "available": True,
+        "per_query": t,
+        "seed": settings.get("seed", bstats.get("seed")),
+        "before": before,
+        "head": head,
+    }
     if inp.has("queries"):
         nq = _int(inp.value("SELECT count(*) FROM queries"))
         if nq != before["queries"]:
-            inp.warnings.append(f"entry_counts.parquet has {before['queries']} queries, the query list {nq}: "
-                                f"the curation was made from another query list")
+            inp.warnings.append(
+                f"entry_counts.parquet has {before['queries']} queries, the query list {nq}: "
+                f"the curation was made from another query list"
+            )
     if bstats.get("expected_kept") is not None:
         out["expected_kept"] = bstats["expected_kept"]
 
     if not inp.has("selected"):
         out["after"] = unavailable(inp.why_not("selected"))
         return out
-    con.execute("CREATE OR REPLACE TEMP TABLE _after AS SELECT query_id, count(*)::BIGINT AS count "
-                "FROM (SELECT unnest(query_ids) AS query_id FROM selected) GROUP BY query_id")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _after AS SELECT query_id, count(*)::BIGINT AS count "
+        "FROM (SELECT unnest(query_ids) AS query_id FROM selected) GROUP BY query_id"
+    )
     kept = _int(inp.value("SELECT count(*) FROM selected"))
     if matched_texts is None:
         matched_texts = bstats.get("matched")
@@ -290,8 +335,12 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
                             count(*) FILTER (WHERE a.count > {t}) AS over_cap_after,
                             coalesce(sum(a.count) FILTER (WHERE e.count > {t}), 0) AS head_matches
                      FROM _after a LEFT JOIN entry_counts e USING (query_id)""")[0]
-    lost = _int(inp.value("SELECT count(*) FROM entry_counts e WHERE e.count > 0 AND NOT EXISTS "
-                          "(SELECT 1 FROM _after a WHERE a.query_id = e.query_id)"))
+    lost = _int(
+        inp.value(
+            "SELECT count(*) FROM entry_counts e WHERE e.count > 0 AND NOT EXISTS "
+            "(SELECT 1 FROM _after a WHERE a.query_id = e.query_id)"
+        )
+    )
     out["after"] = {
         "texts_matched": matched_texts,
         "texts_kept": kept,
@@ -310,18 +359,24 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
 
     shards_ok = inp.has("samples") and "query_ids" in inp.columns("samples")
     if shards_ok:
-        con.execute("CREATE OR REPLACE TEMP TABLE _shards AS SELECT query_id, count(*)::BIGINT AS count "
-                    "FROM (SELECT unnest(query_ids) AS query_id FROM samples WHERE status = 'success') "
-                    "GROUP BY query_id")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _shards AS SELECT query_id, count(*)::BIGINT AS count "
+            "FROM (SELECT unnest(query_ids) AS query_id FROM samples WHERE status = 'success') "
+            "GROUP BY query_id"
+        )
         out["in_shards"] = {
             "queries_with_images": _int(inp.value("SELECT count(*) FROM _shards")),
-            "queries_selected_but_no_image": _int(inp.value(
-                "SELECT count(*) FROM _after a WHERE NOT EXISTS (SELECT 1 FROM _shards s WHERE s.query_id = a.query_id)")),
+            "queries_selected_but_no_image": _int(
+                inp.value(
+                    "SELECT count(*) FROM _after a WHERE NOT EXISTS (SELECT 1 FROM _shards s WHERE s.query_id = a.query_id)"
+                )
+            ),
             "rank_frequency": rank_frequency(inp, "SELECT query_id, count FROM _shards"),
         }
     else:
-        out["in_shards"] = unavailable(inp.why_not("samples") if not inp.has("samples")
-                                       else "the shards' parquet files carry no query_ids column")
+        out["in_shards"] = unavailable(
+            inp.why_not("samples") if not inp.has("samples") else "the shards' parquet files carry no query_ids column"
+        )
 
     shards_col = "coalesce(s.count, 0)" if shards_ok else "NULL"
     shards_join = "LEFT JOIN _shards s USING (query_id)" if shards_ok else ""
@@ -334,7 +389,8 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
                     coalesce(sum(e.count), 0) AS matches_before,
                     coalesce(sum(a.count), 0) AS matches_after
                 FROM queries q LEFT JOIN entry_counts e USING (query_id) LEFT JOIN _after a USING (query_id)
-                GROUP BY q.source""")]
+                GROUP BY q.source""")
+        ]
         order = {s: i for i, s in enumerate(SOURCE_ORDER)}
         out["by_source"].sort(key=lambda r: (order.get(r["source"], len(order)), str(r["source"])))
         name_sql, name_join = "q.query, q.source", "LEFT JOIN queries q USING (query_id)"
@@ -358,8 +414,10 @@ def download(inp: Inputs) -> dict:
         return unavailable(inp.why_not("samples"))
     cols = set(inp.columns("samples"))
     err = "error_message" if "error_message" in cols else "NULL"
-    r = inp.one(f"SELECT count(*), count(*) FILTER (WHERE status = 'success'), "
-                f"count(*) FILTER (WHERE {err} ILIKE '{OPT_OUT_PATTERN}') FROM samples")
+    r = inp.one(
+        f"SELECT count(*), count(*) FILTER (WHERE status = 'success'), "
+        f"count(*) FILTER (WHERE {err} ILIKE '{OPT_OUT_PATTERN}') FROM samples"
+    )
     attempted, ok, opt_out = _int(r[0]), _int(r[1]), _int(r[2])
     out: dict = {
         "available": True,
@@ -370,24 +428,42 @@ def download(inp: Inputs) -> dict:
         "failures": attempted - ok,
         "success_rate": ratio(ok, attempted),
         "opt_out_refusals": opt_out,
-        "by_status": [{"status": s["status"], "count": _int(s["n"])} for s in inp.rows(
-            "SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY n DESC, status")],
-        "by_error": [{"error": (s["error"] or "").strip(), "count": _int(s["n"])} for s in inp.rows(
-            f"SELECT {err} AS error, count(*) AS n FROM samples WHERE status <> 'success' AND {err} IS NOT NULL "
-            f"GROUP BY error ORDER BY n DESC, error LIMIT {TOP_K}")] if err != "NULL" else [],
+        "by_status": [
+            {"status": s["status"], "count": _int(s["n"])}
+            for s in inp.rows("SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY n DESC, status")
+        ],
+        "by_error": [
+            {"error": (s["error"] or "").strip(), "count": _int(s["n"])}
+            for s in inp.rows(
+                f"SELECT {err} AS error, count(*) AS n FROM samples WHERE status <> 'success' AND {err} IS NOT NULL "
+                f"GROUP BY error ORDER BY n DESC, error LIMIT {TOP_K}"
+            )
+        ]
+        if err != "NULL"
+        else [],
     }
     stats = inp.stats.get("download")
     if stats is not None:
-        out["stats_file"] = {k: stats.get(k) for k in ("shards", "count", "successes", "failed_to_download",
-                                                         "failed_to_resize")}
+        out["stats_file"] = {
+            k: stats.get(k) for k in ("shards", "count", "successes", "failed_to_download", "failed_to_resize")
+        }
         if _int(stats.get("count")) != attempted:
-            inp.warnings.append(f"download_stats.json counts {stats.get('count')} attempts, the shards' parquet "
-                                f"files {attempted}")
+            inp.warnings.append(
+                f"download_stats.json counts {stats.get('count')} attempts, the shards' parquet files {attempted}"
+            )
     if "url" in cols:
-        out["top_hosts"] = [{"host": h["host"], "attempted": _int(h["n"]), "successes": _int(h["ok"]),
-                             "success_rate": ratio(_int(h["ok"]), _int(h["n"]))} for h in inp.rows(
-            f"SELECT {HOST_SQL} AS host, count(*) AS n, count(*) FILTER (WHERE status = 'success') AS ok "
-            f"FROM samples GROUP BY host ORDER BY n DESC, host LIMIT {TOP_K}")]
+        out["top_hosts"] = [
+            {
+                "host": h["host"],
+                "attempted": _int(h["n"]),
+                "successes": _int(h["ok"]),
+                "success_rate": ratio(_int(h["ok"]), _int(h["n"])),
+            }
+            for h in inp.rows(
+                f"SELECT {HOST_SQL} AS host, count(*) AS n, count(*) FILTER (WHERE status = 'success') AS ok "
+                f"FROM samples GROUP BY host ORDER BY n DESC, host LIMIT {TOP_K}"
+            )
+        ]
         out["hosts"] = _int(inp.value(f"SELECT count(*) FROM (SELECT {HOST_SQL} AS host FROM samples GROUP BY host)"))
     ok_rows = "samples WHERE status = 'success'"
     if {"original_width", "original_height", "width", "height"} <= cols:
@@ -402,15 +478,21 @@ def download(inp: Inputs) -> dict:
         cases = " ".join(
             f"WHEN ar {'>= ' + repr(lo) if lo is not None else 'IS NOT NULL'} "
             f"{'AND ar < ' + repr(hi) if hi is not None else ''} THEN {i}"
-            for i, (_, lo, hi) in enumerate(ASPECT_BINS))
-        got = dict(inp.con.execute(
-            f"""SELECT b, count(*) FROM (
+            for i, (_, lo, hi) in enumerate(ASPECT_BINS)
+        )
+        got = dict(
+            inp.con.execute(
+                f"""SELECT b, count(*) FROM (
                     SELECT CASE {cases} END AS b FROM (
                         SELECT original_width::DOUBLE / original_height AS ar FROM {ok_rows}
                         AND original_height > 0 AND original_width > 0))
-                WHERE b IS NOT NULL GROUP BY b""").fetchall())
-        out["aspect_ratio_histogram"] = [{"bin": label, "lo": lo, "hi": hi, "count": _int(got.get(i))}
-                                         for i, (label, lo, hi) in enumerate(ASPECT_BINS)]
+                WHERE b IS NOT NULL GROUP BY b"""
+            ).fetchall()
+        )
+        out["aspect_ratio_histogram"] = [
+            {"bin": label, "lo": lo, "hi": hi, "count": _int(got.get(i))}
+            for i, (label, lo, hi) in enumerate(ASPECT_BINS)
+        ]
     else:
         out["image_sizes"] = unavailable("the shards' parquet files carry no width/height columns")
     if "sha256" in cols:
@@ -436,7 +518,9 @@ def download(inp: Inputs) -> dict:
                                list(s.shard || '.tar:' || s.key || '.jpg' ORDER BY s.shard, s.key)[1:3] AS images,
                                list(s.{cap} ORDER BY s.shard, s.key)[1:3] AS captions
                         FROM top JOIN samples s ON s.sha256 = top.sha256 AND s.status = 'success'
-                        GROUP BY top.sha256 ORDER BY n DESC, top.sha256""")],
+                        GROUP BY top.sha256 ORDER BY n DESC, top.sha256"""
+                )
+            ],
         }
     else:
         out["duplicates"] = unavailable("the shards' parquet files carry no sha256 column")
@@ -451,8 +535,9 @@ def text(inp: Inputs) -> dict:
         return unavailable("the shards' parquet files carry no caption column")
     ok_rows = "samples WHERE status = 'success'"
     lengths = value_counts(inp, "length(caption)", ok_rows)
-    words = inp.value(f"SELECT avg(len(regexp_split_to_array(trim(caption), '\\s+'))) FROM {ok_rows} "
-                      f"AND length(trim(caption)) > 0")
+    words = inp.value(
+        f"SELECT avg(len(regexp_split_to_array(trim(caption), '\\s+'))) FROM {ok_rows} AND length(trim(caption)) > 0"
+    )
     out: dict = {
         "available": True,
         "captions": _int(inp.value(f"SELECT count(*) FROM {ok_rows}")),
@@ -471,13 +556,17 @@ def text(inp: Inputs) -> dict:
     if q is not None:
         sql = f"SELECT query, count(*) AS n FROM (SELECT {q} AS query FROM {ok_rows}) GROUP BY query"
     else:
-        sql = ("SELECT q.query, count(*) AS n FROM (SELECT unnest(query_ids) AS query_id FROM "
-               f"{ok_rows}) s JOIN queries q USING (query_id) GROUP BY q.query")
-    out["top_queries"] = [{"query": r["query"], "samples": _int(r["n"])}
-                          for r in inp.rows(f"{sql} ORDER BY n DESC, query LIMIT 20")]
+        sql = (
+            "SELECT q.query, count(*) AS n FROM (SELECT unnest(query_ids) AS query_id FROM "
+            f"{ok_rows}) s JOIN queries q USING (query_id) GROUP BY q.query"
+        )
+    out["top_queries"] = [
+        {"query": r["query"], "samples": _int(r["n"])} for r in inp.rows(f"{sql} ORDER BY n DESC, query LIMIT 20")
+    ]
     if "query_ids" in cols:
-        out["mean_queries_per_caption"] = round(float(inp.value(
-            f"SELECT coalesce(avg(len(query_ids)), 0) FROM {ok_rows}")), 4)
+        out["mean_queries_per_caption"] = round(
+            float(inp.value(f"SELECT coalesce(avg(len(query_ids)), 0) FROM {ok_rows}")), 4
+        )
     return out
 
 

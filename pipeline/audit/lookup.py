@@ -45,23 +45,33 @@ def _cell(v) -> str:
 
 def format_rows(names: list[str], rows: list[tuple], fmt: str = "table") -> str:
     if fmt == "json":
-        return json.dumps([{n: _jsonable(v) for n, v in zip(names, r)} for r in rows], ensure_ascii=False,
-                          indent=1) + "\n"
+        return (
+            json.dumps([{n: _jsonable(v) for n, v in zip(names, r)} for r in rows], ensure_ascii=False, indent=1) + "\n"
+        )
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(names)
         for r in rows:
-            w.writerow([json.dumps(_jsonable(v), ensure_ascii=False) if isinstance(v, (list, dict)) else
-                        ("" if v is None else v) for v in r])
+            w.writerow(
+                [
+                    json.dumps(_jsonable(v), ensure_ascii=False)
+                    if isinstance(v, (list, dict))
+                    else ("" if v is None else v)
+                    for v in r
+                ]
+            )
         return buf.getvalue()
     cells = [[_cell(v) for v in r] for r in rows]
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    numeric = [all(isinstance(r[i], (int, float, Decimal)) or r[i] is None for r in rows) and rows
-               for i in range(len(names))]
+    numeric = [
+        all(isinstance(r[i], (int, float, Decimal)) or r[i] is None for r in rows) and rows for i in range(len(names))
+    ]
 
     def line(vals):
-        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+        return "  ".join(
+            v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))
+        ).rstrip()
 
     out = [line(names), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in cells]
@@ -94,16 +104,27 @@ def query_info(inp: Inputs, word: str) -> dict:
         raise InputError(f"--query needs the query list: {inp.missing.get('queries')}")
     hits = inp.rows("SELECT * FROM queries WHERE query = ? ORDER BY query_id", [word])
     if not hits:
-        similar = [r["query"] for r in inp.rows(
-            "SELECT query FROM queries WHERE lower(query) = lower(?) OR query ILIKE ? "
-            "ORDER BY lower(query) <> lower(?), length(query), query LIMIT 8", [word, f"%{word}%", word])]
-        raise InputError(f"--query {word!r}: not in {inp.queries_file}"
-                         + (f"; similar: {', '.join(similar)}" if similar else "")
-                         + " (queries are case-sensitive)")
+        similar = [
+            r["query"]
+            for r in inp.rows(
+                "SELECT query FROM queries WHERE lower(query) = lower(?) OR query ILIKE ? "
+                "ORDER BY lower(query) <> lower(?), length(query), query LIMIT 8",
+                [word, f"%{word}%", word],
+            )
+        ]
+        raise InputError(
+            f"--query {word!r}: not in {inp.queries_file}"
+            + (f"; similar: {', '.join(similar)}" if similar else "")
+            + " (queries are case-sensitive)"
+        )
     q = hits[0]
     qid = int(q["query_id"])
-    info: dict = {"query": q["query"], "query_id": qid, "source": q.get("source"),
-                  "wikipedia": {k: q.get(k) for k in ("count", "pmi", "views") if k in q}}
+    info: dict = {
+        "query": q["query"],
+        "query_id": qid,
+        "source": q.get("source"),
+        "wikipedia": {k: q.get(k) for k in ("count", "pmi", "views") if k in q},
+    }
     settings = inp.stats.get("balance_settings") or inp.stats.get("balance") or {}
     t = settings.get("per_query")
     if inp.has("entry_counts"):
@@ -113,22 +134,34 @@ def query_info(inp: Inputs, word: str) -> dict:
             info["per_query_cap"] = int(t)
             info["keep_probability"] = round(min(1.0, int(t) / max(1, int(before))), 6)
     elif inp.has("matches"):
-        info["matches_before_balancing"] = int(inp.value(
-            "SELECT count(*) FROM matches WHERE list_contains(query_ids, ?)", [qid]))
+        info["matches_before_balancing"] = int(
+            inp.value("SELECT count(*) FROM matches WHERE list_contains(query_ids, ?)", [qid])
+        )
     if inp.has("selected"):
-        info["kept_after_balancing"] = int(inp.value(
-            "SELECT count(*) FROM selected WHERE list_contains(query_ids, ?)", [qid]))
+        info["kept_after_balancing"] = int(
+            inp.value("SELECT count(*) FROM selected WHERE list_contains(query_ids, ?)", [qid])
+        )
     if inp.has("samples") and "query_ids" in inp.columns("samples"):
-        r = inp.one("SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples "
-                    "WHERE list_contains(query_ids, ?)", [qid])
+        r = inp.one(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM samples "
+            "WHERE list_contains(query_ids, ?)",
+            [qid],
+        )
         info["download_attempts"], info["images_in_shards"] = int(r[0]), int(r[1])
         cap = "caption" if "caption" in inp.columns("samples") else "NULL"
         info["samples"] = [
-            {"image": f"{inp.shards / (r['shard'] + '.tar')}:{r['key']}.jpg", "caption": r["caption"],
-             "url": r.get("url")}
-            for r in inp.rows(f"SELECT shard, key, {cap} AS caption, url FROM samples "
-                              f"WHERE status = 'success' AND list_contains(query_ids, ?) "
-                              f"ORDER BY shard, key LIMIT {SAMPLE_CAPTIONS}", [qid])]
+            {
+                "image": f"{inp.shards / (r['shard'] + '.tar')}:{r['key']}.jpg",
+                "caption": r["caption"],
+                "url": r.get("url"),
+            }
+            for r in inp.rows(
+                f"SELECT shard, key, {cap} AS caption, url FROM samples "
+                f"WHERE status = 'success' AND list_contains(query_ids, ?) "
+                f"ORDER BY shard, key LIMIT {SAMPLE_CAPTIONS}",
+                [qid],
+            )
+        ]
     if len(hits) > 1:
         info["duplicate_ids"] = [int(h["query_id"]) for h in hits[1:]]
     return info
@@ -142,14 +175,21 @@ def format_query(info: dict, fmt: str = "table") -> str:
         flat.update({f"wikipedia_{k}": v for k, v in info.get("wikipedia", {}).items()})
         return format_rows(list(flat), [tuple(flat.values())], "csv")
     lines = [f"query      {info['query']!r} (id {info['query_id']}, source {info['source']})"]
-    wiki = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.2f}"
-                     for k, v in info.get("wikipedia", {}).items() if v is not None)
+    wiki = ", ".join(
+        f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.2f}"
+        for k, v in info.get("wikipedia", {}).items()
+        if v is not None
+    )
     if wiki:
         lines.append(f"wikipedia  {wiki}")
-    labels = [("matches_before_balancing", "matched texts (before balancing)"),
-              ("per_query_cap", "cap per query (t)"), ("keep_probability", "keep probability min(1, t/count)"),
-              ("kept_after_balancing", "texts kept after balancing"), ("download_attempts", "download attempts"),
-              ("images_in_shards", "images in the shards")]
+    labels = [
+        ("matches_before_balancing", "matched texts (before balancing)"),
+        ("per_query_cap", "cap per query (t)"),
+        ("keep_probability", "keep probability min(1, t/count)"),
+        ("kept_after_balancing", "texts kept after balancing"),
+        ("download_attempts", "download attempts"),
+        ("images_in_shards", "images in the shards"),
+    ]
     for key, label in labels:
         if key in info:
             v = info[key]

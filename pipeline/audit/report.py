@@ -31,9 +31,14 @@ TITLES = {
     "text": "Text",
 }
 REASON_LABELS = {
-    "bad_encoding": "bad text encoding", "bad_url": "bad URL", "duplicate": "duplicate (url, text)",
-    "empty_text": "empty text", "malformed": "malformed row", "null_url": "no URL",
-    "private_host": "private/loopback host", "scheme": "not http(s)",
+    "bad_encoding": "bad text encoding",
+    "bad_url": "bad URL",
+    "duplicate": "duplicate (url, text)",
+    "empty_text": "empty text",
+    "malformed": "malformed row",
+    "null_url": "no URL",
+    "private_host": "private/loopback host",
+    "scheme": "not http(s)",
 }
 
 
@@ -65,11 +70,17 @@ def findings(s: dict) -> dict[str, list[str]]:
     if _ok(p):
         if "rows_in" in p:
             drops = {k: v for k, v in p["dropped"].items() if v}
-            why = ", ".join(f"{REASON_LABELS.get(k, k)} {fmt_int(v)}" for k, v in
-                            sorted(drops.items(), key=lambda kv: -kv[1])) or "none"
-            out["pool"].append(f"{fmt_int(p['rows_in'])} candidate rows read from {fmt_int(p['input_files'])} "
-                               f"file(s); {fmt_int(p['rows'])} in the pool ({fmt_pct(p['kept_share'])}); "
-                               f"dropped: {why}.")
+            why = (
+                ", ".join(
+                    f"{REASON_LABELS.get(k, k)} {fmt_int(v)}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])
+                )
+                or "none"
+            )
+            out["pool"].append(
+                f"{fmt_int(p['rows_in'])} candidate rows read from {fmt_int(p['input_files'])} "
+                f"file(s); {fmt_int(p['rows'])} in the pool ({fmt_pct(p['kept_share'])}); "
+                f"dropped: {why}."
+            )
         else:
             out["pool"].append(f"{fmt_int(p['rows'])} rows in the pool (no pool_stats.json: drops unknown).")
     m = s["matching"]
@@ -79,7 +90,8 @@ def findings(s: dict) -> dict[str, list[str]]:
             f"{fmt_int(m['matched'])} of {fmt_int(m['texts'])} texts ({fmt_pct(m['matched_share'])}) contain at "
             f"least one query; {fmt_int(m['matches'])} matches in all, {_f(d['mean'])} per matched text "
             f"(median {d['quantiles'].get('p50', '–')}, max {fmt_int(d['max'])})"
-            + (f"; matched with the {m['recipe']} recipe." if m.get("recipe") else "."))
+            + (f"; matched with the {m['recipe']} recipe." if m.get("recipe") else ".")
+        )
     bal = s["balancing"]
     if _ok(bal):
         h, b = bal["head"], bal["before"]
@@ -87,8 +99,12 @@ def findings(s: dict) -> dict[str, list[str]]:
             f"Cap t = {fmt_int(bal['per_query'])} per query. {fmt_int(h['queries_over_cap'])} of "
             f"{fmt_int(b['queries_with_matches'])} matched queries ({fmt_pct(h['share_of_matched_queries'])}) "
             f"exceed it (head) and hold {fmt_pct(h['share_of_matches_before'])} of all matches before balancing"
-            + (f", {fmt_pct(h['share_of_matches_after'])} after." if h.get("share_of_matches_after") is not None
-               else "."))
+            + (
+                f", {fmt_pct(h['share_of_matches_after'])} after."
+                if h.get("share_of_matches_after") is not None
+                else "."
+            )
+        )
         a = bal.get("after", {})
         if _ok(a):
             out["balancing"].append(
@@ -98,7 +114,8 @@ def findings(s: dict) -> dict[str, list[str]]:
                 + f"); the largest query went from {fmt_int(b['max_per_query'])} to {fmt_int(a['max_per_query'])} "
                 f"texts ({fmt_int(a['queries_over_cap_after'])} "
                 + ("query stays" if a["queries_over_cap_after"] == 1 else "queries stay")
-                + " above t: their texts are also kept for rarer queries).")
+                + " above t: their texts are also kept for rarer queries)."
+            )
         miss = [f"{fmt_int(b['queries_without_matches'])} of {fmt_int(b['queries'])} queries match no text"]
         if _ok(a):
             miss.append(f"{fmt_int(a['queries_matched_but_none_selected'])} lost all texts to balancing")
@@ -114,30 +131,36 @@ def findings(s: dict) -> dict[str, list[str]]:
             f"({fmt_pct(dl['success_rate'])}) into {fmt_int(dl['shards'])} shard(s)"
             + (f" ({plots.fmt_bytes(dl['tar_bytes'])} of tar files)" if dl["tar_bytes"] else " (no tar files found)")
             + "; "
-            f"failures: {fails or 'none'}; opt-out refusals: {fmt_int(dl['opt_out_refusals'])}.")
+            f"failures: {fails or 'none'}; opt-out refusals: {fmt_int(dl['opt_out_refusals'])}."
+        )
         du = dl.get("duplicates", {})
         if _ok(du):
             out["download"].append(
                 f"{fmt_int(du['distinct_sha256'])} distinct images by sha256; {fmt_int(du['duplicate_groups'])} "
                 f"duplicate groups, {fmt_int(du['redundant_images'])} redundant copies "
-                f"({fmt_pct(du['redundant_share'], 2)}).")
+                f"({fmt_pct(du['redundant_share'], 2)})."
+            )
         sz = dl.get("image_sizes", {})
         if _ok(sz):
             out["download"].append(
                 f"Original size median {fmt_int(sz['original_width']['quantiles'].get('p50'))} x "
                 f"{fmt_int(sz['original_height']['quantiles'].get('p50'))} px; stored median "
                 f"{fmt_int(sz['stored_width']['quantiles'].get('p50'))} x "
-                f"{fmt_int(sz['stored_height']['quantiles'].get('p50'))} px.")
+                f"{fmt_int(sz['stored_height']['quantiles'].get('p50'))} px."
+            )
     t = s["text"]
     if _ok(t):
         c = t["caption_chars"]
         top = t.get("top_queries")
-        line = (f"{fmt_int(t['captions'])} captions: {_f(c['mean'], 1)} characters on average (median "
-                f"{c['quantiles'].get('p50', '–')}, 95% under {c['quantiles'].get('p95', '–')}), "
-                f"{_f(t['mean_words'], 1)} words.")
+        line = (
+            f"{fmt_int(t['captions'])} captions: {_f(c['mean'], 1)} characters on average (median "
+            f"{c['quantiles'].get('p50', '–')}, 95% under {c['quantiles'].get('p95', '–')}), "
+            f"{_f(t['mean_words'], 1)} words."
+        )
         if isinstance(top, list) and top:
-            line += " Most frequent queries: " + ", ".join(f"{r['query']} ({fmt_int(r['samples'])})"
-                                                           for r in top[:8]) + "."
+            line += (
+                " Most frequent queries: " + ", ".join(f"{r['query']} ({fmt_int(r['samples'])})" for r in top[:8]) + "."
+            )
         out["text"].append(line)
     return out
 
@@ -162,70 +185,144 @@ def charts(s: dict) -> dict[str, list[str]]:
         steps.append(("images downloaded", dl["successes"]))
     if steps:
         first = steps[0][1] or 1
-        out["flow"].append(plots.hbars(
-            "flow", "From candidate pairs to shards", steps,
-            values=[f"{fmt_int(v)}  ({fmt_pct(v / first)})" for _, v in steps],
-            colors=[plots.GREY, plots.BLUE, plots.BLUE, plots.ORANGE, plots.GREEN][-len(steps):],
-            width=760, label_width=180))
+        out["flow"].append(
+            plots.hbars(
+                "flow",
+                "From candidate pairs to shards",
+                steps,
+                values=[f"{fmt_int(v)}  ({fmt_pct(v / first)})" for _, v in steps],
+                colors=[plots.GREY, plots.BLUE, plots.BLUE, plots.ORANGE, plots.GREEN][-len(steps) :],
+                width=760,
+                label_width=180,
+            )
+        )
     q = s["query_list"]
     if _ok(q):
-        out["query_list"].append(plots.hbars(
-            "queries_by_source", "Queries per source", [(r["source"] or "(none)", r["queries"]) for r in q["by_source"]],
-            values=[f"{fmt_int(r['queries'])}  ({fmt_pct(r['share'])})" for r in q["by_source"]], label_width=90))
+        out["query_list"].append(
+            plots.hbars(
+                "queries_by_source",
+                "Queries per source",
+                [(r["source"] or "(none)", r["queries"]) for r in q["by_source"]],
+                values=[f"{fmt_int(r['queries'])}  ({fmt_pct(r['share'])})" for r in q["by_source"]],
+                label_width=90,
+            )
+        )
     if _ok(p) and p.get("dropped_total"):
         drops = sorted(((REASON_LABELS.get(k, k), v) for k, v in p["dropped"].items() if v), key=lambda kv: -kv[1])
-        out["pool"].append(plots.hbars("pool_dropped", "Pool rows dropped, by reason", drops, colors=[plots.RED] * len(drops)))
+        out["pool"].append(
+            plots.hbars("pool_dropped", "Pool rows dropped, by reason", drops, colors=[plots.RED] * len(drops))
+        )
     if _ok(m):
-        out["matching"].append(plots.columns(
-            "matches_per_text", "Queries matched per pool text",
-            [(b["bin"], b["count"]) for b in m["matches_per_text_histogram"]], xlabel="queries found in the text",
-            ylabel="texts", highlight={0}))
+        out["matching"].append(
+            plots.columns(
+                "matches_per_text",
+                "Queries matched per pool text",
+                [(b["bin"], b["count"]) for b in m["matches_per_text_histogram"]],
+                xlabel="queries found in the text",
+                ylabel="texts",
+                highlight={0},
+            )
+        )
     if _ok(bal):
         series = [("before balancing (all matches)", bal["before"]["rank_frequency"]["points"], plots.GREY)]
         if _ok(bal.get("after")):
             series.append(("after balancing (selected)", bal["after"]["rank_frequency"]["points"], plots.BLUE))
         if _ok(bal.get("in_shards")):
             series.append(("in the shards (downloaded)", bal["in_shards"]["rank_frequency"]["points"], plots.GREEN))
-        out["balancing"].append(plots.loglog(
-            "rank_frequency", "Texts per query, by rank (log-log)", series, xlabel="query rank",
-            ylabel="texts matching the query", hline=(bal["per_query"], f"cap t = {fmt_int(bal['per_query'])}"),
-            width=620, height=320))
+        out["balancing"].append(
+            plots.loglog(
+                "rank_frequency",
+                "Texts per query, by rank (log-log)",
+                series,
+                xlabel="query rank",
+                ylabel="texts matching the query",
+                hline=(bal["per_query"], f"cap t = {fmt_int(bal['per_query'])}"),
+                width=620,
+                height=320,
+            )
+        )
         if bal.get("top_queries"):
             tq = bal["top_queries"][:10]
-            out["balancing"].append(plots.hbars(
-                "top_queries_balance", "Most matched queries: texts before (grey) → after (blue) balancing",
-                [(r["query"] if r["query"] is not None else f"#{r['query_id']}", r["before"]) for r in tq],
-                values=[f"{fmt_int(r['before'])} → {fmt_int(r['after'])}" for r in tq],
-                colors=[plots.GREY] * len(tq), overlay=[r["after"] for r in tq], label_width=110, width=560))
+            out["balancing"].append(
+                plots.hbars(
+                    "top_queries_balance",
+                    "Most matched queries: texts before (grey) → after (blue) balancing",
+                    [(r["query"] if r["query"] is not None else f"#{r['query_id']}", r["before"]) for r in tq],
+                    values=[f"{fmt_int(r['before'])} → {fmt_int(r['after'])}" for r in tq],
+                    colors=[plots.GREY] * len(tq),
+                    overlay=[r["after"] for r in tq],
+                    label_width=110,
+                    width=560,
+                )
+            )
     if _ok(dl):
-        out["download"].append(plots.hbars(
-            "download_status", "Download attempts by status", [(r["status"], r["count"]) for r in dl["by_status"]],
-            values=[f"{fmt_int(r['count'])}  ({fmt_pct(r['count'] / (dl['attempted'] or 1))})" for r in dl["by_status"]],
-            colors=[plots.GREEN if r["status"] == "success" else plots.RED for r in dl["by_status"]], label_width=130))
+        out["download"].append(
+            plots.hbars(
+                "download_status",
+                "Download attempts by status",
+                [(r["status"], r["count"]) for r in dl["by_status"]],
+                values=[
+                    f"{fmt_int(r['count'])}  ({fmt_pct(r['count'] / (dl['attempted'] or 1))})" for r in dl["by_status"]
+                ],
+                colors=[plots.GREEN if r["status"] == "success" else plots.RED for r in dl["by_status"]],
+                label_width=130,
+            )
+        )
         if dl.get("top_hosts"):
             hs = dl["top_hosts"][:10]
-            out["download"].append(plots.hbars(
-                "top_hosts", "Top hosts (attempts; success rate)", [(h["host"] or "(none)", h["attempted"]) for h in hs],
-                values=[f"{fmt_int(h['attempted'])}  ({fmt_pct(h['success_rate'])} ok)" for h in hs], label_width=150))
+            out["download"].append(
+                plots.hbars(
+                    "top_hosts",
+                    "Top hosts (attempts; success rate)",
+                    [(h["host"] or "(none)", h["attempted"]) for h in hs],
+                    values=[f"{fmt_int(h['attempted'])}  ({fmt_pct(h['success_rate'])} ok)" for h in hs],
+                    label_width=150,
+                )
+            )
         sz = dl.get("image_sizes", {})
         if _ok(sz):
-            out["download"].append(plots.columns(
-                "image_short_side", "Original image size (shorter side)",
-                [(b["bin"], b["count"]) for b in sz["original_short_side_histogram"]], xlabel="pixels", ylabel="images"))
+            out["download"].append(
+                plots.columns(
+                    "image_short_side",
+                    "Original image size (shorter side)",
+                    [(b["bin"], b["count"]) for b in sz["original_short_side_histogram"]],
+                    xlabel="pixels",
+                    ylabel="images",
+                )
+            )
         if dl.get("aspect_ratio_histogram"):
-            out["download"].append(plots.columns(
-                "aspect_ratio", "Aspect ratio (width : height) of the originals",
-                [(b["bin"], b["count"]) for b in dl["aspect_ratio_histogram"]], xlabel="width : height",
-                ylabel="images", color=plots.GREEN))
+            out["download"].append(
+                plots.columns(
+                    "aspect_ratio",
+                    "Aspect ratio (width : height) of the originals",
+                    [(b["bin"], b["count"]) for b in dl["aspect_ratio_histogram"]],
+                    xlabel="width : height",
+                    ylabel="images",
+                    color=plots.GREEN,
+                )
+            )
     if _ok(t):
-        out["text"].append(plots.columns(
-            "caption_length", "Caption length", [(b["bin"], b["count"]) for b in t["caption_chars_histogram"]],
-            xlabel="characters", ylabel="captions", color="#8e5fb5"))
+        out["text"].append(
+            plots.columns(
+                "caption_length",
+                "Caption length",
+                [(b["bin"], b["count"]) for b in t["caption_chars_histogram"]],
+                xlabel="characters",
+                ylabel="captions",
+                color="#8e5fb5",
+            )
+        )
         top = t.get("top_queries")
         if isinstance(top, list) and top:
-            out["text"].append(plots.hbars(
-                "top_queries_shards", "Most frequent queries in the shards",
-                [(r["query"], r["samples"]) for r in top[:15]], label_width=130, colors=["#8e5fb5"] * min(15, len(top))))
+            out["text"].append(
+                plots.hbars(
+                    "top_queries_shards",
+                    "Most frequent queries in the shards",
+                    [(r["query"], r["samples"]) for r in top[:15]],
+                    label_width=130,
+                    colors=["#8e5fb5"] * min(15, len(top)),
+                )
+            )
     return out
 
 
@@ -247,24 +344,40 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
     grid = list(ch.get(name, []))
     extra = []
     if name == "query_list":
-        extra.append(table(["source", "queries", "share", "first queries (highest priority first)"],
-                            [[r["source"], r["queries"], fmt_pct(r["share"]), ", ".join(r["examples"])]
-                             for r in sec["by_source"]], {1, 2}))
+        extra.append(
+            table(
+                ["source", "queries", "share", "first queries (highest priority first)"],
+                [[r["source"], r["queries"], fmt_pct(r["share"]), ", ".join(r["examples"])] for r in sec["by_source"]],
+                {1, 2},
+            )
+        )
         b = sec["build"]
         if _ok(b):
             rows = [(k, v) for k, v in (b.get("parameters") or {}).items()]
-            rows += [("titles from", b.get("titles_from")), ("tool", (b.get("tool") or {}).get("version")),
-                     ("built at", b.get("built_at") or "not recorded"), ("build seconds", b.get("seconds"))]
-            srcs = [[k, v.get("considered"), v.get("duplicates_skipped"), v.get("added")]
-                    for k, v in (b.get("sources") or {}).items() if isinstance(v, dict)]
-            extra.append("<details><summary>Build parameters and sources (build.json)</summary>" + _kv(rows)
-                         + (table(["source", "considered", "duplicates skipped", "added"], srcs, {1, 2, 3}) if srcs else "")
-                         + (_kv(list((b.get("dump") or {}).items())) if b.get("dump") else "") + "</details>")
+            rows += [
+                ("titles from", b.get("titles_from")),
+                ("tool", (b.get("tool") or {}).get("version")),
+                ("built at", b.get("built_at") or "not recorded"),
+                ("build seconds", b.get("seconds")),
+            ]
+            srcs = [
+                [k, v.get("considered"), v.get("duplicates_skipped"), v.get("added")]
+                for k, v in (b.get("sources") or {}).items()
+                if isinstance(v, dict)
+            ]
+            extra.append(
+                "<details><summary>Build parameters and sources (build.json)</summary>"
+                + _kv(rows)
+                + (table(["source", "considered", "duplicates skipped", "added"], srcs, {1, 2, 3}) if srcs else "")
+                + (_kv(list((b.get("dump") or {}).items())) if b.get("dump") else "")
+                + "</details>"
+            )
         else:
             extra.append(f'<p class="unavail">Build parameters unavailable: {esc(b.get("reason"))}</p>')
     elif name == "pool" and "rows_in" in sec:
-        rows = [["rows read", sec["rows_in"]]] + [[f"dropped: {REASON_LABELS.get(k, k)}", v]
-                                                   for k, v in sec["dropped"].items() if v]
+        rows = [["rows read", sec["rows_in"]]] + [
+            [f"dropped: {REASON_LABELS.get(k, k)}", v] for k, v in sec["dropped"].items() if v
+        ]
         zero = [REASON_LABELS.get(k, k) for k, v in sec["dropped"].items() if not v]
         if zero:
             rows.append([f"dropped for no other reason ({', '.join(zero)})", 0])
@@ -273,70 +386,156 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
             rows += [[f"WAT {k.replace('_', ' ')}", v] for k, v in sec["wat"].items()]
         extra.append(table(["accounting (pool_stats.json)", "rows"], rows, {1}))
         if sec.get("inputs"):
-            extra.append("<details><summary>Input files</summary>" + table(
-                ["path", "format", "rows"], [[i["path"], i["format"], i["rows_in"]] for i in sec["inputs"]], {2})
-                + "</details>")
+            extra.append(
+                "<details><summary>Input files</summary>"
+                + table(
+                    ["path", "format", "rows"], [[i["path"], i["format"], i["rows_in"]] for i in sec["inputs"]], {2}
+                )
+                + "</details>"
+            )
     elif name == "matching":
         d = sec["matches_per_matched_text"]
-        extra.append(table(["matches per matched text", "value"],
-                            [["mean", _f(d["mean"])], *[[k, v] for k, v in d["quantiles"].items()], ["max", d["max"]]],
-                            {1}))
+        extra.append(
+            table(
+                ["matches per matched text", "value"],
+                [["mean", _f(d["mean"])], *[[k, v] for k, v in d["quantiles"].items()], ["max", d["max"]]],
+                {1},
+            )
+        )
     elif name == "balancing":
         h = sec["head"]
-        rows = [["queries over the cap (head)", fmt_int(h["queries_over_cap"]), fmt_pct(h["share_of_matched_queries"])],
-                ["queries at or under the cap (tail)", fmt_int(h["tail_queries"]), ""],
-                ["head's share of matches before", fmt_int(h["matches_before"]), fmt_pct(h["share_of_matches_before"])]]
+        rows = [
+            ["queries over the cap (head)", fmt_int(h["queries_over_cap"]), fmt_pct(h["share_of_matched_queries"])],
+            ["queries at or under the cap (tail)", fmt_int(h["tail_queries"]), ""],
+            ["head's share of matches before", fmt_int(h["matches_before"]), fmt_pct(h["share_of_matches_before"])],
+        ]
         if h.get("matches_after") is not None:
-            rows.append(["head's share of matches after", fmt_int(h["matches_after"]), fmt_pct(h["share_of_matches_after"])])
+            rows.append(
+                ["head's share of matches after", fmt_int(h["matches_after"]), fmt_pct(h["share_of_matches_after"])]
+            )
         a = sec.get("after", {})
         if _ok(a):
-            rows += [["matched texts kept", fmt_int(a["texts_kept"]), fmt_pct(a["kept_fraction"])],
-                     ["(query, text) matches kept", fmt_int(a["matches"]), fmt_pct(a["matches_kept_fraction"])]]
+            rows += [
+                ["matched texts kept", fmt_int(a["texts_kept"]), fmt_pct(a["kept_fraction"])],
+                ["(query, text) matches kept", fmt_int(a["matches"]), fmt_pct(a["matches_kept_fraction"])],
+            ]
         extra.append(table(["head / tail (MetaCLIP's figures)", "count", "share"], rows, {1, 2}))
         if sec.get("by_source"):
-            extra.append("<h3>By source</h3>" + table(
-                ["source", "queries", "with matches", "over cap", "matches before", "after"],
-                [[r["source"], r["queries"], r["queries_with_matches"], r["queries_over_cap"], r["matches_before"],
-                  r["matches_after"]] for r in sec["by_source"]], {1, 2, 3, 4, 5}))
+            extra.append(
+                "<h3>By source</h3>"
+                + table(
+                    ["source", "queries", "with matches", "over cap", "matches before", "after"],
+                    [
+                        [
+                            r["source"],
+                            r["queries"],
+                            r["queries_with_matches"],
+                            r["queries_over_cap"],
+                            r["matches_before"],
+                            r["matches_after"],
+                        ]
+                        for r in sec["by_source"]
+                    ],
+                    {1, 2, 3, 4, 5},
+                )
+            )
         if sec.get("top_queries"):
-            extra.append("<h3>Most matched queries</h3>" + table(
-                ["id", "query", "source", "before", "keep p", "after", "in shards"],
-                [[str(r["query_id"]), r["query"], r["source"], r["before"], f"{r['keep_prob']:.3f}", r["after"],
-                  r["in_shards"]] for r in sec["top_queries"]], {0, 3, 4, 5, 6}))
+            extra.append(
+                "<h3>Most matched queries</h3>"
+                + table(
+                    ["id", "query", "source", "before", "keep p", "after", "in shards"],
+                    [
+                        [
+                            str(r["query_id"]),
+                            r["query"],
+                            r["source"],
+                            r["before"],
+                            f"{r['keep_prob']:.3f}",
+                            r["after"],
+                            r["in_shards"],
+                        ]
+                        for r in sec["top_queries"]
+                    ],
+                    {0, 3, 4, 5, 6},
+                )
+            )
         if not _ok(a):
             extra.append(f'<p class="unavail">After balancing unavailable: {esc(a.get("reason"))}</p>')
     elif name == "download":
         if sec.get("by_error"):
-            extra.append("<h3>Failures by error</h3>" + table(
-                ["error", "count"], [[r["error"][:300], r["count"]] for r in sec["by_error"]], {1}, cls="mono"))
+            extra.append(
+                "<h3>Failures by error</h3>"
+                + table(["error", "count"], [[r["error"][:300], r["count"]] for r in sec["by_error"]], {1}, cls="mono")
+            )
         sz = sec.get("image_sizes", {})
         if _ok(sz):
             keys = ("original_width", "original_height", "stored_width", "stored_height")
             qs = ("p5", "p25", "p50", "p75", "p95")
-            extra.append("<h3>Image sizes (pixels, downloaded images)</h3>" + table(
-                ["", "min", *qs, "max", "mean"],
-                [[k.replace("_", " "), sz[k]["min"], *[sz[k]["quantiles"].get(x) for x in qs], sz[k]["max"],
-                  _f(sz[k]["mean"], 1)] for k in keys], {1, 2, 3, 4, 5, 6, 7, 8}))
+            extra.append(
+                "<h3>Image sizes (pixels, downloaded images)</h3>"
+                + table(
+                    ["", "min", *qs, "max", "mean"],
+                    [
+                        [
+                            k.replace("_", " "),
+                            sz[k]["min"],
+                            *[sz[k]["quantiles"].get(x) for x in qs],
+                            sz[k]["max"],
+                            _f(sz[k]["mean"], 1),
+                        ]
+                        for k in keys
+                    ],
+                    {1, 2, 3, 4, 5, 6, 7, 8},
+                )
+            )
         du = sec.get("duplicates", {})
         if _ok(du):
-            rows = [["images with sha256", du["images_with_sha256"]], ["distinct", du["distinct_sha256"]],
-                    ["duplicate groups", du["duplicate_groups"]], ["redundant copies", du["redundant_images"]]]
+            rows = [
+                ["images with sha256", du["images_with_sha256"]],
+                ["distinct", du["distinct_sha256"]],
+                ["duplicate groups", du["duplicate_groups"]],
+                ["redundant copies", du["redundant_images"]],
+            ]
             extra.append("<h3>Duplicate images (sha256)</h3>" + table(["", "images"], rows, {1}))
             if du["largest_groups"]:
-                extra.append(table(["sha256", "copies", "examples", "captions"],
-                                    [[g["sha256"][:16] + "…", g["images"], ", ".join(g["examples"] or []),
-                                      " | ".join(str(c) for c in (g["captions"] or []))] for g in du["largest_groups"]],
-                                    {1}))
+                extra.append(
+                    table(
+                        ["sha256", "copies", "examples", "captions"],
+                        [
+                            [
+                                g["sha256"][:16] + "…",
+                                g["images"],
+                                ", ".join(g["examples"] or []),
+                                " | ".join(str(c) for c in (g["captions"] or [])),
+                            ]
+                            for g in du["largest_groups"]
+                        ],
+                        {1},
+                    )
+                )
         if sec.get("stats_file"):
-            extra.append("<details><summary>img2dataset's own totals (download_stats.json)</summary>"
-                         + _kv(list(sec["stats_file"].items())) + "</details>")
+            extra.append(
+                "<details><summary>img2dataset's own totals (download_stats.json)</summary>"
+                + _kv(list(sec["stats_file"].items()))
+                + "</details>"
+            )
     elif name == "text":
         c = sec["caption_chars"]
-        extra.append(table(["caption characters", "value"],
-                            [["mean", _f(c["mean"], 1)], ["min", c["min"]], *[[k, v] for k, v in c["quantiles"].items()],
-                             ["max", c["max"]], ["empty captions", sec["empty_captions"]],
-                             ["mean words", _f(sec["mean_words"], 1)],
-                             ["mean queries per caption", _f(sec.get("mean_queries_per_caption"), 2)]], {1}))
+        extra.append(
+            table(
+                ["caption characters", "value"],
+                [
+                    ["mean", _f(c["mean"], 1)],
+                    ["min", c["min"]],
+                    *[[k, v] for k, v in c["quantiles"].items()],
+                    ["max", c["max"]],
+                    ["empty captions", sec["empty_captions"]],
+                    ["mean words", _f(sec["mean_words"], 1)],
+                    ["mean queries per caption", _f(sec.get("mean_queries_per_caption"), 2)],
+                ],
+                {1},
+            )
+        )
         if not isinstance(sec.get("top_queries"), list):
             extra.append(f'<p class="unavail">Top queries unavailable: {esc(sec["top_queries"].get("reason"))}</p>')
     if grid or extra:
@@ -347,15 +546,21 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
 
 def _tiles(s: dict) -> str:
     h = s["headline"]
-    return page.tiles([
-        ("queries", fmt_int(h["queries"]), "in the query list"),
-        ("pool", fmt_int(h["pool_rows"]), "pool rows (image URL, text)"),
-        ("matched", fmt_pct(h["matched_share"]), "of pool texts contain a query"),
-        ("kept", fmt_int(h["kept_after_balancing"]),
-         "kept after balancing" + (f" ({fmt_pct(h['kept_fraction'])} of matched)" if h["kept_fraction"] is not None else "")),
-        ("images", fmt_int(h["images_downloaded"]), "images downloaded"),
-        ("success", fmt_pct(h["download_success_rate"]), "download success rate"),
-    ])
+    return page.tiles(
+        [
+            ("queries", fmt_int(h["queries"]), "in the query list"),
+            ("pool", fmt_int(h["pool_rows"]), "pool rows (image URL, text)"),
+            ("matched", fmt_pct(h["matched_share"]), "of pool texts contain a query"),
+            (
+                "kept",
+                fmt_int(h["kept_after_balancing"]),
+                "kept after balancing"
+                + (f" ({fmt_pct(h['kept_fraction'])} of matched)" if h["kept_fraction"] is not None else ""),
+            ),
+            ("images", fmt_int(h["images_downloaded"]), "images downloaded"),
+            ("success", fmt_pct(h["download_success_rate"]), "download success rate"),
+        ]
+    )
 
 
 def render_html(s: dict) -> str:
@@ -365,22 +570,27 @@ def render_html(s: dict) -> str:
         *page.head(f"Dataset audit: {inputs['shards']}"),
         "<header><h1>Dataset audit</h1>",
         f'<p class="sub">query list <code>{esc(inputs["queries"])}</code> · shards <code>{esc(inputs["shards"])}</code>'
-        f' · report written {esc(s["generated_at"])} by pipeline audit {esc(s["tool"]["version"])}</p>',
+        f" · report written {esc(s['generated_at'])} by pipeline audit {esc(s['tool']['version'])}</p>",
         _tiles(s),
     ]
     missing = [k for k in SECTIONS if not _ok(s[k])]
     if missing:
-        head.append('<p class="unavail">Unavailable sections: '
-                    + "; ".join(f"<b>{esc(TITLES[k])}</b> ({esc(s[k]['reason'])})" for k in missing) + "</p>")
+        head.append(
+            '<p class="unavail">Unavailable sections: '
+            + "; ".join(f"<b>{esc(TITLES[k])}</b> ({esc(s[k]['reason'])})" for k in missing)
+            + "</p>"
+        )
     for w in s["warnings"]:
         head.append(f'<p class="warn">{esc(w)}</p>')
     if ch["flow"]:
         head.append('<div class="flow">' + ch["flow"][0] + "</div>")
     head.append("</header>")
     body = [_section_html(k, s, find, ch) for k in SECTIONS]
-    foot = ['<footer>Every figure here is in <code>summary.json</code> beside this file. Explore further with '
-            '<code>python -m pipeline audit --sql "SELECT ..."</code> or <code>--query WORD</code>.</footer>',
-            page.END]
+    foot = [
+        "<footer>Every figure here is in <code>summary.json</code> beside this file. Explore further with "
+        '<code>python -m pipeline audit --sql "SELECT ..."</code> or <code>--query WORD</code>.</footer>',
+        page.END,
+    ]
     return "\n".join(head + body + foot) + "\n"
 
 
@@ -402,14 +612,19 @@ def _query_list_built(s: dict) -> str:
 
 def render_md(s: dict) -> str:
     h, find = s["headline"], findings(s)
-    lines = [f"# Dataset audit: `{s['inputs']['shards']}`", "",
-             f"Report written {s['generated_at']}; query list `{s['inputs']['queries']}`{_query_list_built(s)}; "
-             "every figure is in `summary.json`.", "",
-             "| queries | pool rows | matched | kept after balancing | images | download success |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |",
-             f"| {fmt_int(h['queries'])} | {fmt_int(h['pool_rows'])} | {fmt_pct(h['matched_share'])} | "
-             f"{fmt_int(h['kept_after_balancing'])} | {fmt_int(h['images_downloaded'])} | "
-             f"{fmt_pct(h['download_success_rate'])} |", ""]
+    lines = [
+        f"# Dataset audit: `{s['inputs']['shards']}`",
+        "",
+        f"Report written {s['generated_at']}; query list `{s['inputs']['queries']}`{_query_list_built(s)}; "
+        "every figure is in `summary.json`.",
+        "",
+        "| queries | pool rows | matched | kept after balancing | images | download success |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {fmt_int(h['queries'])} | {fmt_int(h['pool_rows'])} | {fmt_pct(h['matched_share'])} | "
+        f"{fmt_int(h['kept_after_balancing'])} | {fmt_int(h['images_downloaded'])} | "
+        f"{fmt_pct(h['download_success_rate'])} |",
+        "",
+    ]
     for k in SECTIONS:
         lines.append(f"## {TITLES[k]}")
         lines.append("")
@@ -426,29 +641,45 @@ def render_md(s: dict) -> str:
 # ---------------------------------------------------------------------- entry point
 
 
-def build_summary(queries: str | Path | Location, shards: str | Path | Location, memory_limit: str = "2GB",
-                  now: datetime | None = None) -> dict:
+def build_summary(
+    queries: str | Path | Location,
+    shards: str | Path | Location,
+    memory_limit: str = "2GB",
+    now: datetime | None = None,
+) -> dict:
     with open_inputs(queries, shards, memory_limit=memory_limit) as inp:
         if not inp.available and not inp.stats:
-            raise InputError(f"nothing to audit: {inp.queries_file} and {inp.shards} hold none of the pipeline's "
-                             f"outputs; run `make queries shards` or pass --queries/--shards")
+            raise InputError(
+                f"nothing to audit: {inp.queries_file} and {inp.shards} hold none of the pipeline's "
+                f"outputs; run `make queries shards` or pass --queries/--shards"
+            )
         figures = compute(inp)
         summary = {
             "generated_at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
             "tool": {"name": "pipeline audit", "version": __version__},
-            "inputs": {"queries": str(inp.queries_file), "shards": str(inp.shards),
-                       "views": dict(inp.available), "missing": dict(inp.missing)},
+            "inputs": {
+                "queries": str(inp.queries_file),
+                "shards": str(inp.shards),
+                "views": dict(inp.available),
+                "missing": dict(inp.missing),
+            },
             **figures,
             "warnings": list(inp.warnings),
         }
-    summary["plots"] = [svg.split('data-plot="', 1)[1].split('"', 1)[0]
-                        for group in charts(summary).values() for svg in group]
+    summary["plots"] = [
+        svg.split('data-plot="', 1)[1].split('"', 1)[0] for group in charts(summary).values() for svg in group
+    ]
     return summary
 
 
-def build_audit(queries: str | Path | Location = "query_lists", shards: str | Path | Location = "shards",
-                out: str | Path | Location | None = None, memory_limit: str = "2GB", quiet: bool = False,
-                now: datetime | None = None) -> dict:
+def build_audit(
+    queries: str | Path | Location = "query_lists",
+    shards: str | Path | Location = "shards",
+    out: str | Path | Location | None = None,
+    memory_limit: str = "2GB",
+    quiet: bool = False,
+    now: datetime | None = None,
+) -> dict:
     """Compute every figure and write OUT/summary.json, report.html and report.md; returns the summary.
 
     Paths may be fsspec URLs; OUT defaults to SHARDS/audit, on the same store as the shards.
@@ -457,11 +688,14 @@ def build_audit(queries: str | Path | Location = "query_lists", shards: str | Pa
     out = output_location(shards, out)
     with hold(out, "audit"):
         summary = build_summary(queries, shards, memory_limit=memory_limit, now=now)
-        write_outputs(out, {
-            "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
-            "report.html": render_html(summary),
-            "report.md": render_md(summary),
-        })
+        write_outputs(
+            out,
+            {
+                "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
+                "report.html": render_html(summary),
+                "report.md": render_md(summary),
+            },
+        )
     if not quiet:
         for w in summary["warnings"]:
             print(f"warning: {w}", file=sys.stderr)

@@ -25,8 +25,7 @@ VIEWS: dict[str, tuple[str, str, str]] = {
     "queries": (
         "the query list, one row per query",
         "QUERIES/queries.parquet",
-        "query_id (row number = the id matches use), query, source (wordnet|unigram|bigram|title), "
-        "count, pmi, views",
+        "query_id (row number = the id matches use), query, source (wordnet|unigram|bigram|title), count, pmi, views",
     ),
     "pool": (
         "candidate (image URL, text) pairs after normalising and de-duplicating",
@@ -154,8 +153,9 @@ def _read_json(path: Location, warnings: list[str]) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def open_inputs(queries: str | Path | Location, shards: str | Path | Location, memory_limit: str = "2GB",
-                threads: int | None = None) -> Inputs:
+def open_inputs(
+    queries: str | Path | Location, shards: str | Path | Location, memory_limit: str = "2GB", threads: int | None = None
+) -> Inputs:
     """Connect DuckDB (memory-limited, spilling to a private temp folder) and create the views.
 
     QUERIES and SHARDS may be local paths or fsspec URLs; remote ones are checked first (a
@@ -213,11 +213,15 @@ def open_inputs(queries: str | Path | Location, shards: str | Path | Location, m
             target = where / pattern
         src = f"read_parquet({_sql_str(target)}, union_by_name = true"
         if name == "queries":
-            sql = (f"SELECT file_row_number::BIGINT AS query_id, * EXCLUDE (file_row_number) "
-                   f"FROM {src}, file_row_number = true)")
+            sql = (
+                f"SELECT file_row_number::BIGINT AS query_id, * EXCLUDE (file_row_number) "
+                f"FROM {src}, file_row_number = true)"
+            )
         elif name == "samples":
-            sql = (f"SELECT regexp_extract(filename, '([^/\\\\]+)\\.parquet$', 1) AS shard, * EXCLUDE (filename) "
-                   f"FROM {src}, filename = true)")
+            sql = (
+                f"SELECT regexp_extract(filename, '([^/\\\\]+)\\.parquet$', 1) AS shard, * EXCLUDE (filename) "
+                f"FROM {src}, filename = true)"
+            )
         else:
             sql = f"SELECT * FROM {src})"
         try:

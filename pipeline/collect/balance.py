@@ -57,8 +57,8 @@ def uid_to_uint64(uids) -> np.ndarray:
         return np.array([int(u, 16) for u in arr.to_pylist()], dtype=np.uint64)
     if pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    digits = arr.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    digits = arr.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
     return np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u8").astype(np.uint64)
 
 
@@ -76,12 +76,17 @@ def count_entries(match_parts: list[Path], n_queries: int, out_path: Path) -> np
         table = read_table(path)
         ids = table.column("query_id").to_numpy().astype(np.int64)
         if ids.size and (ids.max() >= n_queries or ids.min() < 0):
-            raise InputError(f"{part}: query id {int(ids.max())} is outside the query list (0..{n_queries - 1}); "
-                             "the matches were made with another list")
+            raise InputError(
+                f"{part}: query id {int(ids.max())} is outside the query list (0..{n_queries - 1}); "
+                "the matches were made with another list"
+            )
         np.add.at(counts, ids, table.column("count").to_numpy())
     with atomic_path(out_path) as tmp:
-        pq.write_table(pa.table({"query_id": pa.array(np.arange(n_queries, dtype=np.int32)),
-                                 "count": pa.array(counts)}), tmp, compression="zstd")
+        pq.write_table(
+            pa.table({"query_id": pa.array(np.arange(n_queries, dtype=np.int32)), "count": pa.array(counts)}),
+            tmp,
+            compression="zstd",
+        )
     return counts
 
 
@@ -147,19 +152,25 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
     rows = pool.take(lookup)
     ids = kept.column("query_ids")
     extra = [c for c in pool.column_names if c not in ("uid", "url", "text")]
-    table = pa.table({
-        "uid": kept.column("uid"),
-        "url": rows.column("url"),
-        "text": rows.column("text"),
-        "query_ids": ids,
-        "queries": _query_names(ids, queries),
-        "keep_prob": kept.column("keep_prob"),
-        **{c: rows.column(c) for c in extra},
-    })
+    table = pa.table(
+        {
+            "uid": kept.column("uid"),
+            "url": rows.column("url"),
+            "text": rows.column("text"),
+            "query_ids": ids,
+            "queries": _query_names(ids, queries),
+            "keep_prob": kept.column("keep_prob"),
+            **{c: rows.column(c) for c in extra},
+        }
+    )
     with atomic_path(out_path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    stats = {"matched": n, "kept": int(keep_mask.sum()), "dropped_by_balance": int(n - keep_mask.sum()),
-             "expected_kept": float(keep_prob.sum())}
+    stats = {
+        "matched": n,
+        "kept": int(keep_mask.sum()),
+        "dropped_by_balance": int(n - keep_mask.sum()),
+        "expected_kept": float(keep_prob.sum()),
+    }
     out_path = location(out_path)
     with atomic_path(stats_path(out_path.parent, out_path.stem)) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
@@ -170,8 +181,16 @@ def _balance_args(args: tuple) -> dict:
     return balance_part(*args)
 
 
-def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: int = 0, workers: int = 1,
-            memory_limit: str = "2GB", progress=None, engine: Engine | None = None) -> dict:
+def balance(
+    curation: Path,
+    queries_path: str,
+    per_query: int = 20_000,
+    seed: int = 0,
+    workers: int = 1,
+    memory_limit: str = "2GB",
+    progress=None,
+    engine: Engine | None = None,
+) -> dict:
     """Count (entry_counts.parquet) then balance every part into curation/selected/."""
     curation = location(curation)
     match_dir, pool_dir, out_dir = curation / "matches", curation / "pool", curation / "selected"
@@ -182,11 +201,12 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     adopt_old_layout(match_dir)  # folders from before `_stats/` (the match step does it too)
     adopt_old_layout(out_dir)
     match_stats = [stats_path(match_dir, p.stem) for p in parts]
-    digests = {json.loads(js.read_text()).get("params", {}).get("queries_sha256")
-               for js in match_stats if js.exists()}
+    digests = {json.loads(js.read_text()).get("params", {}).get("queries_sha256") for js in match_stats if js.exists()}
     if digests - {queries_digest(queries)}:
-        raise InputError(f"{queries_path}: not the query list the matches were made with; "
-                         "rerun the match step with it, or pass the same --queries")
+        raise InputError(
+            f"{queries_path}: not the query list the matches were made with; "
+            "rerun the match step with it, or pass the same --queries"
+        )
     counts = count_entries(parts, len(queries), curation / "entry_counts.parquet")
     p = keep_probabilities(counts, per_query)
     settings = {"per_query": per_query, "seed": seed, "queries": queries_path, "n_queries": len(queries)}
@@ -207,21 +227,29 @@ def balance(curation: Path, queries_path: str, per_query: int = 20_000, seed: in
     bar = progress(len(parts)) if progress else None
     if bar is not None:
         bar.update(len(parts) - len(todo))
-    run_parts(_balance_args, todo, engine or Engine(workers=workers), setup=_init_worker,
-              setup_args=(queries, p, seed), describe=lambda t: t[1],
-              on_done=lambda task, stats: bar.update(1) if bar is not None else None)
+    run_parts(
+        _balance_args,
+        todo,
+        engine or Engine(workers=workers),
+        setup=_init_worker,
+        setup_args=(queries, p, seed),
+        describe=lambda t: t[1],
+        on_done=lambda task, stats: bar.update(1) if bar is not None else None,
+    )
     if bar is not None:
         bar.close()
 
     totals = sum_stats(stats_path(out_dir, part.stem) for part in parts)
     over = counts > per_query
-    totals.update({
-        "per_query": per_query,
-        "seed": seed,
-        "queries_with_matches": int((counts > 0).sum()),
-        "queries_over_cap": int(over.sum()),
-        "match_share_of_queries_over_cap": round(float(counts[over].sum() / max(1, counts.sum())), 6),
-        "expected_kept": round(totals["expected_kept"], 1),
-    })
+    totals.update(
+        {
+            "per_query": per_query,
+            "seed": seed,
+            "queries_with_matches": int((counts > 0).sum()),
+            "queries_over_cap": int(over.sum()),
+            "match_share_of_queries_over_cap": round(float(counts[over].sum() / max(1, counts.sum())), 6),
+            "expected_kept": round(totals["expected_kept"], 1),
+        }
+    )
     write_json(curation / "balance_stats.json", totals)
     return totals

@@ -33,12 +33,23 @@ CARD = "README.md"
 DATA_FILES = "*.tar"  # the card's data_files glob: the shards, never their .parquet or .json
 TASKS = ["zero-shot-image-classification", "image-to-text", "text-to-image"]
 # Hugging Face's size_categories buckets: (upper bound, label).
-SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (10**9, "100M<n<1B"),
-                   (10**10, "1B<n<10B"), (10**11, "10B<n<100B"), (10**12, "100B<n<1T")]
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+    (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
+]
 UNKNOWN_LICENSE = "other"
-UNKNOWN_NOTE = ("web images: each sample's `url` says where it came from; no license was recorded for "
-                "them and their rights stay with their owners, so check each site's terms before reuse")
+UNKNOWN_NOTE = (
+    "web images: each sample's `url` says where it came from; no license was recorded for "
+    "them and their rights stay with their owners, so check each site's terms before reuse"
+)
 SOURCES_LISTED = 20
 
 
@@ -93,8 +104,9 @@ def images_by_source(out) -> dict[str | None, int]:
         if "source" not in cols:
             n = con.execute(f"SELECT count(*) FROM {src} WHERE status = 'success'").fetchone()[0]
             return {None: int(n)} if n else {}
-        rows = con.execute(f"SELECT source, count(*) FROM {src} WHERE status = 'success' "
-                           "GROUP BY source ORDER BY source NULLS LAST").fetchall()
+        rows = con.execute(
+            f"SELECT source, count(*) FROM {src} WHERE status = 'success' GROUP BY source ORDER BY source NULLS LAST"
+        ).fetchall()
     finally:
         con.close()
     return {s: int(n) for s, n in rows}
@@ -120,8 +132,15 @@ def _n(v) -> str:
     return "unknown" if v is None else f"{int(v):,}"
 
 
-def render_card(folder: str, sizes: dict[str, int], by_source: dict, licenses: dict, stats: dict,
-                image_size: int, samples_per_shard: int) -> str:
+def render_card(
+    folder: str,
+    sizes: dict[str, int],
+    by_source: dict,
+    licenses: dict,
+    stats: dict,
+    image_size: int,
+    samples_per_shard: int,
+) -> str:
     """The card's text; depends only on its arguments."""
     images = sum(sizes.values())
     pool, match, bal, dl = (stats.get(k, {}) for k in ("pool", "match", "balance", "download"))
@@ -136,17 +155,21 @@ def render_card(folder: str, sizes: dict[str, int], by_source: dict, licenses: d
     }
     if UNKNOWN_LICENSE in ids:
         meta["license_name"] = "web-images-rights-of-their-owners"
-    meta.update({
-        "task_categories": TASKS,
-        "size_categories": [size_category(images)],
-        "tags": ["webdataset", "clip", "image-text-pairs"],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILES}]}],
-    })
+    meta.update(
+        {
+            "task_categories": TASKS,
+            "size_categories": [size_category(images)],
+            "tags": ["webdataset", "clip", "image-text-pairs"],
+            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILES}]}],
+        }
+    )
     pattern = f"{folder}/{_brace(list(sizes))}" if sizes else f"{folder}/[0-9]*.tar"
     attempted = dl.get("count")
     rate = f" ({images / attempted:.1%} of {attempted:,} attempted)" if attempted else ""
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip(), "---",
+        "---",
+        yaml.safe_dump(meta, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip(),
+        "---",
         "",
         "# Image-text pairs collected by wit-builder",
         "",
@@ -169,8 +192,11 @@ def render_card(folder: str, sizes: dict[str, int], by_source: dict, licenses: d
         "then class-balance to at most t pairs per query.",
         "",
         f"- queries: {_n(match.get('queries'))}"
-        + (f", built with the {(match.get('queries_built_with') or {}).get('recipe')} recipe"
-           if (match.get("queries_built_with") or {}).get("recipe") else ""),
+        + (
+            f", built with the {(match.get('queries_built_with') or {}).get('recipe')} recipe"
+            if (match.get("queries_built_with") or {}).get("recipe")
+            else ""
+        ),
         f"- matching: the {match.get('recipe', 'clip')} rule",
         f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "
         f"{_n(bal.get('queries_over_cap'))} queries were over t",
@@ -190,7 +216,7 @@ def render_card(folder: str, sizes: dict[str, int], by_source: dict, licenses: d
         "",
         "```python",
         "import webdataset as wds",
-        f"ds = wds.WebDataset({pattern!r}, shardshuffle=False).decode(\"pil\").to_tuple(\"jpg\", \"txt\", \"json\")",
+        f'ds = wds.WebDataset({pattern!r}, shardshuffle=False).decode("pil").to_tuple("jpg", "txt", "json")',
         "```",
         "",
         "```bash",
@@ -200,7 +226,7 @@ def render_card(folder: str, sizes: dict[str, int], by_source: dict, licenses: d
         "",
         "```python",
         "from datasets import load_dataset  # the configs above point it at the tars",
-        f"ds = load_dataset({folder!r}, split=\"train\")",
+        f'ds = load_dataset({folder!r}, split="train")',
         "```",
         "",
         "## Licenses",

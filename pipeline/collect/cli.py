@@ -28,6 +28,7 @@ def _bounded(low: int, high: int, why: str):
     """An argparse type for an integer in [low, high]; `why` says where the upper bound comes
     from. Out-of-range values used to get past argparse and fail late (a negative seed after
     three retries of every balance part, a port in a traceback from bind())."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -36,6 +37,7 @@ def _bounded(low: int, high: int, why: str):
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text} is not between {low:,} and {high:,} ({why})")
         return value
+
     parse.__name__ = "integer"  # argparse names the type in its own messages
     return parse
 
@@ -48,88 +50,152 @@ timeout_type = _bounded(1, 86_400, "seconds; a day at most")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="shards", help="output folder (default: %(default)s)")
-    p.add_argument("--memory-limit", type=memory_limit, default="2GB", help="DuckDB memory limit (default: %(default)s)")
+    p.add_argument(
+        "--memory-limit", type=memory_limit, default="2GB", help="DuckDB memory limit (default: %(default)s)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     add_engine_args(p, default_workers())
 
 
 def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("pool")
-    g.add_argument("--pool", action="append", default=[], required=required, metavar="PATH",
-                   help="candidate pairs: parquet/csv/tsv/jsonl table or *.warc.wat.gz; path, glob or "
-                        "fsspec URL; repeatable")
+    g.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        required=required,
+        metavar="PATH",
+        help="candidate pairs: parquet/csv/tsv/jsonl table or *.warc.wat.gz; path, glob or fsspec URL; repeatable",
+    )
     g.add_argument("--url-col", default="url", help="URL column of table inputs (default: %(default)s)")
     g.add_argument("--text-col", default="caption", help="text column of table inputs (default: %(default)s)")
-    g.add_argument("--keep-col", action="append", default=[], metavar="COL",
-                   help="extra table column to carry along (repeatable)")
-    g.add_argument("--allow-private-hosts", action="store_true",
-                   help="accept private, loopback and link-local hosts (the local sample needs it)")
-    g.add_argument("--rows-per-part", type=positive_int, default=1_000_000, help="rows per pool part (default: %(default)s)")
+    g.add_argument(
+        "--keep-col", action="append", default=[], metavar="COL", help="extra table column to carry along (repeatable)"
+    )
+    g.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="accept private, loopback and link-local hosts (the local sample needs it)",
+    )
+    g.add_argument(
+        "--rows-per-part", type=positive_int, default=1_000_000, help="rows per pool part (default: %(default)s)"
+    )
 
 
 def _match_args(p: argparse.ArgumentParser, recipe: bool = True) -> None:
     g = p.add_argument_group("match")
-    g.add_argument("--queries", default="query_lists/queries.parquet",
-                   help="query list from `pipeline queries` (default: %(default)s)")
+    g.add_argument(
+        "--queries",
+        default="query_lists/queries.parquet",
+        help="query list from `pipeline queries` (default: %(default)s)",
+    )
     g.add_argument("--ignore-case", action="store_true", help="match case-insensitively (default: case-sensitive)")
     if recipe:
-        g.add_argument("--recipe", choices=("clip", "metaclip"), default="clip",
-                       help="matching rule: clip = whole words or phrases at word boundaries; metaclip = "
-                            "MetaCLIP v1's: ' ' + query + ' ' occurs in the text padded with spaces, with "
-                            ", . ; : ? ! ` surrounded by spaces and tab/newline/CR as spaces; case-sensitive, "
-                            "so not with --ignore-case (default: %(default)s)")
+        g.add_argument(
+            "--recipe",
+            choices=("clip", "metaclip"),
+            default="clip",
+            help="matching rule: clip = whole words or phrases at word boundaries; metaclip = "
+            "MetaCLIP v1's: ' ' + query + ' ' occurs in the text padded with spaces, with "
+            ", . ; : ? ! ` surrounded by spaces and tab/newline/CR as spaces; case-sensitive, "
+            "so not with --ignore-case (default: %(default)s)",
+        )
 
 
 def _balance_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("balance")
-    g.add_argument("--per-query", type=positive_int, default=20_000,
-                   help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)")
+    g.add_argument(
+        "--per-query",
+        type=positive_int,
+        default=20_000,
+        help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)",
+    )
     g.add_argument("--seed", type=seed_type, default=0, help="seed of the keep/drop draws (default: %(default)s)")
 
 
 def _download_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("download (img2dataset)")
-    g.add_argument("--image-size", type=image_size_type, default=256,
-                   help="shorter side after resizing, aspect kept, never upscaled (default: %(default)s)")
-    g.add_argument("--processes", type=positive_int, default=default_workers(), help="download processes (default: %(default)s)")
-    g.add_argument("--threads", type=positive_int, default=32, help="download threads per process (default: %(default)s)")
+    g.add_argument(
+        "--image-size",
+        type=image_size_type,
+        default=256,
+        help="shorter side after resizing, aspect kept, never upscaled (default: %(default)s)",
+    )
+    g.add_argument(
+        "--processes", type=positive_int, default=default_workers(), help="download processes (default: %(default)s)"
+    )
+    g.add_argument(
+        "--threads", type=positive_int, default=32, help="download threads per process (default: %(default)s)"
+    )
     g.add_argument("--samples-per-shard", type=positive_int, default=10_000, help="default: %(default)s")
     g.add_argument("--timeout", type=timeout_type, default=10, help="seconds per socket read (default: %(default)s)")
-    g.add_argument("--download-deadline", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="seconds one download may take in all: connecting, headers, body and redirects; "
-                        "--timeout bounds each read (default: %(default)s)")
-    g.add_argument("--max-bytes", type=positive_int, default=50_000_000,
-                   help="largest image body accepted; a larger Content-Length is refused before reading "
-                        "(default: %(default)s)")
-    g.add_argument("--retries", type=non_negative_int, default=0,
-                   help="download attempts after the first, per image (default: %(default)s)")
-    g.add_argument("--max-image-pixels", type=positive_int, default=89_478_485,
-                   help="refuse larger images (decompression bombs) (default: %(default)s)")
+    g.add_argument(
+        "--download-deadline",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds one download may take in all: connecting, headers, body and redirects; "
+        "--timeout bounds each read (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-bytes",
+        type=positive_int,
+        default=50_000_000,
+        help="largest image body accepted; a larger Content-Length is refused before reading (default: %(default)s)",
+    )
+    g.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=0,
+        help="download attempts after the first, per image (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=89_478_485,
+        help="refuse larger images (decompression bombs) (default: %(default)s)",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     if name == "shards":
-        p = sub.add_parser(name, help="all collection steps: pool, match, balance, download",
-                           description="Collect (image, text) pairs whose text contains a query, "
-                                       "class-balance them and download the images into webdataset shards.",
-                           epilog=STEPS_EPILOG, formatter_class=fmt)
+        p = sub.add_parser(
+            name,
+            help="all collection steps: pool, match, balance, download",
+            description="Collect (image, text) pairs whose text contains a query, "
+            "class-balance them and download the images into webdataset shards.",
+            epilog=STEPS_EPILOG,
+            formatter_class=fmt,
+        )
         _common(p)
         _pool_args(p, required=False)
-        p.add_argument("--sample-openclipart", metavar="CACHE",
-                       help="use the embedded openclipart sample in CACHE (from `make sample-data`) as the "
-                            "pool, served from a loopback HTTP server while the steps run")
-        p.add_argument("--sample-port", type=port_type, default=None,
-                       help="port for the sample's server (default: the last finished run's, else 8642, else "
-                            "any free port); URLs, and so uids and the selection, depend on it")
+        p.add_argument(
+            "--sample-openclipart",
+            metavar="CACHE",
+            help="use the embedded openclipart sample in CACHE (from `make sample-data`) as the "
+            "pool, served from a loopback HTTP server while the steps run",
+        )
+        p.add_argument(
+            "--sample-port",
+            type=port_type,
+            default=None,
+            help="port for the sample's server (default: the last finished run's, else 8642, else "
+            "any free port); URLs, and so uids and the selection, depend on it",
+        )
         _match_args(p)
         _balance_args(p)
         _download_args(p)
     else:
-        helps = {"pool": "read and normalise candidate pools", "match": "find the queries in each text",
-                 "balance": "count matches per query and class-balance", "download": "download images into shards"}
-        p = sub.add_parser(name, help=helps[name], description=helps[name].capitalize() + ".",
-                           epilog=STEPS_EPILOG, formatter_class=fmt)
+        helps = {
+            "pool": "read and normalise candidate pools",
+            "match": "find the queries in each text",
+            "balance": "count matches per query and class-balance",
+            "download": "download images into shards",
+        }
+        p = sub.add_parser(
+            name, help=helps[name], description=helps[name].capitalize() + ".", epilog=STEPS_EPILOG, formatter_class=fmt
+        )
         _common(p)
         if name == "pool":
             _pool_args(p, required=True)

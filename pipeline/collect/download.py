@@ -127,8 +127,12 @@ class _ShardWriter(WebDatasetSampleWriter):
     def _abort(self) -> None:
         self._spool.close()
         pq_writer = self.buffered_parquet_writer
-        for close in (getattr(pq_writer.parquet_writer, "close", None), pq_writer.output_fd.close,
-                      self.tarwriter.close, self.tar_fd.close):
+        for close in (
+            getattr(pq_writer.parquet_writer, "close", None),
+            pq_writer.output_fd.close,
+            self.tarwriter.close,
+            self.tar_fd.close,
+        ):
             try:
                 if close is not None:
                     close()
@@ -210,8 +214,10 @@ def _storage_failure(shard_id: int | None, fault: tuple, out: str) -> PartFailed
     errno_, strerror, filename = fault
     filename = filename or f"{out}/_tmp"
     what = f"shard {shard_id:05d} not written" if shard_id is not None else "splitting the selection into shards"
-    exc = PartFailed(f"'{filename}': {strerror} ({what}); free the space or fix the disk, then rerun the same "
-                     "command: finished shards are kept")
+    exc = PartFailed(
+        f"'{filename}': {strerror} ({what}); free the space or fix the disk, then rerun the same "
+        "command: finished shards are kept"
+    )
     exc.__cause__ = OSError(errno_, strerror, filename)
     return exc
 
@@ -273,8 +279,10 @@ def local_distributor(failures: list, processes_count, downloader, reader, _subj
             _say(f"Retrying {len(failed)} shards, try {attempt}")
             failed = run(pool, failed)
         if failed and not failures:
-            _say(f"Retried {max_shard_retry} times, but {len(failed)} shards still failed. "
-                 "You may restart the same command to retry again.")
+            _say(
+                f"Retried {max_shard_retry} times, but {len(failed)} shards still failed. "
+                "You may restart the same command to retry again."
+            )
         pool.close()
         pool.join()
 
@@ -297,8 +305,9 @@ def _download_shard(row) -> int:
     return row[0]
 
 
-def ray_distributor(engine: Engine, failures: list, processes_count, downloader, reader, subjob_size,
-                    max_shard_retry) -> None:
+def ray_distributor(
+    engine: Engine, failures: list, processes_count, downloader, reader, subjob_size, max_shard_retry
+) -> None:
     """img2dataset's distributor slot, filled by our engine when --engine ray.
 
     img2dataset's own Ray distributor pickles the downloader into every task and neither
@@ -309,8 +318,14 @@ def ray_distributor(engine: Engine, failures: list, processes_count, downloader,
     logger process (raised through img2dataset, that process would be left running).
     """
     try:
-        run_parts(_download_shard, reader, engine, setup=_install_downloader, setup_args=(downloader,),
-                  describe=lambda row: f"shard {row[0]:05d}")
+        run_parts(
+            _download_shard,
+            reader,
+            engine,
+            setup=_install_downloader,
+            setup_args=(downloader,),
+            describe=lambda row: f"shard {row[0]:05d}",
+        )
     except PartFailed as e:
         failures.append(e)
 
@@ -376,9 +391,12 @@ def download(
         raise InputError(f"download deadline must be a positive number of seconds (got {download_deadline})")
     if max_bytes is not None and int(max_bytes) < 1:
         raise InputError(f"max bytes must be at least 1 (got {max_bytes})")
-    policy = egress.Policy(guard=not allow_private_hosts, deadline=download_deadline,
-                           max_bytes=None if max_bytes is None else int(max_bytes),
-                           allow=tuple(allowed_addresses))
+    policy = egress.Policy(
+        guard=not allow_private_hosts,
+        deadline=download_deadline,
+        max_bytes=None if max_bytes is None else int(max_bytes),
+        allow=tuple(allowed_addresses),
+    )
     curation, out = location(curation), location(out)
     selected = curation / "selected"
     if not list(selected.glob("part-*.parquet")):
@@ -402,8 +420,11 @@ def download(
 
     out.mkdir(parents=True, exist_ok=True)
     remove_derived(out)
-    log = (curation / "download.log" if not is_remote(curation) else Path(tempfile.mkdtemp()) / "download.log") \
-        if quiet else None
+    log = (
+        (curation / "download.log" if not is_remote(curation) else Path(tempfile.mkdtemp()) / "download.log")
+        if quiet
+        else None
+    )
     with _redirect_output(log):
         img2dataset_download(
             url_list=str(selected),
@@ -441,8 +462,10 @@ def download(
         with parquet_file(f) as pf:
             expected += pf.metadata.num_rows
     if totals["count"] != expected:  # a shard img2dataset gave up on: never report a short run as done
-        raise PartFailed(f"{out}: shards hold {totals['count']:,} of the {expected:,} selected samples "
-                         "(a shard failed on every try); rerun the same command to retry the missing shards")
+        raise PartFailed(
+            f"{out}: shards hold {totals['count']:,} of the {expected:,} selected samples "
+            "(a shard failed on every try); rerun the same command to retry the missing shards"
+        )
     write_derived(curation, out, image_size, samples_per_shard)
     return totals
 
@@ -453,8 +476,14 @@ def summarise(out: Path, summary_path: Path) -> dict:
     The summary lives outside the shard folder: img2dataset's incremental mode reads every
     `*.json` there as a shard number.
     """
-    totals: dict = {"shards": 0, "count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0,
-                    "status_dict": {}}
+    totals: dict = {
+        "shards": 0,
+        "count": 0,
+        "successes": 0,
+        "failed_to_download": 0,
+        "failed_to_resize": 0,
+        "status_dict": {},
+    }
     for path in listing(out, "[0-9]*_stats.json"):
         s = json.loads(path.read_text())
         totals["shards"] += 1

@@ -65,8 +65,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def make_png(width: int, height: int, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     """A small valid RGB PNG of one colour (deterministic bytes)."""
     raw = (b"\0" + bytes(rgb) * width) * height
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + _png_chunk(b"IDAT", zlib.compress(raw, 9))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 TINY_PNG = make_png(4, 4)
@@ -82,8 +86,12 @@ def bomb_png(size: int = BOMB_SIZE) -> bytes:
     for start in range(0, size, rows_per_chunk):
         parts.append(comp.compress(row * min(rows_per_chunk, size - start)))
     parts.append(comp.flush())
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0))
-            + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0))
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -120,7 +128,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _respond(self, body: bool) -> None:
         path = urlsplit(self.path).path
         if self.faults and path.startswith("/_fault/"):
-            return self._fault(path[len("/_fault/"):], body)
+            return self._fault(path[len("/_fault/") :], body)
         target = self._resolve(path)
         if isinstance(target, int):
             return self._error(target, body)
@@ -207,17 +215,21 @@ class _Server6(_Server):
 
 
 @contextlib.contextmanager
-def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0,
-                    faults: bool = False) -> Iterator[str]:
+def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0, faults: bool = False) -> Iterator[str]:
     """Serve `root` over HTTP in a background thread; yield the base URL (no final slash)."""
     root_path = Path(root)
     if not root_path.is_dir():
         raise InputError(f"{root}: folder to serve not found")
-    handler = type("Handler", (_Handler,), {"root": root_path.resolve(), "faults": faults,
-                                             "stopping": threading.Event()})
+    handler = type(
+        "Handler", (_Handler,), {"root": root_path.resolve(), "faults": faults, "stopping": threading.Event()}
+    )
     server = (_Server6 if ":" in host else _Server)((host, port), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"httpserver:{server.server_address[1]}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"httpserver:{server.server_address[1]}",
+        daemon=True,
+    )
     thread.start()
     try:
         bound_port = server.server_address[1]
@@ -230,8 +242,10 @@ def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.collect.httpserver",
-                                 description="Serve a folder over HTTP until interrupted; print the base URL first.")
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.collect.httpserver",
+        description="Serve a folder over HTTP until interrupted; print the base URL first.",
+    )
     ap.add_argument("root", help="folder to serve")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     ap.add_argument("--port", type=int, default=0, help="port (default: 0, a free one)")

@@ -59,8 +59,7 @@ def _char_class(chars) -> str:
             ranges[-1][1] = c
         else:
             ranges.append([c, c])
-    return "".join("\\u%04x" % ord(a) if a == b else "\\u%04x-\\u%04x" % (ord(a), ord(b))
-                   for a, b in ranges)
+    return "".join("\\u%04x" % ord(a) if a == b else "\\u%04x-\\u%04x" % (ord(a), ord(b)) for a, b in ranges)
 
 
 # Runs of word characters. ASCII text (most alt-text) takes the simpler class, twice as
@@ -228,8 +227,9 @@ class MetaClipMatcher:
         return sorted(ids)
 
 
-def make_matcher(queries: Sequence[str | None], ignore_case: bool = False,
-                 recipe: str = "clip") -> QueryMatcher | MetaClipMatcher:
+def make_matcher(
+    queries: Sequence[str | None], ignore_case: bool = False, recipe: str = "clip"
+) -> QueryMatcher | MetaClipMatcher:
     """The matcher of a recipe. MetaCLIP matches case-sensitively only: folding case would
     no longer reproduce it, so `ignore_case` with ``metaclip`` is refused."""
     if recipe == "clip":
@@ -345,8 +345,10 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher, 
         f.close()
     ids = sorted(counts)
     with atomic_path(location(out_dir) / COUNTS_DIR / f"{name}.parquet") as tmp:
-        pq.write_table(pa.table({"query_id": pa.array(ids, pa.int32()),
-                                 "count": pa.array([counts[i] for i in ids], pa.int64())}), tmp)
+        pq.write_table(
+            pa.table({"query_id": pa.array(ids, pa.int32()), "count": pa.array([counts[i] for i in ids], pa.int64())}),
+            tmp,
+        )
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps({**stats, "params": params}, sort_keys=True) + "\n")
     return stats
@@ -389,9 +391,16 @@ def _run_part(task: tuple, out_dir: str) -> dict:
     return match_part(url, out_dir, _worker_matcher, params)
 
 
-def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1,
-               ignore_case: bool = False, progress=None, engine: Engine | None = None,
-               recipe: str = "clip") -> dict:
+def match_pool(
+    pool_glob: str,
+    queries_path: str,
+    out_dir: str,
+    workers: int = 1,
+    ignore_case: bool = False,
+    progress=None,
+    engine: Engine | None = None,
+    recipe: str = "clip",
+) -> dict:
     """Match every pool part; returns stats summed over all parts (done now or before).
 
     `recipe`: ``clip`` (`QueryMatcher`, word boundaries) or ``metaclip`` (`MetaClipMatcher`,
@@ -409,8 +418,9 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
     names = [posix_stem(u) for u in urls]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"{pool_glob}: several pool parts share a file name ({', '.join(dup)}): "
-                         "outputs are named after them")
+        raise InputError(
+            f"{pool_glob}: several pool parts share a file name ({', '.join(dup)}): outputs are named after them"
+        )
     make_matcher([], ignore_case, recipe)  # refuses a bad recipe/option before any work
     queries = read_queries(queries_path)
     base = {"ignore_case": ignore_case, "queries_sha256": queries_digest(queries)}
@@ -443,9 +453,15 @@ def match_pool(pool_glob: str, queries_path: str, out_dir: str, workers: int = 1
             bar.update(stats["rows"])
 
     try:
-        run_parts(partial(_run_part, out_dir=out_dir), [(url, params[posix_stem(url)]) for url in todo],
-                  engine or Engine(workers=workers), setup=_init_worker, setup_args=(queries_path, ignore_case, recipe),
-                  on_done=lambda task, stats: finished(task[0], stats), describe=lambda task: task[0])
+        run_parts(
+            partial(_run_part, out_dir=out_dir),
+            [(url, params[posix_stem(url)]) for url in todo],
+            engine or Engine(workers=workers),
+            setup=_init_worker,
+            setup_args=(queries_path, ignore_case, recipe),
+            on_done=lambda task, stats: finished(task[0], stats),
+            describe=lambda task: task[0],
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -74,19 +74,39 @@ SVG_SUBDIR = "openclipart-svg/usr/share/openclipart/svg"
 POOL_COLUMNS = ("url", "caption", "category", "path")
 # For the shards' dataset card (`card.py`): the packages' copyright file is the Creative
 # Commons Public Domain Dedication; openclipart.org releases its drawings as CC0 1.0.
-LICENSE = {"license": "cc0-1.0", "name": "Openclipart drawings (Debian's openclipart-png and openclipart-svg)",
-           "note": "dedicated to the public domain by their authors (the packages' copyright file: Creative "
-                   "Commons Public Domain Dedication; openclipart.org: CC0 1.0), captions from the same files' "
-                   "metadata"}
+LICENSE = {
+    "license": "cc0-1.0",
+    "name": "Openclipart drawings (Debian's openclipart-png and openclipart-svg)",
+    "note": "dedicated to the public domain by their authors (the packages' copyright file: Creative "
+    "Commons Public Domain Dedication; openclipart.org: CC0 1.0), captions from the same files' "
+    "metadata",
+}
 
 DC = "http://purl.org/dc/elements/1.1/"
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _CHUNK = 1 << 16
 
-_PLACEHOLDERS = frozenset({
-    "", "-", "--", "?", "none", "null", "nil", "n/a", "na", "unknown", "untitled",
-    "untitled document", "no title", "notitle", "title", "description", "hash",
-})
+_PLACEHOLDERS = frozenset(
+    {
+        "",
+        "-",
+        "--",
+        "?",
+        "none",
+        "null",
+        "nil",
+        "n/a",
+        "na",
+        "unknown",
+        "untitled",
+        "untitled document",
+        "no title",
+        "notitle",
+        "title",
+        "description",
+        "hash",
+    }
+)
 _HASH = re.compile(r"\bhash\(0x[0-9a-f]+\)", re.IGNORECASE)
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _HTML_TAG = re.compile(r"</?[A-Za-z!][^<>]*>")
@@ -143,8 +163,12 @@ class SampleStats:
 def _summary(values: list[int]) -> dict:
     if not values:
         return {"min": 0, "median": 0, "mean": 0.0, "max": 0}
-    return {"min": min(values), "median": statistics.median(values),
-            "mean": round(statistics.fmean(values), 1), "max": max(values)}
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "mean": round(statistics.fmean(values), 1),
+        "max": max(values),
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,8 +343,7 @@ def _walk_pngs(png_root: Path) -> tuple[list[str], dict[str, set[str]], int]:
     return files, also_in, len(links)
 
 
-def sample_rows(png_root: str | Path, svg_root: str | Path,
-                stats: SampleStats | None = None) -> Iterator[dict]:
+def sample_rows(png_root: str | Path, svg_root: str | Path, stats: SampleStats | None = None) -> Iterator[dict]:
     """One row per regular PNG with a readable SVG, in sorted path order.
 
     Keys: `path` (relative to png_root, posix), `category` (top folder), `text` (caption,
@@ -330,8 +353,10 @@ def sample_rows(png_root: str | Path, svg_root: str | Path,
     png_root, svg_root = Path(png_root), Path(svg_root)
     for root, what in ((png_root, "PNG"), (svg_root, "SVG")):
         if not root.is_dir():
-            raise InputError(f"{root}: openclipart {what} folder not found "
-                             "(fetch it with `python -m pipeline.sample_data openclipart`)")
+            raise InputError(
+                f"{root}: openclipart {what} folder not found "
+                "(fetch it with `python -m pipeline.sample_data openclipart`)"
+            )
     stats = stats if stats is not None else SampleStats()
     files, also_in, stats.png_links = _walk_pngs(png_root)
     for rel in files:
@@ -357,8 +382,7 @@ def sample_rows(png_root: str | Path, svg_root: str | Path,
             stats.captioned += 1
             stats.captioned_by_category[category] += 1
             stats.caption_chars.append(len(text))
-        yield {"path": rel, "category": category, "text": text,
-               "also_in": sorted(also_in.get(rel, set()) - {category})}
+        yield {"path": rel, "category": category, "text": text, "also_in": sorted(also_in.get(rel, set()) - {category})}
 
 
 def held_out_categories(categories: Iterable[str], fraction: float, seed: int = 0) -> list[str]:
@@ -370,7 +394,7 @@ def held_out_categories(categories: Iterable[str], fraction: float, seed: int = 
         raise ValueError(f"fraction must be within [0, 1], got {fraction}")
     names = sorted(set(categories))
     ranked = sorted(names, key=lambda c: hashlib.sha256(f"{seed}\0{c}".encode()).hexdigest())
-    return sorted(ranked[:round(fraction * len(names))])
+    return sorted(ranked[: round(fraction * len(names))])
 
 
 def pool_url(base_url: str, path: str) -> str:
@@ -383,9 +407,15 @@ def is_held_out_image(path: str, fraction: float, seed: int = 0) -> bool:
     return h / 2**64 < fraction
 
 
-def write_sample_pool(png_root: str | Path, svg_root: str | Path, base_url: str,
-                      out_path: str | Path, held_out: Iterable[str] = (),
-                      held_out_images: float = 0.0, seed: int = 0) -> dict:
+def write_sample_pool(
+    png_root: str | Path,
+    svg_root: str | Path,
+    base_url: str,
+    out_path: str | Path,
+    held_out: Iterable[str] = (),
+    held_out_images: float = 0.0,
+    seed: int = 0,
+) -> dict:
     """Write the pool parquet (`url`, `caption`, `category`, `path`) and return its stats.
 
     Rows without a caption are left out (counted as `empty_caption`), as are images filed
@@ -402,8 +432,11 @@ def write_sample_pool(png_root: str | Path, svg_root: str | Path, base_url: str,
     for row in sample_rows(png_root, svg_root, stats):
         if not row["text"]:
             continue
-        if row["category"] in held or any(c in held for c in row["also_in"]) \
-                or is_held_out_image(row["path"], held_out_images, seed):
+        if (
+            row["category"] in held
+            or any(c in held for c in row["also_in"])
+            or is_held_out_image(row["path"], held_out_images, seed)
+        ):
             held_rows += 1
             continue
         columns["url"].append(pool_url(base_url, row["path"]))
@@ -414,19 +447,39 @@ def write_sample_pool(png_root: str | Path, svg_root: str | Path, base_url: str,
     with atomic_path(out_path) as tmp:
         pq.write_table(table, tmp)
     result = stats.to_dict()
-    result.update({"held_out_categories": held, "held_out_image_fraction": held_out_images,
-                   "held_out_rows": held_rows,
-                   "pool_rows": table.num_rows, "out": str(out_path), "base_url": base_url})
+    result.update(
+        {
+            "held_out_categories": held,
+            "held_out_image_fraction": held_out_images,
+            "held_out_rows": held_rows,
+            "pool_rows": table.num_rows,
+            "out": str(out_path),
+            "base_url": base_url,
+        }
+    )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.collect.openclipart",
-                                 description="Write the openclipart sample pool (parquet) and print its stats (JSON).")
-    ap.add_argument("--cache", default=".cache/sample", help="sample cache holding openclipart-png/ and openclipart-svg/ (default: %(default)s)")
-    ap.add_argument("--base-url", required=True, help="URL under which the PNG folder is served, e.g. http://127.0.0.1:8000")
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.collect.openclipart",
+        description="Write the openclipart sample pool (parquet) and print its stats (JSON).",
+    )
+    ap.add_argument(
+        "--cache",
+        default=".cache/sample",
+        help="sample cache holding openclipart-png/ and openclipart-svg/ (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--base-url", required=True, help="URL under which the PNG folder is served, e.g. http://127.0.0.1:8000"
+    )
     ap.add_argument("--out", required=True, help="output parquet file")
-    ap.add_argument("--hold-out-fraction", type=float, default=0.0, help="share of categories left out of the pool for zero-shot evaluation (default: %(default)s)")
+    ap.add_argument(
+        "--hold-out-fraction",
+        type=float,
+        default=0.0,
+        help="share of categories left out of the pool for zero-shot evaluation (default: %(default)s)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default: %(default)s)")
     ap.add_argument("--stats", help="also write the stats JSON to this file")
     args = ap.parse_args(argv)

@@ -138,8 +138,14 @@ DROP_KEYS = (
 STAT_KEYS = ("rows_in", "kept", *DROP_KEYS, "text_truncated", "keep_cols_bad_encoding", *WAT_STAT_KEYS)
 
 _COMPRESSIONS = {"gz": "gzip", "gzip": "gzip", "zst": "zstd", "zstd": "zstd", "bz2": "bz2", "xz": "xz"}
-_TABLE_FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv",
-                  "jsonl": "jsonl", "ndjson": "jsonl"}
+_TABLE_FORMATS = {
+    "parquet": "parquet",
+    "pq": "parquet",
+    "csv": "csv",
+    "tsv": "tsv",
+    "jsonl": "jsonl",
+    "ndjson": "jsonl",
+}
 
 
 # --------------------------------------------------------------------------- formats
@@ -213,9 +219,14 @@ def _decode_extra(values: list, st: dict) -> list:
 
 
 def _is_stringish(t: pa.DataType) -> bool:
-    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
-            or pa.types.is_large_binary(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
-            or getattr(pa.types, "is_binary_view", lambda _: False)(t))
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or getattr(pa.types, "is_string_view", lambda _: False)(t)
+        or getattr(pa.types, "is_binary_view", lambda _: False)(t)
+    )
 
 
 def _arrow_values(arr: pa.Array) -> list:
@@ -236,8 +247,10 @@ def _arrow_extra(arr: pa.Array, st: dict) -> list:
     if _is_stringish(t):
         return _decode_extra(_arrow_values(arr), st)
     if pa.types.is_nested(t):
-        return [None if v is None else json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
-                for v in arr.to_pylist()]
+        return [
+            None if v is None else json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
+            for v in arr.to_pylist()
+        ]
     try:
         return arr.cast(pa.string()).to_pylist()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -272,8 +285,7 @@ def _read_csv(path: str, compression: str | None, delimiter: str, p: _Params, st
         bad[0] += 1
         return "skip"
 
-    parse_opts = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
-                                    invalid_row_handler=skip_invalid)
+    parse_opts = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip_invalid)
     with fsspec.open(path, "rb", compression=compression) as f:
         try:
             names = pacsv.open_csv(f, read_options=read_opts, parse_options=parse_opts).schema.names
@@ -294,8 +306,11 @@ def _read_csv(path: str, compression: str | None, delimiter: str, p: _Params, st
                 st["rows_in"] += bad[0]
                 st["dropped_malformed"] += bad[0]
                 bad[0] = 0
-            yield (batch.column(p.url_col).to_pylist(), batch.column(p.text_col).to_pylist(),
-                   [_decode_extra(batch.column(c).to_pylist(), st) for c in p.keep_cols])
+            yield (
+                batch.column(p.url_col).to_pylist(),
+                batch.column(p.text_col).to_pylist(),
+                [_decode_extra(batch.column(c).to_pylist(), st) for c in p.keep_cols],
+            )
         if bad[0]:
             st["rows_in"] += bad[0]
             st["dropped_malformed"] += bad[0]
@@ -408,8 +423,13 @@ def _read_source(path: str, p: _Params, st: dict) -> Iterator[tuple]:
 
 
 def _spill_schema(keep_cols: tuple) -> pa.Schema:
-    fields = [pa.field("pos", pa.int64()), pa.field("h", pa.uint64()), pa.field("uid", pa.string()),
-              pa.field("url", pa.string()), pa.field("text", pa.string())]
+    fields = [
+        pa.field("pos", pa.int64()),
+        pa.field("h", pa.uint64()),
+        pa.field("uid", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("text", pa.string()),
+    ]
     fields += [pa.field(f"x{j}", pa.string()) for j in range(len(keep_cols))]
     return pa.schema(fields)
 
@@ -458,8 +478,8 @@ def _write_keys(hashes: list[np.ndarray], base: int, path: Path) -> None:
     out[0] = 0
     np.cumsum(np.bincount(fine, minlength=FINE_BUCKETS), out=out[1:head])
     del fine
-    np.add(order, base, out=out[head:head + n])
-    out[head + n:] = h[order].view(np.int64)
+    np.add(order, base, out=out[head : head + n])
+    out[head + n :] = h[order].view(np.int64)
     del order, h
     _save_npy(out, path)
 
@@ -528,8 +548,15 @@ def _filter_batch(urls: list, texts: list, extras: list[list], st: dict, p: _Par
             c_extra = cols[5:]
 
 
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError, UnicodeDecodeError, zlib.error, lzma.LZMAError,
-                zstandard.ZstdError)
+_READ_ERRORS = (
+    pa.ArrowException,
+    OSError,
+    EOFError,
+    UnicodeDecodeError,
+    zlib.error,
+    lzma.LZMAError,
+    zstandard.ZstdError,
+)
 
 
 def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params: dict) -> dict:
@@ -549,8 +576,7 @@ def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params
         except _READ_ERRORS as e:
             why = _first_line(e)
             if "straddl" in why:
-                why = (f"a CSV row is longer than {CSV_BLOCK_BYTES >> 20} MiB, or a quoted field is never "
-                       f"closed ({why})")
+                why = f"a CSV row is longer than {CSV_BLOCK_BYTES >> 20} MiB, or a quoted field is never closed ({why})"
             raise InputError(f"{path}: cannot be read as {input_format(path)[0]}: {why}") from None
         spill.close()
         publish(tmp, spill_path_p)
@@ -568,8 +594,21 @@ def _spill_input(index: int, path: str, spill_path: str, stats_path: str, params
 # --------------------------------------------------------------------------- phase 2: dedup
 
 
-_UNITS = {"B": 1, "BYTE": 1, "BYTES": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "PB": 10**15, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40, "PIB": 1 << 50}
+_UNITS = {
+    "B": 1,
+    "BYTE": 1,
+    "BYTES": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "PB": 10**15,
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+    "TIB": 1 << 40,
+    "PIB": 1 << 50,
+}
 
 
 def _sql_str(s: str) -> str:
@@ -614,8 +653,8 @@ def _dedup_bucket(task: tuple) -> np.ndarray:
         n = (arr.shape[0] - head) // 2
         a, z = int(arr[lo]), int(arr[hi])
         if z > a:
-            ps.append(np.array(arr[head + a:head + z]))
-            hs.append(np.array(arr[head + n + a:head + n + z]))
+            ps.append(np.array(arr[head + a : head + z]))
+            hs.append(np.array(arr[head + n + a : head + n + z]))
         del arr
     h = np.concatenate(hs) if hs else np.empty(0, np.int64)
     pos = np.concatenate(ps) if ps else np.empty(0, np.int64)
@@ -722,7 +761,7 @@ def _read_dups(pieces: list, n_inputs: int) -> np.ndarray:
     arrays = []
     for path, start, count in pieces:
         arr = load_npy(path)
-        arrays.append(np.array(arr[n_inputs + start:n_inputs + start + count]))
+        arrays.append(np.array(arr[n_inputs + start : n_inputs + start + count]))
         del arr
     dups = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
     dups.sort()
@@ -761,9 +800,11 @@ def _write_parts(task: dict) -> dict:
         writer.abort()
         raise
     if removed != len(dups) or writer.rows != task["kept"] or writer.parts != task["parts"]:
-        raise RuntimeError(f"pool: {source}: wrote {writer.rows} rows in {len(writer.parts)} parts, removed "
-                           f"{removed} of {len(dups)} duplicates; expected {task['kept']} rows in "
-                           f"{len(task['parts'])} parts")
+        raise RuntimeError(
+            f"pool: {source}: wrote {writer.rows} rows in {len(writer.parts)} parts, removed "
+            f"{removed} of {len(dups)} duplicates; expected {task['kept']} rows in "
+            f"{len(task['parts'])} parts"
+        )
     result = {"parts": writer.parts, "kept": writer.rows, "removed": removed}
     with atomic_path(task["marker"]) as tmp:
         tmp.write_text(json.dumps(result, sort_keys=True))
@@ -797,8 +838,9 @@ def _spill_task(task: tuple) -> dict:
 
 def _run_spills(tasks: list[tuple], engine: Engine, done: Callable[[dict], None]) -> None:
     """Phase 1 for the inputs not spilled yet; `done(stats)` after each (in completion order)."""
-    run_parts(_spill_task, tasks, _engine_for(engine, len(tasks)), on_done=lambda task, st: done(st),
-              describe=lambda t: t[1])
+    run_parts(
+        _spill_task, tasks, _engine_for(engine, len(tasks)), on_done=lambda task, st: done(st), describe=lambda t: t[1]
+    )
 
 
 _KEY_FILES: list[str] = []  # per worker process: every input's key file, in input order
@@ -896,8 +938,7 @@ def build_pool(
     params = asdict(_Params(url_col, text_col, keep_cols, bool(allow_private_hosts), int(max_text_chars)))
     params["keep_cols"] = list(keep_cols)
     fingerprints = [file_fingerprint(f) for f in files]
-    run = {"version": FORMAT_VERSION, "params": params, "rows_per_part": int(rows_per_part),
-           "inputs": fingerprints}
+    run = {"version": FORMAT_VERSION, "params": params, "rows_per_part": int(rows_per_part), "inputs": fingerprints}
 
     out = location(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -917,8 +958,9 @@ def build_pool(
     spills: list[tuple[Path, Path]] = []
     tasks = []
     for i, (path, fp) in enumerate(zip(files, fingerprints)):
-        key = _short_hash({"version": FORMAT_VERSION, "index": i, "input": fp, "params": params,
-                           "fine_bits": FINE_BITS})
+        key = _short_hash(
+            {"version": FORMAT_VERSION, "index": i, "input": fp, "params": params, "fine_bits": FINE_BITS}
+        )
         sp, stp = work / f"in-{i:05d}-{key}.parquet", work / f"in-{i:05d}-{key}.json"
         spills.append((sp, stp))
         if not (sp.is_file() and _keys_path(sp).is_file() and stp.is_file()):
@@ -938,8 +980,19 @@ def build_pool(
         if bar is not None and len(tasks) < len(files):
             bar.update(len(files) - len(tasks))  # finished by an earlier, interrupted run
         _run_spills(tasks, engine, input_done)
-        stats = _finish(files, spills, run, out, work, keep_cols, int(rows_per_part), memory_bytes,
-                        None if buckets is None else int(buckets), engine, t0)
+        stats = _finish(
+            files,
+            spills,
+            run,
+            out,
+            work,
+            keep_cols,
+            int(rows_per_part),
+            memory_bytes,
+            None if buckets is None else int(buckets),
+            engine,
+            t0,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -960,9 +1013,19 @@ def _auto_buckets(keys: int, memory_bytes: int) -> int:
     return min(FINE_BUCKETS, max(1, -(-keys // per_bucket)))
 
 
-def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: Path, work: Path,
-            keep_cols: tuple, rows_per_part: int, memory_bytes: int, buckets: int | None,
-            engine: Engine, t0: float) -> dict:
+def _finish(
+    files: list[str],
+    spills: list[tuple[Path, Path]],
+    run: dict,
+    out: Path,
+    work: Path,
+    keep_cols: tuple,
+    rows_per_part: int,
+    memory_bytes: int,
+    buckets: int | None,
+    engine: Engine,
+    t0: float,
+) -> dict:
     """Phases 2 and 3 and the stats file, once every input is spilled. The driver only sums
     per-input and per-bucket counts; every pass over rows is a part task on `engine`."""
     stats_path = out / "_stats.json"
@@ -1005,8 +1068,14 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
         else:
             counts[b] = stored
     key_files = [str(_keys_path(sp)) for sp, _ in spills]
-    results = run_parts(_bucket_task, tasks, _engine_for(engine, len(tasks)), setup=_set_key_files,
-                        setup_args=(key_files,), describe=lambda t: f"dedup bucket {location(t[2]).name}")
+    results = run_parts(
+        _bucket_task,
+        tasks,
+        _engine_for(engine, len(tasks)),
+        setup=_set_key_files,
+        setup_args=(key_files,),
+        describe=lambda t: f"dedup bucket {location(t[2]).name}",
+    )
     for b, c in zip(todo, results):
         counts[b] = c
 
@@ -1031,9 +1100,13 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
     finished = set()
     for i, m in enumerate(markers):
         rec = _read_marker(m) if m.is_file() else None
-        if (rec is not None and rec.get("parts") == expected[i] and rec.get("kept") == kept[i]
-                and rec.get("removed") == int(dup_per_input[i])
-                and all((out / name).is_file() for name in expected[i])):
+        if (
+            rec is not None
+            and rec.get("parts") == expected[i]
+            and rec.get("kept") == kept[i]
+            and rec.get("removed") == int(dup_per_input[i])
+            and all((out / name).is_file() for name in expected[i])
+        ):
             finished.add(i)
         elif m.exists():
             m.unlink()
@@ -1045,12 +1118,22 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
     for i, ((sp, _), path) in enumerate(zip(spills, files)):
         if i in finished or not expected[i]:
             continue  # done, or nothing kept (no part to write)
-        pieces = [(str(dup_paths[b]), int(starts[b, i]), int(counts[b, i]))
-                  for b in np.flatnonzero(counts[:, i])]
-        tasks.append({"spill": str(sp), "source": path, "pieces": pieces, "n_inputs": n_inputs,
-                      "first_part": firsts[i], "parts": expected[i], "kept": kept[i],
-                      "out_dir": str(out), "keep_cols": list(keep_cols), "rows_per_part": rows_per_part,
-                      "marker": str(markers[i])})
+        pieces = [(str(dup_paths[b]), int(starts[b, i]), int(counts[b, i])) for b in np.flatnonzero(counts[:, i])]
+        tasks.append(
+            {
+                "spill": str(sp),
+                "source": path,
+                "pieces": pieces,
+                "n_inputs": n_inputs,
+                "first_part": firsts[i],
+                "parts": expected[i],
+                "kept": kept[i],
+                "out_dir": str(out),
+                "keep_cols": list(keep_cols),
+                "rows_per_part": rows_per_part,
+                "marker": str(markers[i]),
+            }
+        )
     run_parts(_write_parts, tasks, _engine_for(engine, len(tasks)), describe=lambda t: t["source"])
     parts = [name for names in expected for name in names]
     if not parts:  # nothing kept at all: one empty part keeps `read_parquet(part-*)` working
@@ -1062,12 +1145,20 @@ def _finish(files: list[str], spills: list[tuple[Path, Path]], run: dict, out: P
     totals["kept"] -= totals["dropped_duplicate"]
     dropped = sum(totals[k] for k in DROP_KEYS)
     if totals["rows_in"] != totals["kept"] + dropped or totals["kept"] != sum(kept):
-        raise RuntimeError(f"pool accounting broken: rows_in {totals['rows_in']} != kept "
-                           f"{totals['kept']} + dropped {dropped}")
+        raise RuntimeError(
+            f"pool accounting broken: rows_in {totals['rows_in']} != kept {totals['kept']} + dropped {dropped}"
+        )
 
-    stats = {**totals, "files": len(files), "empty_inputs": len(empty), "parts": parts,
-             "columns": list(_out_schema(keep_cols).names),
-             "inputs": per_input, "seconds": round(time.time() - t0, 3), "run": run}
+    stats = {
+        **totals,
+        "files": len(files),
+        "empty_inputs": len(empty),
+        "parts": parts,
+        "columns": list(_out_schema(keep_cols).names),
+        "inputs": per_input,
+        "seconds": round(time.time() - t0, 3),
+        "run": run,
+    }
     with atomic_path(stats_path) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     rmtree(work)

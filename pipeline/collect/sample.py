@@ -53,8 +53,10 @@ def choose_port(port_file: Path, requested: int | None, log) -> int:
         previous = PREFERRED_PORT
     if _port_free(previous):
         return previous
-    log(f"sample: port {previous} is in use; serving on a free port instead, so URLs, uids and the "
-        f"balanced selection differ from runs on port {previous}")
+    log(
+        f"sample: port {previous} is in use; serving on a free port instead, so URLs, uids and the "
+        f"balanced selection differ from runs on port {previous}"
+    )
     return 0
 
 
@@ -74,12 +76,20 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
             stats_file = sample_dir / "openclipart_pool_stats.json"
             previous = json.loads(stats_file.read_text()) if stats_file.exists() else {}
             if not pool_file.exists() or previous.get("base_url") != base_url:
-                stats = write_sample_pool(png_root, svg_root, base_url, pool_file,
-                                          held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED)
+                stats = write_sample_pool(
+                    png_root, svg_root, base_url, pool_file, held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED
+                )
                 write_json(stats_file, stats)
             _log(p)(f"sample: serving {png_root} at {base_url}")
-            run_all(replace(p, pool=[str(pool_file)], allow_private_hosts=True, keep_col=["category", "path"],
-                            licenses={str(pool_file): LICENSE}))
+            run_all(
+                replace(
+                    p,
+                    pool=[str(pool_file)],
+                    allow_private_hosts=True,
+                    keep_col=["category", "path"],
+                    licenses={str(pool_file): LICENSE},
+                )
+            )
         # Only now: the port file names the port of a finished dataset, so a failed or
         # refused run can never make the next rerun discard it for a different port.
         with atomic_path(port_file) as tmp:

@@ -64,8 +64,13 @@ class ShardParams:
     licenses: dict[str, dict] = field(default_factory=dict)
 
     def distributor(self) -> Engine:
-        return Engine(self.engine, self.workers, self.ray_address, self.max_part_retries,
-                      env=(("OPENCV_IO_MAX_IMAGE_PIXELS", str(self.max_image_pixels)),))
+        return Engine(
+            self.engine,
+            self.workers,
+            self.ray_address,
+            self.max_part_retries,
+            env=(("OPENCV_IO_MAX_IMAGE_PIXELS", str(self.max_image_pixels)),),
+        )
 
 
 def _log(p: ShardParams) -> Callable[[str], None]:
@@ -103,7 +108,6 @@ def _finish(key_file: Path, key: str) -> str:
     return key
 
 
-
 def run_pool(p: ShardParams, upstream: str = "") -> str:
     from .pool import build_pool
 
@@ -111,20 +115,38 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
         raise InputError("no --pool given: name at least one pool file (table or WAT)")
     inputs = expand_inputs(p.pool, "pool")
     cur = location(p.out) / "curation"
-    key = _key(upstream, {"inputs": [file_fingerprint(u) for u in inputs], "url_col": p.url_col,
-                          "text_col": p.text_col, "keep_col": p.keep_col,
-                          "allow_private_hosts": p.allow_private_hosts, "rows_per_part": p.rows_per_part})
+    key = _key(
+        upstream,
+        {
+            "inputs": [file_fingerprint(u) for u in inputs],
+            "url_col": p.url_col,
+            "text_col": p.text_col,
+            "keep_col": p.keep_col,
+            "allow_private_hosts": p.allow_private_hosts,
+            "rows_per_part": p.rows_per_part,
+        },
+    )
     _claim([cur / "pool", cur / "pool_stats.json"], cur / "keys" / "pool", key, _log(p))
-    stats = build_pool(inputs, str(cur / "pool"), url_col=p.url_col, text_col=p.text_col,
-                       keep_cols=tuple(p.keep_col), allow_private_hosts=p.allow_private_hosts,
-                       workers=p.workers, rows_per_part=p.rows_per_part, memory_limit=p.memory_limit,
-                       progress=bar_factory(p.quiet, "pool", "file"), engine=p.distributor())
-    licenses = {path: info for pattern, info in sorted(p.licenses.items())
-                for path in expand_inputs(pattern, "pool")}
+    stats = build_pool(
+        inputs,
+        str(cur / "pool"),
+        url_col=p.url_col,
+        text_col=p.text_col,
+        keep_cols=tuple(p.keep_col),
+        allow_private_hosts=p.allow_private_hosts,
+        workers=p.workers,
+        rows_per_part=p.rows_per_part,
+        memory_limit=p.memory_limit,
+        progress=bar_factory(p.quiet, "pool", "file"),
+        engine=p.distributor(),
+    )
+    licenses = {path: info for pattern, info in sorted(p.licenses.items()) for path in expand_inputs(pattern, "pool")}
     write_json(cur / "pool_stats.json", {**stats, "licenses": licenses} if licenses else stats)
     if stats.get("empty_inputs"):
-        _log(p)(f"pool: {stats['empty_inputs']:,} of {stats.get('files', len(inputs)):,} inputs have no rows "
-                "(see pool_stats.json)")
+        _log(p)(
+            f"pool: {stats['empty_inputs']:,} of {stats.get('files', len(inputs)):,} inputs have no rows "
+            "(see pool_stats.json)"
+        )
     _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
     return _finish(cur / "keys" / "pool", key)
 
@@ -160,9 +182,16 @@ def run_match(p: ShardParams, upstream: str) -> str:
     key = _key(upstream, settings)
     _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
     pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
-    stats = match_pool(pool_glob, p.queries, str(cur / "matches"),
-                       workers=p.workers, ignore_case=p.ignore_case, progress=bar_factory(p.quiet, "match", "text"),
-                       engine=p.distributor(), recipe=p.recipe)
+    stats = match_pool(
+        pool_glob,
+        p.queries,
+        str(cur / "matches"),
+        workers=p.workers,
+        ignore_case=p.ignore_case,
+        progress=bar_factory(p.quiet, "match", "text"),
+        engine=p.distributor(),
+        recipe=p.recipe,
+    )
     write_json(cur / "match_stats.json", {**stats, "recipe": p.recipe, "queries_built_with": built})
     _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(cur / "keys" / "match", key)
@@ -173,13 +202,26 @@ def run_balance(p: ShardParams, upstream: str) -> str:
 
     cur = location(p.out) / "curation"
     key = _key(upstream, {"per_query": p.per_query, "seed": p.seed, "queries": _queries_fingerprint(p.queries)})
-    _claim([cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"], cur / "keys" / "balance",
-           key, _log(p))
-    stats = balance(cur, p.queries, per_query=p.per_query, seed=p.seed, workers=p.workers,
-                    memory_limit=p.memory_limit, progress=bar_factory(p.quiet, "balance", "part"),
-                    engine=p.distributor())
-    _log(p)(f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
-            f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})")
+    _claim(
+        [cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"],
+        cur / "keys" / "balance",
+        key,
+        _log(p),
+    )
+    stats = balance(
+        cur,
+        p.queries,
+        per_query=p.per_query,
+        seed=p.seed,
+        workers=p.workers,
+        memory_limit=p.memory_limit,
+        progress=bar_factory(p.quiet, "balance", "part"),
+        engine=p.distributor(),
+    )
+    _log(p)(
+        f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
+        f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})"
+    )
     return _finish(cur / "keys" / "balance", key)
 
 
@@ -189,16 +231,33 @@ def run_download(p: ShardParams, upstream: str) -> str:
 
     out = location(p.out)
     cur = out / "curation"
-    key = _key(upstream, {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard,
-                          "max_image_pixels": p.max_image_pixels})
+    key = _key(
+        upstream,
+        {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard, "max_image_pixels": p.max_image_pixels},
+    )
     shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", "[0-9]*_stats.json") for f in out.glob(pat)]
-    _claim([*shard_files, out / "_tmp", out / SIZES, out / CARD, cur / "download_stats.json"],
-           cur / "keys" / "download", key, _log(p))
-    stats = download(cur, out, image_size=p.image_size, processes=p.processes, threads=p.threads,
-                     samples_per_shard=p.samples_per_shard, timeout=p.timeout, retries=p.retries,
-                     download_deadline=p.download_deadline, max_bytes=p.max_bytes,
-                     max_image_pixels=p.max_image_pixels, quiet=p.quiet, allow_private_hosts=p.allow_private_hosts,
-                     engine=p.distributor())
+    _claim(
+        [*shard_files, out / "_tmp", out / SIZES, out / CARD, cur / "download_stats.json"],
+        cur / "keys" / "download",
+        key,
+        _log(p),
+    )
+    stats = download(
+        cur,
+        out,
+        image_size=p.image_size,
+        processes=p.processes,
+        threads=p.threads,
+        samples_per_shard=p.samples_per_shard,
+        timeout=p.timeout,
+        retries=p.retries,
+        download_deadline=p.download_deadline,
+        max_bytes=p.max_bytes,
+        max_image_pixels=p.max_image_pixels,
+        quiet=p.quiet,
+        allow_private_hosts=p.allow_private_hosts,
+        engine=p.distributor(),
+    )
     _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
     return _finish(cur / "keys" / "download", key)
 

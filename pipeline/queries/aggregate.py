@@ -75,8 +75,10 @@ class Aggregates:
         uni_parts = _parts(self.work_dir, "uni")
         has_docs = "d" in {row[0] for row in c.execute(f"DESCRIBE SELECT * FROM read_parquet({uni_parts})").fetchall()}
         if has_docs:
-            c.execute(f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({uni_parts}) "
-                      f"GROUP BY w HAVING sum(d) >= {int(min_doc_freq)}")
+            c.execute(
+                f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({uni_parts}) "
+                f"GROUP BY w HAVING sum(d) >= {int(min_doc_freq)}"
+            )
         elif min_doc_freq > 1:
             raise ValueError("min_doc_freq needs counts with document frequencies (the metaclip recipe's)")
         else:
@@ -146,24 +148,24 @@ class Aggregates:
 
     def dump_titles(self) -> Iterator[tuple[str, None]]:
         """Article titles in dump order (used when no pageviews are given)."""
-        return self._stream(
-            "SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos"
-        )
+        return self._stream("SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos")
 
-    def viewed_titles(self, pageview_dir, min_views: int, dump_articles_only: bool = True
-                      ) -> Iterator[tuple[str, int]]:
+    def viewed_titles(self, pageview_dir, min_views: int, dump_articles_only: bool = True) -> Iterator[tuple[str, int]]:
         """Titles whose summed views reach min_views, most viewed first; titles with ':'
         are dropped. `dump_articles_only`: only titles of the dump's articles (clip);
         otherwise every viewed title, redirects and missing pages included (metaclip)."""
         pageview_dir = storage.location(pageview_dir)
         self._register(pageview_dir)
-        join = ("JOIN (SELECT DISTINCT title FROM titles WHERE NOT contains(title, ':')) a USING (title)"
-                if dump_articles_only else "")
+        join = (
+            "JOIN (SELECT DISTINCT title FROM titles WHERE NOT contains(title, ':')) a USING (title)"
+            if dump_articles_only
+            else ""
+        )
         return self._stream(
             f"""
             WITH views AS (
                 SELECT title, sum(views)::BIGINT AS views
-                FROM read_parquet({_parts(pageview_dir, 'parts')}) GROUP BY title HAVING sum(views) >= ?
+                FROM read_parquet({_parts(pageview_dir, "parts")}) GROUP BY title HAVING sum(views) >= ?
             )
             SELECT v.title, v.views FROM views v {join}
             WHERE NOT contains(v.title, ':')

@@ -36,13 +36,15 @@ from .wordnet import read_head_words
 
 SOURCES = ("wordnet", "unigram", "bigram", "title")
 
-SCHEMA = pa.schema([
-    ("query", pa.string()),
-    ("source", pa.string()),
-    ("count", pa.int64()),
-    ("pmi", pa.float64()),
-    ("views", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("source", pa.string()),
+        ("count", pa.int64()),
+        ("pmi", pa.float64()),
+        ("views", pa.int64()),
+    ]
+)
 
 
 @dataclass
@@ -76,8 +78,19 @@ class QueryParams:
     quiet: bool = False
 
 
-RULE_NAMES = ("min_count", "max_unigrams", "unigram_case", "min_doc_freq", "min_bigram_count", "min_pmi",
-              "max_bigrams", "min_views", "min_hourly_views", "max_titles", "size")
+RULE_NAMES = (
+    "min_count",
+    "max_unigrams",
+    "unigram_case",
+    "min_doc_freq",
+    "min_bigram_count",
+    "min_pmi",
+    "max_bigrams",
+    "min_views",
+    "min_hourly_views",
+    "max_titles",
+    "size",
+)
 
 
 def rules_of(p: QueryParams) -> Rules:
@@ -118,8 +131,13 @@ def build_queries(p: QueryParams) -> dict:
 
         engine = Engine(p.engine, p.workers, p.ray_address, p.max_part_retries)
         dump_stats = count_dumps(
-            dumps, work / "dump", workers=p.workers, chunk_mb=p.chunk_mb,
-            progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True), log=log, engine=engine,
+            dumps,
+            work / "dump",
+            workers=p.workers,
+            chunk_mb=p.chunk_mb,
+            progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True),
+            log=log,
+            engine=engine,
             recipe=rules.recipe,
         )
         t = lap("count_dump", t)
@@ -128,14 +146,20 @@ def build_queries(p: QueryParams) -> dict:
         pv_glob = None
         if pageviews:
             pv_glob, pv_stats = count_pageviews(
-                pageviews, work / "pageviews", workers=p.workers, recipe=rules.recipe,
+                pageviews,
+                work / "pageviews",
+                workers=p.workers,
+                recipe=rules.recipe,
                 min_hourly_views=rules.min_hourly_views,
-                progress_factory=bar_factory(p.quiet, "pageviews", "file"), engine=engine,
+                progress_factory=bar_factory(p.quiet, "pageviews", "file"),
+                engine=engine,
             )
             t = lap("count_pageviews", t)
         else:
-            log("no --pageviews given: titles come from the dump's article titles, in dump order, "
-                "with no view threshold")
+            log(
+                "no --pageviews given: titles come from the dump's article titles, in dump order, "
+                "with no view threshold"
+            )
 
         agg = Aggregates(work / "dump", memory_limit=p.memory_limit, threads=p.workers)
         try:
@@ -163,7 +187,11 @@ def build_queries(p: QueryParams) -> dict:
             "titles_from": "pageviews" if pageviews else "dump (no pageviews given)",
             "total": len(rows),
             "sources": report,
-            "wordnet": {"synsets": wn.synsets, "synsets_by_pos": wn.synsets_by_pos, "distinct_head_words": len(wn.words)},
+            "wordnet": {
+                "synsets": wn.synsets,
+                "synsets_by_pos": wn.synsets_by_pos,
+                "distinct_head_words": len(wn.words),
+            },
             "dump": {**dump_stats, **agg_stats},
             "pageviews": pv_stats,
             "timings_s": timings,
@@ -174,19 +202,24 @@ def build_queries(p: QueryParams) -> dict:
         write_outputs(out, rows, build)
         if not p.keep_work and not p.work_dir:
             storage.rmtree(work)
-        log(f"wrote {len(rows):,} queries to {storage.url(out)}/ (recipe {rules.recipe}): "
-            + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES))
+        log(
+            f"wrote {len(rows):,} queries to {storage.url(out)}/ (recipe {rules.recipe}): "
+            + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES)
+        )
         return build
 
 
-def select_queries(agg: Aggregates, rules: Rules, wordnet_words: list[str], pageview_dir=None
-                   ) -> tuple[list[Row], dict]:
+def select_queries(
+    agg: Aggregates, rules: Rules, wordnet_words: list[str], pageview_dir=None
+) -> tuple[list[Row], dict]:
     """The recipe's selection over built aggregates: the list and its per-source report.
     `pageview_dir` holds the summed pageview parts; without it, titles come from the dump."""
     titles: Iterator[Row]
     if pageview_dir is not None:
-        titles = (Row(q, "title", views=v) for q, v in
-                  agg.viewed_titles(pageview_dir, rules.min_views, dump_articles_only=rules.recipe == "clip"))
+        titles = (
+            Row(q, "title", views=v)
+            for q, v in agg.viewed_titles(pageview_dir, rules.min_views, dump_articles_only=rules.recipe == "clip")
+        )
     else:
         titles = (Row(q, "title") for q, _ in agg.dump_titles())
     metaclip = rules.recipe == "metaclip"
@@ -194,10 +227,16 @@ def select_queries(agg: Aggregates, rules: Rules, wordnet_words: list[str], page
     rows, report = combine(
         [
             ("wordnet", (Row(w, "wordnet") for w in wordnet), None),
-            ("unigram", (Row(w, "unigram", count=c) for w, c in agg.unigrams(rules.min_count, rules.unigram_case)),
-             rules.max_unigrams),
-            ("bigram", (Row(b, "bigram", count=c, pmi=pmi) for b, c, pmi in agg.bigrams(rules.min_pmi)),
-             rules.max_bigrams),
+            (
+                "unigram",
+                (Row(w, "unigram", count=c) for w, c in agg.unigrams(rules.min_count, rules.unigram_case)),
+                rules.max_unigrams,
+            ),
+            (
+                "bigram",
+                (Row(b, "bigram", count=c, pmi=pmi) for b, c, pmi in agg.bigrams(rules.min_pmi)),
+                rules.max_bigrams,
+            ),
             ("title", titles, rules.max_titles),
         ],
         rules.size,
@@ -227,9 +266,11 @@ def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
     )
     if not storage.is_remote(out):  # an object store has no folders to make
         out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "queries.parquet") as tmp_parquet, \
-            atomic_path(out / "queries.txt") as tmp_txt, \
-            atomic_path(out / "build.json") as tmp_json:
+    with (
+        atomic_path(out / "queries.parquet") as tmp_parquet,
+        atomic_path(out / "queries.txt") as tmp_txt,
+        atomic_path(out / "build.json") as tmp_json,
+    ):
         pq.write_table(table, tmp_parquet, compression="zstd")
         tmp_txt.write_text("".join(r.query + "\n" for r in rows), encoding="utf-8")
         tmp_json.write_text(json.dumps(build, indent=2, sort_keys=False) + "\n", encoding="utf-8")

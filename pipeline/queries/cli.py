@@ -83,59 +83,99 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         name,
         help="build CLIP's query list from Wikipedia, pageviews and WordNet",
         description="Build CLIP's query list (up to 500,000 queries) from a Wikipedia dump, "
-                    "Wikipedia pageviews and WordNet, as described in the CLIP paper (sec. 2.2).",
+        "Wikipedia pageviews and WordNet, as described in the CLIP paper (sec. 2.2).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     i = p.add_argument_group("inputs (path, glob or fsspec URL)")
-    i.add_argument("--wiki-dump", action="append", required=True, metavar="PATH",
-                   help="MediaWiki pages-articles XML dump (.xml, .bz2, .gz); repeatable")
-    i.add_argument("--wordnet", required=True, metavar="DIR",
-                   help="WordNet 3.0 database folder (Debian /usr/share/wordnet or nltk_data corpora/wordnet)")
-    i.add_argument("--pageviews", action="append", default=[], metavar="PATH",
-                   help="Wikimedia pageview files: hourly pageviews-*.gz or daily/monthly "
-                        "pageview_complete; only en / en.wikipedia lines are used; repeatable")
-    i.add_argument("--out", default="query_lists",
-                   help="output folder, local or fsspec URL (default: %(default)s)")
+    i.add_argument(
+        "--wiki-dump",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="MediaWiki pages-articles XML dump (.xml, .bz2, .gz); repeatable",
+    )
+    i.add_argument(
+        "--wordnet",
+        required=True,
+        metavar="DIR",
+        help="WordNet 3.0 database folder (Debian /usr/share/wordnet or nltk_data corpora/wordnet)",
+    )
+    i.add_argument(
+        "--pageviews",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Wikimedia pageview files: hourly pageviews-*.gz or daily/monthly "
+        "pageview_complete; only en / en.wikipedia lines are used; repeatable",
+    )
+    i.add_argument("--out", default="query_lists", help="output folder, local or fsspec URL (default: %(default)s)")
 
-    p.add_argument("--recipe", choices=RECIPES, default="clip",
-                   help="clip: our reading of the paper (bigrams: top --max-bigrams by PMI among pairs seen "
-                        ">= --min-bigram-count times); metaclip: MetaCLIP v1's released rules, exactly "
-                        "(see below) (default: %(default)s)")
-    t = p.add_argument_group("thresholds and caps (defaults per recipe: clip / metaclip; "
-                             "a cap or the PMI floor may be 'none')")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="clip",
+        help="clip: our reading of the paper (bigrams: top --max-bigrams by PMI among pairs seen "
+        ">= --min-bigram-count times); metaclip: MetaCLIP v1's released rules, exactly "
+        "(see below) (default: %(default)s)",
+    )
+    t = p.add_argument_group(
+        "thresholds and caps (defaults per recipe: clip / metaclip; a cap or the PMI floor may be 'none')"
+    )
     d = {name: (DEFAULTS["clip"][name], DEFAULTS["metaclip"][name]) for name in DEFAULTS["clip"]}
 
     def dflt(name: str) -> str:
         def show(v):
             return "none" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
+
         return f"(default: {show(d[name][0])} / {show(d[name][1])})"
 
     t.add_argument("--min-count", type=positive_int, help=f"unigram minimum count {dflt('min_count')}")
     t.add_argument("--max-unigrams", type=cap, help=dflt("max_unigrams"))
-    t.add_argument("--unigram-case", choices=UNIGRAM_CASES,
-                   help="clip only: keep = each surface form on its own; fold = case variants summed, "
-                        "spelled as the most frequent (pair with --ignore-case matching) (default: keep)")
-    t.add_argument("--min-doc-freq", type=positive_int,
-                   help="metaclip only: articles a word must occur in (default: 3)")
-    t.add_argument("--min-bigram-count", type=positive_int,
-                   help=f"bigram minimum count before PMI is considered {dflt('min_bigram_count')}")
+    t.add_argument(
+        "--unigram-case",
+        choices=UNIGRAM_CASES,
+        help="clip only: keep = each surface form on its own; fold = case variants summed, "
+        "spelled as the most frequent (pair with --ignore-case matching) (default: keep)",
+    )
+    t.add_argument(
+        "--min-doc-freq", type=positive_int, help="metaclip only: articles a word must occur in (default: 3)"
+    )
+    t.add_argument(
+        "--min-bigram-count",
+        type=positive_int,
+        help=f"bigram minimum count before PMI is considered {dflt('min_bigram_count')}",
+    )
     t.add_argument("--min-pmi", type=pmi_floor, help=f"bigram minimum PMI, log base 2 {dflt('min_pmi')}")
     t.add_argument("--max-bigrams", type=cap, help=dflt("max_bigrams"))
     t.add_argument("--min-views", type=positive_int, help=f"title minimum summed views {dflt('min_views')}")
-    t.add_argument("--min-hourly-views", type=positive_int,
-                   help=f"an hour's views count only at or above this {dflt('min_hourly_views')}")
+    t.add_argument(
+        "--min-hourly-views",
+        type=positive_int,
+        help=f"an hour's views count only at or above this {dflt('min_hourly_views')}",
+    )
     t.add_argument("--max-titles", type=cap, help=dflt("max_titles"))
     t.add_argument("--size", type=cap, help=f"cap on the whole list {dflt('size')}")
 
     r = p.add_argument_group("resources")
-    r.add_argument("--memory-limit", type=memory_limit, default="2GB",
-                   help="DuckDB memory limit for aggregation; it spills to disk beyond it (default: %(default)s)")
-    r.add_argument("--chunk-mb", type=positive_float, default=8.0,
-                   help="MB of article text per counting chunk; bounds each worker's memory (default: %(default)s)")
-    r.add_argument("--work-dir", default=None,
-                   help="where spilled counts go, local or fsspec URL; on a cluster, a store every "
-                        "node reaches (default: OUT/.work, removed after success)")
+    r.add_argument(
+        "--memory-limit",
+        type=memory_limit,
+        default="2GB",
+        help="DuckDB memory limit for aggregation; it spills to disk beyond it (default: %(default)s)",
+    )
+    r.add_argument(
+        "--chunk-mb",
+        type=positive_float,
+        default=8.0,
+        help="MB of article text per counting chunk; bounds each worker's memory (default: %(default)s)",
+    )
+    r.add_argument(
+        "--work-dir",
+        default=None,
+        help="where spilled counts go, local or fsspec URL; on a cluster, a store every "
+        "node reaches (default: OUT/.work, removed after success)",
+    )
     r.add_argument("--keep-work", action="store_true", help="keep OUT/.work after success")
     r.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr")
     add_engine_args(p, default_workers())

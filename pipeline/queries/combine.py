@@ -20,8 +20,11 @@ class Row:
     views: int | None = None
 
 
-def combine(sources: Iterable[tuple[str, Iterable[Row], int | None]], size: int | None,
-            accept: Callable[[str], bool] | None = None) -> tuple[list[Row], dict]:
+def combine(
+    sources: Iterable[tuple[str, Iterable[Row], int | None]],
+    size: int | None,
+    accept: Callable[[str], bool] | None = None,
+) -> tuple[list[Row], dict]:
     """Take up to `cap` (None: all) new queries from each source in turn; duplicates go to
     the earlier source. Queries `accept` refuses are dropped and counted."""
     seen: set[str] = set()

@@ -31,7 +31,13 @@ from ..wiki.metaclip_words import count_chunk_metaclip
 from ..wiki.tokens import count_chunk
 
 STAT_KEYS = (
-    "pages", "articles", "redirects", "other_namespaces", "tokens", "bytes_xml", "invalid_utf8_bytes",
+    "pages",
+    "articles",
+    "redirects",
+    "other_namespaces",
+    "tokens",
+    "bytes_xml",
+    "invalid_utf8_bytes",
 )
 WORK_FORMAT = 2  # bump when spill contents change, so stale work dirs are not reused
 # How each recipe counts a chunk's cleaned article texts: (unigrams w, c[, d]; bigrams b, c; tokens).
@@ -82,10 +88,16 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
     cid = task.chunk_id
     _write_table(work / "uni" / f"{cid}.parquet", counts.unigrams)
     _write_table(work / "bi" / f"{cid}.parquet", counts.bigrams)
-    _write_table(work / "titles" / f"{cid}.parquet",
-                 pa.table({"title": pa.array([t for t, _ in articles], pa.string()),
-                           "chunk": pa.array([cid] * len(articles), pa.string()),
-                           "pos": pa.array(range(len(articles)), pa.int32())}))
+    _write_table(
+        work / "titles" / f"{cid}.parquet",
+        pa.table(
+            {
+                "title": pa.array([t for t, _ in articles], pa.string()),
+                "chunk": pa.array([cid] * len(articles), pa.string()),
+                "pos": pa.array(range(len(articles)), pa.int32()),
+            }
+        ),
+    )
     with atomic_path(work / "stats" / f"{cid}.json") as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
@@ -104,8 +116,10 @@ def _plain_tasks(
 
     def emit() -> CountTask:
         nonlocal chunk_no, articles, size, counts
-        counts.update(bytes_xml=rs.bytes_xml - seen["bytes_xml"],
-                      invalid_utf8_bytes=rs.invalid_utf8_bytes - seen["invalid_utf8_bytes"])
+        counts.update(
+            bytes_xml=rs.bytes_xml - seen["bytes_xml"],
+            invalid_utf8_bytes=rs.invalid_utf8_bytes - seen["invalid_utf8_bytes"],
+        )
         seen.update(bytes_xml=rs.bytes_xml, invalid_utf8_bytes=rs.invalid_utf8_bytes)
         task = CountTask(f"f{file_no:04d}-c{chunk_no:06d}", articles=articles, read_stats=dict(counts))
         chunk_no += 1
@@ -217,8 +231,13 @@ def count_dumps(
                 bar.update(task.span)
             bar.set_postfix(pages=f"{pages_done:,}", refresh=False)
 
-    run_parts(partial(run_count_task, work_dir=storage.url(work_dir), recipe=recipe), tasks(), engine or Engine(workers=workers),
-              on_done=finished, describe=lambda t: t.chunk_id)
+    run_parts(
+        partial(run_count_task, work_dir=storage.url(work_dir), recipe=recipe),
+        tasks(),
+        engine or Engine(workers=workers),
+        on_done=finished,
+        describe=lambda t: t.chunk_id,
+    )
     if bar is not None:
         bar.close()
 

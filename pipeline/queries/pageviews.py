@@ -78,8 +78,7 @@ _MONTHLY_NAME = re.compile(r"pageviews-\d{6}-")
 MAX_DIGITS = 12
 MAX_VIEWS = 10**MAX_DIGITS - 1
 
-STAT_KEYS = ("lines", "kept_lines", "other_domain_lines", "below_threshold", "bad_lines",
-             "comment_lines", "views")
+STAT_KEYS = ("lines", "kept_lines", "other_domain_lines", "below_threshold", "bad_lines", "comment_lines", "views")
 
 
 def detect_format(first_line: bytes | str, name: str = "") -> str | None:
@@ -104,7 +103,9 @@ def detect_format(first_line: bytes | str, name: str = "") -> str | None:
 
 
 def file_title_views(
-    path: str, domains: Iterable[str] = ("en", "en.wikipedia"), min_hourly_views: int = 50,
+    path: str,
+    domains: Iterable[str] = ("en", "en.wikipedia"),
+    min_hourly_views: int = 50,
     formats: Iterable[str] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Views per title (as written in the file, underscores kept) in one pageview file.
@@ -141,8 +142,10 @@ def file_title_views(
             if fmt is None:  # empty, or only comments / bad lines
                 return views, stats
             if formats is not None and fmt not in formats:
-                raise InputError(f"{path}: a {fmt} pageview file, but only {', '.join(formats)} files "
-                                 "are read here (the metaclip recipe sums hourly files)")
+                raise InputError(
+                    f"{path}: a {fmt} pageview file, but only {', '.join(formats)} files "
+                    "are read here (the metaclip recipe sums hourly files)"
+                )
             stats[f"format_{fmt}"] = 1
             lines = itertools.chain([line], lines)
             if fmt == "hourly":

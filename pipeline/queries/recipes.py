@@ -57,12 +57,32 @@ class Rules:
 
 
 DEFAULTS: dict[str, dict] = {
-    "clip": dict(min_count=100, max_unigrams=251_465, unigram_case="keep", min_doc_freq=1,
-                 min_bigram_count=100, min_pmi=None, max_bigrams=100_646,
-                 min_views=70, min_hourly_views=50, max_titles=61_235, size=500_000),
-    "metaclip": dict(min_count=100, max_unigrams=None, unigram_case="lower", min_doc_freq=3,
-                     min_bigram_count=1, min_pmi=30.0, max_bigrams=None,
-                     min_views=70, min_hourly_views=50, max_titles=None, size=None),
+    "clip": dict(
+        min_count=100,
+        max_unigrams=251_465,
+        unigram_case="keep",
+        min_doc_freq=1,
+        min_bigram_count=100,
+        min_pmi=None,
+        max_bigrams=100_646,
+        min_views=70,
+        min_hourly_views=50,
+        max_titles=61_235,
+        size=500_000,
+    ),
+    "metaclip": dict(
+        min_count=100,
+        max_unigrams=None,
+        unigram_case="lower",
+        min_doc_freq=3,
+        min_bigram_count=1,
+        min_pmi=30.0,
+        max_bigrams=None,
+        min_views=70,
+        min_hourly_views=50,
+        max_titles=None,
+        size=None,
+    ),
 }
 # Options that change a rule rather than a threshold: refused where the recipe fixes them.
 _CLIP_ONLY = ("unigram_case",)

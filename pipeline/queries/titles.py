@@ -52,8 +52,13 @@ def _count_file(args: tuple) -> dict:
             merged[t] = merged.get(t, 0) + v
     work = storage.location(work_dir)
     with atomic_path(work / "parts" / f"{i:06d}.parquet") as tmp:
-        pq.write_table(pa.table({"title": pa.array(list(merged), pa.string()),
-                                 "views": pa.array(list(merged.values()), pa.int64())}), tmp, compression="zstd")
+        pq.write_table(
+            pa.table(
+                {"title": pa.array(list(merged), pa.string()), "views": pa.array(list(merged.values()), pa.int64())}
+            ),
+            tmp,
+            compression="zstd",
+        )
     with atomic_path(work / "stats" / f"{i:06d}.json") as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
@@ -73,19 +78,30 @@ def count_pageviews(
     rule (`RULES`): clip reads desktop and daily/monthly "en.wikipedia" lines and decodes
     percent-escapes; metaclip reads only hourly files' "en " (desktop) lines, as MetaCLIP did."""
     work_dir = storage.location(work_dir)
-    prepare_work_dir(work_dir, {
-        "inputs": [file_fingerprint(u) for u in urls],
-        "recipe": recipe,
-        "min_hourly_views": min_hourly_views,
-    })
+    prepare_work_dir(
+        work_dir,
+        {
+            "inputs": [file_fingerprint(u) for u in urls],
+            "recipe": recipe,
+            "min_hourly_views": min_hourly_views,
+        },
+    )
     done = {p.name for p in listing(work_dir / "stats", "*.json")}
-    todo = [(i, u, storage.url(work_dir), recipe, min_hourly_views) for i, u in enumerate(urls)
-            if f"{i:06d}.json" not in done]
+    todo = [
+        (i, u, storage.url(work_dir), recipe, min_hourly_views)
+        for i, u in enumerate(urls)
+        if f"{i:06d}.json" not in done
+    ]
     bar = progress_factory(len(urls)) if progress_factory else None
     if bar is not None:
         bar.update(len(urls) - len(todo))
-    run_parts(_count_file, todo, engine or Engine(workers=workers), describe=lambda t: t[1],
-              on_done=lambda task, stats: bar.update(1) if bar is not None else None)
+    run_parts(
+        _count_file,
+        todo,
+        engine or Engine(workers=workers),
+        describe=lambda t: t[1],
+        on_done=lambda task, stats: bar.update(1) if bar is not None else None,
+    )
     if bar is not None:
         bar.close()
     return work_dir, sum_stats(listing(work_dir / "stats", "*.json"))

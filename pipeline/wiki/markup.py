@@ -62,15 +62,12 @@ _HIDDEN = r"\[\[[ \t]*(?:(?i:file|image|media|category)[ \t]*:|(?:[a-z]{2,3}(?:-
 _HIDDEN_START = re.compile(_HIDDEN)
 _HIDDEN_FLAT = re.compile(_HIDDEN + r"[^\[\]]*\]\]")  # the common case, no brackets inside
 _LINK = re.compile(r"\[\[([^\[\]|\n]*)(?:\|([^\[\]]*))?\]\]([a-z]*)")
-_EXTERNAL = re.compile(
-    r"\[(?:https?:|ftp:|//)[^\s\[\]]*(?:[ \t]+([^\[\]\n]*))?\]|(?:https?|ftp)://[^\s\[\]<>\"|]+"
-)
+_EXTERNAL = re.compile(r"\[(?:https?:|ftp:|//)[^\s\[\]]*(?:[ \t]+([^\[\]\n]*))?\]|(?:https?|ftp)://[^\s\[\]<>\"|]+")
 
 # Tags removed keeping their content; block ones become a line break. Stray tags of the
 # dropped elements (a </ref> with no opener) go too.
 _BLOCK_TAGS = frozenset(
-    "br p div li ul ol dl dd dt tr td th table caption blockquote hr center poem h1 h2 h3"
-    " h4 h5 h6".split()
+    "br p div li ul ol dl dd dt tr td th table caption blockquote hr center poem h1 h2 h3 h4 h5 h6".split()
 )
 _INLINE_TAGS = frozenset(
     "b i u s em strong small big sub sup span font code tt kbd var samp cite q abbr dfn"

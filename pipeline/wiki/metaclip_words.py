@@ -66,10 +66,12 @@ def count_chunk_metaclip(texts: Sequence[str]) -> MetaClipChunkCounts:
     n = len(vocab)
     text_of = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
     in_texts = distinct_counts(text_of * n + ids)[0] % max(n, 1)  # (text, word) pairs
-    unigrams = pa.table({
-        "w": vocab,
-        "c": np.bincount(ids, minlength=n),
-        "d": np.bincount(in_texts, minlength=n),
-    })
+    unigrams = pa.table(
+        {
+            "w": vocab,
+            "c": np.bincount(ids, minlength=n),
+            "d": np.bincount(in_texts, minlength=n),
+        }
+    )
     plain = pa.array([not has_digit(w) for w in vocab.to_pylist()], pa.bool_())
     return MetaClipChunkCounts(unigrams.filter(plain), bigram_table(lists, vocab, ids), len(ids))

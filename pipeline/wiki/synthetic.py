@@ -73,9 +73,9 @@ MB = 1_000_000
 ZIPF_S = 1.1
 DEFAULT_VOCAB_SIZE = 5_000_000
 
-_HEAD = 1 << 16          # ranks tabulated exactly; ranks beyond: power-law tail
-_SLOTS = 1 << 20         # size of the fast sampling table
-_CHUNK = 1 << 20         # bytes handed to the writer thread at a time (single stream)
+_HEAD = 1 << 16  # ranks tabulated exactly; ranks beyond: power-law tail
+_SLOTS = 1 << 20  # size of the fast sampling table
+_CHUNK = 1 << 20  # bytes handed to the writer thread at a time (single stream)
 
 # --------------------------------------------------------------------------------------
 # vocabulary
@@ -95,8 +95,33 @@ _FUNCTION_SET = frozenset(FUNCTION_WORDS)
 # a word = syllables + optional coda (consonants). Consonant and vowel letters are
 # disjoint, so a word splits back into its parts in exactly one way: distinct digit
 # strings give distinct words.
-_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
-           "br", "ch", "dr", "gr", "kl", "pr", "sh", "st", "th", "tr")
+_ONSETS = (
+    "b",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "ch",
+    "dr",
+    "gr",
+    "kl",
+    "pr",
+    "sh",
+    "st",
+    "th",
+    "tr",
+)
 _NUCLEI = ("a", "e", "i", "o", "u", "ai", "ea", "ia", "io", "ou")
 _CODAS = ("", "n", "r", "s", "l", "t", "m", "k", "nd", "st", "rt", "x")
 
@@ -121,7 +146,7 @@ class Vocabulary:
         codas = list(_CODAS)
         rng.shuffle(codas)
         self._syl, self._first, self._codas = syl, first, codas
-        self._pairs = [f + t for f in first for t in syl]   # first two syllables
+        self._pairs = [f + t for f in first for t in syl]  # first two syllables
         # length classes: (n_words, syllables, multiplier, offset)
         self._classes = []
         nsyl = 1
@@ -146,7 +171,13 @@ class Vocabulary:
     def words(self, ranks) -> list:
         """Words for a sequence of valid ranks (the fast path for the sampler's tail)."""
         prefix, classes, first, pairs, syl, codas = (
-            self.prefix, self._classes, self._first, self._pairs, self._syl, self._codas)
+            self.prefix,
+            self._classes,
+            self._first,
+            self._pairs,
+            self._syl,
+            self._codas,
+        )
         npre, nc, npairs, ns = len(prefix), len(codas), len(pairs), len(syl)
         out = []
         for rank in ranks:
@@ -183,18 +214,17 @@ class _ZipfWords:
     cumulative weights, and the tail beyond the head by the inverse CDF of k**-s.
     """
 
-    def __init__(self, vocab: Vocabulary, rng: random.Random, s: float = ZIPF_S,
-                 head: int = _HEAD, transform=None):
+    def __init__(self, vocab: Vocabulary, rng: random.Random, s: float = ZIPF_S, head: int = _HEAD, transform=None):
         self.vocab, self.rng, self.s = vocab, rng, s
         self.transform = transform
         k = min(head, vocab.size)
         words = [vocab.word(r) for r in range(k)]
         if transform is not None:
             words = [transform(w) for w in words]
-        weights = [i ** -s for i in range(1, k + 1)]
+        weights = [i**-s for i in range(1, k + 1)]
         self.head_n = k
         tail = 0.0
-        if k < vocab.size:   # continuous approximation of the tail mass, ranks k+1..size
+        if k < vocab.size:  # continuous approximation of the tail mass, ranks k+1..size
             lo, hi = k + 0.5, vocab.size + 0.5
             if abs(s - 1.0) < 1e-9:
                 tail = math.log(hi / lo)
@@ -262,21 +292,38 @@ class _ZipfWords:
 # --------------------------------------------------------------------------------------
 
 _NAMESPACES = [
-    (-2, "first-letter", "Media"), (-1, "first-letter", "Special"), (0, "first-letter", ""),
-    (1, "first-letter", "Talk"), (2, "first-letter", "User"), (3, "first-letter", "User talk"),
-    (4, "first-letter", "Wikipedia"), (5, "first-letter", "Wikipedia talk"),
-    (6, "first-letter", "File"), (7, "first-letter", "File talk"),
-    (8, "first-letter", "MediaWiki"), (9, "first-letter", "MediaWiki talk"),
-    (10, "first-letter", "Template"), (11, "first-letter", "Template talk"),
-    (12, "first-letter", "Help"), (13, "first-letter", "Help talk"),
-    (14, "first-letter", "Category"), (15, "first-letter", "Category talk"),
-    (100, "first-letter", "Portal"), (101, "first-letter", "Portal talk"),
-    (108, "first-letter", "Book"), (109, "first-letter", "Book talk"),
-    (118, "first-letter", "Draft"), (119, "first-letter", "Draft talk"),
-    (446, "first-letter", "Education Program"), (447, "first-letter", "Education Program talk"),
-    (710, "first-letter", "TimedText"), (711, "first-letter", "TimedText talk"),
-    (828, "first-letter", "Module"), (829, "first-letter", "Module talk"),
-    (2300, "first-letter", "Gadget"), (2301, "first-letter", "Gadget talk"),
+    (-2, "first-letter", "Media"),
+    (-1, "first-letter", "Special"),
+    (0, "first-letter", ""),
+    (1, "first-letter", "Talk"),
+    (2, "first-letter", "User"),
+    (3, "first-letter", "User talk"),
+    (4, "first-letter", "Wikipedia"),
+    (5, "first-letter", "Wikipedia talk"),
+    (6, "first-letter", "File"),
+    (7, "first-letter", "File talk"),
+    (8, "first-letter", "MediaWiki"),
+    (9, "first-letter", "MediaWiki talk"),
+    (10, "first-letter", "Template"),
+    (11, "first-letter", "Template talk"),
+    (12, "first-letter", "Help"),
+    (13, "first-letter", "Help talk"),
+    (14, "first-letter", "Category"),
+    (15, "first-letter", "Category talk"),
+    (100, "first-letter", "Portal"),
+    (101, "first-letter", "Portal talk"),
+    (108, "first-letter", "Book"),
+    (109, "first-letter", "Book talk"),
+    (118, "first-letter", "Draft"),
+    (119, "first-letter", "Draft talk"),
+    (446, "first-letter", "Education Program"),
+    (447, "first-letter", "Education Program talk"),
+    (710, "first-letter", "TimedText"),
+    (711, "first-letter", "TimedText talk"),
+    (828, "first-letter", "Module"),
+    (829, "first-letter", "Module talk"),
+    (2300, "first-letter", "Gadget"),
+    (2301, "first-letter", "Gadget talk"),
     (2302, "case-sensitive", "Gadget definition"),
     (2303, "case-sensitive", "Gadget definition talk"),
     (2600, "first-letter", "Topic"),
@@ -339,35 +386,132 @@ def _sha1_base36(data: bytes) -> str:
 # page generator
 # --------------------------------------------------------------------------------------
 
-_HEADINGS = ("History", "Early life", "Career", "Geography", "Demographics", "Reception",
-             "Legacy", "Personal life", "Background", "Description", "Etymology", "Economy",
-             "Culture", "Biography", "Overview", "Works", "Structure", "Distribution",
-             "Production", "Release", "Politics", "Education", "Transport", "Notes")
-_SUB_HEADINGS = ("Early years", "Later years", "Origins", "Modern era", "Awards",
-                 "Critical response", "Climate", "Population", "Development", "Impact")
-_DISAMBIG = ("band", "album", "film", "river", "village", "novel", "song", "ship",
-             "surname", "company", "footballer", "politician", "mountain", "play")
+_HEADINGS = (
+    "History",
+    "Early life",
+    "Career",
+    "Geography",
+    "Demographics",
+    "Reception",
+    "Legacy",
+    "Personal life",
+    "Background",
+    "Description",
+    "Etymology",
+    "Economy",
+    "Culture",
+    "Biography",
+    "Overview",
+    "Works",
+    "Structure",
+    "Distribution",
+    "Production",
+    "Release",
+    "Politics",
+    "Education",
+    "Transport",
+    "Notes",
+)
+_SUB_HEADINGS = (
+    "Early years",
+    "Later years",
+    "Origins",
+    "Modern era",
+    "Awards",
+    "Critical response",
+    "Climate",
+    "Population",
+    "Development",
+    "Impact",
+)
+_DISAMBIG = (
+    "band",
+    "album",
+    "film",
+    "river",
+    "village",
+    "novel",
+    "song",
+    "ship",
+    "surname",
+    "company",
+    "footballer",
+    "politician",
+    "mountain",
+    "play",
+)
 _INFOBOXES = {
-    "Infobox person": ("birth_date", "birth_place", "death_date", "occupation",
-                       "known_for", "spouse", "nationality", "years_active"),
-    "Infobox settlement": ("settlement_type", "subdivision_name", "established_date",
-                           "area_total_km2", "population_total", "elevation_m", "timezone"),
-    "Infobox album": ("type", "artist", "released", "recorded", "genre", "length",
-                      "label", "producer"),
-    "Infobox river": ("source1", "mouth", "length", "discharge1_avg", "basin_size",
-                      "tributaries_left"),
-    "Infobox company": ("type", "industry", "founded", "founder", "hq_location",
-                        "key_people", "num_employees", "website"),
-    "Infobox film": ("director", "producer", "starring", "music", "released", "runtime",
-                     "country", "language", "budget"),
+    "Infobox person": (
+        "birth_date",
+        "birth_place",
+        "death_date",
+        "occupation",
+        "known_for",
+        "spouse",
+        "nationality",
+        "years_active",
+    ),
+    "Infobox settlement": (
+        "settlement_type",
+        "subdivision_name",
+        "established_date",
+        "area_total_km2",
+        "population_total",
+        "elevation_m",
+        "timezone",
+    ),
+    "Infobox album": ("type", "artist", "released", "recorded", "genre", "length", "label", "producer"),
+    "Infobox river": ("source1", "mouth", "length", "discharge1_avg", "basin_size", "tributaries_left"),
+    "Infobox company": (
+        "type",
+        "industry",
+        "founded",
+        "founder",
+        "hq_location",
+        "key_people",
+        "num_employees",
+        "website",
+    ),
+    "Infobox film": (
+        "director",
+        "producer",
+        "starring",
+        "music",
+        "released",
+        "runtime",
+        "country",
+        "language",
+        "budget",
+    ),
 }
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
-_COMMENTS = ("", "", "", "/* History */ copyedit", "Reverted edits by [[Special:Contributions/"
-             "{ip}|{ip}]] ([[User talk:{ip}|talk]]) to last version by {user}",
-             "rm unsourced claim", "fix <ref> formatting & typos",
-             "Bot: adding [[Category:{cat}]]", "/* {head} */ expand", "ce",
-             "added \"citation needed\" tag", "link [[{link}]]")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_COMMENTS = (
+    "",
+    "",
+    "",
+    "/* History */ copyedit",
+    "Reverted edits by [[Special:Contributions/{ip}|{ip}]] ([[User talk:{ip}|talk]]) to last version by {user}",
+    "rm unsourced claim",
+    "fix <ref> formatting & typos",
+    "Bot: adding [[Category:{cat}]]",
+    "/* {head} */ expand",
+    "ce",
+    'added "citation needed" tag',
+    "link [[{link}]]",
+)
 _TLDS = ("org", "com", "net", "gov", "edu", "co.uk", "de")
 
 
@@ -394,7 +538,7 @@ class _PageMaker:
                 for v, acc in _ACCENTS.items():
                     if v in w[1:]:
                         i = w.index(v, 1)
-                        return w[:i] + acc + w[i + 1:]
+                        return w[:i] + acc + w[i + 1 :]
             return w
 
         self.names = _ZipfWords(name_vocab, rng, s=1.05, head=20_000, transform=name_form)
@@ -420,15 +564,15 @@ class _PageMaker:
         self.users_cum = list(itertools.accumulate(1.0 / i for i in range(1, len(self.users) + 1)))
 
         self.titles: set[str] = set()
-        self.articles: list[str] = []          # ns 0 non-redirect titles, in order
-        self.categories: list[str] = []        # category names used by pages
+        self.articles: list[str] = []  # ns 0 non-redirect titles, in order
+        self.categories: list[str] = []  # category names used by pages
         self._category_set: set[str] = set()
-        self.cat_made = 0                      # categories[:cat_made] have a Category: page
+        self.cat_made = 0  # categories[:cat_made] have a Category: page
         self.templates: list[str] = list(_INFOBOXES)
         self.tpl_made = 0
         self.files: list[str] = []
         self._file_set: set[str] = set()
-        self.template_titles: list[str] = []   # titles of created (non-redirect) templates
+        self.template_titles: list[str] = []  # titles of created (non-redirect) templates
         self.file_made = 0
         self.page_id = 10 + rng.randrange(0, 3)
         self.rev_id = 300_000_000 + rng.randrange(0, 1_000_000)
@@ -467,8 +611,7 @@ class _PageMaker:
             if attempt < 3:
                 t = f"{base} ({rng.choice(_DISAMBIG)})"
             else:
-                t = f"{base} ({self._year()} {rng.choice(_DISAMBIG)})" if attempt < 6 \
-                    else f"{base} ({attempt})"
+                t = f"{base} ({self._year()} {rng.choice(_DISAMBIG)})" if attempt < 6 else f"{base} ({attempt})"
             if t not in self.titles:
                 self.titles.add(t)
                 return t
@@ -530,28 +673,38 @@ class _PageMaker:
 
     def _url(self) -> str:
         rng = self.rng
-        return (f"http://www.{self._content_words(1)[0]}.{rng.choice(_TLDS)}/"
-                f"{self._content_words(1)[0]}/{rng.randrange(1, 99999)}.html")
+        return (
+            f"http://www.{self._content_words(1)[0]}.{rng.choice(_TLDS)}/"
+            f"{self._content_words(1)[0]}/{rng.randrange(1, 99999)}.html"
+        )
 
     def _cite(self) -> str:
         rng = self.rng
         r = rng.random()
         title = _cap(" ".join(self.words.draw(2 + int(rng.random() * 6))))
         if r < 0.45:
-            return (f"{{{{cite web |url={self._url()} |title={title} "
-                    f"|publisher={self._famous()} |accessdate={self._date()}}}}}")
+            return (
+                f"{{{{cite web |url={self._url()} |title={title} "
+                f"|publisher={self._famous()} |accessdate={self._date()}}}}}"
+            )
         if r < 0.75:
             last, first = self.names.one(), self.names.one()
-            return (f"{{{{cite book |last={last} |first={first} |title={title} "
-                    f"|publisher={self.names.one()} & {self.names.one()} "
-                    f"|year={self._year()} |page={rng.randrange(1, 600)} "
-                    f"|isbn=978-{rng.randrange(0, 10)}-{rng.randrange(100, 999)}-"
-                    f"{rng.randrange(10000, 99999)}-{rng.randrange(0, 10)}}}}}")
+            return (
+                f"{{{{cite book |last={last} |first={first} |title={title} "
+                f"|publisher={self.names.one()} & {self.names.one()} "
+                f"|year={self._year()} |page={rng.randrange(1, 600)} "
+                f"|isbn=978-{rng.randrange(0, 10)}-{rng.randrange(100, 999)}-"
+                f"{rng.randrange(10000, 99999)}-{rng.randrange(0, 10)}}}}}"
+            )
         if r < 0.9:
-            return (f"{{{{cite news |title={title} |newspaper=''The {self.names.one()}'' "
-                    f"|date={self._date()} |url={self._url()}}}}}")
-        return (f"{self.names.one()}, {self.names.one()[:1]}. ({self._year()}). "
-                f"''{title}''. p.&nbsp;{rng.randrange(1, 400)}.")
+            return (
+                f"{{{{cite news |title={title} |newspaper=''The {self.names.one()}'' "
+                f"|date={self._date()} |url={self._url()}}}}}"
+            )
+        return (
+            f"{self.names.one()}, {self.names.one()[:1]}. ({self._year()}). "
+            f"''{title}''. p.&nbsp;{rng.randrange(1, 400)}."
+        )
 
     def _ref(self, refs: list) -> str:
         rng = self.rng
@@ -578,7 +731,7 @@ class _PageMaker:
             ln = 4 + int(rng.expovariate(1 / 14))
             if n - pos < ln + 3:
                 ln = n - pos
-            s = toks[pos:pos + ln]
+            s = toks[pos : pos + ln]
             pos += ln
             if lead is not None:
                 s.insert(0, f"'''{lead}'''")
@@ -587,11 +740,11 @@ class _PageMaker:
                 s[0] = _cap(s[0])
             m = len(s)
             if m > 2:
-                if rnd() < 0.45:            # a recurring name
+                if rnd() < 0.45:  # a recurring name
                     j = rng.randrange(1, m)
                     s.insert(j, self._famous() if rnd() < 0.75 else self._link_target())
                     m += 1
-                if rnd() < 0.45:            # a link on a (content) word
+                if rnd() < 0.45:  # a link on a (content) word
                     j = rng.randrange(1, m)
                     if s[j] in _FUNCTION_SET:
                         j = rng.randrange(1, m)
@@ -604,8 +757,7 @@ class _PageMaker:
                     s[rng.randrange(1, m - 1)] += ","
                 if rnd() < 0.18:
                     y = self._year()
-                    s.insert(rng.randrange(1, m), str(y) if rnd() < 0.7
-                             else f"{y}–{y + rng.randrange(1, 60)}")
+                    s.insert(rng.randrange(1, m), str(y) if rnd() < 0.7 else f"{y}–{y + rng.randrange(1, 60)}")
             sent = " ".join(s) + "."
             if refs is not None and rnd() < 0.12:
                 sent += self._ref(refs)
@@ -627,8 +779,11 @@ class _PageMaker:
             r = rng.random()
             if fld.endswith("date") or fld in ("released", "founded"):
                 y = self._year()
-                v = f"{{{{birth date and age|{y}|{rng.randrange(1, 13)}|{rng.randrange(1, 29)}}}}}" \
-                    if r < 0.5 else f"{{{{start date|{y}}}}}"
+                v = (
+                    f"{{{{birth date and age|{y}|{rng.randrange(1, 13)}|{rng.randrange(1, 29)}}}}}"
+                    if r < 0.5
+                    else f"{{{{start date|{y}}}}}"
+                )
             elif r < 0.3:
                 v = f"[[{self._link_target()}]]"
             elif r < 0.45:
@@ -650,8 +805,10 @@ class _PageMaker:
         rng = self.rng
         if self.files and rng.random() < 0.3:
             return self._popular(self.files)
-        f = f"{_cap(' '.join(self._content_words(1 + int(rng.random() * 3))))} {rng.randrange(1, 999)}." \
+        f = (
+            f"{_cap(' '.join(self._content_words(1 + int(rng.random() * 3))))} {rng.randrange(1, 999)}."
             f"{rng.choice(('jpg', 'jpg', 'jpg', 'png', 'svg'))}"
+        )
         if f not in self._file_set:
             self._file_set.add(f)
             self.files.append(f)
@@ -687,8 +844,11 @@ class _PageMaker:
         for _ in range(rng.randrange(2, 9)):
             cells = [str(self._year())]
             for _ in range(cols - 1):
-                cells.append(f"''[[{self._link_target()}]]''" if rng.random() < 0.4
-                             else " ".join(self.words.draw(1 + int(rng.random() * 3))))
+                cells.append(
+                    f"''[[{self._link_target()}]]''"
+                    if rng.random() < 0.4
+                    else " ".join(self.words.draw(1 + int(rng.random() * 3)))
+                )
             rows += ["|-", "| " + " || ".join(cells)]
         rows.append("|}")
         return "\n".join(rows)
@@ -715,8 +875,7 @@ class _PageMaker:
         while left > 0:
             sec = min(left, 80 + int(rng.random() * 300))
             left -= sec
-            heading = (rng.choice(_HEADINGS) if rng.random() < 0.7
-                       else _cap(" ".join(self._content_words(2))))
+            heading = rng.choice(_HEADINGS) if rng.random() < 0.7 else _cap(" ".join(self._content_words(2)))
             parts.append(f"== {heading} ==")
             if rng.random() < 0.12:
                 parts.append(self._image())
@@ -732,18 +891,22 @@ class _PageMaker:
             if rng.random() < 0.04:
                 parts.append(self._table())
         if rng.random() < 0.2 and self.articles:
-            parts.append("== See also ==\n" + "\n".join(
-                f"* [[{self._link_target()}]]" for _ in range(rng.randrange(1, 5))))
+            parts.append(
+                "== See also ==\n" + "\n".join(f"* [[{self._link_target()}]]" for _ in range(rng.randrange(1, 5)))
+            )
         if refs:
-            parts.append("== References ==\n"
-                         + rng.choice(("{{Reflist}}", "{{reflist|30em}}", "<references />")))
+            parts.append("== References ==\n" + rng.choice(("{{Reflist}}", "{{reflist|30em}}", "<references />")))
         if rng.random() < 0.25:
-            parts.append("== External links ==\n" + "\n".join(
-                f"* [{self._url()} {_cap(' '.join(self.words.draw(2 + int(rng.random() * 4))))}]"
-                for _ in range(rng.randrange(1, 4))))
+            parts.append(
+                "== External links ==\n"
+                + "\n".join(
+                    f"* [{self._url()} {_cap(' '.join(self.words.draw(2 + int(rng.random() * 4))))}]"
+                    for _ in range(rng.randrange(1, 4))
+                )
+            )
         tail = []
         if self.tpl_made > len(_INFOBOXES) and rng.random() < 0.2:
-            tail.append(f"{{{{{self._popular(self.templates[len(_INFOBOXES):self.tpl_made])}}}}}")
+            tail.append(f"{{{{{self._popular(self.templates[len(_INFOBOXES) : self.tpl_made])}}}}}")
         if rng.random() < 0.15:
             tail.append("{{Authority control}}")
         words = title.split(" ")
@@ -759,15 +922,18 @@ class _PageMaker:
     def _redirect_title(self, target: str) -> str:
         """A new title that plausibly redirects to target (a variant, or another name)."""
         rng = self.rng
-        base = target[:target.rindex(" (")] if target.endswith(")") and " (" in target else target
+        base = target[: target.rindex(" (")] if target.endswith(")") and " (" in target else target
         words = base.split(" ")
         variants = [f"{base}s"]
         if base != target:
             variants.append(base)
         if len(words) > 1:
-            variants += [words[0] + " " + " ".join(w.lower() for w in words[1:]),
-                         _cap(words[-1]), f"{words[0][:1]}. {' '.join(words[1:])}",
-                         _cap(" ".join(words[1:] + words[:1]))]
+            variants += [
+                words[0] + " " + " ".join(w.lower() for w in words[1:]),
+                _cap(words[-1]),
+                f"{words[0][:1]}. {' '.join(words[1:])}",
+                _cap(" ".join(words[1:] + words[:1])),
+            ]
         rng.shuffle(variants)
         for t in variants[:3]:
             if t not in self.titles:
@@ -775,49 +941,87 @@ class _PageMaker:
                 return t
         return self._unique(_cap(" ".join(self._content_words(1 + int(rng.random() * 2)))))
 
-    def _page(self, title: str, ns: int, text: str, redirect: str | None = None,
-              model: str = "wikitext", fmt: str = "text/x-wiki") -> str:
+    def _page(
+        self,
+        title: str,
+        ns: int,
+        text: str,
+        redirect: str | None = None,
+        model: str = "wikitext",
+        fmt: str = "text/x-wiki",
+    ) -> str:
         rng = self.rng
         self.page_id += 1 + (rng.randrange(1, 40) if rng.random() < 0.3 else 0)
         self.rev_id += rng.randrange(1, 5000)
         self.pages += 1
         data = text.encode("utf-8")
-        out = ["  <page>\n    <title>", _esc(title), "</title>\n    <ns>", str(ns),
-               "</ns>\n    <id>", str(self.page_id), "</id>\n"]
+        out = [
+            "  <page>\n    <title>",
+            _esc(title),
+            "</title>\n    <ns>",
+            str(ns),
+            "</ns>\n    <id>",
+            str(self.page_id),
+            "</id>\n",
+        ]
         if redirect is not None:
             out += ['    <redirect title="', _esc(redirect), '" />\n']
         out += ["    <revision>\n      <id>", str(self.rev_id), "</id>\n"]
         if rng.random() < 0.9:
             out += ["      <parentid>", str(self.rev_id - rng.randrange(1, 10_000_000)), "</parentid>\n"]
-        out += ["      <timestamp>",
-                f"{rng.randrange(2008, 2025)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T"
-                f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z",
-                "</timestamp>\n      <contributor>\n"]
+        out += [
+            "      <timestamp>",
+            f"{rng.randrange(2008, 2025)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T"
+            f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z",
+            "</timestamp>\n      <contributor>\n",
+        ]
         ip = f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
         user = rng.choices(self.users, cum_weights=self.users_cum)[0]
         if rng.random() < 0.2:
             out += ["        <ip>", ip, "</ip>\n"]
         else:
-            out += ["        <username>", _esc(user[0]), "</username>\n        <id>",
-                    str(user[1]), "</id>\n"]
+            out += ["        <username>", _esc(user[0]), "</username>\n        <id>", str(user[1]), "</id>\n"]
         out.append("      </contributor>\n")
         if rng.random() < 0.3:
             out.append("      <minor />\n")
         c = rng.choice(_COMMENTS)
         if c:
-            c = c.format(ip=ip, user=user[0], cat=self.categories[-1] if self.categories else "Stubs",
-                         head=rng.choice(_HEADINGS), link=self._link_target())
+            c = c.format(
+                ip=ip,
+                user=user[0],
+                cat=self.categories[-1] if self.categories else "Stubs",
+                head=rng.choice(_HEADINGS),
+                link=self._link_target(),
+            )
             out += ["      <comment>", _esc(c), "</comment>\n"]
-        out += ["      <model>", model, "</model>\n      <format>", fmt, "</format>\n",
-                '      <text xml:space="preserve" bytes="', str(len(data)), '">', _esc(text),
-                "</text>\n      <sha1>", _sha1_base36(data), "</sha1>\n    </revision>\n  </page>\n"]
+        out += [
+            "      <model>",
+            model,
+            "</model>\n      <format>",
+            fmt,
+            "</format>\n",
+            '      <text xml:space="preserve" bytes="',
+            str(len(data)),
+            '">',
+            _esc(text),
+            "</text>\n      <sha1>",
+            _sha1_base36(data),
+            "</sha1>\n    </revision>\n  </page>\n",
+        ]
         return "".join(out)
 
     # Share of each page kind (cumulative thresholds on one uniform draw), roughly enwiki's
     # pages-articles mix; anything left over is an article.
-    _KINDS = ((0.30, "_redirect_page"), (0.36, "_category_page"), (0.40, "_template_page"),
-              (0.43, "_file_page"), (0.45, "_project_page"), (0.46, "_portal_page"),
-              (0.47, "_draft_page"), (0.475, "_module_page"))
+    _KINDS = (
+        (0.30, "_redirect_page"),
+        (0.36, "_category_page"),
+        (0.40, "_template_page"),
+        (0.43, "_file_page"),
+        (0.45, "_project_page"),
+        (0.46, "_portal_page"),
+        (0.47, "_draft_page"),
+        (0.475, "_module_page"),
+    )
 
     def next_page(self) -> tuple[int, str, str]:
         """(page id, title, page XML) of the next page."""
@@ -828,7 +1032,7 @@ class _PageMaker:
                 method = name
                 break
         if method == "_redirect_page" and not self.articles:
-            method = "_article_page"             # nothing to redirect to yet
+            method = "_article_page"  # nothing to redirect to yet
         title, ns, text, kw = getattr(self, method)()
         xml = self._page(title, ns, text, **kw)
         return self.page_id, title, xml
@@ -847,9 +1051,16 @@ class _PageMaker:
         target = self.articles[int(len(self.articles) * rng.random() ** 1.5)]
         title = self._redirect_title(target)
         frag = f"#{rng.choice(_HEADINGS)}" if rng.random() < 0.05 else ""
-        rcat = rng.choice(("{{R from alternative spelling}}", "{{R from surname}}",
-                           "{{Redr|move|from other capitalisation}}", "{{R from short name}}",
-                           "{{R to section}}", ""))
+        rcat = rng.choice(
+            (
+                "{{R from alternative spelling}}",
+                "{{R from surname}}",
+                "{{Redr|move|from other capitalisation}}",
+                "{{R from short name}}",
+                "{{R to section}}",
+                "",
+            )
+        )
         text = f"#REDIRECT [[{target}{frag}]]" + (f"\n\n{rcat}" if rcat else "")
         self.n_redirects += 1
         return title, 0, text, {"redirect": target}
@@ -872,7 +1083,7 @@ class _PageMaker:
     def _template_page(self):
         rng = self.rng
         if self.tpl_made >= len(self.templates) and rng.random() < 0.3:
-            target = self._popular(self.template_titles)       # a template redirect
+            target = self._popular(self.template_titles)  # a template redirect
             kind = rng.choice(("box", "nav", "infobox"))
             title = self._unique(f"Template:{_cap(self._content_words(1)[0])} {kind}")
             self.n_redirects += 1
@@ -885,22 +1096,27 @@ class _PageMaker:
         self.tpl_made += 1
         title = self._unique(f"Template:{name}")
         self.template_titles.append(title)
-        if name in _INFOBOXES:      # the infobox templates themselves: parameters in {{{...}}}
-            params = "\n".join(f"| label{i} = {f.replace('_', ' ').capitalize()}\n"
-                               f"| data{i} = {{{{{{{f}|}}}}}}"
-                               for i, f in enumerate(_INFOBOXES[name], 1))
-            text = ("{{Infobox\n| bodyclass = vcard\n| above = {{{name|{{PAGENAME}}}}}\n"
-                    "| image = {{#if:{{{image|}}}|[[File:{{{image}}}|220px]]}}\n"
-                    f"{params}\n}}}}<noinclude>\n{{{{Documentation}}}}\n</noinclude>")
+        if name in _INFOBOXES:  # the infobox templates themselves: parameters in {{{...}}}
+            params = "\n".join(
+                f"| label{i} = {f.replace('_', ' ').capitalize()}\n| data{i} = {{{{{{{f}|}}}}}}"
+                for i, f in enumerate(_INFOBOXES[name], 1)
+            )
+            text = (
+                "{{Infobox\n| bodyclass = vcard\n| above = {{{name|{{PAGENAME}}}}}\n"
+                "| image = {{#if:{{{image|}}}|[[File:{{{image}}}|220px]]}}\n"
+                f"{params}\n}}}}<noinclude>\n{{{{Documentation}}}}\n</noinclude>"
+            )
         else:
             groups = "\n".join(
                 f"| group{i} = {_cap(self._content_words(1)[0])}\n| list{i} = "
-                + " &middot; ".join(f"[[{self._link_target()}]]"
-                                    for _ in range(rng.randrange(2, 7)))
-                for i in range(1, rng.randrange(2, 5)))
-            text = (f"{{{{Navbox\n| name = {name}\n| title = [[{self._link_target()}]]\n"
-                    f"{groups}\n}}}}<noinclude>\n[[Category:{self._category_name()}]]\n"
-                    "</noinclude>")
+                + " &middot; ".join(f"[[{self._link_target()}]]" for _ in range(rng.randrange(2, 7)))
+                for i in range(1, rng.randrange(2, 5))
+            )
+            text = (
+                f"{{{{Navbox\n| name = {name}\n| title = [[{self._link_target()}]]\n"
+                f"{groups}\n}}}}<noinclude>\n[[Category:{self._category_name()}]]\n"
+                "</noinclude>"
+            )
         return title, 10, text, {}
 
     def _file_page(self):
@@ -911,27 +1127,33 @@ class _PageMaker:
         self.file_made += 1
         title = self._unique(f"File:{name}")
         author = self.users[int(len(self.users) * rng.random())][0]
-        text = ("== Summary ==\n{{Information\n| description = "
-                + self._prose(8 + int(rng.random() * 20))
-                + f"\n| source = {{{{own}}}}\n| date = {self._year()}-0{rng.randrange(1, 10)}-"
-                f"1{rng.randrange(0, 10)}\n| author = [[User:{author}]]\n}}}}\n\n"
-                "== Licensing ==\n"
-                + rng.choice(("{{cc-by-sa-4.0}}", "{{PD-self}}", "{{Non-free album cover}}")))
+        text = (
+            "== Summary ==\n{{Information\n| description = "
+            + self._prose(8 + int(rng.random() * 20))
+            + f"\n| source = {{{{own}}}}\n| date = {self._year()}-0{rng.randrange(1, 10)}-"
+            f"1{rng.randrange(0, 10)}\n| author = [[User:{author}]]\n}}}}\n\n"
+            "== Licensing ==\n" + rng.choice(("{{cc-by-sa-4.0}}", "{{PD-self}}", "{{Non-free album cover}}"))
+        )
         return title, 6, text, {}
 
     def _project_page(self):
         rng = self.rng
         words = self._content_words(1 + int(rng.random() * 3))
         title = self._unique(f"Wikipedia:{_cap(' '.join(words))}")
-        text = (f"{{{{Wikipedia how-to|WP:{self._content_words(1)[0].upper()}}}}}\n"
-                + self._prose(30 + int(rng.random() * 200))
-                + "\n\n== See also ==\n* [[Wikipedia:Manual of Style]]")
+        text = (
+            f"{{{{Wikipedia how-to|WP:{self._content_words(1)[0].upper()}}}}}\n"
+            + self._prose(30 + int(rng.random() * 200))
+            + "\n\n== See also ==\n* [[Wikipedia:Manual of Style]]"
+        )
         return title, 4, text, {}
 
     def _portal_page(self):
         title = self._unique(f"Portal:{self._link_target()}")
-        text = (f"{{{{Portal header|title={title[7:]}}}}}\n{{{{Box-header|Introduction}}}}\n"
-                + self._prose(20 + int(self.rng.random() * 80)) + "\n{{Box-footer}}")
+        text = (
+            f"{{{{Portal header|title={title[7:]}}}}}\n{{{{Box-header|Introduction}}}}\n"
+            + self._prose(20 + int(self.rng.random() * 80))
+            + "\n{{Box-footer}}"
+        )
         return title, 100, text, {}
 
     def _draft_page(self):
@@ -942,10 +1164,12 @@ class _PageMaker:
     def _module_page(self):
         title = self._unique(f"Module:{_cap(self._content_words(1)[0])}")
         css = self._content_words(1)[0]
-        text = ("-- " + self._prose(8) + "\nlocal p = {}\n\nfunction p.main(frame)\n"
-                "\tlocal args = frame.args\n\tif #args < 2 and args[1] ~= nil then\n"
-                f"\t\treturn '<span class=\"{css}\">' .. args[1] .. '</span>'\n"
-                "\tend\n\treturn \"\"\nend\n\nreturn p\n")
+        text = (
+            "-- " + self._prose(8) + "\nlocal p = {}\n\nfunction p.main(frame)\n"
+            "\tlocal args = frame.args\n\tif #args < 2 and args[1] ~= nil then\n"
+            f"\t\treturn '<span class=\"{css}\">' .. args[1] .. '</span>'\n"
+            '\tend\n\treturn ""\nend\n\nreturn p\n'
+        )
         return title, 828, text, {"model": "Scribunto", "fmt": "text/plain"}
 
 
@@ -961,17 +1185,18 @@ def _fnv1a(s: str) -> int:
 # writing
 # --------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class DumpInfo:
     path: str
     index_path: str | None
-    pages: int          # all <page> elements
-    articles: int       # ns 0, not redirects
-    redirects: int      # pages with <redirect/> (any namespace)
-    words: int          # vocabulary words drawn for article prose (not names, numbers, markup)
-    bytes_xml: int      # uncompressed XML size
+    pages: int  # all <page> elements
+    articles: int  # ns 0, not redirects
+    redirects: int  # pages with <redirect/> (any namespace)
+    words: int  # vocabulary words drawn for article prose (not names, numbers, markup)
+    bytes_xml: int  # uncompressed XML size
     bytes_file: int = 0  # size of the written file
-    streams: int = 0    # bz2 streams in a multistream file (0 otherwise)
+    streams: int = 0  # bz2 streams in a multistream file (0 otherwise)
 
 
 _SUFFIXES = (".xml.bz2", ".xml.gz", ".xml")
@@ -1026,8 +1251,14 @@ class _BackgroundWriter:
             raise self._err
 
 
-def write_dump(path: str, size_mb: float, seed: int = 0, multistream: bool = False,
-               pages_per_stream: int = 100, vocab_size: int = DEFAULT_VOCAB_SIZE) -> DumpInfo:
+def write_dump(
+    path: str,
+    size_mb: float,
+    seed: int = 0,
+    multistream: bool = False,
+    pages_per_stream: int = 100,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+) -> DumpInfo:
     """Write a synthetic pages-articles dump of about ``size_mb`` MB (10**6 bytes) of XML.
 
     The compression follows the extension (.xml, .xml.gz, .xml.bz2). The decompressed XML
@@ -1066,8 +1297,7 @@ def write_dump(path: str, size_mb: float, seed: int = 0, multistream: bool = Fal
     streams = 0
     try:
         if multistream:
-            streams = _write_multistream(tmp, index_tmp, header, footer, pages(),
-                                         pages_per_stream)
+            streams = _write_multistream(tmp, index_tmp, header, footer, pages(), pages_per_stream)
         else:
             _write_single(tmp, kind, header, footer, pages())
     except BaseException:
@@ -1078,10 +1308,17 @@ def write_dump(path: str, size_mb: float, seed: int = 0, multistream: bool = Fal
     if index_tmp:
         os.replace(index_tmp, index_path)
     os.replace(tmp, path)
-    return DumpInfo(path=path, index_path=index_path, pages=maker.pages,
-                    articles=maker.n_articles, redirects=maker.n_redirects,
-                    words=maker.article_words, bytes_xml=total,
-                    bytes_file=os.path.getsize(path), streams=streams)
+    return DumpInfo(
+        path=path,
+        index_path=index_path,
+        pages=maker.pages,
+        articles=maker.n_articles,
+        redirects=maker.n_redirects,
+        words=maker.article_words,
+        bytes_xml=total,
+        bytes_file=os.path.getsize(path),
+        streams=streams,
+    )
 
 
 def _write_single(tmp: str, kind: str, header: bytes, footer: bytes, pages) -> None:
@@ -1110,13 +1347,15 @@ def _write_single(tmp: str, kind: str, header: bytes, footer: bytes, pages) -> N
             fobj.close()
 
 
-def _write_multistream(tmp: str, index_tmp: str, header: bytes, footer: bytes, pages,
-                       per_stream: int) -> int:
+def _write_multistream(tmp: str, index_tmp: str, header: bytes, footer: bytes, pages, per_stream: int) -> int:
     workers = max(1, min(4, os.cpu_count() or 1))
     pending: collections.deque = collections.deque()
     streams = 0
-    with open(tmp, "wb") as out, bz2.BZ2File(index_tmp, "wb", compresslevel=9) as index, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    with (
+        open(tmp, "wb") as out,
+        bz2.BZ2File(index_tmp, "wb", compresslevel=9) as index,
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool,
+    ):
 
         def drain(keep: int):
             nonlocal streams
@@ -1126,8 +1365,7 @@ def _write_multistream(tmp: str, index_tmp: str, header: bytes, footer: bytes, p
                 out.write(fut.result())
                 streams += 1
                 if entries:
-                    index.write("".join(f"{offset}:{pid}:{title}\n" for pid, title in entries)
-                                .encode("utf-8"))
+                    index.write("".join(f"{offset}:{pid}:{title}\n" for pid, title in entries).encode("utf-8"))
 
         pending.append((pool.submit(bz2.compress, header, 9), None))
         group, entries = [], []
@@ -1149,31 +1387,48 @@ def _write_multistream(tmp: str, index_tmp: str, header: bytes, footer: bytes, p
 # CLI
 # --------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.wiki.synthetic",
         description="Write a synthetic MediaWiki pages-articles XML dump (Zipf-distributed "
-                    "pseudo-words, realistic wikitext markup) for scale tests and benchmarks. "
-                    "Prints a one-line JSON summary.")
-    p.add_argument("out", metavar="OUT",
-                   help="output file; compression by extension: .xml, .xml.gz or .xml.bz2")
-    p.add_argument("--mb", type=float, default=50.0,
-                   help="approximate uncompressed XML size in MB (10^6 bytes; default 50)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same "
-                   "arguments give byte-identical files")
-    p.add_argument("--multistream", action="store_true",
-                   help="Wikipedia multistream layout (.xml.bz2 only): one bz2 stream per "
-                        "--pages-per-stream pages, plus OUT with .xml.bz2 replaced by "
-                        "-index.txt.bz2 holding offset:page_id:title lines")
-    p.add_argument("--pages-per-stream", type=int, default=100,
-                   help="pages per bz2 stream with --multistream (default 100)")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
-                   help=f"vocabulary size (Zipf ranks; default {DEFAULT_VOCAB_SIZE})")
+        "pseudo-words, realistic wikitext markup) for scale tests and benchmarks. "
+        "Prints a one-line JSON summary.",
+    )
+    p.add_argument("out", metavar="OUT", help="output file; compression by extension: .xml, .xml.gz or .xml.bz2")
+    p.add_argument(
+        "--mb", type=float, default=50.0, help="approximate uncompressed XML size in MB (10^6 bytes; default 50)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (default 0); same arguments give byte-identical files"
+    )
+    p.add_argument(
+        "--multistream",
+        action="store_true",
+        help="Wikipedia multistream layout (.xml.bz2 only): one bz2 stream per "
+        "--pages-per-stream pages, plus OUT with .xml.bz2 replaced by "
+        "-index.txt.bz2 holding offset:page_id:title lines",
+    )
+    p.add_argument(
+        "--pages-per-stream", type=int, default=100, help="pages per bz2 stream with --multistream (default 100)"
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=DEFAULT_VOCAB_SIZE,
+        help=f"vocabulary size (Zipf ranks; default {DEFAULT_VOCAB_SIZE})",
+    )
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        info = write_dump(a.out, a.mb, seed=a.seed, multistream=a.multistream,
-                          pages_per_stream=a.pages_per_stream, vocab_size=a.vocab_size)
+        info = write_dump(
+            a.out,
+            a.mb,
+            seed=a.seed,
+            multistream=a.multistream,
+            pages_per_stream=a.pages_per_stream,
+            vocab_size=a.vocab_size,
+        )
     except ValueError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 2

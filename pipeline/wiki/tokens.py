@@ -34,17 +34,13 @@ def _char_class(chars):
             ranges[-1][1] = c
         else:
             ranges.append([c, c])
-    return "".join(
-        "\\u%04x" % ord(a) if a == b else "\\u%04x-\\u%04x" % (ord(a), ord(b)) for a, b in ranges
-    )
+    return "".join("\\u%04x" % ord(a) if a == b else "\\u%04x-\\u%04x" % (ord(a), ord(b)) for a, b in ranges)
 
 
 # Combining marks (category M) are not \w in Python. Only those of the Basic Multilingual
 # Plane: `re` tests a BMP class with a bitmap, a class with astral ranges range by range
 # (twice as slow), and astral scripts are negligible in English Wikipedia.
-_MARKS = _char_class(
-    c for c in map(chr, range(0x300, 0x10000)) if unicodedata.category(c)[0] == "M"
-)
+_MARKS = _char_class(c for c in map(chr, range(0x300, 0x10000)) if unicodedata.category(c)[0] == "M")
 _REST = r"[^\W_]*(?:[%s]+[^\W_]*)*" % _MARKS  # rest of a word after its first letter
 _JOIN = r"(?:[\-\u2010\u2011]|['\u2019](?!s(?![^\W_])))"  # but not a possessive 's
 # The lookbehinds stop the "s" of a possessive from starting a token of its own. They
