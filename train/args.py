@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from .precision import PRECISIONS
+
 DESCRIPTION = """\
 `python -m train` / `torchrun --nproc_per_node N -m train`: CLIP's contrastive training.
 
@@ -21,8 +23,6 @@ warm-up, a random square crop as the only augmentation.
 # Larger images are skipped (`image_too_large`) before they are decoded: Pillow's
 # decompression-bomb threshold, as in the download stage (--max-image-pixels there too).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
-
-PRECISIONS = ("fp32", "bf16", "amp_fp16")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32, bf16 (autocast) or amp_fp16 (autocast + grad scaler) (default: %(default)s)",
+        help="fp32, bf16 (autocast) or amp_fp16 (autocast + grad scaler); amp_bf16 and amp are "
+        "open_clip_train's names for bf16 and amp_fp16 (default: %(default)s)",
     )
     p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")

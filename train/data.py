@@ -80,6 +80,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import store
 from .args import DEFAULT_MAX_IMAGE_PIXELS  # images above it are skipped unread
+from .eval_data import to_rgb  # transparency onto white, as the evaluation sees images
 
 try:  # open_clip's constants, without importing the whole package when not needed
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -364,16 +365,6 @@ def is_held_out(uid: str, val_fraction: float) -> bool:
 # --------------------------------------------------------------------------- transforms
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited on white."""
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
 _MEAN_255 = np.asarray(OPENAI_DATASET_MEAN, dtype=np.float32) * 255
 _INV_STD_255 = 1.0 / (np.asarray(OPENAI_DATASET_STD, dtype=np.float32) * 255)
 
@@ -408,7 +399,7 @@ class TrainTransform:
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
         rng = rng or random
-        img = _to_rgb(img)
+        img = to_rgb(img)
         w, h = img.size
         s = min(w, h)
         left, top = rng.randint(0, w - s), rng.randint(0, h - s)
@@ -425,7 +416,7 @@ class ValTransform:
         self.image_size = int(image_size)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = _to_rgb(img)
+        img = to_rgb(img)
         w, h = img.size
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2

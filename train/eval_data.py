@@ -23,7 +23,7 @@ Sets (names as given to `load_dataset` / ``python -m train.evaluate --datasets``
 
 ``openclipart``
     The openclipart images that `make shards` keeps out of the training pool
-    (`pipeline.collect.sample`: `is_held_out_image(path, 0.1, seed 0)`, ~10% by path hash),
+    (`pipeline.sample.stage`: `is_held_out_image(path, 0.1, seed 0)`, ~10% by path hash),
     labelled by category (the top folder). Left out, and counted in ``info``: the
     categories that name no subject (``unsorted``, ``special``); images that a symbolic
     link also files under another kept class (their label would be ambiguous); categories
@@ -41,7 +41,7 @@ Sets (names as given to `load_dataset` / ``python -m train.evaluate --datasets``
 
 ``animal-mnist``
     The 10,000 28x28 grayscale silhouettes (white animal on black, 1,000 per class) shipped
-    in the ``animal-mnist`` wheel (`python -m pipeline.sample_data animal-mnist` puts its
+    in the ``animal-mnist`` wheel (`python -m pipeline.sample.fetch animal-mnist` puts its
     two files in CACHE/animal-mnist/). Class names, by label: bear, bird, cat, cow, dog,
     elephant, giraffe, horse, sheep, zebra (the package's README lists them; its loader
     gives no names, so the label order was checked by looking at the images: labels are
@@ -84,8 +84,8 @@ Transform = Callable[[Image.Image], object] | None
 
 OPENCLIPART_EXCLUDED = ("special", "unsorted")  # categories that name no subject
 OPENCLIPART_MIN_IMAGES = 5
-HELD_OUT_FRACTION = 0.1  # as pipeline.collect.sample.HELD_OUT_IMAGES
-HELD_OUT_SEED = 0  # as pipeline.collect.sample.HELD_OUT_SEED
+HELD_OUT_FRACTION = 0.1  # as pipeline.sample.stage.HELD_OUT_IMAGES
+HELD_OUT_SEED = 0  # as pipeline.sample.stage.HELD_OUT_SEED
 OPENCLIPART_MAX_SHORT_SIDE = 512  # images are shrunk to this and cached in memory (see open_rgb)
 
 ANIMAL_MNIST_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
@@ -95,12 +95,15 @@ DIGITS_SCALE = 8
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency (alpha, LA, palette or colour-key) composited onto white."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    """RGB, with any transparency (alpha, premultiplied alpha, LA, palette or colour-key)
+    composited onto white: how the evaluation sets, the trainer's transforms (`train.data`)
+    and `train.overlap` all see an image. An RGB image without transparency comes back as
+    it is (no copy: the training stream calls this per image)."""
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def open_rgb(path: str | Path, max_short_side: int | None = None) -> Image.Image:
@@ -318,7 +321,7 @@ def _animal_dir(cache_dir: str | Path) -> Path:
             return d
     raise InputError(
         f"{cache_dir}: animal-mnist files ({', '.join(ANIMAL_MNIST_FILES)}) not found here nor in "
-        "animal-mnist/; fetch them with `python -m pipeline.sample_data animal-mnist`"
+        "animal-mnist/; fetch them with `python -m pipeline.sample.fetch animal-mnist`"
     )
 
 
@@ -401,7 +404,7 @@ def readable_category(category: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _openclipart_held_rows(cache_dir: str, fraction: float, seed: int) -> tuple[str, tuple[dict, ...]]:
-    from pipeline.collect.openclipart import is_held_out_image, roots_from_cache, sample_rows
+    from pipeline.sample.openclipart import is_held_out_image, roots_from_cache, sample_rows
 
     png_root, svg_root = roots_from_cache(cache_dir)
     rows = tuple(r for r in sample_rows(png_root, svg_root) if is_held_out_image(r["path"], fraction, seed))

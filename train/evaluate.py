@@ -54,6 +54,10 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
+from .precision import PRECISIONS, autocast_factory
+
+PRECISION_HELP = "fp32 (default), bf16 / amp_bf16 or amp_fp16 / amp (autocast), as the trainer's --precision"
+
 if TYPE_CHECKING:
     import torch
 
@@ -495,19 +499,18 @@ def _strip_prefixes(state: dict) -> dict:
 
 def _register_config(name: str, model_config) -> None:
     import open_clip
-    from open_clip import factory
+
+    from . import model as project_models  # open_clip's registry, and our train/model_configs/*.json
 
     if model_config is not None:
         if isinstance(model_config, (str, Path)):
             model_config = json.loads(Path(model_config).read_text())
-        needed = ("embed_dim", "vision_cfg", "text_cfg")
-        if not isinstance(model_config, dict) or not all(k in model_config for k in needed):
-            raise InputError(f"model_config for {name!r} needs embed_dim, vision_cfg and text_cfg")
-        factory._MODEL_CONFIGS[name] = model_config  # open_clip's registry; add_model_config takes files only
+        try:
+            project_models.register(name, model_config)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         return
     if open_clip.get_model_config(name) is None:
-        from . import model as project_models  # the project's own small configs (train/model_configs/*.json)
-
         project_models.register_builtin()
     if open_clip.get_model_config(name) is None:
         raise InputError(f"unknown model {name!r}: not an open_clip architecture nor one of train/model_configs")
@@ -716,20 +719,6 @@ def default_out(source: str, checkpoint: Path | None) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def autocast_for(precision: str, device: str):
-    import torch
-
-    dtypes = {"amp_bf16": torch.bfloat16, "bf16": torch.bfloat16, "amp_fp16": torch.float16, "amp": torch.float16}
-    if precision == "fp32":
-        return None
-    if precision not in dtypes:
-        raise InputError(
-            f"--precision {precision!r}: choose fp32, amp, amp_bf16 (or bf16, as the trainer says) or amp_fp16"
-        )
-    device_type = torch.device(device).type
-    return lambda: torch.autocast(device_type, dtype=dtypes[precision])
-
-
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     """--checkpoint / --model / --pretrained, as every command over a model takes them."""
     ap.add_argument(
@@ -787,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
     ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     ap.add_argument(
         "--linear-probe",
         action="store_true",
@@ -825,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        autocast = autocast_for(args.precision, device)
+        autocast = autocast_factory(args.precision, device)
         # A file given as --pretrained (open_clip's way to name an epoch_N.pt) is read like --checkpoint.
         file = args.checkpoint or (args.pretrained if args.pretrained and Path(args.pretrained).exists() else None)
         source = file or args.model + (f" {args.pretrained}" if args.pretrained else "")

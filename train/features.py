@@ -35,11 +35,10 @@ from typing import Callable, ContextManager, Iterable
 import torch
 import torch.nn.functional as F
 
-from .zeroshot import unwrap
+from .distributed import unwrap
+from .precision import AUTOCAST_DTYPE, autocast_context
 
 FORMAT = 1  # bump when what is cached (or how it is computed) changes
-# The trainer says bf16 / amp_fp16, train.evaluate amp_bf16 / amp / amp_fp16: one key per autocast dtype.
-AUTOCAST_DTYPE = {"fp32": "fp32", "bf16": "bf16", "amp_bf16": "bf16", "amp": "fp16", "amp_fp16": "fp16"}
 PRE_PROJECTION = "pre-projection (ViT: pooled features before visual.proj, the paper's I_f)"
 TOWER_OUTPUT = "image tower output (no visual.proj: e.g. a ResNet's attention pool), unnormalised"
 
@@ -77,7 +76,7 @@ def encode(
     kind = TOWER_OUTPUT
     with torch.no_grad(), _projection_aside(visual) if visual is not None else contextlib.nullcontext() as proj:
         for images, target in loader:
-            with autocast() if autocast else contextlib.nullcontext():
+            with autocast_context(autocast):
                 if proj is not None:
                     pooled = visual(images.to(device))
                     if isinstance(pooled, tuple):  # output_tokens towers return (pooled, tokens)

@@ -28,8 +28,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 from open_clip.loss import ClipLoss
+from torch import nn
+
+from .distributed import unwrap
 
 __all__ = ["LOGIT_SCALE_INIT", "LOGIT_SCALE_MAX", "make_loss", "clamp_logit_scale_", "ClipLoss"]
 
@@ -56,13 +58,8 @@ def make_loss(rank: int = 0, world_size: int = 1) -> nn.Module:
     return ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world_size)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    # DistributedDataParallel / DataParallel keep the real model in .module.
-    return getattr(model, "module", model)
-
-
 @torch.no_grad()
 def clamp_logit_scale_(model: nn.Module, max_value: float = LOGIT_SCALE_MAX) -> None:
     """Clamp ``model.logit_scale`` (the log of the temperature's inverse) in place
     to ``[0, max_value]``. Call it after each optimizer step."""
-    _unwrap(model).logit_scale.clamp_(0, max_value)
+    unwrap(model).logit_scale.clamp_(0, max_value)

@@ -2,7 +2,8 @@
 
 Read top to bottom, nanoGPT style: arguments (in `train.args`, parsed before torch is
 imported), distributed setup, model and optimizer, resume, then one loop of steps
-(data -> loss -> step -> log -> checkpoint -> evaluate).
+(data -> loss -> step -> log -> checkpoint -> evaluate). Ranks and collectives are in
+`train.distributed`, the precision modes in `train.precision`.
 The recipe is the paper's (sec. 2.5, tables 18-20): symmetric cross-entropy with a
 learnable temperature (logit scale from ln(1/0.07), clamped at ln(100)), similarities
 sharded over ranks, AdamW without decay on gains/biases/embeddings, cosine schedule with
@@ -14,9 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
-import logging
 import socket
 import sys
 import time
@@ -25,48 +26,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from . import checkpoint, data, lifeline, model as models, optim, store
+from . import checkpoint, data, distributed, lifeline, optim, precision, store
+from . import model as models
 from .accum import accumulate_step
 from .args import parse_args
+from .distributed import all_reduce_sum, unwrap
 from .loss import clamp_logit_scale_, make_loss
 from .report import refresh_report
-
-
-def init_distributed(backend: str | None, timeout_min: int = 120) -> tuple[int, int, int, torch.device]:
-    """(rank, world, local rank, device) from torchrun's environment; single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"), timeout=timedelta(minutes=timeout_min))
-    return rank, world, local, device
-
-
-def autocast_factory(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def unwrap(m: torch.nn.Module) -> torch.nn.Module:
-    m = getattr(m, "_orig_mod", m)  # torch.compile
-    return getattr(m, "module", m)  # DDP
-
-
-def all_reduce_sum(values: list[float], world: int, device: torch.device) -> list[float]:
-    """Sum over ranks; the tensor lives on `device` because NCCL refuses CPU tensors."""
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def trim_metrics(path: Path, start_step: int) -> None:
@@ -106,11 +73,11 @@ def run_parsed(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     quiet_known_noise()
-    rank, world, local_rank, device = init_distributed(args.dist_backend, args.dist_timeout)
+    rank, world, local_rank, device = distributed.init_distributed(args.dist_backend, args.dist_timeout)
     if world > 1:  # `held` closes what the run opened, however it ends (an error, an exception)
-        held.callback(dist.destroy_process_group)
+        held.callback(distributed.teardown)
     master = rank == 0
-    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, distributed.local_world_size(world)))
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed + rank)
 
@@ -138,7 +105,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     betas = (args.beta1 or b1, args.beta2 or b2)
     eps = args.eps or eps
     opt = optim.make_optimizer(net, args.lr, args.wd, betas, eps)
-    scaler = torch.amp.GradScaler(device.type) if args.precision == "amp_fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler(args.precision) else None
 
     # --- resume -----------------------------------------------------------------------
     # Rank 0 takes the run folder and decides, the others follow: ranks that looked at the
@@ -165,7 +132,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             early_error = f"--resume latest: {e}"
         except Exception as e:  # noqa: BLE001 - a remote run folder that cannot be listed
             early_error = f"{ckpt_dir}: cannot list the checkpoints ({checkpoint.one_line(e)})"
-    refuse, resume_path, early_error = broadcast_from_rank0(
+    refuse, resume_path, early_error = distributed.broadcast_from_rank0(
         [refuse, resume_path and str(resume_path), early_error], world
     )
     if early_error:
@@ -223,7 +190,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if master:
             print(f"{run.url}: already at step {start_step} of {args.steps}; nothing to do", file=sys.stderr)
         if world > 1:
-            dist.destroy_process_group()
+            distributed.teardown()
         return 0
 
     from .eval_data import check_spec
@@ -235,7 +202,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             print(f"error: --eval-datasets: {e}", file=sys.stderr)
             return 2
 
-    ranks = describe_ranks(rank, local_rank, world)
+    ranks = distributed.describe_ranks(rank, local_rank, world)
     config = {
         **vars(args),
         "model": name,
@@ -255,11 +222,9 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         trim_metrics(run.local / "metrics.jsonl", start_step)
 
     # the model as the step calls it: DDP-wrapped over several ranks, compiled with --compile, else `net`
-    wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    if args.compile:
-        wrapped = torch.compile(wrapped)
+    wrapped = distributed.wrap(net, world, compile=args.compile)
     loss_fn = make_loss(rank, world)
-    autocast = autocast_factory(args.precision, device)
+    autocast = precision.autocast_factory(args.precision, device)
     loader = data.make_train_loader(  # the patterns: expanding `urls` again would refuse a gap in a brace range
         args.train_data,
         tokenizer,
@@ -403,8 +368,8 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 )
 
         if done % args.save_every == 0 or done == args.steps:
-            rngs = _gather(checkpoint.rng_state(), world)
-            streams = _gather(loader.state_dict(), world)  # every rank's position in its data stream
+            rngs = distributed.all_gather(checkpoint.rng_state(), world)
+            streams = distributed.all_gather(loader.state_dict(), world)  # every rank's position in its data stream
             if master:
                 run.upload("metrics.jsonl")  # before the checkpoint: a stored checkpoint's steps are in the metrics
                 checkpoint.save(
@@ -431,8 +396,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                     },
                     keep=args.keep_checkpoints,
                 )
-            if world > 1:
-                dist.barrier()
+            distributed.barrier(world)
 
         if (args.eval_every and done % args.eval_every == 0) or (done == args.steps and args.final_eval):
             if master:
@@ -450,8 +414,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                     )
                     unwrap(wrapped).train()
                 checkpoint.set_rng_state(rng)
-            if world > 1:
-                dist.barrier()
+            distributed.barrier(world)
 
     if bar is not None:
         bar.close()
@@ -483,40 +446,6 @@ def tensorboard_scalars(row: dict, world: int) -> dict[str, float]:
     out["train/samples_per_second_per_gpu"] = row["samples_per_s"] / world
     out.update({f"skipped/{r}": n for r, n in row["skipped_by_reason"].items()})
     return out
-
-
-def broadcast_from_rank0(values: list, world: int) -> list:
-    """Rank 0's values (picklable) on every rank."""
-    if world > 1:
-        dist.broadcast_object_list(values, src=0)
-    return values
-
-
-def describe_ranks(rank: int, local_rank: int, world: int) -> list[dict]:
-    """Where every rank runs ({rank, local_rank, node, host, pid}; node is torchrun's
-    GROUP_RANK), for config.json: shows which nodes joined a multi-node run."""
-    me = {
-        "rank": rank,
-        "local_rank": local_rank,
-        "node": int(os.environ.get("GROUP_RANK", "0")),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-    if world == 1:
-        return [me]
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, me)
-    return gathered
-
-
-def _gather(state: dict, world: int) -> list[dict]:
-    """Every rank's `state` (its RNG state, its data stream position), in rank order, so
-    each continues its own after a resume."""
-    if world == 1:
-        return [state]
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, state)
-    return gathered
 
 
 def restore(ckpt: dict, path, net: torch.nn.Module, opt, scaler, model_name: str, rank: int) -> None:
@@ -580,7 +509,8 @@ def hold_run_folder(run: store.RunFolder, held: contextlib.ExitStack) -> str | N
 
 
 def run_evaluation(net, tokenizer, image_size, args, urls, run_dir, device, step, autocast, writer) -> dict:
-    from .evaluate import evaluate, tensorboard_scalars as eval_scalars
+    from .evaluate import evaluate
+    from .evaluate import tensorboard_scalars as eval_scalars
 
     net.eval()
     val = None

@@ -9,21 +9,44 @@ rebuilds the same architecture without the file.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import open_clip
-from open_clip import factory
+
+from .distributed import unwrap
+from .precision import model_precision
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # open_clip skips a config without them
 
 
 def register(name: str, config: dict) -> None:
-    factory._MODEL_CONFIGS[name] = config  # open_clip's registry; add_model_config only takes files
+    """`config` into open_clip's registry under `name`, through its public `add_model_config`.
+
+    That reads files only (a file's stem is its name), so the dict goes through a temporary
+    `name`.json, deleted at once: open_clip keeps the config, and its later rescans skip the
+    missing file rather than bring an older config back under `name`. ValueError for a
+    config open_clip would skip, or a name that cannot be a file name.
+    """
+    if not isinstance(config, dict) or not all(k in config for k in CONFIG_KEYS):
+        raise ValueError(f"model_config for {name!r} needs embed_dim, vision_cfg and text_cfg")
+    if not name or name in (".", "..") or Path(name).name != name:
+        raise ValueError(f"model name {name!r} cannot be registered: it must be a file name (no '/')")
+    with tempfile.TemporaryDirectory(prefix="train-model-config-") as folder:
+        path = Path(folder) / f"{name}.json"
+        path.write_text(json.dumps(config))
+        open_clip.add_model_config(path)
 
 
 def register_builtin() -> None:
+    """train/model_configs/*.json into open_clip's registry under their file names, unless
+    they are there as in the files (each `add_model_config` adds a path that every later one
+    rescans, so the folder is added only when needed)."""
     for path in sorted(CONFIG_DIR.glob("*.json")):
-        register(path.stem, json.loads(path.read_text()))
+        if open_clip.get_model_config(path.stem) != json.loads(path.read_text()):
+            open_clip.add_model_config(CONFIG_DIR)
+            return
 
 
 def resolve(name: str, config_path: str | None = None) -> tuple[str, dict]:
@@ -45,7 +68,7 @@ def create(name: str, config: dict | None = None, precision: str = "fp32", devic
         register(name, config)
     else:
         register_builtin()
-    model = open_clip.create_model(name, pretrained=None, precision=_model_precision(precision), device=device)
+    model = open_clip.create_model(name, pretrained=None, precision=model_precision(precision), device=device)
     tokenizer = open_clip.get_tokenizer(name)
     size = model.visual.image_size
     image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -58,10 +81,4 @@ def eval_transform(model):
     and `train.overlap` then see the same pixels, and share cached features (`train.features`)."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    return image_transform_v2(PreprocessCfg(**getattr(model, "module", model).visual.preprocess_cfg), is_train=False)
-
-
-def _model_precision(precision: str) -> str:
-    """Master weights stay fp32: our bf16 and amp_fp16 are autocast modes, so AdamW's small
-    late-schedule updates are not lost to bf16 rounding (open_clip's "bf16" would cast them)."""
-    return "fp32"
+    return image_transform_v2(PreprocessCfg(**unwrap(model).visual.preprocess_cfg), is_train=False)

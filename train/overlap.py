@@ -85,6 +85,8 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Sequence
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
+from .precision import PRECISIONS, autocast_factory
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -130,7 +132,7 @@ def fingerprint(image: Image.Image) -> Fingerprint:
     composited onto white, as the evaluation sets and the downloader see it)."""
     from .eval_data import to_rgb
 
-    rgb = image if image.mode == "RGB" and "transparency" not in image.info else to_rgb(image)
+    rgb = to_rgb(image)  # no copy of an RGB image
     digest = hashlib.sha256(b"%dx%d\0" % rgb.size)
     digest.update(rgb.tobytes())
     return Fingerprint(digest.hexdigest(), *perceptual_hash(rgb))
@@ -826,7 +828,7 @@ def _shard_urls(given: Sequence[str] | None, config: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import add_model_arguments  # imports no torch
+    from .evaluate import PRECISION_HELP, add_model_arguments  # imports no torch
 
     ap = argparse.ArgumentParser(
         prog="python -m train.overlap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -876,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shard images declaring more pixels are skipped and counted (default: the trainer's)",
     )
     ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    ap.add_argument("--precision", default="fp32", help="fp32 (default), amp / amp_fp16 or amp_bf16 (autocast)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     ap.add_argument(
         "--feature-cache",
         default=".cache/features",
@@ -903,10 +905,10 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = thresholds_for(args.datasets, args.phash_distance, args.min_cosine)
         import torch
 
-        from .evaluate import autocast_for, default_out
+        from .evaluate import default_out
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        autocast = autocast_for(args.precision, device)
+        autocast = autocast_factory(args.precision, device)
         model, tokenizer, preprocess, fields, path, config = _load_model(args, device)
         urls = _shard_urls(args.shards, config)
         source = str(path) if path else args.model + (f" {args.pretrained}" if args.pretrained else "")

@@ -25,23 +25,15 @@ called, so any object with those two methods works (the tests use a stub).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, ContextManager, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .distributed import unwrap
+from .precision import autocast_context
+
 Template = Callable[[str], str] | str
-
-
-def _autocast(autocast: Callable[[], ContextManager] | None) -> ContextManager:
-    return autocast() if autocast is not None else contextlib.nullcontext()
-
-
-def unwrap(model):
-    """The module inside DistributedDataParallel / torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def get_templates(name: str | Sequence[Template]) -> tuple[Template, ...]:
@@ -97,7 +89,7 @@ def build_classifier(
         raise ValueError("no class names")
     templates = get_templates(templates)
     model = unwrap(model)
-    with torch.no_grad(), _autocast(autocast):
+    with torch.no_grad(), autocast_context(autocast):
         try:
             from open_clip import build_zero_shot_classifier
         except ImportError:  # older open_clip: the same computation, here
@@ -118,7 +110,7 @@ def encode_images(
     feats, labels = [], []
     with torch.no_grad():
         for images, target in loader:
-            with _autocast(autocast):
+            with autocast_context(autocast):
                 f = model.encode_image(images.to(device))
             feats.append(F.normalize(f.float(), dim=-1).cpu())
             labels.append(torch.as_tensor(target).long().cpu())
@@ -253,7 +245,7 @@ def encode_pairs(
         for batch in loader:
             images, texts = batch[0], batch[1]
             tokens = texts if isinstance(texts, torch.Tensor) else tokenizer(list(texts))
-            with _autocast(autocast):
+            with autocast_context(autocast):
                 fi = model.encode_image(images.to(device))
                 ft = model.encode_text(tokens.to(device), normalize=True)
             img_feats.append(F.normalize(fi.float(), dim=-1).cpu())
