@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.collect import pool as pool_mod
 from pipeline.collect.pool import DROP_KEYS, build_pool, input_format
+from pipeline.collect.pool import stage as pool_mod
 from pipeline.collect.urls import check_url, make_uid, normalise_text
 from pipeline.errors import InputError
 

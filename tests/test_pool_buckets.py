@@ -1,6 +1,6 @@
 """The pool's distributed dedup: bucket tasks, per-input part tasks, resumption.
 
-Every phase of the pool runs as independent part tasks (see pipeline/collect/pool.py, "How
+Every phase of the pool runs as independent part tasks (see pipeline/collect/pool/stage.py, "How
 it scales"); these tests check that the result is exactly a simple sequential reference
 (first occurrence in input order wins), is byte-identical for any number of buckets and
 workers, and that a rerun after an interruption reuses finished work and still produces the
@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect import pool as pool_mod
 from pipeline.collect.pool import DROP_KEYS, FINE_BUCKETS, build_pool
+from pipeline.collect.pool import stage as pool_mod
 from pipeline.collect.urls import make_uid
 from pipeline.errors import InputError
 

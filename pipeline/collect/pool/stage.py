@@ -1,0 +1,516 @@
+"""Step 1 of collection: the candidate pool of (image URL, text) pairs.
+
+Inputs (any mix, in the order given after glob expansion):
+
+* tables: ``.parquet``; ``.csv``, ``.tsv``, ``.jsonl`` (also ``.ndjson``), optionally
+  compressed by extension (``.gz``, ``.zst``/``.zstd``, ``.bz2``, ``.xz``), with the URL in
+  `url_col` and the text in `text_col`. CSV and TSV follow the same rules (header row,
+  ``"`` quoting with doubled quotes, newlines allowed inside quoted fields; TSV only
+  changes the delimiter), as pandas and img2dataset write and read them.
+* Common Crawl WAT files (``*.wat``, ``*.wat.gz``): every ``<img src alt title>`` of every
+  page (see `wat.py`); extra columns available there: ``page_url``, ``alt``, ``title``.
+
+Output in `out_dir`: ``part-NNNNN.parquet`` (columns ``uid``, ``url``, ``text``, ``source``
+and the `keep_cols`, all strings; at most `rows_per_part` rows each, rows in input order; a
+part holds rows of one input only: input i fills ceil(kept_i / rows_per_part) parts, none
+if it keeps nothing, numbered on from the previous input's; one empty part when nothing at
+all is kept) and ``_stats.json`` (written last: its presence means the pool is complete).
+
+Per row, in this order (the first failing test names the counter):
+
+1. unreadable row: a CSV row with the wrong number of fields, a JSONL line that is not a
+   JSON object, a url/text JSON value that is not a string -> ``dropped_malformed``;
+2. url or text not valid UTF-8 (CSV/TSV/JSONL/parquet bytes, lone surrogates from JSON
+   escapes) -> ``dropped_bad_encoding``. The row is dropped rather than repaired: a URL with
+   U+FFFD in it fetches the wrong thing, and a caption with holes matches queries badly.
+   Kept extra columns are repaired instead (U+FFFD), counted in ``keep_cols_bad_encoding``;
+3. url null or blank -> ``dropped_null_url`` (surrounding whitespace is stripped);
+4. text null or empty after `normalise_text` -> ``dropped_empty_text``;
+5. `check_url` -> ``dropped_scheme`` / ``dropped_long_url`` (over 4,096 characters) /
+   ``dropped_bad_url`` (control or bidi formatting characters included) /
+   ``dropped_private_host``;
+6. text longer than `max_text_chars` (default 4096 code points, far beyond CLIP's 77
+   tokens but enough for any real caption) is cut there (then right-stripped) and counted
+   in ``text_truncated``; the row is kept;
+7. ``uid`` = `make_uid(url, text)` of the final pair; a uid seen earlier in the input order
+   (any input) -> ``dropped_duplicate``.
+
+``rows_in == kept + sum(dropped_*)`` always holds (blank JSONL lines are not rows).
+
+Empty inputs: an input with no rows (an empty file of any format, a header-only CSV, a
+WAT file without image links) is counted in ``empty_inputs`` (its entry in ``inputs``
+shows ``rows_in: 0``) when other inputs have rows; when no input has any row, that is an
+InputError naming the file, whatever the format (a pool of nothing is a wrong path or a
+failed export, not a dataset).
+
+Error messages quote input bytes (a bad CSV row, a WAT file's first line) escaped
+(`urls.printable`): a file's control and bidi characters never reach the terminal raw.
+
+Columns: a table without `url_col`, `text_col` or one of `keep_cols` (parquet schema, CSV
+header, first JSONL record) is an InputError naming the file and the columns it has; a later
+JSONL record without a key has null there. Parquet url/text columns must be strings (or
+binary). Kept columns are written as strings: numbers and booleans as text (``640``,
+``true``), lists and structs as JSON. WAT inputs offer ``page_url``, ``alt`` and ``title``;
+other kept columns are null for their rows.
+
+How it scales: nothing in this step runs in one process over all rows. Three phases of
+independent part tasks run on the `engine` (local processes or Ray tasks, with retries);
+the driver between them only sums small per-input and per-bucket counts:
+
+1. one task per input streams it in batches (parquet row groups, 16 MiB CSV blocks, JSONL
+   lines, WAT records), normalises and filters it, and spills the kept rows to
+   ``_work/in-NNNNN-*.parquet`` with a global position ``pos = input_index << 40 | row``.
+   It also writes the input's key file: its (pos, h) pairs, h the 64-bit uid hash, grouped
+   by the top 12 bits of h into 4096 fine buckets (the input's hashes are held meanwhile:
+   8 bytes a kept row, about 40 while the key file is written).
+2. one task per dedup bucket (a contiguous range of fine buckets, so equal uids always meet
+   in one task) reads that range from every key file, finds every position whose h occurs
+   at a lower position (a stable sort by h), and writes those positions sorted, after the
+   count of each input's. Memory: about 64 bytes a key of one bucket. The number of buckets
+   (`buckets`, else enough for `memory_limit` and at most BUCKET_ROWS keys each, so large
+   pools give many tasks) does not change the result.
+3. from the counts the driver gives every input its kept rows and its first part number;
+   one task per input then writes its spill minus its duplicate positions (its runs in the
+   bucket results) into its parts, and a marker listing them.
+
+One input is read by one task: split huge inputs into several files to use more cores.
+Nothing depends on timing, the engine, `workers` or the number of buckets, so parts are
+byte-identical for any of them. Tasks exchange files in ``out_dir`` (with Ray it must be on
+storage every node sees). Every file is written under a temporary name and renamed.
+A rerun resumes: finished spills and key files, bucket results and the parts of inputs
+whose marker is there are reused (parts of another run are deleted first); a rerun with the
+same inputs (path, size, mtime) and parameters after a complete run returns the stored
+stats without work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ... import layout
+from ...distribute import Engine, run_parts
+from ...duck import MemoryLimitError, connect
+from ...errors import InputError
+from ...io import atomic_path, expand_inputs, file_fingerprint
+from ...storage import load_npy, location, rmtree
+from .dedup import FINE_BITS, FINE_BUCKETS, dedup_bucket, keys_path
+from .filters import DROP_KEYS, STAT_KEYS, spill_input
+from .readers import PoolParams, first_line, input_format
+from .writer import CORE_COLUMNS, PartWriter, out_schema, write_parts
+
+FORMAT_VERSION = 2  # 2: parts never span inputs
+BUCKET_ROWS = 4_000_000  # target rows per dedup bucket task (~64 bytes a row while it runs)
+DEDUP_BYTES_PER_ROW = 64
+
+# The driver runs the phase tasks through these names of this module, and tests replace them
+# (and the part writer's methods) here to interrupt a run or to see which tasks run.
+_spill_input = spill_input
+_dedup_bucket = dedup_bucket
+_write_parts = write_parts
+_PartWriter = PartWriter
+
+
+# --------------------------------------------------------------------------- memory and buckets
+
+
+_UNITS = {
+    "B": 1,
+    "BYTE": 1,
+    "BYTES": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "PB": 10**15,
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+    "TIB": 1 << 40,
+    "PIB": 1 << 50,
+}
+
+
+def _memory_bytes(memory_limit: str) -> int:
+    """`memory_limit` in bytes, read the way DuckDB (used by the later steps) reads it."""
+    try:
+        con = connect(memory_limit=memory_limit)
+    except MemoryLimitError as e:
+        raise InputError(f"memory limit {memory_limit!r}: {first_line(e)}") from None
+    try:
+        shown = str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+    finally:
+        con.close()
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", shown)
+    scale = _UNITS.get(m.group(2).upper() or "B") if m else None
+    if scale is None:  # a format this code does not know: DuckDB's default
+        return 2 << 30
+    return int(float(m.group(1)) * scale)
+
+
+def _bucket_ranges(buckets: int) -> list[tuple[int, int]]:
+    """Fine-bucket range [lo, hi) of each dedup bucket (contiguous, sizes differ by at most 1)."""
+    return [(b * FINE_BUCKETS // buckets, (b + 1) * FINE_BUCKETS // buckets) for b in range(buckets)]
+
+
+def _auto_buckets(keys: int, memory_bytes: int) -> int:
+    per_bucket = max(1, min(BUCKET_ROWS, memory_bytes // DEDUP_BYTES_PER_ROW))
+    return min(FINE_BUCKETS, max(1, -(-keys // per_bucket)))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _short_hash(obj) -> str:
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+
+def _clean_tmp(folder: Path) -> None:
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp-*"):
+            if p.is_file():
+                p.unlink()
+
+
+def _engine_for(engine: Engine, n_tasks: int) -> Engine:
+    """`engine`, but a single local task runs in this process (no process pool to start)."""
+    if engine.name == "local" and engine.workers > 1 and n_tasks <= 1:
+        return dataclasses.replace(engine, workers=1)
+    return engine
+
+
+def _spill_task(task: tuple) -> dict:
+    return _spill_input(*task)
+
+
+def _run_spills(tasks: list[tuple], engine: Engine, done: Callable[[dict], None]) -> None:
+    """Phase 1 for the inputs not spilled yet; `done(stats)` after each (in completion order)."""
+    run_parts(
+        _spill_task, tasks, _engine_for(engine, len(tasks)), on_done=lambda task, st: done(st), describe=lambda t: t[1]
+    )
+
+
+_KEY_FILES: list[str] = []  # per worker process: every input's key file, in input order
+
+
+def _set_key_files(key_files: list[str]) -> None:
+    _KEY_FILES[:] = key_files
+
+
+def _bucket_task(task: tuple) -> np.ndarray:
+    lo, hi, out_path = task
+    return _dedup_bucket((lo, hi, _KEY_FILES, out_path))
+
+
+def _stored_counts(path: Path, n_inputs: int) -> np.ndarray | None:
+    """The per-input counts of a finished bucket result, or None."""
+    if not path.is_file():
+        return None
+    try:
+        arr = load_npy(path)
+        counts = np.array(arr[:n_inputs]) if arr.ndim == 1 and arr.shape[0] >= n_inputs else None
+        del arr
+    except (OSError, ValueError):
+        return None
+    return counts
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _stats_complete(stats_path: Path, run: dict, out_dir: Path) -> dict | None:
+    try:
+        stats = json.loads(stats_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if stats.get("run") != run:
+        return None
+    if not all((out_dir / name).is_file() for name in stats.get("parts", [])):
+        return None
+    return stats
+
+
+def build_pool(
+    inputs: list[str],
+    out_dir: str,
+    url_col: str = "url",
+    text_col: str = "caption",
+    keep_cols=(),
+    allow_private_hosts: bool = False,
+    workers: int = 1,
+    rows_per_part: int = 1_000_000,
+    memory_limit: str = "2GB",
+    progress: Callable[[int], object] | None = None,
+    max_text_chars: int = 4096,
+    engine: Engine | None = None,
+    buckets: int | None = None,
+) -> dict:
+    """Build the candidate pool in `out_dir` (see the module docstring); return the stats.
+
+    `progress`, when given, is called once with the number of input files and returns a
+    progress bar (tqdm-like: ``update(n)``, ``close()``, optionally ``set_postfix``) that
+    advances by one per input read; it is not called when the pool is already complete.
+    `engine` runs the part tasks of every phase (default: `workers` local processes).
+    `memory_limit` bounds each dedup bucket task (about 64 bytes a key while it runs): the
+    keys are split into enough buckets for that, at most BUCKET_ROWS keys each (so that
+    there are tasks for every core); `buckets` (1 to FINE_BUCKETS) overrides the number.
+    The output does not depend on `workers`, `engine` or `buckets`.
+    """
+    t0 = time.time()
+    keep_cols = tuple(keep_cols or ())
+    for c in keep_cols:
+        if c in CORE_COLUMNS:
+            raise InputError(f"keep column {c!r} clashes with an output column ({', '.join(CORE_COLUMNS)})")
+    if len(set(keep_cols)) != len(keep_cols):
+        raise InputError(f"keep columns repeat a name: {', '.join(keep_cols)}")
+    if int(rows_per_part) < 1:
+        raise InputError(f"rows per part must be at least 1 (got {rows_per_part})")
+    if int(max_text_chars) < 1:
+        raise InputError(f"max text chars must be at least 1 (got {max_text_chars})")
+    if buckets is not None and not 1 <= int(buckets) <= FINE_BUCKETS:
+        raise InputError(f"dedup buckets must be 1 to {FINE_BUCKETS} (got {buckets})")
+    memory_bytes = _memory_bytes(memory_limit)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise InputError("no pool input given")
+    files = expand_inputs([str(i) for i in inputs], what="pool")
+    for f in files:
+        input_format(f)  # unknown formats fail before any work
+    params = asdict(PoolParams(url_col, text_col, keep_cols, bool(allow_private_hosts), int(max_text_chars)))
+    params["keep_cols"] = list(keep_cols)
+    fingerprints = [file_fingerprint(f) for f in files]
+    run = {"version": FORMAT_VERSION, "params": params, "rows_per_part": int(rows_per_part), "inputs": fingerprints}
+
+    out = location(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stats_path = layout.folder_stats(out)
+    done = _stats_complete(stats_path, run, out)
+    if done is not None:
+        return done
+    if stats_path.exists():
+        stats_path.unlink()  # from another run: the folder is incomplete until rewritten
+    work = out / "_work"
+    work.mkdir(exist_ok=True)
+    _clean_tmp(out)
+    _clean_tmp(work)
+    engine = engine or Engine(workers=int(workers))
+
+    # phase 1: normalise, filter and spill every input (reusing finished spills)
+    spills: list[tuple[Path, Path]] = []
+    tasks = []
+    for i, (path, fp) in enumerate(zip(files, fingerprints)):
+        key = _short_hash(
+            {"version": FORMAT_VERSION, "index": i, "input": fp, "params": params, "fine_bits": FINE_BITS}
+        )
+        sp, stp = work / f"in-{i:05d}-{key}.parquet", work / f"in-{i:05d}-{key}.json"
+        spills.append((sp, stp))
+        if not (sp.is_file() and keys_path(sp).is_file() and stp.is_file()):
+            tasks.append((i, path, str(sp), str(stp), params))
+    bar = progress(len(files)) if progress else None
+    rows_seen = 0
+
+    def input_done(st: dict) -> None:
+        nonlocal rows_seen
+        rows_seen += st["rows_in"]
+        if bar is not None:
+            bar.update(1)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(rows=f"{rows_seen:,}", refresh=False)
+
+    try:
+        if bar is not None and len(tasks) < len(files):
+            bar.update(len(files) - len(tasks))  # finished by an earlier, interrupted run
+        _run_spills(tasks, engine, input_done)
+        stats = _finish(
+            files,
+            spills,
+            run,
+            out,
+            work,
+            keep_cols,
+            int(rows_per_part),
+            memory_bytes,
+            None if buckets is None else int(buckets),
+            engine,
+            t0,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return stats
+
+
+def _why_empty(fingerprint: dict, fmt: str, st: dict) -> str:
+    """What an input without rows holds instead, for the error naming it."""
+    if not fingerprint.get("size"):
+        return "empty file"
+    if fmt == "wat":
+        return f"no image links in its {st.get('wat_records', 0):,} metadata records"
+    return "no rows"
+
+
+def _finish(
+    files: list[str],
+    spills: list[tuple[Path, Path]],
+    run: dict,
+    out: Path,
+    work: Path,
+    keep_cols: tuple,
+    rows_per_part: int,
+    memory_bytes: int,
+    buckets: int | None,
+    engine: Engine,
+    t0: float,
+) -> dict:
+    """Phases 2 and 3 and the stats file, once every input is spilled. The driver only sums
+    per-input and per-bucket counts; every pass over rows is a part task on `engine`."""
+    stats_path = layout.folder_stats(out)
+    n_inputs = len(files)
+
+    totals = dict.fromkeys(STAT_KEYS, 0)
+    per_input = []
+    kept_before = []
+    empty = []  # (path, why) of the inputs without a single row
+    for (_, stp), path, fp in zip(spills, files, run["inputs"]):
+        st = json.loads(stp.read_text())["stats"]
+        for k, v in st.items():
+            totals[k] = totals.get(k, 0) + v
+        kept_before.append(st["kept"])
+        fmt = input_format(path)[0]
+        per_input.append({"path": path, "format": fmt, "rows_in": st["rows_in"], "kept_before_dedup": st["kept"]})
+        if st["rows_in"] == 0:
+            empty.append((path, _why_empty(fp, fmt, st)))
+    if empty and len(empty) == n_inputs:
+        path, why = empty[0]
+        others = f" (nor in the other {n_inputs - 1} pool inputs)" if n_inputs > 1 else ""
+        raise InputError(f"{path}: {why}, nothing to pool{others}")
+
+    # phase 2: one task per bucket of the uid hashes finds the repeated ones
+    if buckets is None:
+        buckets = _auto_buckets(sum(kept_before), memory_bytes)
+    dkey = _short_hash({"run": run, "buckets": buckets, "fine_bits": FINE_BITS})
+    dup_paths = [work / f"dup-{dkey}-{b:05d}.npy" for b in range(buckets)]
+    current = set(dup_paths)
+    for old in work.glob("dup-*.npy"):
+        if old not in current:
+            old.unlink()
+    counts = np.zeros((buckets, n_inputs), np.int64)
+    todo, tasks = [], []
+    for b, ((lo, hi), dp) in enumerate(zip(_bucket_ranges(buckets), dup_paths)):
+        stored = _stored_counts(dp, n_inputs)
+        if stored is None:
+            todo.append(b)
+            tasks.append((lo, hi, str(dp)))
+        else:
+            counts[b] = stored
+    key_files = [str(keys_path(sp)) for sp, _ in spills]
+    results = run_parts(
+        _bucket_task,
+        tasks,
+        _engine_for(engine, len(tasks)),
+        setup=_set_key_files,
+        setup_args=(key_files,),
+        describe=lambda t: f"dedup bucket {location(t[2]).name}",
+    )
+    for b, c in zip(todo, results):
+        counts[b] = c
+
+    # phase 3: one task per input writes its kept rows into its own, consecutive parts
+    dup_per_input = counts.sum(axis=0)
+    kept = [kb - int(d) for kb, d in zip(kept_before, dup_per_input)]
+    starts = np.cumsum(counts, axis=1) - counts  # where input i's run begins in bucket b's result
+    expected: list[list[str]] = []  # input i writes parts firsts[i], firsts[i] + 1, ...
+    firsts: list[int] = []
+    first = 0
+    for k in kept:
+        n_parts = -(-k // rows_per_part)
+        firsts.append(first)
+        expected.append([f"part-{first + j:05d}.parquet" for j in range(n_parts)])
+        first += n_parts
+    rkey = _short_hash(run)
+    markers = [work / f"parts-{rkey}-{i:05d}.json" for i in range(n_inputs)]
+    current = set(markers)
+    for old in work.glob("parts-*.json"):  # another run's: its part files are not ours
+        if old not in current:
+            old.unlink()
+    finished = set()
+    for i, m in enumerate(markers):
+        rec = _read_marker(m) if m.is_file() else None
+        if (
+            rec is not None
+            and rec.get("parts") == expected[i]
+            and rec.get("kept") == kept[i]
+            and rec.get("removed") == int(dup_per_input[i])
+            and all((out / name).is_file() for name in expected[i])
+        ):
+            finished.add(i)
+        elif m.exists():
+            m.unlink()
+    claimed = {name for i in finished for name in expected[i]}
+    for old in out.glob(layout.PART_GLOB):
+        if old.name not in claimed:
+            old.unlink()
+    tasks = []
+    for i, ((sp, _), path) in enumerate(zip(spills, files)):
+        if i in finished or not expected[i]:
+            continue  # done, or nothing kept (no part to write)
+        pieces = [(str(dup_paths[b]), int(starts[b, i]), int(counts[b, i])) for b in np.flatnonzero(counts[:, i])]
+        tasks.append(
+            {
+                "spill": str(sp),
+                "source": path,
+                "pieces": pieces,
+                "n_inputs": n_inputs,
+                "first_part": firsts[i],
+                "parts": expected[i],
+                "kept": kept[i],
+                "out_dir": str(out),
+                "keep_cols": list(keep_cols),
+                "rows_per_part": rows_per_part,
+                "marker": str(markers[i]),
+            }
+        )
+    run_parts(_write_parts, tasks, _engine_for(engine, len(tasks)), describe=lambda t: t["source"])
+    parts = [name for names in expected for name in names]
+    if not parts:  # nothing kept at all: one empty part keeps `read_parquet(part-*)` working
+        writer = _PartWriter(out, out_schema(keep_cols), rows_per_part)
+        writer.write_empty()
+        parts = writer.parts
+
+    totals["dropped_duplicate"] = int(dup_per_input.sum())
+    totals["kept"] -= totals["dropped_duplicate"]
+    dropped = sum(totals[k] for k in DROP_KEYS)
+    if totals["rows_in"] != totals["kept"] + dropped or totals["kept"] != sum(kept):
+        raise RuntimeError(
+            f"pool accounting broken: rows_in {totals['rows_in']} != kept {totals['kept']} + dropped {dropped}"
+        )
+
+    stats = {
+        **totals,
+        "files": len(files),
+        "empty_inputs": len(empty),
+        "parts": parts,
+        "columns": list(out_schema(keep_cols).names),
+        "inputs": per_input,
+        "seconds": round(time.time() - t0, 3),
+        "run": run,
+    }
+    with atomic_path(stats_path) as tmp:
+        tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    rmtree(work)
+    return stats
