@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from pipeline.collect.httpserver import serve_directory  # noqa: E402
+from pipeline.sample.server import serve_directory  # noqa: E402
 from pipeline.workers import default_workers  # noqa: E402
 
 WORDS = ("cat", "dog", "tree", "house", "car", "flower", "bird", "boat", "mountain", "river")
@@ -96,7 +96,7 @@ def make_images(folder: Path, n: int, seed: int) -> list[str]:
 
 
 def openclipart_images(cache: str, n: int) -> tuple[Path, list[str]]:
-    from pipeline.collect.openclipart import roots_from_cache
+    from pipeline.sample.openclipart import roots_from_cache
 
     png_root, _ = roots_from_cache(cache)
     if not png_root.is_dir():

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.wiki import dump as wd  # noqa: E402
 from pipeline.wiki.markup import clean_wikitext  # noqa: E402
-from pipeline.wiki.synthetic import write_dump  # noqa: E402
 from pipeline.wiki.metaclip_words import count_chunk_metaclip, count_text_metaclip  # noqa: E402
 from pipeline.wiki.tokens import count_chunk, count_text  # noqa: E402
+from tests.support.synthetic_wiki import write_dump  # noqa: E402
 
 ENWIKI_XML_MB = 90_000  # pages-articles, uncompressed (~22 GB as bz2)
 

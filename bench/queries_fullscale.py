@@ -1,13 +1,13 @@
 """Predict what each recipe's query list holds on full English Wikipedia (N = 4.5e9 tokens).
 
 We cannot count the real dump here, so this writes count tables with Wikipedia's shape
-(`tests/wikisim.py`: Zipf-Mandelbrot unigrams fitted to the sample dump and to published
+(`tests/support/wikisim.py`: Zipf-Mandelbrot unigrams fitted to the sample dump and to published
 vocabulary sizes, case variants, document frequencies, collocations, compositional and
 bound rare bigrams, simulated pageviews) and runs the real `Aggregates` + `select_queries`
 on them: the clip recipe (defaults), the metaclip recipe, and metaclip with a bigram count
 floor of 5. Prints one JSON object, then a markdown table against MetaCLIP's published
 list (86,654 WordNet + 251,465 unigrams + 100,646 bigrams + 61,235 titles). The titles
-source is assumption-driven (see the module docstring of tests/wikisim.py).
+source is assumption-driven (see the module docstring of tests/support/wikisim.py).
 
     .venv/bin/python bench/queries_fullscale.py [--scale 1] [--seed 0] [--work-dir DIR]
 
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import wikisim  # noqa: E402
+from tests.support import wikisim  # noqa: E402
 
 PUBLISHED = {"wordnet": 86_654, "unigram": 251_465, "bigram": 100_646, "title": 61_235}
 SOURCES = tuple(PUBLISHED)

@@ -8,7 +8,7 @@ rerun only generates what is missing. Then, for every size in `--sizes` (a prefi
 same input files), each step runs as `python -m pipeline STEP --engine local|ray` in a
 fresh output folder per engine, the two engines alternating step by step (taking turns to
 go first). Ray runs on a local cluster this script starts (`ray start --head` on loopback,
-`--workers` CPUs, as tests/raycluster.py does), joined with `--ray-address` as a real one.
+`--workers` CPUs, as tests/support/raycluster.py does), joined with `--ray-address` as a real one.
 
 Measured per step and engine: wall seconds of the CLI process (startup included), input
 rows/s per core (cores = `--workers`, the local pool's processes or the cluster's CPUs),
@@ -470,7 +470,7 @@ def main() -> int:
     env = dict(os.environ)
     ray_ctx: contextlib.AbstractContextManager = contextlib.nullcontext(None)
     if "ray" in engines:
-        from tests.raycluster import RAY_TEST_ENV, ray_head
+        from tests.support.raycluster import RAY_TEST_ENV, ray_head
 
         env.update(RAY_TEST_ENV)
         env.pop("RAY_ADDRESS", None)

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Ray reads its settings once, when first imported (img2dataset imports it): the whole test
 # session, and every process it starts, uses the loopback-only, token-free settings of the
-# test clusters (see tests/raycluster.py), whatever ~/.ray holds.
-from .raycluster import RAY_TEST_ENV  # noqa: E402
+# test clusters (see tests/support/raycluster.py), whatever ~/.ray holds.
+from .support.raycluster import RAY_TEST_ENV  # noqa: E402
 
 os.environ.update(RAY_TEST_ENV)
 
@@ -76,7 +76,7 @@ def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> No
 def ray_cluster():
     """One real local Ray cluster (`ray start --head` on 127.0.0.1, 2 CPUs) for the session;
     this process and its children get the environment that reaches it."""
-    from .raycluster import ray_head
+    from .support.raycluster import ray_head
 
     try:
         with ray_head(num_cpus=2) as address:

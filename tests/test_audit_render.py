@@ -1,5 +1,5 @@
 """report.html renders in a real browser (headless Chromium): non-blank, every plot drawn,
-no console errors (the browser helpers: tests/browser.py)."""
+no console errors (the browser helpers: tests/support/browser.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .browser import assert_not_blank, browse, console_messages, pixels_near, screenshot
-from .browser import test_console_error_detection_works  # noqa: F401 - the guard runs with these tests
+from .support.browser import assert_not_blank, browse, console_messages, pixels_near, screenshot
+from .support.browser import test_console_error_detection_works  # noqa: F401 - the guard runs with these tests
 from .test_audit import build_sample
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from .conftest import assert_one_line_error, run_cli
-from .s3server import moto_s3
+from .support.s3server import moto_s3
 from .test_audit import QUERIES, build_sample
 
 pytestmark = pytest.mark.slow

@@ -121,7 +121,7 @@ def test_serial_engine_retries_too(tmp_path):
 
 
 def test_unknown_engine_and_unreachable_cluster_are_one_line_errors():
-    from tests.s3server import free_port
+    from tests.support.s3server import free_port
 
     with pytest.raises(InputError, match="unknown engine"):
         run_parts(abs, [1], Engine("spark"))

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.collect.download import download
-from pipeline.collect.httpserver import bomb_png, make_png
+
+from .support.httpserver import bomb_png, make_png
 
 pytestmark = pytest.mark.slow
 

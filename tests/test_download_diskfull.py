@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.collect.httpserver import serve_directory
+from pipeline.sample.server import serve_directory
 
 from .conftest import run_cli, small_tmpfs
 

@@ -34,9 +34,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.collect.httpserver import SLOW_MAX_SECONDS, TRUNCATED_MISSING, bomb_png, make_png, serve_directory
-
 from .conftest import run_cli
+from .support.httpserver import SLOW_MAX_SECONDS, TRUNCATED_MISSING, bomb_png, make_png, serve_directory
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset's workers would try the network
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

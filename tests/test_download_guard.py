@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.collect import egress
 from pipeline.collect.download import download
 from pipeline.distribute import Engine
-from pipeline.collect.httpserver import serve_directory
+from pipeline.sample.server import serve_directory
 
 
 def test_names_resolving_to_local_addresses_are_refused():

@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.httpserver import serve_directory
-from pipeline.collect.openclipart import roots_from_cache, write_sample_pool
+from pipeline.sample.openclipart import roots_from_cache, write_sample_pool
+from pipeline.sample.server import serve_directory
 
 from .conftest import ROOT, assert_one_line_error, required_path, run_cli
-from .raycluster import ray_worker_pids
-from .s3server import free_port
+from .support.raycluster import ray_worker_pids
+from .support.s3server import free_port
 
 pytestmark = pytest.mark.slow
 

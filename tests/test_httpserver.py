@@ -21,8 +21,9 @@ from urllib.parse import quote, urlsplit
 import pytest
 from PIL import Image
 
-from pipeline.collect.httpserver import BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png, serve_directory
 from pipeline.errors import InputError
+
+from .support.httpserver import BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png, serve_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -228,7 +229,7 @@ def test_fault_optout(site):
 def test_cli_serves_until_sigterm(site, tmp_path):
     url_file = tmp_path / "url.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.collect.httpserver", str(site), "--faults", "--url-file", str(url_file)],
+        [sys.executable, "-m", "tests.support.httpserver", str(site), "--faults", "--url-file", str(url_file)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -255,7 +256,7 @@ def test_cli_serves_until_sigterm(site, tmp_path):
 
 def test_cli_sigint(site):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.collect.httpserver", str(site)],
+        [sys.executable, "-m", "tests.support.httpserver", str(site)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -277,7 +278,7 @@ def test_cli_sigint(site):
 
 def test_cli_bad_root(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "pipeline.collect.httpserver", str(tmp_path / "absent")],
+        [sys.executable, "-m", "tests.support.httpserver", str(tmp_path / "absent")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.httpserver import make_png, serve_directory
-from pipeline.collect.openclipart import (
+from pipeline.errors import InputError
+from pipeline.sample.openclipart import (
     PNG_SUBDIR,
     POOL_COLUMNS,
     SVG_SUBDIR,
@@ -29,7 +29,8 @@ from pipeline.collect.openclipart import (
     sample_rows,
     write_sample_pool,
 )
-from pipeline.errors import InputError
+
+from .support.httpserver import make_png, serve_directory
 
 
 def svg(title="", description="", keywords=(), prolog="", tail="<path d='M0 0'/>", agent="Someone", subject=None):
@@ -361,7 +362,7 @@ def openclipart_dir() -> Path:
     if not value or not (Path(value) / PNG_SUBDIR).is_dir() or not (Path(value) / SVG_SUBDIR).is_dir():
         pytest.fail(
             f"OPENCLIPART_DIR is unset or lacks {PNG_SUBDIR} and {SVG_SUBDIR} ({value!r}); fetch them "
-            "with `python -m pipeline.sample_data --cache .cache/sample openclipart` and set "
+            "with `python -m pipeline.sample.fetch --cache .cache/sample openclipart` and set "
             "OPENCLIPART_DIR=.cache/sample (as `make test` does)"
         )
     return Path(value)

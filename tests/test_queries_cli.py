@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.wiki.synthetic import write_dump
-
 from .conftest import ROOT, assert_one_line_error, run_cli, small_tmpfs
+from .support.synthetic_wiki import write_dump
 
 SMALL = ["--min-count", "5", "--min-bigram-count", "3", "--min-pmi", "8", "--quiet"]
 

@@ -1,5 +1,5 @@
 """What each recipe's bigram rule selects on a count-level simulation of full English
-Wikipedia (N = 4.5e9 tokens; `tests/wikisim.py`), through the real `Aggregates` and
+Wikipedia (N = 4.5e9 tokens; `tests/support/wikisim.py`), through the real `Aggregates` and
 `select_queries`. Reduced scale: rows that no threshold can reach are thinned, N is not."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from . import wikisim
+from .support import wikisim
 
 pytestmark = pytest.mark.slow  # ~25 s: the sample is counted, then three simulated builds
 

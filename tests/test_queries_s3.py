@@ -15,7 +15,7 @@ import pytest
 from pipeline.wiki import dump as wd
 
 from .conftest import assert_one_line_error, run_cli
-from .s3server import moto_s3
+from .support.s3server import moto_s3
 
 pytestmark = pytest.mark.slow
 

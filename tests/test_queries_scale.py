@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.wiki.synthetic import write_dump
-
 from .conftest import ROOT
+from .support.synthetic_wiki import write_dump
 
 pytestmark = pytest.mark.slow
 

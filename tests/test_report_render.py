@@ -1,4 +1,4 @@
-"""A run's report.html renders in a real browser (headless Chromium, tests/browser.py): every
+"""A run's report.html renders in a real browser (headless Chromium, tests/support/browser.py): every
 chart drawn with its marks, the page non-blank, no console errors."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from train.report import write_report
 
-from .browser import assert_not_blank, browse, console_messages, pixels_near, screenshot
-from .browser import test_console_error_detection_works  # noqa: F401 - the guard runs with these tests
+from .support.browser import assert_not_blank, browse, console_messages, pixels_near, screenshot
+from .support.browser import test_console_error_detection_works  # noqa: F401 - the guard runs with these tests
 from .test_report import make_run
 
 pytestmark = pytest.mark.slow

@@ -19,9 +19,9 @@ import webdataset as wds
 import yaml
 from huggingface_hub import DatasetCard
 
-from pipeline.collect.httpserver import serve_directory
-from pipeline.collect.openclipart import roots_from_cache
 from pipeline.collect.shards import ShardParams, run_step
+from pipeline.sample.openclipart import roots_from_cache
+from pipeline.sample.server import serve_directory
 
 from .conftest import required_path
 from .test_audit import build_sample

@@ -11,9 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.collect.httpserver import serve_directory
-
 from .conftest import run_cli
+from .support.httpserver import serve_directory
 
 ROWS = 12
 

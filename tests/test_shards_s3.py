@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.collect.httpserver import serve_directory
+from pipeline.sample.server import serve_directory
 
 from .conftest import ROOT, assert_one_line_error, run_cli
-from .raycluster import ray_head
-from .s3server import moto_s3
+from .support.raycluster import ray_head
+from .support.s3server import moto_s3
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests for the synthetic MediaWiki dump generator (pipeline.wiki.synthetic)."""
+"""Tests for the synthetic MediaWiki dump generator (tests.support.synthetic_wiki)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # also runnable without the package installed
     sys.path.insert(0, str(ROOT))
 
-from pipeline.wiki.synthetic import DumpInfo, Vocabulary, index_path_for, write_dump  # noqa: E402
+from tests.support.synthetic_wiki import DumpInfo, Vocabulary, index_path_for, write_dump  # noqa: E402
 
 MB = 1_000_000
 SEED = 3
@@ -292,7 +292,7 @@ def test_deterministic_bytes(tmp, ext):
 
 def test_deterministic_across_processes(tmp):
     """Nothing may depend on Python's per-process string hash salt."""
-    code = "import sys; from pipeline.wiki.synthetic import write_dump; write_dump(sys.argv[1], 0.3, seed=5)"
+    code = "import sys; from tests.support.synthetic_wiki import write_dump; write_dump(sys.argv[1], 0.3, seed=5)"
     outs = []
     for i, salt in enumerate(("1", "2")):
         out = tmp / f"proc{i}.xml"
@@ -477,7 +477,7 @@ def test_vocabulary_unique_pronounceable_and_seeded():
 def _cli(*args, cwd=ROOT):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.wiki.synthetic", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "tests.support.synthetic_wiki", *args], capture_output=True, text=True, cwd=cwd, env=env
     )
 
 

@@ -17,7 +17,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from pipeline.collect.openclipart import roots_from_cache, sample_rows
+from pipeline.sample.openclipart import roots_from_cache, sample_rows
 from train import optim
 
 from .conftest import ROOT, required_path

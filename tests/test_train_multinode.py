@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from .conftest import ROOT
-from .s3server import free_port
+from .support.s3server import free_port
 from .test_train_data import sample, write_tar
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Training data and run folders on object storage, against a real S3 API server (moto on
-loopback, tests/s3server.py) through s3fs, as `--train-data s3://...` and `--runs s3://...`
+loopback, tests/support/s3server.py) through s3fs, as `--train-data s3://...` and `--runs s3://...`
 use them: the stream must be the same samples as from local disk, survive dropped
 connections (a real TCP proxy that cuts responses), and checkpoints must resume from S3.
 """
@@ -24,7 +24,7 @@ from train import data
 from train.data import check_remote_shards, expand_urls, make_train_loader, make_val_loader
 
 from .conftest import ROOT, assert_one_line_error
-from .s3server import moto_s3
+from .support.s3server import moto_s3
 from .test_train_data import TOK, sample, write_tar
 
 pytestmark = pytest.mark.slow

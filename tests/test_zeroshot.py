@@ -260,7 +260,7 @@ def test_imagefolder(tmp_path):
 
 
 def test_openclipart_heldout():
-    from pipeline.collect.openclipart import is_held_out_image
+    from pipeline.sample.openclipart import is_held_out_image
 
     cache = required_path("OPENCLIPART_DIR")
     ds = openclipart_heldout(cache)

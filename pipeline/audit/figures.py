@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import duckdb
 
+from ..layout import BUILD, CURATION, ENTRY_COUNTS, QUERIES, SELECTED, SETTINGS, step_stats, step_stats_name
 from ..storage import total_size
 from .views import Inputs
 
@@ -169,7 +170,7 @@ def query_list(inp: Inputs) -> dict:
     out = {"available": True, "file": inp.available["queries"], "queries": total, "by_source": by_source}
     build = inp.stats.get("build")
     if build is None:
-        out["build"] = unavailable(f"{inp.queries_file.parent / 'build.json'} not found")
+        out["build"] = unavailable(f"{inp.queries_file.parent / BUILD} not found")
     else:
         out["build"] = {
             "available": True,
@@ -185,7 +186,7 @@ def query_list(inp: Inputs) -> dict:
             "built_at": next((str(build[k]) for k in BUILD_TIME_KEYS if build.get(k)), None),
         }
         if build.get("total") is not None and build["total"] != total:
-            inp.warnings.append(f"build.json says {build['total']} queries, queries.parquet has {total}")
+            inp.warnings.append(f"{BUILD} says {build['total']} queries, {QUERIES} has {total}")
     return out
 
 
@@ -203,11 +204,11 @@ def build_seconds(timings) -> float | None:
 def pool(inp: Inputs) -> dict:
     stats = inp.stats.get("pool")
     if not inp.has("pool") and stats is None:
-        return unavailable(inp.why_not("pool") + "; no curation/pool_stats.json")
+        return unavailable(inp.why_not("pool") + f"; no {CURATION}/{step_stats_name('pool')}")
     rows = _int(inp.value("SELECT count(*) FROM pool")) if inp.has("pool") else _int(stats.get("kept"))
     out: dict = {"available": True, "rows": rows}
     if stats is None:
-        out["accounting"] = unavailable(f"{inp.curation / 'pool_stats.json'} not found")
+        out["accounting"] = unavailable(f"{step_stats(inp.curation, 'pool')} not found")
         return out
     dropped = {k[len("dropped_") :]: _int(v) for k, v in sorted(stats.items()) if k.startswith("dropped_")}
     out.update(
@@ -227,7 +228,7 @@ def pool(inp: Inputs) -> dict:
         }
     )
     if out["kept"] != rows and inp.has("pool"):
-        inp.warnings.append(f"pool_stats.json says {out['kept']} rows kept, the pool parts hold {rows}")
+        inp.warnings.append(f"{step_stats_name('pool')} says {out['kept']} rows kept, the pool parts hold {rows}")
     if inp.has("pool") and "source" in inp.columns("pool"):
         out["by_source"] = [
             {"source": r["source"], "rows": _int(r["n"])}
@@ -265,7 +266,9 @@ def matching(inp: Inputs, pool_rows: int | None) -> dict:
     }
     if stats:
         if _int(stats.get("matched")) != matched:
-            inp.warnings.append(f"match_stats.json says {stats.get('matched')} texts matched, the parts hold {matched}")
+            inp.warnings.append(
+                f"{step_stats_name('match')} says {stats.get('matched')} texts matched, the parts hold {matched}"
+            )
     if match_rows != matched:
         out["empty_match_rows"] = match_rows - matched
     return out
@@ -279,7 +282,7 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
     t = settings.get("per_query", bstats.get("per_query"))
     if t is None:
         return unavailable(
-            f"the cap per query is unknown: no {inp.curation / 'selected' / '_settings.json'} or balance_stats.json"
+            f"the cap per query is unknown: no {inp.curation / SELECTED / SETTINGS} or {step_stats_name('balance')}"
         )
     t = int(t)
     con = inp.con
@@ -314,7 +317,7 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
         nq = _int(inp.value("SELECT count(*) FROM queries"))
         if nq != before["queries"]:
             inp.warnings.append(
-                f"entry_counts.parquet has {before['queries']} queries, the query list {nq}: "
+                f"{ENTRY_COUNTS} has {before['queries']} queries, the query list {nq}: "
                 f"the curation was made from another query list"
             )
     if bstats.get("expected_kept") is not None:
@@ -449,7 +452,7 @@ def download(inp: Inputs) -> dict:
         }
         if _int(stats.get("count")) != attempted:
             inp.warnings.append(
-                f"download_stats.json counts {stats.get('count')} attempts, the shards' parquet files {attempted}"
+                f"{step_stats_name('download')} counts {stats.get('count')} attempts, the shards' parquet files {attempted}"
             )
     if "url" in cols:
         out["top_hosts"] = [

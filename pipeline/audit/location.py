@@ -2,8 +2,9 @@
 
 A dataset written to object storage is audited where it lies. Paths come from
 `pipeline.storage` (pathlib for local paths, universal_pathlib for URLs), and DuckDB reads
-remote files through the same fsspec filesystems (`storage.register_duckdb`), never
-through its httpfs extension, which would be downloaded at run time.
+remote files through the same fsspec filesystems (`duck.connect(remote=...)`, which calls
+`storage.register_duckdb`), never through its httpfs extension, which would be downloaded
+at run time.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_path
-from ..storage import check_readable, is_remote, location, register_duckdb
+from ..storage import check_readable, is_remote, location
 
 Location = Path  # a pathlib.Path, or a UPath (same API) for an fsspec URL
 
-__all__ = ["Location", "check_readable", "locate", "output_location", "register", "write_outputs"]
+__all__ = ["Location", "check_readable", "locate", "output_location", "write_outputs"]
 
 
 def locate(where, what: str = "") -> Location:
@@ -41,7 +42,3 @@ def write_outputs(out: Location, files: dict[str, str]) -> None:
             raise InputError(f"cannot write {out / name} ({type(e).__name__}: {str(e).strip()[:200]})") from None
         except Exception as e:  # noqa: BLE001 - botocore's errors are not OSErrors
             raise InputError(f"cannot write {out / name} ({type(e).__name__})") from None
-
-
-def register(con, *locations: Location) -> None:
-    register_duckdb(con, *locations)

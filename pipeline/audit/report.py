@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import __version__, page, plots
 from ..errors import InputError
+from ..layout import BUILD, step_stats_name
 from ..outlock import hold
 from ..page import esc, table
 from ..plots import fmt_int, fmt_pct
@@ -82,7 +83,7 @@ def findings(s: dict) -> dict[str, list[str]]:
                 f"dropped: {why}."
             )
         else:
-            out["pool"].append(f"{fmt_int(p['rows'])} rows in the pool (no pool_stats.json: drops unknown).")
+            out["pool"].append(f"{fmt_int(p['rows'])} rows in the pool (no {step_stats_name('pool')}: drops unknown).")
     m = s["matching"]
     if _ok(m):
         d = m["matches_per_matched_text"]
@@ -366,7 +367,7 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
                 if isinstance(v, dict)
             ]
             extra.append(
-                "<details><summary>Build parameters and sources (build.json)</summary>"
+                f"<details><summary>Build parameters and sources ({BUILD})</summary>"
                 + _kv(rows)
                 + (table(["source", "considered", "duplicates skipped", "added"], srcs, {1, 2, 3}) if srcs else "")
                 + (_kv(list((b.get("dump") or {}).items())) if b.get("dump") else "")
@@ -384,7 +385,7 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         rows += [["kept (pool rows)", sec["rows"]], ["texts truncated", sec["text_truncated"]]]
         if any(sec.get("wat", {}).values()):
             rows += [[f"WAT {k.replace('_', ' ')}", v] for k, v in sec["wat"].items()]
-        extra.append(table(["accounting (pool_stats.json)", "rows"], rows, {1}))
+        extra.append(table([f"accounting ({step_stats_name('pool')})", "rows"], rows, {1}))
         if sec.get("inputs"):
             extra.append(
                 "<details><summary>Input files</summary>"
@@ -515,7 +516,7 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
                 )
         if sec.get("stats_file"):
             extra.append(
-                "<details><summary>img2dataset's own totals (download_stats.json)</summary>"
+                f"<details><summary>img2dataset's own totals ({step_stats_name('download')})</summary>"
                 + _kv(list(sec["stats_file"].items()))
                 + "</details>"
             )
@@ -607,7 +608,7 @@ def _query_list_built(s: dict) -> str:
     if b.get("built_at"):
         return f", built {b['built_at']}"
     took = f"; the build took {b['seconds']:,} s" if b.get("seconds") is not None else ""
-    return f" (its build.json records no build time{took})"
+    return f" (its {BUILD} records no build time{took})"
 
 
 def render_md(s: dict) -> str:

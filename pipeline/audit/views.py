@@ -17,34 +17,37 @@ from pathlib import Path
 
 import duckdb
 
+from .. import duck, layout
 from ..errors import InputError
-from .location import Location, check_readable, locate, register
+from ..io import sql_str
+from .location import Location, check_readable, locate
 
+_CUR = f"SHARDS/{layout.CURATION}"
 # name -> (what it is, where it comes from, columns). Printed by `--help`.
 VIEWS: dict[str, tuple[str, str, str]] = {
     "queries": (
         "the query list, one row per query",
-        "QUERIES/queries.parquet",
+        f"QUERIES/{layout.QUERIES}",
         "query_id (row number = the id matches use), query, source (wordnet|unigram|bigram|title), count, pmi, views",
     ),
     "pool": (
         "candidate (image URL, text) pairs after normalising and de-duplicating",
-        "SHARDS/curation/pool/part-*.parquet",
+        f"{_CUR}/{layout.POOL}/{layout.PART_GLOB}",
         "uid, url, text, source, kept columns (e.g. category, path)",
     ),
     "matches": (
         "pool texts that contain at least one query",
-        "SHARDS/curation/matches/part-*.parquet",
+        f"{_CUR}/{layout.MATCHES}/{layout.PART_GLOB}",
         "uid, query_ids (list of query_id)",
     ),
     "entry_counts": (
         "matching texts per query over the whole pool (before balancing), zeros included",
-        "SHARDS/curation/entry_counts.parquet",
+        f"{_CUR}/{layout.ENTRY_COUNTS}",
         "query_id, count",
     ),
     "selected": (
         "texts kept by balancing (what the download step fetches)",
-        "SHARDS/curation/selected/part-*.parquet",
+        f"{_CUR}/{layout.SELECTED}/{layout.PART_GLOB}",
         "uid, url, text, query_ids, queries (list of query strings), keep_prob, kept columns",
     ),
     "samples": (
@@ -65,8 +68,6 @@ REQUIRED = {
     "samples": ("key", "status"),
 }
 
-STATS = ("pool", "match", "balance", "download")
-
 
 def views_help(width: int = 92) -> str:
     lines = ["views (for --sql; QUERIES = --queries, SHARDS = --shards):"]
@@ -76,10 +77,6 @@ def views_help(width: int = 92) -> str:
         lines.append(f"{pad}from {where}")
         lines += textwrap.wrap(f"columns: {cols}", width, initial_indent=pad, subsequent_indent=pad + "  ")
     return "\n".join(lines)
-
-
-def _sql_str(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _first_line(e: BaseException) -> str:
@@ -102,7 +99,7 @@ class Inputs:
 
     @property
     def curation(self) -> Location:
-        return self.shards / "curation"
+        return layout.curation(self.shards)
 
     def has(self, *names: str) -> bool:
         return all(n in self.available for n in names)
@@ -139,7 +136,7 @@ class Inputs:
 def resolve_queries(path: str | Path | Location) -> Location:
     """`--queries` may name the folder (query_lists) or the parquet file itself."""
     p = locate(path)
-    return p / "queries.parquet" if p.is_dir() or p.suffix != ".parquet" else p
+    return p / layout.QUERIES if p.is_dir() or p.suffix != ".parquet" else p
 
 
 def _read_json(path: Location, warnings: list[str]) -> dict | None:
@@ -169,32 +166,30 @@ def open_inputs(
         if not loc.exists():
             raise InputError(f"{what} {loc}: no such file or folder")
     queries_file = resolve_queries(queries_loc)
-    con = duckdb.connect()
     tmp = tempfile.mkdtemp(prefix="audit-duckdb-")
     try:
-        con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-    except duckdb.Error as e:
-        con.close()
+        # Remote files are read through fsspec; DuckDB must never fetch an extension (e.g. httpfs).
+        # Every figure re-reads the same files: keep their footers (tens of thousands of shards).
+        con = duck.connect(
+            memory_limit=memory_limit,
+            temp_directory=tmp,
+            threads=threads,
+            offline=True,
+            remote=(queries_loc, shards_loc),
+            preserve_insertion_order=False,
+            parquet_metadata_cache=True,
+        )
+    except duck.MemoryLimitError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"--memory-limit {memory_limit!r}: {_first_line(e)}") from None
-    con.execute(f"SET temp_directory = {_sql_str(tmp)}")
-    # Remote files are read through fsspec; DuckDB must never fetch an extension (e.g. httpfs).
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    register(con, queries_loc, shards_loc)
-    con.execute("SET preserve_insertion_order = false")
-    # Every figure re-reads the same files: keep their footers (tens of thousands of shards).
-    con.execute("SET parquet_metadata_cache = true")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
     inp = Inputs(queries_file=queries_file, shards=shards_loc, con=con, _tmp=tmp)
     cur = inp.curation
     sources = {
         "queries": (inp.queries_file, None),
-        "pool": (cur / "pool", "part-*.parquet"),
-        "matches": (cur / "matches", "part-*.parquet"),
-        "entry_counts": (cur / "entry_counts.parquet", None),
-        "selected": (cur / "selected", "part-*.parquet"),
+        "pool": (cur / layout.POOL, layout.PART_GLOB),
+        "matches": (cur / layout.MATCHES, layout.PART_GLOB),
+        "entry_counts": (cur / layout.ENTRY_COUNTS, None),
+        "selected": (cur / layout.SELECTED, layout.PART_GLOB),
         "samples": (inp.shards, "[0-9]*.parquet"),
     }
     for name, (where, pattern) in sources.items():
@@ -211,7 +206,7 @@ def open_inputs(
                 inp.missing[name] = f"no {pattern} files in {where}"
                 continue
             target = where / pattern
-        src = f"read_parquet({_sql_str(target)}, union_by_name = true"
+        src = f"read_parquet({sql_str(target)}, union_by_name = true"
         if name == "queries":
             sql = (
                 f"SELECT file_row_number::BIGINT AS query_id, * EXCLUDE (file_row_number) "
@@ -240,14 +235,14 @@ def open_inputs(
             continue
         inp.available[name] = str(target)
 
-    for step in STATS:
-        data = _read_json(cur / f"{step}_stats.json", inp.warnings)
+    for step in layout.STEPS:
+        data = _read_json(layout.step_stats(cur, step), inp.warnings)
         if data is not None:
             inp.stats[step] = data
-    settings = _read_json(cur / "selected" / "_settings.json", inp.warnings)
+    settings = _read_json(cur / layout.SELECTED / layout.SETTINGS, inp.warnings)
     if settings is not None:
         inp.stats["balance_settings"] = settings
-    build = _read_json(inp.queries_file.parent / "build.json", inp.warnings)
+    build = _read_json(inp.queries_file.parent / layout.BUILD, inp.warnings)
     if build is not None:
         inp.stats["build"] = build
     return inp

@@ -22,10 +22,11 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..distribute import Engine, run_parts
+from .. import layout
 from ..io import atomic_path, sum_stats, write_json
+from ..layout import adopt_old_layout, part_stats
 from ..storage import location, read_table, rmtree
-from .match import COUNTS_DIR, queries_digest, read_queries
-from .parts import STATS_DIR, adopt_old_layout, stats_path
+from .match import queries_digest, read_queries
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -70,7 +71,7 @@ def count_entries(match_parts: list[Path], n_queries: int, out_path: Path) -> np
     """
     counts = np.zeros(n_queries, dtype=np.int64)
     for part in match_parts:
-        path = part.parent / COUNTS_DIR / part.name
+        path = layout.part_counts(part.parent, part.stem)
         if not path.exists():
             raise InputError(f"{path}: per-part counts missing; rerun the match step")
         table = read_table(path)
@@ -172,7 +173,7 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         "expected_kept": float(keep_prob.sum()),
     }
     out_path = location(out_path)
-    with atomic_path(stats_path(out_path.parent, out_path.stem)) as tmp:
+    with atomic_path(part_stats(out_path.parent, out_path.stem)) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
 
@@ -193,28 +194,28 @@ def balance(
 ) -> dict:
     """Count (entry_counts.parquet) then balance every part into curation/selected/."""
     curation = location(curation)
-    match_dir, pool_dir, out_dir = curation / "matches", curation / "pool", curation / "selected"
-    parts = sorted(match_dir.glob("part-*.parquet"))
+    match_dir, pool_dir, out_dir = curation / layout.MATCHES, curation / layout.POOL, curation / layout.SELECTED
+    parts = sorted(match_dir.glob(layout.PART_GLOB))
     if not parts:
         raise InputError(f"{match_dir}: no match parts; run the match step first")
     queries = read_queries(queries_path)
     adopt_old_layout(match_dir)  # folders from before `_stats/` (the match step does it too)
     adopt_old_layout(out_dir)
-    match_stats = [stats_path(match_dir, p.stem) for p in parts]
+    match_stats = [part_stats(match_dir, p.stem) for p in parts]
     digests = {json.loads(js.read_text()).get("params", {}).get("queries_sha256") for js in match_stats if js.exists()}
     if digests - {queries_digest(queries)}:
         raise InputError(
             f"{queries_path}: not the query list the matches were made with; "
             "rerun the match step with it, or pass the same --queries"
         )
-    counts = count_entries(parts, len(queries), curation / "entry_counts.parquet")
+    counts = count_entries(parts, len(queries), curation / layout.ENTRY_COUNTS)
     p = keep_probabilities(counts, per_query)
     settings = {"per_query": per_query, "seed": seed, "queries": queries_path, "n_queries": len(queries)}
-    marker = out_dir / "_settings.json"
+    marker = out_dir / layout.SETTINGS
     if marker.exists() and json.loads(marker.read_text()) != settings:
         for old in out_dir.glob("part-*"):
             old.unlink()  # a different cap or seed: earlier selections are not reusable
-        rmtree(out_dir / STATS_DIR)
+        rmtree(out_dir / layout.STATS)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(marker) as tmp:
         tmp.write_text(json.dumps(settings, sort_keys=True))
@@ -222,7 +223,7 @@ def balance(
     todo = []
     for part in parts:
         out = out_dir / part.name
-        if not (stats_path(out_dir, part.stem).exists() and out.exists()):
+        if not (part_stats(out_dir, part.stem).exists() and out.exists()):
             todo.append((str(pool_dir / part.name), str(part), str(out)))
     bar = progress(len(parts)) if progress else None
     if bar is not None:
@@ -239,7 +240,7 @@ def balance(
     if bar is not None:
         bar.close()
 
-    totals = sum_stats(stats_path(out_dir, part.stem) for part in parts)
+    totals = sum_stats(part_stats(out_dir, part.stem) for part in parts)
     over = counts > per_query
     totals.update(
         {
@@ -251,5 +252,5 @@ def balance(
             "expected_kept": round(totals["expected_kept"], 1),
         }
     )
-    write_json(curation / "balance_stats.json", totals)
+    write_json(layout.step_stats(curation, "balance"), totals)
     return totals

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import re
 
-import duckdb
 import yaml
 
+from .. import duck, layout
 from ..io import atomic_path, sql_file_list
-from ..storage import is_remote, listing, location, register_duckdb
+from ..storage import is_remote, listing, location
 
 SIZES = "sizes.json"
 CARD = "README.md"
@@ -67,9 +67,9 @@ def shard_sizes(out) -> dict[str, int]:
     """{"NNNNN.tar": successes} from every `NNNNN_stats.json`: img2dataset writes a sample to
     the tar only when it succeeded (the shard parquet has a row for every attempt)."""
     sizes = {}
-    for path in listing(location(out), "[0-9]*_stats.json"):
+    for path in listing(location(out), layout.SHARD_STATS_GLOB):
         stats = json.loads(path.read_text())
-        sizes[path.name[: -len("_stats.json")] + ".tar"] = int(stats.get("successes", 0))
+        sizes[path.name[: -len(layout.STATS_JSON)] + ".tar"] = int(stats.get("successes", 0))
     return dict(sorted(sizes.items()))
 
 
@@ -94,11 +94,8 @@ def images_by_source(out) -> dict[str | None, int]:
     files = listing(out, "[0-9]*.parquet")
     if not files:
         return {}
-    con = duckdb.connect()
+    con = duck.connect(offline=True, remote=(out,))
     try:
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        register_duckdb(con, out)
         src = f"read_parquet({sql_file_list([str(f) for f in files])}, union_by_name = true)"
         cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
         if "source" not in cols:
@@ -143,7 +140,7 @@ def render_card(
 ) -> str:
     """The card's text; depends only on its arguments."""
     images = sum(sizes.values())
-    pool, match, bal, dl = (stats.get(k, {}) for k in ("pool", "match", "balance", "download"))
+    pool, match, bal, dl = (stats.get(k, {}) for k in layout.STEPS)
     known = {s: licenses[s] for s in by_source if s in licenses}
     ids = sorted({info["license"] for info in known.values()})
     unknown = [s for s in by_source if s not in licenses]
@@ -259,7 +256,7 @@ def write_derived(curation, out, image_size: int, samples_per_shard: int) -> dic
     sizes = shard_sizes(out)
     with atomic_path(out / SIZES) as tmp:
         tmp.write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
-    stats = {k: _read(curation / f"{k}_stats.json") for k in ("pool", "match", "balance", "download")}
+    stats = {k: _read(layout.step_stats(curation, k)) for k in layout.STEPS}
     licenses = stats["pool"].get("licenses") or {}
     folder = str(out) if is_remote(out) else out.as_posix()
     text = render_card(folder, sizes, images_by_source(out), licenses, stats, image_size, samples_per_shard)

@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--ignore-case cannot be used with --recipe metaclip: MetaCLIP matches case-sensitively")
     if args.step == "shards":
         if getattr(args, "sample_openclipart", None):
-            from .sample import run_sample
+            from ..sample.stage import run_sample
 
             run_sample(params, args.sample_openclipart, port=args.sample_port)
         else:

@@ -40,6 +40,7 @@ import fsspec  # noqa: E402
 from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
 from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
 
+from .. import layout
 from ..errors import STORAGE_ERRNOS, InputError
 from ..distribute import Engine, PartFailed, connect_ray, run_parts
 from ..io import atomic_path
@@ -52,7 +53,7 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 
 
 def _extra_columns(selected: Path) -> list[str]:
-    first = sorted(selected.glob("part-*.parquet"), key=str)[0]
+    first = sorted(selected.glob(layout.PART_GLOB), key=str)[0]
     with parquet_file(first) as pf:
         names = pf.schema_arrow.names
     missing = [c for c in ("url", "text", *CURATION_COLUMNS) if c not in names]
@@ -199,7 +200,7 @@ class ShardDownloader(Img2datasetDownloader):
             return False, row
         shard = f"{row[0]:0{self.oom_shard_count}d}"
         fs, folder = fsspec.core.url_to_fs(self.output_folder)
-        for suffix in ("_stats.json", ".tar", ".parquet"):  # the stats first: never a done shard without its tar
+        for suffix in (layout.STATS_JSON, ".tar", ".parquet"):  # the stats first: never a done shard without its tar
             try:
                 fs.rm(f"{folder}/{shard}{suffix}")
             except (OSError, ValueError):
@@ -398,8 +399,8 @@ def download(
         allow=tuple(allowed_addresses),
     )
     curation, out = location(curation), location(out)
-    selected = curation / "selected"
-    if not list(selected.glob("part-*.parquet")):
+    selected = curation / layout.SELECTED
+    if not list(selected.glob(layout.PART_GLOB)):
         raise InputError(f"{selected}: no selected parts; run the balance step first")
     columns = _extra_columns(selected)
     # OpenCV reads this once, when cv2 is first imported: it reaches img2dataset's freshly
@@ -421,7 +422,7 @@ def download(
     out.mkdir(parents=True, exist_ok=True)
     remove_derived(out)
     log = (
-        (curation / "download.log" if not is_remote(curation) else Path(tempfile.mkdtemp()) / "download.log")
+        (curation / layout.DOWNLOAD_LOG if not is_remote(curation) else Path(tempfile.mkdtemp()) / layout.DOWNLOAD_LOG)
         if quiet
         else None
     )
@@ -452,13 +453,13 @@ def download(
             compute_hash="sha256",
         )
     if log is not None and is_remote(curation):  # the log of img2dataset's processes, kept beside the stats
-        with atomic_path(curation / "download.log") as tmp:
+        with atomic_path(curation / layout.DOWNLOAD_LOG) as tmp:
             shutil.move(log, tmp)
     if failures:  # nothing is summarised: the stage did not finish
         raise failures[0]
-    totals = summarise(out, curation / "download_stats.json")
+    totals = summarise(out, layout.step_stats(curation, "download"))
     expected = 0
-    for f in selected.glob("part-*.parquet"):
+    for f in selected.glob(layout.PART_GLOB):
         with parquet_file(f) as pf:
             expected += pf.metadata.num_rows
     if totals["count"] != expected:  # a shard img2dataset gave up on: never report a short run as done
@@ -484,7 +485,7 @@ def summarise(out: Path, summary_path: Path) -> dict:
         "failed_to_resize": 0,
         "status_dict": {},
     }
-    for path in listing(out, "[0-9]*_stats.json"):
+    for path in listing(out, layout.SHARD_STATS_GLOB):
         s = json.loads(path.read_text())
         totals["shards"] += 1
         for k in ("count", "successes", "failed_to_download", "failed_to_resize"):

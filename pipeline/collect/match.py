@@ -29,7 +29,6 @@ from collections import Counter
 from functools import partial
 import json
 import re
-import unicodedata
 from typing import Sequence
 
 import ahocorasick
@@ -40,32 +39,20 @@ import pyarrow.parquet as pq
 from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs
+from ..layout import adopt_old_layout, part_counts, part_stats
 from ..storage import location
-from .parts import adopt_old_layout, stats_path
+from ..wiki.tokens import MARKS
 
 MARK = "\x00"
 STAT_KEYS = ("rows", "matched", "dropped_no_match", "null_text", "matches")
 OUT_SCHEMA = pa.schema([("uid", pa.string()), ("query_ids", pa.list_(pa.int32()))])
 BATCH_ROWS = 16_384  # rows read at a time from a pool part
 FLUSH_ROWS = 131_072  # matched rows per output row group
-COUNTS_DIR = "_counts"  # per part: (query_id, count) of its matches, summed by the balance step
-
-
-def _char_class(chars) -> str:
-    """Regex class body for sorted BMP `chars`, as escaped ranges."""
-    ranges: list[list[str]] = []
-    for c in chars:
-        if ranges and ord(c) == ord(ranges[-1][1]) + 1:
-            ranges[-1][1] = c
-        else:
-            ranges.append([c, c])
-    return "".join("\\u%04x" % ord(a) if a == b else "\\u%04x-\\u%04x" % (ord(a), ord(b)) for a, b in ranges)
 
 
 # Runs of word characters. ASCII text (most alt-text) takes the simpler class, twice as
-# fast; it agrees with the full one on ASCII. Marks: BMP only, as in the tokenizer.
-_MARKS = _char_class(c for c in map(chr, range(0x300, 0x10000)) if unicodedata.category(c)[0] == "M")
-_WORD_RUN = re.compile(r"((?:[^\W_]|[%s])+)" % _MARKS)
+# fast; it agrees with the full one on ASCII. Marks: the tokenizer's (BMP only).
+_WORD_RUN = re.compile(r"((?:[^\W_]|[%s])+)" % MARKS)
 _ASCII_WORD_RUN = re.compile(r"([A-Za-z0-9]+)")
 
 # Per-character lowercase that keeps every offset: str.lower() turns 'İ' into two
@@ -305,7 +292,7 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher, 
     """Match one pool part into out_dir/NAME.parquet and its per-query counts into
     out_dir/_counts/NAME.parquet, then out_dir/_stats/NAME.json (marks it complete)."""
     name = posix_stem(url)
-    out_parquet, out_json = location(out_dir) / f"{name}.parquet", stats_path(out_dir, name)
+    out_parquet, out_json = location(out_dir) / f"{name}.parquet", part_stats(out_dir, name)
     stats = dict.fromkeys(STAT_KEYS, 0)
     counts: Counter = Counter()
     pf, f = _open_part(url)
@@ -344,7 +331,7 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher, 
     finally:
         f.close()
     ids = sorted(counts)
-    with atomic_path(location(out_dir) / COUNTS_DIR / f"{name}.parquet") as tmp:
+    with atomic_path(part_counts(out_dir, name)) as tmp:
         pq.write_table(
             pa.table({"query_id": pa.array(ids, pa.int32()), "count": pa.array([counts[i] for i in ids], pa.int64())}),
             tmp,
@@ -366,8 +353,8 @@ def _num_rows(url: str) -> int:
 
 def _is_complete(out_dir: str, name: str, params: dict) -> dict | None:
     """The stats of a part already matched with these parameters, else None."""
-    js, pqt = stats_path(out_dir, name), location(out_dir) / f"{name}.parquet"
-    if not (js.exists() and pqt.exists() and (location(out_dir) / COUNTS_DIR / f"{name}.parquet").exists()):
+    js, pqt = part_stats(out_dir, name), location(out_dir) / f"{name}.parquet"
+    if not (js.exists() and pqt.exists() and part_counts(out_dir, name).exists()):
         return None
     try:
         stats = json.loads(js.read_text())
@@ -409,7 +396,7 @@ def match_pool(
 
     Output per part: NAME.parquet (`uid`, `query_ids` list<int32>, matched rows only, in the
     part's order), _counts/NAME.parquet and _stats/NAME.json (stats, written last; see
-    `parts`: the folder stays a parquet dataset). A part whose stats exist with the same
+    `pipeline.layout`: the folder stays a parquet dataset). A part whose stats exist with the same
     parameters is skipped, so a rerun resumes. Output does not depend on `workers`.
     `progress`: optional factory called with the total row count, returning a tqdm-like
     bar (`update(rows)`, `close()`).

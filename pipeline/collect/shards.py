@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import layout
 from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint, write_json
@@ -73,7 +74,7 @@ class ShardParams:
         )
 
 
-def _log(p: ShardParams) -> Callable[[str], None]:
+def progress_log(p: ShardParams) -> Callable[[str], None]:
     return (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -114,7 +115,7 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
     if not p.pool:
         raise InputError("no --pool given: name at least one pool file (table or WAT)")
     inputs = expand_inputs(p.pool, "pool")
-    cur = location(p.out) / "curation"
+    cur = layout.curation(p.out)
     key = _key(
         upstream,
         {
@@ -126,10 +127,10 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
             "rows_per_part": p.rows_per_part,
         },
     )
-    _claim([cur / "pool", cur / "pool_stats.json"], cur / "keys" / "pool", key, _log(p))
+    _claim([cur / layout.POOL, layout.step_stats(cur, "pool")], layout.key_file(cur, "pool"), key, progress_log(p))
     stats = build_pool(
         inputs,
-        str(cur / "pool"),
+        str(cur / layout.POOL),
         url_col=p.url_col,
         text_col=p.text_col,
         keep_cols=tuple(p.keep_col),
@@ -141,14 +142,14 @@ def run_pool(p: ShardParams, upstream: str = "") -> str:
         engine=p.distributor(),
     )
     licenses = {path: info for pattern, info in sorted(p.licenses.items()) for path in expand_inputs(pattern, "pool")}
-    write_json(cur / "pool_stats.json", {**stats, "licenses": licenses} if licenses else stats)
+    write_json(layout.step_stats(cur, "pool"), {**stats, "licenses": licenses} if licenses else stats)
     if stats.get("empty_inputs"):
-        _log(p)(
+        progress_log(p)(
             f"pool: {stats['empty_inputs']:,} of {stats.get('files', len(inputs)):,} inputs have no rows "
-            "(see pool_stats.json)"
+            f"(see {layout.step_stats_name('pool')})"
         )
-    _log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
-    return _finish(cur / "keys" / "pool", key)
+    progress_log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
+    return _finish(layout.key_file(cur, "pool"), key)
 
 
 def _queries_fingerprint(path: str) -> dict:
@@ -159,7 +160,7 @@ def _queries_fingerprint(path: str) -> dict:
 
 def _queries_build(path: str) -> dict | None:
     """The recipe and rules the query list was built with (its build.json), if it has one."""
-    build = location(path).parent / "build.json"
+    build = location(path).parent / layout.BUILD
     try:
         info = json.loads(build.read_text())
     except (OSError, ValueError):
@@ -170,7 +171,7 @@ def _queries_build(path: str) -> dict | None:
 def run_match(p: ShardParams, upstream: str) -> str:
     from .match import match_pool
 
-    cur = location(p.out) / "curation"
+    cur = layout.curation(p.out)
     settings = {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case}
     built = _queries_build(p.queries)
     if p.recipe != "clip":  # the default's key stays as before: no redone match, balance, download
@@ -178,35 +179,37 @@ def run_match(p: ShardParams, upstream: str) -> str:
     if built is not None and built["recipe"] != "clip":
         settings["queries_built_with"] = built
     if built is not None and built["recipe"] != p.recipe:
-        _log(p)(f"note: the query list was built with --recipe {built['recipe']}, matching with --recipe {p.recipe}")
+        progress_log(p)(
+            f"note: the query list was built with --recipe {built['recipe']}, matching with --recipe {p.recipe}"
+        )
     key = _key(upstream, settings)
-    _claim([cur / "matches", cur / "match_stats.json"], cur / "keys" / "match", key, _log(p))
-    pool_glob = glob.escape(str(cur / "pool")) + "/part-*.parquet"  # the folder's own name stays literal
+    _claim([cur / layout.MATCHES, layout.step_stats(cur, "match")], layout.key_file(cur, "match"), key, progress_log(p))
+    pool_glob = glob.escape(str(cur / layout.POOL)) + "/" + layout.PART_GLOB  # the folder's own name stays literal
     stats = match_pool(
         pool_glob,
         p.queries,
-        str(cur / "matches"),
+        str(cur / layout.MATCHES),
         workers=p.workers,
         ignore_case=p.ignore_case,
         progress=bar_factory(p.quiet, "match", "text"),
         engine=p.distributor(),
         recipe=p.recipe,
     )
-    write_json(cur / "match_stats.json", {**stats, "recipe": p.recipe, "queries_built_with": built})
-    _log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
-    return _finish(cur / "keys" / "match", key)
+    write_json(layout.step_stats(cur, "match"), {**stats, "recipe": p.recipe, "queries_built_with": built})
+    progress_log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
+    return _finish(layout.key_file(cur, "match"), key)
 
 
 def run_balance(p: ShardParams, upstream: str) -> str:
     from .balance import balance
 
-    cur = location(p.out) / "curation"
+    cur = layout.curation(p.out)
     key = _key(upstream, {"per_query": p.per_query, "seed": p.seed, "queries": _queries_fingerprint(p.queries)})
     _claim(
-        [cur / "selected", cur / "entry_counts.parquet", cur / "balance_stats.json"],
-        cur / "keys" / "balance",
+        [cur / layout.SELECTED, cur / layout.ENTRY_COUNTS, layout.step_stats(cur, "balance")],
+        layout.key_file(cur, "balance"),
         key,
-        _log(p),
+        progress_log(p),
     )
     stats = balance(
         cur,
@@ -218,11 +221,11 @@ def run_balance(p: ShardParams, upstream: str) -> str:
         progress=bar_factory(p.quiet, "balance", "part"),
         engine=p.distributor(),
     )
-    _log(p)(
+    progress_log(p)(
         f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
         f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})"
     )
-    return _finish(cur / "keys" / "balance", key)
+    return _finish(layout.key_file(cur, "balance"), key)
 
 
 def run_download(p: ShardParams, upstream: str) -> str:
@@ -230,17 +233,17 @@ def run_download(p: ShardParams, upstream: str) -> str:
     from .download import download
 
     out = location(p.out)
-    cur = out / "curation"
+    cur = layout.curation(out)
     key = _key(
         upstream,
         {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard, "max_image_pixels": p.max_image_pixels},
     )
-    shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", "[0-9]*_stats.json") for f in out.glob(pat)]
+    shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", layout.SHARD_STATS_GLOB) for f in out.glob(pat)]
     _claim(
-        [*shard_files, out / "_tmp", out / SIZES, out / CARD, cur / "download_stats.json"],
-        cur / "keys" / "download",
+        [*shard_files, out / "_tmp", out / SIZES, out / CARD, layout.step_stats(cur, "download")],
+        layout.key_file(cur, "download"),
         key,
-        _log(p),
+        progress_log(p),
     )
     stats = download(
         cur,
@@ -258,13 +261,13 @@ def run_download(p: ShardParams, upstream: str) -> str:
         allow_private_hosts=p.allow_private_hosts,
         engine=p.distributor(),
     )
-    _log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
-    return _finish(cur / "keys" / "download", key)
+    progress_log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
+    return _finish(layout.key_file(cur, "download"), key)
 
 
 def _stored_key(p: ShardParams, step: str) -> str:
     """The key of a step that finished; its outputs are what the next step reads."""
-    done = location(p.out) / "curation" / "keys" / f"{step}.done"
+    done = layout.key_file(layout.curation(p.out), step).with_suffix(".done")
     if not done.exists():
         raise InputError(f"{done.parent}: the '{step}' step has not finished; run it first (or `shards`)")
     return done.read_text().strip()
@@ -274,7 +277,7 @@ def run_step(step: str, p: ShardParams) -> dict:
     """One step on its own, chained to the key the previous step left behind; OUT is held
     (`outlock`) for the step, so no other run can clear or mix its parts meanwhile."""
     check_writable(location(p.out), "--out")
-    with hold(p.out, step, _log(p)):
+    with hold(p.out, step, progress_log(p)):
         if step == "pool":
             run_pool(p)
         elif step == "match":
@@ -289,7 +292,7 @@ def run_step(step: str, p: ShardParams) -> dict:
 def run_all(p: ShardParams) -> None:
     """All four steps, OUT held (`outlock`) from the first to the last."""
     check_writable(location(p.out), "--out")
-    with hold(p.out, "shards", _log(p)):
+    with hold(p.out, "shards", progress_log(p)):
         key = run_pool(p)
         key = run_match(p, key)
         key = run_balance(p, key)

@@ -19,10 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import duckdb
-
-from .. import storage
-from ..io import sql_file_list, sql_str
+from .. import duck, storage
+from ..io import sql_file_list
 from ..storage import listing
 
 BATCH = 65_536
@@ -44,16 +42,18 @@ class Aggregates:
         db = local / "aggregate.duckdb"
         if db.exists():
             db.unlink()  # derived entirely from the parts; rebuilding is cheaper than trusting it
-        self.con = duckdb.connect(str(db))
-        self._registered: set = set()
-        self._register(work_dir)
         tmp = local / "duckdb_tmp"
         tmp.mkdir(exist_ok=True)
-        self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
-        self.con.execute(f"SET temp_directory = {sql_str(tmp)}")
-        self.con.execute(f"SET threads = {max(1, int(threads))}")
-        self.con.execute("SET preserve_insertion_order = false")
-        self.con.execute("SET enable_progress_bar = false")
+        self.con = duck.connect(
+            db,
+            memory_limit=memory_limit,
+            temp_directory=tmp,
+            threads=max(1, int(threads)),
+            preserve_insertion_order=False,
+            enable_progress_bar=False,
+        )
+        self._registered: set = set()
+        self._register(work_dir)
         self.total_tokens = 0
 
     def _register(self, folder) -> None:

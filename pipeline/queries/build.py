@@ -24,6 +24,7 @@ from .. import __version__, storage
 from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..layout import BUILD, QUERIES, QUERIES_TXT
 from ..outlock import hold
 from ..progress import bar_factory
 from .aggregate import Aggregates
@@ -31,7 +32,7 @@ from .combine import Row, combine
 from .recipes import Rules, is_entry, metaclip_wordnet, resolve_rules
 from ..workers import default_workers
 from .counting import count_dumps
-from .titles import count_pageviews
+from .pageview_counting import count_pageviews
 from .wordnet import read_head_words
 
 SOURCES = ("wordnet", "unigram", "bigram", "title")
@@ -267,9 +268,9 @@ def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
     if not storage.is_remote(out):  # an object store has no folders to make
         out.mkdir(parents=True, exist_ok=True)
     with (
-        atomic_path(out / "queries.parquet") as tmp_parquet,
-        atomic_path(out / "queries.txt") as tmp_txt,
-        atomic_path(out / "build.json") as tmp_json,
+        atomic_path(out / QUERIES) as tmp_parquet,
+        atomic_path(out / QUERIES_TXT) as tmp_txt,
+        atomic_path(out / BUILD) as tmp_json,
     ):
         pq.write_table(table, tmp_parquet, compression="zstd")
         tmp_txt.write_text("".join(r.query + "\n" for r in rows), encoding="utf-8")

@@ -4,8 +4,9 @@ CLIP kept "titles of Wikipedia articles above a search-volume threshold"; MetaCL
 English titles over hourly pageview dumps, counting a (title, hour) only when it had at
 least 50 views (noise and bot floor), then kept titles with >= 70 views in total. This
 module does the per-file part: stream one file, return {title: views kept} for the wanted
-domain codes. Summing over files and the final threshold belong to the caller, so memory
-holds one file's counts at a time and files of different formats can be mixed freely.
+domain codes. Summing over files (`pageview_counting.py`) and the final threshold
+(`aggregate.py`) belong to the callers, so memory holds one file's counts at a time and
+files of different formats can be mixed freely.
 
 Formats, recognised from the first data line (and, for daily vs monthly, the file name):
 

@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _char_class(chars):
+def _char_class(chars) -> str:
     """Regex class body for sorted BMP `chars`, as escaped ranges."""
-    ranges = []
+    ranges: list[list[str]] = []
     for c in chars:
         if ranges and ord(c) == ord(ranges[-1][1]) + 1:
             ranges[-1][1] = c
@@ -39,13 +39,14 @@ def _char_class(chars):
 
 # Combining marks (category M) are not \w in Python. Only those of the Basic Multilingual
 # Plane: `re` tests a BMP class with a bitmap, a class with astral ranges range by range
-# (twice as slow), and astral scripts are negligible in English Wikipedia.
-_MARKS = _char_class(c for c in map(chr, range(0x300, 0x10000)) if unicodedata.category(c)[0] == "M")
-_REST = r"[^\W_]*(?:[%s]+[^\W_]*)*" % _MARKS  # rest of a word after its first letter
+# (twice as slow), and astral scripts are negligible in English Wikipedia. MARKS is the
+# body of a regex class (``[%s]``); the match step (`pipeline.collect.match`) uses it too.
+MARKS = _char_class(c for c in map(chr, range(0x300, 0x10000)) if unicodedata.category(c)[0] == "M")
+_REST = r"[^\W_]*(?:[%s]+[^\W_]*)*" % MARKS  # rest of a word after its first letter
 _JOIN = r"(?:[\-\u2010\u2011]|['\u2019](?!s(?![^\W_])))"  # but not a possessive 's
 # The lookbehinds stop the "s" of a possessive from starting a token of its own. They
 # follow the first letter so that the regex starts with a class, which `re` scans fast.
-_START = r"[^\W_](?<![^\W_]['\u2019].)(?<![%s]['\u2019].)" % _MARKS
+_START = r"[^\W_](?<![^\W_]['\u2019].)(?<![%s]['\u2019].)" % MARKS
 TOKEN_PATTERN = r"%s%s(?:%s[^\W_]%s)*" % (_START, _REST, _JOIN, _REST)
 _HSPACE = r"[^\S\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"  # whitespace but no line break
 

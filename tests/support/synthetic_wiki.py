@@ -42,7 +42,7 @@ boundary at or past the target, so the XML is at most one page larger than asked
 
 CLI::
 
-    python -m pipeline.wiki.synthetic OUT.xml.bz2 --mb 50 [--seed 0] [--multistream]
+    python -m tests.support.synthetic_wiki OUT.xml.bz2 --mb 50 [--seed 0] [--multistream]
         [--pages-per-stream 100] [--vocab-size 5000000]
 
 prints a one-line JSON summary (the DumpInfo fields plus seconds and xml_mb_per_s).
@@ -1390,7 +1390,7 @@ def _write_multistream(tmp: str, index_tmp: str, header: bytes, footer: bytes, p
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m pipeline.wiki.synthetic",
+        prog="python -m tests.support.synthetic_wiki",
         description="Write a synthetic MediaWiki pages-articles XML dump (Zipf-distributed "
         "pseudo-words, realistic wikitext markup) for scale tests and benchmarks. "
         "Prints a one-line JSON summary.",

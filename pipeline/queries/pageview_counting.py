@@ -1,4 +1,10 @@
-"""Sum pageviews per title, one spilled parquet part per pageview file.
+"""Sum pageviews per title over all pageview files, one spilled parquet part per file.
+
+Each file is read by `pageviews.file_title_views` (the per-file parsing); this module
+applies the recipe's rules to it (domains, formats, title normalisation: `RULES`), spills
+one part per file and resumes, as `counting.py` does for the dumps. Which titles become
+queries (the threshold on the summed views) is decided later, by
+`aggregate.Aggregates.viewed_titles`.
 
 A year of hourly files is ~8,760 files of ~10M lines each; each file is aggregated alone
 (bounded by one file's titles) and the parts are summed by DuckDB later, so memory does

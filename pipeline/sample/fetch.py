@@ -151,7 +151,9 @@ ITEMS = {
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.sample_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m pipeline.sample.fetch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("items", nargs="*", default=list(ITEMS), choices=list(ITEMS), help="what to fetch (default: all)")
     ap.add_argument("--cache", default=".cache/sample", help="cache folder (default: %(default)s)")

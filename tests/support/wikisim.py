@@ -86,7 +86,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DUMP = ROOT / ".cache/sample/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 WORDNET = ROOT / ".cache/sample/wordnet-base/usr/share/wordnet"
 

@@ -1,17 +1,7 @@
-"""A loopback HTTP server for a folder, so that the download stage does real HTTP.
+"""The sample's loopback HTTP server (pipeline/sample/server.py) with test routes, and test images.
 
-`serve_directory(root)` runs a stdlib ThreadingHTTPServer on a free port in a background
-thread and yields its base URL (``http://127.0.0.1:PORT``); the server is shut down and its
-port closed when the block ends, however it ends (exception, KeyboardInterrupt).
-
-It serves regular files under `root` (GET and HEAD), nothing else: no directory listings
-(404), no path that leaves the folder. A path with a ``..`` segment, in clear or encoded
-(``..%2f``), a backslash or a NUL is refused with 403, as is a symbolic link that resolves
-outside `root` (links inside it, as in the openclipart package, are followed). Query
-strings are ignored. Request logging is off.
-
-``faults=True`` adds test routes under ``/_fault/`` for the download stage's failure modes,
-all bounded and deterministic:
+`serve_directory(root, faults=True)` adds test routes under ``/_fault/`` for the download
+stage's failure modes, all bounded and deterministic:
 
 - ``/_fault/404``, ``/_fault/500``: those statuses;
 - ``/_fault/slow?seconds=N``: waits N seconds (default 1, at most 60; cut short when the
@@ -24,7 +14,9 @@ all bounded and deterministic:
 - ``/_fault/optout``: 200 with a valid PNG and ``X-Robots-Tag: noai, noimageai``, which
   img2dataset's default `disallowed_header_directives` refuses.
 
-CLI: ``python -m pipeline.collect.httpserver ROOT [--host H] [--port N] [--faults]
+Without ``faults`` it is the product's server, unchanged.
+
+CLI: ``python -m tests.support.httpserver ROOT [--host H] [--port N] [--faults]
 [--url-file F]`` prints the base URL as its first line (flushed; also written to F when
 given, atomically, once the server accepts connections) and serves until SIGINT or SIGTERM.
 """
@@ -34,28 +26,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import http.server
-import mimetypes
-import os
-import shutil
 import signal
-import socket
 import struct
 import sys
 import threading
 import zlib
 from pathlib import Path
-from typing import Iterator
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from ..errors import EXIT_INPUT_ERROR, InputError
-from ..io import atomic_path
+from pipeline.errors import EXIT_INPUT_ERROR, InputError
+from pipeline.io import atomic_path
+from pipeline.sample import server
 
 SLOW_MAX_SECONDS = 60.0
 BOMB_SIZE = 50_000
 TRUNCATED_MISSING = 1000
 OPTOUT_HEADER = "noai, noimageai"
-REQUEST_QUEUE_SIZE = 1024  # listen backlog: img2dataset opens many connections at once
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -94,75 +80,14 @@ def bomb_png(size: int = BOMB_SIZE) -> bytes:
     )
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "wit-sample/1"
-    timeout = 60  # seconds a stalled client may hold its thread
-    root: Path  # set on the subclass made by serve_directory
-    faults: bool
-    stopping: threading.Event
-
-    def log_message(self, format, *args):  # noqa: A002 - quiet
-        pass
-
-    def do_GET(self):
-        self._respond(body=True)
-
-    def do_HEAD(self):
-        self._respond(body=False)
-
-    # -- helpers ------------------------------------------------------------------------
-    def _send(self, status: int, data: bytes, content_type: str, body: bool, headers=()) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def _error(self, status: int, body: bool) -> None:
-        msg = f"{status} {http.HTTPStatus(status).phrase}\n".encode()
-        self._send(status, msg, "text/plain; charset=utf-8", body)
+class FaultHandler(server.DirectoryHandler):
+    """The product's handler plus the ``/_fault/`` routes."""
 
     def _respond(self, body: bool) -> None:
         path = urlsplit(self.path).path
-        if self.faults and path.startswith("/_fault/"):
+        if path.startswith("/_fault/"):
             return self._fault(path[len("/_fault/") :], body)
-        target = self._resolve(path)
-        if isinstance(target, int):
-            return self._error(target, body)
-        try:
-            f = open(target, "rb")
-        except OSError:
-            return self._error(404, body)
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(size))
-            self.end_headers()
-            if body:
-                shutil.copyfileobj(f, self.wfile)
-
-    def _resolve(self, url_path: str) -> Path | int:
-        """The file for a URL path, or the HTTP status to answer (403 or 404)."""
-        try:
-            rel = unquote(url_path, errors="strict")
-        except UnicodeDecodeError:
-            return 404
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if any(p == ".." or "\\" in p or "\0" in p for p in parts):
-            return 403
-        candidate = self.root.joinpath(*parts)
-        try:
-            real = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return 404
-        if not real.is_relative_to(self.root):
-            return 403
-        return real if real.is_file() else 404
+        return super()._respond(body)
 
     def _fault(self, name: str, body: bool) -> None:
         if name == "404":
@@ -199,51 +124,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._error(404, body)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = REQUEST_QUEUE_SIZE
-
-    def handle_error(self, request, client_address):
-        """A client that hangs up or stalls is the client's business: stay quiet."""
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-@contextlib.contextmanager
-def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0, faults: bool = False) -> Iterator[str]:
-    """Serve `root` over HTTP in a background thread; yield the base URL (no final slash)."""
-    root_path = Path(root)
-    if not root_path.is_dir():
-        raise InputError(f"{root}: folder to serve not found")
-    handler = type(
-        "Handler", (_Handler,), {"root": root_path.resolve(), "faults": faults, "stopping": threading.Event()}
-    )
-    server = (_Server6 if ":" in host else _Server)((host, port), handler)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
-        name=f"httpserver:{server.server_address[1]}",
-        daemon=True,
-    )
-    thread.start()
-    try:
-        bound_port = server.server_address[1]
-        yield f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
-    finally:
-        handler.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def serve_directory(
+    root: str | Path, host: str = "127.0.0.1", port: int = 0, faults: bool = False
+) -> contextlib.AbstractContextManager[str]:
+    """`pipeline.sample.server.serve_directory`, with the ``/_fault/`` routes when `faults`."""
+    return server.serve_directory(root, host, port, handler=FaultHandler if faults else server.DirectoryHandler)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.collect.httpserver",
+        prog="python -m tests.support.httpserver",
         description="Serve a folder over HTTP until interrupted; print the base URL first.",
     )
     ap.add_argument("root", help="folder to serve")

@@ -19,12 +19,13 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
+from .. import layout
+from ..collect.shards import ShardParams, progress_log, run_all
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..outlock import hold
-from .httpserver import serve_directory
 from .openclipart import LICENSE, roots_from_cache, write_sample_pool
-from .shards import ShardParams, _log, run_all
+from .server import serve_directory
 
 HELD_OUT_IMAGES = 0.1
 HELD_OUT_SEED = 0
@@ -67,20 +68,20 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
     if "://" in p.out and not p.out.startswith("file://"):
         raise InputError(f"--out {p.out}: the embedded sample is served from this machine; give a local --out")
     out = Path(p.out.removeprefix("file://"))
-    with hold(out, "shards", _log(p)):  # before the port is chosen: a second run must not touch it
+    with hold(out, "shards", progress_log(p)):  # before the port is chosen: a second run must not touch it
         sample_dir = out / "sample"
         sample_dir.mkdir(parents=True, exist_ok=True)
         port_file = sample_dir / "port"
-        with serve_directory(png_root, port=choose_port(port_file, port, _log(p))) as base_url:
+        with serve_directory(png_root, port=choose_port(port_file, port, progress_log(p))) as base_url:
             pool_file = sample_dir / "openclipart_pool.parquet"
-            stats_file = sample_dir / "openclipart_pool_stats.json"
+            stats_file = sample_dir / f"openclipart_pool{layout.STATS_JSON}"
             previous = json.loads(stats_file.read_text()) if stats_file.exists() else {}
             if not pool_file.exists() or previous.get("base_url") != base_url:
                 stats = write_sample_pool(
                     png_root, svg_root, base_url, pool_file, held_out_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED
                 )
                 write_json(stats_file, stats)
-            _log(p)(f"sample: serving {png_root} at {base_url}")
+            progress_log(p)(f"sample: serving {png_root} at {base_url}")
             run_all(
                 replace(
                     p,

@@ -355,7 +355,7 @@ def sample_rows(png_root: str | Path, svg_root: str | Path, stats: SampleStats |
         if not root.is_dir():
             raise InputError(
                 f"{root}: openclipart {what} folder not found "
-                "(fetch it with `python -m pipeline.sample_data openclipart`)"
+                "(fetch it with `python -m pipeline.sample.fetch openclipart`)"
             )
     stats = stats if stats is not None else SampleStats()
     files, also_in, stats.png_links = _walk_pngs(png_root)
@@ -462,7 +462,7 @@ def write_sample_pool(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.collect.openclipart",
+        prog="python -m pipeline.sample.openclipart",
         description="Write the openclipart sample pool (parquet) and print its stats (JSON).",
     )
     ap.add_argument(
