@@ -27,97 +27,99 @@ NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
 	--save-every 100 --log-every 20 --workers 1 --eval-every 100 --linear-probe
 
-.PHONY: help setup sample-data browser queries shards train audit test test-unit bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap overlap clean
-help:
-	@echo "make queries       build query_lists/ from the embedded sample (installs what it needs)"
-	@echo "make shards        collect, balance and download the sample into shards/ (after queries)"
-	@echo "make train         train a small CLIP on the sample shards with $(NPROC) processes: zero-shot, probes, overlap, runs/sample/report.html, export (after shards)"
-	@echo "make overlap       how much of each evaluation set is in the shards, and its effect on zero-shot (after train)"
-	@echo "make audit         write shards/audit/report.html, summary.json, report.md (after shards)"
-	@echo "make test          run the test suite"
-	@echo "make test-unit     the fast tests only (no end-to-end runs), for the edit loop"
-	@echo "make setup         create $(VENV) with the pinned stack"
-	@echo "make sample-data   fetch the sample inputs into $(CACHE)"
-	@echo "make bench-queries benchmark the query builder"
-	@echo "make bench-fullscale what each query recipe selects on a simulated full Wikipedia"
-	@echo "make bench-match   benchmark matching captions against the query list"
-	@echo "make bench-download benchmark the downloader against a loopback server"
-	@echo "make bench-train   benchmark the trainer's throughput (after shards)"
-	@echo "make bench-overlap the overlap scan's cost per million shard images"
-	@echo "make bench-scale   pool/match/balance at 1M and 10M rows, local vs Ray"
+.PHONY: help setup sample-data browser queries shards train overlap audit lint test test-unit test-fast \
+	bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap clean
+# `make help` lists every target that has a `## text` after its prerequisites (tests/test_makefile.py
+# checks that each .PHONY target has one), so the list cannot drift from the targets.
+help: ## this list
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/\1\t\2/' | \
+		awk -F '\t' '{ printf "make %-16s %s\n", $$1, $$2 }'
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed  ## create .venv (VENV=...) with the pinned stack
 $(VENV)/.installed: requirements/base.txt requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/base.txt -c requirements/constraints.txt
 	touch $@
 
-sample-data: $(CACHE)/.complete
-$(CACHE)/.complete: $(VENV)/.installed pipeline/sample_data.py
-	$(PY) -m pipeline.sample_data --cache $(CACHE) enwiki wordnet openclipart animal-mnist
+sample-data: $(CACHE)/.complete  ## fetch the sample inputs into .cache/sample (CACHE=...)
+$(CACHE)/.complete: $(VENV)/.installed pipeline/sample/fetch.py
+	$(PY) -m pipeline.sample.fetch --cache $(CACHE) enwiki wordnet openclipart animal-mnist
 	touch $@
 
-queries: sample-data
+queries: sample-data  ## build query_lists/ from the embedded sample (installs what it needs)
 	$(PY) -m pipeline queries --wiki-dump $(WIKI_DUMP) --wordnet $(WORDNET) \
 		--out query_lists $(SAMPLE_QUERY_ARGS) $(ARGS)
 
 query_lists/queries.parquet:
 	$(MAKE) queries
 
-shards: sample-data query_lists/queries.parquet
+shards: sample-data query_lists/queries.parquet  ## collect, balance and download the sample into shards/ (after queries)
 	$(PY) -m pipeline shards --sample-openclipart $(CACHE) --out shards $(SAMPLE_SHARD_ARGS) $(ARGS)
 
 shards/00000.tar:
 	$(MAKE) shards
 
-train: sample-data shards/00000.tar
+train: sample-data shards/00000.tar  ## train a small CLIP on the sample shards: zero-shot, probes, overlap, runs/sample/report.html, export (after shards)
 	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m train --train-data 'shards/[0-9]*.tar' \
 		--name sample --resume latest $(SAMPLE_TRAIN_ARGS) $(ARGS)
 	$(PY) -m train.overlap --checkpoint runs/sample
 	$(PY) -m train.export runs/sample --out runs/sample/export
 
 # Train-test overlap of the sample run (CLIP paper, sec. 5): runs/sample/eval/overlap.json + overlap_pairs.parquet
-overlap: sample-data shards/00000.tar
+overlap: sample-data shards/00000.tar  ## how much of each evaluation set is in the shards, and its effect on zero-shot (after train)
 	$(PY) -m train.overlap --checkpoint runs/sample $(ARGS)
 
-audit: sample-data shards/00000.tar
+audit: sample-data shards/00000.tar  ## write shards/audit/report.html, summary.json, report.md (after shards)
 	$(PY) -m pipeline audit --queries query_lists --shards shards $(ARGS)
 
 # The audit report's render test opens it in a headless browser: Debian's chromium.
-browser:
+browser:  ## install headless Chromium (Debian) for the page-rendering tests
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 
-test: sample-data browser
+test: sample-data browser  ## run the whole test suite (what .ci/run runs after lint)
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
 		ANIMAL_MNIST_DIR=$(abspath $(CACHE))/animal-mnist \
 		$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-unit: sample-data
+# ruff (lint, then format --check) and mypy over the code; .ci/run runs it before the tests.
+LINT_PATHS := pipeline train tests bench
+lint: setup  ## ruff check, ruff format --check and mypy (pipeline/, train/): zero findings
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+# The unit tests alone: no sample download, no browser, no Ray cluster, no end-to-end run
+# (tests marked `slow`, `sample`, `browser` or `ray` are deselected; tests/conftest.py marks
+# them). Under a minute.
+test-fast: setup  ## the unit tests only: no sample data, no browser, under a minute
+	$(PY) -m pytest -q -m "not slow and not sample and not browser and not ray" $(PYTEST_ARGS)
+
+test-unit: sample-data  ## the tests not marked slow (with the sample data), for the edit loop
 	$(MAKE) test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
-bench-queries: sample-data
+bench-queries: sample-data  ## benchmark the query builder
 	$(PY) bench/queries.py $(ARGS)
 
-bench-fullscale: sample-data
+bench-fullscale: sample-data  ## what each query recipe selects on a simulated full Wikipedia
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) $(PY) bench/queries_fullscale.py $(ARGS)
 
-bench-match: sample-data
+bench-match: sample-data  ## benchmark matching captions against the query list
 	$(PY) bench/match.py $(ARGS)
 
-bench-download: sample-data
+bench-download: sample-data  ## benchmark the downloader against a loopback server
 	$(PY) bench/download.py $(ARGS)
 
 # pool -> match -> balance on --engine local and ray at 1M and 10M synthetic rows (~20 min on 2 cores)
-bench-scale: sample-data
+bench-scale: sample-data  ## pool/match/balance at 1M and 10M rows, local vs Ray (~20 min on 2 cores)
 	WORDNET_DIR=$(abspath $(WORDNET)) $(PY) bench/scale.py $(ARGS)
 
-bench-train: sample-data shards/00000.tar
+bench-train: sample-data shards/00000.tar  ## benchmark the trainer's throughput (after shards)
 	$(PY) bench/train.py $(ARGS)
 
-bench-overlap: sample-data shards/00000.tar
+bench-overlap: sample-data shards/00000.tar  ## the overlap scan's cost per million shard images (after shards)
 	$(PY) bench/overlap.py $(ARGS)
 
-clean:
+clean:  ## remove generated query lists, shards and runs
 	rm -rf query_lists/*.parquet query_lists/*.txt query_lists/*.json query_lists/.work query_lists/.lock
 	find shards -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null || true
 	rm -rf runs

@@ -32,6 +32,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         model, preprocess = random_model(name, args.device)
         limit = n if name == "tiny-ViT-64" else min(n, args.embed_images)
-        s, k = timed(lambda: embed_only(urls, model, preprocess, args.device, args.batch_size, limit))
+        s, k = timed(partial(embed_only, urls, model, preprocess, args.device, args.batch_size, limit))
         record(f"embed:{name}", s, k, k)
         if name == "tiny-ViT-64":
             tokenizer = __import__("open_clip").get_tokenizer(name)
@@ -169,13 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 for d in ov.DEFAULT_DATASETS
             }
             matchers_m = {d: ov.Matcher(s, thresholds["phash_max_distance"][d], 0.999) for d, s in sets_m.items()}
-            s, k = timed(
-                lambda: (
-                    ov.scan_shards(
-                        urls, matchers_m, model, preprocess, args.device, args.batch_size, progress=False
-                    ).n_images
-                )
-            )
+            scan = partial(ov.scan_shards, urls, matchers_m, model, preprocess, args.device, args.batch_size)
+            s, k = timed(lambda scan=scan: scan(progress=False).n_images)
             record(f"scan:{name}", s, k)
     print(json.dumps(out, indent=2))
     return 0

@@ -135,7 +135,7 @@ class Watcher(threading.Thread):
 
     def poll(self) -> None:
         try:
-            with open(self.path, "r", errors="replace") as f:
+            with open(self.path, errors="replace") as f:
                 f.seek(self._pos)
                 chunk = f.read()
                 self._pos = f.tell()

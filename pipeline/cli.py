@@ -12,11 +12,11 @@ import argparse
 import re
 import sys
 
-from .distribute import PartFailed
-from .errors import EXIT_INPUT_ERROR, EXIT_RESOURCE_ERROR, InputError, storage_fault
+from . import decontaminate
 from .audit import cli as audit_cli
 from .collect import cli as collect_cli
-from . import decontaminate
+from .distribute import PartFailed
+from .errors import EXIT_INPUT_ERROR, EXIT_RESOURCE_ERROR, InputError, storage_fault
 from .queries import cli as queries_cli
 
 VERBS = {

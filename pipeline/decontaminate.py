@@ -40,7 +40,7 @@ import re
 import sys
 import tarfile
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import InputError
 

@@ -11,9 +11,9 @@ project gains no dependency. Every chart is `<svg class="plot" data-plot=NAME>` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Callable, Sequence
 
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
 BLUE, ORANGE, GREEN, GREY, RED = "#3b6fb6", "#e07b39", "#3f9a5a", "#9aa3ad", "#c0392b"

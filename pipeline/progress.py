@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 def bar_factory(quiet: bool, desc: str, unit: str, data_size: bool = False) -> Callable[[int], object] | None:

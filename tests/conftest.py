@@ -31,6 +31,24 @@ def required_path(env: str) -> Path:
     return Path(value)
 
 
+# fixture -> the mark its users get, so `make test-fast` (-m "not slow and not sample and not
+# browser and not ray") leaves them out: no sample download, no cluster start (tests that call
+# `required_path` themselves carry `sample` explicitly)
+FIXTURE_MARKS = {
+    "wiki_sample_dump": "sample",
+    "sample_articles": "sample",
+    "wordnet_dir": "sample",
+    "openclipart_dir": "sample",
+    "ray_cluster": "ray",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for name in sorted(set(getattr(item, "fixturenames", ())) & FIXTURE_MARKS.keys()):
+            item.add_marker(FIXTURE_MARKS[name])
+
+
 @pytest.fixture(scope="session")
 def wiki_sample_dump() -> Path:
     return required_path("WIKI_SAMPLE_DUMP")

@@ -179,7 +179,7 @@ def test_autocast_and_backward_hooks():
         make_loss(0, 1),
         accum_freq=2,
         autocast=bf16,
-        backward=lambda l: (scaled.append(l.dtype), (l * 8).backward()),
+        backward=lambda loss: (scaled.append(loss.dtype), (loss * 8).backward()),
     )
     assert len(entered) == 4  # 2 no-grad forwards + 2 re-forwards
     assert len(scaled) == 2
@@ -256,6 +256,7 @@ def _ddp_worker(rank, init_file, out_dir, state, images, texts):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_accum_equals_full_batch(tmp_path):
     import torch.multiprocessing as mp
 

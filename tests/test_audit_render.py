@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from .support.browser import assert_not_blank, browse, console_messages, pixels_near, screenshot
-from .support.browser import test_console_error_detection_works  # noqa: F401 - the guard runs with these tests
+from .support.browser import (
+    assert_not_blank,
+    browse,
+    console_messages,
+    pixels_near,
+    screenshot,
+    test_console_error_detection_works,  # noqa: F401 - the guard runs with these tests
+)
 from .test_audit import build_sample
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def read_state(i: int) -> tuple:
     return i, _STATE["value"], os.getpid(), _STATE["setups"]
 
 
-@pytest.fixture(params=["local", "ray"])
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])
 def engine(request) -> Engine:
     if request.param == "ray":
         return Engine("ray", ray_address=request.getfixturevalue("ray_cluster"), max_part_retries=2)

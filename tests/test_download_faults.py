@@ -232,7 +232,7 @@ def test_download_faults_end_to_end(tmp_path: Path, site: Path):
         )
         results[expected[row["url"]][0]] = row
 
-    for name, (mode, w, h, caption) in GOOD.items():
+    for name, (_mode, w, h, _caption) in GOOD.items():
         row = results[name]
         assert row["status"] == "success" and row["error_message"] is None, (name, row)
         assert (row["original_width"], row["original_height"]) == (w, h), name

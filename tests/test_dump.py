@@ -99,7 +99,7 @@ def multistream(tmp_path: Path, pages: list[str], per_stream: int) -> Path:
     offset = len(blobs[0])
     for i in range(0, len(pages), per_stream):
         group = pages[i : i + per_stream]
-        for j, p in enumerate(group):
+        for j, _ in enumerate(group):
             index.append(f"{offset}:{i + j}:title{i + j}\n")
         blob = bz2.compress("".join(group).encode())
         blobs.append(blob)

@@ -127,7 +127,8 @@ def test_open_clip_train_checkpoints(open_clip_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_run_folder_means_its_newest_checkpoint(tmp_path):
-    from train import checkpoint, model as models
+    from train import checkpoint
+    from train import model as models
 
     run = tmp_path / "runs" / "r"
     config = json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())

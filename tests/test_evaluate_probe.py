@@ -18,7 +18,8 @@ def tiny_checkpoint(tmp_path_factory):
     """A randomly initialised tiny-ViT-64 saved as this trainer's checkpoint (as test_evaluate_cli does)."""
     import torch
 
-    from train import checkpoint, model as models
+    from train import checkpoint
+    from train import model as models
 
     torch.manual_seed(0)  # the same weights, so the same timing and accuracies, every run
     run = tmp_path_factory.mktemp("runs") / "probe"
@@ -66,6 +67,7 @@ def test_a_set_too_small_for_few_shot_keeps_the_probe():
     assert "skipped" in tiny and "test_acc" not in tiny and "skipped" in probe_line("x", tiny)
 
 
+@pytest.mark.slow
 def test_linear_probe_cli_on_digits(tiny_checkpoint, tmp_path):
     t0 = time.perf_counter()
     res = evaluate_cli(
@@ -166,7 +168,8 @@ def test_linear_probe_cli_on_digits(tiny_checkpoint, tmp_path):
 def test_probe_features_are_the_vit_features_before_the_projection():
     import torch
 
-    from train import features, model as models
+    from train import features
+    from train import model as models
 
     torch.manual_seed(0)
     net, _, size = models.create("tiny-ViT-64")
@@ -228,6 +231,7 @@ def split_folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_imagefolder_with_train_and_test_probes_on_its_own_split(tiny_checkpoint, split_folder, tmp_path):
     res = evaluate_cli(
         "--checkpoint",

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import InputError
 
@@ -161,7 +161,7 @@ def test_fault_statuses_and_notimage(site):
         assert get(base + "/_fault/unknown")[0] == 404
         status, body, headers = get(base + "/_fault/notimage")
         assert status == 200 and headers["Content-Type"].startswith("text/html")
-        with pytest.raises(Exception):
+        with pytest.raises(UnidentifiedImageError):
             Image.open(io.BytesIO(body))
         assert get(base + "/a.png")[1] == TINY_PNG  # files still served
 

@@ -171,7 +171,7 @@ def test_few_shot_more_shots_help():
     assert all(len(r.acc[k]) == 3 for k in r.shots)
     assert r.std[1] == float(np.std(r.acc[1]))
     assert r.chance == 0.2 and r.short_classes == {1: {}, 4: {}, 16: {}}
-    for (k, s), (t, v) in r.indices.items():
+    for (k, s), (t, _v) in r.indices.items():
         assert list(np.bincount(y[tr][t])) == [k] * 5
         assert np.array_equal(t, few_shot_split(y[tr], k, s, max_k=16, val_per_class=10)[0])
     again = few_shot(x[tr], y[tr], x[te], y[te], shots=(1, 4, 16), seeds=(0, 1, 2), val_per_class=10)

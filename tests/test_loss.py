@@ -156,6 +156,7 @@ def _full_batch(state, x_img, x_txt):
     return loss.detach(), {n: p.grad.clone() for n, p in enc.named_parameters()}
 
 
+@pytest.mark.slow
 def test_sharded_two_processes_equal_full_batch(tmp_path):
     import torch.multiprocessing as mp
 

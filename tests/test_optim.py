@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from train import checkpoint, model as models, optim
+from train import checkpoint, optim
+from train import model as models
 
 
 def test_cosine_schedule_with_linear_warmup():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.outlock import LOCK_NAME, hold, holder
 
@@ -95,6 +96,7 @@ def test_queries_work_dir_is_held_too(tmp_path, wiki_sample_dump, wordnet_dir):
     assert not (tmp_path / "out" / "queries.parquet").exists()
 
 
+@pytest.mark.sample
 def test_second_sample_shards_run_is_refused_and_keeps_the_port(tmp_path):
     """The sample's port file names the port of a finished dataset: a refused (or failed)
     second run must not overwrite it, or the next rerun would rebuild with other uids."""

@@ -152,6 +152,7 @@ def planted(tmp_path_factory, tiny_model):
     return shard, sets, truth
 
 
+@pytest.mark.sample
 def test_planted_duplicates_found_and_nothing_else(planted, tiny_model):
     from train.overlap import MIN_COSINE, PHASH_MAX_DISTANCE, Matcher, dataset_result, scan_shards
 
@@ -330,7 +331,8 @@ def tiny_run(tmp_path_factory):
     """A randomly initialised tiny-ViT-64 saved as this trainer's checkpoint, trained on nothing."""
     import torch
 
-    from train import checkpoint, model as models
+    from train import checkpoint
+    from train import model as models
 
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("runs") / "overlap"
@@ -399,6 +401,7 @@ def test_cli_bad_checkpoint_and_unreadable_shards(tmp_path):
     assert_one_line_error(res, "not a readable checkpoint")
 
 
+@pytest.mark.sample
 def test_cli_writes_the_report(tiny_run, planted, tmp_path, capsys):
     import pyarrow.parquet as pq
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.errors import InputError
 from pipeline.queries.aggregate import Aggregates
 from pipeline.queries.combine import Row, combine
 from pipeline.queries.counting import count_dumps
 from pipeline.queries.recipes import is_entry, metaclip_wordnet, resolve_rules
 from pipeline.queries.wordnet import read_head_words
-from pipeline.errors import InputError
 from pipeline.wiki import dump as wd
 
 from .conftest import assert_one_line_error, run_cli

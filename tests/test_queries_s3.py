@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+
 import pytest
 
 from pipeline.wiki import dump as wd

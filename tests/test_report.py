@@ -9,7 +9,7 @@ import math
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from .conftest import ROOT, assert_one_line_error
 
 NAME = "<b>x</b>&"
 ODD = "imagefolder:/data/<cats> & dogs"  # a dataset name is user input too
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SHOTS = (1, 2, 4, 8, 16)
 
 

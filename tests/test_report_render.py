@@ -4,18 +4,24 @@ chart drawn with its marks, the page non-blank, no console errors."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from train.report import write_report
 
-from .support.browser import assert_not_blank, browse, console_messages, pixels_near, screenshot
-from .support.browser import test_console_error_detection_works  # noqa: F401 - the guard runs with these tests
+from .support.browser import (
+    assert_not_blank,
+    browse,
+    console_messages,
+    pixels_near,
+    screenshot,
+    test_console_error_detection_works,  # noqa: F401 - the guard runs with these tests
+)
 from .test_report import make_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHARTS = [
     "train_loss",
@@ -32,7 +38,7 @@ CHARTS = [
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
-    return write_report(make_run(tmp_path_factory.mktemp("run")), now=datetime(2024, 5, 1, tzinfo=timezone.utc))
+    return write_report(make_run(tmp_path_factory.mktemp("run")), now=datetime(2024, 5, 1, tzinfo=UTC))
 
 
 def test_dom_has_every_chart_and_no_console_errors(page, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import run_cli
 from .support.httpserver import serve_directory
@@ -45,6 +46,7 @@ def _download(tmp_path: Path, base: str, name: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_shards_are_written_in_key_order_and_byte_identical(tmp_path: Path):
     site = tmp_path / "site"
     site.mkdir()

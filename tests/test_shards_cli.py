@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .conftest import assert_one_line_error as one_line_error, run_cli
+from .conftest import assert_one_line_error as one_line_error
+from .conftest import run_cli
 
 
 def test_help_lists_the_steps():

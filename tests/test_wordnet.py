@@ -162,6 +162,7 @@ def real_wordnet():
         pytest.fail(f"WORDNET_DIR={folder!r} is not a usable WordNet 3.0 database: {e}")
 
 
+@pytest.mark.sample
 def test_real_wordnet_counts():
     r = real_wordnet()
     assert r.synsets == 117_659
@@ -172,6 +173,7 @@ def test_real_wordnet_counts():
     assert {"entity", "dog", "Einstein", "a cappella"} <= set(r.words)
 
 
+@pytest.mark.sample
 def test_real_wordnet_reproduces_metaclip_count():
     """MetaCLIP's 86,654: nltk's lowercased synset name cut at its first '.', plus the
     100 entries "0".."99" its set starts with (see the wordnet module docstring)."""

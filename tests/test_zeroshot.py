@@ -170,6 +170,7 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
+@pytest.mark.sample
 def test_animal_mnist():
     ds = animal_mnist(required_path("ANIMAL_MNIST_DIR"), transform=to_tensor)
     assert len(ds) == 10_000 and ds.classnames == list(ANIMAL_MNIST_CLASSES) and len(ds.classnames) == 10
@@ -259,6 +260,7 @@ def test_imagefolder(tmp_path):
         load_dataset("cifar10")
 
 
+@pytest.mark.sample
 def test_openclipart_heldout():
     from pipeline.sample.openclipart import is_held_out_image
 
@@ -386,6 +388,7 @@ def test_evaluate_end_to_end(tiny_model, tmp_path):
     assert not any(k.endswith("seconds") for k in flat)
 
 
+@pytest.mark.slow
 def test_evaluate_cli(tiny_model, tmp_path, capsys):
     from train.evaluate import main
 

@@ -45,7 +45,9 @@ unaffected.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
 import torch
 from torch import nn

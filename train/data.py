@@ -70,7 +70,8 @@ import sys
 import tarfile
 import time
 from collections import Counter, defaultdict
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import braceexpand
 import numpy as np

@@ -71,8 +71,8 @@ import io
 import pickle
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -176,7 +176,7 @@ class LabelledImages(Dataset):
         image = self.image(i)
         return (self.transform(image) if self.transform is not None else image), int(self.labels[i])
 
-    def with_transform(self, transform: Transform) -> "LabelledImages":
+    def with_transform(self, transform: Transform) -> LabelledImages:
         other = copy.copy(self)
         other.transform = transform
         return other

@@ -49,8 +49,10 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 

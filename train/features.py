@@ -28,9 +28,10 @@ import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable
 
 import torch
 import torch.nn.functional as F

@@ -298,7 +298,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         t1 = time.perf_counter()
 
         wrapped.train()
-        backward = (lambda l: scaler.scale(l).backward()) if scaler is not None else None
+        backward = (lambda loss: scaler.scale(loss).backward()) if scaler is not None else None
         loss, _ = accumulate_step(
             wrapped, images, tokens, loss_fn, args.accum_freq, autocast=autocast, backward=backward
         )

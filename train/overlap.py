@@ -79,9 +79,11 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
@@ -263,7 +265,10 @@ class EvalSet:
         import numpy as np
 
         idx = np.asarray(indices, dtype=np.int64)
-        pick = lambda x: x[idx] if x is not None else None
+
+        def pick(x):
+            return x[idx] if x is not None else None
+
         return EvalSet(
             self.name,
             self.labels[idx],

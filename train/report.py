@@ -20,7 +20,7 @@ import json
 import math
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pipeline import page, plots
@@ -530,7 +530,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, now: dateti
     run = load_run(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     with atomic_path(path) as tmp:
-        tmp.write_text(render(run, now or datetime.now(timezone.utc)), encoding="utf-8")
+        tmp.write_text(render(run, now or datetime.now(UTC)), encoding="utf-8")
     return path
 
 

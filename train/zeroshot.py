@@ -25,7 +25,8 @@ called, so any object with those two methods works (the tests use a stub).
 
 from __future__ import annotations
 
-from typing import Callable, ContextManager, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 import torch.nn.functional as F

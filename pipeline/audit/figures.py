@@ -12,7 +12,7 @@ rather than from sorting every row, and per-query curves are sampled on a log gr
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import duckdb
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__, page, plots
@@ -656,7 +656,7 @@ def build_summary(
             )
         figures = compute(inp)
         summary = {
-            "generated_at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+            "generated_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
             "tool": {"name": "pipeline audit", "version": __version__},
             "inputs": {
                 "queries": str(inp.queries_file),

@@ -126,7 +126,7 @@ class Inputs:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "Inputs":
+    def __enter__(self) -> Inputs:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from ..distribute import Engine, run_parts
 from .. import layout
+from ..distribute import Engine, run_parts
+from ..errors import InputError
 from ..io import atomic_path, sum_stats, write_json
 from ..layout import adopt_old_layout, part_stats
 from ..storage import location, read_table, rmtree

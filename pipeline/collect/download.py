@@ -33,16 +33,15 @@ from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
-
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
-from img2dataset import download as img2dataset_download  # noqa: E402
 import fsspec  # noqa: E402
+from img2dataset import download as img2dataset_download  # noqa: E402
 from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
 from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
 
 from .. import layout
-from ..errors import STORAGE_ERRNOS, InputError
 from ..distribute import Engine, PartFailed, connect_ray, run_parts
+from ..errors import STORAGE_ERRNOS, InputError
 from ..io import atomic_path
 from ..storage import is_remote, listing, location, parquet_file
 from . import egress

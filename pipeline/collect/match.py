@@ -25,11 +25,11 @@ v1's substring rule, to reproduce MetaCLIP's curation exactly; see its docstring
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from functools import partial
 import json
 import re
-from typing import Sequence
+from collections import Counter
+from collections.abc import Sequence
+from functools import partial
 
 import ahocorasick
 import fsspec

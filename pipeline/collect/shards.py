@@ -14,17 +14,17 @@ import glob
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .. import layout
 from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint, write_json
 from ..outlock import hold
-from ..storage import check_writable, location, rmtree
 from ..progress import bar_factory
+from ..storage import check_writable, location, rmtree
 from ..workers import default_workers
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urljoin, urlsplit
 
 import fsspec

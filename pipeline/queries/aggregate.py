@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .. import duck, storage
 from ..io import sql_file_list

@@ -12,10 +12,10 @@ import contextlib
 import json
 import sys
 import time
-from datetime import datetime, timezone
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,12 +27,12 @@ from ..io import atomic_path, expand_inputs, file_fingerprint
 from ..layout import BUILD, QUERIES, QUERIES_TXT
 from ..outlock import hold
 from ..progress import bar_factory
+from ..workers import default_workers
 from .aggregate import Aggregates
 from .combine import Row, combine
-from .recipes import Rules, is_entry, metaclip_wordnet, resolve_rules
-from ..workers import default_workers
 from .counting import count_dumps
 from .pageview_counting import count_pageviews
+from .recipes import Rules, is_entry, metaclip_wordnet, resolve_rules
 from .wordnet import read_head_words
 
 SOURCES = ("wordnet", "unigram", "bigram", "title")
@@ -197,7 +197,7 @@ def build_queries(p: QueryParams) -> dict:
             "pageviews": pv_stats,
             "timings_s": timings,
             # when the list was made: with the timings, the only fields that differ between runs
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         timings["total"] = round(time.monotonic() - t0, 3)
         write_outputs(out, rows, build)

@@ -6,8 +6,8 @@ import argparse
 import json
 
 from ..options import add_engine_args, memory_limit, positive_float, positive_int
-from .recipes import DEFAULTS, NONE, RECIPES, UNIGRAM_CASES
 from ..workers import default_workers
+from .recipes import DEFAULTS, NONE, RECIPES, UNIGRAM_CASES
 
 EPILOG = """\
 sources, in order (a query already taken by an earlier source is skipped):
@@ -35,7 +35,7 @@ recipe clip (default):
 
 recipe metaclip (MetaCLIP v1's rules, exactly):
   wordnet  "0".."99", then every synset's first lemma lowercased and cut at its first '.'
-  unigram  text lowercased, split on [^\w\-'], words with a digit dropped, words in fewer
+  unigram  text lowercased, split on [^\\w\\-'], words with a digit dropped, words in fewer
            than --min-doc-freq (3) articles dropped; count >= 100, no cap
   bigram   pairs adjacent in that word sequence (across punctuation, not across articles)
            whose words are both in the unigram table; no count floor, PMI >= 30, no cap

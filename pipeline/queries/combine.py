@@ -7,8 +7,8 @@ titles). Sources are consumed lazily and abandoned as soon as their quota is met
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 
 @dataclass

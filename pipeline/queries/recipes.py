@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable, Iterator
 
 from ..errors import InputError
 

@@ -61,9 +61,10 @@ import statistics
 import sys
 import xml.parsers.expat as expat
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 from urllib.parse import quote
 
 from ..errors import EXIT_INPUT_ERROR, InputError

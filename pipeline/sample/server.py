@@ -24,8 +24,8 @@ import shutil
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InputError

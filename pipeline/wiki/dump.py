@@ -23,8 +23,8 @@ import codecs
 import gzip
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 from xml.parsers import expat
 
 import fsspec

@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -77,7 +77,7 @@ def moto_s3(set_environ: bool = True) -> Iterator[S3Server]:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start within 30 s")
+                    raise RuntimeError("moto_server did not start within 30 s") from None
                 time.sleep(0.05)
         if set_environ:
             os.environ.update(server.env)

@@ -185,7 +185,7 @@ class Vocabulary:
                 out.append(prefix[rank])
                 continue
             r = rank - npre
-            for n, nsyl, a, b in classes:
+            for n, nsyl, a, b in classes:  # noqa: B007 - the matching class is used after the break
                 if r < n:
                     break
                 r -= n
@@ -554,7 +554,7 @@ class _PageMaker:
         self.famous_cum = list(itertools.accumulate(1.0 / i for i in range(1, nf + 1)))
         self.famous_next = 0
         self.users = []
-        for i in range(3000):
+        for _ in range(3000):
             u = self.names.one() + (self.names.one() if rng.random() < 0.4 else "")
             if rng.random() < 0.2:
                 u += str(rng.randrange(1, 2000))

@@ -77,7 +77,7 @@ import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import duckdb
@@ -260,7 +260,7 @@ def _measure(con, tmp: Path, tokens: int) -> SampleStats:
     return stats
 
 
-@lru_cache(maxsize=None)
+@cache
 def sample_stats() -> SampleStats:
     """`measure_sample()` once per process."""
     return measure_sample()
