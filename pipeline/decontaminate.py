@@ -100,7 +100,7 @@ def _members(fileobj) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     with tarfile.open(fileobj=fileobj, mode="r|") as tf:
         for member in tf:
             yield tf, member
-            tf.members = []
+            tf.members = []  # type: ignore[attr-defined]  # real but not in typeshed; drops the kept headers
 
 
 def filter_tar(src, dst, remove: set[str] | dict) -> dict:

@@ -76,3 +76,11 @@ def connect(
         con.close()
         raise
     return con
+
+
+def one(result: duckdb.DuckDBPyConnection) -> tuple:
+    """The row of an executed query that always returns exactly one (an aggregate without
+    GROUP BY, such as ``count(*)``, or ``current_setting``): `fetchone` without the None."""
+    row = result.fetchone()
+    assert row is not None, "a query that always returns one row returned none"
+    return row

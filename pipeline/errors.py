@@ -48,7 +48,7 @@ def storage_fault(exc: BaseException) -> tuple[str | None, str] | None:
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+        if isinstance(e, OSError) and e.errno is not None and e.errno in STORAGE_ERRNOS:
             name = e.filename if isinstance(e.filename, (str, bytes, os.PathLike)) else None
             return (
                 os.fsdecode(name) if name is not None else _quoted_path(str(e), os.strerror(e.errno)),

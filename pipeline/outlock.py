@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import BaseFileLock, FileLock, Timeout
 
 from . import storage
 from .errors import InputError, OutputInUse
@@ -100,6 +100,7 @@ def hold(folder, verb: str, log: Callable[[str], None] | None = None) -> Iterato
 
     # preserve_lock_file: the file is never unlinked, so every process locks the same inode;
     # it also refuses filelock's fallback to an existence lock, which a SIGKILL would leave stale.
+    lock: BaseFileLock | None  # None: the filesystem has no locks
     lock = FileLock(str(lock_file), timeout=0, preserve_lock_file=True, on_acquired=write_record)
     try:
         lock.acquire()

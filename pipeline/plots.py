@@ -329,12 +329,12 @@ def lines(
     NaN or infinite (or x <= 0 on a log2 axis) are left out, so a missing metric leaves a gap
     in the data rather than breaking the chart."""
     left, right, top = 58, 14, 30
-    pts = []  # per series: [(x, y, spread)]
+    pts: list[list[tuple[float, float, float]]] = []  # per series: [(x, y, spread)]
     for s in series:
-        spread = list(s.spread) if s.spread is not None else [None] * len(s.points)
+        spread: list[float | None] = list(s.spread) if s.spread is not None else [None] * len(s.points)
         pts.append(
             [
-                (x, y, d if finite(d) else 0.0)
+                (x, y, d if d is not None and finite(d) else 0.0)
                 for (x, y), d in zip(s.points, spread)
                 if finite(x, y) and (x > 0 or not log2x)
             ]
@@ -343,7 +343,8 @@ def lines(
     legend = [(s.label, s.color, s.dashed) for s, p in zip(series, pts) if p] + [
         (r.label, r.color, r.dashed) for r in refs
     ]
-    rows, x_at = [[]], 0.0  # the legend, wrapped into rows under the plot
+    rows: list[list[tuple[float, str, str, bool]]] = [[]]  # the legend, wrapped into rows under the plot
+    x_at = 0.0
     for label, color, dashed in legend:
         w = 44 + 6.3 * len(label)  # swatch, gap and a generous width per character
         if rows[-1] and x_at + w > width - left - right:

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any, Protocol
 
 
-def bar_factory(quiet: bool, desc: str, unit: str, data_size: bool = False) -> Callable[[int], object] | None:
+class Bar(Protocol):
+    """A progress bar as the stages drive it: a tqdm bar, or a stand-in with these methods."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def close(self) -> object: ...
+
+
+class PostfixBar(Bar, Protocol):
+    """A `Bar` that also shows running stats after it (tqdm's ``set_postfix(name=value, ...)``)."""
+
+    def set_postfix(self, **kwargs: Any) -> object: ...
+
+
+def bar_factory(quiet: bool, desc: str, unit: str, data_size: bool = False) -> Callable[[int], PostfixBar] | None:
     """`make(total)` -> a tqdm bar, or None when quiet. `data_size`: the unit is bytes (KiB, MiB...)."""
     if quiet:
         return None

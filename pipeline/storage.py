@@ -39,14 +39,14 @@ def location(path: str | os.PathLike, what: str = "") -> Path:
     I/O). An unknown protocol or a missing fsspec backend is an InputError, prefixed by
     `what` (the option, e.g. "--out")."""
     if isinstance(path, UPath):
-        return path
+        return path  # type: ignore[return-value]  # a UPath stands in for a Path (same API)
     text = os.fspath(path)
     if text.startswith("file://"):
         text = text[len("file://") :]
     if "://" not in text:
         return Path(text)
     try:
-        return UPath(text)
+        return UPath(text)  # type: ignore[return-value]  # a UPath stands in for a Path (same API)
     except (ImportError, ValueError) as e:
         raise InputError(f"{what} {text}: {type(e).__name__}: {_first_line(e)}".lstrip()) from None
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -108,7 +108,7 @@ def _set_rng_state(state: tuple) -> None:
 def _total(loss_out: Any) -> tuple[torch.Tensor, dict[str, float]]:
     if isinstance(loss_out, Mapping):
         parts = {k: float(v.detach()) for k, v in loss_out.items()}
-        return sum(loss_out.values()), parts
+        return cast(torch.Tensor, sum(loss_out.values())), parts  # 0 + tensors: a tensor
     return loss_out, {}
 
 
@@ -165,10 +165,11 @@ def accumulate_step(
 
     # 1) no-grad pass: cache the per-sample outputs of every chunk.
     cache: dict[str, list[torch.Tensor]] = {}
-    rng_states = []
+    rng_states: list[tuple] = []  # one per chunk when replay_rng
     with torch.no_grad():
         for img, txt in zip(image_chunks, text_chunks):
-            rng_states.append(_rng_state() if replay_rng else None)
+            if replay_rng:
+                rng_states.append(_rng_state())
             with ctx():
                 out = model_outputs(model(img, txt))
             for key, val in out.items():

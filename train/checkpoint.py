@@ -46,7 +46,8 @@ class CheckpointError(ValueError):
 
 def rng_state() -> dict:
     """This process's RNG states: torch (CPU, and the current CUDA device's), numpy, random."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # ("MT19937", key, pos, has_gauss, gauss)
+    assert isinstance(np_state, tuple), "numpy's global RandomState is not an MT19937"
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -86,7 +87,7 @@ def save(ckpt_dir: Path | str, step: int, state: dict, keep: int = 2) -> Path | 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for stale in ckpt_dir.glob(".step-*.pt.tmp-*"):  # left by a save that was killed
         stale.unlink()
-    path = path_for(ckpt_dir, step)
+    path = Path(path_for(ckpt_dir, step))  # a Path: the folder is local
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -108,7 +109,7 @@ def save(ckpt_dir: Path | str, step: int, state: dict, keep: int = 2) -> Path | 
 
 
 def _save_remote(url: str, step: int, state: dict, keep: int) -> str:
-    final = path_for(url, step)
+    final = str(path_for(url, step))  # a URL string
     fs, key = store.filesystem(final)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
         local = os.path.join(tmp, "checkpoint.pt")
@@ -219,8 +220,8 @@ def load_latest(ckpt_dir: Path | str, log=lambda msg: None) -> tuple[Path | str 
         except CheckpointError as e:  # a damaged file: fall back to the one before
             failures.append(e)
             continue
-        for e in failures:
-            log(f"warning: {e}; resuming from an earlier checkpoint")
+        for failure in failures:
+            log(f"warning: {failure}; resuming from an earlier checkpoint")
         return path, state
     if found:
         more = f" (nor do the {len(found) - 1} before it)" if len(found) > 1 else ""

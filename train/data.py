@@ -70,7 +70,7 @@ import sys
 import tarfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import braceexpand
@@ -399,11 +399,11 @@ class TrainTransform:
         self.image_size = int(image_size)
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
-        rng = rng or random
+        crop_rng = rng or random
         img = to_rgb(img)
         w, h = img.size
         s = min(w, h)
-        left, top = rng.randint(0, w - s), rng.randint(0, h - s)
+        left, top = crop_rng.randint(0, w - s), crop_rng.randint(0, h - s)
         return _square_to_tensor(img, (left, top, left + s, top + s), self.image_size)
 
     def __repr__(self) -> str:
@@ -456,6 +456,13 @@ class _TarInfo(tarfile.TarInfo):
             raise
 
 
+class _TarFile(tarfile.TarFile):
+    """A TarFile whose attributes that `_iter_shard_indexed` uses are typed."""
+
+    members: list[tarfile.TarInfo]  # set by TarFile.__init__; typeshed leaves it out
+    _wit_clean_end: bool  # whether the end-of-archive block was read (see `_TarInfo`)
+
+
 class _SafeClose:
     """Closing a pipe (curl, `pipe:`) can raise on the child's exit status, also when the
     consumer stops early; a read error has already been counted by then."""
@@ -483,7 +490,7 @@ def iter_shard(url: str, counts: Counter) -> Iterator[dict]:
 
 def _iter_shard_indexed(
     url: str, counts: Counter, start: int = 0, wanted: frozenset | set = frozenset()
-) -> Iterator[tuple[int, dict]]:
+) -> Generator[tuple[int, dict], None, None]:
     """`(index, raw sample)` of one shard from raw sample `start` on, plus the earlier ones
     whose index is in `wanted`; never raises (see `iter_shard`).
 
@@ -505,7 +512,7 @@ def _iter_shard_indexed(
     cut_at_header = False
     try:
         with contextlib.closing(_SafeClose(stream)):
-            tf = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_TarInfo)
+            tf = _TarFile.open(fileobj=stream, mode="r|*", tarinfo=_TarInfo)
             tf._wit_clean_end = False
             for member in tf:
                 if not member.isreg():
@@ -524,7 +531,9 @@ def _iter_shard_indexed(
                 if current is None:
                     current = {"__key__": key, "__url__": url}
                 if index >= start or index in wanted:
-                    current[ext] = tf.extractfile(member).read()
+                    data = tf.extractfile(member)
+                    assert data is not None  # a regular file's (isreg above)
+                    current[ext] = data.read()
                 tf.members = []  # streaming: do not keep every header in memory
             # No end-of-archive block: cut (or garbled) at a header. The members read so far
             # are whole; the sample in hand goes on to the usual member checks.
@@ -834,7 +843,8 @@ class TrainStream(IterableDataset):
                     )
             pos.draw, pos.raw = draw + 1, 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict] | tuple[None, None, dict]]:
+        """Batches; a StreamError comes as `(None, None, {"error", "worker"})` (see the except below)."""
         worker, num_workers = _worker()
         worker = (worker + self.worker_shift) % num_workers
         base = self._base(worker, num_workers)
@@ -1134,11 +1144,13 @@ class ValSet(IterableDataset):
         self.transform = val_transform(image_size)
         self.val_fraction = float(val_fraction)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None, list[str], dict]]:
         worker, num_workers = _worker()
         counts: Counter = Counter()
         reported: Counter = Counter()
-        images, texts, uids = [], [], []
+        images: list[torch.Tensor] = []
+        texts: list[str] = []
+        uids: list[str] = []
 
         def flush():
             nonlocal reported
@@ -1162,7 +1174,9 @@ class ValSet(IterableDataset):
                     counts["not_held_out"] += 1
                     continue
                 text = _decode_text(sample, counts)
-                img = None if text is None else decode_image(sample["image"], counts, self.max_image_pixels)
+                if text is None:
+                    continue
+                img = decode_image(sample["image"], counts, self.max_image_pixels)
                 if img is None:
                     continue
                 try:

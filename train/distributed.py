@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,8 @@ def wrap(net: torch.nn.Module, world: int, compile: bool = False) -> torch.nn.Mo
     """The model as the training step calls it: DDP over several ranks, then torch.compile
     with `compile`; `unwrap` gives `net` back."""
     wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    return torch.compile(wrapped) if compile else wrapped
+    # compiling a Module gives an OptimizedModule (a Module); torch.compile's stub says Callable
+    return cast(torch.nn.Module, torch.compile(wrapped)) if compile else wrapped
 
 
 def unwrap(model):

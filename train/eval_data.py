@@ -117,8 +117,9 @@ def open_rgb(path: str | Path, max_short_side: int | None = None) -> Image.Image
         with warnings.catch_warnings():
             # two trusted openclipart drawings are 169 Mpx (Pillow warns above 89 Mpx)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
+            with Image.open(path) as file:
+                file.load()
+                im: Image.Image = file
                 if max_short_side and min(im.size) > max_short_side:
                     if im.mode not in ("RGB", "RGBA", "L", "LA") or "transparency" in im.info:
                         im = im.convert("RGBA")
@@ -147,11 +148,16 @@ def open_rgb_cached(path: str | Path, max_short_side: int) -> Image.Image:
 class LabelledImages(Dataset):
     """(image, label) items; see the module docstring."""
 
+    # Set only by some sets (absent on the others):
+    paths: list[str]  # each image's file (ImageFolder, openclipart: relative to the PNG root)
+    also_in: list[list[str]]  # openclipart: the other categories that link to each image
+    probe_train: LabelledImages  # imagefolder with train/ and test/: the train split
+
     def __init__(
         self,
         name: str,
         classnames: Sequence[str],
-        labels: Sequence[int],
+        labels: Sequence[int] | np.ndarray,
         load: Callable[[int], Image.Image],
         transform: Transform = None,
         info: dict | None = None,
@@ -188,6 +194,8 @@ class LabelledImages(Dataset):
 
 class PairedImages(Dataset):
     """(image, caption) items for retrieval; image i goes with caption i."""
+
+    paths: list[str]  # set only by openclipart_pairs: each image's file, relative to the PNG root
 
     def __init__(
         self,
@@ -510,9 +518,9 @@ def _imagefolder(cache_dir, preprocess, arg: str | None = None) -> LabelledImage
     if train_folders != test_folders:
         only = sorted(train_folders ^ test_folders)
         raise InputError(f"{base}: train/ and test/ have different class folders ({', '.join(only[:5])})")
-    names = names or (str(base / "classnames.txt") if (base / "classnames.txt").is_file() else None)
-    test = ImageFolderDataset(base / "test", names, transform=preprocess)
-    train = ImageFolderDataset(base / "train", names, transform=preprocess)
+    names_file = names or (str(base / "classnames.txt") if (base / "classnames.txt").is_file() else None)
+    test = ImageFolderDataset(base / "test", names_file, transform=preprocess)
+    train = ImageFolderDataset(base / "train", names_file, transform=preprocess)
     test.name = f"imagefolder:{base}"
     test.info.update({"split": "test", "n_train": len(train)})
     test.probe_train = train  # the linear probe fits on it (train.evaluate.probe_given_split)

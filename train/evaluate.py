@@ -49,7 +49,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -537,7 +537,7 @@ def _quiet_random_init_warning():
 
 
 @contextlib.contextmanager
-def _held_logs():
+def _held_logs() -> Iterator[None]:
     """Hold back the log records of a block: passed on if it succeeds, dropped if it raises,
     so that a failed load is our one line, not open_clip's logged errors before it."""
     held: list[logging.LogRecord] = []

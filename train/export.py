@@ -26,6 +26,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
@@ -80,7 +81,7 @@ def model_card(
         "Precision": str(config.get("precision")),
         "Seed": str(config.get("seed")),
     }
-    card = {
+    card: dict[str, Any] = {
         "license": license,
         "description": f"A CLIP model ({config.get('model')}, {n_params / 1e6:.1f}M parameters) trained from scratch "
         "with this repository's trainer (`python -m train`: open_clip's models and loss on "
@@ -146,7 +147,8 @@ def export(source: str | Path, out: str | Path, license: str = "other") -> dict:
         import open_clip
 
         model_cfg = open_clip.get_model_config(name)  # registered by model_from_checkpoint
-    step = ckpt.get("step") if isinstance(ckpt.get("step"), int) else 0
+    saved_step = ckpt.get("step")
+    step = saved_step if isinstance(saved_step, int) else 0
 
     out = Path(out)
     if out.exists() and not out.is_dir():

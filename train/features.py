@@ -79,6 +79,7 @@ def encode(
         for images, target in loader:
             with autocast_context(autocast):
                 if proj is not None:
+                    assert visual is not None  # proj is visual's projection
                     pooled = visual(images.to(device))
                     if isinstance(pooled, tuple):  # output_tokens towers return (pooled, tokens)
                         pooled = pooled[0]

@@ -168,8 +168,10 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if master:
             print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=sys.stderr)
     elif resume_path:
+        assert ckpt is not None  # loaded above (a failed load returned)
         start_step = int(ckpt["step"])
-        saved_data = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
+        saved = ckpt.get("data")
+        saved_data = saved if isinstance(saved, dict) else {}
         skipped_total = int(saved_data.get("skipped_samples", 0))
         elapsed_before = float(saved_data.get("elapsed_time", 0.0))
         shard_errors_total = int(saved_data.get("shard_errors", 0))
@@ -273,7 +275,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         )  # no bar when stderr is not a terminal
         held.callback(bar.close)
     # Without a terminal (stderr to a file, a batch job) a line per logged step says the run is alive.
-    log_lines = master and not args.quiet and bar.disable
+    log_lines = bar is not None and bar.disable  # a bar exists when master and not --quiet
 
     # --- the loop ---------------------------------------------------------------------
     metrics_file = held.enter_context(open(run.local / "metrics.jsonl", "a")) if master else None
@@ -352,6 +354,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 "skipped_by_reason": dict(sorted(reasons_total.items())),
             }
             t_last = now
+            assert metrics_file is not None  # opened on the master
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
             run.upload("metrics.jsonl", min_interval=60)  # remote: the whole file, at most once a minute
@@ -459,7 +462,8 @@ def restore(ckpt: dict, path, net: torch.nn.Module, opt, scaler, model_name: str
         k for k in own if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != own[k].shape)
     ]
     if missing or unexpected or shapes:
-        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+        saved_config = ckpt.get("config")
+        config = saved_config if isinstance(saved_config, dict) else {}
         was = f" (it was saved from {config['model']})" if config.get("model") not in (None, model_name) else ""
         parts = [
             f"{len(missing)} weights missing" if missing else "",

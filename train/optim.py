@@ -19,7 +19,8 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, rest = [], []
+    decay: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (rest if no_decay(name, p) else decay).append(p)

@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
@@ -440,8 +440,8 @@ class Matcher:
             sims = embedding @ self.eval_set.embedding.T  # [batch, n_eval]
         if sims is not None and self.min_cosine is not None:
             best, arg = sims.max(dim=1)
-            for pos in np.flatnonzero(best.numpy() >= self.min_cosine):
-                kinds.setdefault((int(pos), int(arg[pos])), "embedding")
+            for row in np.flatnonzero(best.numpy() >= self.min_cosine):
+                kinds.setdefault((int(row), int(arg[row])), "embedding")
         out = []
         for (pos, i), kind in sorted(kinds.items()):
             cosine = round(float(sims[pos, i]), 6) if sims is not None else None
@@ -523,7 +523,8 @@ def scan_shards(
     from .eval_data import to_rgb
 
     max_pixels = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    result, counts, batch = ScanResult(), Counter(), _Batch()
+    counts: Counter[str] = Counter()
+    result, batch = ScanResult(), _Batch()
     for url in tqdm(
         urls, desc="overlap", unit="shard", file=sys.stderr, dynamic_ncols=True, disable=None if progress else True
     ):
@@ -586,7 +587,7 @@ def overlap_stats(correct, is_overlap, chance: float) -> dict:
     n_clean, k_clean = n - n_over, k_all - k_over
     top1_all = k_all / n
     top1_clean = k_clean / n_clean if n_clean else None
-    out = {
+    out: dict[str, Any] = {
         "all": n,
         "overlap": n_over,
         "clean": n_clean,
@@ -594,7 +595,7 @@ def overlap_stats(correct, is_overlap, chance: float) -> dict:
         "top1_all": top1_all,
         "top1_overlap": k_over / n_over if n_over else None,
         "top1_clean": top1_clean,
-        "all_minus_clean": top1_all - top1_clean if n_clean else None,
+        "all_minus_clean": top1_all - top1_clean if top1_clean is not None else None,
         "chance_top1": chance,
         "binomial_p": None,
         "overlap_top1_ci995": None,
@@ -787,7 +788,7 @@ def analyse(
     }
     scan = scan_shards(urls, matchers, model, preprocess, device, batch_size, autocast, max_pixels, progress)
     pairs = sorted_pairs(scan.pairs)
-    result = {
+    result: dict[str, Any] = {
         "shards": list(urls),
         "n_shard_images": scan.n_images,
         "shard_errors": sum(scan.skipped.values()),

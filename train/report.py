@@ -20,8 +20,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from pipeline import page, plots
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
@@ -97,7 +99,7 @@ def load_run(run_dir: str | Path) -> dict:
             result = _read_json(path, warnings)
             if isinstance(result, dict):
                 known = [v for v in (result.get("step"), result.get("checkpoint_step")) if isinstance(v, int)]
-                step = int(m.group(1)) if m else (known or [None])[0]
+                step = int(m.group(1)) if m else (known[0] if known else None)
                 evals.append({"file": f"eval/{path.name}", "step": step, "result": result})
     overlap = _read_json(eval_dir / "overlap.json", warnings) if (eval_dir / "overlap.json").is_file() else None
     return {
@@ -146,7 +148,7 @@ def _missing(key: str, title: str, why: str) -> str:
     return _section(key, title, [_unavail(why)])
 
 
-def _section(key: str, title: str, parts: list[str], charts: list[str] = ()) -> str:
+def _section(key: str, title: str, parts: list[str], charts: Sequence[str] = ()) -> str:
     grid = '<div class="grid">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>" if charts else ""
     return f'<section id="{key}"><h2>{esc(title)}</h2>' + "".join(parts[:1]) + grid + "".join(parts[1:]) + "</section>"
 
@@ -160,7 +162,8 @@ def training_section(rows: list[dict]) -> str:
         plots.lines(
             f"train_{key}",
             title,
-            [Line(ylabel, [(r["step"], r.get(key)) for r in rows])],
+            # a step without the metric is a None y, which lines() leaves out (Line.points says float)
+            [Line(ylabel, cast("list[tuple[float, float]]", [(r["step"], r.get(key)) for r in rows]))],
             xlabel="step",
             ylabel=ylabel,
             y_from_zero=zero,
@@ -358,10 +361,11 @@ def fewshot_section(evals: list[dict]) -> tuple[str, str]:
             spread=[v.get("std") for _, v in shots],
             markers=True,
         )
+        # a missing value is a None y, which lines() leaves out (Ref.y says float)
         refs = [
-            Ref(zs, "zero-shot top-1 (same test split)", plots.ORANGE, dashed=False),
-            Ref(lp.get("test_acc"), "linear probe, full train split", plots.GREEN, dashed=False),
-            Ref(fs.get("chance", lp.get("chance")), "chance"),
+            Ref(cast(float, zs), "zero-shot top-1 (same test split)", plots.ORANGE, dashed=False),
+            Ref(cast(float, lp.get("test_acc")), "linear probe, full train split", plots.GREEN, dashed=False),
+            Ref(cast(float, fs.get("chance", lp.get("chance"))), "chance"),
         ]
         charts.append(
             plots.lines(
@@ -376,7 +380,7 @@ def fewshot_section(evals: list[dict]) -> tuple[str, str]:
                 xlabel="labelled examples per class (k, log2 scale)",
             )
         )
-        if finite(zs) and all(finite(v.get("mean")) for _, v in shots):
+        if zs is not None and finite(zs) and all(finite(v.get("mean")) for _, v in shots):
             match = matching_shots([(k, v["mean"]) for k, v in shots], zs)
             notes.append(
                 f"<p>{esc(name)}: zero-shot top-1 {esc(pct(zs))} on the probes' test split is {esc(match)}.</p>"
@@ -440,7 +444,7 @@ def overlap_section(overlap: dict | None, run_dir: Path) -> str:
                 pct(d.get("top1_all")),
                 pct(d.get("top1_overlap")),
                 pct(d.get("top1_clean")),
-                f"{100 * diff:+.2f} pp" if finite(diff) else "–",
+                f"{100 * diff:+.2f} pp" if diff is not None and finite(diff) else "–",
                 f"{p:.3g}" if finite(p) else "–",
                 _ci(d.get("overlap_top1_ci995")),
                 ", ".join(f"{k} {v}" for k, v in th.items() if v is not None),
@@ -487,7 +491,11 @@ def _tiles(run: dict, done: int | None) -> str:
             ("steps", fmt_int(done), f"steps done of {fmt_int(planned)}" if planned else "steps done"),
             ("samples", fmt_num(done * batch) if done and batch else "–", "samples seen (steps × global batch)"),
             ("loss", f"{loss:.4f}" if finite(loss) else "–", "training loss, last logged step"),
-            ("time", str(timedelta(seconds=round(elapsed))) if finite(elapsed) else "–", "training time"),
+            (
+                "time",
+                str(timedelta(seconds=round(elapsed))) if elapsed is not None and finite(elapsed) else "–",
+                "training time",
+            ),
             ("evals", str(len(run["evals"])), "evaluations in eval/"),
         ]
     )

@@ -22,7 +22,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 def is_url(path: str | Path) -> bool:
     """A remote (fsspec) location: `s3://...`, `gs://...`; `file://` and plain paths are local."""
     m = _SCHEME.match(str(path))
-    return bool(m) and m.group(1).lower() != "file"
+    return m is not None and m.group(1).lower() != "file"
 
 
 def local_path(path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import duckdb
 
@@ -80,7 +81,7 @@ def bin_label(lo: int, hi: int | None) -> str:
 
 
 def int_bins(value_counts: Iterable[tuple[int, int]], bins: list[tuple[int, int | None]]) -> list[dict]:
-    out = [{"bin": bin_label(lo, hi), "lo": lo, "hi": hi, "count": 0} for lo, hi in bins]
+    out: list[dict[str, Any]] = [{"bin": bin_label(lo, hi), "lo": lo, "hi": hi, "count": 0} for lo, hi in bins]
     for v, n in value_counts:
         for b in out:
             if v >= b["lo"] and (b["hi"] is None or v <= b["hi"]):
@@ -205,7 +206,11 @@ def pool(inp: Inputs) -> dict:
     stats = inp.stats.get("pool")
     if not inp.has("pool") and stats is None:
         return unavailable(inp.why_not("pool") + f"; no {CURATION}/{step_stats_name('pool')}")
-    rows = _int(inp.value("SELECT count(*) FROM pool")) if inp.has("pool") else _int(stats.get("kept"))
+    if inp.has("pool"):
+        rows = _int(inp.value("SELECT count(*) FROM pool"))
+    else:
+        assert stats is not None  # returned above when there is neither
+        rows = _int(stats.get("kept"))
     out: dict = {"available": True, "rows": rows}
     if stats is None:
         out["accounting"] = unavailable(f"{step_stats(inp.curation, 'pool')} not found")

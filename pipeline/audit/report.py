@@ -12,6 +12,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from .. import __version__, page, plots
 from ..errors import InputError
@@ -43,7 +44,7 @@ REASON_LABELS = {
 }
 
 
-def _ok(section: dict | None) -> bool:
+def _ok(section: dict | None) -> TypeGuard[dict]:
     return isinstance(section, dict) and bool(section) and section.get("available", True)
 
 
@@ -354,8 +355,8 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         )
         b = sec["build"]
         if _ok(b):
-            rows = [(k, v) for k, v in (b.get("parameters") or {}).items()]
-            rows += [
+            params = [(k, v) for k, v in (b.get("parameters") or {}).items()]
+            params += [
                 ("titles from", b.get("titles_from")),
                 ("tool", (b.get("tool") or {}).get("version")),
                 ("built at", b.get("built_at") or "not recorded"),
@@ -368,7 +369,7 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
             ]
             extra.append(
                 f"<details><summary>Build parameters and sources ({BUILD})</summary>"
-                + _kv(rows)
+                + _kv(params)
                 + (table(["source", "considered", "duplicates skipped", "added"], srcs, {1, 2, 3}) if srcs else "")
                 + (_kv(list((b.get("dump") or {}).items())) if b.get("dump") else "")
                 + "</details>"

@@ -108,7 +108,7 @@ class Inputs:
         return "; ".join(f"{n}: {self.missing[n]}" for n in names if n in self.missing) or "unavailable"
 
     def one(self, sql: str, params: list | None = None) -> tuple:
-        return self.con.execute(sql, params or []).fetchone()
+        return duck.one(self.con.execute(sql, params or []))
 
     def value(self, sql: str, params: list | None = None):
         return self.one(sql, params)[0]

@@ -172,8 +172,8 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         "dropped_by_balance": int(n - keep_mask.sum()),
         "expected_kept": float(keep_prob.sum()),
     }
-    out_path = location(out_path)
-    with atomic_path(part_stats(out_path.parent, out_path.stem)) as tmp:
+    out = location(out_path)
+    with atomic_path(part_stats(out.parent, out.stem)) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
 

@@ -99,7 +99,7 @@ def images_by_source(out) -> dict[str | None, int]:
         src = f"read_parquet({sql_file_list([str(f) for f in files])}, union_by_name = true)"
         cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
         if "source" not in cols:
-            n = con.execute(f"SELECT count(*) FROM {src} WHERE status = 'success'").fetchone()[0]
+            n = duck.one(con.execute(f"SELECT count(*) FROM {src} WHERE status = 'success'"))[0]
             return {None: int(n)} if n else {}
         rows = con.execute(
             f"SELECT source, count(*) FROM {src} WHERE status = 'success' GROUP BY source ORDER BY source NULLS LAST"

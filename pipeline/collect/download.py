@@ -32,6 +32,7 @@ import traceback
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
 import fsspec  # noqa: E402
@@ -86,7 +87,7 @@ class _ShardWriter(WebDatasetSampleWriter):
     keeps its space); `ShardDownloader` then deletes them.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # webdataset stamps members with the time of writing unless told: the reproducible-builds
         # convention instead (SOURCE_DATE_EPOCH, else 0), so a rerun's tar is the same bytes
@@ -173,6 +174,8 @@ class ShardDownloader(Img2datasetDownloader):
     failed with the fault, which the distributors turn into the stage's error.
     """
 
+    sample_writer_class: type  # set by img2dataset's Downloader.__init__
+
     def __init__(self, *args, policy: egress.Policy, **kwargs):
         super().__init__(*args, **kwargs)
         if self.sample_writer_class is not WebDatasetSampleWriter:
@@ -240,7 +243,8 @@ def local_distributor(failures: list, processes_count, downloader, reader, _subj
 
     def run(pool, rows) -> list:
         """Every row of `rows` (until a storage fault); returns the rows that failed otherwise."""
-        rows, running, failed, feeding = iter(rows), 0, [], True
+        rows, running, feeding = iter(rows), 0, True
+        failed: list[tuple] = []  # img2dataset's shard rows: (shard_id, shard file, ...)
         while True:
             while feeding and running < processes_count:
                 try:
@@ -409,7 +413,7 @@ def download(
     # img2dataset builds its Downloader in this process and pickles it to its spawned
     # workers: a subclass defined here brings the egress policy along. (The package
     # attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
-    img2dataset_main = sys.modules["img2dataset.main"]
+    img2dataset_main: Any = sys.modules["img2dataset.main"]  # attributes are set here, not declared
     img2dataset_main.Downloader = partial(ShardDownloader, policy=policy)
     engine = engine or Engine(workers=processes)
     failures: list[PartFailed] = []

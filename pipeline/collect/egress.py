@@ -31,12 +31,15 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import cast
 
 from .urls import ip_refused
 
 DEFAULT_DEADLINE = 30.0  # seconds per download: connect + headers + body, redirects included
 DEFAULT_MAX_BYTES = 50_000_000  # bytes per response body
 _READ_CHUNK = 1 << 16
+# socket's "no timeout given" sentinel, which http.client passes on; private, so not in typeshed
+_DEFAULT_TIMEOUT = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
 class RefusedHost(OSError):
@@ -75,7 +78,7 @@ def vetted_address(host: str, port: int, allow: tuple[str, ...] = ()) -> tuple:
     """The first address of `host`, if none of its addresses is private or local."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])  # an IPv4/IPv6 address string
         if ip_refused(ip) and _hostport(ip, port) not in allow:
             raise RefusedHost(f"refused by the host policy: {host} resolves to non-public address {ip}")
     return infos[0][4]
@@ -103,12 +106,12 @@ def _bounded(timeout, left: float | None):
     """The socket timeout for one operation: the per-operation `timeout`, cut to the time left."""
     if left is None:
         return timeout
-    if timeout is None or timeout is socket._GLOBAL_DEFAULT_TIMEOUT:
+    if timeout is None or timeout is _DEFAULT_TIMEOUT:
         return left
     return min(timeout, left)
 
 
-def _create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None) -> socket.socket:
+def _create_connection(address, timeout=_DEFAULT_TIMEOUT, source_address=None) -> socket.socket:
     """http.client's `_create_connection` hook: the vetted address, within the time left."""
     host, port = address[:2]
     deadline = getattr(_CLOCK, "deadline", None)
@@ -138,7 +141,7 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b) -> int | None:
         self._sock.settimeout(_bounded(self._timeout, _left(self._deadline)))
         try:
             return self._raw.readinto(b)
@@ -237,7 +240,8 @@ def install(policy: Policy = Policy()) -> None:
     """Make this process's urllib.request.urlopen enforce `policy` (idempotent)."""
     global _POLICY
     _POLICY = policy
-    urllib.request.install_opener(_Opener(policy))
+    # _Opener stands in for an OpenerDirector (open() plus delegation), without subclassing it
+    urllib.request.install_opener(cast(urllib.request.OpenerDirector, _Opener(policy)))
 
 
 def uninstall() -> None:

@@ -30,6 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
+from typing import IO
 
 import ahocorasick
 import fsspec
@@ -103,6 +104,7 @@ class QueryMatcher:
         self.automaton = ahocorasick.Automaton()
         for key, ids in groups.items():
             check_start, check_end = key[0] != MARK, key[-1] != MARK
+            value: int | tuple[int, ...]  # the automaton's payload: one id, or a tuple of them
             if check_start or check_end:
                 value = tuple(ids)
                 self.edges[value] = (len(key), check_start, check_end)
@@ -254,7 +256,7 @@ def queries_digest(queries: Sequence[str | None]) -> str:
     return h.hexdigest()[:16]
 
 
-def _open_part(url: str) -> tuple[pq.ParquetFile, object]:
+def _open_part(url: str) -> tuple[pq.ParquetFile, IO[bytes]]:
     """(ParquetFile, open file) of a pool part that has string columns `uid` and `text`."""
     f = fsspec.open(url, "rb").open()
     try:

@@ -127,10 +127,10 @@ def _host_verdict(host: str, bracketed: bool) -> str | None:
         if not all(_NUMERIC_LABEL_RE.fullmatch(p) for p in name.split(".")):
             return REASON_BAD_URL
         try:
-            ip = ipaddress.IPv4Address(socket.inet_aton(name))
+            ip4 = ipaddress.IPv4Address(socket.inet_aton(name))
         except (OSError, ValueError):
             return REASON_BAD_URL
-        return REASON_PRIVATE_HOST if ip_refused(ip) else None
+        return REASON_PRIVATE_HOST if ip_refused(ip4) else None
     return None
 
 

@@ -90,11 +90,11 @@ class Aggregates:
         c.execute(
             f"CREATE TABLE titles AS SELECT title, chunk, pos FROM read_parquet({_parts(self.work_dir, 'titles')})"
         )
-        distinct_uni, total = c.execute("SELECT count(*), coalesce(sum(c), 0) FROM uni").fetchone()
-        kept_bi = c.execute("SELECT count(*) FROM bi").fetchone()[0]
-        distinct_bi = c.execute(
-            f"SELECT count(DISTINCT b) FROM read_parquet({_parts(self.work_dir, 'bi')})"
-        ).fetchone()[0]
+        distinct_uni, total = duck.one(c.execute("SELECT count(*), coalesce(sum(c), 0) FROM uni"))
+        kept_bi = duck.one(c.execute("SELECT count(*) FROM bi"))[0]
+        (distinct_bi,) = duck.one(
+            c.execute(f"SELECT count(DISTINCT b) FROM read_parquet({_parts(self.work_dir, 'bi')})")
+        )
         self.total_tokens = int(total)
         return {
             "tokens_in_unigram_table": int(total),

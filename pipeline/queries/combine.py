@@ -32,11 +32,11 @@ def combine(
     report: dict[str, dict] = {}
     cap_all = float("inf") if size is None else size
     for name, candidates, cap in sources:
-        cap = float("inf") if cap is None else cap
+        limit = float("inf") if cap is None else cap
         added = duplicates = considered = refused = 0
         try:
             for row in candidates:
-                if added >= cap or len(rows) >= cap_all:
+                if added >= limit or len(rows) >= cap_all:
                     break
                 considered += 1
                 if accept is not None and not accept(row.query):

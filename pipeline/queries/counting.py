@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,11 +24,12 @@ from .. import storage
 from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, file_fingerprint, file_size, sum_stats
+from ..progress import PostfixBar
 from ..storage import listing
 from ..wiki import dump as wd
 from ..wiki.markup import clean_wikitext
-from ..wiki.metaclip_words import count_chunk_metaclip
-from ..wiki.tokens import count_chunk
+from ..wiki.metaclip_words import MetaClipChunkCounts, count_chunk_metaclip
+from ..wiki.tokens import ChunkCounts, count_chunk
 
 STAT_KEYS = (
     "pages",
@@ -41,7 +42,10 @@ STAT_KEYS = (
 )
 WORK_FORMAT = 2  # bump when spill contents change, so stale work dirs are not reused
 # How each recipe counts a chunk's cleaned article texts: (unigrams w, c[, d]; bigrams b, c; tokens).
-COUNTERS = {"clip": count_chunk, "metaclip": count_chunk_metaclip}
+COUNTERS: dict[str, Callable[[Sequence[str]], ChunkCounts | MetaClipChunkCounts]] = {
+    "clip": count_chunk,
+    "metaclip": count_chunk_metaclip,
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
 
 
 def _plain_tasks(
-    file_no: int, url: str, chunk_bytes: int, progress: Callable[[int], None] | None
+    file_no: int, url: str, chunk_bytes: int, progress: Callable[[int], object] | None
 ) -> Iterator[CountTask]:
     """Chunks of a plain dump, cut by article text volume (independent of worker count)."""
     rs = wd.ReadStats()
@@ -160,6 +164,7 @@ def _code_version() -> str:
 
     h = hashlib.sha256()
     for module in (markup, tokens, metaclip_words, wd):
+        assert module.__file__ is not None  # imported from their source files
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
 
@@ -192,7 +197,7 @@ def count_dumps(
     work_dir,
     workers: int = 1,
     chunk_mb: float = 8.0,
-    progress_factory: Callable[[int], object] | None = None,
+    progress_factory: Callable[[int], PostfixBar] | None = None,
     log: Callable[[str], None] = lambda msg: None,
     engine: Engine | None = None,
     recipe: str = "clip",

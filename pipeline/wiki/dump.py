@@ -120,7 +120,9 @@ _COUNTING_ERRORS = "pipeline-count-replace"
 _invalid_bytes = [0]
 
 
-def _count_replace(err: UnicodeDecodeError):
+def _count_replace(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeDecodeError):  # registered for decoding only
+        raise err
     _invalid_bytes[0] += err.end - err.start
     return ("\ufffd", err.end)
 
@@ -153,7 +155,7 @@ def _open_decompressed(url: str):
 def iter_pages(
     url: str,
     stats: ReadStats | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Iterator[Page]:
     """Every page of one dump file, in order. `progress(n)` gets compressed bytes consumed."""
     stats = stats if stats is not None else ReadStats()

@@ -91,17 +91,18 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ... import layout
+from ... import duck, layout
 from ...distribute import Engine, run_parts
 from ...duck import MemoryLimitError, connect
 from ...errors import InputError
 from ...io import atomic_path, expand_inputs, file_fingerprint
+from ...progress import Bar
 from ...storage import load_npy, location, rmtree
 from .dedup import FINE_BITS, FINE_BUCKETS, dedup_bucket, keys_path
 from .filters import DROP_KEYS, STAT_KEYS, spill_input
@@ -147,12 +148,12 @@ def _memory_bytes(memory_limit: str) -> int:
     except MemoryLimitError as e:
         raise InputError(f"memory limit {memory_limit!r}: {first_line(e)}") from None
     try:
-        shown = str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        shown = str(duck.one(con.execute("SELECT current_setting('memory_limit')"))[0])
     finally:
         con.close()
     m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", shown)
     scale = _UNITS.get(m.group(2).upper() or "B") if m else None
-    if scale is None:  # a format this code does not know: DuckDB's default
+    if m is None or scale is None:  # a format this code does not know: DuckDB's default
         return 2 << 30
     return int(float(m.group(1)) * scale)
 
@@ -245,7 +246,7 @@ def _stats_complete(stats_path: Path, run: dict, out_dir: Path) -> dict | None:
 
 
 def build_pool(
-    inputs: list[str],
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str,
     url_col: str = "url",
     text_col: str = "caption",
@@ -254,7 +255,7 @@ def build_pool(
     workers: int = 1,
     rows_per_part: int = 1_000_000,
     memory_limit: str = "2GB",
-    progress: Callable[[int], object] | None = None,
+    progress: Callable[[int], Bar] | None = None,
     max_text_chars: int = 4096,
     engine: Engine | None = None,
     buckets: int | None = None,
@@ -465,12 +466,12 @@ def _finish(
     for old in out.glob(layout.PART_GLOB):
         if old.name not in claimed:
             old.unlink()
-    tasks = []
+    write_tasks = []
     for i, ((sp, _), path) in enumerate(zip(spills, files)):
         if i in finished or not expected[i]:
             continue  # done, or nothing kept (no part to write)
         pieces = [(str(dup_paths[b]), int(starts[b, i]), int(counts[b, i])) for b in np.flatnonzero(counts[:, i])]
-        tasks.append(
+        write_tasks.append(
             {
                 "spill": str(sp),
                 "source": path,
@@ -485,7 +486,7 @@ def _finish(
                 "marker": str(markers[i]),
             }
         )
-    run_parts(_write_parts, tasks, _engine_for(engine, len(tasks)), describe=lambda t: t["source"])
+    run_parts(_write_parts, write_tasks, _engine_for(engine, len(write_tasks)), describe=lambda t: t["source"])
     parts = [name for names in expected for name in names]
     if not parts:  # nothing kept at all: one empty part keeps `read_parquet(part-*)` working
         writer = _PartWriter(out, out_schema(keep_cols), rows_per_part)

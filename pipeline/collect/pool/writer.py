@@ -38,7 +38,7 @@ class PartWriter:
         self.rows = 0
         self._buf: list[pa.Table] = []
         self._buf_rows = 0
-        self._writer = None
+        self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         self._rows_in_part = 0
 
@@ -63,6 +63,7 @@ class PartWriter:
         self.parts.append(name)
 
     def _close_part(self) -> None:
+        assert self._writer is not None and self._tmp is not None  # a part is open
         self._writer.close()
         publish(self._tmp, self.out_dir / self.parts[-1])
         self._writer = None
@@ -75,6 +76,7 @@ class PartWriter:
         rest = table.slice(n)
         if self._writer is None:
             self._open()
+        assert self._writer is not None  # `_open` opened one
         self._writer.write_table(head, row_group_size=n)
         self._rows_in_part += n
         if self._rows_in_part >= self.rows_per_part:
