@@ -40,6 +40,10 @@ details summary{cursor:pointer;color:#3b6fb6;margin:6px 0}
 .small{font-size:12px;color:#5b6573}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11.5px}
 footer{color:#8a929d;font-size:12px;margin-top:18px}
+.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(120px,1fr));gap:8px;margin:4px 0 12px}
+.sheet figure{margin:0;background:#f7f8fa;border-radius:4px;padding:4px}
+.sheet img{display:block;width:112px;height:112px;object-fit:contain;margin:0 auto;background:#fff}
+.sheet figcaption{font-size:11px;line-height:1.3;color:#333;margin-top:3px;overflow:hidden;display:-webkit-box;-webkit-line-clamp:3;-webkit-box-orient:vertical}
 """
 
 END = "</main></body></html>"
@@ -72,6 +76,19 @@ def table(headers: list[str], rows: list[list], numeric: set[int] | None = None,
             cells.append(f'<td class="n">{esc(txt)}</td>' if i in numeric else f"<td>{esc(txt)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def thumbs(images: list[dict], href=None) -> str:
+    """A grid of images: each dict has `src` and `caption` (shown under it, whole on hover);
+    `href(image)` makes each one a link."""
+    cells = []
+    for im in images:
+        cap = "" if im.get("caption") is None else str(im["caption"])
+        img = f'<img src="{esc(im["src"])}" alt="{esc(cap[:200])}" title="{esc(cap)}">'
+        if href is not None:
+            img = f'<a href="{esc(href(im))}">{img}</a>'
+        cells.append(f"<figure>{img}<figcaption>{esc(cap[:160])}</figcaption></figure>")
+    return '<div class="sheet">' + "".join(cells) + "</div>"
 
 
 def tiles(items: list[tuple[str, str, str]]) -> str:

@@ -541,3 +541,68 @@ def test_report_md_tells_the_report_time_from_the_query_lists_build(sample, tmp_
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "b" / "report.md").read_text()
     assert f"query list `{queries / 'queries.parquet'}`, built 2026-11-30T14:24:07+00:00;" in md
+
+
+# ------------------------------------------------------------------ contact sheets
+
+
+def test_contact_sheets_show_top_queries_a_random_sample_and_failures(sample, summary):
+    """The sheets' queries are the most matched ones (counted here from the parquet files),
+    every image belongs to its sheet, and each thumbnail is that key's image: the byte-range
+    read through the tar index gives the bytes tarfile extracts."""
+    import base64
+
+    from PIL import Image
+
+    from pipeline.audit.sheets import PER_QUERY as SHEET_SIZE
+    from pipeline.audit.sheets import RANDOM, THUMB_PX, TOP_QUERIES
+    from pipeline.audit.tars import thumbnail
+
+    cs = summary["contact_sheets"]
+    assert cs["available"] and cs["left_out_for_budget"] == 0 and cs["unreadable"] == 0
+    samples = read(sample["shards"], "[0-9]*.parquet").to_pylist()
+    ok = [r for r in samples if r["status"] == "success"]
+    by_query = Counter(q for r in ok for q in r["queries"])
+    ranked = sorted(by_query.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_QUERIES]
+    sheets = cs["sheets"]
+    queries = [s for s in sheets if s["kind"] == "query"]
+    assert [(s["query"], int(s["note"].split()[0].replace(",", ""))) for s in queries] == ranked
+    row = {r["key"]: r for r in ok}
+    for s in queries:
+        assert len(s["images"]) == min(SHEET_SIZE, by_query[s["query"]])
+        for im in s["images"]:
+            assert s["query"] in row[im["key"]]["queries"] and im["caption"] == row[im["key"]]["caption"]
+    (rand,) = [s for s in sheets if s["kind"] == "random"]
+    assert len(rand["images"]) == min(RANDOM, len(ok)) and len({i["key"] for i in rand["images"]}) == len(
+        rand["images"]
+    )
+    # failures: the shards keep no image for a failed download; each reason is listed as such
+    failed = Counter(r["error_message"] for r in samples if r["status"] != "success" and r["error_message"])
+    assert {f["reason"]: f["failed"] for f in cs["failure_reasons"]} == dict(failed.most_common(8))
+    assert all(f["with_image"] == 0 for f in cs["failure_reasons"])
+
+    html = (sample["audit"] / "report.html").read_text()
+    uris = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', html)
+    listed = [im for s in sheets for im in s["images"]]
+    assert len(uris) == len(listed) > 0
+    assert len(html.encode()) < 3_000_000
+    for uri, im in list(zip(uris, listed))[:: max(1, len(listed) // 12)]:
+        with tarfile.open(sample["shards"] / f"{im['shard']}.tar") as tf:
+            original = tf.extractfile(f"{im['key']}.jpg").read()
+        data = base64.b64decode(uri)
+        assert data == thumbnail(original, THUMB_PX)
+        with Image.open(io.BytesIO(data)) as t:
+            assert max(t.size) == THUMB_PX or max(t.size) < THUMB_PX
+
+
+def test_contact_sheets_keep_to_their_budget(sample):
+    from pipeline.audit.sheets import contact_sheets
+    from pipeline.audit.views import open_inputs
+
+    with open_inputs(sample["queries"], sample["shards"]) as inp:
+        small = contact_sheets(inp, budget=20_000)
+        full = contact_sheets(inp)
+    shown = sum(len(s["images"]) for s in small["sheets"])
+    assert 0 < small["bytes"] <= 20_000 and small["left_out_for_budget"] > 0
+    assert shown + small["left_out_for_budget"] == sum(len(s["images"]) for s in full["sheets"])
+    assert "thumbnails left out" not in (sample["audit"] / "report.html").read_text()

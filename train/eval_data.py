@@ -79,6 +79,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from pipeline.errors import InputError
+from pipeline.imaging import to_rgb  # one home; the trainer and train.overlap import it from here
 
 Transform = Callable[[Image.Image], object] | None
 
@@ -92,18 +93,6 @@ ANIMAL_MNIST_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraff
 ANIMAL_MNIST_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGITS_SCALE = 8
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency (alpha, premultiplied alpha, LA, palette or colour-key)
-    composited onto white: how the evaluation sets, the trainer's transforms (`train.data`)
-    and `train.overlap` all see an image. An RGB image without transparency comes back as
-    it is (no copy: the training stream calls this per image)."""
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def open_rgb(path: str | Path, max_short_side: int | None = None) -> Image.Image:

@@ -22,6 +22,7 @@ from ..page import esc, table
 from ..plots import fmt_int, fmt_pct
 from .figures import SECTIONS, compute
 from .location import Location, output_location, write_outputs
+from .sheets import BUDGET_BYTES, contact_sheets, without_images
 from .views import open_inputs
 
 TITLES = {
@@ -565,7 +566,39 @@ def _tiles(s: dict) -> str:
     )
 
 
-def render_html(s: dict) -> str:
+def _sheets_html(sheets: dict | None) -> str:
+    """The contact sheets section: what the dataset looks like, before any number."""
+    if sheets is None:
+        return ""
+    parts = ['<section id="images"><h2>Images</h2>']
+    if not sheets.get("available"):
+        parts.append(f'<p class="unavail">Unavailable: {esc(sheets.get("reason"))}</p></section>')
+        return "".join(parts)
+    parts.append(
+        f'<p class="small">Thumbnails read from the tars by key, drawn with seed {esc(sheets["seed"])} '
+        f"(the same shards give the same pictures); caption under each, whole on hover.</p>"
+    )
+    for s in sheets["sheets"]:
+        parts.append(f'<h3>{esc(s["title"])} <span class="small">{esc(s["note"])}</span></h3>')
+        parts.append(page.thumbs(s["images"]) if s["images"] else '<p class="small">no readable image</p>')
+    failed = sheets.get("failure_reasons") or []
+    without = [f for f in failed if not f["with_image"]]
+    if without:
+        parts.append(
+            '<p class="small">Failure reasons without an image in the shards (a failed download '
+            "stores none): " + "; ".join(f"{esc(f['reason'])} ({fmt_int(f['failed'])})" for f in without) + "</p>"
+        )
+    if sheets.get("left_out_for_budget"):
+        parts.append(
+            f'<p class="small">{fmt_int(sheets["left_out_for_budget"])} thumbnails left out to keep the '
+            f"report under its image budget ({BUDGET_BYTES / 1e6:.1f} MB).</p>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_html(s: dict, sheets: dict | None = None) -> str:
+    """report.html; `sheets` (`sheets.contact_sheets`, with the thumbnails) adds the Images section."""
     find, ch = findings(s), charts(s)
     inputs = s["inputs"]
     head = [
@@ -587,7 +620,7 @@ def render_html(s: dict) -> str:
     if ch["flow"]:
         head.append('<div class="flow">' + ch["flow"][0] + "</div>")
     head.append("</header>")
-    body = [_section_html(k, s, find, ch) for k in SECTIONS]
+    body = [_sheets_html(sheets)] + [_section_html(k, s, find, ch) for k in SECTIONS]
     foot = [
         "<footer>Every figure here is in <code>summary.json</code> beside this file. Explore further with "
         '<code>python -m pipeline audit --sql "SELECT ..."</code> or <code>--query WORD</code>.</footer>',
@@ -649,6 +682,13 @@ def build_summary(
     memory_limit: str = "2GB",
     now: datetime | None = None,
 ) -> dict:
+    return _build(queries, shards, memory_limit, now, images=False)[0]
+
+
+def _build(queries, shards, memory_limit: str, now: datetime | None, images: bool) -> tuple[dict, dict | None]:
+    """(summary, contact sheets with their thumbnails or None); summary.json lists the
+    sheets' samples without the pictures."""
+    sheets = None
     with open_inputs(queries, shards, memory_limit=memory_limit) as inp:
         if not inp.available and not inp.stats:
             raise InputError(
@@ -656,6 +696,8 @@ def build_summary(
                 f"outputs; run `make queries shards` or pass --queries/--shards"
             )
         figures = compute(inp)
+        if images:
+            sheets = contact_sheets(inp)
         summary = {
             "generated_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
             "tool": {"name": "pipeline audit", "version": __version__},
@@ -668,10 +710,12 @@ def build_summary(
             **figures,
             "warnings": list(inp.warnings),
         }
+        if sheets is not None:
+            summary["contact_sheets"] = without_images(sheets)
     summary["plots"] = [
         svg.split('data-plot="', 1)[1].split('"', 1)[0] for group in charts(summary).values() for svg in group
     ]
-    return summary
+    return summary, sheets
 
 
 def build_audit(
@@ -689,12 +733,12 @@ def build_audit(
     would interleave their files."""
     out = output_location(shards, out)
     with hold(out, "audit"):
-        summary = build_summary(queries, shards, memory_limit=memory_limit, now=now)
+        summary, sheets = _build(queries, shards, memory_limit, now, images=True)
         write_outputs(
             out,
             {
                 "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
-                "report.html": render_html(summary),
+                "report.html": render_html(summary, sheets),
                 "report.md": render_md(summary),
             },
         )
