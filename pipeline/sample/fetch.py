@@ -44,30 +44,26 @@ def _apt_download(package: str, dest: Path) -> Path:
     return debs[-1]
 
 
+def _pip_download_wheel(project: str, version: str, dest: Path) -> Path:
+    """One wheel, without its dependencies, from the package index pip is configured with."""
+    res = _run(
+        [sys.executable, "-m", "pip", "download", f"{project}=={version}", "--no-deps", "--only-binary", ":all:"]
+        + ["-d", str(dest)]
+    )
+    wheels = list(dest.glob(f"{project.replace('-', '_')}-*.whl"))
+    if res.returncode != 0 or not wheels:
+        raise SystemExit(f"error: pip download {project} failed: {res.stderr.strip()[-300:]}")
+    return wheels[0]
+
+
 def fetch_enwiki(cache: Path) -> Path:
     out = cache / "enwiki" / Path(ENWIKI_MEMBER).name
     if out.exists():
         return out
     with tempfile.TemporaryDirectory() as tmp:
-        res = _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                f"gensim=={GENSIM_VERSION}",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "-d",
-                tmp,
-            ]
-        )
-        wheels = list(Path(tmp).glob("gensim-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise SystemExit(f"error: pip download gensim failed: {res.stderr.strip()[-300:]}")
+        wheel = _pip_download_wheel("gensim", GENSIM_VERSION, Path(tmp))
         out.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as z, z.open(ENWIKI_MEMBER) as src, open(out.with_suffix(".part"), "wb") as dst:
+        with zipfile.ZipFile(wheel) as z, z.open(ENWIKI_MEMBER) as src, open(out.with_suffix(".part"), "wb") as dst:
             shutil.copyfileobj(src, dst)
         out.with_suffix(".part").rename(out)
     return out
@@ -110,34 +106,18 @@ def fetch_animal_mnist(cache: Path) -> Path:
     if marker.exists():
         return root
     with tempfile.TemporaryDirectory() as tmp:
-        res = _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                f"animal-mnist=={ANIMAL_MNIST_VERSION}",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "-d",
-                tmp,
-            ]
-        )
-        wheels = list(Path(tmp).glob("animal_mnist-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise SystemExit(f"error: pip download animal-mnist failed: {res.stderr.strip()[-300:]}")
+        wheel = _pip_download_wheel("animal-mnist", ANIMAL_MNIST_VERSION, Path(tmp))
         root.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as z:
+        with zipfile.ZipFile(wheel) as z:
             members = [m for m in z.namelist() if m.startswith(ANIMAL_MNIST_DIR) and not m.endswith("/")]
             if not members:
-                raise SystemExit(f"error: {wheels[0].name} has no files under {ANIMAL_MNIST_DIR}")
+                raise SystemExit(f"error: {wheel.name} has no files under {ANIMAL_MNIST_DIR}")
             for member in members:
                 out = root / Path(member).name
                 with z.open(member) as src, open(out.with_suffix(".part"), "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 out.with_suffix(".part").rename(out)
-    marker.write_text(wheels[0].name + "\n")
+    marker.write_text(wheel.name + "\n")
     return root
 
 
