@@ -318,9 +318,10 @@ TINY = {
 def tiny_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import open_clip
-    from open_clip import factory
 
-    factory._MODEL_CONFIGS["zs-test-tiny"] = TINY
+    from train.model import register
+
+    register("zs-test-tiny", TINY)
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("zs-test-tiny", pretrained=None)
     tokenizer = open_clip.get_tokenizer("zs-test-tiny")
