@@ -585,8 +585,8 @@ def test_complete_rerun_does_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a complete pool must not be rebuilt")
 
-    monkeypatch.setattr(pool_mod, "_spill_input", boom)
-    monkeypatch.setattr(pool_mod, "_write_parts", boom)
+    monkeypatch.setattr(pool_mod, "spill_input", boom)
+    monkeypatch.setattr(pool_mod, "write_parts", boom)
     s2 = build_pool([str(f) for f in files], str(out), rows_per_part=10)
     assert s2 == s1
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
@@ -610,7 +610,7 @@ def test_killed_run_reruns_cleanly(tmp_path, monkeypatch):
     out = tmp_path / "pool"
 
     # 1) killed while spilling the third input: the first two spills survive and are reused
-    real_spill = pool_mod._spill_input
+    real_spill = pool_mod.spill_input
     calls: list[str] = []
 
     def spill_then_die(index, path, *rest):
@@ -619,7 +619,7 @@ def test_killed_run_reruns_cleanly(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_spill(index, path, *rest)
 
-    monkeypatch.setattr(pool_mod, "_spill_input", spill_then_die)
+    monkeypatch.setattr(pool_mod, "spill_input", spill_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_pool([str(f) for f in files], str(out), rows_per_part=7)
     assert not (out / "_stats.json").exists()
@@ -631,8 +631,8 @@ def test_killed_run_reruns_cleanly(tmp_path, monkeypatch):
         calls.append(path)
         return real_spill(index, path, *rest)
 
-    monkeypatch.setattr(pool_mod, "_spill_input", spill_and_record)
-    real_close = pool_mod._PartWriter._close_part
+    monkeypatch.setattr(pool_mod, "spill_input", spill_and_record)
+    real_close = pool_mod.PartWriter._close_part
 
     def close_then_die(self):
         real_close(self)
@@ -640,7 +640,7 @@ def test_killed_run_reruns_cleanly(tmp_path, monkeypatch):
             (self.out_dir / f".part-00009.parquet.tmp-{999999}").write_bytes(b"half")
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pool_mod._PartWriter, "_close_part", close_then_die)
+    monkeypatch.setattr(pool_mod.PartWriter, "_close_part", close_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_pool([str(f) for f in files], str(out), rows_per_part=7)
     assert calls == [str(files[2])]  # inputs 0 and 1 were not read again
@@ -649,8 +649,8 @@ def test_killed_run_reruns_cleanly(tmp_path, monkeypatch):
     assert (out / ".part-00009.parquet.tmp-999999").exists()
 
     # 3) the rerun completes: same parts, bytes and stats as a run never interrupted
-    monkeypatch.setattr(pool_mod._PartWriter, "_close_part", real_close)
-    monkeypatch.setattr(pool_mod, "_spill_input", real_spill)
+    monkeypatch.setattr(pool_mod.PartWriter, "_close_part", real_close)
+    monkeypatch.setattr(pool_mod, "spill_input", real_spill)
     stats = build_pool([str(f) for f in files], str(out), rows_per_part=7)
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(clean_stats["parts"] + ["_stats.json"])  # no temp files, no _work

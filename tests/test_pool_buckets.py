@@ -176,8 +176,8 @@ class _Killed(BaseException):
 
 def _interrupt_phase3(monkeypatch, files, out, kill_at: int, **kw) -> None:
     """A run killed in phase 3 right after input `kill_at` renamed its first part."""
-    real_close = pool_mod._PartWriter._close_part
-    real_write = pool_mod._write_parts
+    real_close = pool_mod.PartWriter._close_part
+    real_write = pool_mod.write_parts
 
     def close_then_die(self):
         real_close(self)
@@ -185,21 +185,21 @@ def _interrupt_phase3(monkeypatch, files, out, kill_at: int, **kw) -> None:
 
     def write_parts(task):
         if task["marker"].endswith(f"-{kill_at:05d}.json"):
-            monkeypatch.setattr(pool_mod._PartWriter, "_close_part", close_then_die)
+            monkeypatch.setattr(pool_mod.PartWriter, "_close_part", close_then_die)
         return real_write(task)
 
-    monkeypatch.setattr(pool_mod, "_write_parts", write_parts)
+    monkeypatch.setattr(pool_mod, "write_parts", write_parts)
     with pytest.raises(_Killed):
         _build(files, out, **kw)
-    monkeypatch.setattr(pool_mod._PartWriter, "_close_part", real_close)
-    monkeypatch.setattr(pool_mod, "_write_parts", real_write)
+    monkeypatch.setattr(pool_mod.PartWriter, "_close_part", real_close)
+    monkeypatch.setattr(pool_mod, "write_parts", real_write)
     assert not (out / "_stats.json").exists()
 
 
 def _record(monkeypatch) -> dict:
     """Run the real phase functions, noting which inputs and buckets they were run for."""
     seen: dict = {"spill": [], "bucket": [], "parts": []}
-    real_spill, real_bucket, real_write = pool_mod._spill_input, pool_mod._dedup_bucket, pool_mod._write_parts
+    real_spill, real_bucket, real_write = pool_mod.spill_input, pool_mod.dedup_bucket, pool_mod.write_parts
 
     def spill(index, *rest):
         seen["spill"].append(index)
@@ -213,9 +213,9 @@ def _record(monkeypatch) -> dict:
         seen["parts"].append(Path(task["source"]).name)
         return real_write(task)
 
-    monkeypatch.setattr(pool_mod, "_spill_input", spill)
-    monkeypatch.setattr(pool_mod, "_dedup_bucket", bucket)
-    monkeypatch.setattr(pool_mod, "_write_parts", write)
+    monkeypatch.setattr(pool_mod, "spill_input", spill)
+    monkeypatch.setattr(pool_mod, "dedup_bucket", bucket)
+    monkeypatch.setattr(pool_mod, "write_parts", write)
     return seen
 
 

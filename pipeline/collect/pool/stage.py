@@ -113,13 +113,6 @@ FORMAT_VERSION = 2  # 2: parts never span inputs
 BUCKET_ROWS = 4_000_000  # target rows per dedup bucket task (~64 bytes a row while it runs)
 DEDUP_BYTES_PER_ROW = 64
 
-# The driver runs the phase tasks through these names of this module, and tests replace them
-# (and the part writer's methods) here to interrupt a run or to see which tasks run.
-_spill_input = spill_input
-_dedup_bucket = dedup_bucket
-_write_parts = write_parts
-_PartWriter = PartWriter
-
 
 # --------------------------------------------------------------------------- memory and buckets
 
@@ -190,7 +183,7 @@ def _engine_for(engine: Engine, n_tasks: int) -> Engine:
 
 
 def _spill_task(task: tuple) -> dict:
-    return _spill_input(*task)
+    return spill_input(*task)  # looked up here at call time: tests replace it to interrupt a run
 
 
 def _run_spills(tasks: list[tuple], engine: Engine, done: Callable[[dict], None]) -> None:
@@ -209,7 +202,7 @@ def _set_key_files(key_files: list[str]) -> None:
 
 def _bucket_task(task: tuple) -> np.ndarray:
     lo, hi, out_path = task
-    return _dedup_bucket((lo, hi, _KEY_FILES, out_path))
+    return dedup_bucket((lo, hi, _KEY_FILES, out_path))
 
 
 def _stored_counts(path: Path, n_inputs: int) -> np.ndarray | None:
@@ -486,10 +479,10 @@ def _finish(
                 "marker": str(markers[i]),
             }
         )
-    run_parts(_write_parts, write_tasks, _engine_for(engine, len(write_tasks)), describe=lambda t: t["source"])
+    run_parts(write_parts, write_tasks, _engine_for(engine, len(write_tasks)), describe=lambda t: t["source"])
     parts = [name for names in expected for name in names]
     if not parts:  # nothing kept at all: one empty part keeps `read_parquet(part-*)` working
-        writer = _PartWriter(out, out_schema(keep_cols), rows_per_part)
+        writer = PartWriter(out, out_schema(keep_cols), rows_per_part)
         writer.write_empty()
         parts = writer.parts
 
