@@ -27,7 +27,7 @@ NPROC ?= 2
 SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 --warmup 50 \
 	--save-every 100 --log-every 20 --workers 1 --eval-every 100 --linear-probe
 
-.PHONY: help setup sample-data browser queries shards train overlap audit lint test test-unit test-fast \
+.PHONY: help setup sample-data browser queries shards train overlap audit browse lint test test-unit test-fast \
 	bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap clean
 # `make help` lists every target that has a `## text` after its prerequisites (tests/test_makefile.py
 # checks that each .PHONY target has one), so the list cannot drift from the targets.
@@ -71,6 +71,10 @@ overlap: sample-data shards/00000.tar  ## how much of each evaluation set is in 
 
 audit: sample-data shards/00000.tar  ## write shards/audit/report.html, summary.json, report.md (after shards)
 	$(PY) -m pipeline audit --queries query_lists --shards shards $(ARGS)
+
+# The dataset browser: a local web app on 127.0.0.1 only (ARGS='--port 0' picks a free port).
+browse: sample-data shards/00000.tar  ## serve the dataset browser on the sample shards (http://127.0.0.1:8765/, Ctrl-C stops it)
+	$(PY) -m pipeline browse --queries query_lists --shards shards $(ARGS)
 
 # The audit report's render test opens it in a headless browser: Debian's chromium.
 browser:  ## install headless Chromium (Debian) for the page-rendering tests

@@ -14,6 +14,7 @@ import sys
 
 from . import decontaminate
 from .audit import cli as audit_cli
+from .browse import cli as browse_cli
 from .collect import cli as collect_cli
 from .distribute import PartFailed
 from .errors import EXIT_INPUT_ERROR, EXIT_RESOURCE_ERROR, InputError, storage_fault
@@ -27,6 +28,7 @@ VERBS = {
     "balance": collect_cli,
     "download": collect_cli,
     "audit": audit_cli,
+    "browse": browse_cli,
     "decontaminate": decontaminate,
 }
 

@@ -1,5 +1,6 @@
 """The page shell of the project's self-contained HTML reports (the dataset audit, a
-training run's report): one stylesheet, the <head>, tables and headline tiles.
+training run's report) and of the dataset browser's pages (`pipeline.browse`): one
+stylesheet, the <head>, tables, headline tiles and image grids.
 
 Both reports are single files with inline CSS and inline SVG (`pipeline.plots`), no scripts
 and no external resources, so they open offline from disk; sharing the shell keeps them
@@ -53,14 +54,15 @@ def esc(s) -> str:
     return escape("" if s is None else str(s), quote=True)
 
 
-def head(title: str) -> list[str]:
-    """The lines from <!DOCTYPE> to <main> (close with `END`)."""
+def head(title: str, css: str = "") -> list[str]:
+    """The lines from <!DOCTYPE> to <main> (close with `END`); `css` is appended to the
+    stylesheet (the dataset browser's own rules)."""
     return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title>",
-        f"<style>{CSS}</style></head><body><main>",
+        f"<style>{CSS}{css}</style></head><body><main>",
     ]
 
 

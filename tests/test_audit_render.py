@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .support.browser import (
+    DevTools,
     assert_not_blank,
     browse,
     console_messages,
@@ -55,8 +56,26 @@ def test_report_dom_has_every_plot_and_no_console_errors(report, tmp_path):
 
 def test_report_screenshot_is_not_blank(report, tmp_path):
     page, _ = report
-    img = screenshot(page, tmp_path)
+    img = screenshot(page, tmp_path, height=8000)  # the contact sheets come first, the charts below
     assert_not_blank(img)
     # The charts' colours are on screen: blue bars and lines, green success bars and histogram.
     assert pixels_near(img, (0x3B, 0x6F, 0xB6)) > 2000, "blue bars drawn"
     assert pixels_near(img, (0x3F, 0x9A, 0x5A)) > 500, "green bars drawn"
+
+
+def test_contact_sheets_render_every_thumbnail(report, tmp_path):
+    """Each contact-sheet image decodes in the browser (non-zero natural size), as many as
+    summary.json lists, each with its caption under it; no console errors."""
+    page, summary = report
+    listed = [im for s in summary["contact_sheets"]["sheets"] for im in s["images"]]
+    with DevTools(tmp_path) as browser:
+        tab = browser.load(page.as_uri())
+        images = browser.images(tab)
+        captions = browser.evaluate(
+            tab, "Array.from(document.querySelectorAll('#images figcaption')).map(c => c.textContent)"
+        )
+    assert len(images) == len(listed) > 0
+    assert all(im["naturalWidth"] > 0 and im["naturalHeight"] > 0 for im in images), images
+    assert all(im["src"].startswith("data:image/jpeg;base64,") for im in images)
+    assert captions == [(im["caption"] or "")[:160] for im in listed]
+    assert browser.errors == []
