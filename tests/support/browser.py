@@ -36,17 +36,23 @@ def chromium() -> str:
     )
 
 
+# Chromium's flags for every test run: headless, no sandbox (root in CI), no network of its own.
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+)
+
+
 def browse(page: Path, tmp: Path, *mode: str, height: int = HEIGHT) -> subprocess.CompletedProcess:
     cmd = [
         chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-extensions",
+        *HEADLESS,
         f"--user-data-dir={tmp / 'profile'}",
         "--enable-logging=stderr",
         "--v=0",
@@ -128,14 +134,7 @@ class DevTools:
         child_r, child_w = high(to_browser_r), high(from_browser_w)
         cmd = [
             chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-extensions",
+            *HEADLESS,
             f"--user-data-dir={self.tmp / 'devtools-profile'}",
             f"--window-size={self.size[0]},{self.size[1]}",
             "--remote-debugging-pipe",
