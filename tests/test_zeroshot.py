@@ -125,6 +125,11 @@ def test_top1_top5_known_case(tokenizer):
     last = torch.tensor([5.0, 4.0, 3.0, 0.0, 2.0, 1.0] + [0.0] * 10)
     acc = accuracy_from_features(torch.cat([images, last[None]]), torch.tensor([0, 1, 2, 3, 3]), clf)
     assert acc["top1"] == 3 / 5 and acc["top5"] == 4 / 5
+    assert acc["majority_top1"] == 2 / 5  # class 3 has 2 of the 5 images
+    # always answering the biggest class: top-1 equals the majority baseline, well above 1/classes
+    skewed = torch.tensor([3, 3, 3, 0, 1, 3])
+    always = accuracy_from_features(torch.stack([onehot(3)] * 6), skewed, clf)
+    assert always["top1"] == always["majority_top1"] == 4 / 6 > always["chance_top1"]
     # top-5 is not reported with 5 classes or fewer
     small = accuracy_from_features(images[:3, :5], labels[:3], torch.eye(5))
     assert small["top1"] == 1.0 and "top5" not in small and small["chance_top1"] == 0.2

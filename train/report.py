@@ -234,6 +234,7 @@ def zeroshot_section(evals: list[dict]) -> str:
                 pct(d.get("top5")),
                 pct(d.get("mean_per_class_top1")),
                 pct(d.get("chance_top1")),
+                pct(d.get("majority_top1")),
                 d.get("skipped", ""),
             ]
         )
@@ -242,9 +243,19 @@ def zeroshot_section(evals: list[dict]) -> str:
         parts.append(_unavail("No evaluation with a known step: nothing to draw over steps."))
     parts.append(
         table(
-            ["dataset", "classes", "images", "top-1", "top-5", "mean per-class top-1", "chance top-1", "note"],
+            [
+                "dataset",
+                "classes",
+                "images",
+                "top-1",
+                "top-5",
+                "mean per-class top-1",
+                "chance top-1",
+                "majority class",
+                "note",
+            ],
             rows,
-            {1, 2, 3, 4, 5, 6},
+            {1, 2, 3, 4, 5, 6, 7},
         )
     )
     return _section("zeroshot", title, parts, charts)

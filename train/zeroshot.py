@@ -153,6 +153,9 @@ def accuracy_from_features(
         per_class.append(int((rank[mask] < 1).sum()) / int(mask.sum()) if mask.any() else None)
     present = [a for a in per_class if a is not None]
     out["mean_per_class_top1"] = sum(present) / len(present)
+    # what answering the most frequent class for every image scores: on an unbalanced set
+    # (openclipart's categories) a top-1 above 1/classes can still be below it
+    out["majority_top1"] = int(torch.bincount(labels, minlength=n_classes).max()) / n
     names = list(classnames) if classnames is not None else [str(c) for c in range(n_classes)]
     out["per_class_top1"] = dict(zip(names, per_class))
     return out
@@ -172,8 +175,9 @@ def zero_shot_accuracy(
     Returns ``n``, ``n_classes``, ``top1`` and ``chance_top1`` = 1/n_classes, and for each
     other k in `topk` below n_classes (top-5 needs at least 6 classes) ``topK`` and
     ``chance_topK`` = k/n_classes; plus ``per_class_top1`` (class name -> accuracy, None for
-    a class without images) and ``mean_per_class_top1`` (over classes with images). On
-    tied scores the lower class index ranks first.
+    a class without images), ``mean_per_class_top1`` (over classes with images) and
+    ``majority_top1`` (the top-1 of always answering the most frequent class, the baseline
+    that matters on an unbalanced set). On tied scores the lower class index ranks first.
     """
     feats, labels = encode_images(model, loader, device, autocast)
     return accuracy_from_features(feats, labels, classifier, topk, classnames)
