@@ -176,7 +176,7 @@ class App:
             except (OSError, ValueError):
                 meta = None
         ids = [int(i) for i in (row.get("query_ids") or [])]
-        has_image = any(ext in members for ext in CONTENT_TYPES)
+        has_image = bool(members) and self.images.find(shard, key) is not None  # the tar index's rule (IMAGE_EXTS)
         return _html(
             200,
             pages.sample_page(
