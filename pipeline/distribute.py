@@ -39,7 +39,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 ENGINES = ("local", "ray")
 
@@ -86,8 +86,7 @@ def run_parts(
 
 
 def _failure(task, describe, attempts: int, cause: BaseException) -> PartFailed:
-    why = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return PartFailed(f"part {describe(task)} failed {attempts} time(s), giving up: {type(cause).__name__}: {why}")
+    return PartFailed(f"part {describe(task)} failed {attempts} time(s), giving up: {one_line(cause, typed=True)}")
 
 
 class _Book:
@@ -285,7 +284,7 @@ def connect_ray(engine: Engine) -> None:
             ray.init(**kwargs)
             failure = None
         except (ConnectionError, RuntimeError, ValueError) as e:
-            failure = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            failure = one_line(e)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -16,6 +16,33 @@ EXIT_INPUT_ERROR = 2
 EXIT_RESOURCE_ERROR = 1
 
 
+def printable(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters, every non-printable one escaped (``\\x1b``, ``\\u202e``).
+
+    Error messages quote input files; raw, a file's escape sequences would drive the
+    terminal and its bidi controls reorder the line. `str.isprintable` is false for
+    exactly those: C0/C1 controls, format characters (bidi, zero-width), separators other
+    than the space, surrogates and unassigned code points.
+    """
+    cut = text[:limit]
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return out + "..." if len(text) > limit else out
+
+
+def one_line(exc: BaseException, typed: bool = False, limit: int = 300) -> str:
+    """An exception as one line of an error message: the first line of its text, escaped
+    (messages quote input bytes) and cut to `limit`; `Type: line` when `typed`; the type's
+    name when it has no text. Never torch's advice to load unsafely (its weights_only
+    message suggests weights_only=False)."""
+    line = (str(exc).strip().splitlines() or [""])[0].strip()
+    if "weights_only" in line or "Weights only" in line:
+        line = "refused by the safe loader"
+    if not line:
+        return type(exc).__name__
+    line = printable(line, limit)
+    return f"{type(exc).__name__}: {line}" if typed else line
+
+
 class InputError(Exception):
     """Bad or missing input. The message names the file (and position) and what is wrong."""
 

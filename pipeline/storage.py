@@ -25,7 +25,7 @@ from pathlib import Path
 import fsspec
 from upath import UPath
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 # Parts appear on the store from other processes (the workers, other nodes) between two
 # looks at a folder: a cached listing would hide them, so object stores are always listed
@@ -48,7 +48,7 @@ def location(path: str | os.PathLike, what: str = "") -> Path:
     try:
         return UPath(text)  # type: ignore[return-value]  # a UPath stands in for a Path (same API)
     except (ImportError, ValueError) as e:
-        raise InputError(f"{what} {text}: {type(e).__name__}: {_first_line(e)}".lstrip()) from None
+        raise InputError(f"{what} {text}: {one_line(e, typed=True)}".lstrip()) from None
 
 
 def is_remote(path) -> bool:
@@ -84,7 +84,7 @@ def check_readable(path, what: str) -> None:
         if path.exists():
             return
     except Exception as e:  # noqa: BLE001 - credentials, permissions, endpoint: whatever the backend raises
-        raise InputError(f"{what} {url(path)}: cannot read ({type(e).__name__}: {_first_line(e)})") from None
+        raise InputError(f"{what} {url(path)}: cannot read ({one_line(e, typed=True)})") from None
     bucket = path.path.split("/", 1)[0]
     try:
         path.fs.info(bucket)
@@ -113,14 +113,9 @@ def check_writable(path, what: str) -> None:
         probe.write_text("ok\n")
         probe.unlink()
     except (OSError, PermissionError, ValueError) as e:
-        raise InputError(f"{what} {url(path)}: cannot write there ({_first_line(e)})") from None
+        raise InputError(f"{what} {url(path)}: cannot write there ({one_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - botocore's credential errors are not OSErrors
-        raise InputError(f"{what} {url(path)}: cannot write there ({type(e).__name__}: {_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise InputError(f"{what} {url(path)}: cannot write there ({one_line(e, typed=True)})") from None
 
 
 def arrow_filesystem(path):

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.collect.pool import DROP_KEYS, build_pool
-from pipeline.collect.urls import MAX_URL_CHARS, check_url, printable
-from pipeline.errors import InputError
+from pipeline.collect.urls import MAX_URL_CHARS, check_url
+from pipeline.errors import InputError, printable
 
 from .conftest import assert_one_line_error, run_cli
 from .test_wat import write_wat

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.errors import one_line
+
 from . import store
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
@@ -194,18 +196,8 @@ def load_problem(exc: BaseException) -> str:
             + " that are not loaded, only tensors and plain containers are"
         )
     if isinstance(exc, pickle.UnpicklingError):
-        return f"not a checkpoint (not a file written by torch.save: {one_line(exc)})"
-    return f"not a checkpoint, or a damaged one ({one_line(exc)})"
-
-
-def one_line(exc: BaseException) -> str:
-    """`Type: first line` of an error, for one-line messages; never torch's advice to load
-    unsafely (its weights_only message suggests weights_only=False)."""
-    line = (str(exc).strip().splitlines() or [""])[0].strip()
-    if "weights_only" in line or "Weights only" in line:
-        line = "refused by the safe loader"
-    line = line[:200]
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+        return f"not a checkpoint (not a file written by torch.save: {one_line(exc, typed=True)})"
+    return f"not a checkpoint, or a damaged one ({one_line(exc, typed=True)})"
 
 
 def load_latest(ckpt_dir: Path | str, log=lambda msg: None) -> tuple[Path | str | None, dict | None]:

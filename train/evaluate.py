@@ -661,7 +661,7 @@ def load_pretrained(name: str, pretrained: str | None, device: str | torch.devic
     from huggingface_hub import constants as hf_constants
     from open_clip.factory import _find_checkpoint_in_dir, parse_model_name
 
-    from .checkpoint import one_line
+    from pipeline.errors import one_line
 
     schema, ident = parse_model_name(name)
     what = f"--model {name}" + (f" --pretrained {pretrained}" if pretrained else "")
@@ -694,7 +694,7 @@ def load_pretrained(name: str, pretrained: str | None, device: str | torch.devic
                 else "the Hugging Face Hub cannot be reached"
             )
             raise InputError(f"{what}: the weights are not in the Hugging Face cache and {why}") from None
-        raise InputError(f"{what}: cannot load it ({one_line(e)})") from None
+        raise InputError(f"{what}: cannot load it ({one_line(e, typed=True)})") from None
     model.to(device).eval()
     return model, tokenizer, preprocess
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.errors import one_line
+
 from . import checkpoint, data, distributed, lifeline, optim, precision, store
 from . import model as models
 from .accum import accumulate_step
@@ -95,7 +97,9 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     try:
         name, model_cfg = models.resolve(args.model, args.model_config)
     except (ValueError, OSError) as e:  # an unknown name, a missing or malformed --model-config
-        what = f"--model-config {args.model_config}: {checkpoint.one_line(e)}" if args.model_config else f"--model: {e}"
+        what = (
+            f"--model-config {args.model_config}: {one_line(e, typed=True)}" if args.model_config else f"--model: {e}"
+        )
         print(f"error: {what}", file=sys.stderr)
         return 2
     net, tokenizer, image_size = models.create(name, model_cfg, args.precision, str(device))
@@ -131,7 +135,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         except checkpoint.CheckpointError as e:
             early_error = f"--resume latest: {e}"
         except Exception as e:  # noqa: BLE001 - a remote run folder that cannot be listed
-            early_error = f"{ckpt_dir}: cannot list the checkpoints ({checkpoint.one_line(e)})"
+            early_error = f"{ckpt_dir}: cannot list the checkpoints ({one_line(e, typed=True)})"
     refuse, resume_path, early_error = distributed.broadcast_from_rank0(
         [refuse, resume_path and str(resume_path), early_error], world
     )
@@ -156,7 +160,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         except checkpoint.CheckpointError as e:  # one line, on every rank alike
             load_error = str(e)
         except Exception as e:  # noqa: BLE001 - e.g. RNG or optimizer state of the wrong shape
-            load_error = f"{resume_path}: not a usable checkpoint ({checkpoint.one_line(e)})"
+            load_error = f"{resume_path}: not a usable checkpoint ({one_line(e, typed=True)})"
     if all_reduce_sum([float(load_error is not None)], world, device)[0]:
         if load_error:
             where = f" on rank {rank} ({socket.gethostname()})" if world > 1 else ""
@@ -480,7 +484,7 @@ def restore(ckpt: dict, path, net: torch.nn.Module, opt, scaler, model_name: str
         opt.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, TypeError) as e:
         raise checkpoint.CheckpointError(
-            f"{path}: its optimizer state does not fit this model ({checkpoint.one_line(e)})"
+            f"{path}: its optimizer state does not fit this model ({one_line(e, typed=True)})"
         ) from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
@@ -508,7 +512,7 @@ def hold_run_folder(run: store.RunFolder, held: contextlib.ExitStack) -> str | N
     except InputError as e:
         return str(e)
     except OSError as e:
-        return f"{target}: cannot lock the run folder ({checkpoint.one_line(e)})"
+        return f"{target}: cannot lock the run folder ({one_line(e, typed=True)})"
     return None
 
 

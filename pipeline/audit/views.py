@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from .. import duck, layout
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..io import sql_str
 from .location import Location, check_readable, locate
 
@@ -77,11 +77,6 @@ def views_help(width: int = 92) -> str:
         lines.append(f"{pad}from {where}")
         lines += textwrap.wrap(f"columns: {cols}", width, initial_indent=pad, subsequent_indent=pad + "  ")
     return "\n".join(lines)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 @dataclass
@@ -145,7 +140,7 @@ def _read_json(path: Location, warnings: list[str]) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        warnings.append(f"{path}: not readable JSON ({_first_line(e)}); ignored")
+        warnings.append(f"{path}: not readable JSON ({one_line(e)}); ignored")
         return None
     return data if isinstance(data, dict) else None
 
@@ -181,7 +176,7 @@ def open_inputs(
         )
     except duck.MemoryLimitError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"--memory-limit {memory_limit!r}: {_first_line(e)}") from None
+        raise InputError(f"--memory-limit {memory_limit!r}: {one_line(e)}") from None
     inp = Inputs(queries_file=queries_file, shards=shards_loc, con=con, _tmp=tmp)
     cur = inp.curation
     sources = {
@@ -223,7 +218,7 @@ def open_inputs(
             con.execute(f"CREATE VIEW {name} AS {sql}")
             cols = inp.columns(name)
         except duckdb.Error as e:
-            inp.missing[name] = f"{target}: {_first_line(e)}"
+            inp.missing[name] = f"{target}: {one_line(e)}"
             con.execute(f"DROP VIEW IF EXISTS {name}")
             inp.warnings.append(f"{name} unavailable: {inp.missing[name]}")
             continue

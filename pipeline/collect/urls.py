@@ -3,7 +3,6 @@
 * `normalise_text`: one canonical spelling of a caption (whitespace collapsed).
 * `check_url`: why a URL can't be a download target, or None when it can.
 * `make_uid`: the stable id of an (url, text) pair; every later stage keys on it.
-* `printable`: input text made safe to quote in an error message on a terminal.
 
 Whitespace: every character Python's `str.isspace()` accepts (Unicode White_Space plus the
 ASCII information separators), every other C0/C1 control character and the byte-order mark
@@ -69,19 +68,6 @@ def normalise_text(text: str | None) -> str | None:
     if _WS_EXTRA_RE.search(text):
         text = _WS_EXTRA_RE.sub(" ", text)
     return " ".join(text.split())
-
-
-def printable(text: str, limit: int = 120) -> str:
-    """`text` cut to `limit` characters, every non-printable one escaped (``\\x1b``, ``\\u202e``).
-
-    Error messages quote input files; raw, a file's escape sequences would drive the
-    terminal and its bidi controls reorder the line. `str.isprintable` is false for
-    exactly those: C0/C1 controls, format characters (bidi, zero-width), separators other
-    than the space, surrogates and unassigned code points.
-    """
-    cut = text[:limit]
-    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
-    return out + "..." if len(text) > limit else out
 
 
 def make_uid(url: str, text: str) -> str:

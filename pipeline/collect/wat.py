@@ -32,8 +32,7 @@ import fsspec
 from warcio.archiveiterator import WARCIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from ..errors import InputError
-from .urls import printable
+from ..errors import InputError, one_line
 
 WAT_STAT_KEYS = (
     "wat_records",  # metadata (JSON) records read
@@ -139,7 +138,7 @@ def iter_wat_pairs(path: str, stats: dict | None = None) -> Iterator[tuple[str |
     is the raw alt (or title) text, None when both are missing; `extra` has ``page_url``,
     ``alt`` and ``title``. Counters in `WAT_STAT_KEYS` are added to `stats` when given.
     A file that is not WARC at all raises InputError (quoting warcio's reason, which quotes
-    the file's first line, escaped by `urls.printable`); a stream that breaks later is
+    the file's first line, escaped by `errors.printable`); a stream that breaks later is
     counted in ``wat_truncated_files`` and ends the file.
     """
     if stats is None:
@@ -156,8 +155,7 @@ def iter_wat_pairs(path: str, stats: dict | None = None) -> Iterator[tuple[str |
                 break
             except (ArchiveLoadFailed, EOFError, OSError, ValueError) as e:
                 if not seen_any:  # warcio quotes the file's first line: escaped, never raw on a terminal
-                    msg = printable(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
-                    raise InputError(f"{path}: not a readable WARC/WAT file ({msg})") from None
+                    raise InputError(f"{path}: not a readable WARC/WAT file ({one_line(e, limit=120)})") from None
                 stats["wat_truncated_files"] += 1
                 break
             seen_any = True

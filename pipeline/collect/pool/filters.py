@@ -16,13 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...errors import InputError
+from ...errors import InputError, one_line
 from ...io import atomic_path
 from ...storage import location
 from ..urls import check_url, make_uid, normalise_text
 from ..wat import WAT_STAT_KEYS
 from .dedup import POS_SHIFT, keys_path, write_keys
-from .readers import BATCH_ROWS, CSV_BLOCK_BYTES, READ_ERRORS, PoolParams, first_line, input_format, read_source
+from .readers import BATCH_ROWS, CSV_BLOCK_BYTES, READ_ERRORS, PoolParams, input_format, read_source
 
 DROP_KEYS = (
     "dropped_malformed",
@@ -147,7 +147,7 @@ def spill_input(index: int, path: str, spill_path: str, stats_path: str, params:
             except InputError:
                 raise
             except READ_ERRORS as e:
-                why = first_line(e)
+                why = one_line(e)
                 if "straddl" in why:
                     why = f"a CSV row is longer than {CSV_BLOCK_BYTES >> 20} MiB, or a quoted field is never closed ({why})"
                 raise InputError(f"{path}: cannot be read as {input_format(path)[0]}: {why}") from None

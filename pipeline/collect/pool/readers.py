@@ -23,8 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import zstandard
 
-from ...errors import InputError
-from ..urls import printable
+from ...errors import InputError, printable
 from ..wat import iter_wat_pairs
 
 BATCH_ROWS = 65_536  # rows per spill row group and per input batch
@@ -77,12 +76,6 @@ class PoolParams:
     keep_cols: tuple
     allow_private_hosts: bool
     max_text_chars: int
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an error message, cut short and escaped: readers quote input bytes."""
-    s = str(e).strip()
-    return printable(s.splitlines()[0], 300) if s else type(e).__name__
 
 
 def _missing_columns_error(path: str, what: str, missing: list[str], have: list[str]) -> InputError:

@@ -44,7 +44,7 @@ InputError naming the file, whatever the format (a pool of nothing is a wrong pa
 failed export, not a dataset).
 
 Error messages quote input bytes (a bad CSV row, a WAT file's first line) escaped
-(`urls.printable`): a file's control and bidi characters never reach the terminal raw.
+(`errors.printable`): a file's control and bidi characters never reach the terminal raw.
 
 Columns: a table without `url_col`, `text_col` or one of `keep_cols` (parquet schema, CSV
 header, first JSONL record) is an InputError naming the file and the columns it has; a later
@@ -100,13 +100,13 @@ import numpy as np
 from ... import duck, layout
 from ...distribute import Engine, run_parts
 from ...duck import MemoryLimitError, connect
-from ...errors import InputError
+from ...errors import InputError, one_line
 from ...io import atomic_path, expand_inputs, file_fingerprint
 from ...progress import Bar
 from ...storage import load_npy, location, rmtree
 from .dedup import FINE_BITS, FINE_BUCKETS, dedup_bucket, keys_path
 from .filters import DROP_KEYS, STAT_KEYS, spill_input
-from .readers import PoolParams, first_line, input_format
+from .readers import PoolParams, input_format
 from .writer import CORE_COLUMNS, PartWriter, out_schema, write_parts
 
 FORMAT_VERSION = 2  # 2: parts never span inputs
@@ -139,7 +139,7 @@ def _memory_bytes(memory_limit: str) -> int:
     try:
         con = connect(memory_limit=memory_limit)
     except MemoryLimitError as e:
-        raise InputError(f"memory limit {memory_limit!r}: {first_line(e)}") from None
+        raise InputError(f"memory limit {memory_limit!r}: {one_line(e)}") from None
     try:
         shown = str(duck.one(con.execute("SELECT current_setting('memory_limit')"))[0])
     finally:
