@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import assert_one_line_error as one_line_error
 from .conftest import run_cli
+from .support.httpserver import make_png, serve_directory
 
 
 def test_help_lists_the_steps():
@@ -70,3 +72,53 @@ def test_balance_refuses_another_query_list_and_bad_options(tmp_path):
     for bad in (["--per-query", "0"], ["--memory-limit", "lots"], ["--workers", "0"]):
         res = run_cli("balance", "--out", str(out), "--queries", str(q1), *bad)
         assert res.returncode == 2 and "error: argument" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_the_four_verbs_download_from_a_private_host_as_shards_does(tmp_path):
+    """`pool --allow-private-hosts`, `match`, `balance`, `download --allow-private-hosts`
+    give the shards `shards --allow-private-hosts` gives, from a loopback server: the
+    download verb must accept the flag too, or its connect-time guard refuses every URL
+    the pool let through."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(6):
+        (site / f"{i}.png").write_bytes(make_png(40 + i, 30, (20 * i, 90, 200)))
+    pq.write_table(pa.table({"query": ["cat", "dog"]}), tmp_path / "q.parquet")
+    with serve_directory(site) as base:
+        urls = [f"{base}/{i}.png" for i in range(6)]
+        captions = [f"a {'cat' if i % 2 else 'dog'}, picture {i}" for i in range(6)]
+        pq.write_table(pa.table({"url": urls, "caption": captions}), tmp_path / "pool.parquet")
+        common = ["--quiet", "--workers", "1"]
+        download = ["--processes", "1", "--threads", "4", "--samples-per-shard", "4"]
+        whole = tmp_path / "whole"
+        res = run_cli(
+            "shards",
+            "--out",
+            str(whole),
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--queries",
+            str(tmp_path / "q.parquet"),
+            "--allow-private-hosts",
+            *common,
+            *download,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        verbs = tmp_path / "verbs"
+        for step, extra in (
+            ("pool", ["--pool", str(tmp_path / "pool.parquet"), "--allow-private-hosts"]),
+            ("match", ["--queries", str(tmp_path / "q.parquet")]),
+            ("balance", ["--queries", str(tmp_path / "q.parquet")]),
+            ("download", ["--allow-private-hosts", *download]),
+        ):
+            res = run_cli(step, "--out", str(verbs), *common, *extra)
+            assert res.returncode == 0, (step, res.stderr[-3000:])
+
+    names = sorted(p.name for p in whole.glob("[0-9]*.*") if not p.name.endswith("_stats.json"))
+    assert names == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar"]
+    assert sorted(p.name for p in verbs.glob("[0-9]*.*") if not p.name.endswith("_stats.json")) == names
+    statuses = [r["status"] for n in names if n.endswith(".parquet") for r in pq.read_table(verbs / n).to_pylist()]
+    assert statuses == ["success"] * 6
+    for name in names:
+        assert (verbs / name).read_bytes() == (whole / name).read_bytes(), name

@@ -57,6 +57,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_engine_args(p, default_workers())
 
 
+def _private_hosts_arg(g) -> None:
+    """The host policy's switch: the pool step drops URLs of such hosts and the download step
+    refuses to connect to them, so the verbs of both steps take it."""
+    g.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="accept private, loopback and link-local hosts in the pool and when connecting (the local sample needs it)",
+    )
+
+
 def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("pool")
     g.add_argument(
@@ -72,11 +82,7 @@ def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument(
         "--keep-col", action="append", default=[], metavar="COL", help="extra table column to carry along (repeatable)"
     )
-    g.add_argument(
-        "--allow-private-hosts",
-        action="store_true",
-        help="accept private, loopback and link-local hosts (the local sample needs it)",
-    )
+    _private_hosts_arg(g)
     g.add_argument(
         "--rows-per-part", type=positive_int, default=1_000_000, help="rows per pool part (default: %(default)s)"
     )
@@ -113,8 +119,12 @@ def _balance_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=seed_type, default=0, help="seed of the keep/drop draws (default: %(default)s)")
 
 
-def _download_args(p: argparse.ArgumentParser) -> None:
+def _download_args(p: argparse.ArgumentParser, private_hosts: bool = False) -> None:
+    """The download step's options; `private_hosts` adds the host policy's switch (for the
+    `download` verb: `shards` has it among the pool options already)."""
     g = p.add_argument_group("download (img2dataset)")
+    if private_hosts:
+        _private_hosts_arg(g)
     g.add_argument(
         "--image-size",
         type=image_size_type,
@@ -205,7 +215,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             _match_args(p, recipe=False)  # balance reads the matches; only --queries matters
             _balance_args(p)
         else:
-            _download_args(p)
+            _download_args(p, private_hosts=True)
     p.set_defaults(run=run, step=name)
 
 
