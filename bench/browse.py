@@ -14,6 +14,9 @@ the same run, so only the ratios compare across runs (the machine is shared):
   page:scan     the same page as a filter over the samples view (`list_contains`): what
                 each page would cost without the index, on --scan-pages of those queries.
 
+The index must have queries with images and each page must list the images the scan
+lists; otherwise the bench fails (exit 1, one line on stderr; `bench/checks.py`).
+
 Prints one JSON object.
 
     .venv/bin/python bench/browse.py [--rows 2000000] [--shards 100] [--queries 200000]
@@ -36,6 +39,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.checks import produced, same  # noqa: E402
 from pipeline.audit.views import open_inputs  # noqa: E402
 from pipeline.browse.index import PER_PAGE, Index  # noqa: E402
 
@@ -120,6 +124,7 @@ def main() -> int:
             "sum(length(url)), count(error_message) FROM samples"
         )
         scan_s = time.perf_counter() - t
+        produced("browse", "the scan floor (samples read)", int(floor[0] or 0))
         t = time.perf_counter()
         index = Index.build(inp)
         build_s = time.perf_counter() - t
@@ -127,6 +132,7 @@ def main() -> int:
             rng = np.random.default_rng(args.seed)
             with index.cursor() as cur:
                 counts = cur.execute("SELECT query_id, images FROM query_counts WHERE images > 0").fetchall()
+            produced("browse", "the index (queries with images)", len(counts))
             qids = np.array([q for q, _ in counts])
             weights = np.array([n for _, n in counts], dtype=float)
             picked = rng.choice(qids, size=args.pages, p=weights / weights.sum())
@@ -135,6 +141,7 @@ def main() -> int:
                 t = time.perf_counter()
                 got = index.query_images(int(q), 1)
                 page_times.append(time.perf_counter() - t)
+                produced("browse", f"the index's first page of query {int(q)} (images)", len(got))
                 if i < args.scan_pages:
                     t = time.perf_counter()
                     naive = inp.rows(
@@ -143,7 +150,12 @@ def main() -> int:
                         [int(q)],
                     )
                     scan_times.append(time.perf_counter() - t)
-                    assert [(r["shard"], r["key"]) for r in naive] == [(r["shard"], r["key"]) for r in got], q
+                    same(
+                        "browse",
+                        f"images of query {int(q)}'s first page from the scan and from the index",
+                        [(r["shard"], r["key"]) for r in naive],
+                        [(r["shard"], r["key"]) for r in got],
+                    )
         finally:
             index.close()
     res.update(

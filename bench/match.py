@@ -13,6 +13,9 @@ shared, so only ratios taken in one run mean anything):
   (c) MetaCLIP's naive loop: every query tested with `in` (plus a boundary check), on a
       small sample of texts only; its ids are checked equal to (a)'s.
 
+Each contender must find something, and (d), (c) and the stage with 1 and 2 workers must
+give what (a) gives: otherwise the bench fails (exit 1, one line on stderr; `bench/checks.py`).
+
 Also: automaton build time and RSS growth, pickle size and load time (how workers should
 get their automaton), and the `match_pool` stage end to end on parquet parts. Prints one
 JSON object.
@@ -42,6 +45,7 @@ import ahocorasick  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from bench.checks import produced, same  # noqa: E402
 from pipeline.collect.match import QueryMatcher, match_pool  # noqa: E402
 from pipeline.queries.wordnet import read_head_words  # noqa: E402
 
@@ -279,12 +283,14 @@ def main() -> int:
     bm_s, marked_hits = timed(lambda x: bare_scan(matcher.automaton, x), marked)
     mark_s, _ = timed(matcher._prepare, texts)
     d_s, d_ids = timed(partial(plain_match, plain), texts)
-    assert d_ids == a_ids, "raw-automaton matcher disagrees with QueryMatcher"
+    produced("match", "QueryMatcher (texts with a match)", sum(1 for ids in a_ids if ids))
+    produced("match", "the bare scan (raw hits)", sum(raw_hits))
+    same("match", "query ids of the raw automaton with Python checks and of QueryMatcher", d_ids, a_ids)
     del plain, marked
 
     sample = texts[: args.naive_texts]
     c_s, c_ids = timed(lambda x: naive_match(x, queries), sample, repeat=1)
-    assert c_ids == a_ids[: len(sample)], "naive loop disagrees with QueryMatcher"
+    same("match", "query ids of the naive loop and of QueryMatcher", c_ids, a_ids[: len(sample)])
 
     n = len(texts)
     matched = sum(1 for ids in a_ids if ids)
@@ -328,8 +334,10 @@ def main() -> int:
         stats = match_pool(str(pool / "*.parquet"), str(qfile), str(out), workers=w)
         wall = time.perf_counter() - t
         stage[f"workers_{w}"] = {"wall_s": round(wall, 2), "texts_per_s": round(stats["rows"] / wall, 1)}
+        produced("match", f"match_pool with {w} worker(s) (matched texts)", stats["matched"])
         outs[w] = [p.read_bytes() for p in sorted(out.glob("*.parquet"))]
-    stage["identical_outputs"] = outs[1] == outs[2]
+    same("match", "match_pool's parts with 1 and 2 workers", outs[1], outs[2])
+    stage["identical_outputs"] = True  # checked above: the bench fails otherwise
     stage["stats"] = stats
     res["stage"] = stage
     print(json.dumps(res, indent=1))

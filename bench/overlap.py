@@ -14,7 +14,9 @@ images in the same run (the machine is shared: only ratios taken together mean m
   scan:MODEL   `scan_shards` with the model: everything the CLI does per shard image.
 
 Reported as seconds per million shard images on one core, and as a multiple of the decode
-floor. Prints one JSON object.
+floor. Every phase must go over as many images as the floor (`n`, or the embedding
+pass's limit), else the bench fails (exit 1, one line on stderr; `bench/checks.py`).
+Prints one JSON object.
 
     .venv/bin/python bench/overlap.py [--models tiny-ViT-64 ViT-B-32] [--min-images 8000] [--device cpu]
 """
@@ -37,6 +39,8 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.checks import produced, same  # noqa: E402
 
 
 def shard_list(pattern: str, min_images: int) -> tuple[list[str], int]:
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     urls, per_pass = shard_list(args.shards, args.min_images)
     floor_s, n = timed(lambda: decode_only(urls))
+    produced("overlap", "decode (images)", n)
     per_million = lambda s, k: round(s / k * 1e6, 1)  # noqa: E731
     out: dict = {
         "images": n,
@@ -145,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def record(name: str, seconds: float, k: int, floor_k: int | None = None) -> None:
+        """A phase's cost; it must have gone over the floor's images (all `n`, or `floor_k`)."""
+        same("overlap", f"images gone over by {name} and by the decode floor", k, n if floor_k is None else floor_k)
         cost = per_million(seconds, k)
         floor = per_million(floor_s, n) if floor_k is None else per_million(*timed(lambda: decode_only(urls, floor_k)))
         out["seconds_per_million"][name] = cost
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         model, preprocess = random_model(name, args.device)
         limit = n if name == "tiny-ViT-64" else min(n, args.embed_images)
         s, k = timed(partial(embed_only, urls, model, preprocess, args.device, args.batch_size, limit))
-        record(f"embed:{name}", s, k, k)
+        record(f"embed:{name}", s, k, limit)
         if name == "tiny-ViT-64":
             tokenizer = __import__("open_clip").get_tokenizer(name)
             sets_m = {

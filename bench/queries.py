@@ -3,7 +3,10 @@
 The floor is plain single-core bz2 decompression of the same file: no reader of a bz2
 dump can go faster per core. Everything is measured in one run on one synthetic
 multistream dump (Zipf words, real XML structure), because this machine is shared and
-only ratios measured side by side mean anything. Prints one JSON object.
+only ratios measured side by side mean anything. The runs with each `--workers` must give
+the same non-empty queries.parquet, and each fast counting path the counts of its
+reference, else the bench fails (exit 1, one line on stderr; `bench/checks.py`). Prints
+one JSON object.
 
     .venv/bin/python bench/queries.py [--mb 48] [--workers 1 2]
 """
@@ -24,6 +27,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.checks import produced, same  # noqa: E402
 from pipeline.wiki import dump as wd  # noqa: E402
 from pipeline.wiki.markup import clean_wikitext  # noqa: E402
 from pipeline.wiki.metaclip_words import count_chunk_metaclip, count_text_metaclip  # noqa: E402
@@ -93,6 +97,31 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t
 
 
+def _as_dict(table: pa.Table, key: str, value: str = "c") -> dict:
+    return dict(zip(table.column(key).to_pylist(), table.column(value).to_pylist()))
+
+
+def check_counts(chunk: list[str]) -> None:
+    """Each fast counting path must count what its reference counts (on one chunk, untimed)."""
+    from collections import Counter
+
+    u, b = Counter(), Counter()
+    for c in chunk:
+        count_text(c, u, b)
+    produced("queries", "count_text (unigrams)", len(u))
+    new = count_chunk(chunk)
+    same("queries", "unigram counts of count_text and count_chunk", dict(u), _as_dict(new.unigrams, "w"))
+    same("queries", "bigram counts of count_text and count_chunk", dict(b), _as_dict(new.bigrams, "b"))
+    u, b, d = Counter(), Counter(), Counter()
+    for c in chunk:
+        count_text_metaclip(c, u, b, d)
+    produced("queries", "count_text_metaclip (unigrams)", len(u))
+    meta = count_chunk_metaclip(chunk)
+    same("queries", "MetaCLIP unigram counts", dict(u), _as_dict(meta.unigrams, "w"))
+    same("queries", "MetaCLIP document frequencies", dict(d), _as_dict(meta.unigrams, "w", "d"))
+    same("queries", "MetaCLIP bigram counts", dict(b), _as_dict(meta.bigrams, "b"))
+
+
 def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats: int = 2) -> dict:
     """Single-core seconds per MB of XML for decompress+parse, markup cleaning, and counting
     by each path on the same texts, chunk by chunk into count tables: our tokens by
@@ -133,6 +162,7 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
             table(u, "w"), table(b, "b"), pa.array(list(d.values()), pa.int64())
 
     count_chunk(["warm up"]), count_chunk_metaclip(["warm up"])  # Arrow's one-time setup
+    check_counts(chunks[0])
     paths = {
         "old_count_text": old,
         "new_count_chunk": lambda: [count_chunk(c) for c in chunks],
@@ -180,11 +210,21 @@ def main() -> int:
         write_dump(str(dump), args.mb, seed=0, multistream=True)
 
     floor_s, xml_bytes = bz2_floor(str(dump))
+    produced("queries", "the bz2 floor (bytes of XML)", xml_bytes)
     xml_mb = xml_bytes / 1e6
     floor_rate = xml_mb / floor_s
     runs = []
+    lists = {}
     for w in args.workers:
         wall, build = run_queries(str(dump), w, d / f"queries-w{w}", args.wordnet)
+        lists[w] = (d / f"queries-w{w}" / "queries.parquet").read_bytes()
+        produced("queries", f"pipeline queries --workers {w} (queries)", build["total"])
+        same(
+            "queries",
+            f"queries.parquet of --workers {args.workers[0]} and --workers {w}",
+            lists[args.workers[0]],
+            lists[w],
+        )
         rate = xml_mb / wall
         runs.append(
             {

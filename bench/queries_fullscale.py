@@ -11,7 +11,8 @@ source is assumption-driven (see the module docstring of tests/support/wikisim.p
 
     .venv/bin/python bench/queries_fullscale.py [--scale 1] [--seed 0] [--work-dir DIR]
 
-Full size takes about 1.5 minutes, 2.5 GB of memory and ~0.5 GB of disk per recipe.
+A selection without a single query fails the bench (exit 1, one line on stderr;
+`bench/checks.py`). Full size takes about 1.5 minutes, 2.5 GB of memory and ~0.5 GB of disk per recipe.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.checks import produced  # noqa: E402
 from tests.support import wikisim  # noqa: E402
 
 PUBLISHED = {"wordnet": 86_654, "unigram": 251_465, "bigram": 100_646, "title": 61_235}
@@ -124,6 +126,7 @@ def main() -> int:
                 )
             )
             timings[name] = round(time.perf_counter() - t, 1)
+            produced("queries_fullscale", f"the {name} selection (queries)", runs[name]["total"])
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

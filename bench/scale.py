@@ -20,7 +20,8 @@ worker, the driver and the largest sum at one moment. Across sizes: the peak wor
 ratio largest/smallest size (must stay flat: a part's memory does not grow with the pool)
 and Ray's overhead ray/local per step. Per size: bytes on disk per row of the curation
 outputs and whether Ray's outputs equal the local ones (every parquet part compared as a
-table, and byte for byte). The machine is shared, so only ratios taken in one run mean
+table, and byte for byte). A step that keeps nothing, or Ray outputs whose tables differ
+from the local ones, fail the bench (exit 1, one line on stderr; `bench/checks.py`). The machine is shared, so only ratios taken in one run mean
 much. Prints one JSON object and writes it to `--json` (bench/out/scale.json), with the
 marginal rate and fixed cost per step (from the two sizes) and a projection of the
 measured core-seconds to `--project-rows` (MetaCLIP's 1.6B) on a `--cluster` of K nodes
@@ -53,6 +54,8 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+
+from bench.checks import fail, produced  # noqa: E402
 
 STEPS = ("pool", "match", "balance")
 ENGINES = ("local", "ray")
@@ -292,10 +295,12 @@ def run_step(
             f"{' '.join(cmd[:4])} --engine {engine} failed (exit {rc}); see {logf}:\n" + logf.read_text()[-3000:]
         )
     stats = json.loads((out / "curation" / f"{step}_stats.json").read_text())
+    produced("scale", f"{step} --engine {engine} ({STEP_OUT[step]})", stats[STEP_OUT[step]])
     return {"wall_s": round(wall, 2), "peak_rss": sampler.figures(), "cpu_s": sampler.cpu_seconds(), "stats": stats}
 
 
 STEP_ROWS = {"pool": "rows_in", "match": "rows", "balance": "matched"}  # a step's input rows
+STEP_OUT = {"pool": "kept", "match": "matched", "balance": "kept"}  # what a step must produce
 
 
 def step_figures(res: dict, step: str, pool_rows: int, cores: int) -> dict:
@@ -554,6 +559,11 @@ def main() -> int:
                 tw = fig["total_wall_s"]
                 fig["ray_over_local_total_wall"] = _ratio(tw["ray"], tw["local"])
                 fig["ray_equals_local"] = compare_outputs(outs["local"], outs["ray"])
+                if not fig["ray_equals_local"]["all_equal"]:
+                    differ = [
+                        k for k, v in fig["ray_equals_local"].items() if k != "all_equal" and not v["tables_equal"]
+                    ]
+                    fail("scale", f"{n:,} rows: the Ray run's {', '.join(differ)} differ from the local run's")
             per_size[str(n)] = fig
             if not args.keep_outputs:
                 for o in outs.values():

@@ -39,6 +39,9 @@ What is measured, per step, from what each trainer logs itself (`--log-every 1` 
   * `data_time`, `batch_time` (seconds per step; open_clip's batch time recomputed from its
     6-digit samples/s, its "Batch (t)" field has 3 decimals).
 
+Each run must log its steps and reach step N, else the bench fails (exit 1, one line on
+stderr; `bench/checks.py`): a trainer that stops early would look fast.
+
 The ratio is ours/open_clip per (ours, open_clip) pair of the same repeat, wall figures,
 median over pairs (`ratio`); `ratio_as_logged` does the same with the logged figures.
 Outside the per-step figures, each run's wall clock is split (a thread of this process
@@ -74,6 +77,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "train"
+sys.path.insert(0, str(ROOT))
+
+from bench.checks import fail, produced  # noqa: E402
 
 # open_clip_train/train.py's line, e.g.
 # "Train Epoch: 0 [ 64/256 (25%)] Data (t): 0.007 Batch (t): 0.828, 38.6407/s, 38.6407/s/gpu LR: ..."
@@ -217,7 +223,11 @@ def median(xs: list[float], nd: int = 3) -> float | None:
 def summarise(steps: list[dict], skip: int) -> dict:
     """Medians over the steps after the first `skip` (all of them if fewer)."""
     kept = [s for s in steps if s["step"] > skip] or steps
-    out = {"steps_logged": len(steps), "steps_measured": len(kept)}
+    out = {
+        "steps_logged": len(steps),
+        "steps_measured": len(kept),
+        "last_step": max((s["step"] for s in steps), default=0),
+    }
     for k in ("samples_per_s", "wall_samples_per_s", "data_time", "batch_time"):
         vals = [s[k] for s in kept if s.get(k) is not None]
         out[k] = median(vals, 4 if k.endswith("time") else 2)
@@ -434,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         for trainer, fn in (("ours", run_ours), ("open_clip", run_open_clip)):
             name = f"{trainer}-w{a.world}-{i}"
             r = fn(a, name, bench_dir, shards)
+            produced("train", f"{name} (steps logged)", r["steps_logged"])
+            if r["last_step"] != a.steps:
+                fail("train", f"{name} trained {r['last_step']} steps of {a.steps}: the runs did not do the same work")
             r["repeat"] = i
             runs.append(r)
             print(
