@@ -192,7 +192,7 @@ def test_feature_cache_key_follows_the_weights_and_survives_a_checkpoint(tiny_ch
     import torch
 
     from train import features
-    from train.evaluate import load_checkpoint
+    from train.sources import load_checkpoint
 
     loaded, _, _, _ = load_checkpoint(tiny_checkpoint)
     ckpt = torch.load(next((tiny_checkpoint / "checkpoints").glob("*.pt")), weights_only=True)

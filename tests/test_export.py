@@ -77,7 +77,7 @@ def test_open_clip_loads_the_folder_with_our_features(exported, monkeypatch):
     import open_clip
     from open_clip import factory
 
-    from train.evaluate import load_checkpoint
+    from train.sources import load_checkpoint
 
     out, run = exported["out"], exported["run"]
     assert exported["printed"]["checkpoint"] == str(run / "checkpoints" / "step-00000003.pt"), "the newest"

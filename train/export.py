@@ -130,17 +130,17 @@ def export(source: str | Path, out: str | Path, license: str = "other") -> dict:
 
     from pipeline.io import atomic_path
 
-    from . import evaluate
+    from . import sources
 
-    path = evaluate.resolve_checkpoint(source)
-    ckpt = evaluate.read_checkpoint(path)
+    path = sources.resolve_checkpoint(source)
+    ckpt = sources.read_checkpoint(path)
     config = ckpt.get("config")
     if not (isinstance(config, dict) and isinstance(ckpt.get("model"), dict)):
         raise InputError(
             f"{path}: not a checkpoint of this trainer (no 'model' and 'config'); an open_clip_train "
             "checkpoint loads in open_clip itself (pretrained=FILE)"
         )
-    model, tokenizer, _, meta = evaluate.model_from_checkpoint(ckpt, path)
+    model, tokenizer, _, meta = sources.model_from_checkpoint(ckpt, path)
     name = meta["model"]
     model_cfg = config.get("model_config")
     if not isinstance(model_cfg, dict):

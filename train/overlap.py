@@ -61,7 +61,7 @@ embedding: off by default. With the sample model a copy's cosine falls below oth
   pairs it finds.
 
 The shards are streamed one at a time (local paths, globs, folders or fsspec URLs such as
-s3://; see `train.data.expand_urls`), each image decoded once; undecodable images and
+s3://; see `train.shards.expand_urls`), each image decoded once; undecodable images and
 unreadable shards are counted (``shard_errors``, by reason in ``skipped``), never fatal.
 Memory holds one batch of shard images and the evaluation sets' fingerprints.
 
@@ -87,7 +87,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
-from .precision import PRECISIONS, autocast_factory
+from . import sources
+from .precision import autocast_factory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -462,7 +463,7 @@ class ScanResult:
     skipped: Counter = field(default_factory=Counter)  # reason -> count (shards or samples)
 
 
-# what `train.data`'s shard reader and decoder count as skipped, plus samples without an image
+# what `train.shards`' reader and decoder count as skipped, plus samples without an image
 SKIP_REASONS = (
     "shard_unreadable",
     "shard_truncated",
@@ -483,10 +484,12 @@ class _Batch:
 
 def _shard_images(url: str, counts: Counter, max_pixels: int | None):
     """(key, uid, decoded image) of each sample of one shard; what cannot be read is counted."""
-    from .data import IMAGE_EXTS, decode_image, iter_shard
+    from pipeline.shard_format import image_ext
+
+    from .shards import decode_image, iter_shard
 
     for raw in iter_shard(url, counts):
-        ext = next((e for e in IMAGE_EXTS if e in raw), None)
+        ext = image_ext(raw)
         if ext is None:
             counts["missing_image"] += 1
             continue
@@ -496,11 +499,14 @@ def _shard_images(url: str, counts: Counter, max_pixels: int | None):
 
 
 def _uid(meta: bytes | None) -> str | None:
+    """The sample's uid from its json member; None when it has none or the json is unreadable
+    (the key still names the sample)."""
+    from pipeline.shard_format import read_uid
+
     try:
-        uid = json.loads(meta).get("uid") if meta else None
-    except (ValueError, AttributeError):  # not JSON, or not an object: the key still names the sample
+        return read_uid(meta) if meta else None
+    except ValueError:
         return None
-    return str(uid) if uid not in (None, "") else None
 
 
 def scan_shards(
@@ -519,7 +525,7 @@ def scan_shards(
     batch. Returns the pairs (unsorted), the images scanned and what was skipped."""
     from tqdm import tqdm
 
-    from .data import DEFAULT_MAX_IMAGE_PIXELS
+    from .config import DEFAULT_MAX_IMAGE_PIXELS
     from .eval_data import to_rgb
 
     max_pixels = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
@@ -807,25 +813,9 @@ def analyse(
 # CLI
 
 
-def _load_model(args, device: str):
-    """(model, tokenizer, preprocess, fields for the JSON, checkpoint path or None, its config)
-    through `train.evaluate`'s loaders."""
-    from .evaluate import load_checkpoint, load_pretrained
-
-    file = args.checkpoint or (args.pretrained if args.pretrained and Path(args.pretrained).exists() else None)
-    if not file:
-        model, tokenizer, preprocess = load_pretrained(args.model, args.pretrained, device)
-        return model, tokenizer, preprocess, {"checkpoint": None, "model": args.model, "step": None}, None, {}
-    model, tokenizer, preprocess, meta = load_checkpoint(file, device, args.model)
-    step = meta.get("step") if isinstance(meta.get("step"), int) else None
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    fields = {"checkpoint": meta["path"], "model": meta["model"], "step": step}
-    return model, tokenizer, preprocess, fields, Path(meta["path"]), config
-
-
 def _shard_urls(given: Sequence[str] | None, config: dict) -> list[str]:
     """--shards, else the training data the checkpoint's run was given."""
-    from .data import expand_urls
+    from .shards import expand_urls
 
     patterns = given or config.get("train_data")
     if not patterns:
@@ -834,12 +824,10 @@ def _shard_urls(given: Sequence[str] | None, config: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import PRECISION_HELP, add_model_arguments  # imports no torch
-
     ap = argparse.ArgumentParser(
         prog="python -m train.overlap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_arguments(ap)
+    sources.add_model_arguments(ap)
     ap.add_argument(
         "--shards",
         nargs="+",
@@ -883,8 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="shard images declaring more pixels are skipped and counted (default: the trainer's)",
     )
-    ap.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    ap.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    sources.add_device_arguments(ap)
     ap.add_argument(
         "--feature-cache",
         default=".cache/features",
@@ -896,34 +883,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluate import check_model_arguments
-
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.batch_size < 1:
         ap.error("--batch-size must be >= 1")
-    check_model_arguments(ap, args)
+    sources.check_model_arguments(ap, args)
     try:
         from . import eval_data
 
         for spec in args.datasets:
             eval_data.check_spec(spec)
         thresholds = thresholds_for(args.datasets, args.phash_distance, args.min_cosine)
-        import torch
-
-        from .evaluate import default_out
-
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = sources.pick_device(args.device)
         autocast = autocast_factory(args.precision, device)
-        model, tokenizer, preprocess, fields, path, config = _load_model(args, device)
-        urls = _shard_urls(args.shards, config)
-        source = str(path) if path else args.model + (f" {args.pretrained}" if args.pretrained else "")
-        out = Path(args.out) if args.out else default_out(source, path)
+        loaded = sources.load(args, device)
+        config = loaded.meta.get("config")
+        urls = _shard_urls(args.shards, config if isinstance(config, dict) else {})
+        out = loaded.out(args.out)
         t0 = time.perf_counter()
         result, pairs = analyse(
-            model,
-            tokenizer,
-            preprocess,
+            loaded.model,
+            loaded.tokenizer,
+            loaded.preprocess,
             urls,
             args.datasets,
             args.cache,
@@ -946,6 +927,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_ERROR
     from pipeline.io import write_json
 
+    fields = {
+        "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
+        "model": loaded.name,
+        "step": loaded.step,
+    }
     result = {**fields, **result, "thresholds": thresholds, "seconds": round(time.perf_counter() - t0, 3)}
     json_path = out / "eval" / "overlap.json"
     write_pairs(pairs, out / "eval" / "overlap_pairs.parquet")
