@@ -36,23 +36,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import sys
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from .errors import InputError
+from .shard_format import split_member, stream_members
 
 STATS_NAME = "decontaminate.json"
 REQUIRED_COLUMNS = ("shard", "key", "dataset")
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: KEY.EXT
-
-
-def sample_key(member_name: str) -> str | None:
-    """The webdataset key of a tar member (``dir/00000012`` for ``dir/00000012.jpg``), or None."""
-    m = _KEY_EXT.match(member_name)
-    return m.group(1) if m else None
 
 
 def read_matches(
@@ -95,14 +88,6 @@ def inputs_digest(shard_names: list[str], matches: dict[str, dict[str, set[str]]
     return h.hexdigest()
 
 
-def _members(fileobj) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """A tar's members in order, streamed (headers are not kept)."""
-    with tarfile.open(fileobj=fileobj, mode="r|") as tf:
-        for member in tf:
-            yield tf, member
-            tf.members = []  # type: ignore[attr-defined]  # real but not in typeshed; drops the kept headers
-
-
 def filter_tar(src, dst, remove: set[str] | dict) -> dict:
     """Copy tar `src` (a binary file object) to `dst` (a path, or None: count only) without
     the members of the samples in `remove`; returns {"samples_in", "samples_out", "removed",
@@ -111,8 +96,9 @@ def filter_tar(src, dst, remove: set[str] | dict) -> dict:
     found: set[str] = set()
     out = tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) if dst is not None else None
     try:
-        for tf, member in _members(src):
-            key = sample_key(member.name) if member.isreg() else None
+        for tf, member in stream_members(src):
+            split = split_member(member.name) if member.isreg() else None
+            key = split[0] if split is not None else None
             if key is not None:
                 keys_in.add(key)
                 if key in remove:

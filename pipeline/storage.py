@@ -10,7 +10,9 @@ before), a URL becomes a `UPath` with the same methods (`/`, `exists`, `glob`,
 * `atomic_path` (in `io`) writes remote files locally and uploads them whole;
 * `arrow_filesystem` and `register_duckdb` let pyarrow and DuckDB read through the same
   fsspec filesystem (never DuckDB's httpfs extension, which is downloaded at run time);
-* `rmtree` and `clean` for folders on either kind of store.
+* `rmtree` and `clean` for folders on either kind of store;
+* `scheme`, `is_url`, `filesystem` and `check_bucket` for code that holds URLs as strings
+  (the trainer's shard lists, run folders and checkpoints).
 
 Credentials and endpoints come from fsspec's usual configuration (for S3: the AWS
 variables, `~/.aws`, `AWS_ENDPOINT_URL` for MinIO/Ceph/R2), in every process alike.
@@ -19,6 +21,7 @@ variables, `~/.aws`, `AWS_ENDPOINT_URL` for MinIO/Ceph/R2), in every process ali
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +35,50 @@ from .errors import InputError, one_line
 # afresh (fsspec applies this to every filesystem it creates for the protocol).
 for _protocol in ("s3", "gcs", "gs", "abfs", "az"):
     fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def scheme(url: str | os.PathLike) -> str:
+    """`s3`, `https`, `file`, ... in lower case; `pipe` for webdataset's `pipe:CMD`; "" for a plain path."""
+    text = os.fspath(url)
+    if text.startswith("pipe:"):
+        return "pipe"
+    m = _SCHEME.match(text)
+    return m.group(1).lower() if m else ""
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """A remote (fsspec) location such as `s3://...`; `file://` URLs and plain paths are local."""
+    return scheme(path) not in ("", "file", "pipe")
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path without the scheme) for a remote URL; InputError when no
+    fsspec backend can open it (gs:// without gcsfs, a malformed URL)."""
+    from fsspec.core import url_to_fs
+
+    try:
+        return url_to_fs(url)
+    except Exception as e:  # noqa: BLE001 - ImportError of the backend, a bad URL
+        raise InputError(f"{url}: cannot open ({one_line(e, typed=True)})") from None
+
+
+def check_bucket(url: str, what: str) -> None:
+    """InputError `WHAT: no such bucket 'NAME'` when the URL's bucket does not exist: one
+    line up front instead of a traceback at the first write, or a run that reads nothing."""
+    fs, _ = filesystem(url)
+    proto, rest = url.split("://", 1)
+    bucket = rest.split("/", 1)[0]
+    try:  # not fs.exists: s3fs answers False for an endpoint it cannot reach
+        fs.info(f"{proto}://{bucket}")
+    except FileNotFoundError:
+        raise InputError(f"{what}: no such bucket '{bucket}'") from None
+    except PermissionError:
+        pass  # may not look at the bucket itself; what is read or written in it is checked then
+    except Exception as e:  # noqa: BLE001 - credentials, endpoint down, ...
+        raise InputError(f"{what}: cannot reach {proto}://{bucket} ({one_line(e, typed=True)})") from None
 
 
 def location(path: str | os.PathLike, what: str = "") -> Path:

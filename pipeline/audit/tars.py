@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import io
-import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
@@ -22,9 +21,9 @@ from threading import Lock
 from PIL import Image
 
 from ..imaging import to_rgb
+from ..shard_format import image_ext, key_name, split_member, stream_members
 from .location import Location
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # img2dataset's encode formats, first found wins
 THUMB_PIXEL_LIMIT = 64_000_000  # a shard image is resized by the download step; refuse a bomb anyway
 
 
@@ -37,15 +36,12 @@ class Member:
 def index_tar(tar: Location) -> dict[str, dict[str, Member]]:
     """key -> extension -> where its bytes are, for every regular member (`KEY.EXT`)."""
     out: dict[str, dict[str, Member]] = {}
-    with tar.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            name = m.name.rsplit("/", 1)[-1]
-            key, dot, ext = name.partition(".")
-            if dot:
-                out.setdefault(key, {})[ext.lower()] = Member(m.offset_data, m.size)
-            tf.members = []  # type: ignore[attr-defined]  # keep only our index, not every TarInfo
+    with tar.open("rb") as f:
+        for _, m in stream_members(f, seekable=True):  # random access: seeks over each member's data
+            split = split_member(m.name) if m.isreg() else None
+            if split is not None:
+                key, ext = split
+                out.setdefault(key_name(key), {})[ext] = Member(m.offset_data, m.size)
     return out
 
 
@@ -88,10 +84,8 @@ class ShardImages:
     def find(self, shard: str, key: str) -> tuple[str, Member] | None:
         """(extension, member) of the sample's image, None when the tar holds no image for it."""
         members = self.index(shard).get(key, {})
-        for ext in IMAGE_EXTS:
-            if ext in members:
-                return ext, members[ext]
-        return None
+        ext = image_ext(members)
+        return (ext, members[ext]) if ext is not None else None
 
     def image(self, shard: str, key: str) -> tuple[str, bytes] | None:
         found = self.find(shard, key)

@@ -1,0 +1,63 @@
+"""The shard format, as every reader of the shards understands it.
+
+A shard is a webdataset tar (written by the download step through img2dataset): regular
+members named `KEY.EXT`, the members of one sample adjacent, `KEY.jpg` (or another image
+extension), `KEY.txt` (the caption) and `KEY.json` (img2dataset's fields plus the curation
+columns, among them `uid`). The trainer streams the tars, the overlap analysis hashes their
+images, the audit and the browser index them, `decontaminate` copies them without some
+samples: all of them split member names, pick the image and read the uid here, so a key,
+an image and a uid mean the same to each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Container, Iterator
+from typing import IO
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # img2dataset's encode formats; the first present is the image
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+
+
+def split_member(name: str) -> tuple[str, str] | None:
+    """(key, extension in lower case) of a member name: `dir/0001.jpg` -> (`dir/0001`, `jpg`),
+    `0001.seg.png` -> (`0001`, `seg.png`), as webdataset groups them. None for a name without
+    an extension and for webdataset's own `__*` members."""
+    m = _KEY_EXT.match(name)
+    if m is None or name.rsplit("/", 1)[-1].startswith("__"):
+        return None
+    return m.group(1), m.group(2).lower()
+
+
+def image_ext(exts: Container[str]) -> str | None:
+    """The extension among `exts` that holds the sample's image (the first of IMAGE_EXTS present)."""
+    return next((e for e in IMAGE_EXTS if e in exts), None)
+
+
+def read_uid(meta: bytes | str) -> str | None:
+    """The `uid` of a sample's json member, None when it names none; ValueError when the
+    member is not JSON (undecodable bytes and nesting too deep to parse included)."""
+    try:
+        value = json.loads(meta)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    uid = value.get("uid") if isinstance(value, dict) else None
+    return str(uid) if uid not in (None, "") else None
+
+
+def key_name(key: str) -> str:
+    """The key without the folders a tar may put it in: the name the parquet files use."""
+    return key.rsplit("/", 1)[-1]
+
+
+def stream_members(fileobj: IO[bytes], seekable: bool = False) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """A tar's members in order, with the `TarFile` to extract each from; headers are not
+    kept, so a shard of any size takes constant memory. Read front to back from a stream (a
+    pipe, an object store), or with `seekable` by seeking over each member's data (one
+    header read per member)."""
+    with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tf:
+        for member in tf:
+            yield tf, member
+            tf.members = []  # type: ignore[attr-defined]  # real but not in typeshed; drops the kept headers
