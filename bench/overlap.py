@@ -4,7 +4,7 @@ One process, one thread (torch, BLAS and OpenMP pinned to 1), over the sample sh
 repeated until there are at least --min-images images, each phase timed on the same
 images in the same run (the machine is shared: only ratios taken together mean much):
 
-  decode       the floor: read the tars, decode each image (`train.data`'s reader);
+  decode       the floor: read the tars, decode each image (`train.shards`' reader);
   hash         decode + fingerprint (sha256 of the pixels, phash and its stability);
   hash_scan    `scan_shards` without a model: decode + fingerprint + the exact and
                multi-index phash lookups against the three evaluation sets;
@@ -45,7 +45,7 @@ from bench.checks import produced, same  # noqa: E402
 
 def shard_list(pattern: str, min_images: int) -> tuple[list[str], int]:
     """The sample shards, repeated until they hold `min_images` images; (urls, images per pass)."""
-    from train.data import expand_urls
+    from train.shards import expand_urls
     from train.overlap import _shard_images
 
     urls = expand_urls(pattern)

@@ -131,7 +131,7 @@ if (( GLOBAL_BATCH % GPUS != 0 )); then
 fi
 BATCH=$(( GLOBAL_BATCH / GPUS ))
 # the shards must exist (brace patterns and globs are expanded by the trainer itself)
-if ! "$PY" -c 'import sys; from train.data import expand_urls; expand_urls(sys.argv[1])' "$SHARDS" 2>/dev/null; then
+if ! "$PY" -c 'import sys; from train.shards import expand_urls; expand_urls(sys.argv[1])' "$SHARDS" 2>/dev/null; then
     echo "error: no shard matches SHARDS=$SHARDS (run \`make shards\` or set SHARDS=...)" >&2
     exit 2
 fi

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import InputError
 from train import checkpoint, optim
 from train import model as models
 
@@ -50,7 +51,7 @@ def test_adam_settings_follow_clip_by_family():
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown model 'no-such-net'"):
+    with pytest.raises(InputError, match="--model: unknown model 'no-such-net'"):
         models.resolve("no-such-net")
 
 

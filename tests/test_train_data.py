@@ -1,14 +1,9 @@
-"""train/data.py: shard URLs, held-out split, transforms, the train stream and the val set.
-
-Every shard here is written in a temporary folder with webdataset's TarWriter: tiny
-JPEGs (32x48 / 48x32) whose red channel encodes the sample id, so a test can check that
-images, captions and uids stay aligned through the shuffle buffer.
-"""
+"""train/shards.py, transforms.py and stream.py: shard URLs, the held-out split, the
+transforms, the train stream and the val set, on synthetic shards (tests/support/shards.py)."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import tarfile
@@ -18,19 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
-from train.data import (
-    OPENAI_DATASET_MEAN,
-    OPENAI_DATASET_STD,
-    expand_urls,
-    is_held_out,
-    make_train_loader,
-    make_val_loader,
-    train_transform,
-    val_transform,
-)
+from pipeline.errors import InputError
+from train.config import StreamConfig
+from train.shards import expand_urls
+from train.stream import StreamError, is_held_out, make_train_loader, make_val_loader
+from train.transforms import train_transform, val_transform
+
+from .support.httpserver import bomb_png
+from .support.shards import TOK, jpeg_bytes, red_of, sample, write_shards, write_tar
 
 S = 32  # model image size in these tests
 N_SHARDS, PER_SHARD = 4, 20
@@ -38,65 +31,9 @@ MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
 STD = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
 
 
-class IdTokenizer:
-    """A tokenizer-shaped callable: 'photo 123' -> [123, 0, 0, 0] (module level: picklable)."""
-
-    def __call__(self, texts):
-        return torch.tensor([[int(t.split()[-1]), 0, 0, 0] for t in texts], dtype=torch.long)
-
-
-TOK = IdTokenizer()
-
-
-def red_of(sample_id: int) -> int:
-    return (sample_id * 37) % 200 + 20
-
-
-def jpeg_bytes(sample_id: int) -> bytes:
-    rng = np.random.default_rng(sample_id)
-    w, h = (48, 32) if sample_id % 2 else (32, 48)
-    arr = np.empty((h, w, 3), dtype=np.uint8)
-    arr[..., 0] = red_of(sample_id)
-    arr[..., 1] = rng.integers(0, 256, size=(h, w))  # texture: crops at different offsets differ
-    arr[..., 2] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=95, subsampling=0)
-    return buf.getvalue()
-
-
-def sample(sample_id: int, **override) -> dict:
-    key = f"{sample_id:09d}"
-    uid = f"uid{sample_id:05d}"
-    meta = {
-        "uid": uid,
-        "url": f"http://example.invalid/{key}.png",
-        "caption": f"photo {sample_id}",
-        "query_ids": [1],
-        "queries": ["photo"],
-    }
-    out = {
-        "__key__": key,
-        "jpg": jpeg_bytes(sample_id),
-        "txt": f"photo {sample_id}".encode(),
-        "json": json.dumps(meta).encode(),
-    }
-    out.update(override)
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def write_tar(path: Path, samples: list[dict]) -> Path:
-    with wds.TarWriter(str(path), encoder=False) as sink:
-        for s in samples:
-            sink.write(s)
-    return path
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shards")
-    for shard in range(N_SHARDS):
-        write_tar(root / f"{shard:05d}.tar", [sample(shard * 100 + i) for i in range(PER_SHARD)])
-    return root
+    return write_shards(tmp_path_factory.mktemp("shards"), N_SHARDS, PER_SHARD)
 
 
 ALL_UIDS = [f"uid{s * 100 + i:05d}" for s in range(N_SHARDS) for i in range(PER_SHARD)]
@@ -153,21 +90,22 @@ def take(loader, n):
     return out
 
 
-def loader(shards, **kw):
-    args = dict(
-        tokenizer=TOK,
-        batch_size=8,
-        image_size=S,
-        rank=0,
-        world_size=1,
-        seed=0,
-        workers=0,
-        val_fraction=0.0,
-        shuffle_buffer=16,
+def config(**kw) -> StreamConfig:
+    """The stream settings of these tests: small batches, no workers, nothing held out."""
+    return StreamConfig(
+        **{"batch_size": 8, "image_size": S, "workers": 0, "val_fraction": 0.0, "shuffle_buffer": 16, **kw}
     )
-    args.update(kw)
-    urls = args.pop("urls", [str(shards / "{00000..00003}.tar")])
-    return make_train_loader(urls, **args)
+
+
+def loader(shards, urls=None, tokenizer=TOK, start_step=0, num_batches=None, resume=None, **kw):
+    urls = urls or [str(shards / "{00000..00003}.tar")]
+    return make_train_loader(
+        urls, tokenizer, config(**kw), start_step=start_step, num_batches=num_batches, resume=resume
+    )
+
+
+def val_loader(urls, batch_size, val_fraction, **kw):
+    return make_val_loader(urls, TOK, config(batch_size=batch_size, val_fraction=val_fraction, **kw))
 
 
 # --------------------------------------------------------------------------- URLs
@@ -196,14 +134,14 @@ def test_expand_urls_braces_globs_file_urls_and_errors(shards, bad):
         str(shards / "{7..9}.tar"),
         "file://" + str(shards / "x*.tar"),
     ):
-        with pytest.raises(ValueError, match="matches no shard") as err:
+        with pytest.raises(InputError, match="matches no shard") as err:
             expand_urls(["s3://bucket/ok.tar", pattern])
         assert pattern in str(err.value)
 
 
 def test_unreadable_scheme_fails_fast(shards):
-    with pytest.raises(ValueError, match="nosuchproto"):
-        make_train_loader(["nosuchproto://bucket/x.tar"], TOK, 4, S)
+    with pytest.raises(InputError, match="nosuchproto"):
+        make_train_loader(["nosuchproto://bucket/x.tar"], TOK, config(batch_size=4))
 
 
 # --------------------------------------------------------------------------- split and transforms
@@ -293,7 +231,7 @@ def test_train_batches_shapes_alignment_and_held_out_never_trained(shards):
 def test_val_loader_yields_exactly_the_held_out_part_in_order(shards):
     val_fraction = 0.3
     expected = [u for u in ALL_UIDS if is_held_out(u, val_fraction)]
-    vl = make_val_loader([str(shards / "*.tar")], TOK, batch_size=4, image_size=S, val_fraction=val_fraction)
+    vl = val_loader([str(shards / "*.tar")], 4, val_fraction)
     first = list(vl)
     uids = [u for _, _, us in first for u in us]
     assert uids == expected
@@ -307,7 +245,7 @@ def test_val_loader_yields_exactly_the_held_out_part_in_order(shards):
     second = list(vl)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, second))
     # two workers read the same held-out set
-    vl2 = make_val_loader([str(shards / "*.tar")], TOK, 4, S, val_fraction, workers=2)
+    vl2 = val_loader([str(shards / "*.tar")], 4, val_fraction, workers=2)
     assert sorted(u for *_, us in vl2 for u in us) == sorted(expected)
 
 
@@ -351,7 +289,7 @@ def test_real_open_clip_tokenizer(shards):
 
 def test_bad_samples_and_shards_are_skipped_and_counted_exactly(bad):
     """Read once (val set with val_fraction=1 reads every sample): the buckets add up."""
-    vl = make_val_loader([str(bad / "{mixed,truncated,cutheader,garbled,notatar,missing}.tar")], TOK, 5, S, 1.0)
+    vl = val_loader([str(bad / "{mixed,truncated,cutheader,garbled,notatar,missing}.tar")], 5, 1.0)
     uids = [u for *_, us in vl for u in us]
     assert uids == TRUNC_GOOD + TRUNC_GOOD + MIXED_GOOD + TRUNC_GOOD  # sorted shard names
     t = vl.totals
@@ -417,12 +355,12 @@ def test_two_ranks_each_give_exactly_n_batches(shards):
 
 def test_reading_through_file_and_pipe_urls(shards):
     urls = ["file://" + str(shards / "00001.tar"), f"pipe:cat {shards / '00002.tar'}"]
-    vl = make_val_loader(urls, TOK, 50, S, 1.0)
+    vl = val_loader(urls, 50, 1.0)
     assert sorted(u for *_, us in vl for u in us) == sorted(ALL_UIDS[PER_SHARD : 3 * PER_SHARD])
     assert vl.totals["skipped"] == 0 and vl.totals["shard_errors"] == 0
 
 
-# --------------------------------------------------------------------------- exact resume (issue 10)
+# --------------------------------------------------------------------------- exact resume
 
 
 def _through_checkpoint(state: dict) -> dict:
@@ -461,7 +399,7 @@ def test_a_loader_continues_exactly_from_its_state(shards, bad, workers):
         assert _same(list(first), full[:k])
         state = _through_checkpoint(first.state_dict())
         assert state["step"] == k and len(state["streams"]) == max(1, workers)
-        rest = make(12 - k, resume=state)
+        rest = make(12 - k, resume=state, start_step=k)
         assert rest.resume_note is None
         tail = list(rest)
         assert _same(tail, full[k:]), f"continued after {k} batches"
@@ -490,8 +428,6 @@ def test_a_loader_continues_exactly_from_its_state(shards, bad, workers):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_stream_that_can_never_yield_raises_a_one_line_stream_error(bad, workers):
-    from train.data import StreamError
-
     with pytest.raises(StreamError) as err:
         next(iter(loader(bad, urls=[str(bad / "{notatar,missing}.tar")], workers=workers)))
     message = str(err.value)
@@ -499,32 +435,12 @@ def test_a_stream_that_can_never_yield_raises_a_one_line_stream_error(bad, worke
     assert "shard_unreadable 2" in message and "\n" not in message and "Traceback" not in message
 
 
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid PNG of width x height black 1-bit pixels: a few kB that decode to width *
-    height pixels (x3 bytes once converted to RGB). Written chunk by chunk, never decoded."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    z = zlib.compressobj(9)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-        + chunk(b"IDAT", idat)
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
     """12000x12000 (144M pixels: Pillow only warns) and 20000x20000 (Pillow refuses) PNGs of
     a few kB are refused from their header, as image_too_large; the limit is adjustable."""
     import warnings
 
-    small, huge = bomb_png(12000, 12000), bomb_png(20000, 20000)
+    small, huge = bomb_png(12000), bomb_png(20000)
     assert len(small) < 50_000 and len(huge) < 100_000
     write_tar(
         tmp_path / "bombs.tar",
@@ -534,7 +450,7 @@ def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no DecompressionBombWarning either
         start = time.monotonic()
-        vl = make_val_loader([str(tmp_path / "bombs.tar")], TOK, 8, S, 1.0)
+        vl = val_loader([str(tmp_path / "bombs.tar")], 8, 1.0)
         assert [u for *_, us in vl for u in us] == good
         assert time.monotonic() - start < 5, "nothing was decoded"
     assert vl.totals["image_too_large"] == 2 and vl.totals["skipped"] == 2 and vl.totals["bad_image"] == 0
@@ -545,5 +461,5 @@ def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
     assert batches[0][2]["reasons"] == {"image_too_large": 2} and ld.totals["skipped"] == 4
 
     # the limit is a parameter: 32x48 JPEGs (1536 pixels) are too large under 1000
-    vl = make_val_loader([str(tmp_path / "bombs.tar")], TOK, 8, S, 1.0, max_image_pixels=1000)
+    vl = val_loader([str(tmp_path / "bombs.tar")], 8, 1.0, max_image_pixels=1000)
     assert list(vl) == [] and vl.totals["image_too_large"] == 5

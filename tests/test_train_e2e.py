@@ -20,7 +20,8 @@ from PIL import Image
 from pipeline.sample.openclipart import roots_from_cache, sample_rows
 from train import optim
 
-from .conftest import ROOT, required_path
+from .conftest import assert_one_line_error, required_path
+from .support.trainer import ENV, ROOT, metrics, run_train, start_train, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -51,62 +52,21 @@ def shards(tmp_path_factory) -> Path:
     return out
 
 
-def torchrun(*args: str, logs: Path, popen: bool = False):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "train",
-        "--runs",
-        str(logs),
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "8",
-        "--workers",
-        "0",
-        "--threads",
-        "1",
-        "--warmup",
-        "2",
-        "--lr",
-        "1e-3",
-        "--quiet",
-        "--log-every",
-        "1",
-        *args,
-    ]
-    if popen:
-        return subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+# two gloo ranks of 8 samples, as in the README's run but smaller
+TWO_RANKS = {"ranks": 2, "batch_size": 8, "warmup": 2, "lr": "1e-3"}
 
 
 def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
-    res = torchrun(
-        "--train-data",
-        f"{shards}/{{00000..00002}}.tar",
-        "--steps",
-        "6",
-        "--save-every",
-        "3",
-        "--name",
-        "e2e",
+    res = run_train(
         "--eval-datasets",
         "digits",
-        "--val-fraction",
-        "0.1",
-        logs=tmp_path,
+        train_data=f"{shards}/{{00000..00002}}.tar",
+        runs=tmp_path,
+        name="e2e",
+        steps=6,
+        save_every=3,
+        val_fraction=0.1,
+        **TWO_RANKS,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "e2e"
@@ -131,19 +91,8 @@ def test_two_process_run_logs_checkpoints_and_evaluates(tmp_path, shards):
 
 
 def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards):
-    args = [
-        "--train-data",
-        f"{shards}/0000[0-2].tar",
-        "--steps",
-        "14",
-        "--save-every",
-        "2",
-        "--name",
-        "kill",
-        "--eval-datasets",
-        "digits",
-    ]
-    proc = torchrun(*args, logs=tmp_path, popen=True)
+    run = dict(train_data=f"{shards}/0000[0-2].tar", runs=tmp_path, name="kill", steps=14, save_every=2, **TWO_RANKS)
+    proc = start_train("--eval-datasets", "digits", **run)
     ckpts = tmp_path / "kill" / "checkpoints"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not (ckpts / "step-00000006.pt").exists():
@@ -153,7 +102,7 @@ def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards)
     killed_at = max(r["step"] for r in metrics(tmp_path / "kill"))
     assert 6 <= killed_at < 14, "the kill must land mid-run"
 
-    res = torchrun(*args, "--resume", "latest", logs=tmp_path)
+    res = run_train("--eval-datasets", "digits", resume="latest", **run)
     assert res.returncode == 0, res.stderr[-3000:]
     steps = [r["step"] for r in metrics(tmp_path / "kill")]
     assert steps == list(range(1, 15)), "every step logged exactly once, ending at the requested step"
@@ -166,40 +115,17 @@ def test_sigkill_then_resume_latest_ends_at_the_requested_step(tmp_path, shards)
 
 
 def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "train",
-        "--train-data",
-        f"{shards}/00000.tar",
-        "--runs",
-        str(tmp_path),
-        "--name",
-        "bf16",
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "4",
-        "--accum-freq",
-        "2",
-        "--steps",
-        "3",
-        "--precision",
-        "bf16",
-        "--workers",
-        "0",
-        "--threads",
-        "1",
-        "--warmup",
-        "1",
-        "--log-every",
-        "1",
+    res = run_train(
         "--grad-checkpointing",
         "--no-final-eval",
-        "--quiet",
-    ]
-    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        train_data=f"{shards}/00000.tar",
+        runs=tmp_path,
+        name="bf16",
+        accum_freq=2,
+        steps=3,
+        precision="bf16",
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
     assert cfg["global_batch"] == 8 and cfg["precision"] == "bf16"
@@ -213,71 +139,26 @@ def test_single_process_bf16_with_feature_cache_accumulation(tmp_path, shards):
 
 
 def test_bad_train_data_is_a_one_line_error(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "train", "--train-data", str(tmp_path / "none-*.tar"), "--quiet"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    res = run_train(train_data=tmp_path / "none-*.tar", runs=tmp_path, timeout=300)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "none-*.tar" in res.stderr
 
 
 def test_fresh_run_over_old_checkpoints_is_refused_and_bad_eval_sets_fail_early(tmp_path, shards):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    base = [
-        sys.executable,
-        "-m",
-        "train",
-        "--train-data",
-        f"{shards}/00000.tar",
-        "--runs",
-        str(tmp_path),
-        "--name",
-        "again",
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "4",
-        "--steps",
-        "2",
-        "--workers",
-        "0",
-        "--threads",
-        "1",
-        "--warmup",
-        "1",
-        "--no-final-eval",
-        "--quiet",
-    ]
-    res = subprocess.run(base, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = dict(train_data=f"{shards}/00000.tar", runs=tmp_path, name="again", steps=2, timeout=300)
+    res = run_train("--no-final-eval", **run)
     assert res.returncode == 0, res.stderr[-2000:]
-    res = subprocess.run(base, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = run_train("--no-final-eval", **run)
     assert res.returncode == 2 and "pass --resume latest" in res.stderr
     # A metrics line cut by a kill does not break the resume.
     with open(tmp_path / "again" / "metrics.jsonl", "a") as f:
         f.write('{"step": 3, "lo')
-    res = subprocess.run(
-        base[:-1] + ["--steps", "3", "--resume", "latest", "--quiet"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_train("--no-final-eval", **{**run, "steps": 3, "resume": "latest"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert [r["step"] for r in metrics(tmp_path / "again")] == [1, 2, 3]
-    res = subprocess.run(
-        base[:-1] + ["--name", "badeval", "--eval-datasets", "no-such-set", "--quiet"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 2 and "no-such-set" in res.stderr
-    assert not (tmp_path / "badeval" / "checkpoints").exists(), "refused before training"
+    res = run_train("--no-final-eval", "--eval-datasets", "no-such-set", **{**run, "name": "badeval"})
+    assert_one_line_error(res, "--eval-datasets", "no-such-set")
+    assert not (tmp_path / "badeval").exists(), "refused before the run folder is made"
 
 
 def tiny_imagefolder(root: Path) -> Path:
@@ -294,45 +175,23 @@ def logged_run(tmp_path_factory, shards) -> tuple[Path, str]:
     """One single-process run as a batch job sees it: no terminal, stderr into a file."""
     tmp = tmp_path_factory.mktemp("logged")
     folder = tiny_imagefolder(tmp / "imgs")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "train",
-        "--train-data",
-        f"{shards}/00000.tar",
-        "--runs",
-        str(tmp),
-        "--name",
-        "log",
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "4",
-        "--steps",
-        "4",
-        "--log-every",
-        "2",
-        "--save-every",
-        "4",
-        "--workers",
-        "0",
-        "--threads",
-        "1",
-        "--warmup",
-        "1",
+    cmd = train_command(
+        "--linear-probe",
         "--eval-datasets",
         f"imagefolder:{folder}",
-        "--val-shards",
-        "1",
-        "--eval-every",
-        "2",
-        "--linear-probe",
-        "--feature-cache",
-        str(tmp / "features"),
-    ]
+        train_data=f"{shards}/00000.tar",
+        runs=tmp,
+        name="log",
+        steps=4,
+        log_every=2,
+        save_every=4,
+        val_shards=1,
+        eval_every=2,
+        feature_cache=tmp / "features",
+        quiet=False,
+    )
     with open(tmp / "stderr.txt", "w") as err:
-        res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, timeout=300)
+        res = subprocess.run(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, timeout=300)
     stderr = (tmp / "stderr.txt").read_text()
     assert res.returncode == 0, stderr[-3000:]
     return tmp / "log", stderr
@@ -374,7 +233,6 @@ def test_evaluate_and_overlap_read_the_trainers_cached_features(logged_run, shar
     """The trainer's final evaluation and the commands on its checkpoint see the same pixels and
     weights: they read its cached features, and report its accuracy."""
     run, _ = logged_run
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     final = json.loads((run / "eval" / "step-00000004.json").read_text())
     (name,) = final["datasets"]
     res = subprocess.run(
@@ -393,7 +251,7 @@ def test_evaluate_and_overlap_read_the_trainers_cached_features(logged_run, shar
             "--out",
             str(tmp_path),
         ],
-        env=env,
+        env=ENV,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -419,7 +277,7 @@ def test_evaluate_and_overlap_read_the_trainers_cached_features(logged_run, shar
             "--out",
             str(tmp_path),
         ],
-        env=env,
+        env=ENV,
         cwd=ROOT,
         capture_output=True,
         text=True,

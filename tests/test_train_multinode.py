@@ -11,15 +11,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import ROOT
 from .support.s3server import free_port
-from .test_train_data import sample, write_tar
+from .support.shards import sample, write_tar
+from .support.trainer import ENV, ROOT, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -38,53 +37,16 @@ def two_nodes(
     """Start both nodes' torchrun (node 1 with `node1_args` appended), wait for both; their
     stderr (the agent's log at INFO and the worker's)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "LOGLEVEL": "INFO",
-    }  # the agents log their rendezvous result (group_rank=..., global_ranks=[...])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "2",
-        "--nproc_per_node",
-        "1",
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{port}",
-        "--rdzv-id",
-        rdzv_id,
-        "--rdzv-conf",
-        "join_timeout=60",
-        "-m",
-        "train",
-        "--runs",
-        str(logs),
-        "--name",
-        "mn",
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--threads",
-        "1",
-        "--warmup",
-        "1",
-        "--log-every",
-        "1",
-        "--save-every",
-        "2",
+    env = {**ENV, "LOGLEVEL": "INFO"}  # the agents log their rendezvous result (group_rank=..., global_ranks=[...])
+    rendezvous = ("--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", rdzv_id)
+    cmd = train_command(
         "--no-final-eval",
-        "--quiet",
         *args,
-    ]
+        torchrun=("--nnodes", "2", "--nproc_per_node", "1", *rendezvous, "--rdzv-conf", "join_timeout=60"),
+        runs=logs,
+        name="mn",
+        save_every=2,
+    )
     errs = [logs / f"{rdzv_id}-node{i}.err" for i in range(2)]
     procs = []
     try:

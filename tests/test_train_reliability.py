@@ -1,4 +1,4 @@
-"""The trainer under faults (issue 10): ranks die with their launcher, decompression bombs
+"""The trainer under faults: ranks die with their launcher, decompression bombs
 are skipped unread, and bad --resume files or unreadable shards are one-line errors.
 Real processes: torchrun with gloo ranks, `python -m train`, real tar shards."""
 
@@ -16,26 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import ROOT, assert_one_line_error
-from .test_train_data import bomb_png, sample, write_tar
+from .conftest import assert_one_line_error
+from .support.httpserver import bomb_png
+from .support.shards import sample, write_tar
+from .support.trainer import ENV, ROOT, train_command
 
 pytestmark = pytest.mark.slow
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-COMMON = [
-    "--model",
-    "tiny-ViT-64",
-    "--batch-size",
-    "4",
-    "--threads",
-    "1",
-    "--warmup",
-    "1",
-    "--log-every",
-    "1",
-    "--no-final-eval",
-    "--quiet",
-]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +33,7 @@ def shards(tmp_path_factory) -> Path:
 
 
 def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "train", *COMMON, *args]
+    return train_command("--no-final-eval", *args)
 
 
 def run_all(cmds: dict[str, list[str]], timeout: float = 300) -> dict[str, subprocess.CompletedProcess]:
@@ -69,7 +55,7 @@ def run_all(cmds: dict[str, list[str]], timeout: float = 300) -> dict[str, subpr
     return out
 
 
-# --------------------------------------------------------------------------- item 4: orphans
+# --------------------------------------------------------------------------- orphans
 
 
 def _alive(pid: int) -> bool:
@@ -97,17 +83,8 @@ def _children(pids: set[int]) -> set[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ranks_and_their_loader_workers_die_with_a_killed_launcher(tmp_path, shards):
     """torchrun starts its ranks in sessions of their own: SIGKILL to the launcher's process
-    group used to leave them training (and writing checkpoints) with nobody to stop them."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "train",
-        *COMMON,
+    group would leave them training (and writing checkpoints) with nobody to stop them."""
+    cmd = train_cmd(
         "--train-data",
         f"{shards}/{{00000..00001}}.tar",
         "--runs",
@@ -120,7 +97,8 @@ def test_ranks_and_their_loader_workers_die_with_a_killed_launcher(tmp_path, sha
         "100000",
         "--workers",
         "1",
-    ]
+        ranks=2,
+    )
     launcher = subprocess.Popen(
         cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -184,14 +162,14 @@ def test_ranks_and_their_loader_workers_die_with_a_killed_launcher(tmp_path, sha
                 pass
 
 
-# --------------------------------------------------------------------------- item 5: bombs
+# --------------------------------------------------------------------------- decompression bombs
 
 
 def test_a_decompression_bomb_in_a_shard_is_skipped_and_training_goes_on(tmp_path):
     """A 12000x12000 PNG of a few kB (432 MB once decoded to RGB; Pillow only warns) is
     refused from its header and counted by reason in the metrics; the run trains on."""
     rows = [sample(i) for i in range(10)]
-    rows[3] = sample(3, jpg=None, png=bomb_png(12000, 12000))
+    rows[3] = sample(3, jpg=None, png=bomb_png(12000))
     write_tar(tmp_path / "bomb.tar", rows)
     res = subprocess.run(
         train_cmd(
@@ -228,7 +206,7 @@ def test_a_decompression_bomb_in_a_shard_is_skipped_and_training_goes_on(tmp_pat
     assert state["data"]["skipped_by_reason"]["image_too_large"] == last["skipped_by_reason"]["image_too_large"]
 
 
-# --------------------------------------------------------------------------- item 7: one-line errors
+# --------------------------------------------------------------------------- one-line errors
 
 
 class NotAllowed:  # a class the safe loader refuses (module level: picklable)

@@ -11,14 +11,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
-from .test_train_data import sample, write_tar
+from .support.shards import sample, write_tar
+from .support.trainer import ENV, ROOT, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -39,47 +38,21 @@ def shards(tmp_path_factory) -> Path:
 
 
 def command(ranks: int, workers: int, logs: Path, name: str, shards: Path, *extra: str) -> list[str]:
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
-    return [
-        sys.executable,
-        *launcher,
-        "-m",
-        "train",
-        "--train-data",
-        f"{shards}/{{00000..00002}}.tar",
-        "--runs",
-        str(logs),
-        "--name",
-        name,
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "4",
-        "--workers",
-        str(workers),
-        "--threads",
-        "1",
-        "--warmup",
-        "2",
-        "--lr",
-        "1e-3",
-        "--steps",
-        str(STEPS),
-        "--save-every",
-        str(SAVE_EVERY),
-        "--log-every",
-        "1",
-        "--shuffle-buffer",
-        "24",
-        "--val-fraction",
-        "0.1",
+    return train_command(
         "--no-final-eval",
-        "--quiet",
         *extra,
-    ]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        ranks=ranks,
+        train_data=f"{shards}/{{00000..00002}}.tar",
+        runs=logs,
+        name=name,
+        workers=workers,
+        warmup=2,
+        lr="1e-3",
+        steps=STEPS,
+        save_every=SAVE_EVERY,
+        shuffle_buffer=24,
+        val_fraction=0.1,
+    )
 
 
 def rows(run: Path) -> list[dict]:

@@ -20,12 +20,15 @@ import fsspec
 import pytest
 import torch
 
-from train import data
-from train.data import check_remote_shards, expand_urls, make_train_loader, make_val_loader
+from pipeline.errors import InputError
+from train import shards
+from train.config import StreamConfig
+from train.shards import check_remote_shards, expand_urls
+from train.stream import make_train_loader, make_val_loader
 
 from .conftest import ROOT, assert_one_line_error
 from .support.s3server import moto_s3
-from .test_train_data import TOK, sample, write_tar
+from .support.shards import TOK, sample, write_tar
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +57,9 @@ def s3(local_shards):
 
 S3_PATTERN = f"s3://{BUCKET}/shards/{{00000..{N_SHARDS - 1:05d}}}.tar"
 
+# the "held-out set" of val_fraction 1: every sample of a shard list, once
+EVERY_SAMPLE = StreamConfig(batch_size=8, image_size=32, workers=0, val_fraction=1.0)
+
 
 def uids_of(loader) -> list[str]:
     return [u for batch in loader for u in (batch[2] if isinstance(batch[2], list) else batch[2]["uids"])]
@@ -64,20 +70,21 @@ def test_brace_and_glob_urls_stream_the_same_samples_as_local_disk(s3, local_sha
     assert urls == [f"s3://{BUCKET}/shards/{s:05d}.tar" for s in range(N_SHARDS)]
     assert expand_urls(f"s3://{BUCKET}/shards/*.tar") == urls
     check_remote_shards([S3_PATTERN, f"s3://{BUCKET}/shards/{{00004..00009}}.tar"])  # exist (some of them)
-    with pytest.raises(ValueError, match=re.escape(f"s3://{BUCKET}/elsewhere/{{00000..00004}}.tar: matches no shard")):
+    with pytest.raises(InputError, match=re.escape(f"s3://{BUCKET}/elsewhere/{{00000..00004}}.tar: matches no shard")):
         check_remote_shards(f"s3://{BUCKET}/elsewhere/{{00000..00004}}.tar")
     local = expand_urls(f"{local_shards}/{{00000..{N_SHARDS - 1:05d}}}.tar")
 
     # held-out part (retrieval evaluation): same samples, same order, same counts
-    val_s3, val_local = (make_val_loader(u, TOK, batch_size=8, image_size=32, val_fraction=0.3) for u in (urls, local))
+    held_out = StreamConfig(batch_size=8, image_size=32, workers=0, val_fraction=0.3)
+    val_s3, val_local = (make_val_loader(u, TOK, held_out) for u in (urls, local))
     got = uids_of(val_s3)
     assert got and got == uids_of(val_local)
     assert val_s3.totals == val_local.totals and val_s3.totals["shard_errors"] == 0
 
     # training stream, in a DataLoader worker process (s3fs after fork): the same batches
-    kw = dict(batch_size=8, image_size=32, seed=3, val_fraction=0.3, shuffle_buffer=16, num_batches=4)
-    train_s3 = make_train_loader(urls, TOK, workers=1, **kw)
-    train_local = make_train_loader(local, TOK, workers=1, **kw)
+    stream = StreamConfig(batch_size=8, image_size=32, seed=3, val_fraction=0.3, shuffle_buffer=16, workers=1)
+    train_s3 = make_train_loader(urls, TOK, stream, num_batches=4)
+    train_local = make_train_loader(local, TOK, stream, num_batches=4)
     got = uids_of(train_s3)
     assert len(got) == 32 and got == uids_of(train_local)
     assert not set(got) & set(uids_of(val_local)), "held-out samples are never trained on"
@@ -163,18 +170,18 @@ def proxied(s3, monkeypatch):
     monkeypatch.setitem(
         fsspec.config.conf, "s3", {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "default_block_size": 64 * 1024}
     )
-    monkeypatch.setattr(data, "READ_BACKOFF_S", 0.05)
+    monkeypatch.setattr(shards, "READ_BACKOFF_S", 0.05)
     yield proxy
     proxy.close()
 
 
 def test_dropped_connections_reopen_at_the_same_byte(proxied, local_shards):
     url = f"s3://{BUCKET}/shards/00001.tar"
-    expected = uids_of(make_val_loader(str(local_shards / "00001.tar"), TOK, 8, 32, val_fraction=1.0))
+    expected = uids_of(make_val_loader(str(local_shards / "00001.tar"), TOK, EVERY_SAMPLE))
     # 7 cuts in a row after 2 good blocks: more than s3fs's own 5 tries per ranged GET, so the
     # read only completes if the reader reopens the object and seeks back to its position
     proxied.arm(skip=2, drops=7)
-    loader = make_val_loader(url, TOK, 8, 32, val_fraction=1.0)
+    loader = make_val_loader(url, TOK, EVERY_SAMPLE)
     assert uids_of(loader) == expected, "every sample, once, in order"
     assert proxied.cuts == 7 and proxied.gets > 9
     assert loader.totals["shard_errors"] == 0 and loader.totals["skipped"] == 0
@@ -184,7 +191,7 @@ def test_a_connection_that_keeps_dropping_is_a_counted_reported_shard_error(prox
     url = f"s3://{BUCKET}/shards/00002.tar"
     proxied.arm(skip=1, drops=10**6)
     t0 = time.monotonic()
-    loader = make_val_loader(url, TOK, 8, 32, val_fraction=1.0)
+    loader = make_val_loader(url, TOK, EVERY_SAMPLE)
     got = uids_of(loader)
     assert time.monotonic() - t0 < 60, "bounded retries, no hang"
     assert 0 < len(got) < PER_SHARD, "the samples before the failure are kept"
@@ -192,7 +199,7 @@ def test_a_connection_that_keeps_dropping_is_a_counted_reported_shard_error(prox
     assert loader.totals["partial_sample"] <= 1
     err = capfd.readouterr().err
     assert re.search(
-        rf"warning: {re.escape(url)}: read failed at byte \d+ after {data.READ_RETRIES} reopenings", err
+        rf"warning: {re.escape(url)}: read failed at byte \d+ after {shards.READ_RETRIES} reopenings", err
     ), err
     assert f"({len(got)} samples read)" in err
 

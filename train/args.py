@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from .config import StreamConfig
 from .precision import PRECISIONS
 
 DESCRIPTION = """\
@@ -19,10 +20,6 @@ learnable temperature (logit scale from ln(1/0.07), clamped at ln(100)), similar
 sharded over ranks, AdamW without decay on gains/biases/embeddings, cosine schedule with
 warm-up, a random square crop as the only augmentation.
 """
-
-# Larger images are skipped (`image_too_large`) before they are decoded: Pillow's
-# decompression-bomb threshold, as in the download stage (--max-image-pixels there too).
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,14 +72,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=1, help="data loader processes per rank (default: %(default)s)")
     p.add_argument(
-        "--shuffle-buffer", type=int, default=2000, help="samples in the shuffle buffer (default: %(default)s)"
+        "--workers",
+        type=int,
+        default=StreamConfig.workers,
+        help="data loader processes per rank (default: %(default)s)",
+    )
+    p.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=StreamConfig.shuffle_buffer,
+        help="samples in the shuffle buffer (default: %(default)s)",
     )
     p.add_argument(
         "--max-image-pixels",
         type=int,
-        default=DEFAULT_MAX_IMAGE_PIXELS,
+        default=StreamConfig.max_image_pixels,
         help="skip larger images without decoding them (decompression bombs: a 420 kB PNG can "
         "declare 12000x12000 pixels), counted in skipped_samples as image_too_large; the "
         "download stage's default, Pillow's threshold (default: %(default)s)",
@@ -90,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--val-fraction",
         type=float,
-        default=0.05,
+        default=StreamConfig.val_fraction,
         help="share of samples (by uid hash) held out for retrieval evaluation (default: %(default)s)",
     )
     p.add_argument(
@@ -106,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=120,
         help="minutes a collective may wait (evaluation runs on rank 0) (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=StreamConfig.seed, help="default: %(default)s")
     p.add_argument(
         "--save-every", type=int, default=200, help="checkpoint every N steps, and at the end (default: %(default)s)"
     )

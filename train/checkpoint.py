@@ -16,7 +16,7 @@ and a dict that is not a training checkpoint.
 
 Format: {"model", "optimizer", "scaler", "step", "rng": [per rank], "data": {...},
 "config"}. Since format 2 `data["streams"]` holds every rank's data-stream position
-(`train.data.TrainLoader.state_dict()`), so a resumed run sees exactly the samples the
+(`train.stream.TrainLoader.state_dict()`), so a resumed run sees exactly the samples the
 uninterrupted run would have; a checkpoint without it still loads and the stream is then
 reseeded at its step.
 """
@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import one_line
-
-from . import store
+from pipeline.storage import filesystem, is_url, location
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
 FORMAT = 2  # 1: no "format" key and no data stream positions
@@ -76,16 +75,16 @@ def set_rng_state(state: dict) -> None:
 
 
 def path_for(ckpt_dir: Path | str, step: int) -> Path | str:
-    if store.is_url(ckpt_dir):
+    if is_url(ckpt_dir):
         return f"{str(ckpt_dir).rstrip('/')}/step-{step:08d}.pt"
     return Path(ckpt_dir) / f"step-{step:08d}.pt"
 
 
 def save(ckpt_dir: Path | str, step: int, state: dict, keep: int = 2) -> Path | str:
     """Write step-NNNNNNNN.pt atomically; keep the newest `keep` checkpoints."""
-    if store.is_url(ckpt_dir):
+    if is_url(ckpt_dir):
         return _save_remote(str(ckpt_dir), step, state, keep)
-    ckpt_dir = store.local_path(ckpt_dir)
+    ckpt_dir = location(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for stale in ckpt_dir.glob(".step-*.pt.tmp-*"):  # left by a save that was killed
         stale.unlink()
@@ -112,28 +111,28 @@ def save(ckpt_dir: Path | str, step: int, state: dict, keep: int = 2) -> Path | 
 
 def _save_remote(url: str, step: int, state: dict, keep: int) -> str:
     final = str(path_for(url, step))  # a URL string
-    fs, key = store.filesystem(final)
+    fs, key = filesystem(final)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
         local = os.path.join(tmp, "checkpoint.pt")
         torch.save(state, local)
         fs.put_file(local, key)  # one (multipart) upload: the key appears only when complete
     for old in list_checkpoints(url)[:-keep] if keep > 0 else []:
-        fs.rm_file(store.filesystem(old)[1])
+        fs.rm_file(filesystem(old)[1])
     return final
 
 
 def list_checkpoints(ckpt_dir: Path | str) -> list:
     """step-*.pt in the folder, oldest first: Paths, or URL strings for a remote folder."""
-    if store.is_url(ckpt_dir):
+    if is_url(ckpt_dir):
         url = str(ckpt_dir).rstrip("/")
-        fs, root = store.filesystem(url)
+        fs, root = filesystem(url)
         fs.invalidate_cache(root)  # another process (an earlier run) may have written since
         try:
             names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)]
         except FileNotFoundError:
             return []
         return sorted(f"{url}/{n}" for n in names if PATTERN.match(n))
-    ckpt_dir = store.local_path(ckpt_dir)
+    ckpt_dir = location(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
     return sorted(p for p in ckpt_dir.iterdir() if PATTERN.match(p.name))
@@ -147,14 +146,14 @@ def latest(ckpt_dir: Path | str) -> Path | str | None:
 def load(path: str | Path) -> dict:
     """A training checkpoint, loaded with `weights_only=True`; CheckpointError otherwise."""
     try:
-        if store.is_url(path):
-            fs, key = store.filesystem(str(path))
+        if is_url(path):
+            fs, key = filesystem(str(path))
             with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
                 local = os.path.join(tmp, "checkpoint.pt")
                 fs.get_file(key, local)
                 state = torch.load(local, map_location="cpu", weights_only=True)
         else:
-            state = torch.load(store.local_path(path), map_location="cpu", weights_only=True)
+            state = torch.load(location(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a text file, a truncated zip, ...: torch's errors vary
         raise CheckpointError(f"{path}: {load_problem(exc)}") from None
     if not isinstance(state, dict):

@@ -1,7 +1,7 @@
 """Training processes die with their launcher.
 
 torchrun starts each rank in a session of its own (`start_new_session=True`), so killing
-the launcher's process group, or the launcher itself with SIGKILL, used to leave the ranks
+the launcher's process group, or the launcher itself with SIGKILL, would leave the ranks
 running: training on, writing checkpoints and metrics into the run folder, then hanging
 in teardown, while a resumed run could start beside them. `die_with_parent()` asks Linux
 to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG): a rank's parent is

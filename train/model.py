@@ -14,6 +14,8 @@ from pathlib import Path
 
 import open_clip
 
+from pipeline.errors import InputError, one_line
+
 from .distributed import unwrap
 from .precision import model_precision
 
@@ -50,15 +52,19 @@ def register_builtin() -> None:
 
 
 def resolve(name: str, config_path: str | None = None) -> tuple[str, dict]:
-    """(model name, its config dict), registering a user's JSON config under `name`."""
+    """(model name, its config dict), registering a user's JSON config under `name`;
+    InputError naming the option for an unknown name or a missing or malformed config."""
     register_builtin()
     if config_path:
-        cfg = json.loads(Path(config_path).read_text())
-        register(name, cfg)
+        try:
+            cfg = json.loads(Path(config_path).read_text())
+            register(name, cfg)
+        except (ValueError, OSError) as e:
+            raise InputError(f"--model-config {config_path}: {one_line(e, typed=True)}") from None
         return name, cfg
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        raise ValueError(f"unknown model {name!r}: not an open_clip architecture nor in {CONFIG_DIR}")
+        raise InputError(f"--model: unknown model {name!r}: not an open_clip architecture nor in {CONFIG_DIR}")
     return name, cfg
 
 

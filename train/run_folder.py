@@ -11,53 +11,11 @@ TensorBoard stays local: its writer appends to event files.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from pathlib import Path
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def is_url(path: str | Path) -> bool:
-    """A remote (fsspec) location: `s3://...`, `gs://...`; `file://` and plain paths are local."""
-    m = _SCHEME.match(str(path))
-    return m is not None and m.group(1).lower() != "file"
-
-
-def local_path(path: str | Path) -> Path:
-    s = str(path)
-    return Path(s[len("file://") :] if s.lower().startswith("file://") else s)
-
-
-def filesystem(url: str):
-    """(fsspec filesystem, path without the scheme) for a remote URL; ValueError when no
-    fsspec backend can open it (e.g. gs:// without gcsfs)."""
-    try:
-        from fsspec.core import url_to_fs
-
-        return url_to_fs(url)
-    except Exception as exc:  # ImportError of the backend, bad URL
-        raise ValueError(f"{url}: cannot open ({type(exc).__name__}: {exc})") from None
-
-
-def bucket_of(url: str) -> str:
-    """`s3://bucket/a/b` -> `s3://bucket`."""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}"
-
-
-def check_bucket(url: str, what: str) -> None:
-    """ValueError `WHAT: no such bucket 'NAME'` when it does not exist: a one-line error up
-    front instead of a traceback at the first write (or, for data, a run that reads nothing)."""
-    fs, _ = filesystem(url)
-    root = bucket_of(url)
-    try:
-        found = fs.exists(root)
-    except Exception as exc:  # noqa: BLE001 - credentials, endpoint down, ...
-        raise ValueError(f"{what}: cannot reach {root} ({type(exc).__name__}: {exc})") from None
-    if not found:
-        raise ValueError(f"{what}: no such bucket '{root.split('://', 1)[1]}'")
+from pipeline.storage import check_bucket, filesystem, is_url, location
 
 
 class RunFolder:
@@ -79,7 +37,7 @@ class RunFolder:
             self.checkpoints: str | Path = f"{self.url}/checkpoints"
             self.tensorboard = Path("runs") / name / "tensorboard"
         else:
-            self._local = local_path(runs) / name
+            self._local = location(runs) / name
             self.url = str(self._local)
             self.checkpoints = self._local / "checkpoints"
             self.tensorboard = self._local / "tensorboard"
@@ -120,6 +78,30 @@ class RunFolder:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         self.upload(rel)
+
+    def hold(self, held) -> None:
+        """Hold the run folder for the whole run (`held`, an ExitStack, lets go): a flock on
+        RUNS/NAME/.lock (`pipeline.outlock`), dropped by the kernel however the process ends,
+        so a second run of the same name, or a resumed run beside ranks of an earlier one,
+        stops at once with an InputError.
+
+        Only global rank 0 writes into the run folder, so only it takes the lock: on a shared
+        filesystem every node sees the same folder (flock holds across NFS clients), and a
+        lock per node would shut the other nodes out. A remote (s3://) run folder is not
+        locked: object storage has no locks (outlock says so on stderr).
+        """
+        import sys
+
+        from pipeline.errors import InputError, one_line
+        from pipeline.outlock import hold
+
+        target = self.url if self.remote else self.local
+        try:
+            held.enter_context(hold(target, "train", log=lambda m: print(m, file=sys.stderr)))
+        except InputError:
+            raise
+        except OSError as e:
+            raise InputError(f"{target}: cannot lock the run folder ({one_line(e, typed=True)})") from None
 
     def close(self) -> None:
         if self._staging is not None:

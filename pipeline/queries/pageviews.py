@@ -74,7 +74,7 @@ _MONTHLY_NAME = re.compile(r"pageviews-\d{6}-")
 # A count of more than 12 digits (a trillion views: years of all of Wikipedia's traffic, in
 # one line) is corruption, counted as a bad line; so is a line that would lift a title's
 # total in one file above it. Besides refusing nonsense, this keeps every sum far inside the
-# int64 the parts are stored in (a 20-digit count used to crash the stage with an
+# int64 the parts are stored in (a 20-digit count would crash the stage with an
 # OverflowError), and a digit run is measured before int() parses it.
 MAX_DIGITS = 12
 MAX_VIEWS = 10**MAX_DIGITS - 1

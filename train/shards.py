@@ -1,0 +1,441 @@
+"""Reading shards: URL patterns to shard lists, opening any URL, the tar reader, and the
+checks that turn a tar's members into samples, every problem counted under one reason.
+
+Shards are opened with webdataset's `gopen` for `pipe:` and http(s) (curl), with fsspec for
+other URL schemes (s3://, gs://, ... when their fsspec backend is installed); webdataset
+0.2.86's gopen itself has no fsspec support. A remote (fsspec) shard whose connection drops
+is reopened at the byte it stopped at (`_ReopeningReader`); one that keeps failing counts
+as `shard_read_error`, with a warning on stderr.
+
+Why a hand-written tar reader rather than `webdataset.tarfile_to_samples`: webdataset
+0.2.86 reports errors through `handler(exn)` per file member or per shard, so one bad
+sample can be reported several times (or a truncated shard not at all: Python's
+streaming `tarfile` ends iteration silently on a short or garbled header after the first
+member). Here each sample lands in exactly one bucket (read, or skipped for one reason),
+and a tar that does not end with its end-of-archive block counts as a shard error. The
+member names, the image member and the uid follow `pipeline.shard_format`, as the audit,
+the browser and `decontaminate` read them.
+
+Bad input never raises here: every reader takes a `Counter` and counts what it skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import re
+import sys
+import tarfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Generator, Iterator, Sequence
+
+import braceexpand
+from PIL import Image
+
+from pipeline.errors import InputError, one_line
+from pipeline.shard_format import image_ext, key_name, read_uid, split_member
+from pipeline.storage import check_bucket, filesystem, location, scheme
+
+# Every sample read lands in exactly one of: used, held out (or, for the val set, not held
+# out), or one of these skip reasons.
+SAMPLE_REASONS = (
+    "missing_image",
+    "missing_text",
+    "bad_text",
+    "bad_json",
+    "bad_image",
+    "image_too_large",
+    "partial_sample",
+)
+SHARD_REASONS = ("shard_unreadable", "shard_truncated", "shard_read_error")
+# A remote shard whose read fails is reopened at the same byte this many times, after
+# READ_BACKOFF_S, 2x, 4x ... seconds (on top of the fsspec backend's own retries: s3fs
+# retries each ranged GET 5 times within ~2 s), then given up and counted.
+READ_RETRIES = 3
+READ_BACKOFF_S = 1.0
+
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def _expand_local(path: str) -> tuple[list[str], bool]:
+    """(paths, whether anything existing matched) for one brace-expanded local path."""
+    if _GLOB_MAGIC.search(path):
+        found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        return [os.path.normpath(p) for p in found], bool(found)
+    if os.path.isdir(path):
+        found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".tar"))
+        return [os.path.normpath(p) for p in found], bool(found)
+    # A literal path is kept even if missing (brace patterns with gaps, a shard that is
+    # still being written): reading it is then a counted shard error, never a crash.
+    return [os.path.normpath(path)], os.path.exists(path)
+
+
+def expand_urls(patterns: Sequence[str] | str) -> list[str]:
+    """Expand shard patterns into a sorted, de-duplicated list of shard URLs.
+
+    Each pattern is brace-expanded (`shards/{00000..00004}.tar`), then each result:
+    a local path or `file://` URL is globbed when it has `*?[` (a directory means its
+    `*.tar`); `pipe:CMD` is kept verbatim; another URL (`s3://b/x.tar`, `https://...`)
+    is kept as a URL, globbed through fsspec when it has glob characters. Literal paths are
+    kept even when missing (a gap in a brace range is counted when read), but a pattern
+    that matches nothing at all raises ValueError naming it. Literal remote URLs are not
+    touched here (see `check_remote_shards`).
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    urls: set[str] = set()
+    for pattern in patterns:
+        matched: list[str] = []
+        any_found = False
+        for item in braceexpand.braceexpand(pattern):
+            kind = scheme(item)
+            if kind == "pipe":
+                matched.append(item)
+                any_found = True
+            elif kind in ("", "file"):
+                paths, found = _expand_local(str(location(item)))
+                prefix = "file://" if kind == "file" else ""
+                matched += [prefix + p for p in paths]
+                any_found |= found
+            elif _GLOB_MAGIC.search(item.split("://", 1)[1]):
+                try:
+                    import fsspec
+
+                    fs = fsspec.filesystem(kind)
+                    found_paths = sorted(fs.glob(item))
+                except Exception as exc:  # missing backend (s3fs, gcsfs), network, ...
+                    raise InputError(f"{pattern}: cannot list {kind}:// URLs ({one_line(exc)})") from None
+                matched += [p if scheme(p) else f"{kind}://{p}" for p in found_paths]
+                any_found |= bool(found_paths)
+                if not found_paths:
+                    check_bucket(item, pattern)
+            else:
+                matched.append(item)  # a remote URL: existence is checked when read
+                any_found = True
+        if not matched or not any_found:
+            raise InputError(f"{pattern}: matches no shard")
+        urls.update(matched)
+    return sorted(urls)
+
+
+def check_remote_shards(patterns: Sequence[str] | str) -> None:
+    """InputError naming the pattern when none of its literal fsspec URLs (`s3://b/{0..9}.tar`)
+    exists, and the bucket when that is what is missing.
+
+    `expand_urls` leaves such URLs alone (a missing one is counted when read), so a run
+    that can read nothing would only fail once the stream gives up; the trainer calls this
+    first. One listing per folder, not one request per shard; http(s) is not listed.
+    """
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        by_folder: dict[str, set[str]] = defaultdict(set)
+        for item in braceexpand.braceexpand(pattern):
+            if scheme(item) not in ("", "file", "pipe", "http", "https") and not _GLOB_MAGIC.search(
+                item.split("://", 1)[1]
+            ):
+                folder, name = item.rsplit("/", 1)
+                by_folder[folder].add(name)
+        if not by_folder:
+            continue
+        found = False
+        for folder, names in by_folder.items():
+            fs, path = filesystem(folder)
+            try:
+                listed = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                found = True  # may read but not list: existence is checked when read
+                break
+            except Exception as exc:  # noqa: BLE001 - endpoint down, bad credentials, ...
+                raise InputError(f"{pattern}: cannot list {folder} ({one_line(exc, typed=True)})") from None
+            if names & listed:
+                found = True
+                break
+        if not found:
+            check_bucket(next(iter(by_folder)), pattern)
+            raise InputError(f"{pattern}: matches no shard")
+
+
+def check_readable(urls: Sequence[str]) -> None:
+    """Fail fast (InputError) on URL schemes nothing here can open."""
+    for kind in sorted({scheme(u) for u in urls} - {"", "file", "pipe", "http", "https"}):
+        try:
+            import fsspec
+
+            fsspec.get_filesystem_class(kind)
+        except Exception as exc:
+            example = next(u for u in urls if scheme(u) == kind)
+            raise InputError(f"{example}: cannot read {kind}:// URLs ({one_line(exc)})") from None
+
+
+def open_url(url: str):
+    """A binary stream of the shard at `url`, whatever its scheme (see the module doc)."""
+    kind = scheme(url)
+    if kind in ("", "file"):
+        return open(location(url), "rb")
+    if kind in ("pipe", "http", "https"):
+        # curl for http(s), a subprocess for pipe:. (`webdataset.gopen` the attribute is the
+        # function, which shadows the module of the same name.)
+        from webdataset.gopen import gopen
+
+        return gopen(url, "rb")
+    return _ReopeningReader(url)
+
+
+class ShardReadError(OSError):
+    """A remote shard that kept failing to read (READ_RETRIES reopenings)."""
+
+
+class _ReopeningReader:
+    """A remote (fsspec) shard read front to back that survives dropped connections.
+
+    A failed read closes the file, waits (READ_BACKOFF_S, doubling), reopens the URL and
+    seeks back to the byte it had reached, READ_RETRIES times per shard; then it raises
+    ShardReadError. So a drop costs either nothing or a counted, reported shard error:
+    never the silent loss of the rest of a shard (which would look like a truncated tar) and
+    never a hang.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.pos = 0
+        self.reopened = 0
+        self._f = self._open()
+
+    def _open(self):
+        import fsspec
+
+        return fsspec.open(self.url, "rb").open()
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            try:
+                data = self._f.read(n)
+            except Exception as exc:  # noqa: BLE001 - whatever the backend raises once its own retries are spent
+                self._reopen(exc)
+                continue
+            self.pos += len(data)
+            return data
+
+    def _reopen(self, exc: Exception) -> None:
+        if self.reopened >= READ_RETRIES:
+            raise ShardReadError(
+                f"{self.url}: read failed at byte {self.pos} after {self.reopened} reopenings "
+                f"({one_line(exc, typed=True)})"
+            ) from exc
+        time.sleep(READ_BACKOFF_S * 2**self.reopened)
+        self.reopened += 1
+        with contextlib.suppress(Exception):
+            self._f.close()
+        try:
+            self._f = self._open()
+            self._f.seek(self.pos)
+        except Exception:  # noqa: BLE001 - still down: the next read fails on the closed file and retries
+            pass
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._f.close()
+
+
+_reported_read_errors: set[str] = set()
+
+
+def _report_read_error(url: str, message: str) -> None:
+    """One stderr line per shard and process: a lost connection is not a silent loss, and a
+    shard drawn again and again (with replacement) does not flood the log."""
+    if url not in _reported_read_errors:
+        _reported_read_errors.add(url)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the tar reader
+
+
+class _TarInfo(tarfile.TarInfo):
+    """Records whether the archive ended with its end-of-archive (all-zero) block.
+
+    Python's streaming tarfile ends iteration silently on an empty, short or garbled
+    header after the first member, which is how a truncated shard looks.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tf):
+        try:
+            return super().fromtarfile(tf)
+        except tarfile.EOFHeaderError:
+            tf._wit_clean_end = True
+            raise
+
+
+class _TarFile(tarfile.TarFile):
+    """A TarFile whose attributes that `iter_shard_indexed` uses are typed."""
+
+    members: list[tarfile.TarInfo]  # set by TarFile.__init__; typeshed leaves it out
+    _wit_clean_end: bool  # whether the end-of-archive block was read (see `_TarInfo`)
+
+
+class _SafeClose:
+    """Closing a pipe (curl, `pipe:`) can raise on the child's exit status, also when the
+    consumer stops early; a read error has already been counted by then."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def close(self):
+        try:
+            self.stream.close()
+        except Exception:
+            pass
+
+
+def iter_shard(url: str, counts: Counter) -> Iterator[dict]:
+    """Yield raw samples {"__key__", "__url__", ext: bytes} of one shard; never raises.
+
+    Counts `shard_unreadable` (cannot open / not a tar), `shard_truncated` (ends early or
+    corrupt after some members; the sample being read then counts as `partial_sample`),
+    `shard_read_error` (a remote shard whose reads kept failing; reported on stderr).
+    """
+    for _, raw in iter_shard_indexed(url, counts):
+        yield raw
+
+
+def iter_shard_indexed(
+    url: str, counts: Counter, start: int = 0, wanted: frozenset | set = frozenset()
+) -> Generator[tuple[int, dict], None, None]:
+    """`(index, raw sample)` of one shard from raw sample `start` on, plus the earlier ones
+    whose index is in `wanted`; never raises (see `iter_shard`).
+
+    The others before `start` are passed over without reading their bytes. This is how a
+    resumed stream finds its place again: a tar is read front to back, so going back to
+    the middle of a shard costs reading its headers (and the `wanted` samples) up to there.
+    Reopening a shard at `start > 0` does not count it as opened again (`shards`).
+    """
+    if start == 0:
+        counts["shards"] += 1
+    try:
+        stream = open_url(url)
+    except Exception:
+        counts["shard_unreadable"] += 1
+        return
+    current: dict | None = None
+    index = 0  # of the sample being assembled
+    yielded = 0
+    cut_at_header = False
+    try:
+        with contextlib.closing(_SafeClose(stream)):
+            tf = _TarFile.open(fileobj=stream, mode="r|*", tarinfo=_TarInfo)
+            tf._wit_clean_end = False
+            for member in tf:
+                if not member.isreg():
+                    continue
+                split = split_member(member.name)
+                if split is None:
+                    continue
+                key, ext = split
+                if current is not None and key != current["__key__"]:
+                    done, current = current, None
+                    index += 1
+                    if index - 1 >= start or index - 1 in wanted:
+                        yield index - 1, done  # complete before reading on: a cut below loses only `key`
+                        yielded += 1
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                if index >= start or index in wanted:
+                    data = tf.extractfile(member)
+                    assert data is not None  # a regular file's (isreg above)
+                    current[ext] = data.read()
+                tf.members = []  # streaming: do not keep every header in memory
+            # No end-of-archive block: cut (or garbled) at a header. The members read so far
+            # are whole; the sample in hand goes on to the usual member checks.
+            cut_at_header = not tf._wit_clean_end
+    except ShardReadError as exc:  # the connection kept dropping
+        counts["shard_read_error"] += 1
+        if current is not None:
+            counts["partial_sample"] += 1
+        _report_read_error(url, f"{exc}; skipping the rest of the shard ({yielded} samples read)")
+        return
+    except Exception:  # cannot open as tar, or cut inside a member's data
+        if index or current is not None:
+            counts["shard_truncated"] += 1
+        else:
+            counts["shard_unreadable"] += 1
+        if current is not None:
+            counts["partial_sample"] += 1
+        return
+    if cut_at_header:
+        counts["shard_truncated" if (index or current is not None) else "shard_unreadable"] += 1
+    if current is not None and (index >= start or index in wanted):
+        yield index, current
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def check_sample(raw: dict, counts: Counter) -> dict | None:
+    """Members present and json decodable -> {"uid", "txt", "image": bytes, "__url__"}."""
+    ext = image_ext(raw)
+    if ext is None:
+        counts["missing_image"] += 1
+        return None
+    if "txt" not in raw:
+        counts["missing_text"] += 1
+        return None
+    uid = None
+    if "json" in raw:
+        try:
+            uid = read_uid(raw["json"])
+        except ValueError:
+            counts["bad_json"] += 1
+            return None
+    uid = uid or key_name(raw["__key__"])  # without a uid in the json, the key stands in
+    return {"uid": uid, "txt": raw["txt"], "image": raw[ext], "__url__": raw["__url__"]}
+
+
+def decode_text(sample: dict, counts: Counter) -> str | None:
+    try:
+        text = sample["txt"].decode("utf-8").strip()
+    except Exception:
+        counts["bad_text"] += 1
+        return None
+    if not text:
+        counts["missing_text"] += 1
+        return None
+    return text
+
+
+def decode_image(data: bytes, counts: Counter, max_pixels: int | None) -> Image.Image | None:
+    """The decoded image, or None counted as `bad_image` or `image_too_large`.
+
+    The size is checked from the header, before anything is decoded: a PNG of a few hundred
+    kB can declare 12000 x 12000 pixels, 432 MB once decoded (Pillow only warns between
+    its 89.5M and 179M pixel thresholds). `max_pixels` replaces Pillow's own thresholds
+    here (None: no limit).
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # no warning and no error of Pillow's: the check below decides
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Exception:
+        counts["bad_image"] += 1
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    try:
+        w, h = img.size
+        if max_pixels and w * h > max_pixels:
+            counts["image_too_large"] += 1
+            return None
+        img.load()  # force the decode: truncated or garbage bytes fail here, not later
+        if min(img.size) < 1:
+            raise ValueError("empty image")
+        return img
+    except Exception:
+        counts["bad_image"] += 1
+        return None
