@@ -1,5 +1,5 @@
 """`python -m train.evaluate --linear-probe`: the CLIP paper's linear probe and k-shot probes on a
-tiny model's digits features, written beside the zero-shot results; and the probe's split."""
+tiny model's digits features, written beside the zero-shot results."""
 
 from __future__ import annotations
 
@@ -38,33 +38,6 @@ def tiny_checkpoint(tmp_path_factory):
         },
     )
     return run
-
-
-def test_probe_split_is_stratified_disjoint_and_seeded():
-    from train.evaluate import probe_split
-
-    labels = np.repeat(np.arange(4), [10, 5, 3, 1])
-    tr, va, te = probe_split(labels, seed=3)
-    assert sorted(np.concatenate([tr, va, te]).tolist()) == list(range(len(labels)))
-    assert [int((labels[te] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
-    assert [int((labels[va] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
-    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), probe_split(labels, seed=3)))
-    assert not np.array_equal(te, probe_split(labels, seed=4)[2])
-
-
-def test_a_set_too_small_for_few_shot_keeps_the_probe():
-    import torch
-
-    from train.evaluate import probe_dataset, probe_line
-
-    labels = torch.arange(2).repeat_interleave(5)  # 5 per class: 3/1/1, nothing beyond 16 shots to validate on
-    feats = torch.nn.functional.normalize(torch.randn(10, 8) + 3 * labels[:, None].float(), dim=-1)
-    classifier = torch.nn.functional.normalize(torch.randn(8, 2), dim=0)
-    probe = probe_dataset(feats, labels, classifier)
-    assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (6, 2, 2) and 0 <= probe["test_acc"] <= 1
-    assert probe["chance"] == 0.5 and "skipped" in probe["few_shot"] and "few-shot skipped" in probe_line("x", probe)
-    tiny = probe_dataset(feats[:4], torch.tensor([0, 0, 1, 1]), classifier)
-    assert "skipped" in tiny and "test_acc" not in tiny and "skipped" in probe_line("x", tiny)
 
 
 @pytest.mark.slow

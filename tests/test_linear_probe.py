@@ -1,6 +1,8 @@
 """The linear probe of CLIP Appendix A.3 (train/linear_probe.py): separable features score 1.0,
 noise scores chance, the lambda search follows the paper's binary search, lambda -> C does not
-depend on the training-set size, and few-shot sampling is deterministic, k per class, and helps."""
+depend on the training-set size, and few-shot sampling is deterministic, k per class, and helps;
+and a labelled set's probes: its stratified split, a set too small for some of them, a set
+with its own test split."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from train.linear_probe import (
@@ -17,6 +20,10 @@ from train.linear_probe import (
     few_shot_split,
     lambda_to_c,
     linear_probe,
+    probe_dataset,
+    probe_given_split,
+    probe_line,
+    probe_split,
     search_l2,
 )
 
@@ -186,3 +193,56 @@ def test_few_shot_reports_short_classes():
     assert r.short_classes == {2: {}, 8: {2: 3}}
     t, _ = r.indices[(8, 0)]
     assert list(np.bincount(y[keep][t])) == [8, 8, 3]
+
+
+# -- a labelled set's probes -----------------------------------------------------------
+
+
+def test_probe_split_is_stratified_disjoint_and_seeded():
+    labels = np.repeat(np.arange(4), [10, 5, 3, 1])
+    tr, va, te = probe_split(labels, seed=3)
+    assert sorted(np.concatenate([tr, va, te]).tolist()) == list(range(len(labels)))
+    assert [int((labels[te] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
+    assert [int((labels[va] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), probe_split(labels, seed=3)))
+    assert not np.array_equal(te, probe_split(labels, seed=4)[2])
+
+
+def test_a_set_too_small_for_few_shot_keeps_the_probe():
+    import torch
+
+    labels = torch.arange(2).repeat_interleave(5)  # 5 per class: 3/1/1, nothing beyond 16 shots to validate on
+    feats = torch.nn.functional.normalize(torch.randn(10, 8) + 3 * labels[:, None].float(), dim=-1)
+    classifier = torch.nn.functional.normalize(torch.randn(8, 2), dim=0)
+    probe = probe_dataset(feats, labels, classifier)
+    assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (6, 2, 2) and 0 <= probe["test_acc"] <= 1
+    assert probe["chance"] == 0.5 and "skipped" in probe["few_shot"] and "few-shot skipped" in probe_line("x", probe)
+    tiny = probe_dataset(feats[:4], torch.tensor([0, 0, 1, 1]), classifier)
+    assert "skipped" in tiny and "test_acc" not in tiny and "skipped" in probe_line("x", tiny)
+
+
+def test_a_set_with_its_own_test_split_keeps_it():
+    """probe_given_split: the test features are the test split, whole; the train part is split
+    75/25 per class into train and validation."""
+    from train.features import Features
+
+    gen = torch.Generator().manual_seed(0)
+
+    def part(per_class: int) -> Features:
+        labels = torch.arange(3).repeat_interleave(per_class)
+        probe = torch.randn(len(labels), 6, generator=gen) + 4 * torch.nn.functional.one_hot(labels, 6).float()
+        return Features(torch.nn.functional.normalize(probe, dim=-1), probe, labels, "test features")
+
+    fit, test = part(8), part(5)
+    classifier = torch.nn.functional.normalize(torch.eye(6)[:, :3], dim=0)
+    probe = probe_given_split(fit, test, classifier, shots=(1, 2), seeds=(0,))
+    assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (18, 6, 15)
+    assert probe["split"] == {
+        "seed": 0,
+        "given": True,
+        "fractions_of_train": [0.75, 0.25],
+        "test": "the set's test/ folder",
+    }
+    assert probe["features"] == "test features" and probe["test_acc"] == 1.0, "separable classes"
+    scored = (test.embedding @ classifier).argmax(1) == test.labels
+    assert probe["zero_shot_top1"] == pytest.approx(scored.float().mean().item()), "zero-shot on the test part"

@@ -19,7 +19,7 @@ Sets (names as given to `load_dataset` / ``python -m train.evaluate --datasets``
     A ROOT holding ``train/`` and ``test/`` folders (each in that layout, with the same class
     folders; class names from ROOT/classnames.txt or CLASSNAMES_FILE) is a set with its own
     split: the images are test/'s (zero-shot is scored there) and ``probe_train`` holds
-    train/'s, on which the linear probe fits (`train.evaluate.probe_given_split`).
+    train/'s, on which the linear probe fits (`train.linear_probe.probe_given_split`).
 
 ``openclipart``
     The openclipart images that `make shards` keeps out of the training pool

@@ -19,7 +19,7 @@ held-out openclipart images with captions it also measures image->text and text-
 recall@1/5/10. With ``--linear-probe`` each labelled set's image features (encoded once,
 with the embeddings) are also split 60/20/20 per class and fit with the CLIP paper's linear
 probe and 1/2/4/8/16-shot probes (`train.linear_probe`), next to the zero-shot top-1 on the
-same test split (its ``linear_probe`` entry; see `probe_dataset`). The probes read a ViT's
+same test split (its ``linear_probe`` entry; see `train.linear_probe.probe_dataset`). The probes read a ViT's
 features before its final projection, as the paper does (`train.features`), kept in
 ``--feature-cache`` for the next probe over the same weights. Results go to
 ``OUT/eval/step-NNNNNNNN.json`` (from the trainer, every
@@ -149,14 +149,15 @@ def evaluate(
 
     `linear_probe`: also fit linear probes on each labelled set's image features (encoded
     once with the embeddings, `train.features`): ``datasets[name]["linear_probe"]``, see
-    `probe_dataset`; an ``imagefolder:ROOT`` with ``train/`` and ``test/`` folders is scored
-    zero-shot on test and probed by `probe_given_split`. `feature_cache` (a folder) keeps
+    `train.linear_probe.probe_dataset`; an ``imagefolder:ROOT`` with ``train/`` and ``test/``
+    folders is scored zero-shot on test and probed by `probe_given_split`. `feature_cache` (a folder) keeps
     those features per (weights, dataset, preprocessing, `precision`), so another probe over
     the same weights reads them instead of encoding the images again.
     """
     from pipeline.io import write_json
 
     from . import eval_data, features
+    from .linear_probe import probe_dataset, probe_given_split, probe_line
     from .zeroshot import accuracy_from_features, build_classifier, get_templates, zero_shot_retrieval
 
     start = time.perf_counter()
@@ -269,168 +270,6 @@ def evaluate(
         write_json(path, results)
         results["path"] = str(path)
     return results
-
-
-PROBE_FRACTIONS = (0.6, 0.2, 0.2)  # train / validation / test, per class
-GIVEN_SPLIT_FRACTIONS = (0.75, 0.25, 0.0)  # a set with its own test split: its train part, per class
-
-
-def probe_split(labels, seed: int = 0, fractions: Sequence[float] = PROBE_FRACTIONS):
-    """(train, validation, test) indices into `labels`, stratified and deterministic in `seed`.
-
-    Per class (sorted), one permutation from ``numpy.random.default_rng(seed)``: its first
-    round(test fraction * n_c) entries go to test, the next round(validation fraction * n_c)
-    to validation, the rest to train; a class with at least 3 examples gives each split with
-    a non-zero fraction at least one. Each index array is sorted.
-    """
-    import numpy as np
-
-    labels = np.asarray(labels)
-    _, f_val, f_test = fractions
-    rng = np.random.default_rng(seed)
-    tr, va, te = [], [], []
-    for c in np.unique(labels):
-        perm = rng.permutation(np.flatnonzero(labels == c))
-        n = len(perm)
-        n_test, n_val = int(round(f_test * n)), int(round(f_val * n))
-        if n >= 3:  # at least one image in each split that has a share
-            n_test = min(max(int(f_test > 0), n_test), n - 2)
-            n_val = min(max(int(f_val > 0), n_val), n - 1 - n_test)
-        te.append(perm[:n_test])
-        va.append(perm[n_test : n_test + n_val])
-        tr.append(perm[n_test + n_val :])
-    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (tr, va, te))
-
-
-def probe_dataset(
-    feats,
-    labels,
-    classifier,
-    seed: int = 0,
-    shots: Sequence[int] = (1, 2, 4, 8, 16),
-    seeds: Sequence[int] = (0, 1, 2),
-    probe_features=None,
-    kind: str | None = None,
-    split=None,
-) -> dict:
-    """The CLIP paper's linear probe (`train.linear_probe`) on image features already encoded.
-
-    `feats`: the L2-normalised embeddings the zero-shot `classifier` scores; `probe_features`
-    (default: `feats`): what the probes fit, for ViTs the features before the projection
-    (`train.features`; `kind` says which), standardised per fit by `linear_probe`. The set
-    is split 60/20/20 per class by `probe_split(labels, seed)` (or `split`, a given (train,
-    validation, test) triple of index arrays): the probe searches lambda on validation,
-    refits on train+validation and is scored on test; `few_shot` draws its k-shot sets (k
-    in `shots`, one draw per seed in `seeds`) from the train split only and is scored on the
-    same test split, where the zero-shot top-1 is computed too (``zero_shot_top1``).
-    """
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
-    from .zeroshot import accuracy_from_features
-
-    t0 = time.perf_counter()
-    x = (feats if probe_features is None else probe_features).float().cpu().numpy()
-    y = labels.long().cpu().numpy()
-    tr, va, te = probe_split(y, seed) if split is None else split
-    out: dict = {
-        "features": kind or "image embedding (encode_image), L2-normalised; standardised per fit",
-        "split": {"seed": int(seed), "fractions": list(PROBE_FRACTIONS), "stratified": True}
-        if split is None
-        else {"seed": int(seed), "given": True},
-        "n_train": int(len(tr)),
-        "n_val": int(len(va)),
-        "n_test": int(len(te)),
-    }
-    if not len(tr) or not len(va) or not len(te):
-        out["skipped"] = "too few images per class for a train/validation/test split"
-        return out
-    zs = accuracy_from_features(feats[te], labels[te], classifier, topk=(1,))
-    out["zero_shot_top1"] = zs["top1"]
-    # One BLAS thread: these small L-BFGS fits beside torch's threads ran ~15x slower on 2 cores
-    # with OpenBLAS's own pool, and its threaded sums changed the probe's accuracy between runs.
-    with threadpool_limits(limits=1, user_api="blas"):
-        _fit_probes(out, x, y, tr, va, te, seed, shots, seeds)
-    out["seconds"] = round(time.perf_counter() - t0, 3)
-    return out
-
-
-def probe_given_split(
-    fit, test, classifier, seed: int = 0, shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (0, 1, 2)
-) -> dict:
-    """`probe_dataset` for a set that brings its own test split (``imagefolder:ROOT`` with
-    ``train/`` and ``test/``): as the paper does for sets without a validation split, the
-    train part (`fit`, `train.features.Features`) is split 75/25 per class by `seed` into
-    train and validation for the lambda search; `test` (the test part's features, the ones
-    zero-shot is scored on) is the test split."""
-    import numpy as np
-    import torch
-
-    tr, va, _ = probe_split(fit.labels.numpy(), seed, GIVEN_SPLIT_FRACTIONS)
-    te = np.arange(len(fit.labels), len(fit.labels) + len(test.labels), dtype=np.int64)
-    out = probe_dataset(
-        torch.cat([fit.embedding, test.embedding]),
-        torch.cat([fit.labels, test.labels]),
-        classifier,
-        seed=seed,
-        shots=shots,
-        seeds=seeds,
-        probe_features=torch.cat([fit.probe, test.probe]),
-        kind=test.kind,
-        split=(tr, va, te),
-    )
-    out["split"].update({"fractions_of_train": list(GIVEN_SPLIT_FRACTIONS[:2]), "test": "the set's test/ folder"})
-    return out
-
-
-def _fit_probes(out: dict, x, y, tr, va, te, seed: int, shots: Sequence[int], seeds: Sequence[int]) -> None:
-    from . import linear_probe as lp
-
-    probe = lp.linear_probe(x[tr], y[tr], x[va], y[va], x[te], y[te], seed=seed)
-    out.update(
-        {
-            "test_acc": probe.test_acc,
-            "lambda": probe.lam,
-            "log10_lambda": probe.search.best_log10_lambda,
-            "val_acc": probe.search.best_val_acc,
-            "n_fit": probe.n_fit,
-            "num_classes": probe.num_classes,
-            "chance": probe.chance,
-        }
-    )
-    try:
-        fs = lp.few_shot(x[tr], y[tr], x[te], y[te], shots=shots, seeds=seeds)
-    except ValueError as e:  # e.g. no train examples beyond max(shots) left for validation
-        out["few_shot"] = {"skipped": str(e)}
-    else:
-        out["few_shot"] = {
-            "seeds": list(fs.seeds),
-            "chance": fs.chance,
-            "zero_shot_top1": out["zero_shot_top1"],
-            "shots": {
-                str(k): {
-                    "mean": fs.mean[k],
-                    "std": fs.std[k],
-                    "acc": list(fs.acc[k]),
-                    "lambda": list(fs.lam[k]),
-                    "short_classes": {str(c): n for c, n in fs.short_classes[k].items()},
-                }
-                for k in fs.shots
-            },
-        }
-
-
-def probe_line(name: str, probe: dict) -> str:
-    """One line for a `probe_dataset` result."""
-    if "skipped" in probe:
-        return f"probe {name}: skipped ({probe['skipped']})"
-    shots = probe.get("few_shot", {}).get("shots", {})
-    top = max(shots, key=int) if shots else None
-    few = f" {top}-shot {shots[top]['mean']:.4f}+-{shots[top]['std']:.4f}" if top else " few-shot skipped"
-    return (
-        f"probe {name}: linear probe {probe['test_acc']:.4f} (lambda {probe['lambda']:.3g}){few} "
-        f"zero-shot {probe['zero_shot_top1']:.4f} on the same test split (chance {probe['chance']:.4f}) "
-        f"n={probe['n_train']}/{probe['n_val']}/{probe['n_test']} {probe['seconds']:.1f}s"
-    )
 
 
 def scalars(results: dict) -> dict[str, float]:
