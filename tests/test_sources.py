@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from .conftest import ROOT, assert_one_line_error
-from .test_evaluate_cli import ENV, evaluate_cli
+from .test_evaluate import ENV, evaluate_cli
 from .test_train_e2e import shards, tiny_imagefolder  # noqa: F401 - shards: the module fixture, reused
 
 

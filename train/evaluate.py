@@ -40,7 +40,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,15 +52,220 @@ from .precision import autocast_factory
 if TYPE_CHECKING:
     import torch
 
+DEFAULT_DATASETS = ("openclipart", "animal-mnist", "digits")
+HELD_OUT = "val"  # the trainer's held-out shard samples, under open_clip_train's name for its validation set
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def result_path(out_dir: str | Path, step: int | None) -> Path:
-    """OUT/eval/step-NNNNNNNN.json (the checkpoints' 8 digits) or OUT/eval/final.json."""
-    name = "final.json" if step is None else f"step-{int(step):08d}.json"
-    return Path(out_dir) / "eval" / name
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `evaluate` measures, and how. ``python -m train.evaluate``'s options are these
+    fields with these defaults; the trainer fills them from its own flags."""
+
+    datasets: Sequence[str] = DEFAULT_DATASETS  # labelled sets, names for `train.eval_data.load_dataset`
+    retrieval: Sequence[str] | None = None  # retrieval sets (openclipart); None: openclipart if among datasets
+    cache_dir: str | Path = ".cache/sample"  # where the sets' files are
+    templates: str | Sequence = "openai"  # CLIP's 80 ImageNet prompts, its 7 "simple" ones, or a list
+    batch_size: int = 64  # images per forward pass
+    num_workers: int = 0  # data loader worker processes
+    precision: str = "fp32"  # the autocast (`train.precision`); part of the feature cache's key
+    linear_probe: bool = False  # also the linear and few-shot probes (`train.linear_probe.probe_dataset`)
+    probe_seed: int = 0  # the probe split's seed
+    probe_shots: Sequence[int] = (1, 2, 4, 8, 16)
+    probe_seeds: Sequence[int] = (0, 1, 2)  # a few-shot draw per seed
+    feature_cache: str | Path | None = ".cache/features"  # with linear_probe: features kept per weights; None: none
+    progress: bool = True  # a bar per set on a terminal, else a line as each set starts
+
+    def retrieval_sets(self) -> list[str]:
+        """`retrieval`, or openclipart's held-out captioned images when it is among `datasets`."""
+        if self.retrieval is not None:
+            return list(self.retrieval)
+        return [name for name in ("openclipart",) if name in self.datasets]
+
+
+def evaluate(
+    model,
+    tokenizer,
+    preprocess,
+    config: EvalConfig = EvalConfig(),
+    device: str | torch.device = "cpu",
+    out_dir: str | Path | None = None,
+    step: int | None = None,
+    retrieval_loader=None,
+    extra: dict | None = None,
+    log: Callable[[str], None] | None = _log,
+) -> dict:
+    """Zero-shot accuracy on `config.datasets` and retrieval recall; returns (and writes) the results.
+
+    `retrieval_loader`: any loader of (images, texts, ...) batches (the trainer's (images,
+    tokens, uids) fit), texts as strings or token ids, reported as ``"val"`` (its ``totals``,
+    if it has them, as ``info``), after `config`'s retrieval sets. `out_dir` given: the JSON
+    goes to `result_path(out_dir, step)`. `extra` is merged into the top level of the
+    result (e.g. the checkpoint it came from). `log` gets a line per set (None: quiet).
+
+    Result: ``{"step", "templates", "n_templates", "datasets": {name: {top1, chance_top1,
+    top5, chance_top5 (more than 5 classes), n, n_classes, mean_per_class_top1,
+    per_class_top1, classnames, info, seconds[, linear_probe]}}, "retrieval": {name:
+    {image_to_text_R@k, text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``;
+    `scalars` flattens it.
+
+    With `config.linear_probe` each labelled set's image features (encoded once with the
+    embeddings, `train.features`) are also probed: ``datasets[name]["linear_probe"]``, see
+    `train.linear_probe.probe_dataset`; an ``imagefolder:ROOT`` with ``train/`` and
+    ``test/`` folders is scored zero-shot on test and probed by `probe_given_split`.
+    `config.feature_cache` (a folder) keeps those features per (weights, dataset,
+    preprocessing, precision), so another probe over the same weights reads them instead of
+    encoding the images again.
+    """
+    from pipeline.io import write_json
+
+    from .zeroshot import get_templates
+
+    start = time.perf_counter()
+    templates = get_templates(config.templates)
+    results: dict = {
+        "step": step,
+        "templates": config.templates if isinstance(config.templates, str) else "custom",
+        "n_templates": len(templates),
+        "datasets": {},
+        "retrieval": {},
+        **(extra or {}),
+    }
+    was_training = model.training if hasattr(model, "training") else False
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        run = _Evaluation(model, tokenizer, preprocess, config, templates, device, log)
+        for spec in config.datasets:
+            results["datasets"][spec] = run.labelled_set(spec)
+        for name in config.retrieval_sets():
+            results["retrieval"][name] = run.retrieval(name)
+        if retrieval_loader is not None:
+            results["retrieval"][HELD_OUT] = run.retrieval(HELD_OUT, retrieval_loader)
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)
+    results["seconds"] = round(time.perf_counter() - start, 3)
+    if out_dir is not None:
+        path = result_path(out_dir, step)
+        write_json(path, results)
+        results["path"] = str(path)
+    return results
+
+
+class _Evaluation:
+    """One `evaluate` call's model and settings, and its steps: a labelled set (zero-shot,
+    then the probes), a retrieval set."""
+
+    def __init__(self, model, tokenizer, preprocess, config: EvalConfig, templates, device, log) -> None:
+        from . import features
+
+        self.model, self.tokenizer, self.preprocess = model, tokenizer, preprocess
+        self.config, self.templates, self.device, self.log = config, templates, device, log
+        self.autocast = autocast_factory(config.precision, device)
+        keep = config.feature_cache if config.linear_probe else None  # only the probes need features kept
+        self.cache = features.FeatureCache(keep) if keep else None
+        self.weights = features.weights_digest(model) if self.cache is not None else None
+
+    def labelled_set(self, spec: str) -> dict:
+        """Zero-shot accuracy on one labelled set, with its probes under ``linear_probe``."""
+        from . import eval_data
+        from .zeroshot import accuracy_from_features, build_classifier
+
+        t0 = time.perf_counter()
+        ds = eval_data.load_dataset(spec, self.config.cache_dir, self.preprocess)
+        classifier = build_classifier(
+            self.model, self.tokenizer, ds.classnames, self.templates, self.device, autocast=self.autocast
+        )
+        feats = self.encode(ds, spec)
+        acc = accuracy_from_features(feats.embedding, feats.labels, classifier, classnames=ds.classnames)
+        acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
+        if self.log:
+            top5 = f" top5 {acc['top5']:.4f} (chance {acc['chance_top5']:.4f})" if "top5" in acc else ""
+            self.log(
+                f"eval {spec}: top1 {acc['top1']:.4f} (chance {acc['chance_top1']:.4f}){top5} "
+                f"n={acc['n']} classes={acc['n_classes']} {acc['seconds']:.1f}s"
+            )
+        if self.config.linear_probe:
+            acc["linear_probe"] = self.probes(spec, ds, feats, classifier)
+        return acc
+
+    def probes(self, spec: str, ds, feats, classifier) -> dict:
+        """The linear and few-shot probes on a set's features: on its own train/ part when it
+        has one (imagefolder ROOT/train + ROOT/test), else on a split of the set."""
+        from .linear_probe import probe_dataset, probe_given_split, probe_line
+
+        c = self.config
+        train_part = getattr(ds, "probe_train", None)
+        if train_part is not None:
+            fit = self.encode(train_part, f"{spec}#train")
+            probe = probe_given_split(
+                fit, feats, classifier, seed=c.probe_seed, shots=c.probe_shots, seeds=c.probe_seeds
+            )
+        else:
+            probe = probe_dataset(
+                feats.embedding,
+                feats.labels,
+                classifier,
+                seed=c.probe_seed,
+                shots=c.probe_shots,
+                seeds=c.probe_seeds,
+                probe_features=feats.probe,
+                kind=feats.kind,
+            )
+        probe["cached_features"] = feats.cached
+        if self.log:
+            self.log(probe_line(spec, probe))
+        return probe
+
+    def encode(self, ds, spec: str):
+        """`train.features` of a labelled set: from the cache if it has them, else encoded."""
+        from . import features
+
+        batches = _loader(ds, self.config.batch_size, self.config.num_workers)
+        if self.config.progress and self.log is not None:
+            batches = _progress(batches, f"eval {spec}", self.log, f"{len(ds)} images, {len(ds.classnames)} classes")
+        return features.cached_encode(
+            self.model,
+            ds,
+            batches,
+            spec,
+            self.cache,
+            self.weights,
+            self.preprocess,
+            self.config.precision,
+            self.device,
+            self.autocast,
+        )
+
+    def retrieval(self, name: str, loader=None) -> dict:
+        """Image->text and text->image recall on a retrieval set by name, or on `loader`'s pairs."""
+        from . import eval_data
+        from .zeroshot import zero_shot_retrieval
+
+        t0 = time.perf_counter()
+        info = {}
+        if loader is None:
+            pairs = eval_data.load_retrieval_dataset(name, self.config.cache_dir, self.preprocess)
+            loader, info = _loader(pairs, self.config.batch_size, self.config.num_workers), pairs.info
+        batches = (
+            _progress(loader, f"retrieval {name}", self.log, "image-text pairs") if self.config.progress else loader
+        )
+        rec = zero_shot_retrieval(self.model, self.tokenizer, batches, self.device, autocast=self.autocast)
+        if not info and isinstance(getattr(loader, "totals", None), dict):  # the trainer's ValLoader counts
+            info = {k: int(v) for k, v in sorted(loader.totals.items())}
+        rec.update({"info": info, "seconds": round(time.perf_counter() - t0, 3)})
+        if self.log:
+            self.log(
+                f"retrieval {name}: image->text R@1/5/10 {rec['image_to_text_R@1']:.4f}/"
+                f"{rec['image_to_text_R@5']:.4f}/{rec['image_to_text_R@10']:.4f}, text->image "
+                f"{rec['text_to_image_R@1']:.4f}/{rec['text_to_image_R@5']:.4f}/{rec['text_to_image_R@10']:.4f}"
+                f" (chance R@1 {rec['chance_R@1']:.4f}) n={rec['n']}"
+            )
+        return rec
 
 
 def _loader(dataset, batch_size: int, num_workers: int):
@@ -80,196 +285,10 @@ def _progress(loader, desc: str, log: Callable[[str], None] | None, what: str):
     return bar
 
 
-def _encode(
-    model,
-    ds,
-    spec: str,
-    cache,
-    weights,
-    preprocess,
-    precision: str,
-    batch_size: int,
-    num_workers: int,
-    device,
-    autocast,
-    log: Callable[[str], None] | None,
-):
-    """`train.features` of a labelled set: from `cache` if it has them, else encoded (a bar
-    or a line per set through `log`)."""
-    from . import features
-
-    batches = _loader(ds, batch_size, num_workers)
-    if log is not None:
-        batches = _progress(batches, f"eval {spec}", log, f"{len(ds)} images, {len(ds.classnames)} classes")
-    return features.cached_encode(model, ds, batches, spec, cache, weights, preprocess, precision, device, autocast)
-
-
-def evaluate(
-    model,
-    tokenizer,
-    preprocess,
-    datasets: Sequence[str],
-    cache_dir: str | Path = ".cache/sample",
-    device: str | torch.device = "cpu",
-    out_dir: str | Path | None = None,
-    step: int | None = None,
-    retrieval_loader=None,
-    templates: str | Sequence = "openai",
-    retrieval: Sequence[str] = (),
-    batch_size: int = 64,
-    num_workers: int = 0,
-    autocast: Callable[[], ContextManager] | None = None,
-    log: Callable[[str], None] | None = _log,
-    extra: dict | None = None,
-    retrieval_loader_name: str = "val",
-    progress: bool = True,
-    linear_probe: bool = False,
-    probe_seed: int = 0,
-    probe_shots: Sequence[int] = (1, 2, 4, 8, 16),
-    probe_seeds: Sequence[int] = (0, 1, 2),
-    feature_cache: str | Path | None = None,
-    precision: str = "fp32",
-) -> dict:
-    """Zero-shot accuracy on `datasets` and retrieval recall; returns (and writes) the results.
-
-    datasets: names for `train.eval_data.load_dataset`. retrieval: names of retrieval sets
-    (``openclipart``: its held-out captioned images); `retrieval_loader`: any loader of
-    (images, texts, ...) batches (the trainer's (images, tokens, uids) fit), texts as
-    strings or token ids, reported under `retrieval_loader_name` (its ``totals``, if it
-    has them, as ``info``).
-    templates: ``"openai"`` (80 prompts), ``"simple"`` (7) or a list of templates.
-    `out_dir` given: the JSON goes to `result_path(out_dir, step)`. `extra` is merged into
-    the top level of the result (e.g. the checkpoint it came from). `progress`: a bar per
-    set on a terminal, a line as each set starts otherwise (through `log`).
-
-    Result: ``{"step", "templates", "n_templates", "datasets": {name: {top1, chance_top1,
-    top5, chance_top5 (more than 5 classes), n, n_classes, mean_per_class_top1,
-    per_class_top1, classnames, info, seconds}}, "retrieval": {name: {image_to_text_R@k,
-    text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``; `scalars` flattens it.
-
-    `linear_probe`: also fit linear probes on each labelled set's image features (encoded
-    once with the embeddings, `train.features`): ``datasets[name]["linear_probe"]``, see
-    `train.linear_probe.probe_dataset`; an ``imagefolder:ROOT`` with ``train/`` and ``test/``
-    folders is scored zero-shot on test and probed by `probe_given_split`. `feature_cache` (a folder) keeps
-    those features per (weights, dataset, preprocessing, `precision`), so another probe over
-    the same weights reads them instead of encoding the images again.
-    """
-    from pipeline.io import write_json
-
-    from . import eval_data, features
-    from .linear_probe import probe_dataset, probe_given_split, probe_line
-    from .zeroshot import accuracy_from_features, build_classifier, get_templates, zero_shot_retrieval
-
-    start = time.perf_counter()
-    template_list = get_templates(templates)
-    results: dict = {
-        "step": step,
-        "templates": templates if isinstance(templates, str) else "custom",
-        "n_templates": len(template_list),
-        "datasets": {},
-        "retrieval": {},
-    }
-    if extra:
-        results.update(extra)
-    was_training = model.training if hasattr(model, "training") else False
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        cache = features.FeatureCache(feature_cache) if (feature_cache and linear_probe) else None
-        weights = features.weights_digest(model) if cache is not None else None
-        for spec in datasets:
-            t0 = time.perf_counter()
-            ds = eval_data.load_dataset(spec, cache_dir, preprocess)
-            classifier = build_classifier(model, tokenizer, ds.classnames, template_list, device, autocast=autocast)
-            feats = _encode(
-                model,
-                ds,
-                spec,
-                cache,
-                weights,
-                preprocess,
-                precision,
-                batch_size,
-                num_workers,
-                device,
-                autocast,
-                log if progress else None,
-            )
-            acc = accuracy_from_features(feats.embedding, feats.labels, classifier, classnames=ds.classnames)
-            acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
-            results["datasets"][spec] = acc
-            if log:
-                top5 = f" top5 {acc['top5']:.4f} (chance {acc['chance_top5']:.4f})" if "top5" in acc else ""
-                log(
-                    f"eval {spec}: top1 {acc['top1']:.4f} (chance {acc['chance_top1']:.4f}){top5} "
-                    f"n={acc['n']} classes={acc['n_classes']} {acc['seconds']:.1f}s"
-                )
-            if linear_probe:
-                train_ds = getattr(ds, "probe_train", None)
-                if train_ds is not None:  # imagefolder ROOT/train + ROOT/test: the probe fits on train
-                    fit = _encode(
-                        model,
-                        train_ds,
-                        f"{spec}#train",
-                        cache,
-                        weights,
-                        preprocess,
-                        precision,
-                        batch_size,
-                        num_workers,
-                        device,
-                        autocast,
-                        log if progress else None,
-                    )
-                    probe = probe_given_split(
-                        fit, feats, classifier, seed=probe_seed, shots=probe_shots, seeds=probe_seeds
-                    )
-                else:
-                    probe = probe_dataset(
-                        feats.embedding,
-                        feats.labels,
-                        classifier,
-                        seed=probe_seed,
-                        shots=probe_shots,
-                        seeds=probe_seeds,
-                        probe_features=feats.probe,
-                        kind=feats.kind,
-                    )
-                probe["cached_features"] = feats.cached
-                acc["linear_probe"] = probe
-                if log:
-                    log(probe_line(spec, probe))
-        named = [(name, None) for name in retrieval]
-        if retrieval_loader is not None:
-            named.append((retrieval_loader_name, retrieval_loader))
-        for name, loader in named:
-            t0 = time.perf_counter()
-            info = {}
-            if loader is None:
-                pairs = eval_data.load_retrieval_dataset(name, cache_dir, preprocess)
-                loader, info = _loader(pairs, batch_size, num_workers), pairs.info
-            batches = _progress(loader, f"retrieval {name}", log, "image-text pairs") if progress else loader
-            rec = zero_shot_retrieval(model, tokenizer, batches, device, autocast=autocast)
-            if not info and isinstance(getattr(loader, "totals", None), dict):  # the trainer's ValLoader counts
-                info = {k: int(v) for k, v in sorted(loader.totals.items())}
-            rec.update({"info": info, "seconds": round(time.perf_counter() - t0, 3)})
-            results["retrieval"][name] = rec
-            if log:
-                log(
-                    f"retrieval {name}: image->text R@1/5/10 {rec['image_to_text_R@1']:.4f}/"
-                    f"{rec['image_to_text_R@5']:.4f}/{rec['image_to_text_R@10']:.4f}, text->image "
-                    f"{rec['text_to_image_R@1']:.4f}/{rec['text_to_image_R@5']:.4f}/{rec['text_to_image_R@10']:.4f}"
-                    f" (chance R@1 {rec['chance_R@1']:.4f}) n={rec['n']}"
-                )
-    finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
-    results["seconds"] = round(time.perf_counter() - start, 3)
-    if out_dir is not None:
-        path = result_path(out_dir, step)
-        write_json(path, results)
-        results["path"] = str(path)
-    return results
+def result_path(out_dir: str | Path, step: int | None) -> Path:
+    """OUT/eval/step-NNNNNNNN.json (the checkpoints' 8 digits) or OUT/eval/final.json."""
+    name = "final.json" if step is None else f"step-{int(step):08d}.json"
+    return Path(out_dir) / "eval" / name
 
 
 def scalars(results: dict) -> dict[str, float]:
@@ -300,20 +319,22 @@ def tensorboard_scalars(results: dict) -> dict[str, float]:
             if key in metrics:
                 out[f"val/{name}-zeroshot-val-{key}"] = metrics[key]
     for name, metrics in results.get("retrieval", {}).items():
-        if name == "val":
+        if name == HELD_OUT:
             out.update({f"val/{k}": v for k, v in metrics.items() if _OPEN_CLIP_RETRIEVAL.match(k)})
     for key, value in scalars(results).items():
         group, rest = key.split("/", 1)
         name, metric = rest.rsplit("/", 1)
         taken = (group == "zeroshot" and metric in ("top1", "top5")) or (
-            group == "retrieval" and name == "val" and _OPEN_CLIP_RETRIEVAL.match(metric)
+            group == "retrieval" and name == HELD_OUT and _OPEN_CLIP_RETRIEVAL.match(metric)
         )
         if not taken:
             out[f"eval/{key}"] = value
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options: the model's (`train.sources`), then `EvalConfig`'s, defaults from its fields."""
+    default = EvalConfig()
     ap = argparse.ArgumentParser(
         prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -321,18 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--datasets",
         nargs="+",
-        default=["openclipart", "animal-mnist", "digits"],
+        default=list(default.datasets),
         help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE] "
         "(default: %(default)s)",
     )
     ap.add_argument(
         "--retrieval",
         nargs="*",
-        default=None,
+        default=default.retrieval,
         help="retrieval sets (openclipart); default: openclipart if it is among --datasets; "
         "give the flag alone for none",
     )
-    ap.add_argument("--cache", default=".cache/sample", help="sample cache (default: %(default)s)")
+    ap.add_argument("--cache", default=str(default.cache_dir), help="sample cache (default: %(default)s)")
     ap.add_argument(
         "--out",
         help="results go to OUT/eval/ (default: the checkpoint's run folder, or runs/models/SOURCE for --model)",
@@ -341,79 +362,109 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--templates",
         choices=["openai", "simple"],
-        default="openai",
+        default=default.templates,
         help="prompt templates: CLIP's 80 ImageNet prompts or its 7 simple ones (default: %(default)s)",
     )
-    ap.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
-    sources.add_device_arguments(ap)
+    ap.add_argument(
+        "--batch-size", type=int, default=default.batch_size, help="images per forward pass (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=default.num_workers,
+        help="data loader worker processes (default: %(default)s)",
+    )
+    sources.add_device_arguments(ap, precision=default.precision)
+    shots, seeds = "/".join(map(str, default.probe_shots)), f"{default.probe_seeds[0]}-{default.probe_seeds[-1]}"
     ap.add_argument(
         "--linear-probe",
         action="store_true",
-        help="also fit the CLIP paper's linear probe and 1/2/4/8/16-shot probes (seeds 0-2) on each "
+        default=default.linear_probe,
+        help=f"also fit the CLIP paper's linear probe and {shots}-shot probes (seeds {seeds}) on each "
         "labelled set's image embeddings, split 60/20/20 per class; zero-shot top-1 on the same "
         "test split beside them",
     )
     ap.add_argument(
         "--probe-seed",
         type=int,
-        default=0,
+        default=default.probe_seed,
         help="seed of the probe's train/validation/test split (default: %(default)s)",
     )
     ap.add_argument(
         "--feature-cache",
-        default=".cache/features",
+        default=str(default.feature_cache),
         help="with --linear-probe: keep the encoded features here per (weights, dataset), so another "
         "probe over the same weights does not encode the images again; '' for none "
         "(default: %(default)s)",
     )
+    return ap
+
+
+def config_from(args: argparse.Namespace) -> EvalConfig:
+    """The `EvalConfig` that parsed options ask for."""
+    return EvalConfig(
+        datasets=tuple(args.datasets),
+        retrieval=None if args.retrieval is None else tuple(args.retrieval),
+        cache_dir=args.cache,
+        templates=args.templates,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        precision=args.precision,
+        linear_probe=args.linear_probe,
+        probe_seed=args.probe_seed,
+        feature_cache=args.feature_cache or None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
     sources.check_model_arguments(ap, args)
-    retrieval = (
-        args.retrieval if args.retrieval is not None else [name for name in ("openclipart",) if name in args.datasets]
-    )
+    config = config_from(args)
     try:
         from . import eval_data
 
-        for spec in args.datasets:
+        for spec in config.datasets:
             eval_data.check_spec(spec)
-        for name in retrieval:
+        for name in config.retrieval_sets():
             eval_data.check_spec(name, retrieval=True)
         device = sources.pick_device(args.device)
-        autocast = autocast_factory(args.precision, device)
         loaded = sources.load(args, device)
-        if loaded.checkpoint is not None:
-            extra = {"checkpoint": str(loaded.checkpoint), "model": loaded.name, "checkpoint_step": loaded.step}
-            if "epoch" in loaded.meta:
-                extra["checkpoint_epoch"] = loaded.meta["epoch"]
-        else:
-            extra = {"checkpoint": None, "model": loaded.name, "pretrained": loaded.pretrained, "checkpoint_step": None}
         out = loaded.out(args.out)
         results = evaluate(
             loaded.model,
             loaded.tokenizer,
             loaded.preprocess,
-            args.datasets,
-            args.cache,
+            config,
             device,
             out,
             args.step,
-            templates=args.templates,
-            retrieval=retrieval,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            autocast=autocast,
-            extra=extra,
-            linear_probe=args.linear_probe,
-            probe_seed=args.probe_seed,
-            feature_cache=args.feature_cache or None,
-            precision=args.precision,
+            extra=_source_fields(loaded),
         )
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    from .report import refresh_report
+
+    refresh_report(out)  # OUT/report.html shows these results beside any earlier ones
+    print(json.dumps({"out": results["path"], **_summary(results)}, indent=2))
+    return 0
+
+
+def _source_fields(loaded: sources.Loaded) -> dict:
+    """What the results say about the model: its checkpoint and step, or its open_clip source."""
+    if loaded.checkpoint is None:
+        return {"checkpoint": None, "model": loaded.name, "pretrained": loaded.pretrained, "checkpoint_step": None}
+    fields = {"checkpoint": str(loaded.checkpoint), "model": loaded.name, "checkpoint_step": loaded.step}
+    if "epoch" in loaded.meta:
+        fields["checkpoint_epoch"] = loaded.meta["epoch"]
+    return fields
+
+
+def _summary(results: dict) -> dict:
+    """The headline numbers the command prints: accuracies, probes and recalls per set."""
     summary = {
         name: {k: v for k, v in r.items() if k.startswith(("top", "chance", "n"))}
         for name, r in results["datasets"].items()
@@ -433,11 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, r in results["retrieval"].items()
         }
     )
-    from .report import refresh_report
-
-    refresh_report(out)  # OUT/report.html shows these results beside any earlier ones
-    print(json.dumps({"out": results["path"], **summary}, indent=2))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

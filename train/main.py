@@ -242,9 +242,18 @@ def evaluate_during_training(net, tokenizer, data: StreamConfig, args, urls, run
     """Rank 0's evaluation at `step`, results into RUN/eval/ and the report. It must not
     move the training's RNG (dropout, ...): a run resumed from this step's checkpoint never
     ran it. A broken evaluation set costs the evaluation, not the training run."""
-    from .evaluate import evaluate
+    from .evaluate import EvalConfig, evaluate
     from .evaluate import tensorboard_scalars as eval_scalars
 
+    config = EvalConfig(
+        datasets=args.eval_datasets,
+        retrieval=(),  # its retrieval set is the held-out shard samples, `val` below
+        cache_dir=args.eval_cache,
+        precision=args.precision,
+        linear_probe=args.linear_probe and step == args.steps,  # the probes' sweep is for the trained model only
+        feature_cache=args.feature_cache or None,
+        progress=not args.quiet,
+    )
     rng = checkpoint.rng_state()
     net.eval()
     try:
@@ -253,20 +262,7 @@ def evaluate_during_training(net, tokenizer, data: StreamConfig, args, urls, run
             held_out = replace(data, batch_size=args.batch_size, workers=0)
             val = make_val_loader(urls[: args.val_shards], tokenizer, held_out)
         results = evaluate(
-            net,
-            tokenizer,
-            models.eval_transform(net),
-            args.eval_datasets,
-            args.eval_cache,
-            device,
-            run.local,
-            step=step,
-            retrieval_loader=val,
-            autocast=precision.autocast_factory(args.precision, device),
-            progress=not args.quiet,
-            linear_probe=args.linear_probe and step == args.steps,  # the probes' sweep is for the trained model only
-            feature_cache=args.feature_cache or None,
-            precision=args.precision,
+            net, tokenizer, models.eval_transform(net), config, device, run.local, step, retrieval_loader=val
         )
         if log.writer is not None:
             for k, v in eval_scalars(results).items():

@@ -1,21 +1,191 @@
-"""`python -m train.evaluate --linear-probe`: the CLIP paper's linear probe and k-shot probes on a
-tiny model's digits features, written beside the zero-shot results."""
+"""`train.evaluate`: one evaluation of a real, tiny, randomly initialised open_clip model
+(zero-shot, retrieval on given pairs, the written JSON), the command on a DDP checkpoint,
+`--linear-probe` on digits and on an imagefolder with its own split (and from the feature
+cache the second time), the command's defaults being `EvalConfig`'s, and `--help` before
+torch loads."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+import torch
+
+from train.eval_data import sklearn_digits
 
 from .conftest import ROOT
-from .test_evaluate_cli import evaluate_cli
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def evaluate_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "train.evaluate", *args],
+        env=env or ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("module", ["train", "train.evaluate", "train.export"])
+def test_help_answers_before_torch_is_imported(module):
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, "--help"],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0 and res.stdout.startswith("usage: python -m " + module), res.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert len(imported) > 10, "-X importtime lists the imports"
+    assert not {"torch", "open_clip", "numpy"} & imported
+    assert "latest.pt" not in res.stdout, "the examples name files that exist"
+
+
+def test_the_commands_defaults_are_the_configs():
+    """One home per default: the options parsed from nothing but a model are EvalConfig()."""
+    from train.evaluate import EvalConfig, build_parser, config_from
+
+    assert config_from(build_parser().parse_args(["--checkpoint", "x.pt"])) == EvalConfig()
+    given = build_parser().parse_args(
+        ["--checkpoint", "x.pt", "--datasets", "digits", "--retrieval", "--feature-cache", "", "--workers", "2"]
+    )
+    assert config_from(given) == EvalConfig(datasets=("digits",), retrieval=(), feature_cache=None, num_workers=2)
+
+
+def test_retrieval_defaults_to_openclipart_when_it_is_evaluated():
+    from train.evaluate import EvalConfig
+
+    assert EvalConfig(datasets=("digits", "openclipart")).retrieval_sets() == ["openclipart"]
+    assert EvalConfig(datasets=("digits",)).retrieval_sets() == []
+    assert EvalConfig(datasets=("openclipart",), retrieval=()).retrieval_sets() == [], "as the trainer asks"
+
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import open_clip
+
+    from train.model import register
+
+    register("zs-test-tiny", TINY)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("zs-test-tiny", pretrained=None)
+    tokenizer = open_clip.get_tokenizer("zs-test-tiny")
+    assert tokenizer.context_length == 16
+    long = tokenizer(["a photo of the hard to see signs and symbols, and many more words than fit"])
+    assert long.shape == (1, 16) and long[0, -1] == tokenizer.eot_token_id  # truncated, still ends in EOT
+    return model, tokenizer, preprocess
+
+
+def test_evaluate_end_to_end(tiny_model, tmp_path):
+    from train.evaluate import EvalConfig, evaluate, scalars
+
+    model, tokenizer, preprocess = tiny_model
+    model.train()
+    digits = sklearn_digits(transform=preprocess)
+    pairs = [
+        (
+            torch.stack([digits[i][0] for i in range(j, j + 6)]),  # (images, texts, uids) like the trainer's
+            tokenizer([f"the number {digits[i][1]}" for i in range(j, j + 6)]),
+            [str(i) for i in range(6)],
+        )
+        for j in (0, 6)
+    ]
+    config = EvalConfig(datasets=["digits"], cache_dir=tmp_path, templates="simple", batch_size=256)
+    res = evaluate(model, tokenizer, preprocess, config, "cpu", tmp_path, step=5, retrieval_loader=pairs, log=None)
+    assert model.training  # restored after evaluation
+    path = tmp_path / "eval" / "step-00000005.json"
+    assert res["path"] == str(path)
+    saved = json.loads(path.read_text())
+    assert saved["step"] == 5 and saved["templates"] == "simple" and saved["n_templates"] == 7
+    d = saved["datasets"]["digits"]
+    assert {
+        "top1",
+        "top5",
+        "chance_top1",
+        "chance_top5",
+        "n",
+        "n_classes",
+        "per_class_top1",
+        "classnames",
+        "mean_per_class_top1",
+        "info",
+    } <= set(d)
+    assert d["n"] == 1797 and d["n_classes"] == 10 and d["chance_top1"] == 0.1 and d["chance_top5"] == 0.5
+    assert 0.0 <= d["top1"] <= d["top5"] <= 1.0
+    r = saved["retrieval"]["val"]
+    assert r["n"] == 12 and r["chance_R@1"] == 1 / 12
+    assert 0.0 <= r["image_to_text_R@1"] <= r["image_to_text_R@10"] <= 1.0
+    assert not list((tmp_path / "eval").glob(".*tmp*"))
+    flat = scalars(saved)
+    assert flat["zeroshot/digits/top1"] == d["top1"] and flat["retrieval/val/chance_R@1"] == 1 / 12
+    assert "zeroshot/digits/mean_per_class_top1" in flat and "zeroshot/digits/per_class_top1" not in flat
+    assert not any(k.endswith("seconds") for k in flat)
+
+
+@pytest.mark.slow
+def test_evaluate_cli(tiny_model, tmp_path, capsys):
+    from train.evaluate import main
+
+    model, _, _ = tiny_model
+    run = tmp_path / "runs" / "r1"
+    ckpt = run / "checkpoints" / "latest.pt"
+    ckpt.parent.mkdir(parents=True)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}  # as saved from DDP
+    torch.save({"model": state, "config": {"model": "zs-test-ckpt", "model_config": TINY}, "step": 42}, ckpt)
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--datasets",
+                "digits",
+                "--templates",
+                "simple",
+                "--batch-size",
+                "512",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((run / "eval" / "final.json").read_text())
+    assert saved["checkpoint_step"] == 42 and saved["model"] == "zs-test-ckpt" and saved["step"] is None
+    assert saved["retrieval"] == {} and 0.0 <= saved["datasets"]["digits"]["top1"] <= 1.0
+    capsys.readouterr()
+
+    for bad in (tmp_path / "missing.pt", tmp_path / "garbage.pt"):
+        if bad.name == "garbage.pt":
+            bad.write_bytes(b"not a checkpoint")
+        assert main(["--checkpoint", str(bad), "--datasets", "digits"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and str(bad) in err and len(err.splitlines()) == 1
+    torch.save({"model": {}, "config": {"model": "zs-test-ckpt", "model_config": TINY}}, tmp_path / "empty.pt")
+    assert main(["--checkpoint", str(tmp_path / "empty.pt"), "--datasets", "digits"]) == 2
+    assert "weights do not fit" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """A randomly initialised tiny-ViT-64 saved as this trainer's checkpoint (as test_evaluate_cli does)."""
+    """A randomly initialised tiny-ViT-64 saved as this trainer's checkpoint ."""
     import torch
 
     from train import checkpoint
@@ -136,54 +306,6 @@ def test_linear_probe_cli_on_digits(tiny_checkpoint, tmp_path):
         k: v for k, v in probe.items() if k not in drop
     }
     assert second["top1"] == digits["top1"] and second["per_class_top1"] == digits["per_class_top1"]
-
-
-def test_probe_features_are_the_vit_features_before_the_projection():
-    import torch
-
-    from train import features
-    from train import model as models
-
-    torch.manual_seed(0)
-    net, _, size = models.create("tiny-ViT-64")
-    net.eval()
-    images = torch.randn(6, 3, size, size)
-    feats = features.encode(net, [(images[:4], torch.arange(4)), (images[4:], torch.arange(2))])
-    width = net.visual.proj.shape[0]
-    assert feats.probe.shape == (6, width) and feats.embedding.shape == (6, net.visual.proj.shape[1])
-    assert width != feats.embedding.shape[1], "tiny-ViT-64's width differs from its embedding size"
-    with torch.no_grad():
-        reference = torch.nn.functional.normalize(net.encode_image(images), dim=-1)
-        assert torch.allclose(feats.embedding, reference, atol=1e-5), "the embedding is encode_image's"
-        assert torch.allclose(feats.probe @ net.visual.proj, net.visual(images), atol=1e-5)
-    assert feats.kind == features.PRE_PROJECTION and net.visual.proj is not None, "the projection is put back"
-    assert feats.labels.tolist() == [0, 1, 2, 3, 0, 1]
-
-
-def test_feature_cache_key_follows_the_weights_and_survives_a_checkpoint(tiny_checkpoint):
-    """The trainer's in-memory model and the checkpoint it saved hash alike; another step does not."""
-    import torch
-
-    from train import features
-    from train.sources import load_checkpoint
-
-    loaded, _, _, _ = load_checkpoint(tiny_checkpoint)
-    ckpt = torch.load(next((tiny_checkpoint / "checkpoints").glob("*.pt")), weights_only=True)
-    digest = features.weights_digest(loaded)
-    assert features.weights_digest(_StateOnly(ckpt["model"])) == digest
-    with torch.no_grad():
-        loaded.logit_scale.add_(1e-3)
-    assert features.weights_digest(loaded) != digest
-
-
-class _StateOnly:
-    """A model as far as `weights_digest` looks: a state dict."""
-
-    def __init__(self, state):
-        self._state = state
-
-    def state_dict(self):
-        return self._state
 
 
 @pytest.fixture(scope="module")
