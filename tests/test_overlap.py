@@ -1,13 +1,12 @@
-"""Train-test overlap (`train.overlap`) and `pipeline decontaminate`, on real images.
+"""Train-test overlap (`train.overlap`), on real images.
 
 Planted duplicates: a webdataset shard holding copies of held-in digits and openclipart
 images (a lossless PNG, a JPEG at quality 75, scaled 0.5x and 2x, cropped by 2% and 3% a
 side) and non-duplicates (other images of the same classes, animal-mnist silhouettes);
 the scan with a randomly initialised tiny-ViT-64 at the default thresholds must find the
-copies (recall) and nothing else (precision). Also: the multi-index hash against a brute
-force search, the statistics against hand-computed numbers, the CLI's one-line errors and
-its output, and the decontaminated shards (exactly the matched keys gone, byte-identical on
-rerun, readable by webdataset)."""
+copies (recall) and nothing else (precision). Also: the statistics against hand-computed
+numbers, the CLI's one-line errors and its output. The detectors alone are
+tests/test_duplicates.py; the shards without the pairs found, tests/test_decontaminate.py."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import ROOT, assert_one_line_error, required_path, run_cli
+from .conftest import ROOT, assert_one_line_error, required_path
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 COPIES = ("png", "jpeg75", "half", "double", "crop2", "crop3")
@@ -50,7 +49,7 @@ def _scaled(image: Image.Image, factor: float) -> Image.Image:
 
 def copy_bytes(image: Image.Image, how: str) -> tuple[str, bytes]:
     """(extension, encoded bytes) of a copy of `image` made `how`."""
-    from train.overlap import cropped
+    from train.duplicates import cropped
 
     if how == "png":
         return "png", _png(image)
@@ -109,7 +108,8 @@ def _pick(labels: np.ndarray, n_held: int, n_other: int, seed: int, keep=lambda 
 def planted(tmp_path_factory, tiny_model):
     """The shard, the evaluation subsets (EvalSets with a random model) and the truth per key."""
     from train import eval_data
-    from train.overlap import build_eval_set, fingerprint
+    from train.duplicates import fingerprint
+    from train.overlap import build_eval_set
 
     model, tokenizer, preprocess = tiny_model
     digits = eval_data.sklearn_digits()
@@ -154,7 +154,8 @@ def planted(tmp_path_factory, tiny_model):
 
 @pytest.mark.sample
 def test_planted_duplicates_found_and_nothing_else(planted, tiny_model):
-    from train.overlap import MIN_COSINE, PHASH_MAX_DISTANCE, Matcher, dataset_result, scan_shards
+    from train.duplicates import Matcher
+    from train.overlap import MIN_COSINE, PHASH_MAX_DISTANCE, dataset_result, scan_shards
 
     shard, sets, truth = planted
     model, _, preprocess = tiny_model
@@ -184,110 +185,6 @@ def test_planted_duplicates_found_and_nothing_else(planted, tiny_model):
         {p["eval_index"] for p in scan.pairs if p["dataset"] == "digits"}
     )
     assert digits["by_kind"]["exact"] == 30 and sum(digits["by_kind"].values()) == digits["overlap"]
-
-
-def test_embedding_detector_keeps_the_best_match_above_the_threshold():
-    import torch
-
-    from train.overlap import EvalSet, Fingerprint, Matcher
-
-    emb = torch.eye(3, 4)  # three unit evaluation embeddings
-    eval_set = EvalSet(
-        "x",
-        np.array([0, 1, 1]),
-        ["a", "b", "c"],
-        np.array([[0, 0], [2**63, 2**63], [7, 7]], dtype=np.uint64),
-        np.ones((3, 2), dtype=bool),
-        0.5,
-        emb,
-    )
-    shard = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0, 0], [0, 0.6, 0.8, 0], [0, 0, 0, 1]]), dim=1)
-    fps = [Fingerprint("a", 0, True), Fingerprint("z", 2**62, True), Fingerprint("y", 2**61, True)]
-    matches = Matcher(eval_set, 0, 0.7).match(fps, shard)
-    got = [(m.pos, m.eval_index, m.kind, m.phash_distance) for m in matches]
-    assert got == [(0, 0, "exact", 0), (1, 2, "embedding", int(bin(2**62 ^ 7).count("1")))]
-    assert matches[1].cosine == pytest.approx(0.8, abs=1e-6)
-    assert [m.kind for m in Matcher(eval_set, 0, None).match(fps, shard)] == ["exact"], "off: no embedding"
-
-
-def test_unstable_hashes_match_nothing():
-    """A blank image and a symmetric line drawing hash to a phash decided by noise: they are
-    flagged and never matched by phash, however close their hashes."""
-    from PIL import ImageDraw
-
-    from train.overlap import EvalSet, Matcher, fingerprint
-
-    blank = Image.new("RGB", (120, 90), "white")
-    star = blank.copy()
-    ImageDraw.Draw(star).ellipse((30, 15, 90, 75), outline="black")
-    for image in (blank, star):
-        fp = fingerprint(image)
-        assert not fp.phash_ok
-        eval_set = EvalSet(
-            "x", np.array([0]), ["-"], np.array([[fp.phash] * 2], dtype=np.uint64), np.array([[False, False]]), 1.0
-        )
-        other = fingerprint(Image.new("RGB", (60, 60), (250, 250, 250)))
-        assert Matcher(eval_set, 8, None).match([other]) == []
-
-
-def test_fingerprint_is_imagehash_and_pixel_exact():
-    import imagehash
-
-    from train import eval_data
-    from train.overlap import fingerprint
-
-    ds = eval_data.sklearn_digits()
-    image = ds.image(5)
-    fp = fingerprint(image)
-    assert fp.phash == int(str(imagehash.phash(image)), 16)
-    assert fingerprint(Image.open(io.BytesIO(_png(image)))).sha256 == fp.sha256, "same pixels, another file"
-    assert fingerprint(image.resize((65, 64))).sha256 != fp.sha256
-    rgba = image.convert("RGBA")
-    rgba.putpixel((0, 0), (9, 9, 9, 0))  # transparent: white once composited, as the loaders do
-    white = image.copy()
-    white.putpixel((0, 0), (255, 255, 255))
-    assert fingerprint(rgba).sha256 == fingerprint(white).sha256
-
-
-# ---------------------------------------------------------------------------------------
-# Multi-index hashing
-
-
-def _brute_force(queries, hashes, t):
-    d = np.bitwise_count(queries[:, None] ^ hashes[None, :])
-    q, h = np.nonzero(d <= t)
-    return q, h, d[q, h]
-
-
-@pytest.mark.parametrize("t", [0, 1, 3, 6, 10, 20])
-def test_near_index_equals_brute_force(t):
-    from train.overlap import NearIndex
-
-    rng = np.random.default_rng(t)
-    hashes = rng.integers(0, 2**64, 3000, dtype=np.uint64, endpoint=False)
-    hashes[:500] &= np.uint64(0xFF)  # a crowded corner: many hashes share most blocks
-    hashes[500:510] = hashes[0]  # duplicates
-    flips = np.zeros(600, dtype=np.uint64)
-    for i in range(600):  # near copies: k random bits flipped, k up to 2t+2
-        for bit in rng.choice(64, size=rng.integers(0, 2 * t + 3), replace=False):
-            flips[i] |= np.uint64(1) << np.uint64(bit)
-    queries = np.concatenate(
-        [hashes[rng.integers(0, 3000, 600)] ^ flips, rng.integers(0, 2**64, 400, dtype=np.uint64, endpoint=False)]
-    )
-    got = NearIndex(hashes, t, chunk=97).search(queries)
-    want = _brute_force(queries, hashes, t)
-    assert len(want[0]) > 250, "the test exercises matches"
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
-
-
-def test_near_index_bounds():
-    from train.overlap import NearIndex
-
-    with pytest.raises(ValueError):
-        NearIndex([1, 2], 64)
-    q, h, d = NearIndex([], 3).search([5])
-    assert len(q) == len(h) == len(d) == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -474,149 +371,3 @@ def test_cli_writes_the_report(tiny_run, planted, tmp_path, capsys):
     rows = pairs.to_pylist()
     assert rows == sorted(rows, key=lambda r: (r["dataset"], r["eval_index"], r["shard"], r["key"]))
     assert len({r["eval_index"] for r in rows}) == d["overlap"]
-
-
-# ---------------------------------------------------------------------------------------
-# pipeline decontaminate
-
-
-@pytest.fixture()
-def shard_folder(tmp_path):
-    """shards/00000.tar (6 samples) + .parquet (and a failed download's row), 00001.tar (4) +
-    .parquet, 00000_stats.json; and the matches naming 3 of their keys, a missing key and a
-    missing shard."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from train.overlap import write_pairs
-
-    src = tmp_path / "shards"
-    src.mkdir()
-    rgb = Image.new("RGB", (8, 8), (10, 200, 30))
-    for s, n in ((0, 6), (1, 4)):
-        keys = [f"{s:04d}{i:04d}" for i in range(n)]
-        write_shard(src / f"{s:05d}.tar", [(k, "jpg", _jpeg(rgb)) for k in keys])
-        pq.write_table(
-            pa.table(
-                {
-                    "key": keys + ([f"{s:04d}9999"] if s == 0 else []),
-                    "status": ["success"] * n + (["failed_to_download"] if s == 0 else []),
-                }
-            ),
-            src / f"{s:05d}.parquet",
-        )
-    (src / "00000_stats.json").write_text("{}")
-    pair = {"eval_index": 0, "label": 0, "uid": None, "kind": "phash", "phash_distance": 0, "cosine": None}
-    pairs = [
-        {**pair, "dataset": "digits", "shard": f"{src}/00000.tar", "key": "00000001"},
-        {**pair, "dataset": "openclipart", "shard": f"{src}/00000.tar", "key": "00000001"},
-        {**pair, "dataset": "digits", "shard": f"{src}/00000.tar", "key": "00000004"},
-        {**pair, "dataset": "digits", "shard": "s3://elsewhere/00001.tar", "key": "00010003", "kind": "embedding"},
-        {**pair, "dataset": "digits", "shard": f"{src}/00001.tar", "key": "00017777"},
-        {**pair, "dataset": "digits", "shard": f"{src}/00042.tar", "key": "00420000"},
-    ]
-    matches = tmp_path / "overlap_pairs.parquet"
-    write_pairs(pairs, matches)
-    return src, matches
-
-
-def _contents(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
-
-
-def _members(path: Path) -> list[str]:
-    with tarfile.open(path) as tf:
-        return tf.getnames()
-
-
-def test_decontaminate_removes_exactly_the_matched_keys(shard_folder, tmp_path):
-    import pyarrow.parquet as pq
-    import webdataset as wds
-
-    src, matches = shard_folder
-    out = tmp_path / "clean"
-    res = run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(out), "--quiet")
-    assert res.returncode == 0, res.stderr
-    removed = {"00000001", "00000004", "00010003"}
-    for name in ("00000.tar", "00001.tar"):
-        want = [m for m in _members(src / name) if m.split(".")[0] not in removed]
-        assert _members(out / name) == want
-        with tarfile.open(src / name) as a, tarfile.open(out / name) as b:
-            assert [(m.name, m.mtime, m.mode, m.size) for m in b] == [
-                (m.name, m.mtime, m.mode, m.size) for m in a if m.name.split(".")[0] not in removed
-            ]
-    assert pq.read_table(out / "00000.parquet")["key"].to_pylist() == [
-        "00000000",
-        "00000002",
-        "00000003",
-        "00000005",
-        "00009999",
-    ]
-    assert sorted(_contents(out)) == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar", "decontaminate.json"]
-    stats = json.loads((out / "decontaminate.json").read_text())
-    assert stats["complete"] and (stats["n_shards"], stats["samples_in"], stats["samples_out"]) == (2, 10, 7)
-    assert stats["removed"] == 3 and stats["removed_by_dataset"] == {"digits": 3, "openclipart": 1}
-    assert stats["matched_not_found"] == 1 and stats["matched_shards_absent"] == ["00042.tar"]
-    assert stats["left_out"] == ["00000_stats.json"]
-    keys = [s["__key__"] for s in wds.WebDataset(str(out / "00000.tar"), shardshuffle=False)]
-    assert keys == ["00000000", "00000002", "00000003", "00000005"]
-
-    before = _contents(out)
-    (out / "00001.tar").unlink()  # as if interrupted before its rename
-    again = run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(out), "--quiet")
-    assert again.returncode == 0, again.stderr
-    assert _contents(out) == before, "a rerun writes the same bytes, and skips what is done"
-    fresh = tmp_path / "fresh"
-    assert (
-        run_cli(
-            "decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(fresh), "--quiet"
-        ).returncode
-        == 0
-    )
-    assert all((fresh / n).read_bytes() == b for n, b in before.items() if n != "decontaminate.json")
-
-
-def test_decontaminate_bad_input_is_one_line(shard_folder, tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    src, matches = shard_folder
-    out = str(tmp_path / "o")
-    assert_one_line_error(
-        run_cli("decontaminate", "--shards", str(src), "--matches", str(tmp_path / "none.parquet"), "--out", out),
-        "not found",
-    )
-    lacking = tmp_path / "lacking.parquet"
-    pq.write_table(pa.table({"shard": ["00000.tar"], "key": ["00000001"]}), lacking)
-    assert_one_line_error(
-        run_cli("decontaminate", "--shards", str(src), "--matches", str(lacking), "--out", out), "no column dataset"
-    )
-    assert_one_line_error(
-        run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(src) + "/"),
-        "the same folder as --shards",
-    )
-    assert_one_line_error(
-        run_cli("decontaminate", "--shards", str(tmp_path), "--matches", str(matches), "--out", out), "no *.tar"
-    )
-    assert (
-        run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", out, "--quiet").returncode
-        == 0
-    )
-    assert_one_line_error(
-        run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", out, "--kinds", "embedding"),
-        "other inputs",
-    )
-
-
-def test_decontaminate_does_not_import_torch():
-    res = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "pipeline", "decontaminate", "--help"],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0 and "--matches" in res.stdout, res.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
-    assert "pipeline.decontaminate" in imported and not {"torch", "train", "open_clip"} & imported
