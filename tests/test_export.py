@@ -150,3 +150,17 @@ def test_bad_sources_are_one_line_errors(exported, tmp_path, capsys):
         assert main([str(source), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_the_card_reads_the_steps_evaluation_under_either_file_name(tmp_path):
+    from train.export import _eval_at
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    assert _eval_at(run, 3) is None and _eval_at(None, 3) is None
+    (run / "eval" / "final.json").write_text(json.dumps({"checkpoint_step": 3, "from": "final"}))
+    assert _eval_at(run, 3)["from"] == "final" and _eval_at(run, 4) is None, "final.json only for its own step"
+    (run / "eval" / "step-0000003.json").write_text(json.dumps({"from": "7 digits"}))
+    assert _eval_at(run, 3)["from"] == "7 digits"
+    (run / "eval" / "step-00000003.json").write_text(json.dumps({"from": "8 digits"}))
+    assert _eval_at(run, 3)["from"] == "8 digits"

@@ -32,8 +32,9 @@ from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
 
 def _eval_at(run: Path | None, step: int) -> dict | None:
-    """The run's evaluation of this step: eval/step-NNNNNNNN.json (7 digits before the
-    checkpoints' width was used), or eval/final.json when it was made from this step."""
+    """The run's evaluation of this step: eval/step-NNNNNNNN.json (or the 7-digit name that
+    runs of earlier trainers hold, so their models export with their results), or
+    eval/final.json when it was made from this step."""
     if run is None:
         return None
     names = [f"step-{step:08d}.json", f"step-{step:07d}.json", "final.json"]
