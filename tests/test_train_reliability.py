@@ -32,8 +32,8 @@ def shards(tmp_path_factory) -> Path:
     return root
 
 
-def train_cmd(*args: str) -> list[str]:
-    return train_command("--no-final-eval", *args)
+def train_cmd(*args: str, **options) -> list[str]:
+    return train_command("--no-final-eval", *args, **options)
 
 
 def run_all(cmds: dict[str, list[str]], timeout: float = 300) -> dict[str, subprocess.CompletedProcess]:

@@ -15,10 +15,10 @@ tensors and plain containers (refused by `weights_only=True`, never loaded other
 and a dict that is not a training checkpoint.
 
 Format: {"model", "optimizer", "scaler", "step", "rng": [per rank], "data": {...},
-"config"}. Since format 2 `data["streams"]` holds every rank's data-stream position
+"config"}. `data["streams"]` holds every rank's data-stream position
 (`train.stream.TrainLoader.state_dict()`), so a resumed run sees exactly the samples the
-uninterrupted run would have; a checkpoint without it still loads and the stream is then
-reseeded at its step.
+uninterrupted run would have; when a position does not fit (other ranks, workers or
+shards), the stream is reseeded at the checkpoint's step instead.
 """
 
 from __future__ import annotations
