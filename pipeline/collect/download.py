@@ -1,7 +1,10 @@
 """Download the balanced selection into webdataset shards with img2dataset.
 
 img2dataset already does this well at scale (threaded fetching, resizing, incremental
-mode, opt-out directives, Ray/Spark distributors), so this stage only configures it:
+mode, opt-out directives), so this stage assembles its pieces (`Reader`, `Resizer`, its
+`Downloader` and webdataset writer, its logger process) around our own distributors,
+the way `img2dataset.download` does, without replacing anything in img2dataset's modules:
+other code in the same process gets img2dataset as it is.
 - inputs: `curation/selected/part-*.parquet`; each sample's `.json` and each shard's
   `.parquet` carry `uid`, the matched `query_ids`/`queries` and the keep probability;
 - resize keeping the aspect ratio so the shorter side is `image_size`, never upscaling
@@ -32,12 +35,13 @@ import traceback
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
 import fsspec  # noqa: E402
-from img2dataset import download as img2dataset_download  # noqa: E402
 from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
+from img2dataset.logger import LoggerProcess  # noqa: E402
+from img2dataset.reader import Reader  # noqa: E402
+from img2dataset.resizer import Resizer  # noqa: E402
 from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
 
 from .. import layout
@@ -49,6 +53,12 @@ from . import egress
 from .card import remove_derived, write_derived
 
 CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
+# img2dataset's own defaults, which `img2dataset.download` would apply: the opt-out
+# directives a response header may carry (X-Robots-Tag) to be refused, how many more times
+# a failed shard is tried, and the digits of a shard's number (00000.tar).
+OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+MAX_SHARD_RETRY = 1
+SHARD_DIGITS = 5
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 
 
@@ -164,23 +174,19 @@ def _say(msg: str) -> None:
 
 
 class ShardDownloader(Img2datasetDownloader):
-    """img2dataset's Downloader under our egress policy, stopping a shard on a storage fault.
+    """img2dataset's Downloader under our egress policy, writing with `_ShardWriter` and
+    stopping a shard on a storage fault.
 
-    img2dataset pickles its Downloader to spawned workers; unpickling this class imports
-    this module there, and each call installs the policy (host guard, deadline, size cap)
-    as the process's urllib opener: a Ray worker keeps its opener from task to task, so
-    every shard sets its own. A shard that hits ENOSPC, EDQUOT, EROFS or EIO has its files
+    The distributors pickle it to spawned workers; unpickling this class imports this
+    module there, and each call installs the policy (host guard, deadline, size cap) as the
+    process's urllib opener: a Ray worker keeps its opener from task to task, so every
+    shard sets its own. A shard that hits ENOSPC, EDQUOT, EROFS or EIO has its files
     deleted (no `NNNNN_stats.json` is left, so incremental mode redoes it) and comes back
     failed with the fault, which the distributors turn into the stage's error.
     """
 
-    sample_writer_class: type  # set by img2dataset's Downloader.__init__
-
-    def __init__(self, *args, policy: egress.Policy, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.sample_writer_class is not WebDatasetSampleWriter:
-            raise ValueError(f"expected img2dataset's webdataset writer, got {self.sample_writer_class}")
-        self.sample_writer_class = _ShardWriter
+    def __init__(self, *, policy: egress.Policy, **kwargs):
+        super().__init__(sample_writer_class=_ShardWriter, **kwargs)
         self.policy = policy
 
     def __call__(self, row):
@@ -225,21 +231,21 @@ def _storage_failure(shard_id: int | None, fault: tuple, out: str) -> PartFailed
     return exc
 
 
-def local_distributor(failures: list, processes_count, downloader, reader, _subjob_size, max_shard_retry) -> None:
+def local_distributor(downloader, reader, processes_count: int, max_shard_retry: int) -> None:
     """img2dataset's multiprocessing distributor, except that a storage fault stops the stage.
 
-    Written out because img2dataset's keeps only (ok, row) and retries every failed shard:
-    it cannot tell a full disk from a flaky shard. This one hands a shard to each process
+    Not img2dataset's own because that one keeps only (ok, row) and retries every failed
+    shard: it cannot tell a full disk from a flaky shard. This one hands a shard to each process
     as one frees up; once a shard comes back with a storage fault (see `ShardDownloader`),
     or the reader fails to write the shards' rows to OUT/_tmp in this process, it starts
     no more shards, lets the running ones end (on a full disk they stop at their first
     write and delete their files; killing them would leave partial files behind) and
-    appends the fault to `failures`, which `download` raises once img2dataset has stopped
-    its logger process. Other failed shards are retried `max_shard_retry` times, as
-    img2dataset does.
+    raises the fault as `PartFailed`. Other failed shards are retried `max_shard_retry`
+    times, as img2dataset does.
     """
     out = getattr(downloader, "output_folder", "")
     done: queue.SimpleQueue = queue.SimpleQueue()
+    failures: list[PartFailed] = []
 
     def run(pool, rows) -> list:
         """Every row of `rows` (until a storage fault); returns the rows that failed otherwise."""
@@ -289,6 +295,8 @@ def local_distributor(failures: list, processes_count, downloader, reader, _subj
             )
         pool.close()
         pool.join()
+    if failures:
+        raise failures[0]
 
 
 _WORKER_DOWNLOADER: list = []
@@ -309,29 +317,73 @@ def _download_shard(row) -> int:
     return row[0]
 
 
-def ray_distributor(
-    engine: Engine, failures: list, processes_count, downloader, reader, subjob_size, max_shard_retry
-) -> None:
-    """img2dataset's distributor slot, filled by our engine when --engine ray.
+def ray_distributor(downloader, reader, engine: Engine) -> None:
+    """The shards as part tasks of our engine, when --engine ray.
 
     img2dataset's own Ray distributor pickles the downloader into every task and neither
     retries a failed shard nor stops on one; this one ships the downloader once per
     worker, retries a shard `--max-part-retries` times (Ray also re-runs a shard whose
-    worker died) and fails the step if one still fails, like every other step. The failure
-    is appended to `failures` and raised by `download` after img2dataset has stopped its
-    logger process (raised through img2dataset, that process would be left running).
+    worker died) and fails the step if one still fails, like every other step.
     """
+    run_parts(
+        _download_shard,
+        reader,
+        engine,
+        setup=_install_downloader,
+        setup_args=(downloader,),
+        describe=lambda row: f"shard {row[0]:05d}",
+    )
+
+
+def _fetch(url_list: str, out: str, columns: list[str], make_downloader, samples_per_shard: int, distribute) -> None:
+    """What `img2dataset.download` does for webdataset output in incremental mode, with our
+    downloader and distributor: the shards whose `NNNNN_stats.json` exists are done; the
+    reader splits the rest of the selection into shard files under OUT/_tmp; img2dataset's
+    logger process reports progress from the shards' stats until the distributor returns
+    (or fails: it is stopped either way, so no process is left behind)."""
+    fs, out_path = fsspec.core.url_to_fs(out)
+    tmp_path = out + "/_tmp"
+    tmp_fs, tmp_dir = fsspec.core.url_to_fs(tmp_path)
+    if not tmp_fs.exists(tmp_dir):
+        tmp_fs.mkdir(tmp_dir)
+    done_shards = {int(x.split("/")[-1].split("_")[0]) for x in fs.glob(out_path + "/*.json")}
+    reader = Reader(
+        url_list=url_list,
+        input_format="parquet",
+        url_col="url",
+        caption_col="text",
+        verify_hash_col=None,
+        verify_hash_type=None,
+        save_additional_columns=columns,
+        number_sample_per_shard=samples_per_shard,
+        done_shards=done_shards,
+        tmp_path=tmp_path,
+        start_shard_id=0,
+    )
+    downloader = make_downloader(output_folder=out, column_list=reader.column_list)
+    logger = LoggerProcess(out, False, "img2dataset", {})
+    logger.done_shards = done_shards
+    logger.start()
     try:
-        run_parts(
-            _download_shard,
-            reader,
-            engine,
-            setup=_install_downloader,
-            setup_args=(downloader,),
-            describe=lambda row: f"shard {row[0]:05d}",
-        )
-    except PartFailed as e:
-        failures.append(e)
+        distribute(downloader, reader)
+    finally:
+        logger.join()  # asks it to stop after a last pass over the shards' stats
+    if not hasattr(tmp_fs, "s3"):
+        tmp_fs.rm(tmp_dir, recursive=True)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    """`name` set to `value` in this process's environment while the block runs, then as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 @contextlib.contextmanager
@@ -406,21 +458,28 @@ def download(
     if not list(selected.glob(layout.PART_GLOB)):
         raise InputError(f"{selected}: no selected parts; run the balance step first")
     columns = _extra_columns(selected)
-    # OpenCV reads this once, when cv2 is first imported: it reaches img2dataset's freshly
-    # started multiprocessing workers, not a process that already imported cv2.
-    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
-
-    # img2dataset builds its Downloader in this process and pickles it to its spawned
-    # workers: a subclass defined here brings the egress policy along. (The package
-    # attribute `img2dataset.main` is the CLI function; the module is in sys.modules.)
-    img2dataset_main: Any = sys.modules["img2dataset.main"]  # attributes are set here, not declared
-    img2dataset_main.Downloader = partial(ShardDownloader, policy=policy)
     engine = engine or Engine(workers=processes)
-    failures: list[PartFailed] = []
-    img2dataset_main.multiprocessing_distributor = partial(local_distributor, failures)
     if engine.name == "ray":
         connect_ray(engine)
-        img2dataset_main.ray_distributor = partial(ray_distributor, engine, failures)
+        distribute = partial(ray_distributor, engine=engine)
+    else:
+        distribute = partial(local_distributor, processes_count=processes, max_shard_retry=MAX_SHARD_RETRY)
+    directives = OPT_OUT_DIRECTIVES if disallowed_header_directives is None else disallowed_header_directives
+    resizer = Resizer(
+        image_size=image_size,
+        resize_mode="keep_ratio",
+        resize_only_if_bigger=True,
+        upscale_interpolation="lanczos",
+        downscale_interpolation="area",
+        encode_quality=95,
+        encode_format="jpg",
+        skip_reencode=False,
+        disable_all_reencoding=False,
+        min_image_size=0,
+        max_image_area=float(max_image_pixels),
+        max_aspect_ratio=float("inf"),
+        blurrer=None,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     remove_derived(out)
@@ -429,37 +488,38 @@ def download(
         if quiet
         else None
     )
-    with _redirect_output(log):
-        img2dataset_download(
-            url_list=str(selected),
-            input_format="parquet",
-            url_col="url",
-            caption_col="text",
-            save_additional_columns=columns,
-            output_format="webdataset",
-            output_folder=str(out),
-            image_size=image_size,
-            resize_mode="keep_ratio",
-            resize_only_if_bigger=True,
-            encode_format="jpg",
-            encode_quality=95,
-            processes_count=processes,
-            distributor="ray" if engine.name == "ray" else "multiprocessing",
-            thread_count=threads,
-            number_sample_per_shard=samples_per_shard,
-            timeout=timeout,
-            retries=retries,
-            max_image_area=float(max_image_pixels),
-            incremental_mode="incremental",
-            disallowed_header_directives=disallowed_header_directives,
-            enable_wandb=False,
-            compute_hash="sha256",
-        )
-    if log is not None and is_remote(curation):  # the log of img2dataset's processes, kept beside the stats
-        with atomic_path(curation / layout.DOWNLOAD_LOG) as tmp:
-            shutil.move(log, tmp)
-    if failures:  # nothing is summarised: the stage did not finish
-        raise failures[0]
+    try:
+        # OpenCV reads its pixel limit once, when cv2 is first imported: the processes
+        # started meanwhile (download workers, img2dataset's logger) get it.
+        with _redirect_output(log), _environ("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_image_pixels)):
+            _fetch(
+                str(selected),
+                str(out),
+                columns,
+                partial(
+                    ShardDownloader,
+                    policy=policy,
+                    resizer=resizer,
+                    thread_count=threads,
+                    save_caption=True,
+                    extract_exif=True,
+                    timeout=timeout,
+                    number_sample_per_shard=samples_per_shard,
+                    oom_shard_count=SHARD_DIGITS,
+                    compute_hash="sha256",
+                    verify_hash_type=None,
+                    encode_format="jpg",
+                    retries=retries,
+                    user_agent_token=None,
+                    disallowed_header_directives=list(directives) or None,
+                ),
+                samples_per_shard,
+                distribute,
+            )
+    finally:
+        if log is not None and is_remote(curation):  # the log of img2dataset's processes, kept beside the stats
+            with atomic_path(curation / layout.DOWNLOAD_LOG) as tmp:
+                shutil.move(log, tmp)
     totals = summarise(out, layout.step_stats(curation, "download"))
     expected = 0
     for f in selected.glob(layout.PART_GLOB):
