@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.checks import produced, same  # noqa: E402
 from pipeline.audit.views import open_inputs  # noqa: E402
 from pipeline.browse.index import PER_PAGE, Index  # noqa: E402
+from pipeline.options import MEMORY_LIMIT  # noqa: E402
 
 
 def write_dataset(out: Path, rows: int, shards: int, n_queries: int, seed: int) -> tuple[Path, Path]:
@@ -103,7 +104,7 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=200_000)
     ap.add_argument("--pages", type=int, default=200, help="query pages timed through the index")
     ap.add_argument("--scan-pages", type=int, default=10, help="of those, timed as a scan too")
-    ap.add_argument("--memory-limit", default="2GB")
+    ap.add_argument("--memory-limit", default=MEMORY_LIMIT)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "browse"))
     args = ap.parse_args()

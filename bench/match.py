@@ -46,7 +46,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from bench.checks import produced, same  # noqa: E402
+from pipeline.collect.config import MatchConfig  # noqa: E402
 from pipeline.collect.match import QueryMatcher, match_pool  # noqa: E402
+from pipeline.distribute import Engine  # noqa: E402
 from pipeline.queries.wordnet import read_head_words  # noqa: E402
 
 SIZE = 500_000
@@ -331,7 +333,7 @@ def main() -> int:
         out = Path(args.out) / f"matches-w{w}"
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        stats = match_pool(str(pool / "*.parquet"), str(qfile), str(out), workers=w)
+        stats = match_pool(str(pool / "*.parquet"), str(qfile), str(out), MatchConfig(), Engine(workers=w))
         wall = time.perf_counter() - t
         stage[f"workers_{w}"] = {"wall_s": round(wall, 2), "texts_per_s": round(stats["rows"] / wall, 1)}
         produced("match", f"match_pool with {w} worker(s) (matched texts)", stats["matched"])

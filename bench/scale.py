@@ -56,6 +56,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from bench.checks import fail, produced  # noqa: E402
+from pipeline.collect.config import BalanceConfig  # noqa: E402
+from pipeline.options import MEMORY_LIMIT  # noqa: E402
 
 STEPS = ("pool", "match", "balance")
 ENGINES = ("local", "ray")
@@ -444,8 +446,10 @@ def main() -> int:
         help="rows per input file = per pool part (default: 500000, less for small sizes so "
         "the smallest size has at least --workers files)",
     )
-    ap.add_argument("--per-query", type=int, default=20_000, help="balance cap t (default: CLIP's 20000)")
-    ap.add_argument("--memory-limit", default="2GB", help="passed to every step (default: 2GB)")
+    ap.add_argument(
+        "--per-query", type=int, default=BalanceConfig().per_query, help="balance cap t (default: %(default)s, CLIP's)"
+    )
+    ap.add_argument("--memory-limit", default=MEMORY_LIMIT, help="passed to every step (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--wordnet", default=os.environ.get("WORDNET_DIR", str(ROOT / ".cache/sample/wordnet-base/usr/share/wordnet"))

@@ -39,7 +39,7 @@ from .io import atomic_path
 from .storage import is_remote, location
 
 # The query list folder. (The folders' default places, query_lists/ and shards/, are
-# spelled by the CLIs, which stay light to import.)
+# defaults of the CLIs' settings: `ShardParams` in collect/config.py, and queries/cli.py.)
 QUERIES = "queries.parquet"
 QUERIES_TXT = "queries.txt"
 BUILD = "build.json"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from dataclasses import fields
 
+from .distribute import Engine
+
+MEMORY_LIMIT = "2GB"  # DuckDB's memory limit where no --memory-limit is given
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*$", re.I)
 
 
@@ -45,18 +49,20 @@ def memory_limit(text: str) -> str:
 
 
 def add_engine_args(p: argparse.ArgumentParser, workers_default: int) -> None:
-    """--engine, --ray-address, --max-part-retries and --workers: where a stage's parts run."""
+    """--engine, --ray-address, --max-part-retries and --workers: where a stage's parts run
+    (the defaults are `Engine`'s, but for `workers_default`)."""
+    defaults = {f.name: f.default for f in fields(Engine)}
     g = p.add_argument_group("engine (where the parts of a step run)")
     g.add_argument(
         "--engine",
         choices=("local", "ray"),
-        default="local",
+        default=defaults["name"],
         help="local: a process pool on this machine; ray: tasks on a Ray cluster (outputs are "
         "identical) (default: %(default)s)",
     )
     g.add_argument(
         "--ray-address",
-        default=None,
+        default=defaults["ray_address"],
         metavar="HOST:PORT",
         help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS if set, else start "
         "a Ray on this machine with --workers CPUs)",
@@ -71,14 +77,12 @@ def add_engine_args(p: argparse.ArgumentParser, workers_default: int) -> None:
     g.add_argument(
         "--max-part-retries",
         type=non_negative_int,
-        default=2,
+        default=defaults["max_part_retries"],
         help="run a failed part again this many times before the step fails (default: %(default)s)",
     )
 
 
-def engine_from_args(args: argparse.Namespace):
-    from .distribute import Engine
-
+def engine_from_args(args: argparse.Namespace) -> Engine:
     return Engine(
         name=args.engine, workers=args.workers, ray_address=args.ray_address, max_part_retries=args.max_part_retries
     )

@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 
 from pipeline.collect import balance as bal
 
+from .support.collect import balance
+
 
 def uid(i: int) -> str:
     return hashlib.blake2b(str(i).encode(), digest_size=8).hexdigest()
@@ -96,7 +98,7 @@ def test_kept_counts_match_expectation_on_zipf_pool(tmp_path):
     t, n_queries = 200, 300
     rows = zipf_rows(60_000, n_queries, seed=1)  # one query per text: kept ~ Binomial(count, p)
     cur, qpath = write_curation(tmp_path, rows, n_queries, parts=3)
-    stats = bal.balance(cur, str(qpath), per_query=t, seed=0)
+    stats = balance(cur, str(qpath), per_query=t, seed=0)
     counts = Counter(q for r in rows for q in r)
     kept = Counter(q for r in kept_rows(cur) for q in r["query_ids"])
     over = [q for q in counts if counts[q] > t]
@@ -117,7 +119,7 @@ def test_kept_counts_match_expectation_on_zipf_pool(tmp_path):
 def test_multi_query_keep_probability_and_columns(tmp_path):
     rows = [[0, 1]] * 400 + [[0]] * 600 + [[2]] * 3
     cur, qpath = write_curation(tmp_path, rows, 3, parts=1)
-    bal.balance(cur, str(qpath), per_query=100, seed=5)
+    balance(cur, str(qpath), per_query=100, seed=5)
     kept = kept_rows(cur)
     p0, p1 = 100 / 1000, 100 / 400
     for r in kept:
@@ -133,31 +135,31 @@ def test_independent_of_parts_order_and_workers(tmp_path):
     rows = zipf_rows(20_000, 100, seed=2, multi=0.3)
     a, qa = write_curation(tmp_path / "a", rows, 100, parts=1)
     b, qb = write_curation(tmp_path / "b", rows, 100, parts=4)
-    bal.balance(a, str(qa), per_query=50, seed=9, workers=1)
-    bal.balance(b, str(qb), per_query=50, seed=9, workers=2)
+    balance(a, str(qa), per_query=50, seed=9, workers=1)
+    balance(b, str(qb), per_query=50, seed=9, workers=2)
     ka = {r["uid"]: r for r in kept_rows(a)}
     kb = {r["uid"]: r for r in kept_rows(b)}
     assert ka.keys() == kb.keys() and 0 < len(ka) < len(rows)
     assert all(ka[k]["keep_prob"] == kb[k]["keep_prob"] for k in ka)
     # A different seed draws differently.
     c, qc = write_curation(tmp_path / "c", rows, 100, parts=2)
-    bal.balance(c, str(qc), per_query=50, seed=10)
+    balance(c, str(qc), per_query=50, seed=10)
     assert {r["uid"] for r in kept_rows(c)} != ka.keys()
 
 
 def test_rerun_skips_done_parts_and_new_seed_redoes_them(tmp_path):
     rows = zipf_rows(5_000, 50, seed=3)
     cur, qpath = write_curation(tmp_path, rows, 50, parts=2)
-    bal.balance(cur, str(qpath), per_query=20, seed=1)
+    balance(cur, str(qpath), per_query=20, seed=1)
     part = cur / "selected" / "part-00000.parquet"
     m = part.stat().st_mtime_ns
     first = part.read_bytes()
-    bal.balance(cur, str(qpath), per_query=20, seed=1)
+    balance(cur, str(qpath), per_query=20, seed=1)
     assert part.stat().st_mtime_ns == m
     (cur / "selected" / "_stats" / "part-00001.json").unlink()  # as if killed before finishing part 1
-    bal.balance(cur, str(qpath), per_query=20, seed=1)
+    balance(cur, str(qpath), per_query=20, seed=1)
     assert part.read_bytes() == first
-    bal.balance(cur, str(qpath), per_query=20, seed=2)
+    balance(cur, str(qpath), per_query=20, seed=2)
     assert part.read_bytes() != first
     settings = json.loads((cur / "selected" / "_settings.json").read_text())
     assert settings["seed"] == 2

@@ -24,8 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.download import download
-
+from .support.collect import download
 from .support.httpserver import bomb_png, make_png
 
 pytestmark = pytest.mark.slow

@@ -35,6 +35,7 @@ import pytest
 from PIL import Image
 
 from .conftest import run_cli
+from .support.collect import download
 from .support.httpserver import SLOW_MAX_SECONDS, TRUNCATED_MISSING, bomb_png, make_png, serve_directory
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset's workers would try the network
@@ -335,7 +336,6 @@ def test_redirect_from_a_public_host_to_a_private_one_is_refused(tmp_path: Path)
     is let through the policy (`allowed_addresses`), as a public one would be. A second
     loopback server (another port) plays the private host a redirect points to.
     """
-    from pipeline.collect.download import download
 
     with _redirector() as public, _redirector() as private:
         pub, priv = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{private}"

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from pipeline.collect import egress
-from pipeline.collect.download import download
 from pipeline.distribute import Engine
 from pipeline.sample.server import serve_directory
+
+from .support.collect import download
 
 
 def test_names_resolving_to_local_addresses_are_refused():

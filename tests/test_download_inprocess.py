@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.download import download
 from pipeline.distribute import Engine
 
+from .support.collect import download
 from .support.httpserver import make_png, serve_directory
 from .test_download_guard import selection
 

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.collect import match as m
-from pipeline.collect.match import QueryMatcher, fold_case, match_pool
+from pipeline.collect.match import QueryMatcher, fold_case
 from pipeline.errors import InputError
+
+from .support.collect import match_pool
 
 
 def found(queries: list[str], text: str | None, ignore_case: bool = False) -> list[str]:

@@ -15,14 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.match import MetaClipMatcher, QueryMatcher, make_matcher, match_pool
+from pipeline.collect.config import MatchConfig
+from pipeline.collect.match import MetaClipMatcher, QueryMatcher, make_matcher
 from pipeline.errors import InputError
 
 from .conftest import assert_one_line_error, run_cli
+from .support.collect import match_pool
 
 
 def found(queries: list[str | None], text: str | None, recipe: str) -> list[str | None]:
-    return [queries[i] for i in make_matcher(queries, recipe=recipe).match(text)]
+    return [queries[i] for i in make_matcher(queries, MatchConfig(recipe=recipe)).match(text)]
 
 
 # (entry, text, matches under clip, matches under metaclip)
@@ -146,18 +148,20 @@ def test_multi_word_and_overlapping_entries(recipe):
 
 @pytest.mark.parametrize("recipe", ["clip", "metaclip"])
 def test_ids_sorted_unique_and_empty_entries(recipe):
-    matcher = make_matcher(["cat", "", " ", "\t", None, "dog", "dog"], recipe=recipe)
+    matcher = make_matcher(["cat", "", " ", "\t", None, "dog", "dog"], MatchConfig(recipe=recipe))
     assert matcher.match("dog cat dog  cat\t\tdog") == [0, 5, 6]
     assert matcher.match("") == [] and matcher.match(None) == []
-    assert make_matcher([None, "", "a,b"], recipe=recipe).match("a,b  x") == ([2] if recipe == "clip" else [])
+    assert make_matcher([None, "", "a,b"], MatchConfig(recipe=recipe)).match("a,b  x") == (
+        [2] if recipe == "clip" else []
+    )
 
 
 def test_metaclip_refuses_ignore_case_and_unknown_recipes(tmp_path):
     with pytest.raises(InputError, match="--ignore-case cannot be used with --recipe metaclip"):
-        make_matcher(["dog"], ignore_case=True, recipe="metaclip")
+        make_matcher(["dog"], MatchConfig(ignore_case=True, recipe="metaclip"))
     with pytest.raises(InputError, match="unknown matching recipe 'laion'"):
-        make_matcher(["dog"], recipe="laion")
-    assert isinstance(make_matcher(["dog"]), QueryMatcher)
+        make_matcher(["dog"], MatchConfig(recipe="laion"))
+    assert isinstance(make_matcher(["dog"], MatchConfig()), QueryMatcher)
 
 
 # ------------------------------------------------------------------ the stage and the CLI

@@ -14,10 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.collect.pool import DROP_KEYS, build_pool, input_format
+from pipeline.collect.pool import DROP_KEYS, input_format
 from pipeline.collect.pool import stage as pool_mod
 from pipeline.collect.urls import check_url, make_uid, normalise_text
 from pipeline.errors import InputError
+
+from .support.collect import build_pool
 
 ROWS = [
     ("https://example.com/cat.jpg", "a cat"),

@@ -17,10 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.pool import DROP_KEYS, FINE_BUCKETS, build_pool
+from pipeline.collect.pool import DROP_KEYS, FINE_BUCKETS
 from pipeline.collect.pool import stage as pool_mod
 from pipeline.collect.urls import make_uid
 from pipeline.errors import InputError
+
+from .support.collect import build_pool
 
 N_INPUTS = 7
 

@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.collect.pool import DROP_KEYS, build_pool
+from pipeline.collect.pool import DROP_KEYS
 from pipeline.collect.urls import MAX_URL_CHARS, check_url
 from pipeline.errors import InputError, printable
 
 from .conftest import assert_one_line_error, run_cli
+from .support.collect import build_pool
 from .test_wat import write_wat
 
 GOOD = "https://example.com/cat.jpg"

@@ -19,7 +19,9 @@ import webdataset as wds
 import yaml
 from huggingface_hub import DatasetCard
 
-from pipeline.collect.shards import ShardParams, run_step
+from pipeline.collect.config import DownloadConfig, ShardParams
+from pipeline.collect.shards import run_step
+from pipeline.distribute import Engine
 from pipeline.sample.openclipart import roots_from_cache
 from pipeline.sample.server import serve_directory
 
@@ -144,11 +146,8 @@ def test_a_rerun_that_redoes_one_shard_rewrites_both_from_every_shard(sample, tm
             "download",
             ShardParams(
                 out=str(shards),
-                samples_per_shard=100,
-                processes=2,
-                threads=8,
-                workers=2,
-                allow_private_hosts=True,
+                download=DownloadConfig(samples_per_shard=100, processes=2, threads=8, allow_private_hosts=True),
+                engine=Engine(workers=2),
                 quiet=True,
             ),
         )

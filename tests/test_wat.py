@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from warcio.warcwriter import WARCWriter
 
-from pipeline.collect.pool import DROP_KEYS, build_pool
+from pipeline.collect.pool import DROP_KEYS
 from pipeline.collect.wat import iter_wat_pairs, resolve_link
 from pipeline.errors import InputError
+
+from .support.collect import build_pool
 
 PAGE = "https://example.com/a/page.html"
 BASE_PAGE = "https://example.com/shop/item.html"

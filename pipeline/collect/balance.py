@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..io import atomic_path, sum_stats, write_json
 from ..layout import adopt_old_layout, part_stats
 from ..storage import location, read_table, rmtree
+from .config import BalanceConfig
 from .match import queries_digest, read_queries
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -182,17 +183,10 @@ def _balance_args(args: tuple) -> dict:
     return balance_part(*args)
 
 
-def balance(
-    curation: Path,
-    queries_path: str,
-    per_query: int = 20_000,
-    seed: int = 0,
-    workers: int = 1,
-    memory_limit: str = "2GB",
-    progress=None,
-    engine: Engine | None = None,
-) -> dict:
-    """Count (entry_counts.parquet) then balance every part into curation/selected/."""
+def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: Engine, progress=None) -> dict:
+    """Count (entry_counts.parquet) then balance every part into curation/selected/ with
+    the config's cap per query and seed."""
+    per_query, seed = config.per_query, config.seed
     curation = location(curation)
     match_dir, pool_dir, out_dir = curation / layout.MATCHES, curation / layout.POOL, curation / layout.SELECTED
     parts = sorted(match_dir.glob(layout.PART_GLOB))
@@ -231,7 +225,7 @@ def balance(
     run_parts(
         _balance_args,
         todo,
-        engine or Engine(workers=workers),
+        engine,
         setup=_init_worker,
         setup_args=(queries, p, seed),
         describe=lambda t: t[1],

@@ -1,12 +1,16 @@
-"""CLIs for `python -m pipeline shards|pool|match|balance|download`."""
+"""CLIs for `python -m pipeline shards|pool|match|balance|download`.
+
+Every option's default is read from the field of the same name in `config.py` (the step
+configs and `ShardParams`), so `--help`, the CLI and library callers share one default.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from ..errors import InputError
-from ..options import add_engine_args, memory_limit, non_negative_int, positive_float, positive_int
-from ..workers import default_workers
+from ..options import add_engine_args, engine_from_args, memory_limit, non_negative_int, positive_float, positive_int
+from .config import BalanceConfig, DownloadConfig, MatchConfig, PoolConfig, ShardParams, default, from_options
 
 STEPS_EPILOG = """\
 steps (each skips work already done; a changed input or setting redoes that step and
@@ -26,7 +30,7 @@ Every step writes OUT/curation/<step>_stats.json, accounting for every input row
 
 def _bounded(low: int, high: int, why: str):
     """An argparse type for an integer in [low, high]; `why` says where the upper bound comes
-    from. Out-of-range values used to get past argparse and fail late (a negative seed after
+    from. Checked here, a bad value fails before any work, not late (a negative seed after
     three retries of every balance part, a port in a traceback from bind())."""
 
     def parse(text: str) -> int:
@@ -49,12 +53,15 @@ timeout_type = _bounded(1, 86_400, "seconds; a day at most")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="shards", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default=default(ShardParams, "out"), help="output folder (default: %(default)s)")
     p.add_argument(
-        "--memory-limit", type=memory_limit, default="2GB", help="DuckDB memory limit (default: %(default)s)"
+        "--memory-limit",
+        type=memory_limit,
+        default=default(PoolConfig, "memory_limit"),
+        help="DuckDB memory limit (default: %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
-    add_engine_args(p, default_workers())
+    add_engine_args(p, default(ShardParams, "engine").workers)
 
 
 def _private_hosts_arg(g) -> None:
@@ -72,19 +79,32 @@ def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument(
         "--pool",
         action="append",
+        dest="inputs",
         default=[],
         required=required,
         metavar="PATH",
         help="candidate pairs: parquet/csv/tsv/jsonl table or *.warc.wat.gz; path, glob or fsspec URL; repeatable",
     )
-    g.add_argument("--url-col", default="url", help="URL column of table inputs (default: %(default)s)")
-    g.add_argument("--text-col", default="caption", help="text column of table inputs (default: %(default)s)")
     g.add_argument(
-        "--keep-col", action="append", default=[], metavar="COL", help="extra table column to carry along (repeatable)"
+        "--url-col", default=default(PoolConfig, "url_col"), help="URL column of table inputs (default: %(default)s)"
+    )
+    g.add_argument(
+        "--text-col", default=default(PoolConfig, "text_col"), help="text column of table inputs (default: %(default)s)"
+    )
+    g.add_argument(
+        "--keep-col",
+        action="append",
+        dest="keep_cols",
+        default=[],
+        metavar="COL",
+        help="extra table column to carry along (repeatable)",
     )
     _private_hosts_arg(g)
     g.add_argument(
-        "--rows-per-part", type=positive_int, default=1_000_000, help="rows per pool part (default: %(default)s)"
+        "--rows-per-part",
+        type=positive_int,
+        default=default(PoolConfig, "rows_per_part"),
+        help="rows per pool part (default: %(default)s)",
     )
 
 
@@ -92,7 +112,7 @@ def _match_args(p: argparse.ArgumentParser, recipe: bool = True) -> None:
     g = p.add_argument_group("match")
     g.add_argument(
         "--queries",
-        default="query_lists/queries.parquet",
+        default=default(ShardParams, "queries"),
         help="query list from `pipeline queries` (default: %(default)s)",
     )
     g.add_argument("--ignore-case", action="store_true", help="match case-insensitively (default: case-sensitive)")
@@ -100,7 +120,7 @@ def _match_args(p: argparse.ArgumentParser, recipe: bool = True) -> None:
         g.add_argument(
             "--recipe",
             choices=("clip", "metaclip"),
-            default="clip",
+            default=default(MatchConfig, "recipe"),
             help="matching rule: clip = whole words or phrases at word boundaries; metaclip = "
             "MetaCLIP v1's: ' ' + query + ' ' occurs in the text padded with spaces, with "
             ", . ; : ? ! ` surrounded by spaces and tab/newline/CR as spaces; case-sensitive, "
@@ -113,10 +133,15 @@ def _balance_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--per-query",
         type=positive_int,
-        default=20_000,
+        default=default(BalanceConfig, "per_query"),
         help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)",
     )
-    g.add_argument("--seed", type=seed_type, default=0, help="seed of the keep/drop draws (default: %(default)s)")
+    g.add_argument(
+        "--seed",
+        type=seed_type,
+        default=default(BalanceConfig, "seed"),
+        help="seed of the keep/drop draws (default: %(default)s)",
+    )
 
 
 def _download_args(p: argparse.ArgumentParser, private_hosts: bool = False) -> None:
@@ -128,21 +153,37 @@ def _download_args(p: argparse.ArgumentParser, private_hosts: bool = False) -> N
     g.add_argument(
         "--image-size",
         type=image_size_type,
-        default=256,
+        default=default(DownloadConfig, "image_size"),
         help="shorter side after resizing, aspect kept, never upscaled (default: %(default)s)",
     )
     g.add_argument(
-        "--processes", type=positive_int, default=default_workers(), help="download processes (default: %(default)s)"
+        "--processes",
+        type=positive_int,
+        default=default(DownloadConfig, "processes"),
+        help="download processes (default: %(default)s)",
     )
     g.add_argument(
-        "--threads", type=positive_int, default=32, help="download threads per process (default: %(default)s)"
+        "--threads",
+        type=positive_int,
+        default=default(DownloadConfig, "threads"),
+        help="download threads per process (default: %(default)s)",
     )
-    g.add_argument("--samples-per-shard", type=positive_int, default=10_000, help="default: %(default)s")
-    g.add_argument("--timeout", type=timeout_type, default=10, help="seconds per socket read (default: %(default)s)")
+    g.add_argument(
+        "--samples-per-shard",
+        type=positive_int,
+        default=default(DownloadConfig, "samples_per_shard"),
+        help="default: %(default)s",
+    )
+    g.add_argument(
+        "--timeout",
+        type=timeout_type,
+        default=default(DownloadConfig, "timeout"),
+        help="seconds per socket read (default: %(default)s)",
+    )
     g.add_argument(
         "--download-deadline",
         type=positive_float,
-        default=30.0,
+        default=default(DownloadConfig, "download_deadline"),
         metavar="SECONDS",
         help="seconds one download may take in all: connecting, headers, body and redirects; "
         "--timeout bounds each read (default: %(default)s)",
@@ -150,19 +191,19 @@ def _download_args(p: argparse.ArgumentParser, private_hosts: bool = False) -> N
     g.add_argument(
         "--max-bytes",
         type=positive_int,
-        default=50_000_000,
+        default=default(DownloadConfig, "max_bytes"),
         help="largest image body accepted; a larger Content-Length is refused before reading (default: %(default)s)",
     )
     g.add_argument(
         "--retries",
         type=non_negative_int,
-        default=0,
+        default=default(DownloadConfig, "retries"),
         help="download attempts after the first, per image (default: %(default)s)",
     )
     g.add_argument(
         "--max-image-pixels",
         type=positive_int,
-        default=89_478_485,
+        default=default(DownloadConfig, "max_image_pixels"),
         help="refuse larger images (decompression bombs) (default: %(default)s)",
     )
 
@@ -219,11 +260,28 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run, step=name)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .shards import ShardParams, run_all, run_step
+def params_from_args(args: argparse.Namespace) -> ShardParams:
+    """The run's `ShardParams`: each config's fields from the options of the same name (a
+    verb without a step's options gets that step's defaults)."""
+    options = vars(args)
+    return ShardParams(
+        out=args.out,
+        queries=options.get("queries", default(ShardParams, "queries")),
+        inputs=tuple(options.get("inputs", ())),
+        pool=from_options(PoolConfig, options),
+        match=from_options(MatchConfig, options),
+        balance=from_options(BalanceConfig, options),
+        download=from_options(DownloadConfig, options),
+        engine=engine_from_args(args),
+        quiet=args.quiet,
+    )
 
-    params = ShardParams(**{k: v for k, v in vars(args).items() if k in ShardParams.__dataclass_fields__})
-    if params.recipe == "metaclip" and params.ignore_case:  # before `shards` spends time on the pool
+
+def run(args: argparse.Namespace) -> int:
+    from .shards import run_all, run_step
+
+    params = params_from_args(args)
+    if params.match.recipe == "metaclip" and params.match.ignore_case:  # before `shards` spends time on the pool
         raise InputError("--ignore-case cannot be used with --recipe metaclip: MetaCLIP matches case-sensitively")
     if args.step == "shards":
         if getattr(args, "sample_openclipart", None):

@@ -51,6 +51,7 @@ from ..io import atomic_path
 from ..storage import is_remote, listing, location, parquet_file
 from . import egress
 from .card import remove_derived, write_derived
+from .config import DownloadConfig
 
 CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
 # img2dataset's own defaults, which `img2dataset.download` would apply: the opt-out
@@ -59,7 +60,6 @@ CURATION_COLUMNS = ("uid", "query_ids", "queries", "keep_prob")
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 MAX_SHARD_RETRY = 1
 SHARD_DIGITS = 5
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 
 
 def _extra_columns(selected: Path) -> list[str]:
@@ -416,70 +416,29 @@ def _redirect_output(log: Path | None):
             sink.close()
 
 
-def download(
-    curation: Path,
-    out: Path,
-    image_size: int = 256,
-    processes: int = 1,
-    threads: int = 32,
-    samples_per_shard: int = 10_000,
-    timeout: int = 10,
-    retries: int = 0,
-    max_image_pixels: int = DEFAULT_MAX_PIXELS,
-    disallowed_header_directives: list[str] | None = None,
-    quiet: bool = False,
-    allow_private_hosts: bool = False,
-    engine: Engine | None = None,
-    download_deadline: float | None = egress.DEFAULT_DEADLINE,
-    max_bytes: int | None = egress.DEFAULT_MAX_BYTES,
-    allowed_addresses: tuple[str, ...] = (),
-) -> dict:
-    """Run img2dataset over the selection; returns summed shard statistics.
+def download(curation: Path, out: Path, config: DownloadConfig, engine: Engine, *, quiet: bool) -> dict:
+    """Run img2dataset over the selection with `config`; returns summed shard statistics.
 
     `timeout` bounds each socket operation (img2dataset's); `download_deadline` (seconds)
     bounds each download as a whole and `max_bytes` its body (see `egress`); a URL over
     either fails with the reason as its `error_message`. `allowed_addresses` ("IP:PORT")
     pass the host policy although not public: tests use it to let a loopback server play
-    a public one. A full, read-only or failing disk under `out` stops the stage with
-    `PartFailed` (the CLI's exit code 1); the shards finished before it are kept.
+    a public one. On a local engine the shards run on `processes` processes. `quiet` sends
+    img2dataset's output to `curation/download.log`. A full, read-only or failing disk
+    under `out` stops the stage with `PartFailed` (the CLI's exit code 1); the shards
+    finished before it are kept.
     """
-    if download_deadline is not None and not download_deadline > 0:
-        raise InputError(f"download deadline must be a positive number of seconds (got {download_deadline})")
-    if max_bytes is not None and int(max_bytes) < 1:
-        raise InputError(f"max bytes must be at least 1 (got {max_bytes})")
-    policy = egress.Policy(
-        guard=not allow_private_hosts,
-        deadline=download_deadline,
-        max_bytes=None if max_bytes is None else int(max_bytes),
-        allow=tuple(allowed_addresses),
-    )
+    make_downloader = _downloader(config)  # refuses bad limits before any work
     curation, out = location(curation), location(out)
     selected = curation / layout.SELECTED
     if not list(selected.glob(layout.PART_GLOB)):
         raise InputError(f"{selected}: no selected parts; run the balance step first")
     columns = _extra_columns(selected)
-    engine = engine or Engine(workers=processes)
     if engine.name == "ray":
         connect_ray(engine)
         distribute = partial(ray_distributor, engine=engine)
     else:
-        distribute = partial(local_distributor, processes_count=processes, max_shard_retry=MAX_SHARD_RETRY)
-    directives = OPT_OUT_DIRECTIVES if disallowed_header_directives is None else disallowed_header_directives
-    resizer = Resizer(
-        image_size=image_size,
-        resize_mode="keep_ratio",
-        resize_only_if_bigger=True,
-        upscale_interpolation="lanczos",
-        downscale_interpolation="area",
-        encode_quality=95,
-        encode_format="jpg",
-        skip_reencode=False,
-        disable_all_reencoding=False,
-        min_image_size=0,
-        max_image_area=float(max_image_pixels),
-        max_aspect_ratio=float("inf"),
-        blurrer=None,
-    )
+        distribute = partial(local_distributor, processes_count=config.processes, max_shard_retry=MAX_SHARD_RETRY)
 
     out.mkdir(parents=True, exist_ok=True)
     remove_derived(out)
@@ -491,31 +450,8 @@ def download(
     try:
         # OpenCV reads its pixel limit once, when cv2 is first imported: the processes
         # started meanwhile (download workers, img2dataset's logger) get it.
-        with _redirect_output(log), _environ("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_image_pixels)):
-            _fetch(
-                str(selected),
-                str(out),
-                columns,
-                partial(
-                    ShardDownloader,
-                    policy=policy,
-                    resizer=resizer,
-                    thread_count=threads,
-                    save_caption=True,
-                    extract_exif=True,
-                    timeout=timeout,
-                    number_sample_per_shard=samples_per_shard,
-                    oom_shard_count=SHARD_DIGITS,
-                    compute_hash="sha256",
-                    verify_hash_type=None,
-                    encode_format="jpg",
-                    retries=retries,
-                    user_agent_token=None,
-                    disallowed_header_directives=list(directives) or None,
-                ),
-                samples_per_shard,
-                distribute,
-            )
+        with _redirect_output(log), _environ("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels)):
+            _fetch(str(selected), str(out), columns, make_downloader, config.samples_per_shard, distribute)
     finally:
         if log is not None and is_remote(curation):  # the log of img2dataset's processes, kept beside the stats
             with atomic_path(curation / layout.DOWNLOAD_LOG) as tmp:
@@ -530,8 +466,57 @@ def download(
             f"{out}: shards hold {totals['count']:,} of the {expected:,} selected samples "
             "(a shard failed on every try); rerun the same command to retry the missing shards"
         )
-    write_derived(curation, out, image_size, samples_per_shard)
+    write_derived(curation, out, config.image_size, config.samples_per_shard)
     return totals
+
+
+def _downloader(c: DownloadConfig):
+    """`ShardDownloader` with everything but where it writes (`output_folder`, `column_list`,
+    known once the reader has the selection): our egress policy, img2dataset's resizer set
+    to keep the aspect ratio and never upscale, JPEG at quality 95, sha256 per sample."""
+    if c.download_deadline is not None and not c.download_deadline > 0:
+        raise InputError(f"download deadline must be a positive number of seconds (got {c.download_deadline})")
+    if c.max_bytes is not None and int(c.max_bytes) < 1:
+        raise InputError(f"max bytes must be at least 1 (got {c.max_bytes})")
+    policy = egress.Policy(
+        guard=not c.allow_private_hosts,
+        deadline=c.download_deadline,
+        max_bytes=None if c.max_bytes is None else int(c.max_bytes),
+        allow=tuple(c.allowed_addresses),
+    )
+    resizer = Resizer(
+        image_size=c.image_size,
+        resize_mode="keep_ratio",
+        resize_only_if_bigger=True,
+        upscale_interpolation="lanczos",
+        downscale_interpolation="area",
+        encode_quality=95,
+        encode_format="jpg",
+        skip_reencode=False,
+        disable_all_reencoding=False,
+        min_image_size=0,
+        max_image_area=float(c.max_image_pixels),
+        max_aspect_ratio=float("inf"),
+        blurrer=None,
+    )
+    directives = OPT_OUT_DIRECTIVES if c.disallowed_header_directives is None else c.disallowed_header_directives
+    return partial(
+        ShardDownloader,
+        policy=policy,
+        resizer=resizer,
+        thread_count=c.threads,
+        save_caption=True,
+        extract_exif=True,
+        timeout=c.timeout,
+        number_sample_per_shard=c.samples_per_shard,
+        oom_shard_count=SHARD_DIGITS,
+        compute_hash="sha256",
+        verify_hash_type=None,
+        encode_format="jpg",
+        retries=c.retries,
+        user_agent_token=None,
+        disallowed_header_directives=list(directives) or None,
+    )
 
 
 def summarise(out: Path, summary_path: Path) -> dict:

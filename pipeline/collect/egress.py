@@ -35,8 +35,6 @@ from typing import cast
 
 from .urls import ip_refused
 
-DEFAULT_DEADLINE = 30.0  # seconds per download: connect + headers + body, redirects included
-DEFAULT_MAX_BYTES = 50_000_000  # bytes per response body
 _READ_CHUNK = 1 << 16
 # socket's "no timeout given" sentinel, which http.client passes on; private, so not in typeshed
 _DEFAULT_TIMEOUT = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
@@ -64,13 +62,14 @@ class Policy:
     `max_bytes` apply with or without the guard; None switches one off.
     """
 
-    guard: bool = True
-    deadline: float | None = DEFAULT_DEADLINE
-    max_bytes: int | None = DEFAULT_MAX_BYTES
+    guard: bool
+    deadline: float | None
+    max_bytes: int | None
     allow: tuple[str, ...] = ()
 
 
-_POLICY = Policy()  # per process: what `install` last set
+OFF = Policy(guard=False, deadline=None, max_bytes=None)  # urllib's own behaviour: no guard, no limits
+_POLICY = OFF  # per process: what `install` last set
 _CLOCK = threading.local()  # per thread: the deadline (time.monotonic()) of the urlopen running there
 
 
@@ -236,7 +235,7 @@ class _Opener:
         return getattr(self._inner, name)
 
 
-def install(policy: Policy = Policy()) -> None:
+def install(policy: Policy) -> None:
     """Make this process's urllib.request.urlopen enforce `policy` (idempotent)."""
     global _POLICY
     _POLICY = policy
@@ -247,5 +246,5 @@ def install(policy: Policy = Policy()) -> None:
 def uninstall() -> None:
     """urllib's default opener again: no host policy, no deadline, no size cap."""
     global _POLICY
-    _POLICY = Policy()
+    _POLICY = OFF
     urllib.request.install_opener(None)

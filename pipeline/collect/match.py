@@ -43,6 +43,7 @@ from ..io import atomic_path, expand_inputs
 from ..layout import adopt_old_layout, part_counts, part_stats
 from ..storage import location
 from ..wiki.tokens import MARKS
+from .config import MatchConfig
 
 MARK = "\x00"
 STAT_KEYS = ("rows", "matched", "dropped_no_match", "null_text", "matches")
@@ -216,16 +217,14 @@ class MetaClipMatcher:
         return sorted(ids)
 
 
-def make_matcher(
-    queries: Sequence[str | None], ignore_case: bool = False, recipe: str = "clip"
-) -> QueryMatcher | MetaClipMatcher:
-    """The matcher of a recipe. MetaCLIP matches case-sensitively only: folding case would
-    no longer reproduce it, so `ignore_case` with ``metaclip`` is refused."""
-    if recipe == "clip":
-        return QueryMatcher(queries, ignore_case)
-    if recipe != "metaclip":
-        raise InputError(f"unknown matching recipe {recipe!r} (choose from {', '.join(RECIPES)})")
-    if ignore_case:
+def make_matcher(queries: Sequence[str | None], config: MatchConfig) -> QueryMatcher | MetaClipMatcher:
+    """The matcher of the config's recipe. MetaCLIP matches case-sensitively only: folding
+    case would no longer reproduce it, so `ignore_case` with ``metaclip`` is refused."""
+    if config.recipe == "clip":
+        return QueryMatcher(queries, config.ignore_case)
+    if config.recipe != "metaclip":
+        raise InputError(f"unknown matching recipe {config.recipe!r} (choose from {', '.join(RECIPES)})")
+    if config.ignore_case:
         raise InputError("--ignore-case cannot be used with --recipe metaclip: MetaCLIP matches case-sensitively")
     return MetaClipMatcher(queries)
 
@@ -368,10 +367,10 @@ def _is_complete(out_dir: str, name: str, params: dict) -> dict | None:
 _worker_matcher: QueryMatcher | MetaClipMatcher | None = None
 
 
-def _init_worker(queries_path: str, ignore_case: bool, recipe: str = "clip") -> None:
+def _init_worker(queries_path: str, config: MatchConfig) -> None:
     """Each worker builds the automaton once (measured faster than unpickling one)."""
     global _worker_matcher
-    _worker_matcher = make_matcher(read_queries(queries_path), ignore_case, recipe)
+    _worker_matcher = make_matcher(read_queries(queries_path), config)
 
 
 def _run_part(task: tuple, out_dir: str) -> dict:
@@ -381,20 +380,13 @@ def _run_part(task: tuple, out_dir: str) -> dict:
 
 
 def match_pool(
-    pool_glob: str,
-    queries_path: str,
-    out_dir: str,
-    workers: int = 1,
-    ignore_case: bool = False,
-    progress=None,
-    engine: Engine | None = None,
-    recipe: str = "clip",
+    pool_glob: str, queries_path: str, out_dir: str, config: MatchConfig, engine: Engine, progress=None
 ) -> dict:
     """Match every pool part; returns stats summed over all parts (done now or before).
 
-    `recipe`: ``clip`` (`QueryMatcher`, word boundaries) or ``metaclip`` (`MetaClipMatcher`,
-    MetaCLIP v1's substring rule); it is one of the parts' parameters, so a rerun with the
-    other recipe redoes them.
+    `config.recipe`: ``clip`` (`QueryMatcher`, word boundaries) or ``metaclip``
+    (`MetaClipMatcher`, MetaCLIP v1's substring rule); it is one of the parts' parameters,
+    so a rerun with the other recipe redoes them.
 
     Output per part: NAME.parquet (`uid`, `query_ids` list<int32>, matched rows only, in the
     part's order), _counts/NAME.parquet and _stats/NAME.json (stats, written last; see
@@ -410,11 +402,11 @@ def match_pool(
         raise InputError(
             f"{pool_glob}: several pool parts share a file name ({', '.join(dup)}): outputs are named after them"
         )
-    make_matcher([], ignore_case, recipe)  # refuses a bad recipe/option before any work
+    make_matcher([], config)  # refuses a bad recipe/option before any work
     queries = read_queries(queries_path)
-    base = {"ignore_case": ignore_case, "queries_sha256": queries_digest(queries)}
-    if recipe != "clip":  # the default's params stay as before, so earlier outputs stay valid
-        base["recipe"] = recipe
+    base = {"ignore_case": config.ignore_case, "queries_sha256": queries_digest(queries)}
+    if config.recipe != "clip":  # the default's params stay as before, so earlier outputs stay valid
+        base["recipe"] = config.recipe
     params = {}
     for url, name in zip(urls, names):
         fs, path = fsspec.core.url_to_fs(url)
@@ -445,9 +437,9 @@ def match_pool(
         run_parts(
             partial(_run_part, out_dir=out_dir),
             [(url, params[posix_stem(url)]) for url in todo],
-            engine or Engine(workers=workers),
+            engine,
             setup=_init_worker,
-            setup_args=(queries_path, ignore_case, recipe),
+            setup_args=(queries_path, config),
             on_done=lambda task, stats: finished(task[0], stats),
             describe=lambda task: task[0],
         )

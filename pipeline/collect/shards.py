@@ -15,63 +15,16 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from .. import layout
-from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint, write_json
 from ..outlock import hold
 from ..progress import bar_factory
 from ..storage import check_writable, location, rmtree
-from ..workers import default_workers
-
-
-@dataclass
-class ShardParams:
-    out: str = "shards"
-    queries: str = "query_lists/queries.parquet"
-    pool: list[str] = field(default_factory=list)
-    url_col: str = "url"
-    text_col: str = "caption"
-    keep_col: list[str] = field(default_factory=list)
-    allow_private_hosts: bool = False
-    rows_per_part: int = 1_000_000
-    ignore_case: bool = False
-    recipe: str = "clip"
-    per_query: int = 20_000
-    seed: int = 0
-    image_size: int = 256
-    processes: int = field(default_factory=default_workers)
-    threads: int = 32
-    samples_per_shard: int = 10_000
-    timeout: int = 10
-    retries: int = 0
-    # Bounds on one download; like timeout/retries they change which URLs fail, not what a
-    # finished shard holds, so they stay out of the step key.
-    download_deadline: float = 30.0
-    max_bytes: int = 50_000_000
-    max_image_pixels: int = 89_478_485
-    workers: int = field(default_factory=default_workers)
-    engine: str = "local"
-    ray_address: str | None = None
-    max_part_retries: int = 2
-    memory_limit: str = "2GB"
-    quiet: bool = False
-    # pool input (path or glob) -> {"license": Hugging Face license id, "name", "note"}: what
-    # is known of a source's rights, recorded in pool_stats.json for the dataset card. It
-    # changes no data, so it stays out of the step keys.
-    licenses: dict[str, dict] = field(default_factory=dict)
-
-    def distributor(self) -> Engine:
-        return Engine(
-            self.engine,
-            self.workers,
-            self.ray_address,
-            self.max_part_retries,
-            env=(("OPENCV_IO_MAX_IMAGE_PIXELS", str(self.max_image_pixels)),),
-        )
+from .config import ShardParams
 
 
 def progress_log(p: ShardParams) -> Callable[[str], None]:
@@ -109,38 +62,26 @@ def _finish(key_file: Path, key: str) -> str:
     return key
 
 
-def run_pool(p: ShardParams, upstream: str = "") -> str:
+def run_pool(p: ShardParams) -> str:
     from .pool import build_pool
 
-    if not p.pool:
+    if not p.inputs:
         raise InputError("no --pool given: name at least one pool file (table or WAT)")
-    inputs = expand_inputs(p.pool, "pool")
+    inputs = expand_inputs(list(p.inputs), "pool")
     cur = layout.curation(p.out)
     key = _key(
-        upstream,
+        "",  # the first step
         {
             "inputs": [file_fingerprint(u) for u in inputs],
-            "url_col": p.url_col,
-            "text_col": p.text_col,
-            "keep_col": p.keep_col,
-            "allow_private_hosts": p.allow_private_hosts,
-            "rows_per_part": p.rows_per_part,
+            "url_col": p.pool.url_col,
+            "text_col": p.pool.text_col,
+            "keep_col": list(p.pool.keep_cols),
+            "allow_private_hosts": p.pool.allow_private_hosts,
+            "rows_per_part": p.pool.rows_per_part,
         },
     )
     _claim([cur / layout.POOL, layout.step_stats(cur, "pool")], layout.key_file(cur, "pool"), key, progress_log(p))
-    stats = build_pool(
-        inputs,
-        str(cur / layout.POOL),
-        url_col=p.url_col,
-        text_col=p.text_col,
-        keep_cols=tuple(p.keep_col),
-        allow_private_hosts=p.allow_private_hosts,
-        workers=p.workers,
-        rows_per_part=p.rows_per_part,
-        memory_limit=p.memory_limit,
-        progress=bar_factory(p.quiet, "pool", "file"),
-        engine=p.distributor(),
-    )
+    stats = build_pool(inputs, str(cur / layout.POOL), p.pool, p.distributor(), bar_factory(p.quiet, "pool", "file"))
     licenses = {path: info for pattern, info in sorted(p.licenses.items()) for path in expand_inputs(pattern, "pool")}
     write_json(layout.step_stats(cur, "pool"), {**stats, "licenses": licenses} if licenses else stats)
     if stats.get("empty_inputs"):
@@ -172,30 +113,23 @@ def run_match(p: ShardParams, upstream: str) -> str:
     from .match import match_pool
 
     cur = layout.curation(p.out)
-    settings = {"queries": _queries_fingerprint(p.queries), "ignore_case": p.ignore_case}
+    settings = {"queries": _queries_fingerprint(p.queries), "ignore_case": p.match.ignore_case}
     built = _queries_build(p.queries)
-    if p.recipe != "clip":  # the default's key stays as before: no redone match, balance, download
-        settings["recipe"] = p.recipe
+    if p.match.recipe != "clip":  # the default's key stays as before: no redone match, balance, download
+        settings["recipe"] = p.match.recipe
     if built is not None and built["recipe"] != "clip":
         settings["queries_built_with"] = built
-    if built is not None and built["recipe"] != p.recipe:
+    if built is not None and built["recipe"] != p.match.recipe:
         progress_log(p)(
-            f"note: the query list was built with --recipe {built['recipe']}, matching with --recipe {p.recipe}"
+            f"note: the query list was built with --recipe {built['recipe']}, matching with --recipe {p.match.recipe}"
         )
     key = _key(upstream, settings)
     _claim([cur / layout.MATCHES, layout.step_stats(cur, "match")], layout.key_file(cur, "match"), key, progress_log(p))
     pool_glob = glob.escape(str(cur / layout.POOL)) + "/" + layout.PART_GLOB  # the folder's own name stays literal
     stats = match_pool(
-        pool_glob,
-        p.queries,
-        str(cur / layout.MATCHES),
-        workers=p.workers,
-        ignore_case=p.ignore_case,
-        progress=bar_factory(p.quiet, "match", "text"),
-        engine=p.distributor(),
-        recipe=p.recipe,
+        pool_glob, p.queries, str(cur / layout.MATCHES), p.match, p.distributor(), bar_factory(p.quiet, "match", "text")
     )
-    write_json(layout.step_stats(cur, "match"), {**stats, "recipe": p.recipe, "queries_built_with": built})
+    write_json(layout.step_stats(cur, "match"), {**stats, "recipe": p.match.recipe, "queries_built_with": built})
     progress_log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
     return _finish(layout.key_file(cur, "match"), key)
 
@@ -204,26 +138,20 @@ def run_balance(p: ShardParams, upstream: str) -> str:
     from .balance import balance
 
     cur = layout.curation(p.out)
-    key = _key(upstream, {"per_query": p.per_query, "seed": p.seed, "queries": _queries_fingerprint(p.queries)})
+    key = _key(
+        upstream,
+        {"per_query": p.balance.per_query, "seed": p.balance.seed, "queries": _queries_fingerprint(p.queries)},
+    )
     _claim(
         [cur / layout.SELECTED, cur / layout.ENTRY_COUNTS, layout.step_stats(cur, "balance")],
         layout.key_file(cur, "balance"),
         key,
         progress_log(p),
     )
-    stats = balance(
-        cur,
-        p.queries,
-        per_query=p.per_query,
-        seed=p.seed,
-        workers=p.workers,
-        memory_limit=p.memory_limit,
-        progress=bar_factory(p.quiet, "balance", "part"),
-        engine=p.distributor(),
-    )
+    stats = balance(cur, p.queries, p.balance, p.distributor(), bar_factory(p.quiet, "balance", "part"))
     progress_log(p)(
         f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
-        f"({stats['queries_over_cap']:,} queries over the cap of {p.per_query:,})"
+        f"({stats['queries_over_cap']:,} queries over the cap of {p.balance.per_query:,})"
     )
     return _finish(layout.key_file(cur, "balance"), key)
 
@@ -234,9 +162,10 @@ def run_download(p: ShardParams, upstream: str) -> str:
 
     out = location(p.out)
     cur = layout.curation(out)
+    d = p.download
     key = _key(
         upstream,
-        {"image_size": p.image_size, "samples_per_shard": p.samples_per_shard, "max_image_pixels": p.max_image_pixels},
+        {"image_size": d.image_size, "samples_per_shard": d.samples_per_shard, "max_image_pixels": d.max_image_pixels},
     )
     shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", layout.SHARD_STATS_GLOB) for f in out.glob(pat)]
     _claim(
@@ -245,22 +174,7 @@ def run_download(p: ShardParams, upstream: str) -> str:
         key,
         progress_log(p),
     )
-    stats = download(
-        cur,
-        out,
-        image_size=p.image_size,
-        processes=p.processes,
-        threads=p.threads,
-        samples_per_shard=p.samples_per_shard,
-        timeout=p.timeout,
-        retries=p.retries,
-        download_deadline=p.download_deadline,
-        max_bytes=p.max_bytes,
-        max_image_pixels=p.max_image_pixels,
-        quiet=p.quiet,
-        allow_private_hosts=p.allow_private_hosts,
-        engine=p.distributor(),
-    )
+    stats = download(cur, out, d, p.distributor(), quiet=p.quiet)
     progress_log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
     return _finish(layout.key_file(cur, "download"), key)
 

@@ -20,7 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import layout
-from ..collect.shards import ShardParams, progress_log, run_all
+from ..collect.config import ShardParams
+from ..collect.shards import progress_log, run_all
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..outlock import hold
@@ -85,9 +86,10 @@ def run_sample(p: ShardParams, cache: str, port: int | None = None) -> dict:
             run_all(
                 replace(
                     p,
-                    pool=[str(pool_file)],
-                    allow_private_hosts=True,
-                    keep_col=["category", "path"],
+                    inputs=(str(pool_file),),
+                    # the loopback server is a private host: the pool keeps its URLs, the download reaches them
+                    pool=replace(p.pool, allow_private_hosts=True, keep_cols=("category", "path")),
+                    download=replace(p.download, allow_private_hosts=True),
                     licenses={str(pool_file): LICENSE},
                 )
             )

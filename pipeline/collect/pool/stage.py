@@ -104,6 +104,7 @@ from ...errors import InputError, one_line
 from ...io import atomic_path, expand_inputs, file_fingerprint
 from ...progress import Bar
 from ...storage import load_npy, location, rmtree
+from ..config import PoolConfig
 from .dedup import FINE_BITS, FINE_BUCKETS, dedup_bucket, keys_path
 from .filters import DROP_KEYS, STAT_KEYS, spill_input
 from .readers import PoolParams, input_format
@@ -241,43 +242,24 @@ def _stats_complete(stats_path: Path, run: dict, out_dir: Path) -> dict | None:
 def build_pool(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str,
-    url_col: str = "url",
-    text_col: str = "caption",
-    keep_cols=(),
-    allow_private_hosts: bool = False,
-    workers: int = 1,
-    rows_per_part: int = 1_000_000,
-    memory_limit: str = "2GB",
+    config: PoolConfig,
+    engine: Engine,
     progress: Callable[[int], Bar] | None = None,
-    max_text_chars: int = 4096,
-    engine: Engine | None = None,
-    buckets: int | None = None,
 ) -> dict:
     """Build the candidate pool in `out_dir` (see the module docstring); return the stats.
 
     `progress`, when given, is called once with the number of input files and returns a
     progress bar (tqdm-like: ``update(n)``, ``close()``, optionally ``set_postfix``) that
     advances by one per input read; it is not called when the pool is already complete.
-    `engine` runs the part tasks of every phase (default: `workers` local processes).
-    `memory_limit` bounds each dedup bucket task (about 64 bytes a key while it runs): the
-    keys are split into enough buckets for that, at most BUCKET_ROWS keys each (so that
-    there are tasks for every core); `buckets` (1 to FINE_BUCKETS) overrides the number.
-    The output does not depend on `workers`, `engine` or `buckets`.
+    `engine` runs the part tasks of every phase. `config.memory_limit` bounds each dedup
+    bucket task (about 64 bytes a key while it runs): the keys are split into enough
+    buckets for that, at most BUCKET_ROWS keys each (so that there are tasks for every
+    core); `config.buckets` (1 to FINE_BUCKETS) overrides the number. The output does not
+    depend on the engine, its workers or the buckets.
     """
     t0 = time.time()
-    keep_cols = tuple(keep_cols or ())
-    for c in keep_cols:
-        if c in CORE_COLUMNS:
-            raise InputError(f"keep column {c!r} clashes with an output column ({', '.join(CORE_COLUMNS)})")
-    if len(set(keep_cols)) != len(keep_cols):
-        raise InputError(f"keep columns repeat a name: {', '.join(keep_cols)}")
-    if int(rows_per_part) < 1:
-        raise InputError(f"rows per part must be at least 1 (got {rows_per_part})")
-    if int(max_text_chars) < 1:
-        raise InputError(f"max text chars must be at least 1 (got {max_text_chars})")
-    if buckets is not None and not 1 <= int(buckets) <= FINE_BUCKETS:
-        raise InputError(f"dedup buckets must be 1 to {FINE_BUCKETS} (got {buckets})")
-    memory_bytes = _memory_bytes(memory_limit)
+    _check(config)
+    memory_bytes = _memory_bytes(config.memory_limit)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if not inputs:
@@ -285,10 +267,12 @@ def build_pool(
     files = expand_inputs([str(i) for i in inputs], what="pool")
     for f in files:
         input_format(f)  # unknown formats fail before any work
-    params = asdict(PoolParams(url_col, text_col, keep_cols, bool(allow_private_hosts), int(max_text_chars)))
-    params["keep_cols"] = list(keep_cols)
+    params = asdict(
+        PoolParams(config.url_col, config.text_col, config.keep_cols, config.allow_private_hosts, config.max_text_chars)
+    )
+    params["keep_cols"] = list(config.keep_cols)
     fingerprints = [file_fingerprint(f) for f in files]
-    run = {"version": FORMAT_VERSION, "params": params, "rows_per_part": int(rows_per_part), "inputs": fingerprints}
+    run = {"version": FORMAT_VERSION, "params": params, "rows_per_part": config.rows_per_part, "inputs": fingerprints}
 
     out = location(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -302,19 +286,25 @@ def build_pool(
     work.mkdir(exist_ok=True)
     _clean_tmp(out)
     _clean_tmp(work)
-    engine = engine or Engine(workers=int(workers))
+    spills = _spill_inputs(files, run, work, engine, progress)
+    return _dedup_and_write(_Run(files, spills, run, out, work, config, engine), memory_bytes, t0)
 
-    # phase 1: normalise, filter and spill every input (reusing finished spills)
+
+def _spill_inputs(
+    files: list[str], run: dict, work: Path, engine: Engine, progress: Callable[[int], Bar] | None
+) -> list[tuple[Path, Path]]:
+    """Phase 1: normalise, filter and spill every input not spilled yet by this run's
+    settings (an interrupted run's spills are reused). Returns each input's (spill, stats)."""
     spills: list[tuple[Path, Path]] = []
     tasks = []
-    for i, (path, fp) in enumerate(zip(files, fingerprints)):
+    for i, (path, fp) in enumerate(zip(files, run["inputs"])):
         key = _short_hash(
-            {"version": FORMAT_VERSION, "index": i, "input": fp, "params": params, "fine_bits": FINE_BITS}
+            {"version": FORMAT_VERSION, "index": i, "input": fp, "params": run["params"], "fine_bits": FINE_BITS}
         )
         sp, stp = work / f"in-{i:05d}-{key}.parquet", work / f"in-{i:05d}-{key}.json"
         spills.append((sp, stp))
         if not (sp.is_file() and keys_path(sp).is_file() and stp.is_file()):
-            tasks.append((i, path, str(sp), str(stp), params))
+            tasks.append((i, path, str(sp), str(stp), run["params"]))
     bar = progress(len(files)) if progress else None
     rows_seen = 0
 
@@ -330,23 +320,62 @@ def build_pool(
         if bar is not None and len(tasks) < len(files):
             bar.update(len(files) - len(tasks))  # finished by an earlier, interrupted run
         _run_spills(tasks, engine, input_done)
-        stats = _finish(
-            files,
-            spills,
-            run,
-            out,
-            work,
-            keep_cols,
-            int(rows_per_part),
-            memory_bytes,
-            None if buckets is None else int(buckets),
-            engine,
-            t0,
-        )
     finally:
         if bar is not None:
             bar.close()
-    return stats
+    return spills
+
+
+def _check(config: PoolConfig) -> None:
+    """Settings that cannot work are input errors, before any work."""
+    keep_cols = config.keep_cols
+    for c in keep_cols:
+        if c in CORE_COLUMNS:
+            raise InputError(f"keep column {c!r} clashes with an output column ({', '.join(CORE_COLUMNS)})")
+    if len(set(keep_cols)) != len(keep_cols):
+        raise InputError(f"keep columns repeat a name: {', '.join(keep_cols)}")
+    if int(config.rows_per_part) < 1:
+        raise InputError(f"rows per part must be at least 1 (got {config.rows_per_part})")
+    if int(config.max_text_chars) < 1:
+        raise InputError(f"max text chars must be at least 1 (got {config.max_text_chars})")
+    if config.buckets is not None and not 1 <= int(config.buckets) <= FINE_BUCKETS:
+        raise InputError(f"dedup buckets must be 1 to {FINE_BUCKETS} (got {config.buckets})")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What phases 2 and 3 share: the inputs, their spills (phase 1's output), the run's
+    fingerprint, the folders, the settings and the engine."""
+
+    files: list[str]
+    spills: list[tuple[Path, Path]]  # per input: (spill parquet, its stats json)
+    run: dict
+    out: Path
+    work: Path
+    config: PoolConfig
+    engine: Engine
+
+
+@dataclasses.dataclass
+class _Spilled:
+    """Phase 1's counts, summed over the inputs."""
+
+    totals: dict
+    per_input: list[dict]
+    kept_before: list[int]  # per input: rows kept before the dedup
+    empty: int  # inputs without a single row
+
+
+def _dedup_and_write(r: _Run, memory_bytes: int, t0: float) -> dict:
+    """Phases 2 and 3 and the stats file, once every input is spilled. The driver only sums
+    per-input and per-bucket counts; every pass over rows is a part task on the engine."""
+    spilled = _sum_spills(r)
+    buckets = r.config.buckets or _auto_buckets(sum(spilled.kept_before), memory_bytes)
+    counts, dup_paths = _find_duplicates(r, buckets)
+    dup_per_input = counts.sum(axis=0)
+    kept = [kb - int(d) for kb, d in zip(spilled.kept_before, dup_per_input)]
+    parts = _write_all_parts(r, counts, dup_paths, kept)
+    return _write_stats(r, spilled, int(dup_per_input.sum()), kept, parts, t0)
 
 
 def _why_empty(fingerprint: dict, fmt: str, st: dict) -> str:
@@ -358,29 +387,12 @@ def _why_empty(fingerprint: dict, fmt: str, st: dict) -> str:
     return "no rows"
 
 
-def _finish(
-    files: list[str],
-    spills: list[tuple[Path, Path]],
-    run: dict,
-    out: Path,
-    work: Path,
-    keep_cols: tuple,
-    rows_per_part: int,
-    memory_bytes: int,
-    buckets: int | None,
-    engine: Engine,
-    t0: float,
-) -> dict:
-    """Phases 2 and 3 and the stats file, once every input is spilled. The driver only sums
-    per-input and per-bucket counts; every pass over rows is a part task on `engine`."""
-    stats_path = layout.folder_stats(out)
-    n_inputs = len(files)
-
+def _sum_spills(r: _Run) -> _Spilled:
+    """Phase 1's per-input stats, summed; a pool where no input has a row is an input error."""
     totals = dict.fromkeys(STAT_KEYS, 0)
-    per_input = []
-    kept_before = []
+    per_input, kept_before = [], []
     empty = []  # (path, why) of the inputs without a single row
-    for (_, stp), path, fp in zip(spills, files, run["inputs"]):
+    for (_, stp), path, fp in zip(r.spills, r.files, r.run["inputs"]):
         st = json.loads(stp.read_text())["stats"]
         for k, v in st.items():
             totals[k] = totals.get(k, 0) + v
@@ -389,18 +401,22 @@ def _finish(
         per_input.append({"path": path, "format": fmt, "rows_in": st["rows_in"], "kept_before_dedup": st["kept"]})
         if st["rows_in"] == 0:
             empty.append((path, _why_empty(fp, fmt, st)))
-    if empty and len(empty) == n_inputs:
+    if empty and len(empty) == len(r.files):
         path, why = empty[0]
-        others = f" (nor in the other {n_inputs - 1} pool inputs)" if n_inputs > 1 else ""
+        others = f" (nor in the other {len(r.files) - 1} pool inputs)" if len(r.files) > 1 else ""
         raise InputError(f"{path}: {why}, nothing to pool{others}")
+    return _Spilled(totals, per_input, kept_before, len(empty))
 
-    # phase 2: one task per bucket of the uid hashes finds the repeated ones
-    if buckets is None:
-        buckets = _auto_buckets(sum(kept_before), memory_bytes)
-    dkey = _short_hash({"run": run, "buckets": buckets, "fine_bits": FINE_BITS})
-    dup_paths = [work / f"dup-{dkey}-{b:05d}.npy" for b in range(buckets)]
+
+def _find_duplicates(r: _Run, buckets: int) -> tuple[np.ndarray, list[Path]]:
+    """Phase 2: one task per bucket of the uid hashes finds the repeated positions (bucket
+    results of this run are reused). Returns the count of duplicates per (bucket, input)
+    and the bucket result files."""
+    n_inputs = len(r.files)
+    dkey = _short_hash({"run": r.run, "buckets": buckets, "fine_bits": FINE_BITS})
+    dup_paths = [r.work / f"dup-{dkey}-{b:05d}.npy" for b in range(buckets)]
     current = set(dup_paths)
-    for old in work.glob("dup-*.npy"):
+    for old in r.work.glob("dup-*.npy"):
         if old not in current:
             old.unlink()
     counts = np.zeros((buckets, n_inputs), np.int64)
@@ -412,34 +428,40 @@ def _finish(
             tasks.append((lo, hi, str(dp)))
         else:
             counts[b] = stored
-    key_files = [str(keys_path(sp)) for sp, _ in spills]
+    key_files = [str(keys_path(sp)) for sp, _ in r.spills]
     results = run_parts(
         _bucket_task,
         tasks,
-        _engine_for(engine, len(tasks)),
+        _engine_for(r.engine, len(tasks)),
         setup=_set_key_files,
         setup_args=(key_files,),
         describe=lambda t: f"dedup bucket {location(t[2]).name}",
     )
     for b, c in zip(todo, results):
         counts[b] = c
+    return counts, dup_paths
 
-    # phase 3: one task per input writes its kept rows into its own, consecutive parts
-    dup_per_input = counts.sum(axis=0)
-    kept = [kb - int(d) for kb, d in zip(kept_before, dup_per_input)]
-    starts = np.cumsum(counts, axis=1) - counts  # where input i's run begins in bucket b's result
-    expected: list[list[str]] = []  # input i writes parts firsts[i], firsts[i] + 1, ...
+
+def _plan_parts(kept: list[int], rows_per_part: int) -> tuple[list[int], list[list[str]]]:
+    """Each input's first part number and its part names: ceil(kept / rows_per_part) parts,
+    numbered on from the previous input's."""
     firsts: list[int] = []
+    expected: list[list[str]] = []
     first = 0
     for k in kept:
         n_parts = -(-k // rows_per_part)
         firsts.append(first)
         expected.append([f"part-{first + j:05d}.parquet" for j in range(n_parts)])
         first += n_parts
-    rkey = _short_hash(run)
-    markers = [work / f"parts-{rkey}-{i:05d}.json" for i in range(n_inputs)]
+    return firsts, expected
+
+
+def _finished_inputs(r: _Run, markers: list[Path], expected: list[list[str]], kept: list[int], removed) -> set[int]:
+    """The inputs whose parts an earlier, interrupted run of this same run wrote in full
+    (their marker agrees and every part is there); stale markers and parts not claimed by
+    one of them are deleted."""
     current = set(markers)
-    for old in work.glob("parts-*.json"):  # another run's: its part files are not ours
+    for old in r.work.glob("parts-*.json"):  # another run's: its part files are not ours
         if old not in current:
             old.unlink()
     finished = set()
@@ -449,18 +471,31 @@ def _finish(
             rec is not None
             and rec.get("parts") == expected[i]
             and rec.get("kept") == kept[i]
-            and rec.get("removed") == int(dup_per_input[i])
-            and all((out / name).is_file() for name in expected[i])
+            and rec.get("removed") == int(removed[i])
+            and all((r.out / name).is_file() for name in expected[i])
         ):
             finished.add(i)
         elif m.exists():
             m.unlink()
     claimed = {name for i in finished for name in expected[i]}
-    for old in out.glob(layout.PART_GLOB):
+    for old in r.out.glob(layout.PART_GLOB):
         if old.name not in claimed:
             old.unlink()
+    return finished
+
+
+def _write_all_parts(r: _Run, counts: np.ndarray, dup_paths: list[Path], kept: list[int]) -> list[str]:
+    """Phase 3: one task per input writes its kept rows into its own, consecutive parts
+    (inputs finished by an interrupted run are kept). Returns every part's name."""
+    n_inputs = len(r.files)
+    dup_per_input = counts.sum(axis=0)
+    starts = np.cumsum(counts, axis=1) - counts  # where input i's run begins in bucket b's result
+    firsts, expected = _plan_parts(kept, r.config.rows_per_part)
+    rkey = _short_hash(r.run)
+    markers = [r.work / f"parts-{rkey}-{i:05d}.json" for i in range(n_inputs)]
+    finished = _finished_inputs(r, markers, expected, kept, dup_per_input)
     write_tasks = []
-    for i, ((sp, _), path) in enumerate(zip(spills, files)):
+    for i, ((sp, _), path) in enumerate(zip(r.spills, r.files)):
         if i in finished or not expected[i]:
             continue  # done, or nothing kept (no part to write)
         pieces = [(str(dup_paths[b]), int(starts[b, i]), int(counts[b, i])) for b in np.flatnonzero(counts[:, i])]
@@ -473,38 +508,43 @@ def _finish(
                 "first_part": firsts[i],
                 "parts": expected[i],
                 "kept": kept[i],
-                "out_dir": str(out),
-                "keep_cols": list(keep_cols),
-                "rows_per_part": rows_per_part,
+                "out_dir": str(r.out),
+                "keep_cols": list(r.config.keep_cols),
+                "rows_per_part": r.config.rows_per_part,
                 "marker": str(markers[i]),
             }
         )
-    run_parts(write_parts, write_tasks, _engine_for(engine, len(write_tasks)), describe=lambda t: t["source"])
+    run_parts(write_parts, write_tasks, _engine_for(r.engine, len(write_tasks)), describe=lambda t: t["source"])
     parts = [name for names in expected for name in names]
     if not parts:  # nothing kept at all: one empty part keeps `read_parquet(part-*)` working
-        writer = PartWriter(out, out_schema(keep_cols), rows_per_part)
+        writer = PartWriter(r.out, out_schema(r.config.keep_cols), r.config.rows_per_part)
         writer.write_empty()
         parts = writer.parts
+    return parts
 
-    totals["dropped_duplicate"] = int(dup_per_input.sum())
-    totals["kept"] -= totals["dropped_duplicate"]
+
+def _write_stats(r: _Run, spilled: _Spilled, duplicates: int, kept: list[int], parts: list[str], t0: float) -> dict:
+    """`_stats.json`, written last (the pool is complete), after checking that every input
+    row is accounted for; the work folder goes."""
+    totals = spilled.totals
+    totals["dropped_duplicate"] = duplicates
+    totals["kept"] -= duplicates
     dropped = sum(totals[k] for k in DROP_KEYS)
     if totals["rows_in"] != totals["kept"] + dropped or totals["kept"] != sum(kept):
         raise RuntimeError(
             f"pool accounting broken: rows_in {totals['rows_in']} != kept {totals['kept']} + dropped {dropped}"
         )
-
     stats = {
         **totals,
-        "files": len(files),
-        "empty_inputs": len(empty),
+        "files": len(r.files),
+        "empty_inputs": spilled.empty,
         "parts": parts,
-        "columns": list(out_schema(keep_cols).names),
-        "inputs": per_input,
+        "columns": list(out_schema(r.config.keep_cols).names),
+        "inputs": spilled.per_input,
         "seconds": round(time.time() - t0, 3),
-        "run": run,
+        "run": r.run,
     }
-    with atomic_path(stats_path) as tmp:
+    with atomic_path(layout.folder_stats(r.out)) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
-    rmtree(work)
+    rmtree(r.work)
     return stats
