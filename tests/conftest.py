@@ -40,6 +40,7 @@ FIXTURE_MARKS = {
     "wordnet_dir": "sample",
     "openclipart_dir": "sample",
     "ray_cluster": "ray",
+    "trained_run": "sample",
 }
 
 
@@ -120,3 +121,13 @@ def small_tmpfs(where: Path, size: str):
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny-ViT-64 run trained by `python -m train` for the session (3 steps, checkpoints
+    at 2 and 3, evaluated at 3: tests/support/trained_run.py), for every test that reads a
+    trained model or run folder. Read it, never write into it."""
+    from .support.trained_run import train_run
+
+    return train_run(tmp_path_factory.mktemp("trained_run"), required_path("OPENCLIPART_DIR"))

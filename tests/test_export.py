@@ -1,4 +1,4 @@
-"""`python -m train.export`: a real tiny run's model as an open_clip model folder, loaded by
+"""`python -m train.export`: the shared trained run's model as an open_clip model folder, loaded by
 open_clip's own `local-dir:` loader with nothing registered, giving the very features our
 evaluation computes; its model card; bad input as one line."""
 
@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 from .conftest import ROOT
-from .test_train_e2e import shards, tiny_imagefolder  # noqa: F401 - shards: the module fixture, reused
 
 pytestmark = pytest.mark.slow
 
@@ -22,47 +21,12 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, shards) -> dict:  # noqa: F811
-    """A 3-step single-process run (checkpoints at 2 and 3, evaluated at 3), exported from its folder."""
+def exported(tmp_path_factory, trained_run) -> dict:
+    """The shared trained run (tests/support/trained_run.py), exported from its folder."""
     tmp = tmp_path_factory.mktemp("export")
-    folder = tiny_imagefolder(tmp / "imgs")
-    train = [
-        sys.executable,
-        "-m",
-        "train",
-        "--train-data",
-        f"{shards}/00000.tar",
-        "--runs",
-        str(tmp),
-        "--name",
-        "ex",
-        "--model",
-        "tiny-ViT-64",
-        "--batch-size",
-        "4",
-        "--steps",
-        "3",
-        "--save-every",
-        "2",
-        "--workers",
-        "0",
-        "--threads",
-        "1",
-        "--warmup",
-        "1",
-        "--lr",
-        "1e-3",
-        "--eval-datasets",
-        f"imagefolder:{folder}",
-        "--val-shards",
-        "1",
-        "--quiet",
-    ]
-    res = subprocess.run(train, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
     out = tmp / "model"
     res = subprocess.run(
-        [sys.executable, "-m", "train.export", str(tmp / "ex"), "--out", str(out)],
+        [sys.executable, "-m", "train.export", str(trained_run.run), "--out", str(out)],
         env=ENV,
         cwd=ROOT,
         capture_output=True,
@@ -70,7 +34,13 @@ def exported(tmp_path_factory, shards) -> dict:  # noqa: F811
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    return {"run": tmp / "ex", "out": out, "folder": folder, "printed": json.loads(res.stdout), "tmp": tmp}
+    return {
+        "run": trained_run.run,
+        "out": out,
+        "folder": trained_run.imagefolder,
+        "printed": json.loads(res.stdout),
+        "tmp": tmp,
+    }
 
 
 def test_open_clip_loads_the_folder_with_our_features(exported, monkeypatch):

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from .conftest import ROOT, assert_one_line_error, required_path
+from .support.trained_run import random_checkpoint
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 COPIES = ("png", "jpeg75", "half", "double", "crop2", "crop3")
@@ -225,28 +226,9 @@ def test_overlap_stats_against_hand_computed_numbers():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A randomly initialised tiny-ViT-64 saved as this trainer's checkpoint, trained on nothing."""
-    import torch
-
-    from train import checkpoint
-    from train import model as models
-
-    torch.manual_seed(0)
+    """A randomly initialised tiny-ViT-64 checkpoint whose run names training shards that do not exist."""
     run = tmp_path_factory.mktemp("runs") / "overlap"
-    config = json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())
-    net, _, _ = models.create("tiny-ViT-64", config)
-    checkpoint.save(
-        run / "checkpoints",
-        3,
-        {
-            "format": checkpoint.FORMAT,
-            "model": net.state_dict(),
-            "optimizer": {},
-            "step": 3,
-            "rng": [checkpoint.rng_state()],
-            "config": {"model": "tiny-ViT-64", "model_config": config, "train_data": [str(run / "missing-*.tar")]},
-        },
-    )
+    random_checkpoint(run, 3, train_data=[str(run / "missing-*.tar")])
     return run
 
 
@@ -299,7 +281,7 @@ def test_cli_bad_checkpoint_and_unreadable_shards(tmp_path):
 
 
 @pytest.mark.sample
-def test_cli_writes_the_report(tiny_run, planted, tmp_path, capsys):
+def test_cli_writes_the_report(trained_run, planted, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     from train.overlap import PAIR_COLUMNS, main
@@ -312,7 +294,7 @@ def test_cli_writes_the_report(tiny_run, planted, tmp_path, capsys):
         main(
             [
                 "--checkpoint",
-                str(tiny_run),
+                str(trained_run.run),
                 "--shards",
                 str(shard),
                 str(empty),
@@ -326,6 +308,8 @@ def test_cli_writes_the_report(tiny_run, planted, tmp_path, capsys):
                 "digits=1",
                 "--batch-size",
                 "128",
+                "--feature-cache",
+                str(tmp_path / "features"),  # not the repository's .cache: every run encodes
             ]
         )
         == 0

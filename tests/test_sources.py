@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from .conftest import ROOT, assert_one_line_error
+from .support.trained_run import random_checkpoint, tiny_imagefolder
 from .test_evaluate import ENV, evaluate_cli
-from .test_train_e2e import shards, tiny_imagefolder  # noqa: F401 - shards: the module fixture, reused
 
 
 @pytest.fixture(scope="module")
-def open_clip_run(tmp_path_factory, shards) -> Path:  # noqa: F811
+def open_clip_run(tmp_path_factory, trained_run) -> Path:
     """open_clip_train itself, 2 steps of tiny-ViT-64 on one CPU process: logs/oc/checkpoints/epoch_1.pt."""
     logs = tmp_path_factory.mktemp("open_clip_train")
     script = (
@@ -34,7 +34,7 @@ def open_clip_run(tmp_path_factory, shards) -> Path:  # noqa: F811
         "-c",
         script,
         "--train-data",
-        f"{shards}/00000.tar",
+        str(trained_run.shard),
         "--dataset-type",
         "webdataset",
         "--train-num-samples",
@@ -102,25 +102,9 @@ def test_open_clip_train_checkpoints(open_clip_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_run_folder_means_its_newest_checkpoint(tmp_path):
-    from train import checkpoint
-    from train import model as models
-
     run = tmp_path / "runs" / "r"
-    config = json.loads((ROOT / "train" / "model_configs" / "tiny-ViT-64.json").read_text())
     for step in (2, 4):
-        net, _, _ = models.create("tiny-ViT-64", config)
-        checkpoint.save(
-            run / "checkpoints",
-            step,
-            {
-                "format": checkpoint.FORMAT,
-                "model": net.state_dict(),
-                "optimizer": {},
-                "step": step,
-                "rng": [checkpoint.rng_state()],
-                "config": {"model": "tiny-ViT-64", "model_config": config},
-            },
-        )
+        random_checkpoint(run, step)
     folder = tiny_imagefolder(tmp_path / "imgs")
     res = evaluate_cli("--checkpoint", str(run), "--datasets", f"imagefolder:{folder}", "--templates", "simple")
     assert res.returncode == 0, res.stderr[-3000:]
