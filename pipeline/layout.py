@@ -15,7 +15,7 @@ The shard folder (`shards --out`): per shard `NNNNN.tar`, `NNNNN.parquet` and
     pool/part-NNNNN.parquet            `POOL`; pool/_stats.json (`folder_stats`)
     matches/part-NNNNN.parquet         `MATCHES`; matches/_counts/ (`part_counts`)
     entry_counts.parquet               `ENTRY_COUNTS`
-    selected/part-NNNNN.parquet        `SELECTED`; selected/_settings.json (`SETTINGS`)
+    selected/part-NNNNN.parquet        `SELECTED`
     pool|matches|selected/_stats/      `part_stats`: each part's stats, its done marker
     download.log                       `DOWNLOAD_LOG`
 
@@ -25,18 +25,11 @@ The shard folder (`shards --out`): per shard `NNNNN.tar`, `NNNNN.parquet` and
 parquet except names starting with `_` or `.` (files and subfolders alike), so nothing
 else may sit at the top: a part's stats (its done marker) live in the `_stats/`
 subfolder, as the matches' per-part counts live in `_counts/`.
-
-Folders written before this layout had `part-NNNNN.json` beside the parts;
-`adopt_old_layout` moves them into `_stats/` so a rerun still finds those parts done
-instead of redoing them.
 """
 
 from __future__ import annotations
 
-import os
-
-from .io import atomic_path
-from .storage import is_remote, location
+from .storage import location
 
 # The query list folder. (The folders' default places, query_lists/ and shards/, are
 # defaults of the CLIs' settings: `ShardParams` in collect/config.py, and queries/cli.py.)
@@ -55,7 +48,9 @@ POOL = "pool"
 MATCHES = "matches"
 SELECTED = "selected"
 ENTRY_COUNTS = "entry_counts.parquet"
-SETTINGS = "_settings.json"  # in selected/: the balance settings its parts were made with
+# in selected/: no step writes it (the balance step's key holds its settings); the audit
+# reads the cap from it where a folder has one, else from balance_stats.json
+SETTINGS = "_settings.json"
 COUNTS = "_counts"  # in matches/: per part, (query_id, count) of its matches
 DOWNLOAD_LOG = "download.log"
 PART_GLOB = "part-*.parquet"  # the parts of pool/, matches/ and selected/
@@ -94,26 +89,3 @@ def part_stats(folder, name: str):
 def part_counts(folder, name: str):
     """The per-query counts of match part `name` in `folder`."""
     return location(folder) / COUNTS / f"{name}.parquet"
-
-
-def adopt_old_layout(folder) -> int:
-    """Move old-layout part stats (`part-*.json` beside the parts) into `_stats/`; returns
-    how many. A file already in `_stats/` wins (a move cut short on object storage, where
-    it is a copy then a delete, leaves both)."""
-    folder = location(folder)
-    if not folder.is_dir():
-        return 0
-    moved = 0
-    for old in sorted(folder.glob("part-*.json"), key=str):
-        new = part_stats(folder, old.stem)
-        if not new.exists():
-            if is_remote(folder):
-                with atomic_path(new) as tmp:
-                    tmp.write_bytes(old.read_bytes())
-            else:
-                new.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(old, new)
-        if old.exists():
-            old.unlink()
-        moved += 1
-    return moved

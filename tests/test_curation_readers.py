@@ -2,26 +2,22 @@
 
 pandas and pyarrow read a folder as one dataset by trying every file in it as parquet,
 except names starting with `_` or `.`; per-part stats beside the parts (`part-NNNNN.json`)
-made them fail with ArrowInvalid. Checked on the real sample run of `test_audit`
-(`pipeline shards` on openclipart), and on that run's curation turned back into the old
-layout: the match and balance steps adopt it without redoing a part.
+would make them fail with ArrowInvalid, so they live in `_stats/`. Checked on the real
+sample run of `test_audit` (`pipeline shards` on openclipart).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import run_cli
-from .test_audit import PER_QUERY, build_sample
+from .test_audit import build_sample
 
 pytestmark = pytest.mark.slow
 
@@ -75,51 +71,3 @@ def test_every_curation_folder_reads_as_a_dataset(sample):
         p.stem + ".json" for p in matches.glob("part-*.parquet")
     )
     assert any((matches / "_counts").glob("part-*.parquet")), "the per-part counts the balance step sums"
-
-
-def to_old_layout(folder: Path) -> None:
-    """Part stats back beside the parts, as the steps wrote them before `_stats/`."""
-    for js in (folder / "_stats").glob("part-*.json"):
-        js.rename(folder / js.name)
-    (folder / "_stats").rmdir()
-
-
-def test_old_layout_is_adopted_without_redoing_a_part(sample, tmp_path):
-    cur = tmp_path / "shards" / "curation"
-    shutil.copytree(sample["shards"] / "curation", cur)
-    before = {
-        name: {p.name: p.read_bytes() for p in (cur / name / "_stats").iterdir()} for name in ("matches", "selected")
-    }
-    for name in before:
-        to_old_layout(cur / name)
-    with pytest.raises(pa.ArrowInvalid):  # what a reader met in an old-layout folder
-        pd.read_parquet(cur / "matches")
-    parts = {p: p.stat().st_mtime_ns for name in before for p in (cur / name).glob("part-*.parquet")}
-    balance_stats = (cur / "balance_stats.json").read_text()
-    queries = str(sample["queries"] / "queries.parquet")  # as build_sample gave it: same step keys
-
-    res = run_cli("match", "--out", str(cur.parent), "--queries", queries, "--workers", "1", "--quiet")
-    assert res.returncode == 0, res.stderr
-    match = json.loads((cur / "match_stats.json").read_text())
-    assert match["parts_skipped"] == match["parts"] >= 1, "finished parts were matched again"
-    res = run_cli(
-        "balance",
-        "--out",
-        str(cur.parent),
-        "--queries",
-        queries,
-        "--per-query",
-        str(PER_QUERY),
-        "--workers",
-        "1",
-        "--quiet",
-    )
-    assert res.returncode == 0, res.stderr
-
-    assert {p: p.stat().st_mtime_ns for p in parts} == parts, "finished parts were written again"
-    assert (cur / "balance_stats.json").read_text() == balance_stats
-    rows = expected_rows(cur)
-    for name, stats in before.items():
-        assert not list((cur / name).glob("part-*.json"))
-        assert {p.name: p.read_bytes() for p in (cur / name / "_stats").iterdir()} == stats
-        assert_reads_as_dataset(cur / name, rows[name], COLUMNS[name])

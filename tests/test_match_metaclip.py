@@ -172,30 +172,23 @@ CLIP = {"a dog, a cat": [0, 1], "(dog)": [0], "the dog's bone": [0], "the U.S. A
 METACLIP = {"a dog, a cat": [0, 1], "a big dog.": [0, 3]}
 
 
-def test_match_pool_recipe_is_a_part_parameter(tmp_path):
+def test_match_pool_applies_the_recipe(tmp_path):
     pool = tmp_path / "pool"
     pool.mkdir()
     pq.write_table(pa.table({"uid": [f"u{i}" for i in range(len(TEXTS))], "text": TEXTS}), pool / "part-00000.parquet")
     qpath = tmp_path / "q.parquet"
     pq.write_table(pa.table({"query": QUERIES}), qpath)
-    out = tmp_path / "out"
 
-    def ids():
+    def ids(out):
         t = pq.read_table(out / "part-00000.parquet").to_pylist()
         return {TEXTS[int(r["uid"][1:])]: r["query_ids"] for r in t}
 
-    assert match_pool(str(pool / "*.parquet"), str(qpath), str(out))["parts_skipped"] == 0
-    assert ids() == CLIP
-    # the default's parameters are what they were before recipes existed: old outputs stay valid
-    assert "recipe" not in json.loads((out / "_stats" / "part-00000.json").read_text())["params"]
-    assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="metaclip")["parts_skipped"] == 0
-    assert ids() == METACLIP
-    assert json.loads((out / "_stats" / "part-00000.json").read_text())["params"]["recipe"] == "metaclip"
-    assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="metaclip")["parts_skipped"] == 1
-    assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="clip")["parts_skipped"] == 0
-    assert ids() == CLIP
+    for recipe, expected in (("clip", CLIP), ("metaclip", METACLIP)):
+        out = tmp_path / recipe
+        assert match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe=recipe)["matched"] == len(expected)
+        assert ids(out) == expected
     with pytest.raises(InputError, match="MetaCLIP matches case-sensitively"):
-        match_pool(str(pool / "*.parquet"), str(qpath), str(out), recipe="metaclip", ignore_case=True)
+        match_pool(str(pool / "*.parquet"), str(qpath), str(tmp_path / "x"), recipe="metaclip", ignore_case=True)
 
 
 def _cli_matches(out) -> dict[str, list[int]]:
@@ -236,3 +229,7 @@ def test_cli_recipe_metaclip_then_clip(tmp_path):
     res = run_cli(*match, "--recipe", "metaclip")  # and back: redone again
     assert res.returncode == 0 and "inputs or settings changed" in res.stderr, res.stderr
     assert _cli_matches(out) == METACLIP
+    res = run_cli(*match, "--recipe", "metaclip")  # unchanged: the step key keeps every part
+    assert res.returncode == 0 and "inputs or settings changed" not in res.stderr, res.stderr
+    stats = json.loads((out / "curation" / "match_stats.json").read_text())
+    assert stats["parts_skipped"] == stats["parts"] == 1 and stats["recipe"] == "metaclip"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -122,3 +124,51 @@ def test_the_four_verbs_download_from_a_private_host_as_shards_does(tmp_path):
     assert statuses == ["success"] * 6
     for name in names:
         assert (verbs / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_the_step_keys_decide_what_is_redone(tmp_path):
+    """An unchanged rerun keeps every part; a changed setting redoes its step and the steps
+    after it, never the ones before (one redo mechanism: the step keys in curation/keys/)."""
+    pairs = tmp_path / "pairs.parquet"
+    captions = [f"{'a cat' if i % 3 else 'A Cat'} and {'a dog' if i % 2 else 'no pet'}, photo {i}" for i in range(60)]
+    pq.write_table(pa.table({"url": [f"http://example.com/{i}.jpg" for i in range(60)], "caption": captions}), pairs)
+    q = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"query": ["cat", "dog"]}), q)
+    out = tmp_path / "o"
+    cur = out / "curation"
+
+    def step(*args: str) -> str:
+        res = run_cli(*args, "--out", str(out), "--workers", "1")
+        assert res.returncode == 0, res.stderr
+        return res.stderr
+
+    def stamps(folder: str) -> dict:
+        return {p.name: p.stat().st_mtime_ns for p in (cur / folder).glob("part-*.parquet")}
+
+    def selected() -> list[str]:
+        return sorted(r["uid"] for p in (cur / "selected").glob("part-*.parquet") for r in pq.read_table(p).to_pylist())
+
+    step("pool", "--pool", str(pairs), "--rows-per-part", "20")
+    step("match", "--queries", str(q))
+    step("balance", "--queries", str(q), "--per-query", "5", "--seed", "1")
+    pool, matches, kept = stamps("pool"), stamps("matches"), selected()
+    assert len(pool) == len(matches) == 3 and 0 < len(kept) < 60
+
+    assert "changed" not in step("match", "--queries", str(q))
+    assert json.loads((cur / "match_stats.json").read_text())["parts_skipped"] == 3
+    assert "changed" not in step("balance", "--queries", str(q), "--per-query", "5", "--seed", "1")
+    assert stamps("matches") == matches and selected() == kept
+
+    assert "balance: inputs or settings changed" in step(
+        "balance", "--queries", str(q), "--per-query", "5", "--seed", "2"
+    )
+    assert selected() != kept, "another seed draws another selection"
+    assert stamps("pool") == pool and stamps("matches") == matches, "balance's seed redid an earlier step"
+
+    assert "match: inputs or settings changed" in step("match", "--queries", str(q), "--ignore-case")
+    assert json.loads((cur / "match_stats.json").read_text())["matched"] == 60  # 'A Cat' matches too
+    assert stamps("pool") == pool
+    # the matches changed, so the balance made from the old ones is cleared and redone
+    assert "balance: inputs or settings changed" in step(
+        "balance", "--queries", str(q), "--per-query", "5", "--seed", "2"
+    )

@@ -24,8 +24,8 @@ from .. import layout
 from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, sum_stats, write_json
-from ..layout import adopt_old_layout, part_stats
-from ..storage import location, read_table, rmtree
+from ..layout import part_stats
+from ..storage import location, read_table
 from .config import BalanceConfig
 from .match import queries_digest, read_queries
 
@@ -179,13 +179,27 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
     return stats
 
 
+def _read_json(path) -> dict:
+    """A JSON object file, or {} when there is none (or it holds something else)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _balance_args(args: tuple) -> dict:
     return balance_part(*args)
 
 
 def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: Engine, progress=None) -> dict:
     """Count (entry_counts.parquet) then balance every part into curation/selected/ with
-    the config's cap per query and seed."""
+    the config's cap per query and seed.
+
+    A part whose stats exist is skipped, so a killed run resumes; the parts in selected/
+    must have been made from these matches, queries and config: the balance step
+    (`shards.run_balance`) clears the folder when its key changes. A query list other than
+    the one the matches were made with (`match_stats.json`'s `queries_sha256`) is refused."""
     per_query, seed = config.per_query, config.seed
     curation = location(curation)
     match_dir, pool_dir, out_dir = curation / layout.MATCHES, curation / layout.POOL, curation / layout.SELECTED
@@ -193,26 +207,15 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
     if not parts:
         raise InputError(f"{match_dir}: no match parts; run the match step first")
     queries = read_queries(queries_path)
-    adopt_old_layout(match_dir)  # folders from before `_stats/` (the match step does it too)
-    adopt_old_layout(out_dir)
-    match_stats = [part_stats(match_dir, p.stem) for p in parts]
-    digests = {json.loads(js.read_text()).get("params", {}).get("queries_sha256") for js in match_stats if js.exists()}
-    if digests - {queries_digest(queries)}:
+    matched_with = _read_json(layout.step_stats(curation, "match")).get("queries_sha256")
+    if matched_with is not None and matched_with != queries_digest(queries):
         raise InputError(
             f"{queries_path}: not the query list the matches were made with; "
             "rerun the match step with it, or pass the same --queries"
         )
     counts = count_entries(parts, len(queries), curation / layout.ENTRY_COUNTS)
     p = keep_probabilities(counts, per_query)
-    settings = {"per_query": per_query, "seed": seed, "queries": queries_path, "n_queries": len(queries)}
-    marker = out_dir / layout.SETTINGS
-    if marker.exists() and json.loads(marker.read_text()) != settings:
-        for old in out_dir.glob("part-*"):
-            old.unlink()  # a different cap or seed: earlier selections are not reusable
-        rmtree(out_dir / layout.STATS)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(marker) as tmp:
-        tmp.write_text(json.dumps(settings, sort_keys=True))
 
     todo = []
     for part in parts:

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs
-from ..layout import adopt_old_layout, part_counts, part_stats
+from ..layout import part_counts, part_stats
 from ..storage import location
 from ..wiki.tokens import MARKS
 from .config import MatchConfig
@@ -248,7 +248,8 @@ def read_queries(queries_path: str) -> list[str | None]:
 
 
 def queries_digest(queries: Sequence[str | None]) -> str:
-    """Identifies the query list's content, so a rerun with other queries redoes the parts."""
+    """Identifies the query list's content: the match step records it (`match_stats.json`),
+    and the balance step refuses a list the matches were not made with."""
     h = hashlib.sha256()
     for q in queries:
         h.update(b"\xff" if q is None else q.encode("utf-8", "surrogatepass") + b"\x00")
@@ -289,7 +290,7 @@ def _batches(pf: pq.ParquetFile, url: str):
         yield batch
 
 
-def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher, params: dict) -> dict:
+def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher) -> dict:
     """Match one pool part into out_dir/NAME.parquet and its per-query counts into
     out_dir/_counts/NAME.parquet, then out_dir/_stats/NAME.json (marks it complete)."""
     name = posix_stem(url)
@@ -338,7 +339,7 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher, 
             tmp,
         )
     with atomic_path(out_json) as tmp:
-        tmp.write_text(json.dumps({**stats, "params": params}, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(stats, sort_keys=True) + "\n")
     return stats
 
 
@@ -352,16 +353,15 @@ def _num_rows(url: str) -> int:
         return pf.metadata.num_rows
 
 
-def _is_complete(out_dir: str, name: str, params: dict) -> dict | None:
-    """The stats of a part already matched with these parameters, else None."""
+def _is_complete(out_dir: str, name: str) -> dict | None:
+    """The stats of a part already matched (its files and, written last, its stats), else None."""
     js, pqt = part_stats(out_dir, name), location(out_dir) / f"{name}.parquet"
     if not (js.exists() and pqt.exists() and part_counts(out_dir, name).exists()):
         return None
     try:
-        stats = json.loads(js.read_text())
+        return json.loads(js.read_text())
     except ValueError:
         return None
-    return stats if stats.get("params") == params else None
 
 
 _worker_matcher: QueryMatcher | MetaClipMatcher | None = None
@@ -373,10 +373,9 @@ def _init_worker(queries_path: str, config: MatchConfig) -> None:
     _worker_matcher = make_matcher(read_queries(queries_path), config)
 
 
-def _run_part(task: tuple, out_dir: str) -> dict:
-    url, params = task
+def _run_part(url: str, out_dir: str) -> dict:
     assert _worker_matcher is not None
-    return match_part(url, out_dir, _worker_matcher, params)
+    return match_part(url, out_dir, _worker_matcher)
 
 
 def match_pool(
@@ -385,13 +384,15 @@ def match_pool(
     """Match every pool part; returns stats summed over all parts (done now or before).
 
     `config.recipe`: ``clip`` (`QueryMatcher`, word boundaries) or ``metaclip``
-    (`MetaClipMatcher`, MetaCLIP v1's substring rule); it is one of the parts' parameters,
-    so a rerun with the other recipe redoes them.
+    (`MetaClipMatcher`, MetaCLIP v1's substring rule).
 
     Output per part: NAME.parquet (`uid`, `query_ids` list<int32>, matched rows only, in the
     part's order), _counts/NAME.parquet and _stats/NAME.json (stats, written last; see
-    `pipeline.layout`: the folder stays a parquet dataset). A part whose stats exist with the same
-    parameters is skipped, so a rerun resumes. Output does not depend on `workers`.
+    `pipeline.layout`: the folder stays a parquet dataset). A part whose stats exist is
+    skipped, so a killed run resumes; the parts in `out_dir` must have been made from these
+    pool parts, queries and config: the match step (`shards.run_match`) clears the folder
+    when its key changes. Output does not depend on the engine's workers. The totals
+    include `queries_sha256` (`queries_digest`), which the balance step checks.
     `progress`: optional factory called with the total row count, returning a tqdm-like
     bar (`update(rows)`, `close()`).
     """
@@ -404,20 +405,12 @@ def match_pool(
         )
     make_matcher([], config)  # refuses a bad recipe/option before any work
     queries = read_queries(queries_path)
-    base = {"ignore_case": config.ignore_case, "queries_sha256": queries_digest(queries)}
-    if config.recipe != "clip":  # the default's params stay as before, so earlier outputs stay valid
-        base["recipe"] = config.recipe
-    params = {}
-    for url, name in zip(urls, names):
-        fs, path = fsspec.core.url_to_fs(url)
-        params[name] = {**base, "input_size": int(fs.size(path) or 0)}
     location(out_dir).mkdir(parents=True, exist_ok=True)
-    adopt_old_layout(out_dir)
 
     stats_by_part: dict[str, dict] = {}
     todo = []
     for url, name in zip(urls, names):
-        done = _is_complete(out_dir, name, params[name])
+        done = _is_complete(out_dir, name)
         if done is not None:
             stats_by_part[name] = done
         else:
@@ -436,12 +429,12 @@ def match_pool(
     try:
         run_parts(
             partial(_run_part, out_dir=out_dir),
-            [(url, params[posix_stem(url)]) for url in todo],
+            todo,
             engine,
             setup=_init_worker,
             setup_args=(queries_path, config),
-            on_done=lambda task, stats: finished(task[0], stats),
-            describe=lambda task: task[0],
+            on_done=finished,
+            describe=str,
         )
     finally:
         if bar is not None:
@@ -454,4 +447,4 @@ def match_pool(
     totals["parts"] = len(urls)
     totals["parts_skipped"] = len(urls) - len(todo)
     totals["queries"] = len(queries)
-    return totals
+    return {**totals, "queries_sha256": queries_digest(queries)}

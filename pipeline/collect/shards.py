@@ -1,10 +1,12 @@
 """Run the collection steps in order: pool -> match -> count/balance -> download.
 
-Each step writes into `OUT/curation/` (or the shards into `OUT/`) and skips work already
-done. A step's outputs are only reused when everything they were made from is unchanged:
-each step records a key (its own settings plus the key of the step before it), and a
-changed key clears that step's old outputs before it runs, so a rerun with a different
-cap or query list can never mix old and new parts. A run holds OUT (`outlock`) while it
+Each step writes into `OUT/curation/` (or the shards into `OUT/`). Whether a step's outputs
+can be reused is decided here, and only here: each step records a key (a digest of its
+inputs' fingerprints, the settings of its config that change its outputs, and the key of
+the step before it), and a changed key clears that step's old outputs before it runs, so a
+rerun with a different cap, recipe or query list can never mix old and new parts. Within
+a step, the parts that have their done marker (`_stats/part-N.json`, `NNNNN_stats.json`)
+are not redone: that is how a killed step resumes. A run holds OUT (`outlock`) while it
 writes, so a second run on the same OUT stops at once instead of clearing this one's work.
 """
 
@@ -29,6 +31,33 @@ from .config import ShardParams
 
 def progress_log(p: ShardParams) -> Callable[[str], None]:
     return (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+# Config fields that change no output, left out of the step keys: a rerun that changes only
+# them keeps the step's outputs. The pool's memory limit and bucket count split the dedup
+# into tasks without changing its result. The download's speed (processes, threads) and
+# limits on one download (timeout, retries, deadline, body cap, host policy, opt-out
+# directives) decide which URLs fail, not how a shard is made: a finished shard is kept and
+# a rerun fetches the unfinished ones with the new limits.
+NOT_IN_KEY = {
+    "pool": ("memory_limit", "buckets"),
+    "download": (
+        "processes",
+        "threads",
+        "timeout",
+        "retries",
+        "download_deadline",
+        "max_bytes",
+        "allow_private_hosts",
+        "allowed_addresses",
+        "disallowed_header_directives",
+    ),
+}
+
+
+def _settings(step: str, config) -> dict:
+    """The fields of a step's config that its key holds."""
+    return {k: v for k, v in asdict(config).items() if k not in NOT_IN_KEY.get(step, ())}
 
 
 def _key(upstream: str, settings: dict) -> str:
@@ -69,17 +98,7 @@ def run_pool(p: ShardParams) -> str:
         raise InputError("no --pool given: name at least one pool file (table or WAT)")
     inputs = expand_inputs(list(p.inputs), "pool")
     cur = layout.curation(p.out)
-    key = _key(
-        "",  # the first step
-        {
-            "inputs": [file_fingerprint(u) for u in inputs],
-            "url_col": p.pool.url_col,
-            "text_col": p.pool.text_col,
-            "keep_col": list(p.pool.keep_cols),
-            "allow_private_hosts": p.pool.allow_private_hosts,
-            "rows_per_part": p.pool.rows_per_part,
-        },
-    )
+    key = _key("", {"inputs": [file_fingerprint(u) for u in inputs], **_settings("pool", p.pool)})  # the first step
     _claim([cur / layout.POOL, layout.step_stats(cur, "pool")], layout.key_file(cur, "pool"), key, progress_log(p))
     stats = build_pool(inputs, str(cur / layout.POOL), p.pool, p.distributor(), bar_factory(p.quiet, "pool", "file"))
     licenses = {path: info for pattern, info in sorted(p.licenses.items()) for path in expand_inputs(pattern, "pool")}
@@ -113,17 +132,15 @@ def run_match(p: ShardParams, upstream: str) -> str:
     from .match import match_pool
 
     cur = layout.curation(p.out)
-    settings = {"queries": _queries_fingerprint(p.queries), "ignore_case": p.match.ignore_case}
     built = _queries_build(p.queries)
-    if p.match.recipe != "clip":  # the default's key stays as before: no redone match, balance, download
-        settings["recipe"] = p.match.recipe
-    if built is not None and built["recipe"] != "clip":
-        settings["queries_built_with"] = built
     if built is not None and built["recipe"] != p.match.recipe:
         progress_log(p)(
             f"note: the query list was built with --recipe {built['recipe']}, matching with --recipe {p.match.recipe}"
         )
-    key = _key(upstream, settings)
+    key = _key(
+        upstream,
+        {"queries": _queries_fingerprint(p.queries), "queries_built_with": built, **_settings("match", p.match)},
+    )
     _claim([cur / layout.MATCHES, layout.step_stats(cur, "match")], layout.key_file(cur, "match"), key, progress_log(p))
     pool_glob = glob.escape(str(cur / layout.POOL)) + "/" + layout.PART_GLOB  # the folder's own name stays literal
     stats = match_pool(
@@ -138,10 +155,7 @@ def run_balance(p: ShardParams, upstream: str) -> str:
     from .balance import balance
 
     cur = layout.curation(p.out)
-    key = _key(
-        upstream,
-        {"per_query": p.balance.per_query, "seed": p.balance.seed, "queries": _queries_fingerprint(p.queries)},
-    )
+    key = _key(upstream, {"queries": _queries_fingerprint(p.queries), **_settings("balance", p.balance)})
     _claim(
         [cur / layout.SELECTED, cur / layout.ENTRY_COUNTS, layout.step_stats(cur, "balance")],
         layout.key_file(cur, "balance"),
@@ -162,11 +176,7 @@ def run_download(p: ShardParams, upstream: str) -> str:
 
     out = location(p.out)
     cur = layout.curation(out)
-    d = p.download
-    key = _key(
-        upstream,
-        {"image_size": d.image_size, "samples_per_shard": d.samples_per_shard, "max_image_pixels": d.max_image_pixels},
-    )
+    key = _key(upstream, _settings("download", p.download))
     shard_files = [f for pat in ("[0-9]*.tar", "[0-9]*.parquet", layout.SHARD_STATS_GLOB) for f in out.glob(pat)]
     _claim(
         [*shard_files, out / "_tmp", out / SIZES, out / CARD, layout.step_stats(cur, "download")],
@@ -174,7 +184,7 @@ def run_download(p: ShardParams, upstream: str) -> str:
         key,
         progress_log(p),
     )
-    stats = download(cur, out, d, p.distributor(), quiet=p.quiet)
+    stats = download(cur, out, p.download, p.distributor(), quiet=p.quiet)
     progress_log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
     return _finish(layout.key_file(cur, "download"), key)
 
