@@ -6,7 +6,7 @@ the dataset browser, the trainer's transforms, the evaluation sets and the overl
 to all of them.
 
 `MAX_IMAGE_PIXELS`: the largest image decoded, the default of the download step's
-`--max-image-pixels` (and the number the trainer's limit has). This module imports Pillow
+`--max-image-pixels` (and the trainer's, through `train.config`). This module imports Pillow
 only when `to_rgb` first runs, so the CLIs read the constant before parsing and `--help`
 stays fast.
 """

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Larger images are skipped (`image_too_large`) before they are decoded: Pillow's
-# decompression-bomb threshold, as in the download stage (--max-image-pixels there too).
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+from pipeline.imaging import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class StreamConfig:
     workers: int = 1  # DataLoader processes per rank; 0 reads in the training process
     val_fraction: float = 0.05  # share of samples (by uid hash) held out, never trained on
     shuffle_buffer: int = 2000  # raw samples
-    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS  # larger ones are skipped unread, as the download step refuses them
     rank: int = 0
     world_size: int = 1
     pin_memory: bool = False

@@ -299,10 +299,9 @@ def scan_shards(
     batch. Returns the pairs (unsorted), the images scanned and what was skipped."""
     from tqdm import tqdm
 
-    from .config import DEFAULT_MAX_IMAGE_PIXELS
-    from .eval_data import to_rgb
+    from pipeline.imaging import MAX_IMAGE_PIXELS, to_rgb
 
-    max_pixels = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     counts: Counter[str] = Counter()
     result, batch = ScanResult(), _Batch()
     for url in tqdm(
