@@ -172,3 +172,38 @@ def test_the_step_keys_decide_what_is_redone(tmp_path):
     assert "balance: inputs or settings changed" in step(
         "balance", "--queries", str(q), "--per-query", "5", "--seed", "2"
     )
+
+
+@pytest.mark.slow
+def test_a_step_refuses_the_outputs_of_a_step_made_from_an_earlier_one(tmp_path):
+    """Verb by verb, a step reads what the step before it left, and that step's outputs must
+    be made from the current outputs of the one before it: after `match --ignore-case`,
+    `download` without `balance` would fetch the selection balanced from the old matches."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(4):
+        (site / f"{i}.png").write_bytes(make_png(30 + i, 20))
+    pq.write_table(pa.table({"query": ["cat"]}), tmp_path / "q.parquet")
+    with serve_directory(site) as base:
+        captions = ["a cat", "A Cat", "a cat again", "CAT"]
+        pq.write_table(
+            pa.table({"url": [f"{base}/{i}.png" for i in range(4)], "caption": captions}), tmp_path / "pool.parquet"
+        )
+        out = tmp_path / "o"
+
+        def step(*args: str):
+            return run_cli(*args, "--out", str(out), "--quiet", "--workers", "1")
+
+        download = ("download", "--allow-private-hosts", "--processes", "1", "--threads", "2")
+        q = ("--queries", str(tmp_path / "q.parquet"))
+        for args in (("pool", "--pool", str(tmp_path / "pool.parquet"), "--allow-private-hosts"), ("match", *q)):
+            assert step(*args).returncode == 0
+        assert step("balance", *q).returncode == 0
+        assert step(*download).returncode == 0
+        assert json.loads((out / "curation" / "download_stats.json").read_text())["successes"] == 2
+
+        assert step("match", *q, "--ignore-case").returncode == 0
+        one_line_error(step(*download), "'balance' step", "earlier 'match' step", "run 'balance' again")
+        assert step("balance", *q).returncode == 0
+        assert step(*download).returncode == 0
+        assert json.loads((out / "curation" / "download_stats.json").read_text())["successes"] == 4

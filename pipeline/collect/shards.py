@@ -79,16 +79,23 @@ def _claim(paths: list[Path], key_file: Path, key: str, log) -> None:
             elif p.exists():
                 p.unlink()
     done = key_file.with_suffix(".done")
-    if done.exists() and done.read_text().strip() != key:
+    if done.exists() and _done_keys(done)[0] != key:
         done.unlink()
     with atomic_path(key_file) as tmp:
         tmp.write_text(key + "\n")
 
 
-def _finish(key_file: Path, key: str) -> str:
+def _finish(key_file: Path, key: str, upstream: str) -> str:
+    """Mark the step done: its key, then the key of the step its outputs were made from."""
     with atomic_path(key_file.with_suffix(".done")) as tmp:
-        tmp.write_text(key + "\n")
+        tmp.write_text(f"{key}\n{upstream}\n")
     return key
+
+
+def _done_keys(done: Path) -> tuple[str, str]:
+    """(key, upstream key) of a finished step's `.done` file."""
+    key, _, upstream = done.read_text().partition("\n")
+    return key.strip(), upstream.strip()
 
 
 def run_pool(p: ShardParams) -> str:
@@ -109,7 +116,7 @@ def run_pool(p: ShardParams) -> str:
             f"(see {layout.step_stats_name('pool')})"
         )
     progress_log(p)(f"pool: {stats.get('kept', 0):,} pairs kept of {stats.get('rows_in', 0):,} rows")
-    return _finish(layout.key_file(cur, "pool"), key)
+    return _finish(layout.key_file(cur, "pool"), key, "")
 
 
 def _queries_fingerprint(path: str) -> dict:
@@ -148,7 +155,7 @@ def run_match(p: ShardParams, upstream: str) -> str:
     )
     write_json(layout.step_stats(cur, "match"), {**stats, "recipe": p.match.recipe, "queries_built_with": built})
     progress_log(p)(f"match: {stats.get('matched', 0):,} of {stats.get('rows', 0):,} texts contain a query")
-    return _finish(layout.key_file(cur, "match"), key)
+    return _finish(layout.key_file(cur, "match"), key, upstream)
 
 
 def run_balance(p: ShardParams, upstream: str) -> str:
@@ -167,7 +174,7 @@ def run_balance(p: ShardParams, upstream: str) -> str:
         f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
         f"({stats['queries_over_cap']:,} queries over the cap of {p.balance.per_query:,})"
     )
-    return _finish(layout.key_file(cur, "balance"), key)
+    return _finish(layout.key_file(cur, "balance"), key, upstream)
 
 
 def run_download(p: ShardParams, upstream: str) -> str:
@@ -186,15 +193,25 @@ def run_download(p: ShardParams, upstream: str) -> str:
     )
     stats = download(cur, out, p.download, p.distributor(), quiet=p.quiet)
     progress_log(p)(f"download: {stats['successes']:,} of {stats['count']:,} images in {stats['shards']} shards")
-    return _finish(layout.key_file(cur, "download"), key)
+    return _finish(layout.key_file(cur, "download"), key, upstream)
 
 
 def _stored_key(p: ShardParams, step: str) -> str:
-    """The key of a step that finished; its outputs are what the next step reads."""
+    """The key of a step that finished; its outputs are what the next step reads. They
+    must be made from the current outputs of every step before it: a step rerun on its
+    own with other settings leaves the later steps' outputs made from its old ones."""
     done = layout.key_file(layout.curation(p.out), step).with_suffix(".done")
     if not done.exists():
         raise InputError(f"{done.parent}: the '{step}' step has not finished; run it first (or `shards`)")
-    return done.read_text().strip()
+    key, upstream = _done_keys(done)
+    i = layout.STEPS.index(step)
+    if i and upstream != _stored_key(p, layout.STEPS[i - 1]):
+        before = layout.STEPS[i - 1]
+        raise InputError(
+            f"{done.parent}: the '{step}' step's outputs were made from an earlier '{before}' step's; "
+            f"run '{step}' again (or `shards`)"
+        )
+    return key
 
 
 def run_step(step: str, p: ShardParams) -> dict:
