@@ -125,9 +125,10 @@ def check_counts(chunk: list[str]) -> None:
 def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats: int = 2) -> dict:
     """Single-core seconds per MB of XML for decompress+parse, markup cleaning, and counting
     by each path on the same texts, chunk by chunk into count tables: our tokens by
-    `count_text` into Counters (old) and by `count_chunk` (Arrow, new); MetaCLIP's words by
-    their Python reference and by `count_chunk_metaclip`. Whole cost per MB
-    (read+clean+count) as a ratio to the bz2 floor, before and after."""
+    `count_text` into Counters (the per-text reference) and by `count_chunk` (Arrow, what
+    `pipeline queries` runs); MetaCLIP's words by their Python reference and by
+    `count_chunk_metaclip`. Whole cost per MB (read+clean+count) as a ratio to the bz2
+    floor, with each of our two counting paths."""
     from collections import Counter
 
     t0 = time.perf_counter()
@@ -147,7 +148,7 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
     def table(counter: Counter, key: str) -> pa.Table:
         return pa.table({key: pa.array(list(counter), pa.string()), "c": pa.array(list(counter.values()), pa.int64())})
 
-    def old():  # as `pipeline queries` counted a chunk before count_chunk
+    def reference():  # count_text per text into Counters, then tables
         for chunk in chunks:
             u, b = Counter(), Counter()
             for c in chunk:
@@ -164,8 +165,8 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
     count_chunk(["warm up"]), count_chunk_metaclip(["warm up"])  # Arrow's one-time setup
     check_counts(chunks[0])
     paths = {
-        "old_count_text": old,
-        "new_count_chunk": lambda: [count_chunk(c) for c in chunks],
+        "count_text_reference": reference,
+        "count_chunk": lambda: [count_chunk(c) for c in chunks],
         "metaclip_reference": metaclip_reference,
         "metaclip_count_chunk": lambda: [count_chunk_metaclip(c) for c in chunks],
     }
@@ -184,12 +185,12 @@ def stage_split(path: str, floor_s_per_mb: float, limit_mb: float = 16, repeats:
         "clean_s_per_mb": round((t2 - t1) / mb, 4),
         "count_s_per_mb": {name: round(v, 4) for name, v in per_mb.items()},
         "count_speedup": {
-            "count_chunk_vs_count_text": round(per_mb["old_count_text"] / per_mb["new_count_chunk"], 2),
+            "count_chunk_vs_count_text": round(per_mb["count_text_reference"] / per_mb["count_chunk"], 2),
             "metaclip_chunk_vs_reference": round(per_mb["metaclip_reference"] / per_mb["metaclip_count_chunk"], 2),
         },
         "whole_s_per_mb_ratio_to_bz2_floor": {
-            "before_count_text": round((read_clean + per_mb["old_count_text"]) / floor_s_per_mb, 2),
-            "after_count_chunk": round((read_clean + per_mb["new_count_chunk"]) / floor_s_per_mb, 2),
+            "with_count_text": round((read_clean + per_mb["count_text_reference"]) / floor_s_per_mb, 2),
+            "with_count_chunk": round((read_clean + per_mb["count_chunk"]) / floor_s_per_mb, 2),
         },
     }
 

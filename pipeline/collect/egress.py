@@ -17,7 +17,7 @@ whose message img2dataset records as the sample's `error_message`.
 
 urllib has neither limit, so they are built from its own parts: an opener (`install`)
 that starts the clock for each `urlopen`, http.client's `_create_connection` hook (vetting
-and connecting within the time left; proxies and tunnels work as before), and a response
+and connecting within the time left; proxies and tunnels work as in urllib), and a response
 class whose socket reads each wait at most the time left and whose `read()` counts bytes.
 """
 

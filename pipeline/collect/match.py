@@ -219,7 +219,7 @@ class MetaClipMatcher:
 
 def make_matcher(queries: Sequence[str | None], config: MatchConfig) -> QueryMatcher | MetaClipMatcher:
     """The matcher of the config's recipe. MetaCLIP matches case-sensitively only: folding
-    case would no longer reproduce it, so `ignore_case` with ``metaclip`` is refused."""
+    case would not reproduce it, so `ignore_case` with ``metaclip`` is refused."""
     if config.recipe == "clip":
         return QueryMatcher(queries, config.ignore_case)
     if config.recipe != "metaclip":
