@@ -45,11 +45,11 @@ from bench.checks import produced, same  # noqa: E402
 
 def shard_list(pattern: str, min_images: int) -> tuple[list[str], int]:
     """The sample shards, repeated until they hold `min_images` images; (urls, images per pass)."""
+    from train.overlap import shard_images
     from train.shards import expand_urls
-    from train.overlap import _shard_images
 
     urls = expand_urls(pattern)
-    per_pass = sum(1 for u in urls for _ in _shard_images(u, Counter(), None))
+    per_pass = sum(1 for u in urls for _ in shard_images(u, Counter(), None))
     repeat = max(1, -(-min_images // per_pass))
     return urls * repeat, per_pass
 
@@ -61,11 +61,11 @@ def timed(fn) -> tuple[float, int]:
 
 
 def decode_only(urls: list[str], limit: int | None = None) -> int:
-    from train.overlap import _shard_images
+    from train.overlap import shard_images
 
     n = 0
     for url in urls:
-        for _ in _shard_images(url, Counter(), None):
+        for _ in shard_images(url, Counter(), None):
             n += 1
             if limit and n == limit:
                 return n
@@ -73,31 +73,32 @@ def decode_only(urls: list[str], limit: int | None = None) -> int:
 
 
 def hash_only(urls: list[str]) -> int:
-    from train.overlap import _shard_images, fingerprint
+    from train.duplicates import fingerprint
+    from train.overlap import shard_images
 
     n = 0
     for url in urls:
-        for _, _, image in _shard_images(url, Counter(), None):
+        for _, _, image in shard_images(url, Counter(), None):
             fingerprint(image)
             n += 1
     return n
 
 
 def embed_only(urls: list[str], model, preprocess, device: str, batch_size: int, limit: int) -> int:
-    from train.overlap import _embed, _shard_images
+    from train.overlap import embed, shard_images
 
     n, pending = 0, []
     for url in urls:
-        for _, _, image in _shard_images(url, Counter(), None):
+        for _, _, image in shard_images(url, Counter(), None):
             pending.append(preprocess(image))
             n += 1
             if len(pending) == batch_size or n == limit:
-                _embed(model, pending, device, None)
+                embed(model, pending, device, None)
                 pending = []
             if n == limit:
                 return n
     if pending:
-        _embed(model, pending, device, None)
+        embed(model, pending, device, None)
     return n
 
 
@@ -105,10 +106,10 @@ def random_model(name: str, device: str):
     import open_clip
 
     from train import model as models
-    from train.evaluate import _quiet_random_init_warning
+    from train.sources import quiet_random_init_warning
 
     models.register_builtin()
-    with _quiet_random_init_warning():
+    with quiet_random_init_warning():
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
     return model.to(device).eval(), preprocess
 

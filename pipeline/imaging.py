@@ -1,8 +1,8 @@
 """How every stage sees an image: its colours, and how many pixels it may have.
 
 `to_rgb`: RGB, transparency composited onto white. One home for the audit's thumbnails,
-the dataset browser, the trainer's transforms, the evaluation sets and the overlap analysis
-(`train.eval_data` re-exports it), so a drawing on a transparent background looks the same
+the dataset browser, the trainer's transforms, the evaluation sets and the overlap analysis,
+so a drawing on a transparent background looks the same
 to all of them.
 
 `MAX_IMAGE_PIXELS`: the largest image decoded, the default of the download step's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -14,13 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import webdataset as wds
-from PIL import Image
 
-from pipeline.sample.openclipart import roots_from_cache, sample_rows
 from train import optim
 
 from .conftest import assert_one_line_error, required_path
+from .support.trained_run import openclipart_shards, tiny_imagefolder
 from .support.trainer import ENV, ROOT, metrics, run_train, start_train, train_command
 
 pytestmark = pytest.mark.slow
@@ -28,28 +25,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    """3 shards of 48 real openclipart (image, caption) pairs, plus one with a corrupt image."""
-    png_root, svg_root = roots_from_cache(str(required_path("OPENCLIPART_DIR")))
-    out = tmp_path_factory.mktemp("shards")
-    rows = [r for r, _ in zip((r for r in sample_rows(png_root, svg_root) if r["text"]), range(144))]
-    for s in range(3):
-        with wds.TarWriter(str(out / f"{s:05d}.tar")) as tw:
-            for i, r in enumerate(rows[s * 48 : (s + 1) * 48]):
-                img = Image.open(Path(png_root) / r["path"]).convert("RGBA").convert("RGB")
-                img.thumbnail((96, 96))
-                buf = io.BytesIO()
-                img.save(buf, format="JPEG")
-                jpg = buf.getvalue() if (s, i) != (2, 5) else b"\xff\xd8 not a jpeg"
-                uid = f"{s:02d}{i:014d}"
-                tw.write(
-                    {
-                        "__key__": f"{s:05d}{i:04d}",
-                        "jpg": jpg,
-                        "txt": r["text"],
-                        "json": {"uid": uid, "caption": r["text"]},
-                    }
-                )
-    return out
+    """3 shards of 48 real openclipart (image, caption) pairs, one image of them corrupt."""
+    folder = tmp_path_factory.mktemp("shards")
+    return openclipart_shards(folder, required_path("OPENCLIPART_DIR"), shards=3, corrupt=frozenset({(2, 5)}))
 
 
 # two gloo ranks of 8 samples, as in the README's run but smaller
@@ -159,15 +137,6 @@ def test_fresh_run_over_old_checkpoints_is_refused_and_bad_eval_sets_fail_early(
     res = run_train("--no-final-eval", "--eval-datasets", "no-such-set", **{**run, "name": "badeval"})
     assert_one_line_error(res, "--eval-datasets", "no-such-set")
     assert not (tmp_path / "badeval").exists(), "refused before the run folder is made"
-
-
-def tiny_imagefolder(root: Path) -> Path:
-    """An ImageFolder set of 2 classes x 3 images: a zero-shot evaluation that takes a second."""
-    for name, colour in (("cat", (200, 60, 40)), ("dog", (40, 60, 200))):
-        (root / name).mkdir(parents=True)
-        for i in range(3):
-            Image.new("RGB", (48, 40), tuple(c + 15 * i for c in colour)).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")

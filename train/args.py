@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import StreamConfig
+from .config import EvalConfig, StreamConfig
 from .precision import PRECISIONS
 
 DESCRIPTION = """\
@@ -20,6 +20,9 @@ learnable temperature (logit scale from ln(1/0.07), clamped at ln(100)), similar
 sharded over ranks, AdamW without decay on gains/biases/embeddings, cosine schedule with
 warm-up, a random square crop as the only augmentation.
 """
+
+
+EVAL = EvalConfig()  # the evaluation options' defaults
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,11 +172,11 @@ def _eval_args(g) -> None:
     g.add_argument(
         "--eval-datasets",
         nargs="*",
-        default=["openclipart", "animal-mnist", "digits"],
+        default=list(EVAL.datasets),
         help="zero-shot datasets: openclipart, animal-mnist, digits, imagefolder:PATH (default: %(default)s)",
     )
     g.add_argument(
-        "--eval-cache", default=".cache/sample", help="where the evaluation data lives (default: %(default)s)"
+        "--eval-cache", default=EVAL.cache_dir, help="where the evaluation data lives (default: %(default)s)"
     )
     g.add_argument(
         "--linear-probe",
@@ -183,7 +186,7 @@ def _eval_args(g) -> None:
     )
     g.add_argument(
         "--feature-cache",
-        default=".cache/features",
+        default=EVAL.feature_cache,
         help="with --linear-probe: the final evaluation's features are kept here, so train.evaluate "
         "--linear-probe on the saved checkpoint reads them; '' for none (default: %(default)s)",
     )

@@ -6,7 +6,9 @@ written once, and `python -m train --help` stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.imaging import MAX_IMAGE_PIXELS
 
@@ -34,3 +36,32 @@ class StreamConfig:
             raise ValueError(f"rank {self.rank} is not in [0, world_size={self.world_size})")
         if not 0.0 <= self.val_fraction <= 1.0:
             raise ValueError(f"val_fraction must be in [0, 1], got {self.val_fraction}")
+
+
+DEFAULT_DATASETS = ("openclipart", "animal-mnist", "digits")  # the embedded sample's labelled sets
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `evaluate` measures, and how. ``python -m train.evaluate``'s options are these
+    fields with these defaults; the trainer fills them from its own flags."""
+
+    datasets: Sequence[str] = DEFAULT_DATASETS  # labelled sets, names for `train.eval_data.load_dataset`
+    retrieval: Sequence[str] | None = None  # retrieval sets (openclipart); None: openclipart if among datasets
+    cache_dir: str | Path = ".cache/sample"  # where the sets' files are
+    templates: str | Sequence = "openai"  # CLIP's 80 ImageNet prompts, its 7 "simple" ones, or a list
+    batch_size: int = 64  # images per forward pass
+    num_workers: int = 0  # data loader worker processes
+    precision: str = "fp32"  # the autocast (`train.precision`); part of the feature cache's key
+    linear_probe: bool = False  # also the linear and few-shot probes (`train.linear_probe.probe_dataset`)
+    probe_seed: int = 0  # the probe split's seed
+    probe_shots: Sequence[int] = (1, 2, 4, 8, 16)
+    probe_seeds: Sequence[int] = (0, 1, 2)  # a few-shot draw per seed
+    feature_cache: str | Path | None = ".cache/features"  # with linear_probe: features kept per weights; None: none
+    progress: bool = True  # a bar per set on a terminal, else a line as each set starts
+
+    def retrieval_sets(self) -> list[str]:
+        """`retrieval`, or openclipart's held-out captioned images when it is among `datasets`."""
+        if self.retrieval is not None:
+            return list(self.retrieval)
+        return [name for name in ("openclipart",) if name in self.datasets]

@@ -54,7 +54,7 @@ class Fingerprint:
 def fingerprint(image: Image.Image) -> Fingerprint:
     """The exact and perceptual fingerprints of an image, on its RGB form (transparency
     composited onto white, as the evaluation sets and the downloader see it)."""
-    from .eval_data import to_rgb
+    from pipeline.imaging import to_rgb
 
     rgb = to_rgb(image)  # no copy of an RGB image
     digest = hashlib.sha256(b"%dx%d\0" % rgb.size)

@@ -79,7 +79,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from pipeline.errors import InputError
-from pipeline.imaging import to_rgb  # one home; the trainer and train.overlap import it from here
+from pipeline.imaging import to_rgb
 
 Transform = Callable[[Image.Image], object] | None
 

@@ -39,20 +39,19 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
 from . import sources
+from .config import EvalConfig
 from .precision import autocast_factory
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_DATASETS = ("openclipart", "animal-mnist", "digits")
 HELD_OUT = "val"  # the trainer's held-out shard samples, under open_clip_train's name for its validation set
 
 
@@ -60,37 +59,11 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """What `evaluate` measures, and how. ``python -m train.evaluate``'s options are these
-    fields with these defaults; the trainer fills them from its own flags."""
-
-    datasets: Sequence[str] = DEFAULT_DATASETS  # labelled sets, names for `train.eval_data.load_dataset`
-    retrieval: Sequence[str] | None = None  # retrieval sets (openclipart); None: openclipart if among datasets
-    cache_dir: str | Path = ".cache/sample"  # where the sets' files are
-    templates: str | Sequence = "openai"  # CLIP's 80 ImageNet prompts, its 7 "simple" ones, or a list
-    batch_size: int = 64  # images per forward pass
-    num_workers: int = 0  # data loader worker processes
-    precision: str = "fp32"  # the autocast (`train.precision`); part of the feature cache's key
-    linear_probe: bool = False  # also the linear and few-shot probes (`train.linear_probe.probe_dataset`)
-    probe_seed: int = 0  # the probe split's seed
-    probe_shots: Sequence[int] = (1, 2, 4, 8, 16)
-    probe_seeds: Sequence[int] = (0, 1, 2)  # a few-shot draw per seed
-    feature_cache: str | Path | None = ".cache/features"  # with linear_probe: features kept per weights; None: none
-    progress: bool = True  # a bar per set on a terminal, else a line as each set starts
-
-    def retrieval_sets(self) -> list[str]:
-        """`retrieval`, or openclipart's held-out captioned images when it is among `datasets`."""
-        if self.retrieval is not None:
-            return list(self.retrieval)
-        return [name for name in ("openclipart",) if name in self.datasets]
-
-
 def evaluate(
     model,
     tokenizer,
     preprocess,
-    config: EvalConfig = EvalConfig(),
+    config: EvalConfig,
     device: str | torch.device = "cpu",
     out_dir: str | Path | None = None,
     step: int | None = None,

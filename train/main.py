@@ -35,7 +35,7 @@ from . import checkpoint, distributed, lifeline, optim, precision
 from . import model as models
 from .accum import accumulate_step
 from .args import parse_args
-from .config import StreamConfig
+from .config import EvalConfig, StreamConfig
 from .distributed import unwrap
 from .loss import clamp_logit_scale_, make_loss
 from .metrics import MetricsLog
@@ -242,7 +242,7 @@ def evaluate_during_training(net, tokenizer, data: StreamConfig, args, urls, run
     """Rank 0's evaluation at `step`, results into RUN/eval/ and the report. It must not
     move the training's RNG (dropout, ...): a run resumed from this step's checkpoint never
     ran it. A broken evaluation set costs the evaluation, not the training run."""
-    from .evaluate import EvalConfig, evaluate
+    from .evaluate import evaluate
     from .evaluate import tensorboard_scalars as eval_scalars
 
     config = EvalConfig(

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import EXIT_INPUT_ERROR, InputError
 
 from . import sources
+from .config import EvalConfig
 from .duplicates import CROP_VARIANTS, HASH_BITS, KINDS, Fingerprint, Matcher, cropped, fingerprint, perceptual_hash
 from .precision import autocast_factory
 
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-DEFAULT_DATASETS = ("openclipart", "animal-mnist", "digits")
 # Per-set defaults (docs/overlap-calibration.md has the evidence); other sets get the DEFAULT_*.
 # None: the embedding detector is off (its threshold depends on the model).
 PHASH_MAX_DISTANCE = {"openclipart": 2, "animal-mnist": 2, "digits": 2}
@@ -112,7 +112,7 @@ class EvalSet:
         )
 
 
-def _embed(model, tensors: list, device, autocast) -> torch.Tensor:
+def embed(model, tensors: list, device, autocast) -> torch.Tensor:
     """Unit image embeddings [n, dim] (float32, CPU) of preprocessed images."""
     import torch
 
@@ -189,7 +189,8 @@ def build_eval_set(
     import numpy as np
     import torch
 
-    from .eval_data import to_rgb
+    from pipeline.imaging import to_rgb
+
     from .zeroshot import build_classifier
 
     sha, hashes, chunks, pending = [], [], [], []
@@ -201,7 +202,7 @@ def build_eval_set(
         if model is not None and embedding is None:
             pending.append(preprocess(image))
             if len(pending) == batch_size:
-                chunks.append(_embed(model, pending, device, autocast))
+                chunks.append(embed(model, pending, device, autocast))
                 pending = []
     labels = np.asarray(labels, dtype=np.int64)
     if not sha or len(sha) != len(labels):
@@ -218,7 +219,7 @@ def build_eval_set(
         out.embedding = (
             embedding.float()
             if embedding is not None
-            else torch.cat(chunks + ([_embed(model, pending, device, autocast)] if pending else []))
+            else torch.cat(chunks + ([embed(model, pending, device, autocast)] if pending else []))
         )
         classifier = build_classifier(model, tokenizer, classnames, templates, device, autocast=autocast).cpu()
         out.correct = (out.embedding @ classifier).argmax(1).numpy() == labels
@@ -256,7 +257,7 @@ class _Batch:
     tensors: list = field(default_factory=list)
 
 
-def _shard_images(url: str, counts: Counter, max_pixels: int | None):
+def shard_images(url: str, counts: Counter, max_pixels: int | None):
     """(key, uid, decoded image) of each sample of one shard; what cannot be read is counted."""
     from pipeline.shard_format import image_ext
 
@@ -307,7 +308,7 @@ def scan_shards(
     for url in tqdm(
         urls, desc="overlap", unit="shard", file=sys.stderr, dynamic_ncols=True, disable=None if progress else True
     ):
-        for key, uid, image in _shard_images(url, counts, max_pixels):
+        for key, uid, image in shard_images(url, counts, max_pixels):
             image = to_rgb(image)  # as the evaluation images: transparency onto white, for both detectors
             batch.where.append((url, key, uid))
             batch.fps.append(fingerprint(image))
@@ -326,7 +327,7 @@ def _flush(batch: _Batch, matchers: dict[str, Matcher], result: ScanResult, mode
         return
     result.n_images += len(batch.fps)
     result.phash_unstable += sum(not fp.phash_ok for fp in batch.fps)
-    embedding = _embed(model, batch.tensors, device, autocast) if model is not None else None
+    embedding = embed(model, batch.tensors, device, autocast) if model is not None else None
     for name, matcher in matchers.items():
         labels = matcher.eval_set.labels
         for m in matcher.match(batch.fps, embedding):
@@ -597,6 +598,8 @@ def _shard_urls(given: Sequence[str] | None, config: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's options; the evaluation sets' defaults are `EvalConfig`'s, as train.evaluate's."""
+    eval_defaults = EvalConfig()
     ap = argparse.ArgumentParser(
         prog="python -m train.overlap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -610,10 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--datasets",
         nargs="+",
-        default=list(DEFAULT_DATASETS),
+        default=list(eval_defaults.datasets),
         help="labelled sets as train.evaluate (default: %(default)s)",
     )
-    ap.add_argument("--cache", default=".cache/sample", help="sample cache (default: %(default)s)")
+    ap.add_argument("--cache", default=eval_defaults.cache_dir, help="sample cache (default: %(default)s)")
     ap.add_argument("--out", help="results go to OUT/eval/ (default: as train.evaluate)")
     ap.add_argument(
         "--phash-distance",
@@ -647,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_device_arguments(ap)
     ap.add_argument(
         "--feature-cache",
-        default=".cache/features",
+        default=eval_defaults.feature_cache,
         help="evaluation-image features cached by train.evaluate / the trainer (--linear-probe) are read "
         "from here, and kept, so the zero-shot accuracies are the evaluation's own; '' for none "
         "(default: %(default)s)",

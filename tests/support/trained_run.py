@@ -40,29 +40,35 @@ def tiny_imagefolder(root: Path) -> Path:
     return root
 
 
-def openclipart_shard(path: Path, openclipart_dir: Path, n: int = 48) -> Path:
-    """A webdataset shard of the first `n` captioned openclipart pairs of the sample, as JPEGs."""
+def openclipart_shards(
+    folder: Path, openclipart_dir: Path, shards: int = 1, per_shard: int = 48, corrupt: frozenset = frozenset()
+) -> Path:
+    """`folder`/NNNNN.tar: the sample's first shards x per_shard captioned openclipart pairs as
+    96 px JPEGs; the samples (shard, index) in `corrupt` get bytes that are not a JPEG."""
     import webdataset as wds
 
     from pipeline.sample.openclipart import roots_from_cache, sample_rows
 
     png_root, svg_root = roots_from_cache(str(openclipart_dir))
-    rows = [r for r, _ in zip((r for r in sample_rows(png_root, svg_root) if r["text"]), range(n))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wds.TarWriter(str(path)) as tw:
-        for i, r in enumerate(rows):
-            img = Image.open(Path(png_root) / r["path"]).convert("RGBA").convert("RGB")
-            img.thumbnail((96, 96))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG")
-            uid = f"{i:016d}"
-            tw.write({"__key__": f"{i:08d}", "jpg": buf.getvalue(), "txt": r["text"], "json": {"uid": uid}})
-    return path
+    captioned = (r for r in sample_rows(png_root, svg_root) if r["text"])
+    rows = [r for r, _ in zip(captioned, range(shards * per_shard))]
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        with wds.TarWriter(str(folder / f"{s:05d}.tar")) as tw:
+            for i, r in enumerate(rows[s * per_shard : (s + 1) * per_shard]):
+                img = Image.open(Path(png_root) / r["path"]).convert("RGBA").convert("RGB")
+                img.thumbnail((96, 96))
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG")
+                jpg = b"\xff\xd8 not a jpeg" if (s, i) in corrupt else buf.getvalue()
+                meta = {"uid": f"{s:02d}{i:014d}", "caption": r["text"]}
+                tw.write({"__key__": f"{s:05d}{i:04d}", "jpg": jpg, "txt": r["text"], "json": meta})
+    return folder
 
 
 def train_run(root: Path, openclipart_dir: Path) -> TrainedRun:
     """Train the shared run under `root` (see the module docstring)."""
-    shard = openclipart_shard(root / "shards" / "00000.tar", openclipart_dir)
+    shard = openclipart_shards(root / "shards", openclipart_dir) / "00000.tar"
     folder = tiny_imagefolder(root / "imgs")
     res = run_train(
         "--eval-datasets",
