@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from train import overlap as ov
+    from train.config import DEFAULT_DATASETS
 
     torch.set_num_threads(1)
     urls, per_pass = shard_list(args.shards, args.min_images)
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     out["seconds_per_million"]["decode"] = per_million(floor_s, n)
     record("hash", *timed(lambda: hash_only(urls)))
     t0 = time.perf_counter()
-    sets = {name: ov.load_eval_set(name, args.cache) for name in ov.DEFAULT_DATASETS}
+    sets = {name: ov.load_eval_set(name, args.cache) for name in DEFAULT_DATASETS}
     out["eval_fingerprint_seconds"] = round(time.perf_counter() - t0, 1)
     thresholds = ov.thresholds_for(list(sets))
     matchers = {name: ov.Matcher(s, thresholds["phash_max_distance"][name], None) for name, s in sets.items()}
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer = __import__("open_clip").get_tokenizer(name)
             sets_m = {
                 d: ov.load_eval_set(d, args.cache, model, tokenizer, preprocess, args.device, args.batch_size)
-                for d in ov.DEFAULT_DATASETS
+                for d in DEFAULT_DATASETS
             }
             matchers_m = {d: ov.Matcher(s, thresholds["phash_max_distance"][d], 0.999) for d, s in sets_m.items()}
             scan = partial(ov.scan_shards, urls, matchers_m, model, preprocess, args.device, args.batch_size)

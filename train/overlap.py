@@ -549,13 +549,13 @@ def analyse(
             model,
             tokenizer,
             preprocess,
-            device,
-            batch_size,
-            autocast,
-            templates,
-            feature_cache,
-            precision,
-            weights,
+            device=device,
+            batch_size=batch_size,
+            autocast=autocast,
+            templates=templates,
+            feature_cache=feature_cache,
+            precision=precision,
+            weights=weights,
         )
         if log:
             log(
