@@ -50,7 +50,6 @@ SELECTED = "selected"
 ENTRY_COUNTS = "entry_counts.parquet"
 # in selected/: no step writes it (the balance step's key holds its settings); the audit
 # reads the cap from it where a folder has one, else from balance_stats.json
-SETTINGS = "_settings.json"
 COUNTS = "_counts"  # in matches/: per part, (query_id, count) of its matches
 DOWNLOAD_LOG = "download.log"
 PART_GLOB = "part-*.parquet"  # the parts of pool/, matches/ and selected/

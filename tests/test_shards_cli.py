@@ -71,9 +71,13 @@ def test_balance_refuses_another_query_list_and_bad_options(tmp_path):
     )
     res = run_cli("balance", "--out", str(out), "--queries", str(q1), "--quiet", "--per-query", "1")
     assert res.returncode == 0, res.stderr
-    for bad in (["--per-query", "0"], ["--memory-limit", "lots"], ["--workers", "0"]):
+    for bad in (["--per-query", "0"], ["--seed", "-1"], ["--workers", "0"]):
         res = run_cli("balance", "--out", str(out), "--queries", str(q1), *bad)
         assert res.returncode == 2 and "error: argument" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("pool", "--out", str(out), "--pool", str(q1), "--memory-limit", "lots")
+    assert res.returncode == 2 and "error: argument --memory-limit" in res.stderr
+    res = run_cli("balance", "--out", str(out), "--queries", str(q1), "--memory-limit", "4GB")
+    assert res.returncode == 2 and "unrecognized arguments: --memory-limit" in res.stderr, "only the pool uses DuckDB"
 
 
 @pytest.mark.slow

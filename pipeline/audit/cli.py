@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..options import MEMORY_LIMIT
 from .views import views_help
 
 EPILOG = """\
@@ -87,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--memory-limit",
-        default="2GB",
+        default=MEMORY_LIMIT,
         help="DuckDB memory limit; it spills to a temporary folder beyond it (default: %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="report mode: print nothing but errors")

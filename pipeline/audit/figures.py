@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from ..layout import BUILD, CURATION, ENTRY_COUNTS, QUERIES, SELECTED, SETTINGS, step_stats, step_stats_name
+from ..layout import BUILD, CURATION, ENTRY_COUNTS, QUERIES, step_stats, step_stats_name
 from ..storage import total_size
 from .views import Inputs
 
@@ -282,13 +282,10 @@ def matching(inp: Inputs, pool_rows: int | None) -> dict:
 def balancing(inp: Inputs, matched_texts: int | None) -> dict:
     if not inp.has("entry_counts"):
         return unavailable(inp.why_not("entry_counts"))
-    settings = inp.stats.get("balance_settings") or {}
     bstats = inp.stats.get("balance") or {}
-    t = settings.get("per_query", bstats.get("per_query"))
+    t = bstats.get("per_query")
     if t is None:
-        return unavailable(
-            f"the cap per query is unknown: no {inp.curation / SELECTED / SETTINGS} or {step_stats_name('balance')}"
-        )
+        return unavailable(f"the cap per query is unknown: no {step_stats_name('balance')}")
     t = int(t)
     con = inp.con
     b = inp.rows(f"""SELECT count(*) AS queries, count(*) FILTER (WHERE count > 0) AS with_matches,
@@ -314,7 +311,7 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
     out: dict = {
         "available": True,
         "per_query": t,
-        "seed": settings.get("seed", bstats.get("seed")),
+        "seed": bstats.get("seed"),
         "before": before,
         "head": head,
     }

@@ -17,6 +17,7 @@ from typing import TypeGuard
 from .. import __version__, page, plots
 from ..errors import InputError
 from ..layout import BUILD, step_stats_name
+from ..options import MEMORY_LIMIT
 from ..outlock import hold
 from ..page import esc, table
 from ..plots import fmt_int, fmt_pct
@@ -679,7 +680,7 @@ def render_md(s: dict) -> str:
 def build_summary(
     queries: str | Path | Location,
     shards: str | Path | Location,
-    memory_limit: str = "2GB",
+    memory_limit: str = MEMORY_LIMIT,
     now: datetime | None = None,
 ) -> dict:
     return _build(queries, shards, memory_limit, now, images=False)[0]
@@ -722,7 +723,7 @@ def build_audit(
     queries: str | Path | Location = "query_lists",
     shards: str | Path | Location = "shards",
     out: str | Path | Location | None = None,
-    memory_limit: str = "2GB",
+    memory_limit: str = MEMORY_LIMIT,
     quiet: bool = False,
     now: datetime | None = None,
 ) -> dict:

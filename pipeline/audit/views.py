@@ -20,6 +20,7 @@ import duckdb
 from .. import duck, layout
 from ..errors import InputError, one_line
 from ..io import sql_str
+from ..options import MEMORY_LIMIT
 from .location import Location, check_readable, locate
 
 _CUR = f"SHARDS/{layout.CURATION}"
@@ -146,7 +147,10 @@ def _read_json(path: Location, warnings: list[str]) -> dict | None:
 
 
 def open_inputs(
-    queries: str | Path | Location, shards: str | Path | Location, memory_limit: str = "2GB", threads: int | None = None
+    queries: str | Path | Location,
+    shards: str | Path | Location,
+    memory_limit: str = MEMORY_LIMIT,
+    threads: int | None = None,
 ) -> Inputs:
     """Connect DuckDB (memory-limited, spilling to a private temp folder) and create the views.
 
@@ -234,9 +238,6 @@ def open_inputs(
         data = _read_json(layout.step_stats(cur, step), inp.warnings)
         if data is not None:
             inp.stats[step] = data
-    settings = _read_json(cur / layout.SELECTED / layout.SETTINGS, inp.warnings)
-    if settings is not None:
-        inp.stats["balance_settings"] = settings
     build = _read_json(inp.queries_file.parent / layout.BUILD, inp.warnings)
     if build is not None:
         inp.stats["build"] = build

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..options import memory_limit
+from ..options import MEMORY_LIMIT, memory_limit
 
 DEFAULT_PORT = 8765
 LOOPBACK = ("127.0.0.1", "localhost")
@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--memory-limit",
-        default="2GB",
+        default=MEMORY_LIMIT,
         help="DuckDB memory limit for the index; it spills to a temporary folder beyond it (default: %(default)s)",
     )
     p.set_defaults(run=run)

@@ -54,12 +54,6 @@ timeout_type = _bounded(1, 86_400, "seconds; a day at most")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=default(ShardParams, "out"), help="output folder (default: %(default)s)")
-    p.add_argument(
-        "--memory-limit",
-        type=memory_limit,
-        default=default(PoolConfig, "memory_limit"),
-        help="DuckDB memory limit (default: %(default)s)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     add_engine_args(p, default(ShardParams, "engine").workers)
 
@@ -100,6 +94,12 @@ def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
         help="extra table column to carry along (repeatable)",
     )
     _private_hosts_arg(g)
+    g.add_argument(
+        "--memory-limit",
+        type=memory_limit,
+        default=default(PoolConfig, "memory_limit"),
+        help="DuckDB memory limit of the deduplication (default: %(default)s)",
+    )
     g.add_argument(
         "--rows-per-part",
         type=positive_int,

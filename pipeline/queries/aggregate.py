@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import duck, storage
 from ..io import sql_file_list
+from ..options import MEMORY_LIMIT
 from ..storage import listing
 
 BATCH = 65_536
@@ -31,7 +32,7 @@ def _parts(work_dir, name: str) -> str:
 
 
 class Aggregates:
-    def __init__(self, work_dir, memory_limit: str = "2GB", threads: int = 1):
+    def __init__(self, work_dir, memory_limit: str = MEMORY_LIMIT, threads: int = 1):
         self.work_dir = work_dir = storage.location(work_dir)
         self._local_dir: str | None = None
         if storage.is_remote(work_dir):

@@ -25,6 +25,7 @@ from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
 from ..layout import BUILD, QUERIES, QUERIES_TXT
+from ..options import MEMORY_LIMIT
 from ..outlock import hold
 from ..progress import bar_factory
 from ..workers import default_workers
@@ -72,7 +73,7 @@ class QueryParams:
     engine: str = "local"
     ray_address: str | None = None
     max_part_retries: int = 2
-    memory_limit: str = "2GB"
+    memory_limit: str = MEMORY_LIMIT
     chunk_mb: float = 8.0
     work_dir: str | None = None
     keep_work: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..options import add_engine_args, memory_limit, positive_float, positive_int
+from ..options import MEMORY_LIMIT, add_engine_args, memory_limit, positive_float, positive_int
 from ..workers import default_workers
 from .recipes import DEFAULTS, NONE, RECIPES, UNIGRAM_CASES
 
@@ -161,7 +161,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     r.add_argument(
         "--memory-limit",
         type=memory_limit,
-        default="2GB",
+        default=MEMORY_LIMIT,
         help="DuckDB memory limit for aggregation; it spills to disk beyond it (default: %(default)s)",
     )
     r.add_argument(
