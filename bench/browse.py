@@ -3,7 +3,7 @@ what a page costs, against scanning the shards' parquet files for every page.
 
 A synthetic shard folder (--rows samples over --shards parquet files, --queries queries,
 1 to 3 Zipf-drawn queries per caption, 0.5% failures) is written once under --out; no
-tars (the image reads are one byte-range read each, see tests/test_tars.py). Timed in
+tars (the image reads are one byte-range read each, see tests/pipeline/audit/test_tars.py). Timed in
 the same run, so only the ratios compare across runs (the machine is shared):
 
   scan          the floor for start-up: one pass over the samples view reading every

@@ -22,8 +22,7 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import InputError
-
-from .support.httpserver import BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png, serve_directory
+from tests.support.httpserver import BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png, serve_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 

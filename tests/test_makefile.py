@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def phony_targets() -> set[str]:

@@ -31,7 +31,7 @@ and backwards of chunks ``0..k-2`` run under ``model.no_sync()`` and only the
 last chunk's backward all-reduces (the locally accumulated gradients are then
 averaged over ranks). With ``train.loss.make_loss(rank, world)`` the averaged
 gradient equals the single-process gradient on the global batch of
-``k * b * world`` (``tests/test_accum.py`` proves it with 2 gloo processes).
+``k * b * world`` (``tests/train/test_accum.py`` proves it with 2 gloo processes).
 
 Randomness. The no-grad pass and the re-forward of a chunk must compute the
 same features. With ``replay_rng=True`` (default) the CPU and CUDA RNG states

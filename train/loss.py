@@ -19,7 +19,7 @@ Each rank's loss is the mean over its local rows, so the full-batch loss is the
 mean over ranks of the per-rank losses; DDP averages gradients over ranks, and
 because the gather's backward sums the other ranks' contributions into each
 rank's features, the averaged gradient is exactly the single-process
-full-batch gradient (proved in ``tests/test_loss.py`` with 2 gloo processes).
+full-batch gradient (proved in ``tests/train/test_loss.py`` with 2 gloo processes).
 Requires equal local batch sizes on every rank (``all_gather`` needs them).
 """
 

@@ -90,7 +90,7 @@ def count_chunk(texts: Sequence[str]) -> ChunkCounts:
 
     About twice as fast: one findall over the whole chunk (texts joined by a line break,
     which ends every phrase), then splitting, pairing and counting in Arrow kernels.
-    Arrow's whitespace split is exactly str.split on phrases (tests/test_tokens_arrow.py).
+    Arrow's whitespace split is exactly str.split on phrases (tests/pipeline/wiki/test_tokens_arrow.py).
     """
     lists = pc.utf8_split_whitespace(pa.array(_PHRASE.findall("\n".join(texts)), pa.string()))
     words, ids = encode_words(lists)
