@@ -131,5 +131,8 @@ def test_unreachable_endpoint_is_a_one_line_error(monkeypatch):
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()  # one made for the test server would answer
-    with pytest.raises(InputError, match=r"^--runs: cannot reach s3://b \("):
-        storage.check_bucket("s3://b/runs/x", "--runs")
+    try:
+        with pytest.raises(InputError, match=r"^--runs: cannot reach s3://b \("):
+            storage.check_bucket("s3://b/runs/x", "--runs")
+    finally:  # fsspec keeps the instance it made for the dead endpoint: later tests must not get it
+        s3fs.S3FileSystem.clear_instance_cache()

@@ -52,6 +52,16 @@ class S3Server:
         return name
 
 
+def _forget_s3_clients() -> None:
+    """fsspec keeps one S3 filesystem per set of arguments, and the endpoint it reached is
+    not among them: one made for another test's server (now stopped) must not be reused."""
+    try:
+        import s3fs
+    except ImportError:
+        return
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @contextlib.contextmanager
 def moto_s3(set_environ: bool = True) -> Iterator[S3Server]:
     """Start moto's S3 server on 127.0.0.1:<free port>; stop it on exit.
@@ -81,8 +91,10 @@ def moto_s3(set_environ: bool = True) -> Iterator[S3Server]:
                 time.sleep(0.05)
         if set_environ:
             os.environ.update(server.env)
+        _forget_s3_clients()
         yield server
     finally:
+        _forget_s3_clients()
         if set_environ:
             for k, v in saved.items():
                 if v is None:
