@@ -18,6 +18,7 @@ from .s3server import free_port
 # (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), and the test traffic must stay on loopback.
 # Token auth off: a `ray.init()` elsewhere on the machine may have left ~/.ray/auth_token,
 # which would make clients and this cluster disagree.
+CLUSTER_MARK = "WIT_TEST_RAY_CLUSTER"
 RAY_TEST_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -35,7 +36,9 @@ def ray_head(num_cpus: int = 2, env: dict | None = None) -> Iterator[str]:
     """
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray-")  # its own session folder: several clusters never mix
-    full_env = {**os.environ, **RAY_TEST_ENV, **(env or {})}
+    # every process of this cluster inherits the mark, also those whose command line does not
+    # name the session folder (the client server, the agents): _stop_cluster finds them by it
+    full_env = {**os.environ, **RAY_TEST_ENV, **(env or {}), CLUSTER_MARK: temp}
     full_env.pop("RAY_ADDRESS", None)
     cmd = [
         _ray_exe(),
@@ -82,14 +85,14 @@ def _stop_cluster(temp: str) -> None:
     procs = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if any(temp in arg for arg in (p.info["cmdline"] or [])):
+            if any(temp in arg for arg in (p.info["cmdline"] or [])) or p.environ().get(CLUSTER_MARK) == temp:
                 procs.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=3)  # a test cluster holds nothing worth a graceful stop
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
