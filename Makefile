@@ -80,10 +80,15 @@ browse: sample-data shards/00000.tar  ## serve the dataset browser on the sample
 browser:  ## install headless Chromium (Debian) for the page-rendering tests
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 
+# The suite runs on TEST_WORKERS pytest-xdist processes (2: CI's cores; TEST_WORKERS=0 runs it in
+# this process). A test file stays on one worker, and so do the users of the Ray cluster and of
+# the trained run (tests/conftest.py), so no fixture is built twice.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: sample-data browser  ## run the whole test suite (what .ci/run runs after lint)
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
 		ANIMAL_MNIST_DIR=$(abspath $(CACHE))/animal-mnist \
-		$(PY) -m pytest -q $(PYTEST_ARGS)
+		$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # ruff (lint, then format --check) and mypy over the code; .ci/run runs it before the tests.
 LINT_PATHS := pipeline train tests bench
@@ -96,7 +101,7 @@ lint: setup  ## ruff check, ruff format --check and mypy (pipeline/, train/): ze
 # (tests marked `slow`, `sample`, `browser` or `ray` are deselected; tests/conftest.py marks
 # them). Under a minute.
 test-fast: setup  ## the unit tests only: no sample data, no browser, under a minute
-	$(PY) -m pytest -q -m "not slow and not sample and not browser and not ray" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not sample and not browser and not ray" $(PYTEST_ARGS)
 
 test-unit: sample-data  ## the tests not marked slow (with the sample data), for the edit loop
 	$(MAKE) test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'

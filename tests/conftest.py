@@ -44,10 +44,26 @@ FIXTURE_MARKS = {
 }
 
 
+# `make test` runs on two pytest-xdist workers (--dist loadgroup). A test file is one group, so
+# its module fixtures are built once; the files that use the Ray cluster share a group, and
+# so do those that read the trained run, so each session fixture is built on one worker only.
+SHARED_SESSION_GROUPS = {"ray_cluster": "ray", "trained_run": "trained_run"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
+    group_of_file: dict[Path, str] = {}
     for item in items:
-        for name in sorted(set(getattr(item, "fixturenames", ())) & FIXTURE_MARKS.keys()):
+        used = set(getattr(item, "fixturenames", ()))
+        for name in sorted(used & FIXTURE_MARKS.keys()):
             item.add_marker(FIXTURE_MARKS[name])
+        if item.get_closest_marker("ray"):
+            used.add("ray_cluster")
+        shared = [group for fixture, group in SHARED_SESSION_GROUPS.items() if fixture in used]
+        if shared and item.path not in group_of_file:
+            group_of_file[item.path] = shared[0]
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of_file.get(item.path, str(item.path.relative_to(ROOT)))))
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def test_shards_on_ray_equal_local(tmp_path, sample_pool, query_lists, ray_clust
             "--rows-per-part",
             "1500",
             "--per-query",
-            "15",
+            "2",
             "--samples-per-shard",
             "200",
             "--processes",

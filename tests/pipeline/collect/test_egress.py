@@ -45,7 +45,7 @@ def selection(root, urls):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.ray)])
 @pytest.mark.parametrize("allow", [False, True])
 def test_download_refuses_local_hosts_unless_allowed(tmp_path, allow, engine, request):
     # On Ray the shards are fetched by the cluster's worker processes: the policy must hold there too.
