@@ -21,6 +21,13 @@ Sets (names as given to `load_dataset` / ``python -m train.evaluate --datasets``
     split: the images are test/'s (zero-shot is scored there) and ``probe_train`` holds
     train/'s, on which the linear probe fits (`train.linear_probe.probe_given_split`).
 
+``wds:ROOT``
+    A set in the webdataset layout that CLIP_benchmark and DataComp distribute
+    (ROOT/test/nshards.txt, ROOT/test/0.tar ..., ROOT/classnames.txt and, when present,
+    ROOT/zeroshot_classification_templates.txt, whose prompts replace ``--templates`` for
+    it), from a folder or s3://: `train.eval_wds`. ``python -m train.eval_data export NAME
+    --out DIR`` writes any of these sets in that layout.
+
 ``openclipart``
     The openclipart images that `make shards` keeps out of the training pool
     (`pipeline.sample.stage`: `is_held_out_image(path, 0.1, seed 0)`, ~10% by path hash),
@@ -141,6 +148,7 @@ class LabelledImages(Dataset):
     paths: list[str]  # each image's file (ImageFolder, openclipart: relative to the PNG root)
     also_in: list[list[str]]  # openclipart: the other categories that link to each image
     probe_train: LabelledImages  # imagefolder with train/ and test/: the train split
+    templates: tuple[str, ...]  # wds sets that ship prompts: format strings with {c}
 
     def __init__(
         self,
@@ -521,7 +529,16 @@ DATASETS: dict[str, Callable[..., LabelledImages]] = {
     "openclipart": lambda cache_dir, preprocess, arg=None: openclipart_heldout(cache_dir, transform=preprocess),
     "animal-mnist": lambda cache_dir, preprocess, arg=None: animal_mnist(cache_dir, transform=preprocess),
     "digits": lambda cache_dir, preprocess, arg=None: sklearn_digits(transform=preprocess),
+    "wds": lambda cache_dir, preprocess, arg: _wds(arg, preprocess),  # used as wds:ROOT
 }
+WITH_ARGUMENT = ("imagefolder", "wds")
+
+
+def _wds(root: str, preprocess) -> LabelledImages:
+    from .eval_wds import wds_classification  # it builds on this module's LabelledImages
+
+    return wds_classification(root, transform=preprocess)
+
 
 RETRIEVAL_DATASETS: dict[str, Callable[..., PairedImages]] = {
     "openclipart": lambda cache_dir, preprocess: openclipart_pairs(cache_dir, transform=preprocess),
@@ -535,15 +552,16 @@ def check_spec(spec: str, retrieval: bool = False) -> None:
             raise InputError(f"unknown retrieval set {spec!r}; choose from {', '.join(RETRIEVAL_DATASETS)}")
         return
     name, _, arg = spec.partition(":")
-    if name not in DATASETS or (arg and name != "imagefolder") or (name == "imagefolder" and not arg):
+    if name not in DATASETS or bool(arg) != (name in WITH_ARGUMENT):
         raise InputError(
             f"unknown dataset {spec!r}; choose from openclipart, animal-mnist, digits, "
-            "imagefolder:ROOT[::CLASSNAMES_FILE]"
+            "imagefolder:ROOT[::CLASSNAMES_FILE], wds:ROOT"
         )
 
 
 def load_dataset(spec: str, cache_dir: str | Path = ".cache/sample", preprocess: Transform = None) -> LabelledImages:
-    """A labelled set by name: ``openclipart``, ``animal-mnist``, ``digits`` or ``imagefolder:ROOT``."""
+    """A labelled set by name: ``openclipart``, ``animal-mnist``, ``digits``, ``imagefolder:ROOT``
+    or ``wds:ROOT`` (CLIP_benchmark's webdataset layout: `train.eval_wds`)."""
     check_spec(spec)
     name, _, arg = spec.partition(":")
     return DATASETS[name](cache_dir, preprocess, arg or None)
@@ -554,3 +572,9 @@ def load_retrieval_dataset(
 ) -> PairedImages:
     check_spec(name, retrieval=True)
     return RETRIEVAL_DATASETS[name](cache_dir, preprocess)
+
+
+if __name__ == "__main__":
+    from train.eval_wds import main
+
+    raise SystemExit(main())

@@ -12,8 +12,9 @@ newest; open_clip_train's ``epoch_N.pt`` with ``--model NAME``) or ``--model NAM
 ``local-dir:DIR``, ``hf-hub:ORG/NAME``); `train.sources` says how each is read.
 
 For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``digits``,
-``imagefolder:ROOT``) the class names go through a prompt ensemble (CLIP's 80 ImageNet
-templates, or its 7 "simple" ones) into a zero-shot classifier (`train.zeroshot`), and the
+``imagefolder:ROOT``, ``wds:ROOT`` in CLIP_benchmark's webdataset layout) the class names go
+through a prompt ensemble (CLIP's 80 ImageNet templates, its 7 "simple" ones, or a wds set's
+own templates, as CLIP_benchmark uses them) into a zero-shot classifier (`train.zeroshot`), and the
 images are classified with it: top-1 / top-5 accuracy next to their chance levels. On the
 held-out openclipart images with captions it also measures image->text and text->image
 recall@1/5/10. With ``--linear-probe`` each labelled set's image features (encoded once,
@@ -150,12 +151,17 @@ class _Evaluation:
 
         t0 = time.perf_counter()
         ds = eval_data.load_dataset(spec, self.config.cache_dir, self.preprocess)
+        templates = self.templates
+        if getattr(ds, "templates", None):  # the set's own prompts, as CLIP_benchmark uses them
+            templates = tuple((lambda c, t=t: t.format(c=c)) for t in ds.templates)
         classifier = build_classifier(
-            self.model, self.tokenizer, ds.classnames, self.templates, self.device, autocast=self.autocast
+            self.model, self.tokenizer, ds.classnames, templates, self.device, autocast=self.autocast
         )
         feats = self.encode(ds, spec)
         acc = accuracy_from_features(feats.embedding, feats.labels, classifier, classnames=ds.classnames)
         acc.update({"classnames": ds.classnames, "info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
+        if templates is not self.templates:
+            acc.update({"templates": "the set's own", "n_templates": len(templates)})
         if self.log:
             top5 = f" top5 {acc['top5']:.4f} (chance {acc['chance_top5']:.4f})" if "top5" in acc else ""
             self.log(
@@ -316,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--datasets",
         nargs="+",
         default=list(default.datasets),
-        help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE] "
+        help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE], "
+        "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://) "
         "(default: %(default)s)",
     )
     ap.add_argument(
