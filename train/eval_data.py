@@ -28,6 +28,10 @@ Sets (names as given to `load_dataset` / ``python -m train.evaluate --datasets``
     it), from a folder or s3://: `train.eval_wds`. ``python -m train.eval_data export NAME
     --out DIR`` writes any of these sets in that layout.
 
+``imagenet:ROOT``
+    ImageNet-1k validation in synset folders (ROOT/n01440764/..., or under ROOT/val/),
+    scored over the 1,000 standard class names with CLIP's 80 prompts: `train.eval_imagenet`.
+
 ``openclipart``
     The openclipart images that `make shards` keeps out of the training pool
     (`pipeline.sample.stage`: `is_held_out_image(path, 0.1, seed 0)`, ~10% by path hash),
@@ -530,14 +534,21 @@ DATASETS: dict[str, Callable[..., LabelledImages]] = {
     "animal-mnist": lambda cache_dir, preprocess, arg=None: animal_mnist(cache_dir, transform=preprocess),
     "digits": lambda cache_dir, preprocess, arg=None: sklearn_digits(transform=preprocess),
     "wds": lambda cache_dir, preprocess, arg: _wds(arg, preprocess),  # used as wds:ROOT
+    "imagenet": lambda cache_dir, preprocess, arg: _imagenet(arg, preprocess),  # used as imagenet:ROOT
 }
-WITH_ARGUMENT = ("imagefolder", "wds")
+WITH_ARGUMENT = ("imagefolder", "wds", "imagenet")
 
 
 def _wds(root: str, preprocess) -> LabelledImages:
     from .eval_wds import wds_classification  # it builds on this module's LabelledImages
 
     return wds_classification(root, transform=preprocess)
+
+
+def _imagenet(root: str, preprocess) -> LabelledImages:
+    from .eval_imagenet import imagenet_folder
+
+    return imagenet_folder(root, transform=preprocess)
 
 
 RETRIEVAL_DATASETS: dict[str, Callable[..., PairedImages]] = {
@@ -555,13 +566,14 @@ def check_spec(spec: str, retrieval: bool = False) -> None:
     if name not in DATASETS or bool(arg) != (name in WITH_ARGUMENT):
         raise InputError(
             f"unknown dataset {spec!r}; choose from openclipart, animal-mnist, digits, "
-            "imagefolder:ROOT[::CLASSNAMES_FILE], wds:ROOT"
+            "imagefolder:ROOT[::CLASSNAMES_FILE], wds:ROOT, imagenet:ROOT"
         )
 
 
 def load_dataset(spec: str, cache_dir: str | Path = ".cache/sample", preprocess: Transform = None) -> LabelledImages:
-    """A labelled set by name: ``openclipart``, ``animal-mnist``, ``digits``, ``imagefolder:ROOT``
-    or ``wds:ROOT`` (CLIP_benchmark's webdataset layout: `train.eval_wds`)."""
+    """A labelled set by name: ``openclipart``, ``animal-mnist``, ``digits``, ``imagefolder:ROOT``,
+    ``wds:ROOT`` (CLIP_benchmark's webdataset layout: `train.eval_wds`) or ``imagenet:ROOT``
+    (ImageNet-1k's synset folders: `train.eval_imagenet`)."""
     check_spec(spec)
     name, _, arg = spec.partition(":")
     return DATASETS[name](cache_dir, preprocess, arg or None)

@@ -12,7 +12,7 @@ newest; open_clip_train's ``epoch_N.pt`` with ``--model NAME``) or ``--model NAM
 ``local-dir:DIR``, ``hf-hub:ORG/NAME``); `train.sources` says how each is read.
 
 For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``digits``,
-``imagefolder:ROOT``, ``wds:ROOT`` in CLIP_benchmark's webdataset layout) the class names go
+``imagefolder:ROOT``, ``wds:ROOT`` in CLIP_benchmark's webdataset layout, ``imagenet:ROOT``) the class names go
 through a prompt ensemble (CLIP's 80 ImageNet templates, its 7 "simple" ones, or a wds set's
 own templates, as CLIP_benchmark uses them) into a zero-shot classifier (`train.zeroshot`), and the
 images are classified with it: top-1 / top-5 accuracy next to their chance levels. On the
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(default.datasets),
         help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE], "
-        "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://) "
+        "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://), imagenet:ROOT (synset folders) "
         "(default: %(default)s)",
     )
     ap.add_argument(
