@@ -559,8 +559,8 @@ RETRIEVAL_DATASETS: dict[str, Callable[..., PairedImages]] = {
 def check_spec(spec: str, retrieval: bool = False) -> None:
     """Raise `InputError` for a name that no loader knows (without reading any data)."""
     if retrieval:
-        if spec not in RETRIEVAL_DATASETS:
-            raise InputError(f"unknown retrieval set {spec!r}; choose from {', '.join(RETRIEVAL_DATASETS)}")
+        if spec not in RETRIEVAL_DATASETS and not (spec.startswith("wds:") and len(spec) > 4):
+            raise InputError(f"unknown retrieval set {spec!r}; choose from {', '.join(RETRIEVAL_DATASETS)}, wds:ROOT")
         return
     name, _, arg = spec.partition(":")
     if name not in DATASETS or bool(arg) != (name in WITH_ARGUMENT):

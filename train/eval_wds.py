@@ -10,8 +10,10 @@ The layout, as CLIP_benchmark's ``build_wds_dataset`` reads it::
     ROOT/classnames.txt          one class name per line; line i names label i
     ROOT/zeroshot_classification_templates.txt
                                  one prompt per line, ``{c}`` standing for the class name
-    ROOT/dataset_type.txt        absent or ``classification``; ``retrieval`` (``txt`` captions)
-                                 and ``multilabel`` (``npy`` labels) are other kinds of set
+    ROOT/dataset_type.txt        absent or ``classification``; ``retrieval``: samples hold an
+                                 image and ``txt``, its captions one per line (COCO's and
+                                 Flickr's five), read by `wds_retrieval` (``--retrieval
+                                 wds:ROOT``); ``multilabel`` (``npy`` labels) is not read yet
 
 The shards are indexed once, reading the tar headers and the small label members only; an
 image is read by its offset when the evaluation asks for it, so a set of any size is never
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from torch.utils.data import Dataset
 
 from pipeline.errors import EXIT_INPUT_ERROR, InputError, one_line
 from pipeline.imaging import to_rgb
@@ -46,6 +49,7 @@ NSHARDS = "nshards.txt"
 # CLIP_benchmark's preference among a sample's images (webdataset's first-match order)
 IMAGE_PREFERENCE = ("webp", "png", "jpg", "jpeg")
 assert set(IMAGE_PREFERENCE) == set(IMAGE_EXTS)
+MAX_TARGET_BYTES = 1 << 16  # a label or a sample's captions; more is not a caption file
 
 
 def _join(root: str, *parts: str) -> str:
@@ -97,8 +101,12 @@ class TarImages:
             raise InputError(f"{self.shards[shard]}: unreadable image at byte {offset} ({e})") from None
 
 
-def _index_shard(fs, path: str, shown: str, n_classes: int, shard: int, rows: list, labels: list, skipped: Counter):
-    """Append each complete sample of one shard: (shard, offset, size) of its image, its label."""
+def _index_shard(
+    fs, path: str, shown: str, n_classes: int, shard: int, rows: list, labels: list, skipped: Counter, target="cls"
+):
+    """Append each complete sample of one shard: (shard, offset, size) of its image, and its
+    label (`target` cls: the class, checked against `n_classes`) or its captions (txt: the
+    member's lines, as CLIP_benchmark splits them)."""
 
     def finish(key: str | None, sample: dict) -> None:
         if key is None:
@@ -107,8 +115,16 @@ def _index_shard(fs, path: str, shown: str, n_classes: int, shard: int, rows: li
         if image is None:
             skipped["no image"] += 1
             return
-        if "cls" not in sample:
-            skipped["no cls"] += 1
+        if target not in sample:
+            skipped[f"no {target}"] += 1
+            return
+        if target == "txt":
+            captions = [c for c in sample["txt"].decode("utf-8", "replace").splitlines() if c.strip()]
+            if not captions:
+                skipped["empty txt"] += 1
+                return
+            rows.append((shard, *image))
+            labels.append(captions)
             return
         text = sample["cls"].decode("utf-8", "replace").strip()
         try:
@@ -136,8 +152,8 @@ def _index_shard(fs, path: str, shown: str, n_classes: int, shard: int, rows: li
                 ext = parts[1]
                 if ext in IMAGE_PREFERENCE:
                     sample[ext] = (member.offset_data, member.size)
-                elif ext == "cls":
-                    sample["cls"] = tf.extractfile(member).read(64)  # type: ignore[union-attr]
+                elif ext == target:
+                    sample[target] = tf.extractfile(member).read(MAX_TARGET_BYTES)  # type: ignore[union-attr]
             finish(key, sample)
     except FileNotFoundError:
         raise InputError(f"{shown}: missing (its {NSHARDS} counts it)") from None
@@ -145,15 +161,15 @@ def _index_shard(fs, path: str, shown: str, n_classes: int, shard: int, rows: li
         raise InputError(f"{shown}: not a readable tar ({one_line(e)})") from None
 
 
-def wds_classification(root: str, transform: Transform = None, split: str = SPLIT) -> LabelledImages:
-    """A CLIP_benchmark/DataComp classification set (the layout in the module docstring) as
-    a `LabelledImages`, carrying the set's own prompt templates in ``templates`` when it has
-    them. Bad layouts are `InputError`s naming the file."""
+def _open_set(root: str, split: str, want: str):
+    """(root, fs, path of ROOT on it, shard paths) of a set of kind `want`, its type and
+    shard count checked."""
     root = str(root).rstrip("/") or "/"
     fs, base = filesystem(root)
     kind = (_read_text(fs, _join(base, DATASET_TYPE), _join(root, DATASET_TYPE)) or "classification").strip().lower()
-    if kind != "classification":
-        raise InputError(f"{_join(root, DATASET_TYPE)}: a {kind} set; wds:ROOT reads classification sets")
+    if kind != want:
+        verb = "--datasets" if want == "classification" else "--retrieval"
+        raise InputError(f"{_join(root, DATASET_TYPE)}: a {kind} set; wds:ROOT in {verb} reads {want} sets")
     count_text = _read_text(fs, _join(base, split, NSHARDS), _join(root, split, NSHARDS))
     if count_text is None:
         raise InputError(
@@ -168,6 +184,27 @@ def wds_classification(root: str, transform: Transform = None, split: str = SPLI
         raise InputError(
             f"{_join(root, split, NSHARDS)}: not a positive number of shards ({count_text[:40]!r})"
         ) from None
+    return root, fs, base, [_join(base, split, f"{i}.tar") for i in range(n_shards)]
+
+
+def _index(root: str, fs, shards: list[str], split: str, n_classes: int, target: str):
+    rows: list[tuple[int, int, int]] = []
+    labels: list = []
+    skipped: Counter = Counter()
+    for i, path in enumerate(shards):
+        _index_shard(fs, path, _join(root, split, f"{i}.tar"), n_classes, i, rows, labels, skipped, target)
+    if not labels:
+        raise InputError(f"{_join(root, split)}: no sample with an image and a {target} in {len(shards)} shard(s)")
+    where = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+    info = {"format": "wds", "split": split, "shards": len(shards), "skipped": dict(sorted(skipped.items()))}
+    return TarImages(root, shards, where), labels, info
+
+
+def wds_classification(root: str, transform: Transform = None, split: str = SPLIT) -> LabelledImages:
+    """A CLIP_benchmark/DataComp classification set (the layout in the module docstring) as
+    a `LabelledImages`, carrying the set's own prompt templates in ``templates`` when it has
+    them. Bad layouts are `InputError`s naming the file."""
+    root, fs, base, shards = _open_set(root, split, "classification")
     names_text = _read_text(fs, _join(base, CLASSNAMES), _join(root, CLASSNAMES))
     if names_text is None:
         raise InputError(f"{_join(root, CLASSNAMES)}: missing (zero-shot classification needs the class names)")
@@ -180,20 +217,35 @@ def wds_classification(root: str, transform: Transform = None, split: str = SPLI
     if bad:
         raise InputError(f"{_join(root, TEMPLATES)}: a template without {{c}} ({bad[0][:60]!r})")
 
-    shards = [_join(base, split, f"{i}.tar") for i in range(n_shards)]
-    rows: list[tuple[int, int, int]] = []
-    labels: list[int] = []
-    skipped: Counter = Counter()
-    for i, path in enumerate(shards):
-        _index_shard(fs, path, _join(root, split, f"{i}.tar"), len(classnames), i, rows, labels, skipped)
-    if not labels:
-        raise InputError(f"{_join(root, split)}: no sample with an image and a cls in {n_shards} shard(s)")
-    where = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
-    info = {"format": "wds", "split": split, "shards": n_shards, "skipped": dict(sorted(skipped.items()))}
-    ds = LabelledImages(f"wds:{root}", classnames, labels, TarImages(root, shards, where), transform, info)
+    images, labels, info = _index(root, fs, shards, split, len(classnames), "cls")
+    ds = LabelledImages(f"wds:{root}", classnames, labels, images, transform, info)
     if templates:
         ds.templates = tuple(templates)
     return ds
+
+
+class CaptionedImages(Dataset):
+    """A retrieval set: item i is (transform(image i), i); ``captions[i]`` are image i's
+    captions (one or more, as COCO's and Flickr's five)."""
+
+    def __init__(self, name: str, captions: list[list[str]], load, transform: Transform = None, info=None):
+        self.name, self.captions, self._load, self.transform = name, captions, load, transform
+        self.info = {"n": len(captions), "n_texts": sum(map(len, captions)), **(info or {})}
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int):
+        image = self._load(int(i))
+        return (self.transform(image) if self.transform is not None else image), int(i)
+
+
+def wds_retrieval(root: str, transform: Transform = None, split: str = SPLIT) -> CaptionedImages:
+    """A CLIP_benchmark/DataComp retrieval set (dataset_type.txt says retrieval; samples hold
+    an image and ``txt``, its captions one per line) as `CaptionedImages`."""
+    root, fs, base, shards = _open_set(root, split, "retrieval")
+    images, captions, info = _index(root, fs, shards, split, 0, "txt")
+    return CaptionedImages(f"wds:{root}", captions, images, transform, info)
 
 
 def export_wds(ds: LabelledImages, out: str | Path, samples_per_shard: int = 1000, templates=None) -> Path:

@@ -227,6 +227,8 @@ class _Evaluation:
 
         t0 = time.perf_counter()
         info = {}
+        if loader is None and name.startswith("wds:"):
+            return self.captioned_retrieval(name, t0)
         if loader is None:
             pairs = eval_data.load_retrieval_dataset(name, self.config.cache_dir, self.preprocess)
             loader, info = _loader(pairs, self.config.batch_size, self.config.num_workers), pairs.info
@@ -237,6 +239,29 @@ class _Evaluation:
         if not info and isinstance(getattr(loader, "totals", None), dict):  # the trainer's ValLoader counts
             info = {k: int(v) for k, v in sorted(loader.totals.items())}
         rec.update({"info": info, "seconds": round(time.perf_counter() - t0, 3)})
+        self.log_retrieval(name, rec)
+        return rec
+
+    def captioned_retrieval(self, name: str, t0: float) -> dict:
+        """Recall on a wds retrieval set, where an image may have several captions."""
+        from .eval_wds import wds_retrieval
+        from .zeroshot import captioned_recall, encode_images, encode_texts
+
+        ds = wds_retrieval(name.removeprefix("wds:"), self.preprocess)
+        loader = _loader(ds, self.config.batch_size, self.config.num_workers)
+        if self.config.progress:
+            loader = _progress(loader, f"retrieval {name}", self.log, "images")
+        images, order = encode_images(self.model, loader, self.device, self.autocast)
+        assert order.tolist() == list(range(len(ds))), "the loader keeps the set's order"
+        texts = [c for captions in ds.captions for c in captions]
+        owner = [i for i, captions in enumerate(ds.captions) for _ in captions]
+        text_feats = encode_texts(self.model, self.tokenizer, texts, self.device, self.config.batch_size, self.autocast)
+        rec = captioned_recall(images, text_feats, owner)
+        rec.update({"info": ds.info, "seconds": round(time.perf_counter() - t0, 3)})
+        self.log_retrieval(name, rec)
+        return rec
+
+    def log_retrieval(self, name: str, rec: dict) -> None:
         if self.log:
             self.log(
                 f"retrieval {name}: image->text R@1/5/10 {rec['image_to_text_R@1']:.4f}/"
@@ -244,7 +269,6 @@ class _Evaluation:
                 f"{rec['text_to_image_R@1']:.4f}/{rec['text_to_image_R@5']:.4f}/{rec['text_to_image_R@10']:.4f}"
                 f" (chance R@1 {rec['chance_R@1']:.4f}) n={rec['n']}"
             )
-        return rec
 
 
 def _loader(dataset, batch_size: int, num_workers: int):
@@ -330,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--retrieval",
         nargs="*",
         default=default.retrieval,
-        help="retrieval sets (openclipart); default: openclipart if it is among --datasets; "
+        help="retrieval sets: openclipart, wds:ROOT (CLIP_benchmark's webdataset layout, several captions "
+        "per image); default: openclipart if it is among --datasets; "
         "give the flag alone for none",
     )
     ap.add_argument("--cache", default=str(default.cache_dir), help="sample cache (default: %(default)s)")

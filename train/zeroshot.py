@@ -270,3 +270,70 @@ def zero_shot_retrieval(
 ) -> dict:
     """`retrieval_recall` over a loader of (images, texts, ...) batches."""
     return retrieval_recall(*encode_pairs(model, tokenizer, loader, device, autocast), ks=ks)
+
+
+def captioned_recall(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_image: torch.Tensor | Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    chunk: int = 1024,
+) -> dict:
+    """Recall@k when an image has several captions (COCO's and Flickr's five): text `t`
+    describes image ``text_image[t]``.
+
+    ``text_to_image_R@k``: share of captions whose image is among the k most similar images
+    (CLIP_benchmark's ``image_retrieval_recall@k``); ``image_to_text_R@k``: share of images
+    with at least one of their captions among the k most similar texts (its
+    ``text_retrieval_recall@k``); both are also reported under those names. Ties count
+    against the model, as in `retrieval_recall`. ``chance_R@k`` is text -> image's, k/n.
+    Works in blocks of `chunk` rows, so memory stays at chunk x (images + texts) scores.
+    """
+    text_image = torch.as_tensor(text_image, dtype=torch.long)
+    n, n_texts = image_features.shape[0], text_features.shape[0]
+    if n == 0 or n_texts != text_image.numel() or int(text_image.min()) < 0 or int(text_image.max()) >= n:
+        raise ValueError(f"need captions of {n} images, got {n_texts} texts for images {text_image.unique()[:5]}")
+    img = F.normalize(image_features.float().cpu(), dim=-1)
+    txt = F.normalize(text_features.float().cpu(), dim=-1)
+    t2i, i2t = torch.empty(n_texts, dtype=torch.long), torch.empty(n, dtype=torch.long)
+    with torch.no_grad():
+        for lo in range(0, n_texts, chunk):
+            scores = txt[lo : lo + chunk] @ img.T
+            own = scores.gather(1, text_image[lo : lo + chunk, None])
+            t2i[lo : lo + chunk] = (scores >= own).sum(1) - 1  # other images at least as similar
+        for lo in range(0, n, chunk):
+            scores = img[lo : lo + chunk] @ txt.T
+            mine = text_image[None, :] == torch.arange(lo, lo + scores.shape[0])[:, None]
+            best = scores.masked_fill(~mine, float("-inf")).max(1, keepdim=True).values
+            i2t[lo : lo + chunk] = ((scores >= best) & ~mine).sum(1)  # other images' texts at least as similar
+    out: dict = {"n": n, "n_texts": n_texts}
+    for direction, rank, clip_benchmark_name in (
+        ("image_to_text", i2t, "text_retrieval_recall"),
+        ("text_to_image", t2i, "image_retrieval_recall"),
+    ):
+        for k in ks:
+            out[f"{direction}_R@{k}"] = out[f"{clip_benchmark_name}@{k}"] = int((rank < k).sum()) / rank.numel()
+        out[f"{direction}_mean_rank"] = int(rank.sum()) / rank.numel() + 1
+        out[f"{direction}_median_rank"] = float(rank.float().median()) + 1
+    for k in ks:
+        out[f"chance_R@{k}"] = min(1.0, k / n)
+    return out
+
+
+def encode_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    autocast: Callable[[], ContextManager] | None = None,
+) -> torch.Tensor:
+    """Normalised float32 text features, `batch_size` texts at a time."""
+    model = unwrap(model)
+    feats = []
+    with torch.no_grad():
+        for lo in range(0, len(texts), batch_size):
+            tokens = tokenizer(list(texts[lo : lo + batch_size]))
+            with autocast_context(autocast):
+                feats.append(F.normalize(model.encode_text(tokens.to(device)).float(), dim=-1).cpu())
+    return torch.cat(feats)

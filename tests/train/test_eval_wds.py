@@ -19,7 +19,8 @@ from tests.conftest import assert_one_line_error
 from tests.support.s3server import moto_s3
 from tests.support.trainer import ENV, ROOT
 from train.eval_data import LabelledImages, load_dataset, sklearn_digits
-from train.eval_wds import export_wds, wds_classification
+from train.eval_wds import export_wds, wds_classification, wds_retrieval
+from train.zeroshot import captioned_recall, retrieval_recall
 
 
 def png(colour: str) -> bytes:
@@ -44,6 +45,12 @@ def write_set(root: Path, shards: list[list[tuple[str, dict[str, bytes]]]], clas
     if templates is not None:
         (root / "zeroshot_classification_templates.txt").write_text("".join(f"{t}\n" for t in templates))
     return root
+
+
+def to_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def digits_subset(n: int = 300) -> LabelledImages:
@@ -98,7 +105,7 @@ def test_samples_are_grouped_by_key_and_incomplete_ones_counted(tmp_path):
         (lambda r: (r / "classnames.txt").write_text("zero\none\n"), "has label 2, but classnames.txt names 2 classes"),
         (
             lambda r: (r / "dataset_type.txt").write_text("retrieval\n"),
-            "a retrieval set; wds:ROOT reads classification",
+            "a retrieval set; wds:ROOT in --datasets reads classification",
         ),
         (lambda r: (r / "zeroshot_classification_templates.txt").write_text("a {}\n"), "a template without {c}"),
         (lambda r: (r / "test" / "0.tar").write_bytes(b"not a tar" * 100), "test/0.tar: not a readable tar"),
@@ -168,6 +175,16 @@ def test_export_cli_writes_the_layout_and_refuses_a_used_folder(tmp_path):
 def test_evaluate_scores_an_exported_set_as_the_set_itself(trained_run, tmp_path):
     """digits and its export hold the same pixels, labels, names and prompts: the same scores."""
     assert export_cli("export", "digits", "--out", str(tmp_path / "d")).returncode == 0
+    digits = digits_subset(40)
+    captioned = [
+        (
+            f"s{i}",
+            {"png": to_png(digits.image(i)), "txt": f"the digit {digits.labels[i]}\na {digits.labels[i]}\n".encode()},
+        )
+        for i in range(40)
+    ]
+    write_set(tmp_path / "r", [captioned[:25], captioned[25:]])
+    (tmp_path / "r" / "dataset_type.txt").write_text("retrieval\n")
     res = subprocess.run(
         [
             sys.executable,
@@ -178,6 +195,8 @@ def test_evaluate_scores_an_exported_set_as_the_set_itself(trained_run, tmp_path
             "--datasets",
             "digits",
             f"wds:{tmp_path / 'd'}",
+            "--retrieval",
+            f"wds:{tmp_path / 'r'}",
             "--out",
             str(tmp_path / "eval"),
             "--device",
@@ -190,8 +209,78 @@ def test_evaluate_scores_an_exported_set_as_the_set_itself(trained_run, tmp_path
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    result = json.loads((tmp_path / "eval" / "eval" / "final.json").read_text())["datasets"]
+    full = json.loads((tmp_path / "eval" / "eval" / "final.json").read_text())
+    rec = full["retrieval"][f"wds:{tmp_path / 'r'}"]
+    assert rec["n"] == 40 and rec["n_texts"] == 80 and rec["info"]["shards"] == 2
+    assert all(
+        0 <= rec[f"{name}@{k}"] <= 1 for name in ("image_retrieval_recall", "text_retrieval_recall") for k in (1, 5, 10)
+    )
+    assert f"retrieval wds:{tmp_path / 'r'}: image->text R@1/5/10" in res.stderr
+    result = full["datasets"]
     ours, theirs = result["digits"], result[f"wds:{tmp_path / 'd'}"]
     assert theirs["templates"] == "the set's own" and theirs["n_templates"] == 80
     for key in ("top1", "top5", "mean_per_class_top1", "per_class_top1", "n", "classnames"):
         assert ours[key] == theirs[key], key
+
+
+def test_a_retrieval_set_keeps_every_caption_of_an_image(tmp_path):
+    root = write_set(
+        tmp_path / "r",
+        [
+            [("a", {"png": png("red"), "txt": b"a red square\na red thing\n"}), ("b", {"png": png("blue")})],
+            [("c", {"jpg": png("green"), "txt": b"green\n\n"}), ("d", {"png": png("white"), "txt": b"\n"})],
+        ],
+    )
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    ds = wds_retrieval(str(root))
+    assert ds.captions == [["a red square", "a red thing"], ["green"]]
+    assert ds.info["n"] == 2 and ds.info["n_texts"] == 3 and ds.info["skipped"] == {"empty txt": 1, "no txt": 1}
+    image, index = ds[1]
+    assert index == 1 and image.getpixel((0, 0)) == (0, 128, 0)
+    with pytest.raises(InputError, match="a retrieval set; wds:ROOT in --datasets reads classification sets"):
+        wds_classification(str(root))
+
+
+def brute_force_recall(img, txt, owner, k):
+    """Per caption / per image, straight from the similarity matrix (ties against the model)."""
+    s = img @ txt.T  # [images, texts]
+    t2i = [int((s[:, t] >= s[owner[t], t]).sum()) - 1 < k for t in range(len(owner))]
+    i2t = []
+    for i in range(len(img)):
+        mine = [t for t in range(len(owner)) if owner[t] == i]
+        best = max(s[i, t] for t in mine)
+        i2t.append(sum(1 for t in range(len(owner)) if owner[t] != i and s[i, t] >= best) < k)
+    return float(np.mean(i2t)), float(np.mean(t2i))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1024])
+def test_captioned_recall_equals_the_brute_force_count(chunk):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(7, 4, generator=gen), dim=-1)
+    owner = [0, 0, 1, 2, 2, 2, 3, 4, 5, 6, 6]
+    txt = torch.nn.functional.normalize(img[owner] + 0.8 * torch.randn(len(owner), 4, generator=gen), dim=-1)
+    txt[1] = txt[0]  # a tie between an image's own captions does not count against it
+    got = captioned_recall(img, txt, owner, ks=(1, 2, 5), chunk=chunk)
+    for k in (1, 2, 5):
+        i2t, t2i = brute_force_recall(img.numpy(), txt.numpy(), owner, k)
+        assert (
+            got[f"image_to_text_R@{k}"] == pytest.approx(i2t)
+            and got[f"text_retrieval_recall@{k}"] == got[f"image_to_text_R@{k}"]
+        )
+        assert (
+            got[f"text_to_image_R@{k}"] == pytest.approx(t2i)
+            and got[f"image_retrieval_recall@{k}"] == got[f"text_to_image_R@{k}"]
+        )
+    assert got["n"] == 7 and got["n_texts"] == 11 and got["chance_R@1"] == pytest.approx(1 / 7)
+
+
+def test_with_one_caption_each_it_is_the_paired_recall():
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    img, txt = torch.randn(20, 8, generator=gen), torch.randn(20, 8, generator=gen)
+    paired = retrieval_recall(img, txt)
+    got = captioned_recall(img, txt, list(range(20)))
+    assert {k: v for k, v in got.items() if k in paired} == paired
