@@ -36,9 +36,10 @@ help: ## this list
 		awk -F '\t' '{ printf "make %-16s %s\n", $$1, $$2 }'
 
 setup: $(VENV)/.installed  ## create .venv (VENV=...) with the pinned stack
-$(VENV)/.installed: requirements/base.txt requirements/constraints.txt
+$(VENV)/.installed: requirements/base.txt requirements/constraints.txt requirements/no-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/base.txt -c requirements/constraints.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/no-deps.txt
 	touch $@
 
 sample-data: $(CACHE)/.complete  ## fetch the sample inputs into .cache/sample (CACHE=...)

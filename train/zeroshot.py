@@ -153,12 +153,30 @@ def accuracy_from_features(
         per_class.append(int((rank[mask] < 1).sum()) / int(mask.sum()) if mask.any() else None)
     present = [a for a in per_class if a is not None]
     out["mean_per_class_top1"] = sum(present) / len(present)
+    # the same figures under CLIP_benchmark's names (DataComp's too): acc5 from 5 classes on
+    # (1.0 at exactly 5, as there), None below; mean_per_class_recall is sklearn's
+    # balanced_accuracy_score, the mean recall over the classes that have images
+    out["acc1"] = out["top1"]
+    out["acc5"] = (int((rank < 5).sum()) / n) if n_classes >= 5 else None
+    out["mean_per_class_recall"] = out["mean_per_class_top1"]
+    out["f1_macro"] = _f1_macro(logits.argmax(1), labels)
     # what answering the most frequent class for every image scores: on an unbalanced set
     # (openclipart's categories) a top-1 above 1/classes can still be below it
     out["majority_top1"] = int(torch.bincount(labels, minlength=n_classes).max()) / n
     names = list(classnames) if classnames is not None else [str(c) for c in range(n_classes)]
     out["per_class_top1"] = dict(zip(names, per_class))
     return out
+
+
+def _f1_macro(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean F1 over the classes that have images (WILDS' ``F1-macro_all``, iWildCam's main
+    metric in DataComp: sklearn's f1_score, average="macro", labels present in the truth)."""
+    size = int(max(pred.max(), labels.max())) + 1
+    tp = torch.bincount(labels[pred == labels], minlength=size).double()
+    predicted = torch.bincount(pred, minlength=size).double()
+    actual = torch.bincount(labels, minlength=size).double()
+    present = actual > 0  # F1 = 2 tp / (predicted + actual), over the classes with images
+    return float((2 * tp[present] / (predicted[present] + actual[present])).mean())
 
 
 def zero_shot_accuracy(
@@ -177,7 +195,9 @@ def zero_shot_accuracy(
     ``chance_topK`` = k/n_classes; plus ``per_class_top1`` (class name -> accuracy, None for
     a class without images), ``mean_per_class_top1`` (over classes with images) and
     ``majority_top1`` (the top-1 of always answering the most frequent class, the baseline
-    that matters on an unbalanced set). On tied scores the lower class index ranks first.
+    that matters on an unbalanced set). The same under CLIP_benchmark's names: ``acc1``,
+    ``acc5`` (None below 5 classes), ``mean_per_class_recall``; and ``f1_macro``. On tied
+    scores the lower class index ranks first.
     """
     feats, labels = encode_images(model, loader, device, autocast)
     return accuracy_from_features(feats, labels, classifier, topk, classnames)
@@ -207,7 +227,7 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, 
     ``image_to_text_R@k``: share of images whose own text is among the k most similar texts
     (cosine similarity; features are normalised here); ``text_to_image_R@k`` likewise.
     ``chance_R@k`` = k/n (min 1). Also ``n`` and the mean and median rank (1 = best) both
-    ways. Ties count against the model (see `_ranks_of_diagonal`). A k >= n is still
+    ways, and the recalls under CLIP_benchmark's names. Ties count against the model (see `_ranks_of_diagonal`). A k >= n is still
     reported (recall 1.0, chance 1.0). The median is the lower middle value for even n.
     """
     if image_features.shape != text_features.shape or image_features.ndim != 2:
@@ -229,7 +249,7 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, 
         out[f"{direction}_median_rank"] = float(rank.float().median()) + 1
     for k in ks:
         out[f"chance_R@{k}"] = min(1.0, k / n)
-    return out
+    return _with_clip_benchmark_names(out, ks)
 
 
 def encode_pairs(
@@ -272,6 +292,17 @@ def zero_shot_retrieval(
     return retrieval_recall(*encode_pairs(model, tokenizer, loader, device, autocast), ks=ks)
 
 
+def _with_clip_benchmark_names(out: dict, ks: Sequence[int]) -> dict:
+    """`out` with the recalls also under CLIP_benchmark's names (a text is retrieved for an
+    image: ``text_retrieval_recall@k``) and DataComp's main retrieval metric, ``mean_recall@1``."""
+    for k in ks:
+        out[f"text_retrieval_recall@{k}"] = out[f"image_to_text_R@{k}"]
+        out[f"image_retrieval_recall@{k}"] = out[f"text_to_image_R@{k}"]
+    if 1 in ks:
+        out["mean_recall@1"] = (out["image_to_text_R@1"] + out["text_to_image_R@1"]) / 2
+    return out
+
+
 def captioned_recall(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -307,17 +338,14 @@ def captioned_recall(
             best = scores.masked_fill(~mine, float("-inf")).max(1, keepdim=True).values
             i2t[lo : lo + chunk] = ((scores >= best) & ~mine).sum(1)  # other images' texts at least as similar
     out: dict = {"n": n, "n_texts": n_texts}
-    for direction, rank, clip_benchmark_name in (
-        ("image_to_text", i2t, "text_retrieval_recall"),
-        ("text_to_image", t2i, "image_retrieval_recall"),
-    ):
+    for direction, rank in (("image_to_text", i2t), ("text_to_image", t2i)):
         for k in ks:
-            out[f"{direction}_R@{k}"] = out[f"{clip_benchmark_name}@{k}"] = int((rank < k).sum()) / rank.numel()
+            out[f"{direction}_R@{k}"] = int((rank < k).sum()) / rank.numel()
         out[f"{direction}_mean_rank"] = int(rank.sum()) / rank.numel() + 1
         out[f"{direction}_median_rank"] = float(rank.float().median()) + 1
     for k in ks:
         out[f"chance_R@{k}"] = min(1.0, k / n)
-    return out
+    return _with_clip_benchmark_names(out, ks)
 
 
 def encode_texts(

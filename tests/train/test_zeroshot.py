@@ -137,6 +137,53 @@ def test_top1_top5_known_case(tokenizer):
         accuracy_from_features(images, torch.tensor([0, 1, 2, 6]), clf)
 
 
+def clip_benchmark_accuracy(logits: torch.Tensor, target: torch.Tensor, topk) -> list[float]:
+    """clip_benchmark.metrics.zeroshot_classification.accuracy's rule (topk of the logits,
+    a hit when the target is among them, over n). Its own function ends in
+    ``float(<1-element 1-d array>)``, a TypeError under numpy 2.4, so the test counts the
+    same way here; the rest of its classification path is called as it is."""
+    pred = logits.topk(max(topk), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return [int(correct[:k].sum()) / len(target) for k in topk]
+
+
+def test_clip_benchmarks_accuracy_still_breaks_under_this_numpy():
+    """The reason for clip_benchmark_accuracy: when a release fixes it, call it instead."""
+    from clip_benchmark.metrics.zeroshot_classification import accuracy
+
+    with pytest.raises(TypeError, match="0-dimensional"):
+        accuracy(torch.eye(3), torch.tensor([0, 1, 2]), topk=(1,))
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # sklearn, on the class without images
+@pytest.mark.parametrize("n_classes", [4, 5, 12])
+def test_clip_benchmark_names_equal_its_own_metric_functions(n_classes):
+    """acc1/acc5/mean_per_class_recall as CLIP_benchmark computes them (its accuracy() and
+    sklearn's balanced_accuracy_score), F1-macro as WILDS does, on an unbalanced set with
+    a class that has no images."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    gen = torch.Generator().manual_seed(n_classes)
+    feats = torch.nn.functional.normalize(torch.randn(300, 16, generator=gen), dim=-1)
+    clf = torch.nn.functional.normalize(torch.randn(16, n_classes, generator=gen), dim=0)
+    weights = torch.arange(n_classes, 0, -1).float()  # unbalanced: class 0 the most frequent ...
+    weights[-1] = 0  # ... and none of the last
+    labels = torch.multinomial(weights, 300, True, generator=gen)
+    assert (labels == n_classes - 1).sum() == 0 and len(labels.unique()) == n_classes - 1  # no images of the last
+    acc = accuracy_from_features(feats, labels, clf)
+    logits = 100.0 * feats @ clf
+    pred = logits.argmax(1)
+    assert acc["acc1"] == acc["top1"] == clip_benchmark_accuracy(logits, labels, (1,))[0]
+    if n_classes >= 5:
+        assert acc["acc5"] == clip_benchmark_accuracy(logits, labels, (1, 5))[1]
+    else:
+        assert acc["acc5"] is None
+    assert acc["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(labels, pred), abs=1e-12)
+    assert acc["f1_macro"] == pytest.approx(
+        f1_score(labels, pred, average="macro", labels=labels.unique().numpy()), abs=1e-12
+    )
+
+
 def test_retrieval_recall_known_permutation():
     n = 12
     perm = list(range(n))
