@@ -59,6 +59,9 @@ class EvalConfig:
     probe_seeds: Sequence[int] = (0, 1, 2)  # a few-shot draw per seed
     feature_cache: str | Path | None = ".cache/features"  # with linear_probe: features kept per weights; None: none
     progress: bool = True  # a bar per set on a terminal, else a line as each set starts
+    suite: str | None = None  # "datacomp": every task of DataComp's list found under data_root (`train.eval_suite`)
+    data_root: str | None = None  # the suite's sets, as DataComp's download_evalsets.py leaves them
+    tasklist: str | None = None  # the suite's task list; None: DATA_ROOT/tasklist.yml, else DataComp's (shipped)
 
     def retrieval_sets(self) -> list[str]:
         """`retrieval`, or openclipart's held-out captioned images when it is among `datasets`."""

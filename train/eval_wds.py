@@ -200,17 +200,33 @@ def _index(root: str, fs, shards: list[str], split: str, n_classes: int, target:
     return TarImages(root, shards, where), labels, info
 
 
-def wds_classification(root: str, transform: Transform = None, split: str = SPLIT) -> LabelledImages:
-    """A CLIP_benchmark/DataComp classification set (the layout in the module docstring) as
-    a `LabelledImages`, carrying the set's own prompt templates in ``templates`` when it has
-    them. Bad layouts are `InputError`s naming the file."""
-    root, fs, base, shards = _open_set(root, split, "classification")
+def check_layout(root: str, kind: str = "classification", split: str = SPLIT) -> None:
+    """The cheap checks of a set, before any model loads: its type, its shard count, and for
+    classification its class names."""
+    _open_set(root, split, kind)
+    if kind == "classification":
+        wds_classnames(root)
+
+
+def wds_classnames(root: str) -> list[str]:
+    """ROOT/classnames.txt's names, line i naming label i."""
+    root = str(root).rstrip("/") or "/"
+    fs, base = filesystem(root)
     names_text = _read_text(fs, _join(base, CLASSNAMES), _join(root, CLASSNAMES))
     if names_text is None:
         raise InputError(f"{_join(root, CLASSNAMES)}: missing (zero-shot classification needs the class names)")
     classnames = _lines(names_text)
     if not classnames:
         raise InputError(f"{_join(root, CLASSNAMES)}: no class names")
+    return classnames
+
+
+def wds_classification(root: str, transform: Transform = None, split: str = SPLIT) -> LabelledImages:
+    """A CLIP_benchmark/DataComp classification set (the layout in the module docstring) as
+    a `LabelledImages`, carrying the set's own prompt templates in ``templates`` when it has
+    them. Bad layouts are `InputError`s naming the file."""
+    root, fs, base, shards = _open_set(root, split, "classification")
+    classnames = wds_classnames(root)
     templates_text = _read_text(fs, _join(base, TEMPLATES), _join(root, TEMPLATES))
     templates = _lines(templates_text) if templates_text is not None else []
     bad = [t for t in templates if "{c}" not in t]

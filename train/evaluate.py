@@ -5,11 +5,17 @@
     python -m train.evaluate --model local-dir:runs/NAME/export          # `python -m train.export`
     python -m train.evaluate --model tiny-ViT-64 --pretrained logs/x/checkpoints/epoch_5.pt
     python -m train.evaluate --model ViT-B-32 --pretrained laion2b_s34b_b79k   # needs the network
+    python -m train.evaluate --checkpoint runs/NAME --suite datacomp --data-root /data/datacomp_evalsets
 
 The model: ``--checkpoint FILE|RUN`` (a checkpoint of this trainer, or its run folder's
 newest; open_clip_train's ``epoch_N.pt`` with ``--model NAME``) or ``--model NAME
 [--pretrained TAG|FILE]`` (open_clip's loader: its architectures and tags, train/model_configs,
 ``local-dir:DIR``, ``hf-hub:ORG/NAME``); `train.sources` says how each is read.
+
+With ``--suite datacomp --data-root DIR`` it scores every task of DataComp's 38 whose set
+is under DIR (as DataComp's download_evalsets.py leaves them), with each task's main metric
+beside its random score and DataComp's aggregates, and lists the tasks it did not score and
+why (`train.eval_suite`).
 
 For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``digits``,
 ``imagefolder:ROOT``, ``wds:ROOT`` in CLIP_benchmark's webdataset layout, ``imagenet:ROOT``) the class names go
@@ -83,8 +89,11 @@ def evaluate(
     Result: ``{"step", "templates", "n_templates", "datasets": {name: {top1, chance_top1,
     top5, chance_top5 (more than 5 classes), n, n_classes, mean_per_class_top1,
     per_class_top1, classnames, info, seconds[, linear_probe]}}, "retrieval": {name:
-    {image_to_text_R@k, text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``;
-    `scalars` flattens it.
+    {image_to_text_R@k, text_to_image_R@k, chance_R@k, ..., info}}, "seconds"}``, the
+    accuracies and recalls also under CLIP_benchmark's names (``acc1``, ``acc5``,
+    ``mean_per_class_recall``, ``image_retrieval_recall@k``, ``text_retrieval_recall@k``);
+    with `config.suite`, ``"suite"``: the suite's table (`train.eval_suite.run_suite`), its
+    sets' results among the others. `scalars` flattens it.
 
     With `config.linear_probe` each labelled set's image features (encoded once with the
     embeddings, `train.features`) are also probed: ``datasets[name]["linear_probe"]``, see
@@ -119,6 +128,8 @@ def evaluate(
             results["retrieval"][name] = run.retrieval(name)
         if retrieval_loader is not None:
             results["retrieval"][HELD_OUT] = run.retrieval(HELD_OUT, retrieval_loader)
+        if config.suite:
+            results["suite"] = run.suite(results)
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -261,6 +272,22 @@ class _Evaluation:
         self.log_retrieval(name, rec)
         return rec
 
+    def suite(self, results: dict) -> dict:
+        """Every task of `config.suite` found under `config.data_root`: its sets' results go
+        into `results`' ``datasets`` and ``retrieval`` as any other set's; returns the table."""
+        from .eval_suite import run_suite
+
+        def score_set(spec: str) -> dict:
+            results["datasets"][spec] = self.labelled_set(spec)
+            return results["datasets"][spec]
+
+        def score_retrieval(spec: str) -> dict:
+            results["retrieval"][spec] = self.retrieval(spec)
+            return results["retrieval"][spec]
+
+        c = self.config
+        return run_suite(str(c.suite), str(c.data_root), c.tasklist, score_set, score_retrieval, self.log)
+
     def log_retrieval(self, name: str, rec: dict) -> None:
         if self.log:
             self.log(
@@ -337,6 +364,8 @@ def tensorboard_scalars(results: dict) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's options: the model's (`train.sources`), then `EvalConfig`'s, defaults from its fields."""
+    from .eval_suite import SUITES
+
     default = EvalConfig()
     ap = argparse.ArgumentParser(
         prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,10 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--datasets",
         nargs="+",
-        default=list(default.datasets),
         help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE], "
         "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://), imagenet:ROOT (synset folders) "
-        "(default: %(default)s)",
+        f"(default: {' '.join(default.datasets)}; none with --suite)",
     )
     ap.add_argument(
         "--retrieval",
@@ -357,6 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrieval sets: openclipart, wds:ROOT (CLIP_benchmark's webdataset layout, several captions "
         "per image); default: openclipart if it is among --datasets; "
         "give the flag alone for none",
+    )
+    ap.add_argument(
+        "--suite",
+        choices=SUITES,
+        help="also every task of DataComp's list found under --data-root (its wds_<task>_test folders), "
+        "with its main metric, random score and DataComp's aggregates; the tasks absent or not scorable "
+        "are listed (train/eval_suite.py)",
+    )
+    ap.add_argument("--data-root", help="with --suite: the folder (or s3://) holding the suite's sets")
+    ap.add_argument(
+        "--tasklist",
+        help="with --suite: a DataComp tasklist.yml (default: DATA_ROOT/tasklist.yml if present, "
+        "else the copy in train/datacomp_tasklist.yml)",
     )
     ap.add_argument("--cache", default=str(default.cache_dir), help="sample cache (default: %(default)s)")
     ap.add_argument(
@@ -407,8 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> EvalConfig:
     """The `EvalConfig` that parsed options ask for."""
+    datasets = args.datasets if args.datasets is not None else ([] if args.suite else EvalConfig().datasets)
     return EvalConfig(
-        datasets=tuple(args.datasets),
+        datasets=tuple(datasets),
+        suite=args.suite,
+        data_root=args.data_root,
+        tasklist=args.tasklist,
         retrieval=None if args.retrieval is None else tuple(args.retrieval),
         cache_dir=args.cache,
         templates=args.templates,
@@ -427,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.workers < 0:
         ap.error("--batch-size must be >= 1 and --workers >= 0")
     sources.check_model_arguments(ap, args)
+    if bool(args.suite) != bool(args.data_root) or (args.tasklist and not args.suite):
+        ap.error("--suite and --data-root go together (--tasklist with them)")
     config = config_from(args)
     try:
         from . import eval_data
@@ -435,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
             eval_data.check_spec(spec)
         for name in config.retrieval_sets():
             eval_data.check_spec(name, retrieval=True)
+        if config.suite:  # a missing root or a broken task list fails before the model loads
+            from . import eval_suite
+
+            eval_suite.check(config.suite, str(config.data_root), config.tasklist)
         device = sources.pick_device(args.device)
         loaded = sources.load(args, device)
         out = loaded.out(args.out)
@@ -489,6 +540,13 @@ def _summary(results: dict) -> dict:
             for name, r in results["retrieval"].items()
         }
     )
+    if "suite" in results:
+        suite = results["suite"]
+        summary[f"suite:{suite['name']}"] = {
+            "tasks": {row["name"]: row["score"] for row in suite["tasks"]},
+            "aggregates": {k: v["score"] for k, v in suite["aggregates"].items()},
+            "not_scored": len(suite["not_scored"]),
+        }
     return summary
 
 

@@ -261,6 +261,47 @@ def zeroshot_section(evals: list[dict]) -> str:
     return _section("zeroshot", title, parts, charts)
 
 
+def suite_section(evals: list[dict]) -> str:
+    """The newest evaluation's benchmark suite (`train.eval_suite`): each task's main metric
+    beside its random score, DataComp's aggregates with how many tasks each covers, and the
+    tasks not scored with the reason; nothing when no evaluation ran one."""
+    e = newest(evals, lambda r: isinstance(r.get("suite"), dict))
+    if e is None:
+        return ""
+    suite = e["result"]["suite"]
+    rows = [
+        [
+            r.get("name"),
+            r.get("main_metric"),
+            pct(r.get("score")),
+            pct(r.get("random_score")),
+            r.get("n"),
+            r.get("partial", ""),
+        ]
+        for r in suite.get("tasks", [])
+    ]
+    aggs = [
+        [name, pct(a.get("score")), f"{a.get('tasks')} of {a.get('of')}"]
+        for name, a in suite.get("aggregates", {}).items()
+    ]
+    skipped = [[key, why] for key, why in suite.get("not_scored", {}).items()]
+    parts = [
+        f"<p>{esc(_from(e))} Sets under <code>{esc(str(suite.get('data_root')))}</code>, tasks from "
+        f"<code>{esc(str(suite.get('tasklist')))}</code>. Aggregates as DataComp's aggregate_scores.py "
+        "computes them, over the tasks scored here.</p>",
+        table(["task", "main metric", "score", "random", "images", "note"], rows, {2, 3, 4}),
+        table(["aggregate", "mean of main metrics", "tasks"], aggs, {1}),
+    ]
+    if skipped:
+        parts.append(
+            f"<details><summary>{len(skipped)} tasks not scored</summary>"
+            + table(["task", "why"], skipped)
+            + "</details>"
+        )
+    title = "DataComp suite" if suite.get("name") == "datacomp" else f"Suite {suite.get('name')}"
+    return _section("suite", title, parts)
+
+
 def _from(e: dict) -> str:
     step = f" (step {e['step']:,})" if isinstance(e["step"], int) else ""
     return f"Latest values from {e['file']}{step}."
@@ -530,6 +571,7 @@ def render(run: dict, now: datetime) -> str:
     body = [
         training_section(rows),
         zeroshot_section(evals),
+        suite_section(evals),
         retrieval_section(evals),
         fewshot,
         probe,

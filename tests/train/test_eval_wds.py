@@ -7,8 +7,6 @@ import io
 import json
 import subprocess
 import sys
-import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from PIL import Image
 
 from pipeline.errors import InputError
 from tests.conftest import assert_one_line_error
+from tests.support.evalsets import to_png, write_set
 from tests.support.s3server import moto_s3
 from tests.support.trainer import ENV, ROOT
 from train.eval_data import LabelledImages, load_dataset, sklearn_digits
@@ -26,30 +25,6 @@ from train.zeroshot import captioned_recall, retrieval_recall
 def png(colour: str) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 6), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_set(root: Path, shards: list[list[tuple[str, dict[str, bytes]]]], classnames=None, templates=None) -> Path:
-    """A set in the layout, member by member: shards[i] = [(key, {ext: bytes}), ...]."""
-    (root / "test").mkdir(parents=True)
-    for i, samples in enumerate(shards):
-        with tarfile.open(root / "test" / f"{i}.tar", "w") as tar:
-            for key, members in samples:
-                for ext, data in members.items():
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    (root / "test" / "nshards.txt").write_text(f"{len(shards)}\n")
-    if classnames is not None:
-        (root / "classnames.txt").write_text("".join(f"{c}\n" for c in classnames))
-    if templates is not None:
-        (root / "zeroshot_classification_templates.txt").write_text("".join(f"{t}\n" for t in templates))
-    return root
-
-
-def to_png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
     return buf.getvalue()
 
 
