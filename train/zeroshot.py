@@ -317,7 +317,9 @@ def captioned_recall(
     (CLIP_benchmark's ``image_retrieval_recall@k``); ``image_to_text_R@k``: share of images
     with at least one of their captions among the k most similar texts (its
     ``text_retrieval_recall@k``); both are also reported under those names. Ties count
-    against the model, as in `retrieval_recall`. ``chance_R@k`` is text -> image's, k/n.
+    against the model, as in `retrieval_recall`: equal to CLIP_benchmark's figures
+    (tests/train/test_clip_benchmark_parity.py) except where two images share a caption
+    word for word, an exact tie that its topk gives to whichever comes first. ``chance_R@k`` is text -> image's, k/n.
     Works in blocks of `chunk` rows, so memory stays at chunk x (images + texts) scores.
     """
     text_image = torch.as_tensor(text_image, dtype=torch.long)
