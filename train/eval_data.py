@@ -534,9 +534,13 @@ DATASETS: dict[str, Callable[..., LabelledImages]] = {
     "animal-mnist": lambda cache_dir, preprocess, arg=None: animal_mnist(cache_dir, transform=preprocess),
     "digits": lambda cache_dir, preprocess, arg=None: sklearn_digits(transform=preprocess),
     "wds": lambda cache_dir, preprocess, arg: _wds(arg, preprocess),  # used as wds:ROOT
-    "imagenet": lambda cache_dir, preprocess, arg: _imagenet(arg, preprocess),  # used as imagenet:ROOT
+    # imagenet:ROOT and its shifts, imagenet-a:ROOT ... (`train.eval_imagenet.VARIANTS`)
+    **{
+        v: (lambda cache_dir, preprocess, arg, v=v: _imagenet(arg, preprocess, v))
+        for v in ("imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r")
+    },
 }
-WITH_ARGUMENT = ("imagefolder", "wds", "imagenet")
+WITH_ARGUMENT = ("imagefolder", "wds", "imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r")
 
 
 def _wds(root: str, preprocess) -> LabelledImages:
@@ -545,10 +549,10 @@ def _wds(root: str, preprocess) -> LabelledImages:
     return wds_classification(root, transform=preprocess)
 
 
-def _imagenet(root: str, preprocess) -> LabelledImages:
+def _imagenet(root: str, preprocess, variant: str) -> LabelledImages:
     from .eval_imagenet import imagenet_folder
 
-    return imagenet_folder(root, transform=preprocess)
+    return imagenet_folder(root, transform=preprocess, variant=variant)
 
 
 RETRIEVAL_DATASETS: dict[str, Callable[..., PairedImages]] = {
@@ -566,14 +570,15 @@ def check_spec(spec: str, retrieval: bool = False) -> None:
     if name not in DATASETS or bool(arg) != (name in WITH_ARGUMENT):
         raise InputError(
             f"unknown dataset {spec!r}; choose from openclipart, animal-mnist, digits, "
-            "imagefolder:ROOT[::CLASSNAMES_FILE], wds:ROOT, imagenet:ROOT"
+            "imagefolder:ROOT[::CLASSNAMES_FILE], wds:ROOT, imagenet:ROOT, imagenet-sketch:ROOT, "
+            "imagenet-v2:ROOT, imagenet-a:ROOT, imagenet-r:ROOT"
         )
 
 
 def load_dataset(spec: str, cache_dir: str | Path = ".cache/sample", preprocess: Transform = None) -> LabelledImages:
     """A labelled set by name: ``openclipart``, ``animal-mnist``, ``digits``, ``imagefolder:ROOT``,
     ``wds:ROOT`` (CLIP_benchmark's webdataset layout: `train.eval_wds`) or ``imagenet:ROOT``
-    (ImageNet-1k's synset folders: `train.eval_imagenet`)."""
+    and its shifts (``imagenet-sketch:``, ``-v2:``, ``-a:``, ``-r:``; `train.eval_imagenet`)."""
     check_spec(spec)
     name, _, arg = spec.partition(":")
     return DATASETS[name](cache_dir, preprocess, arg or None)

@@ -8,7 +8,9 @@ layout (`train.eval_wds`), scored with its own class names and prompts. Two task
 other homes: DataComp reads Flickr and MSCOCO from Hugging Face's arrow cache, which is not
 read here; their webdataset versions are (``wds_flickr30k_test`` and
 ``wds_mscoco_captions_test``, CLIP_benchmark's names, or ``wds_retrieval-<name>_test``).
-ImageNet-1k may also be a synset-folder tree, ``DIR/imagenet`` (`train.eval_imagenet`).
+ImageNet-1k and its shifts may also be in their own layouts (`train.eval_imagenet`):
+``DIR/imagenet``, ``DIR/imagenet-sketch``, ``DIR/imagenetv2``, ``DIR/imagenet-a``,
+``DIR/imagenet-r``.
 
 The task list is DataComp's ``tasklist.yml`` (a copy ships as `datacomp_tasklist.yml`;
 ``--tasklist`` or ``DIR/tasklist.yml`` wins): display names, sizes, main metric (``acc1``
@@ -81,6 +83,17 @@ RETRIEVAL_FOLDERS = {
 }
 
 
+# ImageNet and its shifts may also be kept in their own folder layouts (`train.eval_imagenet`;
+# local roots): (folder under DIR, the spec's prefix)
+FOLDER_LAYOUTS = {
+    "imagenet1k": (("imagenet", "imagenet"), ("imagenet1k", "imagenet")),
+    "imagenet_sketch": (("imagenet-sketch", "imagenet-sketch"), ("imagenet_sketch", "imagenet-sketch")),
+    "imagenetv2": (("imagenetv2", "imagenet-v2"), ("imagenet-v2", "imagenet-v2")),
+    "imagenet-a": (("imagenet-a", "imagenet-a"),),
+    "imagenet-r": (("imagenet-r", "imagenet-r"),),
+}
+
+
 @dataclass(frozen=True)
 class Task:
     key: str
@@ -135,10 +148,14 @@ def tasklist_for(data_root: str, given: str | None) -> Path:
     return local if "://" not in data_root and local.is_file() else TASKLIST
 
 
-def folder_names(task: Task) -> tuple[str, ...]:
-    """The folders DIR may hold the task's set in, first found wins."""
+def wds_folders(task: Task) -> tuple[str, ...]:
     key = task.key.removeprefix("fairness/")
     return (*RETRIEVAL_FOLDERS.get(task.key, ()), f"wds_{key.replace('/', '-')}_test")
+
+
+def folder_names(task: Task) -> tuple[str, ...]:
+    """The folders DIR may hold the task's set in, first found wins."""
+    return (*wds_folders(task), *(name for name, _ in FOLDER_LAYOUTS.get(task.key, ())))
 
 
 def why_not_scored(task: Task) -> str | None:
@@ -153,14 +170,13 @@ def locate(task: Task, data_root: str) -> str | None:
     """The evaluation spec of the task's set under `data_root` (``wds:PATH`` or
     ``imagenet:PATH``); None when it is absent."""
     fs, root = filesystem(data_root)
-    for name in folder_names(task):
+    for name in wds_folders(task):
         path = f"{root.rstrip('/')}/{name}"
         if fs.isdir(path):
             return f"wds:{data_root.rstrip('/')}/{name}"
-    if task.key == IMAGENET:
-        for name in ("imagenet", "imagenet1k"):
-            if fs.isdir(f"{root.rstrip('/')}/{name}"):
-                return f"imagenet:{data_root.rstrip('/')}/{name}"
+    for name, variant in FOLDER_LAYOUTS.get(task.key, ()):
+        if "://" not in data_root and fs.isdir(f"{root.rstrip('/')}/{name}"):
+            return f"{variant}:{data_root.rstrip('/')}/{name}"
     return None
 
 

@@ -18,7 +18,8 @@ beside its random score and DataComp's aggregates, and lists the tasks it did no
 why (`train.eval_suite`).
 
 For each labelled set (`train.eval_data`: ``openclipart``, ``animal-mnist``, ``digits``,
-``imagefolder:ROOT``, ``wds:ROOT`` in CLIP_benchmark's webdataset layout, ``imagenet:ROOT``) the class names go
+``imagefolder:ROOT``, ``wds:ROOT`` in CLIP_benchmark's webdataset layout, ``imagenet:ROOT`` and
+its shifts) the class names go
 through a prompt ensemble (CLIP's 80 ImageNet templates, its 7 "simple" ones, or a wds set's
 own templates, as CLIP_benchmark uses them) into a zero-shot classifier (`train.zeroshot`), and the
 images are classified with it: top-1 / top-5 accuracy next to their chance levels. On the
@@ -375,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--datasets",
         nargs="+",
         help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE], "
-        "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://), imagenet:ROOT (synset folders) "
+        "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://), imagenet:ROOT (synset folders, or the flat val "
+        "folder with LOC_val_solution.csv or the devkit), imagenet-sketch:ROOT, imagenet-v2:ROOT, imagenet-a:ROOT, "
+        "imagenet-r:ROOT "
         f"(default: {' '.join(default.datasets)}; none with --suite)",
     )
     ap.add_argument(
