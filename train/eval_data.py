@@ -537,10 +537,19 @@ DATASETS: dict[str, Callable[..., LabelledImages]] = {
     # imagenet:ROOT and its shifts, imagenet-a:ROOT ... (`train.eval_imagenet.VARIANTS`)
     **{
         v: (lambda cache_dir, preprocess, arg, v=v: _imagenet(arg, preprocess, v))
-        for v in ("imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r")
+        for v in ("imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r", "objectnet")
     },
 }
-WITH_ARGUMENT = ("imagefolder", "wds", "imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r")
+WITH_ARGUMENT = (
+    "imagefolder",
+    "wds",
+    "imagenet",
+    "imagenet-sketch",
+    "imagenet-v2",
+    "imagenet-a",
+    "imagenet-r",
+    "objectnet",
+)
 
 
 def _wds(root: str, preprocess) -> LabelledImages:
@@ -571,14 +580,14 @@ def check_spec(spec: str, retrieval: bool = False) -> None:
         raise InputError(
             f"unknown dataset {spec!r}; choose from openclipart, animal-mnist, digits, "
             "imagefolder:ROOT[::CLASSNAMES_FILE], wds:ROOT, imagenet:ROOT, imagenet-sketch:ROOT, "
-            "imagenet-v2:ROOT, imagenet-a:ROOT, imagenet-r:ROOT"
+            "imagenet-v2:ROOT, imagenet-a:ROOT, imagenet-r:ROOT, objectnet:ROOT"
         )
 
 
 def load_dataset(spec: str, cache_dir: str | Path = ".cache/sample", preprocess: Transform = None) -> LabelledImages:
     """A labelled set by name: ``openclipart``, ``animal-mnist``, ``digits``, ``imagefolder:ROOT``,
     ``wds:ROOT`` (CLIP_benchmark's webdataset layout: `train.eval_wds`) or ``imagenet:ROOT``
-    and its shifts (``imagenet-sketch:``, ``-v2:``, ``-a:``, ``-r:``; `train.eval_imagenet`)."""
+    and its shifts (``imagenet-sketch:``, ``-v2:``, ``-a:``, ``-r:``, ``objectnet:``; `train.eval_imagenet`)."""
     check_spec(spec)
     name, _, arg = spec.partition(":")
     return DATASETS[name](cache_dir, preprocess, arg or None)

@@ -14,6 +14,12 @@ other sets.
                             under ROOT/imagenetv2-matched-frequency-format-val/), 1,000
 ``imagenet-a:ROOT``,        ImageNet-A / -R: synset folders, scored over their 200-class
 ``imagenet-r:ROOT``         subsets (the synset lists timm ships), as CLIP_benchmark does
+``objectnet:ROOT``          ObjectNet as its zip unpacks (ROOT/objectnet-1.0/images/<folder>/,
+                            ROOT/objectnet-1.0/mappings/ or ROOT/mappings/): its 113 classes
+                            that ImageNet-1k shares (objectnet_to_imagenet_1k.json), named by
+                            ObjectNet's labels (folder_to_objectnet_label.json), lower case, as
+                            CLIP_benchmark scores it; images of its other classes are skipped
+                            and counted
 
 A synset's label is its position in ImageNet-1k's sorted synset list (timm's copy,
 installed with open_clip), or in the variant's subset. A folder that is not one of the
@@ -35,7 +41,7 @@ from pipeline.errors import InputError, one_line
 
 from .eval_data import LabelledImages, Transform, open_rgb
 
-VARIANTS = ("imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r")
+VARIANTS = ("imagenet", "imagenet-sketch", "imagenet-v2", "imagenet-a", "imagenet-r", "objectnet")
 SUBSET_FILES = {"imagenet-a": "imagenet_a_synsets.txt", "imagenet-r": "imagenet_r_synsets.txt"}
 FLAT_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -68,6 +74,8 @@ def imagenet_folder(root: str | Path, transform: Transform = None, variant: str 
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown ImageNet variant {variant!r}")
+    if variant == "objectnet":
+        return objectnet_folder(root, transform)
     base = Path(root)
     sub = SUBFOLDER.get(variant)
     if sub and (base / sub).is_dir():
@@ -195,3 +203,51 @@ def _devkit(meta_mat: bytes, ground_truth: str, shown: Path) -> dict[int, str]:
     if unknown:
         raise InputError(f"{shown}: ground truth names ILSVRC2012_ID {unknown[0]}, not in meta.mat")
     return {number: wnid[i] for number, i in enumerate(ids, start=1)}
+
+
+def objectnet_folder(root: str | Path, transform: Transform = None) -> LabelledImages:
+    """ObjectNet's images in the classes it shares with ImageNet-1k (see the module docstring)."""
+    import json
+
+    base = Path(root)
+    if (base / "objectnet-1.0").is_dir():
+        base = base / "objectnet-1.0"
+    mappings = next(
+        (m for m in (base / "mappings", base, Path(root)) if (m / "folder_to_objectnet_label.json").is_file()), None
+    )
+    images = base / "images"
+    if mappings is None or not images.is_dir():
+        raise InputError(
+            f"{root}: not ObjectNet as its zip unpacks (objectnet-1.0/images/ and mappings/folder_to_objectnet_label.json)"
+        )
+    try:
+        folder_label = json.loads((mappings / "folder_to_objectnet_label.json").read_text())
+        shared = json.loads((mappings / "objectnet_to_imagenet_1k.json").read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{mappings}: unreadable ObjectNet mappings ({one_line(e)})") from None
+    folders = sorted(f for f, label in folder_label.items() if label in shared)
+    if not folders:
+        raise InputError(f"{mappings}: no ObjectNet class is mapped to ImageNet-1k")
+    label_of = {f: i for i, f in enumerate(folders)}
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    paths, labels, other = [], [], 0
+    for d in sorted(p for p in images.iterdir() if p.is_dir()):
+        if d.name not in folder_label:
+            raise InputError(f"{d}: not an ObjectNet class folder (not in folder_to_objectnet_label.json)")
+        found = sorted(str(p) for p in d.iterdir() if has_file_allowed_extension(p.name, IMG_EXTENSIONS))
+        if d.name not in label_of:
+            other += len(found)
+            continue
+        paths += found
+        labels += [label_of[d.name]] * len(found)
+    if not paths:
+        raise InputError(f"{images}: no images in ObjectNet's {len(folders)} classes shared with ImageNet-1k")
+    names = [folder_label[f].lower() for f in folders]
+    info = {
+        "format": "objectnet",
+        "root": str(base),
+        "classes_present": len(set(labels)),
+        "skipped": {"images of classes ImageNet-1k lacks": other},
+    }
+    return _labelled(f"objectnet:{root}", names, paths, labels, transform, info)

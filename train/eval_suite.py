@@ -10,7 +10,7 @@ read here; their webdataset versions are (``wds_flickr30k_test`` and
 ``wds_mscoco_captions_test``, CLIP_benchmark's names, or ``wds_retrieval-<name>_test``).
 ImageNet-1k and its shifts may also be in their own layouts (`train.eval_imagenet`):
 ``DIR/imagenet``, ``DIR/imagenet-sketch``, ``DIR/imagenetv2``, ``DIR/imagenet-a``,
-``DIR/imagenet-r``.
+``DIR/imagenet-r``, ``DIR/objectnet``.
 
 The task list is DataComp's ``tasklist.yml`` (a copy ships as `datacomp_tasklist.yml`;
 ``--tasklist`` or ``DIR/tasklist.yml`` wins): display names, sizes, main metric (``acc1``
@@ -91,6 +91,7 @@ FOLDER_LAYOUTS = {
     "imagenetv2": (("imagenetv2", "imagenet-v2"), ("imagenet-v2", "imagenet-v2")),
     "imagenet-a": (("imagenet-a", "imagenet-a"),),
     "imagenet-r": (("imagenet-r", "imagenet-r"),),
+    "objectnet": (("objectnet", "objectnet"),),
 }
 
 

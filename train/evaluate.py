@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="labelled sets: openclipart, animal-mnist, digits, imagefolder:ROOT[::CLASSNAMES_FILE], "
         "wds:ROOT (CLIP_benchmark's webdataset layout, a folder or s3://), imagenet:ROOT (synset folders, or the flat val "
         "folder with LOC_val_solution.csv or the devkit), imagenet-sketch:ROOT, imagenet-v2:ROOT, imagenet-a:ROOT, "
-        "imagenet-r:ROOT "
+        "imagenet-r:ROOT, objectnet:ROOT "
         f"(default: {' '.join(default.datasets)}; none with --suite)",
     )
     ap.add_argument(

@@ -180,3 +180,25 @@ def test_the_suite_finds_imagenet_and_its_shifts_in_their_own_layouts(tmp_path):
         ("imagenet-a", f"imagenet-a:{tmp_path}/imagenet-a"),
     ]
     assert skipped["imagenet-r"] == f"missing: no wds_imagenet-r_test or imagenet-r under {tmp_path}"
+
+
+def test_objectnet_keeps_the_classes_it_shares_with_imagenet(tmp_path):
+    import json
+
+    base = tmp_path / "objectnet-1.0"
+    (base / "mappings").mkdir(parents=True)
+    folder_label = {"air_freshener": "Air freshener", "banana": "Banana", "alarm_clock": "Alarm clock"}
+    (base / "mappings" / "folder_to_objectnet_label.json").write_text(json.dumps(folder_label))
+    shared = {"Banana": "banana", "Alarm clock": "analog clock; digital clock"}  # no air freshener in ImageNet
+    (base / "mappings" / "objectnet_to_imagenet_1k.json").write_text(json.dumps(shared))
+    synset_tree(base / "images", ["air_freshener", "alarm_clock", "banana"])
+    Image.new("RGB", (8, 8)).save(base / "images" / "banana" / "second.png")
+    ds = load_dataset(f"objectnet:{tmp_path}")
+    assert ds.classnames == ["alarm clock", "banana"]  # by folder name, ObjectNet's labels in lower case
+    assert sorted(ds.labels.tolist()) == [0, 1, 1] and len(ds.templates) == 80
+    assert ds.info["skipped"] == {"images of classes ImageNet-1k lacks": 1}
+    (base / "images" / "spaceship").mkdir()
+    with pytest.raises(InputError, match="spaceship: not an ObjectNet class folder"):
+        load_dataset(f"objectnet:{tmp_path}")
+    with pytest.raises(InputError, match="not ObjectNet as its zip unpacks"):
+        load_dataset(f"objectnet:{tmp_path / 'images'}")
