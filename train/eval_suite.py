@@ -236,6 +236,8 @@ def task_row(task: Task, spec: str, result: dict) -> dict:
         "n": result.get("n"),
         "size": task.size,
     }
+    if result.get("cached"):
+        row["cached"] = True
     if task.size is not None and result.get("n") != task.size:
         row["partial"] = f"{result.get('n')} of DataComp's {task.size} test images"
     return row

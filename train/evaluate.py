@@ -43,6 +43,7 @@ only after the arguments are parsed, so ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -130,7 +131,7 @@ def evaluate(
         if retrieval_loader is not None:
             results["retrieval"][HELD_OUT] = run.retrieval(HELD_OUT, retrieval_loader)
         if config.suite:
-            results["suite"] = run.suite(results)
+            results["suite"] = run.suite(results, None if out_dir is None else Path(out_dir) / "eval" / "suite")
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -273,21 +274,43 @@ class _Evaluation:
         self.log_retrieval(name, rec)
         return rec
 
-    def suite(self, results: dict) -> dict:
+    def suite(self, results: dict, keep: Path | None) -> dict:
         """Every task of `config.suite` found under `config.data_root`: its sets' results go
-        into `results`' ``datasets`` and ``retrieval`` as any other set's; returns the table."""
+        into `results`' ``datasets`` and ``retrieval`` as any other set's; returns the table.
+        With `keep` (OUT/eval/suite), each set's result is kept there per (weights,
+        precision, set) as it is scored, so a suite killed part way and run again scores
+        only the sets it had not finished (``cached`` says which were read back)."""
+        from pipeline.io import write_json
+
+        from . import features
         from .eval_suite import run_suite
 
-        def score_set(spec: str) -> dict:
-            results["datasets"][spec] = self.labelled_set(spec)
-            return results["datasets"][spec]
-
-        def score_retrieval(spec: str) -> dict:
-            results["retrieval"][spec] = self.retrieval(spec)
-            return results["retrieval"][spec]
-
         c = self.config
-        return run_suite(str(c.suite), str(c.data_root), c.tasklist, score_set, score_retrieval, self.log)
+        folder = None
+        if keep is not None:
+            folder = keep / f"{features.weights_digest(self.model)[:16]}-{c.precision}"
+
+        def scored(group: str, spec: str, score) -> dict:
+            path = None if folder is None else folder / f"{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
+            if path is not None and path.is_file():
+                result = {**json.loads(path.read_text()), "cached": True}
+                if self.log:
+                    self.log(f"suite: {spec} read back from {path}")
+            else:
+                result = score(spec)
+                if path is not None:
+                    write_json(path, result)
+            results[group][spec] = result
+            return result
+
+        return run_suite(
+            str(c.suite),
+            str(c.data_root),
+            c.tasklist,
+            lambda spec: scored("datasets", spec, self.labelled_set),
+            lambda spec: scored("retrieval", spec, self.retrieval),
+            self.log,
+        )
 
     def log_retrieval(self, name: str, rec: dict) -> None:
         if self.log:

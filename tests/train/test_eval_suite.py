@@ -225,6 +225,17 @@ def test_the_suite_scores_the_tasks_present_and_lists_the_rest(model_run, tmp_pa
     report = (model_run / "report.html").read_text()
     assert "DataComp suite" in report and "Oxford-IIIT Pet" in report and "5 of 38" in report
 
+    # run again, as after a kill: each set's result was kept as it was scored, so nothing is
+    # read from the shards (they are garbage now) and the table is the same
+    for tar in (root / "wds_cifar10_test" / "test").glob("*.tar"):
+        tar.write_bytes(b"not a tar")
+    again = evaluate_cli("--checkpoint", str(model_run), "--suite", "datacomp", "--data-root", str(root))
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((model_run / "eval" / "final.json").read_text())["suite"]
+    assert [(r["key"], r["score"], r.get("cached")) for r in rerun["tasks"]] == [(k, scores[k], True) for k in SCORED]
+    assert rerun["aggregates"] == agg
+    assert f"suite: wds:{root}/wds_cifar10_test read back from" in again.stderr
+
 
 @pytest.mark.parametrize(
     "breakage, message",
