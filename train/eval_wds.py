@@ -77,22 +77,47 @@ def _lines(text: str) -> list[str]:
 
 class TarImages:
     """Image i of an indexed set, read by its offset (picklable: loader workers open the
-    shards themselves)."""
+    shards themselves). The shard last read stays open, so images read in order (a
+    DataLoader hands each worker consecutive batches) come out of one file handle, and on an
+    object store out of its read-ahead blocks rather than a request per image."""
 
     def __init__(self, root: str, shards: list[str], where: np.ndarray):
         self.root, self.shards, self.where = root, shards, where  # where: (shard, offset, size) rows
         self._fs: Any = None  # opened in the process that reads
+        self._open: tuple[int, Any] | None = None  # (shard, its file)
 
     def __getstate__(self):
-        return {**self.__dict__, "_fs": None}
+        return {**self.__dict__, "_fs": None, "_open": None}
+
+    def _file(self, shard: int):
+        if self._open is not None and self._open[0] == shard:
+            return self._open[1]
+        self.close()
+        if self._fs is None:
+            self._fs, _ = filesystem(self.root)
+        self._open = (shard, self._fs.open(self.shards[shard], "rb"))
+        return self._open[1]
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit the file may be gone already
+            pass
 
     def __call__(self, i: int) -> Image.Image:
         shard, offset, size = (int(v) for v in self.where[i])
-        if self._fs is None:
-            self._fs, _ = filesystem(self.root)
-        with self._fs.open(self.shards[shard], "rb") as f:
+        try:
+            f = self._file(shard)
             f.seek(offset)
             data = f.read(size)
+        except OSError as e:
+            self.close()
+            raise InputError(f"{self.shards[shard]}: cannot read the image at byte {offset} ({one_line(e)})") from None
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
