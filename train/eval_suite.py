@@ -201,10 +201,13 @@ def plan(tasks: list[Task], data_root: str) -> tuple[list[tuple[Task, str]], dic
 
 
 def check_set(task: Task, spec: str) -> None:
-    """A wds set's layout (`train.eval_wds.check_layout`), and for classification that its
-    class names number the task's classes: another count is another task, whose score
+    """A set's layout (`train.eval_wds.check_layout`; a folder layout is listed), and for a
+    wds classification set that its class names number the task's classes: another count is another task, whose score
     DataComp's would not compare with."""
-    if not spec.startswith("wds:"):
+    if not spec.startswith("wds:"):  # a folder layout: listing it finds an unknown class folder, or no images
+        from .eval_data import load_dataset
+
+        load_dataset(spec)
         return
     from .eval_wds import CLASSNAMES, check_layout, wds_classnames
 

@@ -244,6 +244,7 @@ def test_the_suite_scores_the_tasks_present_and_lists_the_rest(model_run, tmp_pa
         ("nshards", "wds_cifar10_test/test/nshards.txt: missing"),
         ("type", "wds_flickr30k_test/dataset_type.txt: a classification set"),
         ("root", "nowhere: --data-root is not a folder"),
+        ("synset", "imagenet/n99999999: not an ImageNet-1k synset id (1 such folder(s)"),
     ],
 )
 def test_bad_layouts_fail_before_the_model_loads(tmp_path, breakage, message):
@@ -259,6 +260,10 @@ def test_bad_layouts_fail_before_the_model_loads(tmp_path, breakage, message):
         (root / "wds_flickr30k_test" / "dataset_type.txt").unlink()
     elif breakage == "root":
         root = tmp_path / "nowhere"
+    elif breakage == "synset":
+        for synset in ("n01440764", "n99999999"):
+            (root / "imagenet" / synset).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / "imagenet" / synset / "a.JPEG")
     # no such checkpoint: the layout is refused before any model is looked for
     res = evaluate_cli("--checkpoint", str(tmp_path / "no-run"), "--suite", "datacomp", "--data-root", str(root))
     assert_one_line_error(res, message)
