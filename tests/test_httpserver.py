@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import InputError
 from tests.support.httpserver import BOMB_SIZE, OPTOUT_HEADER, TINY_PNG, TRUNCATED_MISSING, make_png, serve_directory
+from tests.support.signals import sigint_as_in_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -261,6 +262,7 @@ def test_cli_sigint(site):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=sigint_as_in_a_terminal,
     )
     try:
         base = proc.stdout.readline().strip()

@@ -35,6 +35,7 @@ from tests.conftest import ROOT, assert_one_line_error, run_cli
 from tests.pipeline.audit.test_audit import QUERIES, build_sample
 from tests.support.browser import DevTools
 from tests.support.s3server import moto_s3
+from tests.support.signals import sigint_as_in_a_terminal
 
 pytestmark = [pytest.mark.slow, pytest.mark.sample]
 
@@ -346,6 +347,7 @@ def _start(queries, shards) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
