@@ -222,6 +222,29 @@ def check_set(task: Task, spec: str) -> None:
         )
 
 
+def set_fingerprint(spec: str) -> str:
+    """What a kept result of `spec` must still match to be reused: a wds set's shard count,
+    shard sizes, class names and prompts; a folder layout's files and their sizes. A set
+    completed or replaced since (more images, other names) is scored again."""
+    import hashlib
+
+    h = hashlib.sha256(spec.encode())
+    kind, _, root = spec.partition(":")
+    fs, base = filesystem(root)
+    if kind == "wds":
+        from .eval_wds import CLASSNAMES, DATASET_TYPE, NSHARDS, SPLIT, TEMPLATES
+
+        for name in (f"{SPLIT}/{NSHARDS}", CLASSNAMES, TEMPLATES, DATASET_TYPE):
+            path = f"{base.rstrip('/')}/{name}"
+            h.update(f"{name}\n".encode() + (fs.cat_file(path) if fs.exists(path) else b"-"))
+        for info in sorted(fs.ls(f"{base.rstrip('/')}/{SPLIT}", detail=True), key=lambda i: i["name"]):
+            h.update(f"{info['name'].rsplit('/', 1)[-1]}|{info.get('size')}\n".encode())
+    else:
+        for file in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+            h.update(f"{file.relative_to(root)}|{file.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
 def task_row(task: Task, spec: str, result: dict) -> dict:
     """A scored task's line of the suite table."""
     score = result.get(SCORED[task.main_metric])

@@ -43,7 +43,6 @@ only after the arguments are parsed, so ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -278,12 +277,13 @@ class _Evaluation:
         """Every task of `config.suite` found under `config.data_root`: its sets' results go
         into `results`' ``datasets`` and ``retrieval`` as any other set's; returns the table.
         With `keep` (OUT/eval/suite), each set's result is kept there per (weights,
-        precision, set) as it is scored, so a suite killed part way and run again scores
-        only the sets it had not finished (``cached`` says which were read back)."""
+        precision, set and its files' sizes: `set_fingerprint`) as it is scored, so a suite
+        killed part way and run again scores only the sets it had not finished (``cached``
+        says which were read back)."""
         from pipeline.io import write_json
 
         from . import features
-        from .eval_suite import run_suite
+        from .eval_suite import run_suite, set_fingerprint
 
         c = self.config
         folder = None
@@ -291,7 +291,7 @@ class _Evaluation:
             folder = keep / f"{features.weights_digest(self.model)[:16]}-{c.precision}"
 
         def scored(group: str, spec: str, score) -> dict:
-            path = None if folder is None else folder / f"{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
+            path = None if folder is None else folder / f"{set_fingerprint(spec)[:24]}.json"
             if path is not None and path.is_file():
                 result = {**json.loads(path.read_text()), "cached": True}
                 if self.log:

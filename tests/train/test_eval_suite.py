@@ -226,15 +226,24 @@ def test_the_suite_scores_the_tasks_present_and_lists_the_rest(model_run, tmp_pa
     assert "DataComp suite" in report and "Oxford-IIIT Pet" in report and "5 of 38" in report
 
     # run again, as after a kill: each set's result was kept as it was scored, so nothing is
-    # read from the shards (they are garbage now) and the table is the same
+    # read from the shards (garbage now, of the same size) and the table is the same
     for tar in (root / "wds_cifar10_test" / "test").glob("*.tar"):
-        tar.write_bytes(b"not a tar")
+        tar.write_bytes(b"\0" * tar.stat().st_size)
     again = evaluate_cli("--checkpoint", str(model_run), "--suite", "datacomp", "--data-root", str(root))
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((model_run / "eval" / "final.json").read_text())["suite"]
     assert [(r["key"], r["score"], r.get("cached")) for r in rerun["tasks"]] == [(k, scores[k], True) for k in SCORED]
     assert rerun["aggregates"] == agg
     assert f"suite: wds:{root}/wds_cifar10_test read back from" in again.stderr
+    # a set changed since (here its prompts) is scored again; the others are read back
+    (root / "wds_vtab-pets_test" / "zeroshot_classification_templates.txt").write_text("a pet: {c}.\n")
+    third = evaluate_cli("--checkpoint", str(model_run), "--suite", "datacomp", "--data-root", str(root))
+    assert third.returncode == 0, third.stderr[-3000:]
+    cached = {
+        r["key"]: r.get("cached", False)
+        for r in json.loads((model_run / "eval" / "final.json").read_text())["suite"]["tasks"]
+    }
+    assert cached == {k: k != "vtab/pets" for k in SCORED}
 
 
 @pytest.mark.parametrize(
