@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,26 +46,67 @@ FIXTURE_MARKS = {
 }
 
 
-# `make test` runs on two pytest-xdist workers (--dist loadgroup). A test file is one group, so
-# its module fixtures are built once; the files that use the Ray cluster share a group, and
-# so do those that read the trained run, so each session fixture is built on one worker only.
+# `make test` runs on two pytest-xdist workers. A test file is one unit of work, so its module
+# fixtures are built once; the files that use the Ray cluster form one unit, and so do those
+# that read the trained run, so each session fixture is built on one worker only.
+# xdist's own `--dist loadgroup` cannot do this under pytest 9: it renames each test by
+# setting `item._nodeid`, which pytest 9 no longer reads (a node's id is `_id`), so every
+# test became its own unit and the fixtures were built on both workers. Here each worker
+# writes the group of every file as it collects, and the controller's scheduler
+# (`pytest_xdist_make_scheduler`) hands out whole groups.
 SHARED_SESSION_GROUPS = {"ray_cluster": "ray", "trained_run": "trained_run"}
+GROUPS_FILE = "TESTS_XDIST_GROUPS_FILE"  # set by the controller, inherited by its workers
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    group_of_file: dict[Path, str] = {}
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    group_of_file: dict[str, str] = {}
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for name in sorted(used & FIXTURE_MARKS.keys()):
             item.add_marker(FIXTURE_MARKS[name])
         if item.get_closest_marker("ray"):
             used.add("ray_cluster")
+        path = item.nodeid.split("::", 1)[0]
         shared = [group for fixture, group in SHARED_SESSION_GROUPS.items() if fixture in used]
-        if shared and item.path not in group_of_file:
-            group_of_file[item.path] = shared[0]
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of_file.get(item.path, str(item.path.relative_to(ROOT)))))
+        group_of_file.setdefault(path, path)
+        if shared and group_of_file[path] == path:
+            group_of_file[path] = shared[0]
+    where = os.environ.get(GROUPS_FILE)
+    if where and hasattr(config, "workerinput"):  # every worker collects the same tests
+        tmp = f"{where}.{config.workerinput['workerid']}"
+        Path(tmp).write_text(json.dumps(group_of_file))
+        os.replace(tmp, where)
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        fd, where = tempfile.mkstemp(prefix="xdist-groups-", suffix=".json")
+        os.close(fd)
+        os.environ[GROUPS_FILE] = where  # before the workers start: they inherit it
+
+
+def pytest_unconfigure(config):
+    where = os.environ.get(GROUPS_FILE)
+    if where and not hasattr(config, "workerinput"):
+        Path(where).unlink(missing_ok=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole groups (`pytest_collection_modifyitems`) to each worker, the biggest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroupScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # read once the workers have collected
+                self.groups = json.loads(Path(os.environ[GROUPS_FILE]).read_text() or "{}")
+            path = nodeid.split("::", 1)[0]
+            return self.groups.get(path, path)
+
+    return FileGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
