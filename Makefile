@@ -83,7 +83,8 @@ browser:  ## install headless Chromium (Debian) for the page-rendering tests
 
 # The suite runs on TEST_WORKERS pytest-xdist processes (2: CI's cores; TEST_WORKERS=0 runs it in
 # this process). A test file stays on one worker, and so do the users of the Ray cluster and of
-# the trained run (tests/conftest.py), so no fixture is built twice.
+# the trained run (tests/conftest.py's scheduler; --dist only starts xdist's distributed mode), so
+# no fixture is built twice.
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: sample-data browser  ## run the whole test suite (what .ci/run runs after lint)
