@@ -72,6 +72,11 @@ class Aggregates:
         """Sum the parts: unigrams (those in at least `min_doc_freq` articles, when the
         parts carry document frequencies); bigrams seen at least `min_bigram_count` times.
         N, the PMI's token total, is the sum over the unigram table so built."""
+        stats = self.build_unigrams(min_doc_freq)
+        return {**stats, **self.build_bigrams(min_bigram_count)}
+
+    def build_unigrams(self, min_doc_freq: int = 1) -> dict:
+        """The unigram and title tables (`build`'s first half)."""
         c = self.con
         uni_parts = _parts(self.work_dir, "uni")
         has_docs = "d" in {row[0] for row in c.execute(f"DESCRIBE SELECT * FROM read_parquet({uni_parts})").fetchall()}
@@ -85,24 +90,24 @@ class Aggregates:
         else:
             c.execute(f"CREATE TABLE uni AS SELECT w, sum(c)::BIGINT AS c FROM read_parquet({uni_parts}) GROUP BY w")
         c.execute(
-            f"CREATE TABLE bi AS SELECT b, sum(c)::BIGINT AS c FROM read_parquet({_parts(self.work_dir, 'bi')}) "
-            f"GROUP BY b HAVING sum(c) >= {int(min_bigram_count)}"
-        )
-        c.execute(
             f"CREATE TABLE titles AS SELECT title, chunk, pos FROM read_parquet({_parts(self.work_dir, 'titles')})"
         )
         distinct_uni, total = duck.one(c.execute("SELECT count(*), coalesce(sum(c), 0) FROM uni"))
+        self.total_tokens = int(total)
+        return {"tokens_in_unigram_table": int(total), "distinct_unigrams": int(distinct_uni)}
+
+    def build_bigrams(self, min_bigram_count: int) -> dict:
+        """The bigram table (`build`'s second half): bigrams seen at least `min_bigram_count` times."""
+        c = self.con
+        c.execute(
+            f"CREATE TABLE bi AS SELECT b, sum(c)::BIGINT AS c FROM read_parquet({_parts(self.work_dir, 'bi')}) "
+            f"GROUP BY b HAVING sum(c) >= {int(min_bigram_count)}"
+        )
         kept_bi = duck.one(c.execute("SELECT count(*) FROM bi"))[0]
         (distinct_bi,) = duck.one(
             c.execute(f"SELECT count(DISTINCT b) FROM read_parquet({_parts(self.work_dir, 'bi')})")
         )
-        self.total_tokens = int(total)
-        return {
-            "tokens_in_unigram_table": int(total),
-            "distinct_unigrams": int(distinct_uni),
-            "distinct_bigrams": int(distinct_bi),
-            "bigrams_reaching_min_count": int(kept_bi),
-        }
+        return {"distinct_bigrams": int(distinct_bi), "bigrams_reaching_min_count": int(kept_bi)}
 
     def _stream(self, sql: str, params: list | None = None) -> Iterator[tuple]:
         """Rows in batches; its own cursor, because callers may abandon it half-read."""
@@ -174,6 +179,19 @@ class Aggregates:
             """,
             [int(min_views)],
         )
+
+    def viewed_title_count(self, pageview_dir, min_views: int) -> int:
+        """How many titles without ':' reach `min_views` (what `viewed_titles` would give with
+        ``dump_articles_only=False``)."""
+        pageview_dir = storage.location(pageview_dir)
+        self._register(pageview_dir)
+        sql = f"""
+            SELECT count(*) FROM (
+                SELECT title FROM read_parquet({_parts(pageview_dir, "parts")})
+                WHERE NOT contains(title, ':') GROUP BY title HAVING sum(views) >= ?
+            )
+        """
+        return int(duck.one(self.con.execute(sql, [int(min_views)]))[0])
 
     def occurrence_counts(self, queries: list[str]) -> list[int | None]:
         """Occurrences of each query as a token or as a counted bigram; None otherwise."""

@@ -24,15 +24,19 @@ from .. import __version__, storage
 from ..distribute import Engine
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs, file_fingerprint
+from ..lang.codes import bucket
 from ..layout import BUILD, QUERIES, QUERIES_TXT
 from ..options import MEMORY_LIMIT
 from ..outlock import hold
 from ..progress import bar_factory
+from ..wiki.sites import dump_languages
 from ..workers import default_workers
+from . import worldwide
 from .aggregate import Aggregates
 from .combine import Row, combine
 from .counting import count_dumps
-from .pageview_counting import count_pageviews
+from .omw import read_lemmas
+from .pageview_counting import count_pageviews, split_by_language
 from .recipes import Rules, is_entry, metaclip_wordnet, resolve_rules
 from .wordnet import read_head_words
 
@@ -52,7 +56,7 @@ SCHEMA = pa.schema(
 @dataclass
 class QueryParams:
     wiki_dump: list[str]
-    wordnet: str
+    wordnet: str | None = None
     pageviews: list[str] = field(default_factory=list)
     out: str = "query_lists"
     recipe: str = "clip"
@@ -69,6 +73,12 @@ class QueryParams:
     min_hourly_views: int | None = None
     max_titles: int | None = None
     size: int | None = None
+    # worldwide only (see worldwide.py)
+    omw: str | None = None
+    bigram_rule: str | None = None
+    unigram_share: float | None = None
+    bigram_share: float | None = None
+    title_share: float | None = None
     workers: int = field(default_factory=default_workers)
     engine: str = "local"
     ray_address: str | None = None
@@ -110,6 +120,13 @@ def build_queries(p: QueryParams) -> dict:
         timings[name] = round(now - since, 3)
         return now
 
+    if p.recipe == "worldwide":
+        return build_worldwide(p, log, t0, timings, lap)
+    if p.wordnet is None:
+        raise InputError(f"--wordnet is required by --recipe {p.recipe}")
+    for name in ("omw", "bigram_rule", "unigram_share", "bigram_share", "title_share"):
+        if getattr(p, name) is not None:
+            raise InputError(f"--{name.replace('_', '-')} applies to --recipe worldwide only")
     rules = rules_of(p)
     dumps = expand_inputs(p.wiki_dump, "wiki dump")
     pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
@@ -211,6 +228,133 @@ def build_queries(p: QueryParams) -> dict:
         return build
 
 
+def build_worldwide(p: QueryParams, log, t0: float, timings: dict, lap) -> dict:
+    """The worldwide recipe's stage (`worldwide.py`): every dump counted as its language in
+    one run of the distributor, then each edition selected by its own rules."""
+    rules = worldwide.resolve({name: getattr(p, name) for name in (*RULE_NAMES, *worldwide.OPTION_NAMES)})
+    langs_urls = dump_languages(p.wiki_dump)
+    langs = [lang for lang, _ in langs_urls]
+    editions = sorted(set(langs))
+    pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
+    out = storage.location(p.out)
+    work = storage.location(p.work_dir) if p.work_dir else out / ".work"
+    storage.check_writable(out, "--out")
+    if p.work_dir:
+        storage.check_writable(work, "--work-dir")
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold(p.out, "queries", log))
+        if p.work_dir:
+            held.enter_context(hold(p.work_dir, "queries", log))
+        t = time.monotonic()
+        omw = read_lemmas(p.omw, set(editions)) if p.omw else None
+        english_wn = None
+        if "en" in editions and p.wordnet:
+            english_wn = read_head_words(p.wordnet)
+        t = lap("wordnet", t)
+        log(f"worldwide: {len(langs_urls)} dumps in {len(editions)} languages: {', '.join(editions)}")
+
+        engine = Engine(p.engine, p.workers, p.ray_address, p.max_part_retries)
+        dump_stats = count_dumps(
+            [u for _, u in langs_urls],
+            work / "dump",
+            workers=p.workers,
+            chunk_mb=p.chunk_mb,
+            progress_factory=bar_factory(p.quiet, "counting words", "B", data_size=True),
+            log=log,
+            engine=engine,
+            recipe="worldwide",
+            langs=langs,
+        )
+        t = lap("count_dump", t)
+        pv_stats: dict | None = None
+        pv_folders: dict = {}
+        if pageviews:
+            pv_dir, pv_stats = count_pageviews(
+                pageviews,
+                work / "pageviews",
+                workers=p.workers,
+                recipe="worldwide",
+                min_hourly_views=rules.min_hourly_views,
+                progress_factory=bar_factory(p.quiet, "pageviews", "file"),
+                engine=engine,
+                langs=editions,
+            )
+            pv_folders = split_by_language(pv_dir, editions, p.memory_limit, p.workers)
+            t = lap("count_pageviews", t)
+        else:
+            log("no --pageviews given: titles come from each dump's article titles, in dump order")
+
+        selected: dict[str, worldwide.Selected] = {}
+        for lang in editions:
+            agg = Aggregates(work / "dump" / lang, memory_limit=p.memory_limit, threads=p.workers)
+            try:
+                wn = worldwide.wordnet_for(
+                    lang, omw.lemmas if omw else {}, (lambda: english_wn.words) if english_wn else None
+                )
+                selected[lang] = worldwide.select_language(agg, rules, lang, wn, pv_folders.get(lang))
+            finally:
+                agg.close()
+        t = lap("select", t)
+        merged, buckets = worldwide.merge_buckets(selected)
+        languages = {}
+        for lang in editions:
+            languages[lang] = {
+                "bucket": bucket(lang),
+                "dumps": [u for code, u in langs_urls if code == lang],
+                "dump": dump_stats["languages"][lang],
+                **selected[lang].report,
+            }
+            if selected[lang].report["sources"]["unigram"]["added"] == 0:
+                log(f"warning: {lang}: no unigrams selected (empty dump?)")
+        build = {
+            "tool": {"name": "pipeline queries", "version": __version__},
+            "recipe": "worldwide",
+            "inputs": {
+                "wiki_dump": [{"lang": lang, **file_fingerprint(u)} for lang, u in langs_urls],
+                "pageviews": [file_fingerprint(u) for u in pageviews],
+                "wordnet": p.wordnet,
+                "omw": p.omw,
+            },
+            "parameters": {**rules.as_dict(), "chunk_mb": p.chunk_mb},
+            "titles_from": "pageviews" if pageviews else "dump (no pageviews given)",
+            "total": len(merged),
+            "sources": {
+                name: {"added": sum(s.report["sources"][name]["added"] for s in selected.values())}
+                for name in worldwide.SOURCES
+            },
+            "buckets": buckets,
+            "languages": languages,
+            "unsegmented_languages": sorted(lang for lang in editions if languages[lang]["segmenter"] is False),
+            "omw": None
+            if omw is None
+            else {
+                "files": omw.files,
+                "lemmas": {k: len(v) for k, v in omw.lemmas.items()},
+                "skipped_no_dump": omw.no_dump,
+                "skipped_no_wikipedia_mapping": omw.unmapped,
+                "bad_lines": omw.bad_lines,
+            },
+            "pageviews": pv_stats,
+            "dump": {k: v for k, v in dump_stats.items() if k != "languages"},
+            "timings_s": timings,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        timings["total"] = round(time.monotonic() - t0, 3)
+        rows = [row for row, _, _ in merged]
+        extra = {
+            "lang": pa.array([b for _, b, _ in merged], pa.string()),
+            "wiki": pa.array([w for _, _, w in merged], pa.string()),
+        }
+        write_outputs(out, rows, build, extra)
+        if not p.keep_work and not p.work_dir:
+            storage.rmtree(work)
+        log(
+            f"wrote {len(rows):,} queries in {len(buckets)} languages to {storage.url(out)}/ (recipe worldwide): "
+            + ", ".join(f"{b} {info['queries']:,}" for b, info in buckets.items())
+        )
+        return build
+
+
 def select_queries(
     agg: Aggregates, rules: Rules, wordnet_words: list[str], pageview_dir=None
 ) -> tuple[list[Row], dict]:
@@ -250,9 +394,9 @@ def select_queries(
     return rows, report
 
 
-def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
+def write_outputs(out: Path, rows: list[Row], build: dict, extra: dict[str, pa.Array] | None = None) -> None:
     """queries.parquet, queries.txt, build.json; each renamed into place (local) or uploaded
-    whole (remote `out`) only when complete."""
+    whole (remote `out`) only when complete. `extra`: more columns (worldwide: lang, wiki)."""
     for r in rows:
         if "\n" in r.query or "\r" in r.query:
             raise InputError(f"query {r.query!r} from {r.source} contains a line break")
@@ -266,6 +410,8 @@ def write_outputs(out: Path, rows: list[Row], build: dict) -> None:
         },
         schema=SCHEMA,
     )
+    for name, column in (extra or {}).items():
+        table = table.append_column(name, column)
     if not storage.is_remote(out):  # an object store has no folders to make
         out.mkdir(parents=True, exist_ok=True)
     with (

@@ -8,6 +8,7 @@ import json
 from ..options import MEMORY_LIMIT, add_engine_args, memory_limit, positive_float, positive_int
 from ..workers import default_workers
 from .recipes import DEFAULTS, NONE, RECIPES, UNIGRAM_CASES
+from .worldwide import BIGRAM_RULES
 
 EPILOG = """\
 sources, in order (a query already taken by an earlier source is skipped):
@@ -44,6 +45,17 @@ recipe metaclip (MetaCLIP v1's rules, exactly):
   Entries that are empty or one punctuation character are dropped; no cap on the list.
   Match its list with `pipeline shards --recipe metaclip`.
 
+recipe worldwide (MetaCLIP 2's per-language rules; one list, a lang column):
+  Per Wikipedia edition: number "0".."99"; wordnet = its OMW lemmas (--omw; English:
+  --wordnet); unigram = the top 10% of its distinct words, at most 251,465; bigram
+  (ranked) = pairs seen as often as its last kept word, by PMI, at most 40% of its words
+  kept and 100,646 (--bigram-rule metaclip2: PMI > 30, at most 100,646); title = the top
+  76% of its viewed titles, at most 61,235. Entries up to 256 characters, punctuation-only
+  ones dropped. Chinese, Japanese and Thai words come from jieba, MeCab (fugashi +
+  unidic-lite) and PyThaiNLP; their bigrams are joined without a space. zh_yue,
+  zh_classical... fold into zh (lang), the edition is kept (wiki). build.json reports
+  every language's counts, caps, bigram floor and PMI ceiling.
+
 dumps:
   Plain, .bz2 or .gz pages-articles XML, local or any fsspec URL, globs allowed. For a
   multistream .bz2 whose -index.txt.bz2 lies beside it, every worker decompresses its
@@ -78,6 +90,17 @@ def pmi_floor(text: str) -> float | str:
     return value
 
 
+def share(text: str) -> float:
+    """A fraction in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
@@ -93,13 +116,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         action="append",
         required=True,
         metavar="PATH",
-        help="MediaWiki pages-articles XML dump (.xml, .bz2, .gz); repeatable",
+        help="MediaWiki pages-articles XML dump (.xml, .bz2, .gz); repeatable. worldwide: also "
+        "LL=PATH (LL a Wikipedia code) or a folder of LLwiki-*.xml.bz2 dumps; the language "
+        "comes from LL=, the file name or <siteinfo>, which must agree",
     )
     i.add_argument(
         "--wordnet",
-        required=True,
         metavar="DIR",
-        help="WordNet 3.0 database folder (Debian /usr/share/wordnet or nltk_data corpora/wordnet)",
+        help="WordNet 3.0 database folder (Debian /usr/share/wordnet or nltk_data corpora/wordnet); "
+        "required by clip and metaclip, English's WordNet in worldwide",
+    )
+    i.add_argument(
+        "--omw",
+        metavar="DIR",
+        help="worldwide: Open Multilingual WordNet 1.4 folder (wn-data-LLL.tab files, any depth)",
     )
     i.add_argument(
         "--pageviews",
@@ -107,17 +137,19 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         default=[],
         metavar="PATH",
         help="Wikimedia pageview files: hourly pageviews-*.gz or daily/monthly "
-        "pageview_complete; only en / en.wikipedia lines are used; repeatable",
+        "pageview_complete; only en / en.wikipedia lines are used (worldwide: every dump "
+        "language's desktop and mobile lines); repeatable",
     )
     i.add_argument("--out", default="query_lists", help="output folder, local or fsspec URL (default: %(default)s)")
 
     p.add_argument(
         "--recipe",
-        choices=RECIPES,
+        choices=(*RECIPES, "worldwide"),
         default="clip",
         help="clip: our reading of the paper (bigrams: top --max-bigrams by PMI among pairs seen "
         ">= --min-bigram-count times); metaclip: MetaCLIP v1's released rules, exactly "
-        "(see below) (default: %(default)s)",
+        "(see below); worldwide: every dump's language by MetaCLIP 2's per-language rules, "
+        "a lang column in the list (see below) (default: %(default)s)",
     )
     t = p.add_argument_group(
         "thresholds and caps (defaults per recipe: clip / metaclip; a cap or the PMI floor may be 'none')"
@@ -156,6 +188,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     t.add_argument("--max-titles", type=cap, help=dflt("max_titles"))
     t.add_argument("--size", type=cap, help=f"cap on the whole list {dflt('size')}")
+    w = p.add_argument_group("worldwide recipe (per language; see below)")
+    w.add_argument(
+        "--bigram-rule",
+        choices=BIGRAM_RULES,
+        help="ranked: pairs seen as often as the last kept word, best PMI first; metaclip2: "
+        "MetaCLIP 2's PMI > 30, which admits nothing below ~1e9 tokens (default: ranked)",
+    )
+    w.add_argument("--unigram-share", type=share, help="share of a language's distinct words kept (default: 0.1)")
+    w.add_argument("--bigram-share", type=share, help="ranked: bigram cap as a share of the words kept (default: 0.4)")
+    w.add_argument("--title-share", type=share, help="share of a language's viewed titles kept (default: 0.76)")
 
     r = p.add_argument_group("resources")
     r.add_argument(

@@ -30,6 +30,7 @@ from ..wiki import dump as wd
 from ..wiki.markup import clean_wikitext
 from ..wiki.metaclip_words import MetaClipChunkCounts, count_chunk_metaclip
 from ..wiki.tokens import ChunkCounts, count_chunk
+from ..wiki.worldwide_words import count_chunk_worldwide
 
 STAT_KEYS = (
     "pages",
@@ -57,6 +58,7 @@ class CountTask:
     read_stats: dict | None = None
     byte_range: wd.ByteRange | None = None
     span: int = 0  # compressed bytes this task covers, for the progress bar
+    lang: str | None = None  # worldwide: the dump's wiki code; its parts go to WORK/<lang>/
 
 
 def _write_table(path, table: pa.Table) -> None:
@@ -68,6 +70,8 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
     """Count one chunk and write its parts (to a local or shared remote work dir; the stats
     marker last). Runs in a worker process."""
     work = storage.location(work_dir)
+    if task.lang is not None:
+        work = work / task.lang
     stats = dict.fromkeys(STAT_KEYS, 0)
     if task.byte_range is not None:
         rs = wd.ReadStats()
@@ -86,7 +90,8 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
         stats.update(task.read_stats or {})
     stats["articles"] = len(articles)
 
-    counts = COUNTERS[recipe]([clean_wikitext(text) for _, text in articles])
+    texts = [clean_wikitext(text) for _, text in articles]
+    counts = count_chunk_worldwide(texts, task.lang) if task.lang is not None else COUNTERS[recipe](texts)
     stats["tokens"] = counts.tokens
 
     cid = task.chunk_id
@@ -108,7 +113,7 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
 
 
 def _plain_tasks(
-    file_no: int, url: str, chunk_bytes: int, progress: Callable[[int], object] | None
+    file_no: int, url: str, chunk_bytes: int, progress: Callable[[int], object] | None, lang: str | None = None
 ) -> Iterator[CountTask]:
     """Chunks of a plain dump, cut by article text volume (independent of worker count)."""
     rs = wd.ReadStats()
@@ -125,7 +130,7 @@ def _plain_tasks(
             invalid_utf8_bytes=rs.invalid_utf8_bytes - seen["invalid_utf8_bytes"],
         )
         seen.update(bytes_xml=rs.bytes_xml, invalid_utf8_bytes=rs.invalid_utf8_bytes)
-        task = CountTask(f"f{file_no:04d}-c{chunk_no:06d}", articles=articles, read_stats=dict(counts))
+        task = CountTask(f"f{file_no:04d}-c{chunk_no:06d}", articles=articles, read_stats=dict(counts), lang=lang)
         chunk_no += 1
         articles, size, counts = [], 0, dict.fromkeys(STAT_KEYS, 0)
         return task
@@ -147,23 +152,28 @@ def _plain_tasks(
         yield emit()
 
 
-def _multistream_tasks(file_no: int, url: str, index_url: str, chunk_bytes: int) -> list[CountTask]:
+def _multistream_tasks(
+    file_no: int, url: str, index_url: str, chunk_bytes: int, lang: str | None = None
+) -> list[CountTask]:
     offsets = wd.read_stream_offsets(index_url)
     # bz2 shrinks wikitext about 4x; cut ranges so each holds about chunk_bytes of XML.
     ranges = wd.stream_ranges(url, offsets, max(1, chunk_bytes // 4))
     size = file_size(url)
     return [
-        CountTask(f"f{file_no:04d}-c{i:06d}", byte_range=r, span=(size if r.end is None else r.end) - r.start)
+        CountTask(
+            f"f{file_no:04d}-c{i:06d}", byte_range=r, span=(size if r.end is None else r.end) - r.start, lang=lang
+        )
         for i, r in enumerate(ranges)
     ]
 
 
 def _code_version() -> str:
     """Spilled counts are only reusable if the cleaner and tokenizer have not changed."""
-    from ..wiki import markup, metaclip_words, tokens
+    from ..lang import segment
+    from ..wiki import markup, metaclip_words, tokens, worldwide_words
 
     h = hashlib.sha256()
-    for module in (markup, tokens, metaclip_words, wd):
+    for module in (markup, tokens, metaclip_words, worldwide_words, segment, wd):
         assert module.__file__ is not None  # imported from their source files
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
@@ -201,13 +211,23 @@ def count_dumps(
     log: Callable[[str], None] = lambda msg: None,
     engine: Engine | None = None,
     recipe: str = "clip",
+    langs: Sequence[str] | None = None,
 ) -> dict:
     """Count every dump into `work_dir` (a local path or a remote location, see `storage`)
-    with the recipe's word rule; returns summed statistics over all chunks."""
+    with the recipe's word rule; returns summed statistics over all chunks.
+
+    `langs` (the worldwide recipe): each dump's wiki code. Its chunks are counted with that
+    language's words (`worldwide_words`) into `work_dir/<lang>/`, every language's chunks in
+    one run of the distributor; the statistics then also hold ``languages``: each one's sums."""
     chunk_bytes = int(chunk_mb * (1 << 20))
     work_dir = storage.location(work_dir)
-    prepare_work_dir(work_dir, {"chunk_mb": chunk_mb, "inputs": [file_fingerprint(u) for u in urls], "recipe": recipe})
-    done = {p.stem for p in listing(work_dir / "stats", "*.json")}
+    file_langs: list[str | None] = list(langs) if langs is not None else [None] * len(urls)
+    manifest = {"chunk_mb": chunk_mb, "inputs": [file_fingerprint(u) for u in urls], "recipe": recipe}
+    if langs is not None:
+        manifest["languages"] = list(langs)
+    prepare_work_dir(work_dir, manifest)
+    stat_dirs = {lang: (work_dir / lang if lang else work_dir) / "stats" for lang in dict.fromkeys(file_langs)}
+    done = {(lang, p.stem) for lang, folder in stat_dirs.items() for p in listing(folder, "*.json")}
     if done:
         log(f"resuming: {len(done)} chunks already counted in {work_dir}")
 
@@ -216,14 +236,15 @@ def count_dumps(
     pages_done = 0
 
     def tasks() -> Iterator[CountTask]:
-        for file_no, url in enumerate(urls):
+        for file_no, (url, lang) in enumerate(zip(urls, file_langs)):
             index_url = wd.multistream_index_url(url)
             if index_url is None:
-                yield from (t for t in _plain_tasks(file_no, url, chunk_bytes, advance) if t.chunk_id not in done)
+                plain = _plain_tasks(file_no, url, chunk_bytes, advance, lang)
+                yield from (t for t in plain if (lang, t.chunk_id) not in done)
                 continue
             log(f"{url}: multistream index found ({index_url}): workers decompress in parallel")
-            for t in _multistream_tasks(file_no, url, index_url, chunk_bytes):
-                if t.chunk_id not in done:
+            for t in _multistream_tasks(file_no, url, index_url, chunk_bytes, lang):
+                if (lang, t.chunk_id) not in done:
                     yield t
                 elif advance:
                     advance(t.span)
@@ -246,7 +267,16 @@ def count_dumps(
     if bar is not None:
         bar.close()
 
-    totals = {**dict.fromkeys(STAT_KEYS, 0), **sum_stats(listing(work_dir / "stats", "*.json"))}
+    per_lang = {
+        lang: {**dict.fromkeys(STAT_KEYS, 0), **sum_stats(listing(folder, "*.json"))}
+        for lang, folder in stat_dirs.items()
+    }
+    totals: dict = {}
+    for stats in per_lang.values():
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + v
     if totals["articles"] == 0:
         raise InputError(f"{', '.join(urls)}: no namespace-0 articles found")
+    if langs is not None:
+        totals["languages"] = {lang: per_lang[lang] for lang in sorted(filter(None, per_lang))}
     return totals

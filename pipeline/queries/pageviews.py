@@ -52,7 +52,9 @@ import itertools
 import posixpath
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import fsspec
 
@@ -108,7 +110,8 @@ def file_title_views(
     domains: Iterable[str] = ("en", "en.wikipedia"),
     min_hourly_views: int = 50,
     formats: Iterable[str] | None = None,
-) -> tuple[dict[str, int], dict[str, int]]:
+    by_domain: bool = False,
+) -> tuple[dict[str, int], dict[str, Any]]:
     """Views per title (as written in the file, underscores kept) in one pageview file.
 
     Only lines whose domain/wiki code is in ``domains`` count, and of those only hours with
@@ -116,14 +119,19 @@ def file_title_views(
     (views, stats); a file whose format is not in ``formats`` (None: any) is an
     ``InputError``. stats has ``lines = kept_lines + other_domain_lines + below_threshold +
     bad_lines + comment_lines``, ``views`` (the sum kept) and ``format_<name>: 1``.
+
+    ``by_domain`` (many languages at once): keys are ``"<domain> <title>"``, the domain
+    test is a set lookup on a line's first field (a prefix test per domain would cost a
+    comparison per wanted domain per line), and stats also has ``other_domains``: lines per
+    domain not wanted.
     """
     domains = tuple(domains)
     threshold = max(int(min_hourly_views), 1)
     views: dict[str, int] = {}
-    stats = dict.fromkeys(STAT_KEYS, 0)
+    stats: dict[str, Any] = dict.fromkeys(STAT_KEYS, 0)
     try:
         with fsspec.open(path, "rb", compression="infer") as f:
-            lines = itertools.chain.from_iterable(_blocks(f))
+            lines: Iterator[bytes] = itertools.chain.from_iterable(_blocks(f))
             fmt = None
             for line in lines:
                 if line.startswith(b"#"):
@@ -149,14 +157,23 @@ def file_title_views(
                 )
             stats[f"format_{fmt}"] = 1
             lines = itertools.chain([line], lines)
+            prefixes = _prefixes(domains, fmt)
+            others: Counter[bytes] = Counter()
+            if by_domain:
+                lines, prefixes = _wanted_lines(lines, prefixes, others), (b"",)
             if fmt == "hourly":
-                _count_hourly(lines, _prefixes(domains, fmt), threshold, views, stats)
+                _count_hourly(lines, prefixes, threshold, views, stats, by_domain)
             else:
                 if fmt == "monthly":
                     threshold *= 24
                 code = {"daily": HOUR_CODE, "monthly": DAY_CODE, "ez": EZ_CODE}[fmt]
                 fields = (4,) if fmt == "ez" else (5, 6)
-                _count_coded(lines, _prefixes(domains, fmt), fields, code, threshold, views, stats)
+                _count_coded(lines, prefixes, fields, code, threshold, views, stats, by_domain)
+            if by_domain:
+                n = sum(others.values())
+                stats["lines"] += n
+                stats["other_domain_lines"] += n
+                stats["other_domains"] = {k.decode("utf-8", "replace"): v for k, v in sorted(others.items())}
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{path}: cannot read or decompress: {e}") from None
     return views, stats
@@ -181,7 +198,23 @@ def _prefixes(domains: tuple[str, ...], fmt: str) -> tuple[bytes, ...]:
     return tuple(sorted(c.encode() + b" " for c in codes))
 
 
-def _count_hourly(lines, prefixes, threshold, views, stats) -> None:
+def _wanted_lines(lines, prefixes: tuple[bytes, ...], others: Counter) -> Iterator[bytes]:
+    """The lines whose first field (+ its space) is one of `prefixes`; the others counted
+    per domain."""
+    wanted = frozenset(p[:-1] for p in prefixes)
+    for line in lines:
+        domain = line[: line.find(b" ")]
+        if domain in wanted:
+            yield line
+        else:
+            others[domain] += 1
+
+
+def _key(parts: list[bytes], by_domain: bool) -> str:
+    return (parts[0] + b" " + parts[1] if by_domain else parts[1]).decode()
+
+
+def _count_hourly(lines, prefixes, threshold, views, stats, by_domain=False) -> None:
     """Hot loop for 4-field hourly lines (~10M per file); plain locals for speed."""
     n = other = bad = below = kept = total = 0
     get = views.get
@@ -199,7 +232,7 @@ def _count_hourly(lines, prefixes, threshold, views, stats) -> None:
             below += 1
             continue
         try:
-            title = parts[1].decode()
+            title = _key(parts, by_domain)
         except UnicodeDecodeError:
             bad += 1
             continue
@@ -213,7 +246,7 @@ def _count_hourly(lines, prefixes, threshold, views, stats) -> None:
     _add(stats, n, other, bad, below, kept, total)
 
 
-def _count_coded(lines, prefixes, fields, code_re, threshold, views, stats) -> None:
+def _count_coded(lines, prefixes, fields, code_re, threshold, views, stats, by_domain=False) -> None:
     """Loop for letter-coded lines (daily, monthly, ez): each coded count is judged alone."""
     n = other = bad = below = kept = total = 0
     get = views.get
@@ -243,7 +276,7 @@ def _count_coded(lines, prefixes, fields, code_re, threshold, views, stats) -> N
             below += 1
             continue
         try:
-            title = parts[1].decode()
+            title = _key(parts, by_domain)
         except UnicodeDecodeError:
             bad += 1
             continue

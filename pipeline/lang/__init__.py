@@ -1,0 +1,1 @@
+"""Languages of the worldwide recipe: codes and buckets, scripts, word segmenters."""
