@@ -40,6 +40,8 @@ import pyarrow.parquet as pq
 from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs
+from ..lang.codes import OTHER
+from ..lang.scripts import no_space_edge
 from ..layout import part_counts, part_stats
 from ..storage import location
 from ..wiki.tokens import MARKS
@@ -210,6 +212,65 @@ class MetaClipMatcher:
             return []
         ids = set()
         for _, value in self.automaton.iter(metaclip_spacing(text)):
+            if value.__class__ is int:
+                ids.add(value)
+            else:
+                ids.update(value)
+        return sorted(ids)
+
+
+def worldwide_key(entry: str) -> str:
+    """MetaCLIP 2's spaced entry (``get_spaced_metadata``): a space on each side whose edge
+    character is not of a script written without spaces (CJK, Thai, Lao, Burmese, Khmer,
+    Tibetan) nor punctuation (`pipeline.lang.scripts.no_space_edge`)."""
+    if not no_space_edge(entry[0]):
+        entry = " " + entry
+    if not no_space_edge(entry[-1]):
+        entry = entry + " "
+    return entry
+
+
+class WorldwideMatcher:
+    """MetaCLIP 2's rule, per language: an entry of the text's language matches when its
+    `worldwide_key` occurs in `metaclip_spacing(text)`; case-sensitive, no word-boundary
+    logic, so ``东京`` matches inside ``东京大学`` (no pad beside a Han character) while
+    ``dog`` needs a space or wrapped punctuation on both sides, as in MetaCLIP v1.
+
+    One automaton per language bucket (the query list's ``lang``). `answerable`: the
+    buckets the language identifier can answer; entries of the other buckets are pooled
+    into ``other``, which is also where a text goes whose language has no entries, as
+    MetaCLIP 2's ``align_lid_to_wiki.py`` and ``lid_langcode_to_metadata_langcode`` do.
+    `match(text, lang)` gives sorted unique ids, like the other matchers.
+    """
+
+    ignore_case = False
+
+    def __init__(self, queries: Sequence[str | None], langs: Sequence[str | None], answerable=None):
+        groups: dict[str, dict[str, list[int]]] = {}
+        for qid, (query, lang) in enumerate(zip(queries, langs)):
+            if query is None or not query.strip() or lang is None:
+                continue
+            bucket = lang if answerable is None or lang in answerable else OTHER
+            groups.setdefault(bucket, {}).setdefault(worldwide_key(query), []).append(qid)
+        self.automata: dict[str, ahocorasick.Automaton] = {}
+        for bucket, keys in groups.items():
+            automaton = ahocorasick.Automaton()
+            for key, ids in keys.items():
+                automaton.add_word(key, ids[0] if len(ids) == 1 else tuple(ids))
+            automaton.make_automaton()
+            self.automata[bucket] = automaton
+        self.size = sum(len(ids) for keys in groups.values() for ids in keys.values())
+
+    def bucket_of(self, lang: str | None) -> str:
+        return lang if lang in self.automata else OTHER
+
+    def match(self, text: str | None, lang: str | None = None) -> list[int]:
+        """Sorted unique ids of the entries of `lang`'s bucket found in the text."""
+        automaton = self.automata.get(self.bucket_of(lang))
+        if not text or automaton is None:
+            return []
+        ids = set()
+        for _, value in automaton.iter(metaclip_spacing(text)):
             if value.__class__ is int:
                 ids.add(value)
             else:
