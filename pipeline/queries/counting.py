@@ -29,6 +29,7 @@ from ..storage import listing
 from ..wiki import dump as wd
 from ..wiki.markup import clean_wikitext
 from ..wiki.metaclip_words import MetaClipChunkCounts, count_chunk_metaclip
+from ..wiki.sites import local_namespaces
 from ..wiki.tokens import ChunkCounts, count_chunk
 from ..wiki.worldwide_words import count_chunk_worldwide
 
@@ -59,6 +60,7 @@ class CountTask:
     byte_range: wd.ByteRange | None = None
     span: int = 0  # compressed bytes this task covers, for the progress bar
     lang: str | None = None  # worldwide: the dump's wiki code; its parts go to WORK/<lang>/
+    namespaces: tuple[str, ...] = ()  # worldwide: the wiki's names of File/Media/Category
 
 
 def _write_table(path, table: pa.Table) -> None:
@@ -90,7 +92,7 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
         stats.update(task.read_stats or {})
     stats["articles"] = len(articles)
 
-    texts = [clean_wikitext(text) for _, text in articles]
+    texts = [clean_wikitext(text, task.namespaces) for _, text in articles]
     counts = count_chunk_worldwide(texts, task.lang) if task.lang is not None else COUNTERS[recipe](texts)
     stats["tokens"] = counts.tokens
 
@@ -113,7 +115,12 @@ def run_count_task(task: CountTask, work_dir: str, recipe: str = "clip") -> dict
 
 
 def _plain_tasks(
-    file_no: int, url: str, chunk_bytes: int, progress: Callable[[int], object] | None, lang: str | None = None
+    file_no: int,
+    url: str,
+    chunk_bytes: int,
+    progress: Callable[[int], object] | None,
+    lang: str | None = None,
+    namespaces: tuple[str, ...] = (),
 ) -> Iterator[CountTask]:
     """Chunks of a plain dump, cut by article text volume (independent of worker count)."""
     rs = wd.ReadStats()
@@ -130,7 +137,13 @@ def _plain_tasks(
             invalid_utf8_bytes=rs.invalid_utf8_bytes - seen["invalid_utf8_bytes"],
         )
         seen.update(bytes_xml=rs.bytes_xml, invalid_utf8_bytes=rs.invalid_utf8_bytes)
-        task = CountTask(f"f{file_no:04d}-c{chunk_no:06d}", articles=articles, read_stats=dict(counts), lang=lang)
+        task = CountTask(
+            f"f{file_no:04d}-c{chunk_no:06d}",
+            articles=articles,
+            read_stats=dict(counts),
+            lang=lang,
+            namespaces=namespaces,
+        )
         chunk_no += 1
         articles, size, counts = [], 0, dict.fromkeys(STAT_KEYS, 0)
         return task
@@ -153,7 +166,7 @@ def _plain_tasks(
 
 
 def _multistream_tasks(
-    file_no: int, url: str, index_url: str, chunk_bytes: int, lang: str | None = None
+    file_no: int, url: str, index_url: str, chunk_bytes: int, lang: str | None = None, namespaces: tuple[str, ...] = ()
 ) -> list[CountTask]:
     offsets = wd.read_stream_offsets(index_url)
     # bz2 shrinks wikitext about 4x; cut ranges so each holds about chunk_bytes of XML.
@@ -161,7 +174,11 @@ def _multistream_tasks(
     size = file_size(url)
     return [
         CountTask(
-            f"f{file_no:04d}-c{i:06d}", byte_range=r, span=(size if r.end is None else r.end) - r.start, lang=lang
+            f"f{file_no:04d}-c{i:06d}",
+            byte_range=r,
+            span=(size if r.end is None else r.end) - r.start,
+            lang=lang,
+            namespaces=namespaces,
         )
         for i, r in enumerate(ranges)
     ]
@@ -170,10 +187,10 @@ def _multistream_tasks(
 def _code_version() -> str:
     """Spilled counts are only reusable if the cleaner and tokenizer have not changed."""
     from ..lang import segment
-    from ..wiki import markup, metaclip_words, tokens, worldwide_words
+    from ..wiki import markup, metaclip_words, sites, tokens, worldwide_words
 
     h = hashlib.sha256()
-    for module in (markup, tokens, metaclip_words, worldwide_words, segment, wd):
+    for module in (markup, tokens, metaclip_words, worldwide_words, segment, sites, wd):
         assert module.__file__ is not None  # imported from their source files
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
@@ -238,12 +255,13 @@ def count_dumps(
     def tasks() -> Iterator[CountTask]:
         for file_no, (url, lang) in enumerate(zip(urls, file_langs)):
             index_url = wd.multistream_index_url(url)
+            namespaces = local_namespaces(url) if lang is not None else ()
             if index_url is None:
-                plain = _plain_tasks(file_no, url, chunk_bytes, advance, lang)
+                plain = _plain_tasks(file_no, url, chunk_bytes, advance, lang, namespaces)
                 yield from (t for t in plain if (lang, t.chunk_id) not in done)
                 continue
             log(f"{url}: multistream index found ({index_url}): workers decompress in parallel")
-            for t in _multistream_tasks(file_no, url, index_url, chunk_bytes, lang):
+            for t in _multistream_tasks(file_no, url, index_url, chunk_bytes, lang, namespaces):
                 if (lang, t.chunk_id) not in done:
                     yield t
                 elif advance:

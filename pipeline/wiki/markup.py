@@ -38,6 +38,7 @@ link loses its ``[[`` and its target text stays (``File:x.jpg|thumb|caption``). 
 redirect page gives "".
 """
 
+import functools
 import html
 import re
 
@@ -61,6 +62,19 @@ _BRACKETS = re.compile(r"(\[\[+)|(\]\]+)")
 _HIDDEN = r"\[\[[ \t]*(?:(?i:file|image|media|category)[ \t]*:|(?:[a-z]{2,3}(?:-[a-z]+)*|simple):)"
 _HIDDEN_START = re.compile(_HIDDEN)
 _HIDDEN_FLAT = re.compile(_HIDDEN + r"[^\[\]]*\]\]")  # the common case, no brackets inside
+
+
+@functools.cache
+def _hidden_patterns(local: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
+    """(start, flat) patterns hiding also links to the namespaces named `local` (another
+    Wikipedia's names of its File, Media and Category namespaces: ``Kategorie``, ``Файл``)."""
+    if not local:
+        return _HIDDEN_START, _HIDDEN_FLAT
+    names = "|".join(re.escape(n).replace("\\ ", "[ _]") for n in sorted(set(local), key=len, reverse=True))
+    pattern = _HIDDEN.replace("(?i:file|image|media|category)", f"(?i:file|image|media|category|{names})")
+    return re.compile(pattern), re.compile(pattern + r"[^\[\]]*\]\]")
+
+
 _LINK = re.compile(r"\[\[([^\[\]|\n]*)(?:\|([^\[\]]*))?\]\]([a-z]*)")
 _EXTERNAL = re.compile(r"\[(?:https?:|ftp:|//)[^\s\[\]]*(?:[ \t]+([^\[\]\n]*))?\]|(?:https?|ftp)://[^\s\[\]<>\"|]+")
 
@@ -152,13 +166,14 @@ def _drop_elements(text):
     return "".join(out)
 
 
-def _drop_hidden_links(text):
+def _drop_hidden_links(text, local: tuple[str, ...] = ()):
     """Remove file, category and interlanguage links, captions with nested links included."""
-    text = _HIDDEN_FLAT.sub("", text)
-    m = _HIDDEN_START.search(text)
+    start, flat = _hidden_patterns(local)
+    text = flat.sub("", text)
+    m = start.search(text)
     if m is None:
         return text
-    return _cut(text, _nested_spans(text, _BRACKETS, 2, m.start(), _HIDDEN_START))
+    return _cut(text, _nested_spans(text, _BRACKETS, 2, m.start(), start))
 
 
 def _link_text(m):
@@ -184,15 +199,17 @@ def _line_start(m):
     return "" if heading is None else heading.strip().rstrip("=").strip()
 
 
-def clean_wikitext(text: str) -> str:
-    """Plain prose of an article's wikitext: one paragraph, heading or list item a line."""
+def clean_wikitext(text: str, local_namespaces: tuple[str, ...] = ()) -> str:
+    """Plain prose of an article's wikitext: one paragraph, heading or list item a line.
+    `local_namespaces`: the wiki's own names of its File, Media and Category namespaces
+    (from its dump's <siteinfo>), hidden like the English ones."""
     if _REDIRECT.match(text):
         return ""
     text = _COMMENT.sub("", text)
     text = _drop_elements(text)
     text = _cut(text, _nested_spans(text, _BRACES, 1))
     text = _cut(text, _nested_spans(text, _TABLES, 2))
-    text = _drop_hidden_links(text)
+    text = _drop_hidden_links(text, local_namespaces)
     text = _LINK.sub(_link_text, text)
     text = _EXTERNAL.sub(r"\1", text)
     text = _TAG.sub(_tag, text)

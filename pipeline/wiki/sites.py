@@ -22,6 +22,7 @@ from .dump import _open_decompressed
 HEADER_BYTES = 1 << 16  # the <siteinfo> block ends within the first few KB of every dump
 _FILE_NAME = re.compile(r"([a-z][a-z0-9_]*)wiki-")
 _DBNAME = re.compile(rb"<dbname>\s*([a-z][a-z0-9_]*)wiki\s*</dbname>")
+_NAMESPACE = re.compile(rb'<namespace\b[^>]*\bkey="(-2|6|14)"[^>]*>([^<]*)</namespace>')
 _DUMP = re.compile(r".*wiki-.*\.xml(\.bz2|\.gz)?$")
 
 
@@ -31,16 +32,28 @@ def name_language(url: str) -> str | None:
     return m.group(1) if m else None
 
 
-def site_language(url: str) -> str | None:
-    """The wiki code of the dump's ``<dbname>``, if its header has one."""
+def _siteinfo(url: str) -> bytes:
     try:
         raw, stream = _open_decompressed(url)
         with raw:
             head = stream.read(HEADER_BYTES)
     except (OSError, EOFError) as e:
         raise InputError(f"{url}: cannot read the dump's header: {e}") from None
-    m = _DBNAME.search(head.split(b"</siteinfo>", 1)[0])
+    return head.split(b"</siteinfo>", 1)[0]
+
+
+def site_language(url: str) -> str | None:
+    """The wiki code of the dump's ``<dbname>``, if its header has one."""
+    m = _DBNAME.search(_siteinfo(url))
     return m.group(1).decode() if m else None
+
+
+def local_namespaces(url: str) -> tuple[str, ...]:
+    """The wiki's own names of its Media (-2), File (6) and Category (14) namespaces, from
+    ``<namespaces>`` in its header (``Datei``, ``Kategorie``...): links to them do not show
+    in the article, so the cleaner hides them (`markup.clean_wikitext`)."""
+    names = {m.group(2).decode("utf-8", "replace").strip() for m in _NAMESPACE.finditer(_siteinfo(url))}
+    return tuple(sorted(n for n in names if n))
 
 
 def _files(path: str) -> list[str]:

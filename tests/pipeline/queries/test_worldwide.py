@@ -26,8 +26,19 @@ from pipeline.wiki.worldwide_words import count_chunk_worldwide, segmented_phras
 ROOT = Path(__file__).resolve().parents[3]
 
 
+# German Wikipedia's names of its Media, File and Category namespaces, as its header lists them
+DE_NAMESPACES = (
+    '<namespaces><namespace key="-2" case="first-letter">Medium</namespace>'
+    '<namespace key="0" case="first-letter" />'
+    '<namespace key="6" case="first-letter">Datei</namespace>'
+    '<namespace key="14" case="first-letter">Kategorie</namespace></namespaces>'
+)
+
+
 def dump_bytes(dbname: str | None, pages: list[tuple[str, str]], xml_lang: str = "de") -> bytes:
     site = f"<dbname>{dbname}</dbname>" if dbname else ""
+    if dbname == "dewiki":
+        site += DE_NAMESPACES
     head = (
         f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="{xml_lang}">'
         f"<siteinfo><sitename>Wikipedia</sitename>{site}</siteinfo>\n"
@@ -49,7 +60,7 @@ def write_dump(folder: Path, name: str, dbname: str | None, pages: list[tuple[st
 DE = [
     ("Hund", "Der Hund läuft schnell. Der Hund bellt laut. Die Katze schläft. " * 30),
     ("Katze", "Die Katze schläft im Haus. Der Hund und die Katze. Ein Vogel singt. " * 20),
-    ("Vogel", "Ein Vogel singt im Baum. Der Baum ist grün. " * 12),
+    ("Vogel", "Ein Vogel singt im Baum. Der Baum ist grün. " * 12 + "[[Kategorie:Tiere]] [[Datei:V.jpg|mini|Vogelbild]]"),
 ]
 ZH = [
     ("北京", "我们在北京大学学习。北京大学很好。东京大学也很好。" * 30),
@@ -283,3 +294,16 @@ def test_build_json_reports_every_language(wikis: Path):
     assert build["languages"]["zh_yue"]["bucket"] == "zh"
     assert build["languages"]["de"]["dump"]["articles"] == 3
     assert build["total"] == len(pq.read_table(wikis / "b" / "queries.parquet"))
+
+
+def test_links_to_a_wikis_own_file_and_category_namespaces_are_hidden(tmp_path: Path):
+    folder = tmp_path / "de"
+    folder.mkdir()
+    write_dump(folder, "dewiki-20240501-pages-articles.xml.bz2", "dewiki", DE)
+    params = QueryParams(
+        wiki_dump=[str(folder)], out=str(tmp_path / "q"), recipe="worldwide", unigram_share=1.0, quiet=True
+    )
+    build_queries(params)
+    words = set(pq.read_table(tmp_path / "q" / "queries.parquet").column("query").to_pylist())
+    assert {"Vogel", "Baum", "grün"} <= words  # every word kept at share 1
+    assert not words & {"Kategorie", "Tiere", "Datei", "Vogelbild", "mini"}
