@@ -6,6 +6,9 @@ Everything comes from PyPI or Debian, the only registries a fresh machine may re
   which needs no installation and no root.
 - animal-mnist: the two data files (10,000 28x28 animal silhouettes and their labels) from
   `animal-mnist`'s wheel; the package itself is not installed (its loader imports tensorflow).
+- multiwiki: small multistream dumps of de, ja, ru, th and zh Wikipedia-shaped text, an hourly
+  pageview file and a Thai Open Multilingual Wordnet file, built from Debian's translated man
+  pages and pythainlp's wheel (pipeline/sample/multiwiki.py).
 Each item is fetched once; a marker file makes reruns instant.
 """
 
@@ -121,11 +124,19 @@ def fetch_animal_mnist(cache: Path) -> Path:
     return root
 
 
+def fetch_multiwiki(cache: Path) -> Path:
+    """The multilingual sample under cache/multiwiki/ (pipeline/sample/multiwiki.py builds it)."""
+    from .multiwiki import fetch_multiwiki as fetch  # it imports this module's helpers
+
+    return fetch(cache)
+
+
 ITEMS = {
     "enwiki": fetch_enwiki,
     "wordnet": fetch_wordnet,
     "openclipart": fetch_openclipart,
     "animal-mnist": fetch_animal_mnist,
+    "multiwiki": fetch_multiwiki,
 }
 
 
