@@ -408,10 +408,50 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
                               {shards_col} AS in_shards
                        FROM e LEFT JOIN _after a USING (query_id) {shards_join} {name_join}
                        ORDER BY e.count DESC, e.query_id""")
+    per_lang = bstats.get("languages")
+    lang_of: dict[int, str] = {}
+    if isinstance(per_lang, dict) and top and inp.has("queries") and "lang" in inp.columns("queries"):
+        ids = ", ".join(str(int(r["query_id"])) for r in top)
+        lang_of = {
+            int(r["query_id"]): r["lang"]
+            for r in inp.rows(f"SELECT query_id, lang FROM queries WHERE query_id IN ({ids})")
+        }
     for r in top:
-        r["keep_prob"] = round(min(1.0, t / r["before"]), 6)
+        t_q = (per_lang.get(lang_of.get(int(r["query_id"])), {}) or {}).get("t") if lang_of else t  # type: ignore[union-attr]
+        r["keep_prob"] = round(min(1.0, (t_q or 0) / r["before"]), 6)
     out["top_queries"] = top
+    if isinstance(per_lang, dict):
+        out["languages"] = languages(inp, per_lang)
+        out["reference_lang"] = bstats.get("reference_lang")
     return out
+
+
+def languages(inp: Inputs, per_lang: dict) -> list[dict]:
+    """Worldwide: per text language, what each step did: the list's entries, texts the
+    identifier gave it and those that matched, its t and tail share, kept, downloaded."""
+    identified = (inp.stats.get("match") or {}).get("languages") or {}
+    downloaded: dict[str, int] = {}
+    if inp.has("samples") and "lang" in inp.columns("samples"):
+        downloaded = {
+            r["lang"]: _int(r["n"])
+            for r in inp.rows("SELECT lang, count(*) FILTER (WHERE status = 'success') AS n FROM samples GROUP BY lang")
+        }
+    rows = []
+    for lang in sorted(set(per_lang) | set(identified)):
+        info = per_lang.get(lang) or {}
+        rows.append(
+            {
+                "lang": lang,
+                "entries": info.get("entries"),
+                "texts": (identified.get(lang) or {}).get("rows"),
+                "matched": info.get("matched", (identified.get(lang) or {}).get("matched")),
+                "t": info.get("t"),
+                "tail_share": info.get("tail_share"),
+                "kept": info.get("kept"),
+                "downloaded": downloaded.get(lang, 0) if downloaded or inp.has("samples") else None,
+            }
+        )
+    return rows
 
 
 def download(inp: Inputs) -> dict:

@@ -424,6 +424,30 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
                 ["(query, text) matches kept", fmt_int(a["matches"]), fmt_pct(a["matches_kept_fraction"])],
             ]
         extra.append(table(["head / tail (MetaCLIP's figures)", "count", "share"], rows, {1, 2}))
+        if sec.get("languages"):
+            ref = sec.get("reference_lang")
+            extra.append(
+                "<h3>By language (t by equal tail share"
+                + (f" with {esc(ref)}'s" if ref else "")
+                + ")</h3>"
+                + table(
+                    ["language", "entries", "texts", "matched", "t", "tail share", "kept", "downloaded"],
+                    [
+                        [
+                            r["lang"],
+                            r["entries"],
+                            r["texts"],
+                            r["matched"],
+                            r["t"],
+                            fmt_pct(r["tail_share"]),
+                            r["kept"],
+                            r["downloaded"],
+                        ]
+                        for r in sec["languages"]
+                    ],
+                    {1, 2, 3, 4, 5, 6, 7},
+                )
+            )
         if sec.get("by_source"):
             extra.append(
                 "<h3>By source</h3>"

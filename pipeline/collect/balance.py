@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +28,8 @@ from ..io import atomic_path, sum_stats, write_json
 from ..layout import part_stats
 from ..storage import location, read_table
 from .config import BalanceConfig
-from .match import queries_digest, read_queries
+from .match import queries_digest, read_queries, read_query_langs
+from .tail_share import per_language_thresholds, thresholds_per_entry
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -92,7 +94,8 @@ def count_entries(match_parts: list[Path], n_queries: int, out_path: Path) -> np
     return counts
 
 
-def keep_probabilities(counts: np.ndarray, per_query: int) -> np.ndarray:
+def keep_probabilities(counts: np.ndarray, per_query) -> np.ndarray:
+    """min(1, t / count) per query; `per_query` is one t or each query's own."""
     return np.minimum(1.0, per_query / np.maximum(counts, 1)).astype(np.float64)
 
 
@@ -162,21 +165,41 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
             "query_ids": ids,
             "queries": _query_names(ids, queries),
             "keep_prob": kept.column("keep_prob"),
+            **({"lang": kept.column("lang")} if "lang" in kept.column_names else {}),
             **{c: rows.column(c) for c in extra},
         }
     )
     with atomic_path(out_path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    stats = {
+    stats: dict[str, Any] = {
         "matched": n,
         "kept": int(keep_mask.sum()),
         "dropped_by_balance": int(n - keep_mask.sum()),
         "expected_kept": float(keep_prob.sum()),
     }
+    if "lang" in matches.column_names:  # worldwide: what each text language kept
+        text_langs = matches.column("lang").to_pylist()
+        by_lang: dict[str, list[int]] = {}
+        for lang, keep in zip(text_langs, keep_mask.tolist()):
+            entry = by_lang.setdefault(lang, [0, 0])
+            entry[0] += 1
+            entry[1] += int(keep)
+        stats["by_lang"] = dict(sorted(by_lang.items()))
     out = location(out_path)
     with atomic_path(part_stats(out.parent, out.stem)) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True))
     return stats
+
+
+def _sum_by_lang(paths) -> dict[str, dict]:
+    """Matched and kept rows per text language, summed over the parts' stats."""
+    out: dict[str, dict] = {}
+    for path in paths:
+        for lang, (matched, kept) in _read_json(location(path)).get("by_lang", {}).items():
+            info = out.setdefault(lang, {"matched": 0, "kept": 0})
+            info["matched"] += matched
+            info["kept"] += kept
+    return dict(sorted(out.items()))
 
 
 def _read_json(path) -> dict:
@@ -214,7 +237,16 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
             "rerun the match step with it, or pass the same --queries"
         )
     counts = count_entries(parts, len(queries), curation / layout.ENTRY_COUNTS)
-    p = keep_probabilities(counts, per_query)
+    langs = read_query_langs(queries_path)
+    per_lang: dict[str, dict] | None = None
+    if langs is None:
+        p = keep_probabilities(counts, per_query)
+    else:
+        # worldwide: per_query is the reference language's t; each other language gets the
+        # t with the same tail share of its own matches (tail_share.py)
+        lang_array = np.array(langs, dtype=object)
+        per_lang = per_language_thresholds(counts, lang_array, per_query, config.reference_lang)
+        p = keep_probabilities(counts, thresholds_per_entry(lang_array, per_lang))
     out_dir.mkdir(parents=True, exist_ok=True)
 
     todo = []
@@ -238,6 +270,14 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
         bar.close()
 
     totals = sum_stats(part_stats(out_dir, part.stem) for part in parts)
+    if per_lang is not None:
+        by_lang = _sum_by_lang(part_stats(out_dir, part.stem) for part in parts)
+        for lang, info in per_lang.items():
+            info.update(by_lang.get(lang, {"matched": 0, "kept": 0}))
+        for lang in sorted(set(by_lang) - set(per_lang)):  # texts of languages without entries
+            per_lang[lang] = {"t": None, **by_lang[lang]}
+        totals["reference_lang"] = config.reference_lang
+        totals["languages"] = per_lang
     over = counts > per_query
     totals.update(
         {

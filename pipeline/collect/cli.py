@@ -119,12 +119,15 @@ def _match_args(p: argparse.ArgumentParser, recipe: bool = True) -> None:
     if recipe:
         g.add_argument(
             "--recipe",
-            choices=("clip", "metaclip"),
+            choices=("clip", "metaclip", "worldwide"),
             default=default(MatchConfig, "recipe"),
             help="matching rule: clip = whole words or phrases at word boundaries; metaclip = "
             "MetaCLIP v1's: ' ' + query + ' ' occurs in the text padded with spaces, with "
             ", . ; : ? ! ` surrounded by spaces and tab/newline/CR as spaces; case-sensitive, "
-            "so not with --ignore-case (default: %(default)s)",
+            "so not with --ignore-case; worldwide = MetaCLIP 2's: each text's language "
+            "identified (py3langid), matched against its own language's queries only, a "
+            "query padded with a space only beside a character of a spaced script; needs a "
+            "list from `queries --recipe worldwide` (default: %(default)s)",
         )
 
 
@@ -134,7 +137,15 @@ def _balance_args(p: argparse.ArgumentParser) -> None:
         "--per-query",
         type=positive_int,
         default=default(BalanceConfig, "per_query"),
-        help="t: expected pairs kept per query at most (default: %(default)s, CLIP's)",
+        help="t: expected pairs kept per query at most (default: %(default)s, CLIP's); "
+        "worldwide: the reference language's t, the others' follow by equal tail share",
+    )
+    g.add_argument(
+        "--balance-reference",
+        dest="reference_lang",
+        default=default(BalanceConfig, "reference_lang"),
+        metavar="LANG",
+        help="worldwide: the language whose t is --per-query (default: %(default)s)",
     )
     g.add_argument(
         "--seed",

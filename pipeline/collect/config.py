@@ -48,8 +48,10 @@ class MatchConfig:
 class BalanceConfig:
     """The cap per query and the seed of the keep/drop draws (`balance.balance`)."""
 
-    per_query: int = 20_000  # CLIP's
+    per_query: int = 20_000  # CLIP's; worldwide: the reference language's t
     seed: int = 0
+    # worldwide: the language whose t is per_query; the others get equal-tail-share t's
+    reference_lang: str = "en"
 
 
 @dataclass(frozen=True)

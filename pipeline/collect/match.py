@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
-from typing import IO
+from typing import IO, Any
 
 import ahocorasick
 import fsspec
@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from ..distribute import Engine, run_parts
 from ..errors import InputError
 from ..io import atomic_path, expand_inputs
+from ..lang import lid
 from ..lang.codes import OTHER
 from ..lang.scripts import no_space_edge
 from ..layout import part_counts, part_stats
@@ -50,6 +51,8 @@ from .config import MatchConfig
 MARK = "\x00"
 STAT_KEYS = ("rows", "matched", "dropped_no_match", "null_text", "matches")
 OUT_SCHEMA = pa.schema([("uid", pa.string()), ("query_ids", pa.list_(pa.int32()))])
+# worldwide: each matched text's language bucket too
+OUT_SCHEMA_LANG = OUT_SCHEMA.append(pa.field("lang", pa.string()))
 BATCH_ROWS = 16_384  # rows read at a time from a pool part
 FLUSH_ROWS = 131_072  # matched rows per output row group
 
@@ -145,7 +148,7 @@ class QueryMatcher:
 # MetaCLIP v1 (`substr_matching`): these are surrounded by spaces, these become a space.
 METACLIP_PUNCT = ",.;:?!`"
 METACLIP_SPACED = "\t\n\r"
-RECIPES = ("clip", "metaclip")
+RECIPES = ("clip", "metaclip", "worldwide")
 
 
 def metaclip_spacing(text: str, pad: bool = True) -> str:
@@ -278,16 +281,30 @@ class WorldwideMatcher:
         return sorted(ids)
 
 
-def make_matcher(queries: Sequence[str | None], config: MatchConfig) -> QueryMatcher | MetaClipMatcher:
+Matcher = QueryMatcher | MetaClipMatcher | WorldwideMatcher
+
+
+def make_matcher(
+    queries: Sequence[str | None], config: MatchConfig, langs: Sequence[str | None] | None = None
+) -> Matcher:
     """The matcher of the config's recipe. MetaCLIP matches case-sensitively only: folding
-    case would not reproduce it, so `ignore_case` with ``metaclip`` is refused."""
+    case would not reproduce it, so `ignore_case` with ``metaclip`` or ``worldwide`` is
+    refused. ``worldwide`` needs the list's `langs` (a list built with that recipe)."""
     if config.recipe == "clip":
         return QueryMatcher(queries, config.ignore_case)
-    if config.recipe != "metaclip":
+    if config.recipe not in RECIPES:
         raise InputError(f"unknown matching recipe {config.recipe!r} (choose from {', '.join(RECIPES)})")
     if config.ignore_case:
-        raise InputError("--ignore-case cannot be used with --recipe metaclip: MetaCLIP matches case-sensitively")
-    return MetaClipMatcher(queries)
+        raise InputError(
+            f"--ignore-case cannot be used with --recipe {config.recipe}: MetaCLIP matches case-sensitively"
+        )
+    if config.recipe == "metaclip":
+        return MetaClipMatcher(queries)
+    if langs is None:
+        raise InputError(
+            "--recipe worldwide needs a query list with a lang column: build it with `pipeline queries --recipe worldwide`"
+        )
+    return WorldwideMatcher(queries, langs, lid.answerable_buckets())
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -306,6 +323,16 @@ def read_queries(queries_path: str) -> list[str | None]:
         raise InputError(f"{queries_path}: query list not found (build it with `make queries`)") from None
     except (OSError, pa.ArrowException) as e:
         raise InputError(f"{queries_path}: cannot read as parquet: {e}") from None
+
+
+def read_query_langs(queries_path: str) -> list[str | None] | None:
+    """The `lang` column of a worldwide query list (row index = query id); None for a list
+    without one (the clip and metaclip recipes)."""
+    with fsspec.open(queries_path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        if "lang" not in pf.schema_arrow.names:
+            return None
+        return pf.read(columns=["lang"]).column("lang").to_pylist()
 
 
 def queries_digest(queries: Sequence[str | None]) -> str:
@@ -351,38 +378,57 @@ def _batches(pf: pq.ParquetFile, url: str):
         yield batch
 
 
-def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher) -> dict:
+def match_part(url: str, out_dir: str, matcher: Matcher) -> dict:
     """Match one pool part into out_dir/NAME.parquet and its per-query counts into
-    out_dir/_counts/NAME.parquet, then out_dir/_stats/NAME.json (marks it complete)."""
+    out_dir/_counts/NAME.parquet, then out_dir/_stats/NAME.json (marks it complete).
+    Worldwide: each text's language is identified first (`pipeline.lang.lid`), matched
+    rows carry it (``lang``), and the stats count rows and matches per language."""
     name = posix_stem(url)
     out_parquet, out_json = location(out_dir) / f"{name}.parquet", part_stats(out_dir, name)
-    stats = dict.fromkeys(STAT_KEYS, 0)
+    stats: dict[str, Any] = dict.fromkeys(STAT_KEYS, 0)
     counts: Counter = Counter()
     pf, f = _open_part(url)
+    worldwide = isinstance(matcher, WorldwideMatcher)
+    schema = OUT_SCHEMA_LANG if worldwide else OUT_SCHEMA
     match = matcher.match
     uids: list[str | None] = []
     hits: list[list[int]] = []
+    hit_langs: list[str] = []
+    by_lang: dict[str, list[int]] = {}  # bucket -> [rows, matched]
     try:
-        with atomic_path(out_parquet) as tmp, pq.ParquetWriter(tmp, OUT_SCHEMA) as writer:
+        with atomic_path(out_parquet) as tmp, pq.ParquetWriter(tmp, schema) as writer:
 
             def flush() -> None:
                 if uids:
                     columns = [pa.array(uids, pa.string()), pa.array(hits, OUT_SCHEMA.field(1).type)]
-                    writer.write_table(pa.table(columns, schema=OUT_SCHEMA))
+                    if worldwide:
+                        columns.append(pa.array(hit_langs, pa.string()))
+                    writer.write_table(pa.table(columns, schema=schema))
                     uids.clear()
                     hits.clear()
+                    hit_langs.clear()
 
             for batch in _batches(pf, url):
                 texts = batch.column("text").to_pylist()
                 stats["rows"] += len(texts)
-                for uid, text in zip(batch.column("uid").to_pylist(), texts):
+                text_langs = lid.identify(texts) if worldwide else None
+                for i, (uid, text) in enumerate(zip(batch.column("uid").to_pylist(), texts)):
                     if text is None:
                         stats["null_text"] += 1
                         continue
-                    ids = match(text)
+                    if text_langs is not None:
+                        lang = matcher.bucket_of(text_langs[i])  # type: ignore[union-attr]
+                        tally = by_lang.setdefault(lang, [0, 0])
+                        tally[0] += 1
+                        ids = matcher.match(text, lang)  # type: ignore[call-arg]
+                    else:
+                        ids = match(text)
                     if not ids:
                         stats["dropped_no_match"] += 1
                         continue
+                    if text_langs is not None:
+                        tally[1] += 1
+                        hit_langs.append(lang)
                     uids.append(uid)
                     hits.append(ids)
                     counts.update(ids)
@@ -393,6 +439,8 @@ def match_part(url: str, out_dir: str, matcher: QueryMatcher | MetaClipMatcher) 
             flush()
     finally:
         f.close()
+    if worldwide:
+        stats["by_lang"] = dict(sorted(by_lang.items()))
     ids = sorted(counts)
     with atomic_path(part_counts(out_dir, name)) as tmp:
         pq.write_table(
@@ -425,13 +473,14 @@ def _is_complete(out_dir: str, name: str) -> dict | None:
         return None
 
 
-_worker_matcher: QueryMatcher | MetaClipMatcher | None = None
+_worker_matcher: Matcher | None = None
 
 
 def _init_worker(queries_path: str, config: MatchConfig) -> None:
     """Each worker builds the automaton once (measured faster than unpickling one)."""
     global _worker_matcher
-    _worker_matcher = make_matcher(read_queries(queries_path), config)
+    langs = read_query_langs(queries_path) if config.recipe == "worldwide" else None
+    _worker_matcher = make_matcher(read_queries(queries_path), config, langs)
 
 
 def _run_part(url: str, out_dir: str) -> dict:
@@ -464,8 +513,9 @@ def match_pool(
         raise InputError(
             f"{pool_glob}: several pool parts share a file name ({', '.join(dup)}): outputs are named after them"
         )
-    make_matcher([], config)  # refuses a bad recipe/option before any work
     queries = read_queries(queries_path)
+    langs = read_query_langs(queries_path) if config.recipe == "worldwide" else None
+    make_matcher([], config, [] if langs is not None else None)  # refuses a bad recipe/option before any work
     location(out_dir).mkdir(parents=True, exist_ok=True)
 
     stats_by_part: dict[str, dict] = {}
@@ -501,11 +551,20 @@ def match_pool(
         if bar is not None:
             bar.close()
 
-    totals = dict.fromkeys(STAT_KEYS, 0)
+    totals: dict[str, Any] = dict.fromkeys(STAT_KEYS, 0)
     for stats in stats_by_part.values():
         for k in STAT_KEYS:
             totals[k] += stats[k]
     totals["parts"] = len(urls)
     totals["parts_skipped"] = len(urls) - len(todo)
     totals["queries"] = len(queries)
+    if langs is not None:  # worldwide: rows and matched rows per text language
+        per_lang: dict[str, dict] = {}
+        for stats in stats_by_part.values():
+            for lang, (rows, matched) in stats.get("by_lang", {}).items():
+                info = per_lang.setdefault(lang, {"rows": 0, "matched": 0})
+                info["rows"] += rows
+                info["matched"] += matched
+        totals["languages"] = dict(sorted(per_lang.items()))
+        totals["language_identifier"] = lid.NAME
     return {**totals, "queries_sha256": queries_digest(queries)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import string
 
 import ahocorasick
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.collect.match import WorldwideMatcher, worldwide_key
@@ -170,3 +172,36 @@ def test_each_text_is_matched_against_its_own_language_only():
     assert pooled.bucket_of("ru") == "other" and pooled.bucket_of("fr") == "other"
     assert pooled.match("кошка и Москва", "fr") == sorted([queries.index("кошка"), queries.index("Москва")])
     assert pooled.match("кошка", "de") == []
+
+
+def test_worldwide_matching_needs_a_worldwide_list(tmp_path):
+    from pipeline.collect.config import MatchConfig
+    from pipeline.collect.match import match_pool
+    from pipeline.distribute import Engine
+    from pipeline.errors import InputError
+
+    pool = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"uid": ["0" * 16], "text": ["a dog"]}), pool)
+    queries = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"query": ["dog"]}), queries)
+    with pytest.raises(InputError, match="needs a query list with a lang column"):
+        match_pool(str(pool), str(queries), str(tmp_path / "m"), MatchConfig(recipe="worldwide"), Engine(workers=1))
+    with pytest.raises(InputError, match="--ignore-case cannot be used with --recipe worldwide"):
+        match_pool(
+            str(pool), str(queries), str(tmp_path / "m"), MatchConfig(recipe="worldwide", ignore_case=True), Engine()
+        )
+    # with a lang column, each text is identified and matched in its language
+    pq.write_table(pa.table({"query": ["dog", "Hund"], "lang": ["en", "de"]}), queries)
+    pq.write_table(
+        pa.table(
+            {"uid": ["0" * 15 + str(i) for i in range(3)], "text": ["a dog on grass", "ein Hund im Garten", "a Hund"]}
+        ),
+        pool,
+    )
+    stats = match_pool(
+        str(pool), str(queries), str(tmp_path / "m2"), MatchConfig(recipe="worldwide"), Engine(workers=1)
+    )
+    out = pq.read_table(tmp_path / "m2" / "part-00000.parquet").to_pylist()
+    assert [(r["query_ids"], r["lang"]) for r in out] == [([0], "en"), ([1], "de")]
+    assert stats["languages"]["en"]["matched"] == 1 and stats["languages"]["de"]["matched"] == 1
+    assert sum(v["rows"] for v in stats["languages"].values()) == 3 and stats["language_identifier"] == "py3langid"

@@ -60,7 +60,10 @@ def write_dump(folder: Path, name: str, dbname: str | None, pages: list[tuple[st
 DE = [
     ("Hund", "Der Hund läuft schnell. Der Hund bellt laut. Die Katze schläft. " * 30),
     ("Katze", "Die Katze schläft im Haus. Der Hund und die Katze. Ein Vogel singt. " * 20),
-    ("Vogel", "Ein Vogel singt im Baum. Der Baum ist grün. " * 12 + "[[Kategorie:Tiere]] [[Datei:V.jpg|mini|Vogelbild]]"),
+    (
+        "Vogel",
+        "Ein Vogel singt im Baum. Der Baum ist grün. " * 12 + "[[Kategorie:Tiere]] [[Datei:V.jpg|mini|Vogelbild]]",
+    ),
 ]
 ZH = [
     ("北京", "我们在北京大学学习。北京大学很好。东京大学也很好。" * 30),
