@@ -28,7 +28,7 @@ SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 -
 	--save-every 100 --log-every 20 --workers 1 --eval-every 100 --linear-probe
 
 .PHONY: help setup sample-data browser queries queries-worldwide shards train overlap audit browse lint test test-unit test-fast \
-	bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap bench-eval bench-browse bench-lid clean
+	bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap bench-eval bench-browse bench-lid bench-worldwide clean
 # `make help` lists every target that has a `## text` after its prerequisites (tests/test_makefile.py
 # checks that each .PHONY target has one), so the list cannot drift from the targets.
 help: ## this list
@@ -116,6 +116,9 @@ test-fast: setup  ## the unit tests only: no sample data, no browser, under a mi
 
 test-unit: sample-data  ## the tests not marked slow (with the sample data), for the edit loop
 	$(MAKE) test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
+
+bench-worldwide: sample-data  ## the worldwide recipe's bigram rules on simulated Wikipedias of 2e6-4.5e9 tokens
+	WORDNET_DIR=$(abspath $(WORDNET)) $(PY) bench/queries_worldwide_sizes.py $(ARGS)
 
 bench-lid: setup  ## language identifiers on short real texts in 30 languages: accuracy and texts/s (installs lingua, pycld2)
 	$(PY) -m pip install --quiet -r requirements/bench-lid.txt -c requirements/constraints.txt
