@@ -64,6 +64,41 @@ def test_queries_are_byte_identical_on_ray(query_lists):
     assert pq.read_metadata(query_lists["ray"] / "queries.parquet").num_rows > 80_000
 
 
+def test_worldwide_queries_are_byte_identical_on_ray(tmp_path, ray_cluster):
+    """Every language's dump chunks, counted with its segmenter in Ray workers, give the
+    list the local engine gives (the multilingual sample: de, ja, ru, th, zh)."""
+    sample = required_path("MULTIWIKI_SAMPLE_DIR")
+    lists = {}
+    for engine, extra in (("local", ["--workers", "2"]), ("ray", ["--ray-address", ray_cluster])):
+        out = tmp_path / engine
+        res = run_cli(
+            "queries",
+            "--recipe",
+            "worldwide",
+            "--wiki-dump",
+            str(sample),
+            "--pageviews",
+            str(sample / "pageviews-sample"),
+            "--omw",
+            str(sample / "omw"),
+            "--chunk-mb",
+            "0.05",
+            "--out",
+            str(out),
+            "--engine",
+            engine,
+            *extra,
+            "--quiet",
+        )
+        assert res.returncode == 0, res.stderr
+        lists[engine] = out
+    for name in ("queries.parquet", "queries.txt"):
+        assert (lists["ray"] / name).read_bytes() == (lists["local"] / name).read_bytes(), name
+    build = json.loads((lists["ray"] / "build.json").read_text())
+    assert sorted(build["languages"]) == ["de", "ja", "ru", "th", "zh"]
+    assert sum(lang["dump"]["articles"] for lang in build["languages"].values()) > 900
+
+
 def curation_tables(out: Path) -> dict:
     tables = {}
     for sub in CURATION:
