@@ -53,6 +53,17 @@ UNKNOWN_NOTE = (
 SOURCES_LISTED = 20
 
 
+def _language_table(per_lang: dict | None) -> list[str]:
+    """Worldwide: per text language (identified by py3langid), its t, matched and kept texts."""
+    if not per_lang:
+        return []
+    lines = ["| language | t | matched texts | kept |", "| --- | ---: | ---: | ---: |"]
+    for lang, info in per_lang.items():
+        t = "none (no entries)" if info.get("t") is None else _n(info["t"])
+        lines.append(f"| {lang} | {t} | {_n(info.get('matched'))} | {_n(info.get('kept'))} |")
+    return [*lines, ""]
+
+
 def remove_derived(out) -> None:
     """Delete sizes.json and README.md before img2dataset runs: it would read sizes.json as
     the stats of a shard, and both would describe shards about to change."""
@@ -152,6 +163,9 @@ def render_card(
     }
     if UNKNOWN_LICENSE in ids:
         meta["license_name"] = "web-images-rights-of-their-owners"
+    per_lang = bal.get("languages") if isinstance(bal.get("languages"), dict) else None
+    if per_lang:  # worldwide: the languages of the kept texts, as the Hub's card lists them
+        meta["language"] = sorted(lang for lang, info in per_lang.items() if lang != "other" and info.get("kept"))
     meta.update(
         {
             "task_categories": TASKS,
@@ -196,10 +210,17 @@ def render_card(
         ),
         f"- matching: the {match.get('recipe', 'clip')} rule",
         f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "
-        f"{_n(bal.get('queries_over_cap'))} queries were over t",
+        f"{_n(bal.get('queries_over_cap'))} queries were over t"
+        + (
+            f" ({bal.get('reference_lang')}'s t; each other language's t gives its tail of entries matched "
+            "fewer than t times the same share of its matches, MetaCLIP 2's rule)"
+            if per_lang
+            else ""
+        ),
         f"- images: shorter side resized to {image_size} px (aspect kept, never upscaled), JPEG; "
         f"{samples_per_shard:,} samples per shard",
         "",
+        *_language_table(per_lang),
         "## Files",
         "",
         "- `NNNNN.tar`: webdataset shards; per sample `KEY.jpg`, `KEY.txt` (the caption) and `KEY.json` "

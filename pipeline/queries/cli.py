@@ -51,8 +51,9 @@ recipe worldwide (MetaCLIP 2's per-language rules; one list, a lang column):
   (ranked) = pairs seen as often as its last kept word, by PMI, at most 40% of its words
   kept and 100,646 (--bigram-rule metaclip2: PMI > 30, at most 100,646); title = the top
   76% of its viewed titles, at most 61,235. Entries up to 256 characters, punctuation-only
-  ones dropped. Chinese, Japanese and Thai words come from jieba, MeCab (fugashi +
-  unidic-lite) and PyThaiNLP; their bigrams are joined without a space. zh_yue,
+  ones dropped. Chinese, Japanese, Thai, Lao and Khmer words come from jieba, MeCab
+  (fugashi + unidic-lite), PyThaiNLP, LaoNLP and khmer-nltk, Burmese and Tibetan ones are
+  syllables; their bigrams are joined without a space (Tibetan: with the tsheg). zh_yue,
   zh_classical... fold into zh (lang), the edition is kept (wiki). build.json reports
   every language's counts, caps, bigram floor and PMI ceiling.
 

@@ -38,7 +38,7 @@ from typing import Any
 from ..errors import InputError
 from ..lang.codes import bucket, no_space
 from ..lang.scripts import is_punctuation_only
-from ..lang.segment import has_segmenter
+from ..lang.segment import bigram_separator, has_segmenter
 from .aggregate import Aggregates
 from .combine import Row, combine
 
@@ -120,7 +120,7 @@ def select_language(
         min_pmi = rules.min_pmi
         bigram_cap = _cap(int(rules.bigram_share * unigram_cap), rules.max_bigrams)
     stats.update(agg.build_bigrams(floor))
-    join = no_space(lang)
+    join = bigram_separator(lang)
 
     if titles_from is not None:
         title_total = agg.viewed_title_count(titles_from, rules.min_views)
@@ -139,10 +139,7 @@ def select_language(
             ("unigram", (Row(w, "unigram", count=c) for w, c in agg.unigrams(1)), unigram_cap),
             (
                 "bigram",
-                (
-                    Row(b.replace(" ", "") if join else b, "bigram", count=c, pmi=pmi)
-                    for b, c, pmi in agg.bigrams(min_pmi)
-                ),
+                (Row(b.replace(" ", join), "bigram", count=c, pmi=pmi) for b, c, pmi in agg.bigrams(min_pmi)),
                 bigram_cap,
             ),
             ("title", titles, title_cap),

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..lang.codes import no_space
-from ..lang.segment import segmenter
+from ..lang.segment import JOINERS, segmenter
 from .tokens import ChunkCounts, bigram_table, count_chunk, encode_words, phrases
 
 
@@ -31,6 +31,8 @@ def segmented_phrases(text: str, lang: str) -> list[list[str]]:
     """The phrases of `text` (runs of adjacent tokens), each token of a no-space script cut
     into the language's words."""
     cut = segmenter(lang)
+    for joiner in JOINERS.get(lang, ""):
+        text = text.replace(joiner, " ")
     out = []
     for phrase in phrases(text):
         words: list[str] = []

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipeline.sample import multiwiki as mw
 from pipeline.wiki import dump as wd
@@ -150,6 +151,13 @@ def test_shards_and_audit_carry_the_language(run):
         assert table[lang]["downloaded"] == downloaded[lang] > 0
         assert table[lang]["kept"] == sum(1 for r in selected if r["lang"] == lang)
     assert "By language" in (run["shards"] / "audit" / "report.html").read_text()
+    # the dataset card lists the languages (the Hub's `language` field) and each one's t
+    card = (run["shards"] / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["language"] == sorted(LANGS)
+    balance = json.loads((run["shards"] / "curation" / "balance_stats.json").read_text())
+    for lang in LANGS:
+        assert f"| {lang} | {balance['languages'][lang]['t']:,} |" in card
 
 
 def test_without_the_reference_language_balancing_is_a_one_line_error(run):

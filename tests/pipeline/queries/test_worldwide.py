@@ -310,3 +310,31 @@ def test_links_to_a_wikis_own_file_and_category_namespaces_are_hidden(tmp_path: 
     words = set(pq.read_table(tmp_path / "q" / "queries.parquet").column("query").to_pylist())
     assert {"Vogel", "Baum", "grün"} <= words  # every word kept at share 1
     assert not words & {"Kategorie", "Tiere", "Datei", "Vogelbild", "mini"}
+
+
+def test_lao_khmer_burmese_and_tibetan_are_segmented():
+    assert segmented_phrases("ພາສາລາວເປັນພາສາທີ່ສວຍງາມ", "lo") == [["ພາສາລາວ", "ເປັນ", "ພາສາ", "ທີ່", "ສວຍງາມ"]]
+    assert segmented_phrases("ខ្ញុំចូលចិត្តភាសាខ្មែរណាស់", "km") == [["ខ្ញុំ", "ចូលចិត្ត", "ភាសា", "ខ្មែរ", "ណាស់"]]
+    # Burmese by syllable: a stacked consonant (after ္) or a killed one (before ်) starts none
+    assert segmented_phrases("မြန်မာနိုင်ငံ မင်္ဂလာပါ", "my") == [["မြန်", "မာ", "နိုင်", "ငံ", "မင်္ဂ", "လာ", "ပါ"]]
+    # Tibetan by syllable; the tsheg joins a phrase's syllables, the shad (།) ends the phrase
+    assert segmented_phrases("བོད་ཀྱི་སྐད་ཡིག། ཡག་པོ་", "bo") == [["བོད", "ཀྱི", "སྐད", "ཡིག"], ["ཡག", "པོ"]]
+
+
+def test_a_tibetan_bigram_keeps_its_tsheg_and_matches_tibetan_text(tmp_path: Path):
+    from pipeline.collect.match import WorldwideMatcher
+
+    folder = tmp_path / "bo"
+    folder.mkdir()
+    write_dump(folder, "bowiki-20240501-pages-articles.xml.bz2", "bowiki", [("བོད", "བོད་ཀྱི་སྐད་ཡིག། " * 20)])
+    params = QueryParams(wiki_dump=[str(folder)], out=str(tmp_path / "q"), recipe="worldwide", quiet=True)
+    params.unigram_share = params.bigram_share = 1.0
+    build_queries(params)
+    table = pq.read_table(tmp_path / "q" / "queries.parquet")
+    bigrams = [
+        q for q, s in zip(table.column("query").to_pylist(), table.column("source").to_pylist()) if s == "bigram"
+    ]
+    assert bigrams and all("\u0f0b" in b and " " not in b for b in bigrams)
+    queries, langs = table.column("query").to_pylist(), table.column("lang").to_pylist()
+    found = {queries[i] for i in WorldwideMatcher(queries, langs).match("ང་བོད་ཀྱི་སྐད་ཡིག་ཤེས།", "bo")}
+    assert "བོད་ཀྱི" in found and "སྐད་ཡིག" in found
