@@ -338,3 +338,23 @@ def test_a_tibetan_bigram_keeps_its_tsheg_and_matches_tibetan_text(tmp_path: Pat
     queries, langs = table.column("query").to_pylist(), table.column("lang").to_pylist()
     found = {queries[i] for i in WorldwideMatcher(queries, langs).match("ང་བོད་ཀྱི་སྐད་ཡིག་ཤེས།", "bo")}
     assert "བོད་ཀྱི" in found and "སྐད་ཡིག" in found
+
+
+def test_worldwide_counting_resumes_per_language(wikis: Path):
+    """A chunk whose stats marker is gone is counted again, in its own language's folder,
+    and nothing else is; the totals come out as before."""
+    from pipeline.queries.counting import count_dumps
+
+    pairs = dump_languages([str(wikis / "wikis")])
+    urls, langs = [u for _, u in pairs], [lang for lang, _ in pairs]
+    work = wikis / "work"
+    first = count_dumps(urls, work, chunk_mb=0.001, recipe="worldwide", langs=langs)
+    assert sorted(first["languages"]) == ["de", "th", "zh", "zh_yue"]
+    markers = sorted((work / "de" / "stats").glob("*.json"))
+    assert len(markers) > 1  # several chunks in de alone
+    markers[-1].unlink()
+    before = {p: p.stat().st_mtime_ns for p in work.glob("*/uni/*.parquet")}
+    again = count_dumps(urls, work, chunk_mb=0.001, recipe="worldwide", langs=langs)
+    assert again == first
+    redone = [p for p in work.glob("*/uni/*.parquet") if p.stat().st_mtime_ns != before[p]]
+    assert [(p.parent.parent.name, p.stem) for p in redone] == [("de", markers[-1].stem)]
