@@ -328,6 +328,8 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
     if not inp.has("selected"):
         out["after"] = unavailable(inp.why_not("selected"))
         return out
+    if bstats.get("mode") == "online":
+        out["online"] = online_expectation(inp, t, bstats)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _after AS SELECT query_id, count(*)::BIGINT AS count "
         "FROM (SELECT unnest(query_ids) AS query_id FROM selected) GROUP BY query_id"
@@ -424,6 +426,28 @@ def balancing(inp: Inputs, matched_texts: int | None) -> dict:
         out["languages"] = languages(inp, per_lang)
         out["reference_lang"] = bstats.get("reference_lang")
     return out
+
+
+def online_expectation(inp: Inputs, t: int, bstats: dict) -> dict:
+    """An online-balanced dataset holds every matched pair; what a training pass at t keeps
+    is an expectation: a text is kept with 1 - prod(1 - min(1, t_q / count_q)) (its
+    `keep_prob`), so a query's expected pairs per pass is the sum of its texts' keep_prob.
+    Head queries come out near t, tail queries keep all theirs."""
+    rows = inp.rows(f"""WITH e AS (SELECT query_id, count FROM entry_counts WHERE count > 0
+                                   ORDER BY count DESC, query_id LIMIT {TOP_K}),
+                            x AS (SELECT q AS query_id, sum(keep_prob) AS expected, count(*) AS selected
+                                  FROM (SELECT unnest(query_ids) AS q, keep_prob FROM selected) GROUP BY q)
+                       SELECT e.query_id, e.count AS matched, coalesce(x.selected, 0) AS downloaded_candidates,
+                              coalesce(x.expected, 0) AS expected_at_t
+                       FROM e LEFT JOIN x USING (query_id) ORDER BY e.count DESC, e.query_id""")
+    for r in rows:
+        r["expected_at_t"] = round(float(r["expected_at_t"]), 1)
+    return {
+        "t": t,
+        "online_cap": bstats.get("online_cap"),
+        "expected_texts_per_pass": bstats.get("expected_kept"),
+        "top_queries": rows,
+    }
 
 
 def languages(inp: Inputs, per_lang: dict) -> list[dict]:

@@ -97,6 +97,15 @@ def findings(s: dict) -> dict[str, list[str]]:
             + (f"; matched with the {m['recipe']} recipe." if m.get("recipe") else ".")
         )
     bal = s["balancing"]
+    if _ok(bal) and bal.get("online"):
+        o = bal["online"]
+        out["balancing"].append(
+            "This dataset is not balanced (--balance online): it holds every matched pair"
+            + (f" (at most about {o['online_cap']} x t per query)" if o.get("online_cap") else "")
+            + f"; balancing a training pass at t = {fmt_int(o['t'])} keeps about "
+            f"{fmt_int(round(o['expected_texts_per_pass'] or 0))} texts a pass; each query's counts over the whole "
+            "matched set are in entry_counts.parquet beside the shards."
+        )
     if _ok(bal):
         h, b = bal["head"], bal["before"]
         out["balancing"].append(
@@ -424,6 +433,23 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
                 ["(query, text) matches kept", fmt_int(a["matches"]), fmt_pct(a["matches_kept_fraction"])],
             ]
         extra.append(table(["head / tail (MetaCLIP's figures)", "count", "share"], rows, {1, 2}))
+        if sec.get("online"):
+            o = sec["online"]
+            cap = f", at most about {o['online_cap']} x t per query" if o.get("online_cap") else ""
+            extra.append(
+                "<h3>Not balanced: online balancing</h3>"
+                f"<p>These shards hold every matched pair{esc(cap)}; a training pass at t = {fmt_int(o['t'])} "
+                f"keeps about {fmt_int(round(o['expected_texts_per_pass'] or 0))} texts "
+                "(a text is kept with its keep_prob). Expected pairs per query and pass:</p>"
+                + table(
+                    ["query id", "matched", "selected", "expected per pass at t"],
+                    [
+                        [r["query_id"], r["matched"], r["downloaded_candidates"], r["expected_at_t"]]
+                        for r in o["top_queries"]
+                    ],
+                    {0, 1, 2, 3},
+                )
+            )
         if sec.get("languages"):
             ref = sec.get("reference_lang")
             extra.append(

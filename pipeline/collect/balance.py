@@ -102,9 +102,11 @@ def keep_probabilities(counts: np.ndarray, per_query) -> np.ndarray:
 _STATE: dict = {}
 
 
-def _init_worker(queries: list[str], p: np.ndarray, seed: int) -> None:
-    """Hand the query strings and keep probabilities over once per process, not once per part."""
-    _STATE.update(queries=pa.array(queries, pa.string()), p=p, seed=seed)
+def _init_worker(queries: list[str], p: np.ndarray, seed: int, draw_p: np.ndarray | None = None) -> None:
+    """Hand the query strings and keep probabilities over once per process, not once per part.
+    `p`: each query's keep probability at t (recorded per row as `keep_prob`); `draw_p`: the
+    one the draws use (None: `p`; online balancing keeps more, or everything)."""
+    _STATE.update(queries=pa.array(queries, pa.string()), p=p, seed=seed, draw_p=p if draw_p is None else draw_p)
 
 
 def _query_names(ids, queries: pa.Array) -> pa.Array:
@@ -134,7 +136,7 @@ def _keep_probability(parent: np.ndarray, p_pairs: np.ndarray, n: int) -> np.nda
 def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
     """Keep or drop each matched row of one part; write the kept rows with their draws, then
     the part's stats (`_stats/NAME.json`, its done marker)."""
-    p, seed, queries = _STATE["p"], _STATE["seed"], _STATE["queries"]
+    p, seed, queries, draw_p = _STATE["p"], _STATE["seed"], _STATE["queries"], _STATE["draw_p"]
     matches = read_table(match_part)
     n = len(matches)
     if n == 0:
@@ -146,7 +148,7 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         uids = uid_to_uint64(matches.column("uid"))
         u = uniform_draws(uids[parent], flat, seed)
         p_pairs = p[flat]
-        keep_mask = np.bincount(parent, weights=(u < p_pairs), minlength=n) > 0
+        keep_mask = np.bincount(parent, weights=(u < draw_p[flat]), minlength=n) > 0
         keep_prob = _keep_probability(parent, p_pairs, n)
         kept = matches.append_column("keep_prob", pa.array(keep_prob)).filter(pa.array(keep_mask))
 
@@ -239,14 +241,15 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
     counts = count_entries(parts, len(queries), curation / layout.ENTRY_COUNTS)
     langs = read_query_langs(queries_path)
     per_lang: dict[str, dict] | None = None
-    if langs is None:
-        p = keep_probabilities(counts, per_query)
-    else:
+    t: int | np.ndarray = per_query
+    if langs is not None:
         # worldwide: per_query is the reference language's t; each other language gets the
         # t with the same tail share of its own matches (tail_share.py)
         lang_array = np.array(langs, dtype=object)
         per_lang = per_language_thresholds(counts, lang_array, per_query, config.reference_lang)
-        p = keep_probabilities(counts, thresholds_per_entry(lang_array, per_lang))
+        t = thresholds_per_entry(lang_array, per_lang)
+    p = keep_probabilities(counts, t)
+    draw_p = online_draw_probabilities(counts, t, config)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     todo = []
@@ -262,7 +265,7 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
         todo,
         engine,
         setup=_init_worker,
-        setup_args=(queries, p, seed),
+        setup_args=(queries, p, seed, draw_p),
         describe=lambda t: t[1],
         on_done=lambda task, stats: bar.update(1) if bar is not None else None,
     )
@@ -289,5 +292,43 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
             "expected_kept": round(totals["expected_kept"], 1),
         }
     )
+    if config.mode == "online":
+        totals.update({"mode": "online", "online_cap": config.online_cap})
+        write_entry_counts(curation.parent / layout.ENTRY_COUNTS, counts, queries, langs, per_query, t, config)
     write_json(layout.step_stats(curation, "balance"), totals)
     return totals
+
+
+def online_draw_probabilities(counts: np.ndarray, t, config: BalanceConfig) -> np.ndarray | None:
+    """What the draws keep: None offline (the keep probabilities at t); online, every
+    matched pair (1), or at most `online_cap` x t pairs per query in expectation
+    (min(1, cap t / count)), which bounds the download of extreme heads."""
+    config.check()
+    if config.mode == "offline":
+        return None
+    if config.online_cap is None:
+        return np.ones(len(counts), dtype=np.float64)
+    return keep_probabilities(counts, config.online_cap * np.asarray(t, dtype=np.float64))
+
+
+def write_entry_counts(path, counts, queries, langs, per_query: int, t, config: BalanceConfig) -> None:
+    """Beside the shards of an online-balanced dataset: every query's matches over the whole
+    matched set (not only what downloaded), its t (worldwide: its language's), and the
+    settings, which is what a trainer needs to balance each pass."""
+    columns = {
+        "query_id": pa.array(np.arange(len(counts), dtype=np.int32)),
+        "query": pa.array(queries, pa.string()),
+        "count": pa.array(counts, pa.int64()),
+        "t": pa.array(np.broadcast_to(np.asarray(t, dtype=np.float64), counts.shape).astype(np.int64)),
+    }
+    if langs is not None:
+        columns["lang"] = pa.array(langs, pa.string())
+    meta = {
+        "balance": json.dumps(
+            {"mode": "online", "per_query": per_query, "online_cap": config.online_cap, "seed": config.seed},
+            sort_keys=True,
+        )
+    }
+    table = pa.table(columns).replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")

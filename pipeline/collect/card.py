@@ -209,8 +209,16 @@ def render_card(
             else ""
         ),
         f"- matching: the {match.get('recipe', 'clip')} rule",
-        f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "
-        f"{_n(bal.get('queries_over_cap'))} queries were over t"
+        (
+            "- balancing: **none in these shards** (`--balance online`): every matched pair was downloaded"
+            + (f" (at most about {bal.get('online_cap')} x t per query)" if bal.get("online_cap") else "")
+            + f"; balancing a training pass at t = {_n(bal.get('per_query'))} keeps a text with probability "
+            f"`keep_prob` (1 - prod(1 - min(1, t / count))), about {_n(round(bal.get('expected_kept') or 0))} "
+            "texts a pass; each query's counts over the whole matched set are in `entry_counts.parquet`"
+            if bal.get("mode") == "online"
+            else f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "
+        )
+        + ("" if bal.get("mode") == "online" else f"{_n(bal.get('queries_over_cap'))} queries were over t")
         + (
             f" ({bal.get('reference_lang')}'s t; each other language's t gives its tail of entries matched "
             "fewer than t times the same share of its matches, MetaCLIP 2's rule)"

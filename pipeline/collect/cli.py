@@ -141,6 +141,24 @@ def _balance_args(p: argparse.ArgumentParser) -> None:
         "worldwide: the reference language's t, the others' follow by equal tail share",
     )
     g.add_argument(
+        "--balance",
+        dest="mode",
+        choices=("offline", "online"),
+        default=default(BalanceConfig, "mode"),
+        help="offline: keep pairs by the rule above and download only those (CLIP's, MetaCLIP's); "
+        "online: download every matched pair, for balancing while training, with each query's "
+        "counts over the whole matched set in OUT/entry_counts.parquet and each text's keep "
+        "probability at t as keep_prob (default: %(default)s)",
+    )
+    g.add_argument(
+        "--online-cap",
+        type=positive_float,
+        default=None,
+        metavar="K",
+        help="online: download at most about K x t pairs per query (min(1, K t / count) each), "
+        "bounding the heads' download (default: every matched pair)",
+    )
+    g.add_argument(
         "--balance-reference",
         dest="reference_lang",
         default=default(BalanceConfig, "reference_lang"),
@@ -294,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     if params.match.recipe == "metaclip" and params.match.ignore_case:  # before `shards` spends time on the pool
         raise InputError("--ignore-case cannot be used with --recipe metaclip: MetaCLIP matches case-sensitively")
+    params.balance.check()
     if args.step == "shards":
         if getattr(args, "sample_openclipart", None):
             from ..sample.stage import run_sample

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields, replace
 
 from ..distribute import Engine
+from ..errors import InputError
 from ..imaging import MAX_IMAGE_PIXELS
 from ..options import MEMORY_LIMIT
 from ..workers import default_workers
@@ -52,6 +53,23 @@ class BalanceConfig:
     seed: int = 0
     # worldwide: the language whose t is per_query; the others get equal-tail-share t's
     reference_lang: str = "en"
+    # offline: balance here, download what is kept (CLIP's, MetaCLIP's); online: download
+    # every matched pair (at most online_cap x t per query when given), balance while training
+    mode: str = "offline"
+    online_cap: float | None = None
+
+    def check(self) -> None:
+        """Refuse options that do not go together, before any step runs."""
+        if self.mode not in BALANCE_MODES:
+            raise InputError(f"unknown balance mode {self.mode!r} (choose from {', '.join(BALANCE_MODES)})")
+        if self.online_cap is not None:
+            if self.mode != "online":
+                raise InputError("--online-cap applies to --balance online only")
+            if not self.online_cap >= 1:
+                raise InputError(f"--online-cap must be at least 1 (a multiple of t), got {self.online_cap}")
+
+
+BALANCE_MODES = ("offline", "online")
 
 
 @dataclass(frozen=True)

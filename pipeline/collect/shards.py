@@ -164,16 +164,28 @@ def run_balance(p: ShardParams, upstream: str) -> str:
     cur = layout.curation(p.out)
     key = _key(upstream, {"queries": _queries_fingerprint(p.queries), **_settings("balance", p.balance)})
     _claim(
-        [cur / layout.SELECTED, cur / layout.ENTRY_COUNTS, layout.step_stats(cur, "balance")],
+        [
+            cur / layout.SELECTED,
+            cur / layout.ENTRY_COUNTS,
+            layout.step_stats(cur, "balance"),
+            location(p.out) / layout.ENTRY_COUNTS,  # online balancing's table beside the shards
+        ],
         layout.key_file(cur, "balance"),
         key,
         progress_log(p),
     )
     stats = balance(cur, p.queries, p.balance, p.distributor(), bar_factory(p.quiet, "balance", "part"))
-    progress_log(p)(
-        f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
-        f"({stats['queries_over_cap']:,} queries over the cap of {p.balance.per_query:,})"
-    )
+    if p.balance.mode == "online":
+        progress_log(p)(
+            f"balance online: keeping {stats['kept']:,} of {stats['matched']:,} matched texts for download "
+            f"(at t = {p.balance.per_query:,}, {stats['expected_kept']:,.0f} would be kept per pass); "
+            f"per-query counts in {layout.ENTRY_COUNTS} beside the shards"
+        )
+    else:
+        progress_log(p)(
+            f"balance: kept {stats['kept']:,} of {stats['matched']:,} matched texts "
+            f"({stats['queries_over_cap']:,} queries over the cap of {p.balance.per_query:,})"
+        )
     return _finish(layout.key_file(cur, "balance"), key, upstream)
 
 

@@ -1,0 +1,121 @@
+"""`shards --balance online`: every matched pair is downloaded (or at most about K x t per
+query), with what a trainer needs to balance each pass beside the shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.support.httpserver import make_png, serve_directory
+
+T = 10
+HEAD, TAIL = 300, 5  # texts matching "cat" only, and "bird" only
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("online")
+    site = root / "site"
+    site.mkdir()
+    captions = [f"a cat number {i}" for i in range(HEAD)] + [f"a bird number {i}" for i in range(TAIL)]
+    for i in range(len(captions)):
+        (site / f"{i}.png").write_bytes(make_png(8, 8, (i % 256, 10, 10)))
+    queries = root / "q.parquet"
+    pq.write_table(pa.table({"query": ["cat", "bird"]}), queries)
+    out = {}
+    with serve_directory(site) as base:
+        pool = root / "pool.parquet"
+        pq.write_table(pa.table({"url": [f"{base}/{i}.png" for i in range(len(captions))], "caption": captions}), pool)
+        common = ["--pool", str(pool), "--queries", str(queries), "--per-query", str(T), "--allow-private-hosts"]
+        common += ["--samples-per-shard", "100", "--quiet"]
+        for name, extra in (
+            ("online", ["--balance", "online"]),
+            ("capped", ["--balance", "online", "--online-cap", "2"]),
+        ):
+            res = run_cli("shards", *common, *extra, "--out", str(root / name))
+            assert res.returncode == 0, res.stderr
+            out[name] = root / name
+        out["bad_cap"] = run_cli(
+            "shards", *common, "--balance", "online", "--online-cap", "0.5", "--out", str(root / "b")
+        )
+        out["cap_offline"] = run_cli("shards", *common, "--online-cap", "2", "--out", str(root / "c"))
+    # a folder balanced online, then offline (the steps alone, no download): the table goes
+    switch = ["--out", str(root / "switch"), "--quiet"]
+    for step in (
+        ["pool", "--pool", str(pool), "--allow-private-hosts"],
+        ["match", "--queries", str(queries)],
+        ["balance", "--queries", str(queries), "--per-query", str(T), "--balance", "online"],
+    ):
+        res = run_cli(*step, *switch)
+        assert res.returncode == 0, res.stderr
+    out["online_before"] = (root / "switch" / "entry_counts.parquet").exists()
+    res = run_cli("balance", "--queries", str(queries), "--per-query", str(T), *switch)
+    assert res.returncode == 0, res.stderr
+    out["offline_after"] = root / "switch"
+    audit = run_cli("audit", "--queries", str(root), "--shards", str(out["capped"]))
+    assert audit.returncode == 0, audit.stderr
+    out["queries"] = queries
+    return out
+
+
+def shard_rows(folder: Path) -> list[dict]:
+    return [r for f in sorted(folder.glob("[0-9]*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def test_online_downloads_every_matched_pair_with_its_keep_probability(runs):
+    rows = shard_rows(runs["online"])
+    assert sum(r["status"] == "success" for r in rows) == HEAD + TAIL
+    curation = pq.read_table(runs["online"] / "curation" / "entry_counts.parquet").column("count").to_pylist()
+    beside = pq.read_table(runs["online"] / "entry_counts.parquet")
+    assert beside.column("count").to_pylist() == curation == [HEAD, TAIL]
+    # keep_prob is what offline balancing at t gives each text
+    assert sorted({round(r["keep_prob"], 6) for r in rows}) == [round(T / HEAD, 6), 1.0]
+
+
+def test_capped_online_keeps_about_k_times_t_per_query_and_the_tail_whole(runs):
+    rows = [r for r in shard_rows(runs["capped"]) if r["status"] == "success"]
+    cats = [r for r in rows if r["queries"] == ["cat"]]
+    birds = [r for r in rows if r["queries"] == ["bird"]]
+    assert len(birds) == TAIL
+    # each cat text is kept with min(1, 2 t / 300) = 1/15: Binomial(300, 1/15), mean 20; the
+    # draws are fixed by the seed, and 6..38 holds with probability > 0.9999 for any seed
+    assert 6 <= len(cats) <= 38
+    # keep_prob is the chance at t, what a training pass uses: 10 / 300 for a cat text
+    assert all(r["keep_prob"] == pytest.approx(T / HEAD) for r in cats)
+    assert all(r["keep_prob"] == 1.0 for r in birds)
+    table = pq.read_table(runs["capped"] / "entry_counts.parquet")
+    assert table.to_pydict() == {"query_id": [0, 1], "query": ["cat", "bird"], "count": [HEAD, TAIL], "t": [T, T]}
+    meta = json.loads(table.schema.metadata[b"balance"])
+    assert meta == {"mode": "online", "online_cap": 2.0, "per_query": T, "seed": 0}
+    stats = json.loads((runs["capped"] / "curation" / "balance_stats.json").read_text())
+    assert stats["mode"] == "online" and stats["expected_kept"] == pytest.approx(T + TAIL)
+
+
+def test_card_and_audit_say_the_dataset_is_not_balanced(runs):
+    card = (runs["capped"] / "README.md").read_text()
+    assert "**none in these shards** (`--balance online`)" in card and "at most about 2.0 x t" in card
+    summary = json.loads((runs["capped"] / "audit" / "summary.json").read_text())
+    online = summary["balancing"]["online"]
+    assert online["t"] == T and online["expected_texts_per_pass"] == pytest.approx(T + TAIL)
+    by_id = {r["query_id"]: r for r in online["top_queries"]}
+    selected_cats = sum(1 for r in shard_rows(runs["capped"]) if r["queries"] == ["cat"])
+    # a pass keeps each selected cat text with 10/300: the expectation over what was selected
+    assert by_id[0]["expected_at_t"] == pytest.approx(round(selected_cats * T / HEAD, 1))
+    assert by_id[1]["expected_at_t"] == TAIL
+    assert "not balanced" in (runs["capped"] / "audit" / "report.md").read_text()
+
+
+def test_offline_rebalancing_removes_the_online_table(runs):
+    assert runs["online_before"] and not (runs["offline_after"] / "entry_counts.parquet").exists()
+    stats = json.loads((runs["offline_after"] / "curation" / "balance_stats.json").read_text())
+    assert "mode" not in stats and stats["kept"] < HEAD
+
+
+def test_bad_online_options_are_one_line_errors(runs):
+    assert_one_line_error(runs["bad_cap"], "--online-cap must be at least 1")
+    assert_one_line_error(runs["cap_offline"], "--online-cap applies to --balance online only")
