@@ -152,6 +152,16 @@ class Aggregates:
             [n] if min_pmi is None else [n, float(min_pmi)],
         )
 
+    def unigram_count_at(self, rank: int) -> int | None:
+        """The count of the rank-th most frequent word (1-based, `unigrams`' order); None
+        when there are fewer words."""
+        row = self.con.execute("SELECT c FROM uni ORDER BY c DESC, w LIMIT 1 OFFSET ?", [int(rank) - 1]).fetchone()
+        return None if row is None else int(row[0])
+
+    def dump_title_count(self) -> int:
+        """How many titles `dump_titles` gives."""
+        return int(duck.one(self.con.execute("SELECT count(*) FROM titles WHERE NOT contains(title, ':')"))[0])
+
     def dump_titles(self) -> Iterator[tuple[str, None]]:
         """Article titles in dump order (used when no pageviews are given)."""
         return self._stream("SELECT title, NULL::BIGINT FROM titles WHERE NOT contains(title, ':') ORDER BY chunk, pos")

@@ -109,6 +109,27 @@ def rules_of(p: QueryParams) -> Rules:
     return resolve_rules(p.recipe, **{name: getattr(p, name) for name in RULE_NAMES})
 
 
+@contextlib.contextmanager
+def output_folders(p: QueryParams, log) -> Iterator[tuple]:
+    """(out, work) for the run, each checked writable and held (outlock) while it runs; the
+    work folder is removed after success unless kept or given (`--work-dir`)."""
+    out = storage.location(p.out)
+    work = storage.location(p.work_dir) if p.work_dir else out / ".work"
+    # A missing bucket or absent credentials: one line now, not a failure in every worker.
+    storage.check_writable(out, "--out")
+    if p.work_dir:
+        storage.check_writable(work, "--work-dir")
+    # One writer per folder (outlock): a second run on the same --out or --work-dir would
+    # clear or mix this one's chunks. Taken after the cheap checks, before anything is written.
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold(p.out, "queries", log))
+        if p.work_dir:
+            held.enter_context(hold(p.work_dir, "queries", log))
+        yield out, work
+        if not p.keep_work and not p.work_dir:
+            storage.rmtree(work)
+
+
 def build_queries(p: QueryParams) -> dict:
     """Run the whole stage; returns the build report (also written as build.json)."""
     log = (lambda msg: None) if p.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -124,25 +145,13 @@ def build_queries(p: QueryParams) -> dict:
         return build_worldwide(p, log, t0, timings, lap)
     if p.wordnet is None:
         raise InputError(f"--wordnet is required by --recipe {p.recipe}")
-    for name in ("omw", "bigram_rule", "unigram_share", "bigram_share", "title_share"):
+    for name in ("omw", *worldwide.OPTION_NAMES):
         if getattr(p, name) is not None:
             raise InputError(f"--{name.replace('_', '-')} applies to --recipe worldwide only")
     rules = rules_of(p)
     dumps = expand_inputs(p.wiki_dump, "wiki dump")
     pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
-    out = storage.location(p.out)
-    work = storage.location(p.work_dir) if p.work_dir else out / ".work"
-    # A missing bucket or absent credentials: one line now, not a failure in every worker.
-    storage.check_writable(out, "--out")
-    if p.work_dir:
-        storage.check_writable(work, "--work-dir")
-
-    # One writer per folder (outlock): a second run on the same --out or --work-dir would
-    # clear or mix this one's chunks. Taken after the cheap checks, before anything is written.
-    with contextlib.ExitStack() as held:
-        held.enter_context(hold(p.out, "queries", log))
-        if p.work_dir:
-            held.enter_context(hold(p.work_dir, "queries", log))
+    with output_folders(p, log) as (out, work):
         t = time.monotonic()
         wn = read_head_words(p.wordnet)
         log(f"wordnet: {wn.synsets:,} synsets, {len(wn.words):,} distinct head words")
@@ -219,8 +228,6 @@ def build_queries(p: QueryParams) -> dict:
         }
         timings["total"] = round(time.monotonic() - t0, 3)
         write_outputs(out, rows, build)
-        if not p.keep_work and not p.work_dir:
-            storage.rmtree(work)
         log(
             f"wrote {len(rows):,} queries to {storage.url(out)}/ (recipe {rules.recipe}): "
             + ", ".join(f"{n} {report[n]['added']:,}" for n in SOURCES)
@@ -236,15 +243,7 @@ def build_worldwide(p: QueryParams, log, t0: float, timings: dict, lap) -> dict:
     langs = [lang for lang, _ in langs_urls]
     editions = sorted(set(langs))
     pageviews = expand_inputs(p.pageviews, "pageviews") if p.pageviews else []
-    out = storage.location(p.out)
-    work = storage.location(p.work_dir) if p.work_dir else out / ".work"
-    storage.check_writable(out, "--out")
-    if p.work_dir:
-        storage.check_writable(work, "--work-dir")
-    with contextlib.ExitStack() as held:
-        held.enter_context(hold(p.out, "queries", log))
-        if p.work_dir:
-            held.enter_context(hold(p.work_dir, "queries", log))
+    with output_folders(p, log) as (out, work):
         t = time.monotonic()
         omw = read_lemmas(p.omw, set(editions)) if p.omw else None
         english_wn = None
@@ -346,8 +345,6 @@ def build_worldwide(p: QueryParams, log, t0: float, timings: dict, lap) -> dict:
             "wiki": pa.array([w for _, _, w in merged], pa.string()),
         }
         write_outputs(out, rows, build, extra)
-        if not p.keep_work and not p.work_dir:
-            storage.rmtree(work)
         log(
             f"wrote {len(rows):,} queries in {len(buckets)} languages to {storage.url(out)}/ (recipe worldwide): "
             + ", ".join(f"{b} {info['queries']:,}" for b, info in buckets.items())

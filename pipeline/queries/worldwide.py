@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from itertools import islice
 from typing import Any
 
 from ..errors import InputError
@@ -116,7 +115,8 @@ def select_language(
     if rules.bigram_rule == "metaclip2":
         floor, min_pmi, bigram_cap = 1, math.nextafter(30.0, math.inf), rules.max_bigrams
     else:
-        floor = rules.min_bigram_count or _count_at(agg, unigram_cap)
+        # the count of the last kept word (1 when none is kept or there are fewer words)
+        floor = rules.min_bigram_count or (agg.unigram_count_at(unigram_cap) if unigram_cap > 0 else None) or 1
         min_pmi = rules.min_pmi
         bigram_cap = _cap(int(rules.bigram_share * unigram_cap), rules.max_bigrams)
     stats.update(agg.build_bigrams(floor))
@@ -128,7 +128,7 @@ def select_language(
             Row(t, "title", views=v) for t, v in agg.viewed_titles(titles_from, rules.min_views, False)
         )
     else:
-        title_total = sum(1 for _ in agg.dump_titles())
+        title_total = agg.dump_title_count()
         titles = (Row(t, "title") for t, _ in agg.dump_titles())
     title_cap = _cap(int(rules.title_share * title_total), rules.max_titles)
 
@@ -167,18 +167,6 @@ def select_language(
 
 def _cap(share_cap: int, hard_cap: int | None) -> int:
     return share_cap if hard_cap is None else min(share_cap, hard_cap)
-
-
-def _count_at(agg: Aggregates, rank: int) -> int:
-    """The count of the rank-th most frequent word (1 if there are fewer words, or rank 0)."""
-    if rank <= 0:
-        return 1
-    stream = agg.unigrams(1)
-    last = next(islice(stream, rank - 1, None), None)
-    close = getattr(stream, "close", None)
-    if close is not None:
-        close()  # release the half-read cursor now
-    return max(1, int(last[1])) if last is not None else 1
 
 
 def merge_buckets(selected: dict[str, Selected]) -> tuple[list[tuple[Row, str, str]], dict[str, dict]]:
