@@ -32,9 +32,11 @@ def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
 
 
-def _apt_download(package: str, dest: Path) -> Path:
-    """`apt-get download`, refreshing the package lists once if they are empty or stale."""
-    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", package]
+def _apt_download(package: str, dest: Path, version: str | None = None, hint: str = "") -> Path:
+    """`apt-get download` (NAME=VERSION when pinned), refreshing the package lists once if
+    they are empty or stale; `hint` is added to the error when the download fails."""
+    spec = package if version is None else f"{package}={version}"
+    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", spec]
     res = _run(cmd, cwd=dest)
     if res.returncode != 0:
         upd = _run(["apt-get", "update"])
@@ -43,7 +45,7 @@ def _apt_download(package: str, dest: Path) -> Path:
         res = _run(cmd, cwd=dest)
     debs = sorted(dest.glob(f"{package}_*.deb"))
     if res.returncode != 0 or not debs:
-        raise SystemExit(f"error: apt-get download {package} failed: {res.stderr.strip()[-300:]}")
+        raise SystemExit(f"error: apt-get download {spec} failed{hint}: {res.stderr.strip()[-300:]}")
     return debs[-1]
 
 

@@ -70,7 +70,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from .fetch import _pip_download_wheel, _run, fetch_wordnet
+from .fetch import _apt_download, _pip_download_wheel, _run, fetch_wordnet
+
+# the pins below are Debian 12's; on another release the download names them
+APT_HINT = " (is this Debian 12? the pins in pipeline/sample/multiwiki.py are bookworm's)"
 
 PYTHAINLP_VERSION = "5.4.0"
 # Debian 12 (bookworm) versions: apt-get download NAME=VERSION fetches exactly these.
@@ -183,24 +186,6 @@ ZH_VARIANT_CODES = ("zh-yue", "zh-yue.m", "zh-min-nan", "zh-classical")
 # --- fetching -----------------------------------------------------------------------------
 
 
-def _apt_download_pinned(package: str, version: str, dest: Path) -> Path:
-    """`apt-get download NAME=VERSION`, refreshing the package lists once if needed."""
-    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", f"{package}={version}"]
-    res = _run(cmd, cwd=dest)
-    if res.returncode != 0:
-        upd = _run(["apt-get", "update"])
-        if upd.returncode != 0:
-            raise SystemExit(f"error: apt-get update failed (needed to fetch {package}): {upd.stderr.strip()[-300:]}")
-        res = _run(cmd, cwd=dest)
-    debs = sorted(dest.glob(f"{package}_*.deb"))
-    if res.returncode != 0 or not debs:
-        raise SystemExit(
-            f"error: apt-get download {package}={version} failed (is this Debian 12? the pins in "
-            f"pipeline/sample/multiwiki.py are bookworm's): {res.stderr.strip()[-300:]}"
-        )
-    return debs[-1]
-
-
 def fetch_multiwiki(cache: Path) -> Path:
     """Download the pinned packages, keep what the build reads under inputs/, build."""
     root = cache / "multiwiki"
@@ -215,7 +200,7 @@ def fetch_multiwiki(cache: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         for lang, (package, version, mandir) in sorted(MANPAGES.items()):
-            deb = _apt_download_pinned(package, version, tmpdir)
+            deb = _apt_download(package, tmpdir, version, APT_HINT)
             unpacked = tmpdir / package
             res = _run(["dpkg", "-x", str(deb), str(unpacked)])
             if res.returncode != 0:
