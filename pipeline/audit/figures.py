@@ -454,8 +454,8 @@ def languages(inp: Inputs, per_lang: dict) -> list[dict]:
     """Worldwide: per text language, what each step did: the list's entries, texts the
     identifier gave it and those that matched, its t and tail share, kept, downloaded."""
     identified = (inp.stats.get("match") or {}).get("languages") or {}
-    downloaded: dict[str, int] = {}
-    if inp.has("samples") and "lang" in inp.columns("samples"):
+    downloaded: dict[str, int] | None = {} if inp.has("samples") else None  # None: no shards to count
+    if downloaded is not None and "lang" in inp.columns("samples"):
         downloaded = {
             r["lang"]: _int(r["n"])
             for r in inp.rows("SELECT lang, count(*) FILTER (WHERE status = 'success') AS n FROM samples GROUP BY lang")
@@ -472,7 +472,7 @@ def languages(inp: Inputs, per_lang: dict) -> list[dict]:
                 "t": info.get("t"),
                 "tail_share": info.get("tail_share"),
                 "kept": info.get("kept"),
-                "downloaded": downloaded.get(lang, 0) if downloaded or inp.has("samples") else None,
+                "downloaded": None if downloaded is None else downloaded.get(lang, 0),
             }
         )
     return rows

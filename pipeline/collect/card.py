@@ -53,6 +53,29 @@ UNKNOWN_NOTE = (
 SOURCES_LISTED = 20
 
 
+def _balancing_line(bal: dict, per_lang: dict | None) -> str:
+    """How the shards were balanced: at t before the download, or not at all (online);
+    worldwide, which language's t that is."""
+    reference = (
+        f" ({bal.get('reference_lang')}'s t; each other language's t gives its tail of entries matched "
+        "fewer than t times the same share of its matches, MetaCLIP 2's rule)"
+        if per_lang
+        else ""
+    )
+    if bal.get("mode") == "online":
+        return (
+            "- balancing: **none in these shards** (`--balance online`): every matched pair was downloaded"
+            + (f" (at most about {bal.get('online_cap')} x t per query)" if bal.get("online_cap") else "")
+            + f"; balancing a training pass at t = {_n(bal.get('per_query'))} keeps a text with probability "
+            f"`keep_prob` (1 - prod(1 - min(1, t / count))), about {_n(round(bal.get('expected_kept') or 0))} "
+            "texts a pass; each query's counts over the whole matched set are in `entry_counts.parquet`" + reference
+        )
+    return (
+        f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "
+        f"{_n(bal.get('queries_over_cap'))} queries were over t" + reference
+    )
+
+
 def _language_table(per_lang: dict | None) -> list[str]:
     """Worldwide: per text language (identified by py3langid), its t, matched and kept texts."""
     if not per_lang:
@@ -209,22 +232,7 @@ def render_card(
             else ""
         ),
         f"- matching: the {match.get('recipe', 'clip')} rule",
-        (
-            "- balancing: **none in these shards** (`--balance online`): every matched pair was downloaded"
-            + (f" (at most about {bal.get('online_cap')} x t per query)" if bal.get("online_cap") else "")
-            + f"; balancing a training pass at t = {_n(bal.get('per_query'))} keeps a text with probability "
-            f"`keep_prob` (1 - prod(1 - min(1, t / count))), about {_n(round(bal.get('expected_kept') or 0))} "
-            "texts a pass; each query's counts over the whole matched set are in `entry_counts.parquet`"
-            if bal.get("mode") == "online"
-            else f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "
-        )
-        + ("" if bal.get("mode") == "online" else f"{_n(bal.get('queries_over_cap'))} queries were over t")
-        + (
-            f" ({bal.get('reference_lang')}'s t; each other language's t gives its tail of entries matched "
-            "fewer than t times the same share of its matches, MetaCLIP 2's rule)"
-            if per_lang
-            else ""
-        ),
+        _balancing_line(bal, per_lang),
         f"- images: shorter side resized to {image_size} px (aspect kept, never upscaled), JPEG; "
         f"{samples_per_shard:,} samples per shard",
         "",

@@ -100,7 +100,7 @@ def bigram_separator(lang: str) -> str:
     the tsheg in Tibetan and Dzongkha, whose text keeps it between syllables."""
     if not no_space(lang):
         return " "
-    return JOINERS.get(lang, " ")[0] if lang in JOINERS else ""
+    return JOINERS[lang][0] if lang in JOINERS else ""
 
 
 _MAKERS: dict[str, Callable[[], Segmenter]] = {
