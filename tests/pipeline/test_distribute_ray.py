@@ -24,6 +24,7 @@ import pytest
 from pipeline.sample.openclipart import roots_from_cache, write_sample_pool
 from pipeline.sample.server import serve_directory
 from tests.conftest import ROOT, assert_one_line_error, required_path, run_cli
+from tests.support.multiwiki import sample_dir, worldwide_queries
 from tests.support.raycluster import ray_worker_pids
 from tests.support.s3server import free_port
 
@@ -67,29 +68,11 @@ def test_queries_are_byte_identical_on_ray(query_lists):
 def test_worldwide_queries_are_byte_identical_on_ray(tmp_path, ray_cluster):
     """Every language's dump chunks, counted with its segmenter in Ray workers, give the
     list the local engine gives (the multilingual sample: de, ja, ru, th, zh)."""
-    sample = required_path("MULTIWIKI_SAMPLE_DIR")
+    sample = sample_dir()
     lists = {}
     for engine, extra in (("local", ["--workers", "2"]), ("ray", ["--ray-address", ray_cluster])):
         out = tmp_path / engine
-        res = run_cli(
-            "queries",
-            "--recipe",
-            "worldwide",
-            "--wiki-dump",
-            str(sample),
-            "--pageviews",
-            str(sample / "pageviews-sample"),
-            "--omw",
-            str(sample / "omw"),
-            "--chunk-mb",
-            "0.05",
-            "--out",
-            str(out),
-            "--engine",
-            engine,
-            *extra,
-            "--quiet",
-        )
+        res = worldwide_queries(sample, out, "--chunk-mb", "0.05", "--engine", engine, *extra)
         assert res.returncode == 0, res.stderr
         lists[engine] = out
     for name in ("queries.parquet", "queries.txt"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bz2
 import collections
 import math
-import os
 import re
 import unicodedata
 from pathlib import Path
@@ -25,7 +24,7 @@ from pipeline.queries.pageviews import file_title_views
 from pipeline.sample import multiwiki as mw
 from pipeline.wiki import dump as wd
 from pipeline.wiki.markup import clean_wikitext
-from tests.conftest import required_path
+from tests.support.multiwiki import sample_dir
 
 pytestmark = pytest.mark.sample
 
@@ -34,10 +33,7 @@ LANGS = ("de", "ja", "ru", "th", "zh")
 
 @pytest.fixture(scope="module")
 def root() -> Path:
-    if os.environ.get("MULTIWIKI_SAMPLE_DIR"):
-        return required_path("MULTIWIKI_SAMPLE_DIR")
-    cache = required_path("WIKI_SAMPLE_DUMP").parent.parent
-    return mw.fetch_multiwiki(cache)
+    return sample_dir()
 
 
 def dump_path(root: Path, lang: str) -> Path:

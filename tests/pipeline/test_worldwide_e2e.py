@@ -6,7 +6,6 @@ language by equal tail share), shards and the audit's per-language table."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.sample import multiwiki as mw
 from pipeline.wiki import dump as wd
 from pipeline.wiki.markup import clean_wikitext
 from pipeline.wiki.sites import local_namespaces
-from tests.conftest import assert_one_line_error, required_path, run_cli
+from tests.conftest import assert_one_line_error, run_cli
 from tests.pipeline.collect.test_tail_share import reference_p_to_t, reference_t_to_p
 from tests.support.httpserver import make_png, serve_directory
+from tests.support.multiwiki import sample_dir, worldwide_queries
 
 pytestmark = pytest.mark.sample
 
@@ -33,9 +32,7 @@ T_DE = 3  # the reference language's t: small enough that balancing drops pairs
 
 @pytest.fixture(scope="module")
 def sample() -> Path:
-    if os.environ.get("MULTIWIKI_SAMPLE_DIR"):
-        return required_path("MULTIWIKI_SAMPLE_DIR")
-    return mw.fetch_multiwiki(required_path("WIKI_SAMPLE_DUMP").parent.parent)
+    return sample_dir()
 
 
 def captions(sample: Path) -> list[tuple[str, str]]:
@@ -59,20 +56,7 @@ def captions(sample: Path) -> list[tuple[str, str]]:
 def run(tmp_path_factory, sample: Path) -> dict:
     root = tmp_path_factory.mktemp("worldwide")
     queries = root / "queries"
-    res = run_cli(
-        "queries",
-        "--recipe",
-        "worldwide",
-        "--wiki-dump",
-        str(sample),
-        "--omw",
-        str(sample / "omw"),
-        "--pageviews",
-        str(sample / "pageviews-sample"),
-        "--out",
-        str(queries),
-        "--quiet",
-    )
+    res = worldwide_queries(sample, queries)
     assert res.returncode == 0, res.stderr
     rows = captions(sample)
     site = root / "site"
