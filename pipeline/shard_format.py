@@ -17,6 +17,8 @@ import tarfile
 from collections.abc import Container, Iterator
 from typing import IO
 
+INDEX_SUFFIX = ".idx"  # NNNNN.tar -> NNNNN.tar.idx (not *.parquet: globs of the shards' parquets must not see it)
+INDEX_FORMAT = "wit-tar-index/1"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # img2dataset's encode formats; the first present is the image
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 
@@ -36,15 +38,31 @@ def image_ext(exts: Container[str]) -> str | None:
     return next((e for e in IMAGE_EXTS if e in exts), None)
 
 
-def read_uid(meta: bytes | str) -> str | None:
-    """The `uid` of a sample's json member, None when it names none; ValueError when the
-    member is not JSON (undecodable bytes and nesting too deep to parse included)."""
+def read_meta(meta: bytes | str) -> dict:
+    """A sample's json member as a dict ({} for JSON that is not an object); ValueError when
+    the member is not JSON (undecodable bytes and nesting too deep to parse included)."""
     try:
         value = json.loads(meta)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    uid = value.get("uid") if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def meta_uid(value: dict) -> str | None:
+    """The `uid` a sample's json names, None when it names none."""
+    uid = value.get("uid")
     return str(uid) if uid not in (None, "") else None
+
+
+def read_uid(meta: bytes | str) -> str | None:
+    """The `uid` of a sample's json member, None when it names none; ValueError when the
+    member is not JSON (see `read_meta`)."""
+    return meta_uid(read_meta(meta))
+
+
+def index_url(tar_url: str) -> str:
+    """Where a shard's index is: beside it, `NNNNN.tar.idx`."""
+    return tar_url + INDEX_SUFFIX
 
 
 def key_name(key: str) -> str:

@@ -154,6 +154,15 @@ def _data_args(g) -> None:
         "download stage's default, Pillow's threshold (default: %(default)s)",
     )
     g.add_argument(
+        "--balance-t",
+        type=float,
+        default=None,
+        metavar="T",
+        help="balance while training, on shards built with `pipeline shards --balance online`: each "
+        "pass keeps a sample with 1 - prod(1 - min(1, T / count)) over its matched entries (MetaCLIP's "
+        "rule), a fresh draw per pass; what each pass drew goes to RUNS/NAME/balance/ (default: off)",
+    )
+    g.add_argument(
         "--val-fraction",
         type=float,
         default=StreamConfig.val_fraction,

@@ -35,6 +35,7 @@ from . import checkpoint, distributed, lifeline, optim, precision
 from . import model as models
 from .accum import accumulate_step
 from .args import parse_args
+from .balance import PassRecorder, load_entry_table, make_balance
 from .config import EvalConfig, StreamConfig
 from .distributed import unwrap
 from .loss import clamp_logit_scale_, make_loss
@@ -43,7 +44,7 @@ from .report import refresh_report
 from .resume import RankError, StoppedElsewhere, resume
 from .run_folder import RunFolder
 from .shards import check_remote_shards, expand_urls
-from .stream import StreamError, make_train_loader, make_val_loader
+from .stream import StreamError, is_held_out, make_train_loader, make_val_loader
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +92,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     urls = expand_urls(args.train_data)
     check_remote_shards(args.train_data)
     check_eval_datasets(args.eval_datasets)
+    table, balance = load_balance(args, urls)
     run = RunFolder(args.runs, args.name)
     held.callback(run.close)
 
@@ -149,8 +151,12 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         pin_memory=device.type == "cuda",
     )
     loader = make_train_loader(  # the patterns: expanding `urls` again would refuse a gap in a brace range
-        args.train_data, tokenizer, data, start_step=start.step, resume=start.stream_state(rank)
+        args.train_data, tokenizer, data, start_step=start.step, resume=start.stream_state(rank), balance=balance
     )
+    recorder = None
+    if master and table is not None and balance is not None:
+        recorder = PassRecorder(run, table, balance, urls, lambda uid: is_held_out(uid, args.val_fraction))
+        held.callback(recorder.close)
     if master and loader.resume_note:
         print(
             f"warning: the data stream is reseeded at step {start.step}, not continued exactly: {loader.resume_note}",
@@ -184,6 +190,8 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         t2 = time.perf_counter()
 
         tally.add(info)
+        if recorder is not None and "pass" in info:
+            recorder.reached(info["pass"])
         done = step + 1
         elapsed = start.elapsed + time.perf_counter() - t_start
         if log is not None:
@@ -192,7 +200,16 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             loss_sum = tally.reduce(float(loss), world, device)  # the one per-step collective besides the gradients'
             if log is not None:
                 scale = unwrap(wrapped).logit_scale.detach().exp().item()
-                log.write(done, loss_sum / world, lr, scale, (t0, t1, t2), elapsed, tally)
+                log.write(
+                    done,
+                    loss_sum / world,
+                    lr,
+                    scale,
+                    (t0, t1, t2),
+                    elapsed,
+                    tally,
+                    recorder.latest if recorder else None,
+                )
 
         if done % args.save_every == 0 or done == args.steps:
             rngs = distributed.all_gather(checkpoint.rng_state(), world)
@@ -225,6 +242,17 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 evaluate_during_training(unwrap(wrapped), tokenizer, data, args, urls, run, device, done, log)
             distributed.barrier(world)
     return 0
+
+
+def load_balance(args: argparse.Namespace, urls: list[str]):
+    """With --balance-t: the shards' per-entry counts, checked against them, and what each
+    pass draws (`train.balance`); InputError before anything else is set up."""
+    if args.balance_t is None:
+        return None, None
+    if not args.balance_t > 0:
+        raise InputError(f"--balance-t must be > 0, got {args.balance_t:g}")
+    table = load_entry_table(urls)
+    return table, make_balance(table, args.balance_t, args.seed)
 
 
 def check_eval_datasets(specs: list[str]) -> None:

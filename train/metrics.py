@@ -158,9 +158,18 @@ class MetricsLog:
             self.bar.update(1)
 
     def write(
-        self, step: int, loss: float, lr: float, logit_scale: float, times: tuple, elapsed: float, tally: SkipTally
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        logit_scale: float,
+        times: tuple,
+        elapsed: float,
+        tally: SkipTally,
+        balance: dict | None = None,
     ):
-        """The row of logged step `step`; `times`: (start, data loaded, step done) perf_counter values."""
+        """The row of logged step `step`; `times`: (start, data loaded, step done) perf_counter
+        values; `balance`: balancing while training, the newest pass's totals (`train.balance`)."""
         t0, t1, t2 = times
         now = time.perf_counter()
         row = {
@@ -175,6 +184,8 @@ class MetricsLog:
             "elapsed_time": round(elapsed, 3),
             **tally.state(),
         }
+        if balance is not None:
+            row["balance"] = balance
         self.t_last = now
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()

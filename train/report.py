@@ -8,7 +8,9 @@ It reads only the run's JSON files, so it needs no torch and takes well under a 
 curves; a resumed run appends, and a step logged twice counts once, its last row),
 ``eval/step-NNNNNNNN.json`` and ``eval/final.json`` (`train.evaluate`: zero-shot accuracy
 and retrieval over steps; the few-shot and linear probes of the newest evaluation that has
-them) and ``eval/overlap.json`` (`train.overlap`: train/test overlap). Whatever is missing
+them), ``eval/overlap.json`` (`train.overlap`: train/test overlap) and, for a run that
+balanced while training (`--balance-t`), ``balance/pass-NNNN.parquet`` (`train.balance`:
+what the first and the latest pass drew per entry). Whatever is missing
 is said on the page instead of a chart. `write_report` is what the trainer calls after
 each evaluation; the command rewrites the page by hand (e.g. after ``train.overlap``).
 """
@@ -529,6 +531,87 @@ def overlap_section(overlap: dict | None, run_dir: Path) -> str:
     return _section("overlap", title, [f"<p>{esc(text)}</p>", table(heads, rows, set(range(1, 11)))])
 
 
+def balance_section(run_dir: Path, t) -> str:
+    """Balancing while training: per entry (by rank of its matches), its matches, what the
+    first pass expected and drew, and what the latest pass drew; heads come out flat at T,
+    the tail whole. Nothing for a run that did not balance."""
+    title = "Balancing while training"
+    records = sorted((Path(run_dir) / "balance").glob("pass-*.parquet"))
+    if t is None and not records:
+        return ""
+    if not records:
+        return _missing("balance", title, "No balance/pass-*.parquet yet: the trainer writes one as each pass begins.")
+    import pyarrow.parquet as pq
+
+    passes = [
+        (int(p.stem.split("-")[1]), pq.read_table(p).to_pydict(), pq.read_schema(p).metadata or {})
+        for p in (records[0], records[-1])
+    ]
+    (first, f, fmeta), (latest, last, lmeta) = passes
+    order = sorted(range(len(f["count"])), key=lambda i: (-f["count"][i], f["query_id"][i]))
+    at = {q: i for i, q in enumerate(last["query_id"])}
+
+    t_value = float(fmeta.get(b"t", t or 0))
+    series = [
+        ("matches", [[r + 1, f["count"][i]] for r, i in enumerate(order)], plots.GREY),
+        ("expected per pass", [[r + 1, f["expected"][i]] for r, i in enumerate(order)], plots.BLUE),
+        (f"drawn, pass {first}", [[r + 1, f["drawn"][i]] for r, i in enumerate(order)], plots.ORANGE),
+    ]
+    if latest != first:
+        series.append(
+            (
+                f"drawn, pass {latest}",
+                [[r + 1, last["drawn"][at[f["query_id"][i]]]] for r, i in enumerate(order) if f["query_id"][i] in at],
+                plots.GREEN,
+            )
+        )
+    chart = plots.loglog(
+        "balance_passes",
+        "Samples per entry, by rank of its matches (log-log)",
+        series,
+        xlabel="entry rank",
+        ylabel="samples",
+        hline=(t_value, f"T = {fmt_num(t_value)}"),
+        width=620,
+        height=320,
+    )
+    rows = []
+    for number, meta in ((first, fmeta), (latest, lmeta)):
+        totals = json.loads(meta.get(b"totals", b"{}"))
+        rows.append(
+            [str(number), fmt_int(totals.get("samples")), fmt_num(totals.get("expected")), fmt_int(totals.get("drawn"))]
+        )
+    text = (
+        f"Each pass keeps a sample with 1 − ∏(1 − min(1, T / count)) over its entries, T = {fmt_num(t_value)}, "
+        f"a fresh draw per pass; {len(records)} pass record(s) in balance/. Head entries come out near T a pass, "
+        "tail entries keep every sample."
+    )
+    head_rows = [
+        [
+            f["query"][i],
+            fmt_int(f["count"][i]),
+            fmt_int(f["samples"][i]),
+            f"{f['expected'][i]:.1f}",
+            fmt_int(f["drawn"][i]),
+        ]
+        + ([fmt_int(last["drawn"][at[f["query_id"][i]]]) if f["query_id"][i] in at else "–"] if latest != first else [])
+        for i in order[:10]
+    ]
+    heads = ["entry", "matches", "in shards", "expected / pass", f"drawn, pass {first}"] + (
+        [f"drawn, pass {latest}"] if latest != first else []
+    )
+    return _section(
+        "balance",
+        title,
+        [
+            f"<p>{esc(text)}</p>",
+            table(["pass", "samples", "expected", "drawn"], rows, {1, 2, 3}),
+            table(heads, head_rows, set(range(1, len(heads)))),
+        ],
+        [chart],
+    )
+
+
 # ---------------------------------------------------------------------- page
 
 
@@ -576,6 +659,7 @@ def render(run: dict, now: datetime) -> str:
         fewshot,
         probe,
         overlap_section(run["overlap"], run["dir"]),
+        balance_section(run["dir"], cfg.get("balance_t")),
     ]
     foot = [
         "<footer>Written by <code>python -m train.report</code> from config.json, metrics.jsonl and eval/*.json "

@@ -36,7 +36,7 @@ import braceexpand
 from PIL import Image
 
 from pipeline.errors import InputError, one_line
-from pipeline.shard_format import image_ext, key_name, read_uid, split_member
+from pipeline.shard_format import INDEX_FORMAT, image_ext, index_url, key_name, meta_uid, read_meta, split_member
 from pipeline.storage import check_bucket, filesystem, location, scheme
 
 # Every sample read lands in exactly one of: used, held out (or, for the val set, not held
@@ -375,11 +375,137 @@ def iter_shard_indexed(
         yield index, current
 
 
+# --------------------------------------------------------------------------- reading by index
+
+RANGE_GAP = 64 * 1024  # unread bytes between two wanted samples read through rather than asked for apart
+RANGE_BATCH = 16 * 1024 * 1024  # bytes asked for at once (one `cat_ranges` of an object store)
+
+
+class ShardIndex:
+    """A shard's index (`pipeline.shard_format`): per sample, in tar order, its key, uid,
+    query ids and byte range."""
+
+    def __init__(self, table):
+        self.keys: list[str] = table.column("key").to_pylist()
+        self.uids: list[str | None] = table.column("uid").to_pylist()
+        self.query_ids = table.column("query_ids").combine_chunks()
+        self.offsets = table.column("offset").to_numpy()
+        self.sizes = table.column("size").to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def read_index(url: str) -> ShardIndex | None:
+    """The shard's index, or None when it has none, or one that is unreadable or stale (its
+    `tar_size` is not the tar's: the tar was rewritten, e.g. by `decontaminate`)."""
+    import pyarrow.parquet as pq
+
+    where = index_url(url)
+    try:
+        if scheme(url) in ("", "file"):
+            if not os.path.exists(location(where)):
+                return None
+            size = os.path.getsize(location(url))
+            table = pq.read_table(location(where))
+        elif scheme(url) in ("pipe", "http", "https"):
+            return None
+        else:
+            fs, path = filesystem(where)
+            if not fs.exists(path):
+                return None
+            size = fs.size(filesystem(url)[1])
+            with fs.open(path, "rb") as f:
+                table = pq.read_table(f)
+        meta = table.schema.metadata or {}
+        if meta.get(b"format") != INDEX_FORMAT.encode() or int(meta.get(b"tar_size", b"-1")) != size:
+            return None
+        return ShardIndex(table)
+    except Exception:  # noqa: BLE001 - an index is an optimisation: without one the shard is streamed
+        return None
+
+
+def _ranges(index: ShardIndex, rows: Sequence[int]) -> list[tuple[int, int, list[int]]]:
+    """(start, end, rows) byte ranges covering `rows` (sorted), neighbours merged across
+    gaps of at most RANGE_GAP bytes."""
+    out: list[tuple[int, int, list[int]]] = []
+    for j in rows:
+        start, end = int(index.offsets[j]), int(index.offsets[j] + index.sizes[j])
+        if out and 0 <= start - out[-1][1] <= RANGE_GAP:
+            out[-1] = (out[-1][0], end, out[-1][2] + [j])
+        else:
+            out.append((start, end, [j]))
+    return out
+
+
+def _fetch(url: str, ranges: list[tuple[int, int, list[int]]]) -> list[bytes]:
+    if scheme(url) in ("", "file"):
+        with open(location(url), "rb") as f:
+            out = []
+            for start, end, _ in ranges:
+                f.seek(start)
+                out.append(f.read(end - start))
+            return out
+    fs, path = filesystem(url)
+    return fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges])
+
+
+def iter_shard_rows(
+    url: str, index: ShardIndex, rows: Sequence[int], counts: Counter
+) -> Generator[tuple[int, dict], None, None]:
+    """`(row, raw sample)` of the given rows (sorted) of an indexed shard, reading only their
+    byte ranges (locally by seeking, from an object store with ranged GETs, RANGE_BATCH
+    bytes at a time); never raises. A failed read counts `shard_read_error` (reported on
+    stderr) and ends the shard, a range that is not whole tar members `shard_truncated`."""
+    counts["shards"] += 1
+    ranges = _ranges(index, rows)
+    i = 0
+    while i < len(ranges):
+        batch: list[tuple[int, int, list[int]]] = []
+        size = 0
+        while i < len(ranges) and (not batch or size + ranges[i][1] - ranges[i][0] <= RANGE_BATCH):
+            batch.append(ranges[i])
+            size += ranges[i][1] - ranges[i][0]
+            i += 1
+        try:
+            chunks = _fetch(url, batch)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raises once its own retries are spent
+            counts["shard_read_error"] += 1
+            _report_read_error(
+                url, f"{url}: ranged read failed ({one_line(exc, typed=True)}); skipping the rest of the shard"
+            )
+            return
+        for (start, end, wanted), chunk in zip(batch, chunks):
+            if len(chunk) != end - start:
+                counts["shard_truncated"] += 1
+                return
+            samples: dict[str, dict] = {}
+            try:
+                with tarfile.open(fileobj=io.BytesIO(chunk), mode="r|") as tf:
+                    for member in tf:
+                        split = split_member(member.name) if member.isreg() else None
+                        if split is None:
+                            continue
+                        data = tf.extractfile(member)
+                        assert data is not None  # a regular file's
+                        samples.setdefault(split[0], {"__key__": split[0], "__url__": url})[split[1]] = data.read()
+            except Exception:  # noqa: BLE001 - not whole tar members: the index does not fit the tar
+                counts["shard_truncated"] += 1
+                return
+            for j in wanted:
+                raw = samples.get(index.keys[j])
+                if raw is None:
+                    counts["partial_sample"] += 1
+                    continue
+                yield j, raw
+
+
 # --------------------------------------------------------------------------- samples
 
 
 def check_sample(raw: dict, counts: Counter) -> dict | None:
-    """Members present and json decodable -> {"uid", "txt", "image": bytes, "__url__"}."""
+    """Members present and json decodable -> {"uid", "txt", "image": bytes, "__url__",
+    "query_ids": the json's, or None}."""
     ext = image_ext(raw)
     if ext is None:
         counts["missing_image"] += 1
@@ -387,15 +513,21 @@ def check_sample(raw: dict, counts: Counter) -> dict | None:
     if "txt" not in raw:
         counts["missing_text"] += 1
         return None
-    uid = None
+    meta: dict = {}
     if "json" in raw:
         try:
-            uid = read_uid(raw["json"])
+            meta = read_meta(raw["json"])
         except ValueError:
             counts["bad_json"] += 1
             return None
-    uid = uid or key_name(raw["__key__"])  # without a uid in the json, the key stands in
-    return {"uid": uid, "txt": raw["txt"], "image": raw[ext], "__url__": raw["__url__"]}
+    uid = meta_uid(meta) or key_name(raw["__key__"])  # without a uid in the json, the key stands in
+    return {
+        "uid": uid,
+        "txt": raw["txt"],
+        "image": raw[ext],
+        "__url__": raw["__url__"],
+        "query_ids": meta.get("query_ids"),
+    }
 
 
 def decode_text(sample: dict, counts: Counter) -> str | None:

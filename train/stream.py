@@ -49,18 +49,22 @@ import hashlib
 import os
 import random
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Generator, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.shard_format import key_name
+
+from .balance import OnlineBalance, pass_of, uid_keys
 from .config import StreamConfig
 from .shards import (
     SAMPLE_REASONS,
     SHARD_REASONS,
+    ShardIndex,
     check_readable,
     check_sample,
     decode_image,
@@ -68,6 +72,8 @@ from .shards import (
     expand_urls,
     iter_shard,
     iter_shard_indexed,
+    iter_shard_rows,
+    read_index,
 )
 from .transforms import stack, train_transform, val_transform
 
@@ -75,6 +81,7 @@ Tokenizer = Callable[[list[str]], torch.Tensor]
 
 STREAM_FORMAT = 2  # layout of `TrainLoader.state_dict()`; checkpoints without one are reseeded
 MAX_BAD_IMAGES_IN_A_ROW = 10_000
+INDEX_CACHE = 64  # shard indexes a worker keeps (balancing while training)
 
 
 class StreamError(RuntimeError):
@@ -100,16 +107,22 @@ def is_held_out(uid: str, val_fraction: float) -> bool:
 # --------------------------------------------------------------------------- the sample chain
 
 
-def accept(raw: dict, counts: Counter, val_fraction: float, held_out: bool) -> dict | None:
+def accept(
+    raw: dict, counts: Counter, val_fraction: float, held_out: bool, drawn: Callable[[dict], bool] | None = None
+) -> dict | None:
     """A raw sample of `iter_shard` -> {"uid", "text", "image": bytes, "__url__"} when it is
-    usable and in the part asked for (`held_out` or not), else None, counted: the reason it
-    cannot be used, or `held_out` / `not_held_out` for a sample of the other part. The
+    usable and in the part asked for (`held_out` or not), and `drawn` (balancing while
+    training: the pass keeps it), else None, counted: the reason it cannot be used,
+    `held_out` / `not_held_out` for a sample of the other part, or `not_drawn`. The
     training stream and the held-out set both start here."""
     sample = check_sample(raw, counts)
     if sample is None:
         return None
     if is_held_out(sample["uid"], val_fraction) != held_out:
         counts["not_held_out" if held_out else "held_out"] += 1
+        return None
+    if drawn is not None and not drawn(sample):
+        counts["not_drawn"] += 1
         return None
     text = decode_text(sample, counts)
     if text is None:
@@ -137,6 +150,7 @@ def _skip_info(delta: Counter) -> dict:
         "skipped": sum(delta[r] for r in SAMPLE_REASONS),
         "shard_errors": sum(delta[r] for r in SHARD_REASONS),
         "held_out": delta["held_out"],
+        "not_drawn": delta["not_drawn"],
         "shards": delta["shards"],
         "reasons": reasons,
     }
@@ -228,7 +242,14 @@ class TrainStream(IterableDataset):
     worker, from `TrainLoader.state_dict()`) continues each worker exactly where it was.
     """
 
-    def __init__(self, urls: Sequence[str], tokenizer: Tokenizer, config: StreamConfig, start_step: int = 0):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        tokenizer: Tokenizer,
+        config: StreamConfig,
+        start_step: int = 0,
+        balance: OnlineBalance | None = None,
+    ):
         super().__init__()
         if not urls:
             raise ValueError("no training shards")
@@ -241,6 +262,9 @@ class TrainStream(IterableDataset):
         self.resume: list[dict | None] | None = None  # per worker, set by TrainLoader
         self.worker_shift = 0  # DataLoader worker w plays stream (w + shift) % workers
         self.parent_pid: int | None = None  # the process that started the DataLoader workers
+        self.balance = balance  # balancing while training: what each pass draws (`train.balance`)
+        self._streams = config.world_size  # streams over all ranks (x workers, set in __iter__)
+        self._indexes: OrderedDict[str, ShardIndex | None] = OrderedDict()
 
     def _base(self, worker: int, num_workers: int) -> tuple:
         c = self.config
@@ -251,11 +275,72 @@ class TrainStream(IterableDataset):
         return self.urls[_seed(*base, "shard", draw) % len(self.urls)]
 
     def _accept(self, raw: dict, counts: Counter, ref: tuple[int, int]) -> dict | None:
-        """`accept` for training, the sample tagged with `ref` (draw, raw index)."""
-        sample = accept(raw, counts, self.config.val_fraction, held_out=False)
+        """`accept` for training, the sample tagged with `ref` (draw, raw index); balancing,
+        only what the draw's pass keeps."""
+        drawn = None
+        if self.balance is not None:
+            b, e = self.balance, self._pass(ref[0])
+            drawn = lambda sample: b.keeps(sample["uid"], sample["query_ids"], e)  # noqa: E731
+        sample = accept(raw, counts, self.config.val_fraction, held_out=False, drawn=drawn)
         if sample is not None:
             sample["ref"] = ref
         return sample
+
+    def _pass(self, draw: int) -> int:
+        return pass_of(draw, self._streams, len(self.urls))
+
+    def _index(self, url: str) -> ShardIndex | None:
+        """The shard's index, kept for the last INDEX_CACHE shards this worker read."""
+        if url in self._indexes:
+            self._indexes.move_to_end(url)
+            return self._indexes[url]
+        index = self._indexes[url] = read_index(url)
+        if len(self._indexes) > INDEX_CACHE:
+            self._indexes.popitem(last=False)
+        return index
+
+    def _read(
+        self,
+        base: tuple,
+        draw: int,
+        counts: Counter,
+        start: int = 0,
+        wanted: frozenset | set = frozenset(),
+        stop: int | None = None,
+    ) -> Generator[tuple[int, dict | None], None, None]:
+        """`(raw index, raw sample)` of a shard draw from `start` on (to `stop`), plus the
+        earlier ones in `wanted`. Balancing, on a shard with an index: only the samples the
+        pass keeps are read (by byte range); the others come as `(index, None)`, counted
+        `held_out` or `not_drawn` as `accept` would, so positions and counts mean the same."""
+        url = self._shard(base, draw)
+        index = self._index(url) if self.balance is not None else None
+        if index is None:
+            return iter_shard_indexed(url, counts, start, wanted)
+        return self._read_indexed(url, index, self._pass(draw), counts, start, wanted, stop)
+
+    def _read_indexed(self, url, index: ShardIndex, pass_: int, counts: Counter, start, wanted, stop):
+        assert self.balance is not None
+        end = len(index) if stop is None else min(stop, len(index))
+        uids = [u or key_name(k) for u, k in zip(index.uids, index.keys)]  # as `check_sample` names them
+        held = [is_held_out(u, self.config.val_fraction) for u in uids]
+        drawn = self.balance.drawn(uid_keys(uids), index.query_ids, pass_)
+        read = {j for j in wanted if j < start} | {j for j in range(start, end) if drawn[j] and not held[j]}
+        nxt = start
+        for j, raw in iter_shard_rows(url, index, sorted(read), counts):
+            if j >= start:
+                yield from self._unread(range(nxt, j), read, held, counts)
+                nxt = j + 1
+            yield j, raw
+        yield from self._unread(range(nxt, end), read, held, counts)
+
+    @staticmethod
+    def _unread(rows, read: set, held: list, counts: Counter) -> Iterator[tuple[int, None]]:
+        """Rows passed over: those not read counted as `accept` would have; those read but
+        lost (a partial sample, a failed read) were counted by the reader."""
+        for k in rows:
+            if k not in read:
+                counts["held_out" if held[k] else "not_drawn"] += 1
+            yield k, None
 
     def _restore(self, base: tuple, refs: list[tuple[int, int]], current: int) -> tuple[list, dict]:
         """A saved shuffle buffer: placeholders in buffer order, those of earlier draws filled
@@ -270,11 +355,12 @@ class TrainStream(IterableDataset):
             if d == current:
                 continue
             wanted, last = by_draw[d], max(by_draw[d])
-            with contextlib.closing(iter_shard_indexed(self._shard(base, d), Counter(), last + 1, wanted)) as raws:
+            with contextlib.closing(self._read(base, d, Counter(), last + 1, wanted, stop=last + 1)) as raws:
                 for j, raw in raws:
                     if j > last:
                         break
-                    buf[slots[(d, j)]] = self._accept(raw, Counter(), ref=(d, j))
+                    if raw is not None:
+                        buf[slots[(d, j)]] = self._accept(raw, Counter(), ref=(d, j))
         return buf, slots
 
     def _inputs(
@@ -291,12 +377,15 @@ class TrainStream(IterableDataset):
             url = self._shard(base, draw)
             wanted, restoring = restoring, set()
             n = 0
-            with contextlib.closing(iter_shard_indexed(url, counts, pos.raw, wanted)) as raws:
+            with contextlib.closing(self._read(base, draw, counts, pos.raw, wanted)) as raws:
                 for j, raw in raws:
                     if j < pos.raw:  # a sample of the restored shuffle buffer
-                        buf[slots[(draw, j)]] = self._accept(raw, Counter(), ref=(draw, j))
+                        if raw is not None:
+                            buf[slots[(draw, j)]] = self._accept(raw, Counter(), ref=(draw, j))
                         continue
                     pos.raw = j + 1
+                    if raw is None:  # not read: held out, or not drawn in this pass (counted)
+                        continue
                     sample = self._accept(raw, counts, ref=(draw, j))
                     if sample is None:
                         continue
@@ -319,6 +408,7 @@ class TrainStream(IterableDataset):
         worker, num_workers = _worker()
         worker = (worker + self.worker_shift) % num_workers
         base = self._base(worker, num_workers)
+        self._streams = self.config.world_size * num_workers
         state = self.resume[worker] if self.resume is not None else None
         pos = _Position(state)
         refs = [(int(d), int(j)) for d, j in state["buffer"].tolist()] if state else []
@@ -373,6 +463,8 @@ class TrainStream(IterableDataset):
                     reported = counts.copy()
                     info = _skip_info(delta)
                     info.update(worker=worker, samples=self.config.batch_size, uids=uids, stream=pos.state(buf))
+                    if self.balance is not None:
+                        info["pass"] = self._pass(pos.draw)
                     yield stack(images), _tokenize(self.tokenizer, texts), info
                     images, texts, uids = [], [], []
         except StreamError as exc:  # to the loader as a batch: a DataLoader worker's exception would be a traceback
@@ -426,6 +518,7 @@ class TrainLoader:
             "batch_size": c.batch_size,
             "val_fraction": c.val_fraction,
             "shuffle_buffer": c.shuffle_buffer,
+            "balance_t": d.balance.t if d.balance is not None else None,
             "start_step": d.start_step,
             "step": d.start_step + self.batches,
             "batches": self.batches,
@@ -445,7 +538,13 @@ class TrainLoader:
             return (
                 f"the shard list changed ({state.get('num_urls')} shards then, {mine['num_urls']} now, or other ones)"
             )
-        for key, what in (("world_size", "ranks"), ("workers", "--workers"), ("seed", "--seed"), ("rank", "rank")):
+        for key, what in (
+            ("world_size", "ranks"),
+            ("workers", "--workers"),
+            ("seed", "--seed"),
+            ("rank", "rank"),
+            ("balance_t", "--balance-t"),
+        ):
             if state.get(key) != mine[key]:
                 return f"{what} changed ({state.get(key)} then, {mine[key]} now)"
         streams = state.get("streams")
@@ -514,7 +613,7 @@ class TrainLoader:
                 images, tokens, info = next(it)
                 if "error" in info:
                     raise StreamError(info["error"])
-                for k in ("skipped", "shard_errors", "held_out", "shards", "samples"):
+                for k in ("skipped", "shard_errors", "held_out", "not_drawn", "shards", "samples"):
                     self.totals[k] += info[k]
                 for k, v in info["reasons"].items():
                     self.totals[k] += v
@@ -537,6 +636,7 @@ def make_train_loader(
     start_step: int = 0,
     num_batches: int | None = None,
     resume: Any = None,
+    balance: OnlineBalance | None = None,
 ) -> TrainLoader:
     """The training stream for one rank: infinite (or `num_batches`) batches of exactly
     `config.batch_size`, deterministic in the config and `start_step`.
@@ -549,7 +649,7 @@ def make_train_loader(
     """
     urls = expand_urls(urls)
     check_readable(urls)
-    loader = TrainLoader(TrainStream(urls, tokenizer, config, start_step), num_batches=num_batches)
+    loader = TrainLoader(TrainStream(urls, tokenizer, config, start_step, balance), num_batches=num_batches)
     if resume is not None:
         loader.resume_note = loader.mismatch(resume, start_step)
         if loader.resume_note is None:

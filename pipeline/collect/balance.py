@@ -106,7 +106,13 @@ def _init_worker(queries: list[str], p: np.ndarray, seed: int, draw_p: np.ndarra
     """Hand the query strings and keep probabilities over once per process, not once per part.
     `p`: each query's keep probability at t (recorded per row as `keep_prob`); `draw_p`: the
     one the draws use (None: `p`; online balancing keeps more, or everything)."""
-    _STATE.update(queries=pa.array(queries, pa.string()), p=p, seed=seed, draw_p=p if draw_p is None else draw_p)
+    _STATE.update(
+        queries=pa.array(queries, pa.string()),
+        p=p,
+        seed=seed,
+        draw_p=p if draw_p is None else draw_p,
+        online=draw_p is not None,
+    )
 
 
 def _query_names(ids, queries: pa.Array) -> pa.Array:
@@ -120,13 +126,13 @@ def _query_names(ids, queries: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(rebased, queries.take(pc.list_flatten(ids)))
 
 
-def _flatten(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(query id, row index) of every (row, matched query) pair."""
+def flatten_ids(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(query id, row index) of every (row, matched query) pair of a list<int> array."""
     flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
     return flat, pc.list_parent_indices(lists).to_numpy()
 
 
-def _keep_probability(parent: np.ndarray, p_pairs: np.ndarray, n: int) -> np.ndarray:
+def text_keep_probability(parent: np.ndarray, p_pairs: np.ndarray, n: int) -> np.ndarray:
     """1 - prod(1 - p) per row, summed in log space; p == 1 gives exactly 1."""
     with np.errstate(divide="ignore"):
         log_miss = np.bincount(parent, weights=np.log1p(-p_pairs), minlength=n)
@@ -144,12 +150,12 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         keep_mask = np.zeros(0, dtype=bool)
         keep_prob = np.zeros(0)
     else:
-        flat, parent = _flatten(matches.column("query_ids").combine_chunks())
+        flat, parent = flatten_ids(matches.column("query_ids").combine_chunks())
         uids = uid_to_uint64(matches.column("uid"))
         u = uniform_draws(uids[parent], flat, seed)
         p_pairs = p[flat]
         keep_mask = np.bincount(parent, weights=(u < draw_p[flat]), minlength=n) > 0
-        keep_prob = _keep_probability(parent, p_pairs, n)
+        keep_prob = text_keep_probability(parent, p_pairs, n)
         kept = matches.append_column("keep_prob", pa.array(keep_prob)).filter(pa.array(keep_mask))
 
     pool = read_table(pool_part)
@@ -177,7 +183,8 @@ def balance_part(pool_part: str, match_part: str, out_path: str) -> dict:
         "matched": n,
         "kept": int(keep_mask.sum()),
         "dropped_by_balance": int(n - keep_mask.sum()),
-        "expected_kept": float(keep_prob.sum()),
+        # online, what a pass at t keeps of the downloaded candidates (offline: of every match)
+        "expected_kept": float(keep_prob[keep_mask].sum() if _STATE["online"] else keep_prob.sum()),
     }
     if "lang" in matches.column_names:  # worldwide: what each text language kept
         text_langs = matches.column("lang").to_pylist()
@@ -248,7 +255,7 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
         lang_array = np.array(langs, dtype=object)
         per_lang = per_language_thresholds(counts, lang_array, per_query, config.reference_lang)
         t = thresholds_per_entry(lang_array, per_lang)
-    p = keep_probabilities(counts, t)
+    p = keep_probabilities(available_counts(counts, t, config.online_cap if config.mode == "online" else None), t)
     draw_p = online_draw_probabilities(counts, t, config)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -297,6 +304,17 @@ def balance(curation: Path, queries_path: str, config: BalanceConfig, engine: En
         write_entry_counts(curation.parent / layout.ENTRY_COUNTS, counts, queries, langs, per_query, t, config)
     write_json(layout.step_stats(curation, "balance"), totals)
     return totals
+
+
+def available_counts(counts: np.ndarray, t, online_cap: float | None) -> np.ndarray:
+    """The pairs per query a dataset stands for when a pass draws from it: every match, or,
+    downloaded online with a cap of K x t, min(count, K t). A pass keeps a text with
+    1 - prod(1 - min(1, t_q / available_q)), so a capped head still gives about t pairs a
+    pass (for t up to K x its download t) instead of t x K t / count. The trainer
+    (`train.balance`) and the balance step's `keep_prob` both use this."""
+    if online_cap is None:
+        return counts
+    return np.minimum(counts.astype(np.float64), online_cap * np.asarray(t, dtype=np.float64))
 
 
 def online_draw_probabilities(counts: np.ndarray, t, config: BalanceConfig) -> np.ndarray | None:

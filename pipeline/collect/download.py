@@ -38,6 +38,8 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before img2dataset: else albumentations calls home
 import fsspec  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from img2dataset.downloader import Downloader as Img2datasetDownloader  # noqa: E402
 from img2dataset.logger import LoggerProcess  # noqa: E402
 from img2dataset.reader import Reader  # noqa: E402
@@ -48,6 +50,7 @@ from .. import layout
 from ..distribute import Engine, PartFailed, connect_ray, run_parts
 from ..errors import STORAGE_ERRNOS, InputError
 from ..io import atomic_path
+from ..shard_format import INDEX_FORMAT, INDEX_SUFFIX
 from ..storage import is_remote, listing, location, parquet_file
 from . import egress
 from .card import remove_derived, write_derived
@@ -93,6 +96,10 @@ class _ShardWriter(WebDatasetSampleWriter):
     writes the shard in key order, members stamped with a fixed time, so the same rows
     give byte-identical shards.
 
+    It also writes the shard's index, `NNNNN.tar.idx` (`pipeline.shard_format`): each
+    sample's byte range, read off the tar writer as it writes, so a trainer can read only
+    the samples it draws.
+
     On a storage fault the files are closed at once (an unlinked file that is still open
     keeps its space); `ShardDownloader` then deletes them.
     """
@@ -104,6 +111,8 @@ class _ShardWriter(WebDatasetSampleWriter):
         self.tarwriter.mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
         self._spool = tempfile.TemporaryFile(prefix="shard-spool-")
         self._held: list[tuple[str, int, int, object, dict]] = []  # key, offset, length (-1: no image), caption, meta
+        shard_id, output_folder, oom_shard_count = args[0], args[1], args[3]
+        self._index_path = f"{output_folder}/{shard_id:0{oom_shard_count}d}.tar{INDEX_SUFFIX}"
 
     def write(self, img_str, key, caption, meta):
         try:
@@ -117,15 +126,27 @@ class _ShardWriter(WebDatasetSampleWriter):
 
     def close(self):
         held, self._held = sorted(self._held, key=lambda h: h[0]), []
+        index: dict[str, list] = {"key": [], "uid": [], "query_ids": [], "offset": [], "size": []}
+        tar = self.tarwriter.tarstream  # its `offset`: where the next member's header goes
         try:
             for key, offset, length, caption, meta in held:
                 image = None
                 if length >= 0:
                     self._spool.seek(offset)
                     image = self._spool.read(length)
+                start = tar.offset
                 super().write(image, key, caption, meta)
+                if image is not None:
+                    for name, value in (("key", key), ("uid", meta.get("uid")), ("query_ids", meta.get("query_ids"))):
+                        index[name].append(value)
+                    index["offset"].append(start)
+                    index["size"].append(tar.offset - start)
             self._spool.close()
-            super().close()
+            self.buffered_parquet_writer.close()
+            self.tarwriter.close()
+            tar_size = self.tar_fd.tell()
+            self.tar_fd.close()
+            _write_index(self._index_path, index, tar_size)
         except OSError as e:
             self._stop(e)
 
@@ -150,6 +171,21 @@ class _ShardWriter(WebDatasetSampleWriter):
             except Exception:  # noqa: BLE001 - the disk is failing: closing the descriptor is all that matters
                 pass
         pq_writer.parquet_writer = None
+
+
+def _write_index(path: str, columns: dict[str, list], tar_size: int) -> None:
+    """A shard's index (`pipeline.shard_format`), written after its tar is complete."""
+    table = pa.table(
+        {
+            "key": pa.array(columns["key"], pa.string()),
+            "uid": pa.array([None if u is None else str(u) for u in columns["uid"]], pa.string()),
+            "query_ids": pa.array(columns["query_ids"], pa.list_(pa.int32())),
+            "offset": pa.array(columns["offset"], pa.int64()),
+            "size": pa.array(columns["size"], pa.int64()),
+        }
+    ).replace_schema_metadata({"format": INDEX_FORMAT, "tar_size": str(tar_size)})
+    with fsspec.open(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 class _Failed(tuple):
@@ -208,7 +244,12 @@ class ShardDownloader(Img2datasetDownloader):
             return False, row
         shard = f"{row[0]:0{self.oom_shard_count}d}"
         fs, folder = fsspec.core.url_to_fs(self.output_folder)
-        for suffix in (layout.STATS_JSON, ".tar", ".parquet"):  # the stats first: never a done shard without its tar
+        for suffix in (
+            layout.STATS_JSON,
+            ".tar",
+            ".parquet",
+            f".tar{INDEX_SUFFIX}",
+        ):  # the stats first: never a done shard without its tar
             try:
                 fs.rm(f"{folder}/{shard}{suffix}")
             except (OSError, ValueError):

@@ -85,15 +85,16 @@ def test_capped_online_keeps_about_k_times_t_per_query_and_the_tail_whole(runs):
     # each cat text is kept with min(1, 2 t / 300) = 1/15: Binomial(300, 1/15), mean 20; the
     # draws are fixed by the seed, and 6..38 holds with probability > 0.9999 for any seed
     assert 6 <= len(cats) <= 38
-    # keep_prob is the chance at t, what a training pass uses: 10 / 300 for a cat text
-    assert all(r["keep_prob"] == pytest.approx(T / HEAD) for r in cats)
+    # keep_prob is the chance a pass at t keeps a downloaded text: the capped head stands
+    # for min(300, 2 t) = 20 pairs, so 10 / 20 (not 10 / 300: a pass keeps about t cats)
+    assert all(r["keep_prob"] == pytest.approx(T / (2 * T)) for r in cats)
     assert all(r["keep_prob"] == 1.0 for r in birds)
     table = pq.read_table(runs["capped"] / "entry_counts.parquet")
     assert table.to_pydict() == {"query_id": [0, 1], "query": ["cat", "bird"], "count": [HEAD, TAIL], "t": [T, T]}
     meta = json.loads(table.schema.metadata[b"balance"])
     assert meta == {"mode": "online", "online_cap": 2.0, "per_query": T, "seed": 0}
     stats = json.loads((runs["capped"] / "curation" / "balance_stats.json").read_text())
-    assert stats["mode"] == "online" and stats["expected_kept"] == pytest.approx(T + TAIL)
+    assert stats["mode"] == "online" and stats["expected_kept"] == pytest.approx(round(len(cats) / 2 + TAIL, 1))
 
 
 def test_card_and_audit_say_the_dataset_is_not_balanced(runs):
@@ -101,11 +102,11 @@ def test_card_and_audit_say_the_dataset_is_not_balanced(runs):
     assert "**none in these shards** (`--balance online`)" in card and "at most about 2.0 x t" in card
     summary = json.loads((runs["capped"] / "audit" / "summary.json").read_text())
     online = summary["balancing"]["online"]
-    assert online["t"] == T and online["expected_texts_per_pass"] == pytest.approx(T + TAIL)
-    by_id = {r["query_id"]: r for r in online["top_queries"]}
     selected_cats = sum(1 for r in shard_rows(runs["capped"]) if r["queries"] == ["cat"])
-    # a pass keeps each selected cat text with 10/300: the expectation over what was selected
-    assert by_id[0]["expected_at_t"] == pytest.approx(round(selected_cats * T / HEAD, 1))
+    assert online["t"] == T and online["expected_texts_per_pass"] == pytest.approx(round(selected_cats / 2 + TAIL, 1))
+    by_id = {r["query_id"]: r for r in online["top_queries"]}
+    # a pass keeps each selected cat text with 10/20: the expectation over what was selected
+    assert by_id[0]["expected_at_t"] == pytest.approx(round(selected_cats * T / (2 * T), 1))
     assert by_id[1]["expected_at_t"] == TAIL
     assert "not balanced" in (runs["capped"] / "audit" / "report.md").read_text()
 
@@ -119,3 +120,24 @@ def test_offline_rebalancing_removes_the_online_table(runs):
 def test_bad_online_options_are_one_line_errors(runs):
     assert_one_line_error(runs["bad_cap"], "--online-cap must be at least 1")
     assert_one_line_error(runs["cap_offline"], "--online-cap applies to --balance online only")
+
+
+def test_each_shard_has_an_index_of_its_samples_byte_ranges(runs):
+    """NNNNN.tar.idx: per sample its key, uid, query ids and the byte range of its members,
+    which a reader can open alone as a tar of that one sample."""
+    import io
+    import tarfile
+
+    for tar in sorted(runs["online"].glob("[0-9]*.tar")):
+        index = pq.read_table(f"{tar}.idx")
+        assert int(index.schema.metadata[b"tar_size"]) == tar.stat().st_size
+        data = tar.read_bytes()
+        meta = {r["key"]: r for r in pq.read_table(tar.with_suffix(".parquet")).to_pylist()}
+        rows = index.to_pylist()
+        assert [r["key"] for r in rows] == sorted(k for k, r in meta.items() if r["status"] == "success")
+        for r in rows:
+            chunk = data[r["offset"] : r["offset"] + r["size"]]
+            with tarfile.open(fileobj=io.BytesIO(chunk), mode="r|") as tf:
+                names = sorted(m.name for m in tf)
+            assert names == sorted(f"{r['key']}.{ext}" for ext in ("jpg", "json", "txt"))
+            assert r["uid"] == meta[r["key"]]["uid"] and r["query_ids"] == meta[r["key"]]["query_ids"]

@@ -122,7 +122,7 @@ def test_the_four_verbs_download_from_a_private_host_as_shards_does(tmp_path):
             assert res.returncode == 0, (step, res.stderr[-3000:])
 
     names = sorted(p.name for p in whole.glob("[0-9]*.*") if not p.name.endswith("_stats.json"))
-    assert names == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar"]
+    assert names == ["00000.parquet", "00000.tar", "00000.tar.idx", "00001.parquet", "00001.tar", "00001.tar.idx"]
     assert sorted(p.name for p in verbs.glob("[0-9]*.*") if not p.name.endswith("_stats.json")) == names
     statuses = [r["status"] for n in names if n.endswith(".parquet") for r in pq.read_table(verbs / n).to_pylist()]
     assert statuses == ["success"] * 6

@@ -1,0 +1,111 @@
+"""A synthetic online-balanced dataset, as `pipeline shards --balance online` lays it out:
+tars whose samples' json carry `query_ids`, a parquet per shard, each shard's index
+(`NNNNN.tar.idx`, its byte ranges found here by reading the tar's headers, independently
+of the download step's writer) and `entry_counts.parquet` beside them.
+
+Entries have Zipf-like sizes and some samples match two entries, so a pass's per-entry
+counts are not independent, as in real data."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.shard_format import INDEX_FORMAT, INDEX_SUFFIX
+from tests.support.shards import sample, write_tar
+
+QUERIES = ["cat", "dog", "bird", "fish", "newt", "yak"]
+# (entry ids of a sample, how many samples): heads well over T, a tail under it
+SPEC = [([0], 400), ([1], 150), ([2], 60), ([3], 20), ([4], 5), ([0, 1], 40), ([1, 3], 20), ([5], 3)]
+T = 30
+
+
+def uid_of(sample_id: int) -> str:
+    return f"{sample_id * 2654435761 % 2**64:016x}"
+
+
+def samples_spec() -> list[list[int]]:
+    out: list[list[int]] = []
+    for ids, n in SPEC:
+        out += [list(ids)] * n
+    # interleave the groups so every shard has head and tail samples
+    return [out[i] for i in sorted(range(len(out)), key=lambda i: (i * 7919) % len(out))]
+
+
+def _index(tar: Path, rows: list[dict]) -> None:
+    """NNNNN.tar.idx from the tar's own headers: a sample's range runs from its first
+    member's header to the end of its last member's padded data."""
+    spans: dict[str, list[int]] = {}
+    with tarfile.open(tar) as tf:
+        for m in tf.getmembers():
+            key = m.name.split(".", 1)[0]
+            end = m.offset_data + (m.size + 511) // 512 * 512
+            spans.setdefault(key, [m.offset, end])[1] = end
+    keys = [r["key"] for r in rows]
+    table = pa.table(
+        {
+            "key": keys,
+            "uid": [r["uid"] for r in rows],
+            "query_ids": pa.array([r["query_ids"] for r in rows], pa.list_(pa.int32())),
+            "offset": pa.array([spans[k][0] for k in keys], pa.int64()),
+            "size": pa.array([spans[k][1] - spans[k][0] for k in keys], pa.int64()),
+        }
+    ).replace_schema_metadata({"format": INDEX_FORMAT, "tar_size": str(tar.stat().st_size)})
+    pq.write_table(table, f"{tar}{INDEX_SUFFIX}")
+
+
+def write_online_dataset(root: Path, per_shard: int = 100, index: bool = True, extra_counts: int = 0) -> Path:
+    """The dataset under `root`; `extra_counts`: matches per entry that are not in the
+    shards (as for pairs that failed to download)."""
+    root.mkdir(parents=True, exist_ok=True)
+    spec = samples_spec()
+    counts = [0] * len(QUERIES)
+    for ids in spec:
+        for i in ids:
+            counts[i] += 1
+    for s in range(0, len(spec), per_shard):
+        rows, members = [], []
+        for sid in range(s, min(s + per_shard, len(spec))):
+            ids = spec[sid]
+            meta = {"uid": uid_of(sid), "query_ids": ids, "queries": [QUERIES[i] for i in ids], "status": "success"}
+            members.append(sample(sid, json=json.dumps(meta).encode()))
+            rows.append({"key": f"{sid:09d}", **meta})
+        tar = write_tar(root / f"{s // per_shard:05d}.tar", members)
+        pq.write_table(
+            pa.table(
+                {
+                    "key": [r["key"] for r in rows],
+                    "uid": [r["uid"] for r in rows],
+                    "status": [r["status"] for r in rows],
+                    "query_ids": pa.array([r["query_ids"] for r in rows], pa.list_(pa.int32())),
+                    "queries": [r["queries"] for r in rows],
+                }
+            ),
+            tar.with_suffix(".parquet"),
+        )
+        if index:
+            _index(tar, rows)
+    table = pa.table(
+        {
+            "query_id": pa.array(range(len(QUERIES)), pa.int32()),
+            "query": QUERIES,
+            "count": pa.array([c + extra_counts for c in counts], pa.int64()),
+            "t": pa.array([T] * len(QUERIES), pa.int64()),
+        }
+    ).replace_schema_metadata(
+        {"balance": json.dumps({"mode": "online", "per_query": T, "online_cap": None, "seed": 0}, sort_keys=True)}
+    )
+    pq.write_table(table, root / "entry_counts.parquet")
+    return root
+
+
+def entry_counts() -> list[int]:
+    counts = [0] * len(QUERIES)
+    for ids in samples_spec():
+        for i in ids:
+            counts[i] += 1
+    return counts
