@@ -79,3 +79,53 @@ def stream_members(fileobj: IO[bytes], seekable: bool = False) -> Iterator[tuple
         for member in tf:
             yield tf, member
             tf.members = []  # type: ignore[attr-defined]  # real but not in typeshed; drops the kept headers
+
+
+def index_table(fileobj: IO[bytes], tar_size: int):
+    """The index (see the module doc) of a tar read from `fileobj`, from its headers (for
+    shards the download step did not write, which has the offsets as it writes). Seeks
+    over member data: one header read per member."""
+    import pyarrow as pa
+
+    rows: dict[str, list] = {"key": [], "uid": [], "query_ids": [], "offset": [], "size": []}
+    for tf, member in stream_members(fileobj, seekable=True):
+        split = split_member(member.name) if member.isreg() else None
+        if split is None:
+            continue
+        key, ext = split
+        end = member.offset_data + -(-member.size // 512) * 512
+        if not rows["key"] or rows["key"][-1] != key:
+            rows["key"].append(key)
+            rows["uid"].append(None)
+            rows["query_ids"].append(None)
+            rows["offset"].append(member.offset)
+            rows["size"].append(0)
+        rows["size"][-1] = end - rows["offset"][-1]
+        if ext == "json":
+            data = tf.extractfile(member)
+            meta = read_meta(data.read()) if data is not None else {}
+            rows["uid"][-1] = meta_uid(meta)
+            ids = meta.get("query_ids")
+            rows["query_ids"][-1] = ids if isinstance(ids, list) else None
+    return pa.table(
+        {
+            "key": pa.array(rows["key"], pa.string()),
+            "uid": pa.array(rows["uid"], pa.string()),
+            "query_ids": pa.array(rows["query_ids"], pa.list_(pa.int32())),
+            "offset": pa.array(rows["offset"], pa.int64()),
+            "size": pa.array(rows["size"], pa.int64()),
+        }
+    ).replace_schema_metadata({"format": INDEX_FORMAT, "tar_size": str(tar_size)})
+
+
+def write_index(tar_path: str) -> str:
+    """Write `NNNNN.tar.idx` beside a local tar (`index_table`); its path."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    with open(tar_path, "rb") as f:
+        table = index_table(f, os.path.getsize(tar_path))
+    out = index_url(tar_path)
+    pq.write_table(table, out, compression="zstd")
+    return out

@@ -1,7 +1,8 @@
 """A synthetic online-balanced dataset, as `pipeline shards --balance online` lays it out:
 tars whose samples' json carry `query_ids`, a parquet per shard, each shard's index
-(`NNNNN.tar.idx`, its byte ranges found here by reading the tar's headers, independently
-of the download step's writer) and `entry_counts.parquet` beside them.
+(`NNNNN.tar.idx`, made from the tar's headers by `pipeline.shard_format.write_index`; the
+download step's own, written as it writes, is checked in test_balance_online.py) and
+`entry_counts.parquet` beside them.
 
 Entries have Zipf-like sizes and some samples match two entries, so a pass's per-entry
 counts are not independent, as in real data."""
@@ -9,13 +10,12 @@ counts are not independent, as in real data."""
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shard_format import INDEX_FORMAT, INDEX_SUFFIX
+from pipeline.shard_format import write_index
 from tests.support.shards import sample, write_tar
 
 QUERIES = ["cat", "dog", "bird", "fish", "newt", "yak"]
@@ -36,33 +36,16 @@ def samples_spec() -> list[list[int]]:
     return [out[i] for i in sorted(range(len(out)), key=lambda i: (i * 7919) % len(out))]
 
 
-def _index(tar: Path, rows: list[dict]) -> None:
-    """NNNNN.tar.idx from the tar's own headers: a sample's range runs from its first
-    member's header to the end of its last member's padded data."""
-    spans: dict[str, list[int]] = {}
-    with tarfile.open(tar) as tf:
-        for m in tf.getmembers():
-            key = m.name.split(".", 1)[0]
-            end = m.offset_data + (m.size + 511) // 512 * 512
-            spans.setdefault(key, [m.offset, end])[1] = end
-    keys = [r["key"] for r in rows]
-    table = pa.table(
-        {
-            "key": keys,
-            "uid": [r["uid"] for r in rows],
-            "query_ids": pa.array([r["query_ids"] for r in rows], pa.list_(pa.int32())),
-            "offset": pa.array([spans[k][0] for k in keys], pa.int64()),
-            "size": pa.array([spans[k][1] - spans[k][0] for k in keys], pa.int64()),
-        }
-    ).replace_schema_metadata({"format": INDEX_FORMAT, "tar_size": str(tar.stat().st_size)})
-    pq.write_table(table, f"{tar}{INDEX_SUFFIX}")
-
-
-def write_online_dataset(root: Path, per_shard: int = 100, index: bool = True, extra_counts: int = 0) -> Path:
+def write_online_dataset(
+    root: Path, per_shard: int = 100, index: bool = True, extra_counts: int = 0, corrupt: int = 0
+) -> Path:
     """The dataset under `root`; `extra_counts`: matches per entry that are not in the
-    shards (as for pairs that failed to download)."""
+    shards (as for pairs that failed to download); `corrupt`: how many of the tail's
+    samples (kept by every pass) have an undecodable image."""
     root.mkdir(parents=True, exist_ok=True)
     spec = samples_spec()
+    broken = {sid for sid, ids in enumerate(spec) if ids in ([4], [5])}
+    broken = set(sorted(broken)[:corrupt])
     counts = [0] * len(QUERIES)
     for ids in spec:
         for i in ids:
@@ -72,7 +55,8 @@ def write_online_dataset(root: Path, per_shard: int = 100, index: bool = True, e
         for sid in range(s, min(s + per_shard, len(spec))):
             ids = spec[sid]
             meta = {"uid": uid_of(sid), "query_ids": ids, "queries": [QUERIES[i] for i in ids], "status": "success"}
-            members.append(sample(sid, json=json.dumps(meta).encode()))
+            bad = {"jpg": b"\xff\xd8 not a jpeg"} if sid in broken else {}
+            members.append(sample(sid, json=json.dumps(meta).encode(), **bad))
             rows.append({"key": f"{sid:09d}", **meta})
         tar = write_tar(root / f"{s // per_shard:05d}.tar", members)
         pq.write_table(
@@ -88,7 +72,7 @@ def write_online_dataset(root: Path, per_shard: int = 100, index: bool = True, e
             tar.with_suffix(".parquet"),
         )
         if index:
-            _index(tar, rows)
+            write_index(str(tar))
     table = pa.table(
         {
             "query_id": pa.array(range(len(QUERIES)), pa.int32()),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.online import write_online_dataset
 from tests.support.shards import sample, write_tar
 from tests.support.trainer import ENV, ROOT, train_command
 from train import optim
@@ -38,12 +39,19 @@ def shards(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def online(tmp_path_factory) -> Path:
+    """7 shards of an online-balanced dataset (tests/support/online.py), two tail samples
+    (drawn every pass) with undecodable images."""
+    return write_online_dataset(tmp_path_factory.mktemp("online"), corrupt=2)
+
+
 def command(ranks: int, workers: int, logs: Path, name: str, shards: Path, *extra: str) -> list[str]:
     return train_command(
         "--no-final-eval",
         *extra,
         ranks=ranks,
-        train_data=f"{shards}/{{00000..00002}}.tar",
+        train_data=f"{shards}/[0-9]*.tar",
         runs=logs,
         name=name,
         workers=workers,
@@ -83,13 +91,17 @@ def kill_leftovers(run: Path) -> None:
             pass
 
 
-# One process reading in the training process, and two ranks with two loader workers each:
-# the stream's own exact resume for 0 and 2 workers is in test_stream.py, in seconds.
-@pytest.mark.parametrize("ranks,workers", [(1, 0), (2, 2)])
-def test_a_run_killed_at_a_random_step_resumes_to_the_same_losses(tmp_path, shards, ranks, workers):
+# One process reading in the training process, and two ranks with two loader workers each
+# balancing while training (--balance-t 5 on an online dataset: a pass every two shard draws
+# of a stream, so the shuffle buffer spans passes): the stream's own exact resume for 0 and
+# 2 workers, with and without balancing, is in test_stream.py and test_balance.py, in seconds.
+@pytest.mark.parametrize("ranks,workers,balance", [(1, 0, False), (2, 2, True)])
+def test_a_run_killed_at_a_random_step_resumes_to_the_same_losses(tmp_path, request, ranks, workers, balance):
+    shards = request.getfixturevalue("online" if balance else "shards")
+    flags = ("--balance-t", "5") if balance else ()
     # The uninterrupted run and the one to kill start together (they only share the CPU).
     ref = subprocess.Popen(
-        command(ranks, workers, tmp_path, "ref", shards),
+        command(ranks, workers, tmp_path, "ref", shards, *flags),
         env=ENV,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -100,7 +112,7 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_losses(tmp_path, shar
     kill_after = random.randint(SAVE_EVERY + 1, STEPS - 2)  # a checkpoint exists, the run is not over
     run = tmp_path / "killed"
     proc = subprocess.Popen(
-        command(ranks, workers, tmp_path, "killed", shards),
+        command(ranks, workers, tmp_path, "killed", shards, *flags),
         env=ENV,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -130,11 +142,13 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_losses(tmp_path, shar
     expected = [(r["step"], r["loss"], r["skipped_samples"]) for r in rows(tmp_path / "ref")]
     assert [s for s, *_ in expected] == list(range(1, STEPS + 1))
     assert expected[-1][2] > 0, "the bad samples were met, and counted"
+    if balance:  # rank 0's streams went past their first pass (its record is written as it begins)
+        assert (tmp_path / "ref" / "balance" / "pass-0001.parquet").is_file()
     killed_at = rows(run)[-1]["step"]
     assert SAVE_EVERY < killed_at < STEPS
 
     res = subprocess.run(
-        command(ranks, workers, tmp_path, "killed", shards, "--resume", "latest"),
+        command(ranks, workers, tmp_path, "killed", shards, *flags, "--resume", "latest"),
         env=ENV,
         cwd=ROOT,
         capture_output=True,

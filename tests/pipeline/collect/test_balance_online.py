@@ -141,3 +141,43 @@ def test_each_shard_has_an_index_of_its_samples_byte_ranges(runs):
                 names = sorted(m.name for m in tf)
             assert names == sorted(f"{r['key']}.{ext}" for ext in ("jpg", "json", "txt"))
             assert r["uid"] == meta[r["key"]]["uid"] and r["query_ids"] == meta[r["key"]]["query_ids"]
+
+
+def test_offline_expectation_equals_the_trainers_and_its_draws_converge_to_it(runs):
+    """On shards built online, the trainer's expectation for a pass at t (`train.balance`)
+    is, per entry, the balance step's: the sum of its texts' keep_prob at t, which is what
+    offline balancing at t keeps in expectation (head t, tail whole). Over 200 passes the
+    trainer's drawn head count stays in its exact binomial bounds each pass (Bonferroni,
+    false-alarm rate <= 1e-4) and the per-pass mean converges to t."""
+    from scipy import stats
+
+    from train.balance import load_entry_table, make_balance, pass_record
+
+    urls = sorted(str(p) for p in runs["online"].glob("[0-9]*.tar"))
+    table = load_entry_table(urls)
+    balance = make_balance(table, T, seed=0)
+    rows = [r for r in shard_rows(runs["online"]) if r["status"] == "success"]
+    offline = {q: sum(r["keep_prob"] for r in rows if q in r["query_ids"]) for q in (0, 1)}
+    assert offline == pytest.approx({0: T, 1: TAIL})
+    passes = 200
+    records = [pass_record(table, balance, urls, e, lambda uid: False) for e in range(passes)]
+    for record, _ in records:
+        assert dict(zip(record.column("query_id").to_pylist(), record.column("expected").to_pylist())) == (
+            pytest.approx(offline)
+        )
+    cats = [r.column("drawn").to_pylist()[0] for r, _ in records]
+    lo, hi = (f(1e-4 / (2 * passes), HEAD, T / HEAD) for f in (stats.binom.ppf, stats.binom.isf))
+    assert lo <= min(cats) and max(cats) <= hi
+    assert abs(sum(cats) / passes - T) <= stats.norm.isf(1e-4 / 2) * (T * (1 - T / HEAD) / passes) ** 0.5
+    assert all(r.column("drawn").to_pylist()[1] == TAIL for r, _ in records)
+
+
+def test_an_index_made_from_a_tars_headers_is_the_one_the_download_step_wrote(runs, tmp_path):
+    import shutil
+
+    from pipeline.shard_format import write_index
+
+    for tar in sorted(runs["online"].glob("[0-9]*.tar")):
+        copy = tmp_path / tar.name
+        shutil.copy(tar, copy)
+        assert pq.read_table(write_index(str(copy))).equals(pq.read_table(f"{tar}.idx"))
