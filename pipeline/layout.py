@@ -6,9 +6,9 @@ of this module; the functions build the paths.
 The query list folder (`queries --out`, default `query_lists/`): `QUERIES`
 (queries.parquet), `QUERIES_TXT` (queries.txt) and `BUILD` (build.json).
 
-The shard folder (`shards --out`): per shard `NNNNN.tar`, `NNNNN.parquet` and
-`NNNNN_stats.json` (img2dataset's counts, its done marker: `SHARD_STATS_GLOB`), and
-`curation/` (`curation`):
+The shard folder (`shards --out`): per shard `NNNNN.tar`, `NNNNN.parquet`, `NNNNN.tar.idx`
+(its samples' byte ranges: `pipeline.shard_format`) and `NNNNN_stats.json` (img2dataset's
+counts, its done marker: `SHARD_STATS_GLOB`), and `curation/` (`curation`):
 
     keys/STEP, keys/STEP.done          `key_file` (STEP: one of `STEPS`)
     STEP_stats.json                    `step_stats`

@@ -94,11 +94,28 @@ class OnlineBalance:
         return np.bincount(parent, weights=hit, minlength=n) > 0
 
     def keeps(self, uid: str, query_ids, pass_: int) -> bool:
-        """`drawn` for one sample (its json's `query_ids`); the same draws bit for bit."""
-        if not isinstance(query_ids, list) or not all(isinstance(i, int) for i in query_ids):
+        """`drawn` for one sample (its json's `query_ids`): the same draws bit for bit, in
+        plain integer arithmetic (numpy's per-call overhead would cost ~10% of a decode)."""
+        if not isinstance(query_ids, list):
             return False
-        ids = pa.array([query_ids], pa.list_(pa.int64()))
-        return bool(self.drawn(np.array([_key(uid)], dtype=np.uint64), ids, pass_)[0])
+        key, salt = _key(uid), _splitmix64(_salt(self.seed, pass_))
+        for i in query_ids:
+            if isinstance(i, int) and 0 <= i < len(self.p):
+                u = (_splitmix64(key ^ _splitmix64((i & _MASK) ^ salt)) >> 11) / float(1 << 53)
+                if u < self.p[i]:
+                    return True
+        return False
+
+
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """`pipeline.collect.balance._splitmix64` for one Python int (uint64 wrap-around)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
 
 
 @dataclass(frozen=True)

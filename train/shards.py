@@ -377,8 +377,15 @@ def iter_shard_indexed(
 
 # --------------------------------------------------------------------------- reading by index
 
-RANGE_GAP = 64 * 1024  # unread bytes between two wanted samples read through rather than asked for apart
-RANGE_BATCH = 16 * 1024 * 1024  # bytes asked for at once (one `cat_ranges` of an object store)
+# Unread bytes between two wanted samples that are read through rather than asked for
+# apart: locally a seek is free; an object store's request costs about its time to first
+# byte times its bandwidth in bytes (~50 ms x 100 MiB/s; Arrow's `CacheOptions.
+# from_network_metrics` sizes its hole limit the same way), so a pass that keeps half the
+# samples reads a shard in one request and one that keeps few skips most of it.
+RANGE_GAP = {"local": 64 * 1024, "remote": 4 * 1024 * 1024}
+# Bytes asked for at once. Remote: a request of 1 MiB is fetched by a thread while the
+# samples of the one before are decoded, so the download hides behind the decode.
+RANGE_BATCH = {"local": 16 * 1024 * 1024, "remote": 4 * 1024 * 1024}
 
 
 class ShardIndex:
@@ -410,13 +417,14 @@ def read_index(url: str) -> ShardIndex | None:
             table = pq.read_table(location(where))
         elif scheme(url) in ("pipe", "http", "https"):
             return None
-        else:
+        else:  # two requests: the whole index (small) in one GET, and the tar's size
             fs, path = filesystem(where)
-            if not fs.exists(path):
+            try:
+                data = fs.cat_file(path)
+            except FileNotFoundError:
                 return None
             size = fs.size(filesystem(url)[1])
-            with fs.open(path, "rb") as f:
-                table = pq.read_table(f)
+            table = pq.read_table(io.BytesIO(data))
         meta = table.schema.metadata or {}
         if meta.get(b"format") != INDEX_FORMAT.encode() or int(meta.get(b"tar_size", b"-1")) != size:
             return None
@@ -425,13 +433,13 @@ def read_index(url: str) -> ShardIndex | None:
         return None
 
 
-def _ranges(index: ShardIndex, rows: Sequence[int]) -> list[tuple[int, int, list[int]]]:
+def _ranges(index: ShardIndex, rows: Sequence[int], gap: int, limit: int) -> list[tuple[int, int, list[int]]]:
     """(start, end, rows) byte ranges covering `rows` (sorted), neighbours merged across
-    gaps of at most RANGE_GAP bytes."""
+    gaps of at most `gap` bytes into ranges of at most `limit` bytes (or one sample)."""
     out: list[tuple[int, int, list[int]]] = []
     for j in rows:
         start, end = int(index.offsets[j]), int(index.offsets[j] + index.sizes[j])
-        if out and 0 <= start - out[-1][1] <= RANGE_GAP:
+        if out and 0 <= start - out[-1][1] <= gap and end - out[-1][0] <= limit:
             out[-1] = (out[-1][0], end, out[-1][2] + [j])
         else:
             out.append((start, end, [j]))
@@ -454,50 +462,112 @@ def iter_shard_rows(
     url: str, index: ShardIndex, rows: Sequence[int], counts: Counter
 ) -> Generator[tuple[int, dict], None, None]:
     """`(row, raw sample)` of the given rows (sorted) of an indexed shard, reading only their
-    byte ranges (locally by seeking, from an object store with ranged GETs, RANGE_BATCH
-    bytes at a time); never raises. A failed read counts `shard_read_error` (reported on
-    stderr) and ends the shard, a range that is not whole tar members `shard_truncated`."""
+    byte ranges (locally by seeking; from an object store by ranged GETs of RANGE_BATCH
+    bytes, the next one fetched while this one's samples are used); never raises. A failed
+    read counts `shard_read_error` (reported on stderr) and ends the shard, a range that is
+    not whole tar members `shard_truncated`."""
     counts["shards"] += 1
-    ranges = _ranges(index, rows)
-    i = 0
-    while i < len(ranges):
-        batch: list[tuple[int, int, list[int]]] = []
-        size = 0
-        while i < len(ranges) and (not batch or size + ranges[i][1] - ranges[i][0] <= RANGE_BATCH):
-            batch.append(ranges[i])
-            size += ranges[i][1] - ranges[i][0]
-            i += 1
-        try:
-            chunks = _fetch(url, batch)
-        except Exception as exc:  # noqa: BLE001 - whatever the backend raises once its own retries are spent
-            counts["shard_read_error"] += 1
-            _report_read_error(
-                url, f"{url}: ranged read failed ({one_line(exc, typed=True)}); skipping the rest of the shard"
-            )
-            return
-        for (start, end, wanted), chunk in zip(batch, chunks):
-            if len(chunk) != end - start:
-                counts["shard_truncated"] += 1
-                return
-            samples: dict[str, dict] = {}
+    where = "local" if scheme(url) in ("", "file") else "remote"
+    batches: list[list[tuple[int, int, list[int]]]] = []
+    for r in _ranges(index, rows, RANGE_GAP[where], RANGE_BATCH[where]):
+        if batches and sum(e - s for s, e, _ in batches[-1]) + r[1] - r[0] <= RANGE_BATCH[where]:
+            batches[-1].append(r)
+        else:
+            batches.append([r])
+    pool = None
+    if where == "remote" and len(batches) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-ranges")
+    try:
+        ahead = pool.submit(_fetch, url, batches[0]) if pool is not None else None
+        for k, batch in enumerate(batches):
             try:
-                with tarfile.open(fileobj=io.BytesIO(chunk), mode="r|") as tf:
-                    for member in tf:
-                        split = split_member(member.name) if member.isreg() else None
-                        if split is None:
-                            continue
-                        data = tf.extractfile(member)
-                        assert data is not None  # a regular file's
-                        samples.setdefault(split[0], {"__key__": split[0], "__url__": url})[split[1]] = data.read()
-            except Exception:  # noqa: BLE001 - not whole tar members: the index does not fit the tar
-                counts["shard_truncated"] += 1
+                if ahead is not None:
+                    chunks = ahead.result()
+                    ahead = pool.submit(_fetch, url, batches[k + 1]) if pool and k + 1 < len(batches) else None
+                else:
+                    chunks = _fetch(url, batch)
+            except Exception as exc:  # noqa: BLE001 - whatever the backend raises once its own retries are spent
+                counts["shard_read_error"] += 1
+                _report_read_error(
+                    url, f"{url}: ranged read failed ({one_line(exc, typed=True)}); skipping the rest of the shard"
+                )
                 return
-            for j in wanted:
-                raw = samples.get(index.keys[j])
-                if raw is None:
-                    counts["partial_sample"] += 1
-                    continue
-                yield j, raw
+            for (start, end, wanted), chunk in zip(batch, chunks):
+                if len(chunk) != end - start:
+                    counts["shard_truncated"] += 1
+                    return
+                view = memoryview(chunk)
+                for j in wanted:
+                    at = int(index.offsets[j]) - start
+                    raw = _sample_at(url, view[at : at + int(index.sizes[j])])
+                    if raw is None:  # not whole tar members: the index does not fit the tar
+                        counts["shard_truncated"] += 1
+                        return
+                    if raw.get("__key__") != index.keys[j]:
+                        counts["partial_sample"] += 1
+                        continue
+                    yield j, raw
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _sample_at(url: str, data: memoryview) -> dict | None:
+    """The raw sample (as `iter_shard` gives it) of one sample's byte range, its headers read
+    in place (`tarfile`'s stream reader copies every member through a buffer); None when
+    the range is not whole tar members. A long name comes in a pax (or GNU) extended
+    header before its member; other extended fields (webdataset's float mtimes) are not
+    needed."""
+    raw: dict = {"__url__": url}
+    pos, name = 0, None
+    while pos + tarfile.BLOCKSIZE <= len(data):
+        block = bytes(data[pos : pos + tarfile.BLOCKSIZE])
+        if block == tarfile.NUL * tarfile.BLOCKSIZE:  # an end-of-archive block
+            break
+        try:
+            info = tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+        except tarfile.HeaderError:
+            return None
+        begin = pos + tarfile.BLOCKSIZE
+        if begin + info.size > len(data):
+            return None
+        payload = data[begin : begin + info.size]
+        pos = begin + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        if info.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+            name = _pax_path(bytes(payload)) or name
+            continue
+        if info.type == tarfile.GNUTYPE_LONGNAME:
+            name = bytes(payload).rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        member, name = name or info.name, None
+        split = split_member(member) if info.isreg() else None
+        if split is not None:
+            if raw.setdefault("__key__", split[0]) != split[0]:
+                return None
+            raw[split[1]] = bytes(payload)
+    return raw if "__key__" in raw else None
+
+
+def _pax_path(records: bytes) -> str | None:
+    """The `path` of a pax extended header's records ("LENGTH KEY=VALUE\n" each)."""
+    pos = 0
+    while pos < len(records):
+        space = records.find(b" ", pos)
+        if space < 0:
+            return None
+        try:
+            length = int(records[pos:space])
+        except ValueError:
+            return None
+        if length <= 0:
+            return None
+        key, _, value = records[space + 1 : pos + length - 1].partition(b"=")
+        if key == b"path":
+            return value.decode("utf-8", "surrogateescape")
+        pos += length
+    return None
 
 
 # --------------------------------------------------------------------------- samples

@@ -51,6 +51,7 @@ import random
 import sys
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -58,6 +59,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.shard_format import key_name
+from pipeline.storage import scheme
 
 from .balance import OnlineBalance, pass_of, uid_keys
 from .config import StreamConfig
@@ -265,6 +267,12 @@ class TrainStream(IterableDataset):
         self.balance = balance  # balancing while training: what each pass draws (`train.balance`)
         self._streams = config.world_size  # streams over all ranks (x workers, set in __iter__)
         self._indexes: OrderedDict[str, ShardIndex | None] = OrderedDict()
+        self._pending: dict[str, Future] = {}  # the next draw's index being fetched
+        self._pool: ThreadPoolExecutor | None = None  # its thread, started where the stream is read
+
+    def __getstate__(self) -> dict:
+        """What a DataLoader worker gets: not this process's prefetch thread."""
+        return {**self.__dict__, "_pool": None, "_pending": {}}
 
     def _base(self, worker: int, num_workers: int) -> tuple:
         c = self.config
@@ -278,7 +286,7 @@ class TrainStream(IterableDataset):
         """`accept` for training, the sample tagged with `ref` (draw, raw index); balancing,
         only what the draw's pass keeps."""
         drawn = None
-        if self.balance is not None:
+        if self.balance is not None and not raw.get("__drawn__"):  # (read by index: drawn already)
             b, e = self.balance, self._pass(ref[0])
             drawn = lambda sample: b.keeps(sample["uid"], sample["query_ids"], e)  # noqa: E731
         sample = accept(raw, counts, self.config.val_fraction, held_out=False, drawn=drawn)
@@ -289,14 +297,27 @@ class TrainStream(IterableDataset):
     def _pass(self, draw: int) -> int:
         return pass_of(draw, self._streams, len(self.urls))
 
-    def _index(self, url: str) -> ShardIndex | None:
-        """The shard's index, kept for the last INDEX_CACHE shards this worker read."""
+    def _index(self, url: str, then: str | None = None) -> ShardIndex | None:
+        """The shard's index, kept for the last INDEX_CACHE shards this worker read; `then`:
+        the shard of the next draw, whose index a thread fetches meanwhile (on an object
+        store, two requests a shard that would otherwise stall the stream)."""
+        pending = self._pending.pop(url, None)
         if url in self._indexes:
             self._indexes.move_to_end(url)
-            return self._indexes[url]
-        index = self._indexes[url] = read_index(url)
-        if len(self._indexes) > INDEX_CACHE:
-            self._indexes.popitem(last=False)
+            index = self._indexes[url]
+        else:
+            index = self._indexes[url] = pending.result() if pending is not None else read_index(url)
+            if len(self._indexes) > INDEX_CACHE:
+                self._indexes.popitem(last=False)
+        if (
+            then is not None
+            and then not in self._indexes
+            and then not in self._pending
+            and scheme(then) not in ("", "file")
+        ):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-index")
+            self._pending = {then: self._pool.submit(read_index, then)}
         return index
 
     def _read(
@@ -313,7 +334,7 @@ class TrainStream(IterableDataset):
         pass keeps are read (by byte range); the others come as `(index, None)`, counted
         `held_out` or `not_drawn` as `accept` would, so positions and counts mean the same."""
         url = self._shard(base, draw)
-        index = self._index(url) if self.balance is not None else None
+        index = self._index(url, then=self._shard(base, draw + 1)) if self.balance is not None else None
         if index is None:
             return iter_shard_indexed(url, counts, start, wanted)
         return self._read_indexed(url, index, self._pass(draw), counts, start, wanted, stop)
@@ -327,6 +348,7 @@ class TrainStream(IterableDataset):
         read = {j for j in wanted if j < start} | {j for j in range(start, end) if drawn[j] and not held[j]}
         nxt = start
         for j, raw in iter_shard_rows(url, index, sorted(read), counts):
+            raw["__drawn__"] = True
             if j >= start:
                 yield from self._unread(range(nxt, j), read, held, counts)
                 nxt = j + 1

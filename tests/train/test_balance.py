@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
@@ -314,3 +316,30 @@ def test_on_s3_the_drawn_samples_are_read_by_range_and_the_batches_match_local_d
             ld = make_train_loader(where, TOK, config, num_batches=40, balance=make_balance(table, T, 0))
             got.append(([info["uids"] for *_, info in ld], dict(ld.totals)))
         assert got[0] == got[1] and got[0][1]["not_drawn"] > 0
+
+
+def test_reading_by_index_matches_the_tar_reader_and_counts_an_index_that_does_not_fit(tmp_path):
+    """Byte-range reads give the samples the streaming reader gives, long (pax) member names
+    included; an index whose ranges are not whole members is a counted shard error."""
+    from collections import Counter
+
+    from pipeline.shard_format import write_index
+    from tests.support.shards import sample, write_tar
+    from train.shards import ShardIndex, iter_shard, iter_shard_rows, read_index
+
+    long = "k" * 120  # over ustar's 100 characters: a pax header carries the name
+    rows = [sample(i) for i in range(6)]
+    rows[3] = {**sample(3), "__key__": f"{long}3"}
+    tar = write_tar(tmp_path / "00000.tar", rows)
+    write_index(str(tar))
+    index = read_index(str(tar))
+    assert index is not None and index.keys[3] == f"{long}3"
+    counts: Counter = Counter()
+    got = dict(iter_shard_rows(str(tar), index, [1, 3, 4], counts))
+    every = list(iter_shard(str(tar), Counter()))
+    assert got == {j: every[j] for j in (1, 3, 4)} and not +counts - Counter(shards=1)
+    table = pq.read_table(f"{tar}.idx")
+    shifted = table.set_column(3, "offset", pa.compute.add(table.column("offset"), 512))
+    broken = ShardIndex(shifted)
+    counts = Counter()
+    assert list(iter_shard_rows(str(tar), broken, [1, 2], counts)) == [] and counts["shard_truncated"] == 1
