@@ -104,7 +104,8 @@ def findings(s: dict) -> dict[str, list[str]]:
             + (f" (at most about {o['online_cap']} x t per query)" if o.get("online_cap") else "")
             + f"; balancing a training pass at t = {fmt_int(o['t'])} keeps about "
             f"{fmt_int(round(o['expected_texts_per_pass'] or 0))} texts a pass; each query's counts over the whole "
-            "matched set are in entry_counts.parquet beside the shards."
+            "matched set are in entry_counts.parquet beside the shards (python -m train --balance-t T draws a "
+            "balanced subset each pass)."
         )
     if _ok(bal):
         h, b = bal["head"], bal["before"]

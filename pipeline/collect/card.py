@@ -68,7 +68,8 @@ def _balancing_line(bal: dict, per_lang: dict | None) -> str:
             + (f" (at most about {bal.get('online_cap')} x t per query)" if bal.get("online_cap") else "")
             + f"; balancing a training pass at t = {_n(bal.get('per_query'))} keeps a text with probability "
             f"`keep_prob` (1 - prod(1 - min(1, t / count))), about {_n(round(bal.get('expected_kept') or 0))} "
-            "texts a pass; each query's counts over the whole matched set are in `entry_counts.parquet`" + reference
+            "texts a pass; each query's counts over the whole matched set are in `entry_counts.parquet`; "
+            "train with `python -m train --balance-t T` to draw a balanced subset each pass" + reference
         )
     return (
         f"- balancing: t = {_n(bal.get('per_query'))} per query, seed {bal.get('seed', 'unknown')}; "

@@ -93,3 +93,34 @@ def entry_counts() -> list[int]:
         for i in ids:
             counts[i] += 1
     return counts
+
+
+def draws_over_passes(balance, samples: list[tuple[str, list[int]]], passes: int):
+    """(times each sample is drawn over passes 0..passes-1, its keep probability
+    1 - prod(1 - p_i)), from `OnlineBalance.drawn` on (uid, entry ids) pairs."""
+    import numpy as np
+
+    from train.balance import uid_keys
+
+    keys = uid_keys([u for u, _ in samples])
+    ids = pa.array([list(i) for _, i in samples], pa.list_(pa.int64()))
+    times = np.zeros(len(samples))
+    for e in range(passes):
+        times += balance.drawn(keys, ids, e)
+    keep_p = np.array([1 - np.prod([1 - balance.p[i] for i in i_s]) for _, i_s in samples])
+    return times, keep_p
+
+
+def assert_binomial_draws(times, keep_p, passes: int, alpha: float) -> None:
+    """Each sample drawn Binomial(passes, p) times, independently of the others: the samples
+    with p in (0, 1) by a two-sided chi-square test at false-alarm rate `alpha` (too regular
+    draws fail as much as too wild ones), the others exactly 0 or `passes` times."""
+    from scipy import stats
+
+    varied = (keep_p > 0) & (keep_p < 1)
+    assert (times[~varied] == passes * keep_p[~varied]).all()
+    t_v, p_v = times[varied], keep_p[varied]
+    chi2 = float(((t_v - passes * p_v) ** 2 / (passes * p_v * (1 - p_v))).sum())
+    df = int(varied.sum())
+    assert df > 0
+    assert stats.chi2.ppf(alpha / 2, df) < chi2 < stats.chi2.isf(alpha / 2, df), (chi2, df)

@@ -17,7 +17,15 @@ import pytest
 from scipy import stats
 
 from pipeline.errors import InputError
-from tests.support.online import QUERIES, T, entry_counts, uid_of, write_online_dataset
+from tests.support.online import (
+    QUERIES,
+    T,
+    assert_binomial_draws,
+    draws_over_passes,
+    entry_counts,
+    uid_of,
+    write_online_dataset,
+)
 from tests.support.shards import TOK
 from train.balance import load_entry_table, make_balance, pass_record, uid_keys
 from train.config import StreamConfig
@@ -142,19 +150,10 @@ def test_per_entry_draws_stay_within_binomial_bounds_of_min_count_t(data):
 
     # per sample: times drawn over the passes
     samples = [s for rows in shard_samples(data["indexed"]).values() for s in rows]
-    times = np.zeros(len(samples))
-    for e in range(passes):
-        kept = set(drawn_uids(balance, samples, e, 0.0))
-        times += [u in kept for u, _ in samples]
-    keep_p = np.array([1 - np.prod([1 - balance.p[i] for i in ids]) for _, ids in samples])
+    times, keep_p = draws_over_passes(balance, samples, passes)
     assert sum(r["drawn"] for _, r in records) == times.sum()
     assert sum(r["expected"] for _, r in records) / passes == pytest.approx(keep_p.sum(), abs=1e-3)
-    varied = (keep_p > 0) & (keep_p < 1)
-    assert (times[~varied] == passes * keep_p[~varied]).all()
-    t_v, p_v = times[varied], keep_p[varied]
-    chi2 = float(((t_v - passes * p_v) ** 2 / (passes * p_v * (1 - p_v))).sum())
-    df = int(varied.sum())
-    assert stats.chi2.ppf(ALPHA / 2, df) < chi2 < stats.chi2.isf(ALPHA / 2, df), (chi2, df)
+    assert_binomial_draws(times, keep_p, passes, ALPHA)
     # and per entry, the passes' mean converges to the expectation (z-test, Bonferroni over entries)
     z = stats.norm.isf(ALPHA / (2 * len(QUERIES)))
     for i in range(len(QUERIES)):
@@ -250,9 +249,9 @@ def test_a_balanced_run_records_each_pass_and_reports_it(data, tmp_path):
         train_data=f"{folder}/[0-9]*.tar",
         runs=tmp_path,
         name="bal",
-        steps=24,
+        steps=16,
         batch_size=8,
-        save_every=24,
+        save_every=16,
         shuffle_buffer=16,
         val_fraction=0.1,
     )
@@ -261,7 +260,7 @@ def test_a_balanced_run_records_each_pass_and_reports_it(data, tmp_path):
     table, balance = balanced(folder)
     held = lambda uid: is_held_out(uid, 0.1)  # noqa: E731
     records = sorted((run / "balance").glob("pass-*.parquet"))
-    # 24 x 8 samples, about 100 kept of a pass's 7 shards: passes 0 and 1 (and 2 begun, perhaps)
+    # 16 x 8 samples and a buffer of 16, about 100 kept of a pass's 7 shards: passes 0 and 1
     assert [p.name for p in records[:2]] == ["pass-0000.parquet", "pass-0001.parquet"]
     for e, path in enumerate(records):
         want, totals = pass_record(table, balance, urls(folder), e, held)
