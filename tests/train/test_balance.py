@@ -285,9 +285,8 @@ def test_balance_t_on_shards_that_cannot_be_balanced_is_a_one_line_error(data, t
     common = {"runs": tmp_path, "steps": 2, "name": "x"}
     res = run_train("--balance-t", "10", train_data=f"{offline}/[0-9]*.tar", **common)
     assert_one_line_error(res, "entry_counts.parquet: not found", "--balance online")
-    for bad in ("0", "-5"):
-        res = run_train("--balance-t", bad, train_data=f"{data['indexed']}/[0-9]*.tar", **common)
-        assert_one_line_error(res, "--balance-t must be > 0")
+    res = run_train("--balance-t", "0", train_data=f"{data['indexed']}/[0-9]*.tar", **common)
+    assert_one_line_error(res, "--balance-t must be > 0")
     assert not (tmp_path / "x").exists(), "nothing ran"
 
 
