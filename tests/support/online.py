@@ -124,3 +124,33 @@ def assert_binomial_draws(times, keep_p, passes: int, alpha: float) -> None:
     df = int(varied.sum())
     assert df > 0
     assert stats.chi2.ppf(alpha / 2, df) < chi2 < stats.chi2.isf(alpha / 2, df), (chi2, df)
+
+
+def assert_pass_records(run, shards, t: float, seed: int, val_fraction: float) -> int:
+    """RUN/balance/pass-NNNN.parquet, from pass 0 on, each equal to `train.balance.pass_record`
+    for the shards, with its totals in its metadata; metrics.jsonl rows carry the latest
+    pass's totals; the report shows the first and latest pass. How many records there are."""
+    import json
+
+    from train.balance import load_entry_table, make_balance, pass_record
+    from train.report import write_report
+    from train.stream import is_held_out
+
+    urls = sorted(str(p) for p in Path(shards).glob("[0-9]*.tar"))
+    table = load_entry_table(urls)
+    balance = make_balance(table, t, seed)
+    records = sorted((Path(run) / "balance").glob("pass-*.parquet"))
+    assert [p.name for p in records] == [f"pass-{e:04d}.parquet" for e in range(len(records))] and records
+    for e, path in enumerate(records):
+        want, totals = pass_record(table, balance, urls, e, lambda uid: is_held_out(uid, val_fraction))
+        got = pq.read_table(path)
+        assert got.select(want.column_names).equals(want), path
+        assert json.loads(got.schema.metadata[b"totals"]) == totals
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    latest = [r["balance"] for r in rows if "balance" in r]
+    assert latest and latest[-1]["t"] == t and latest[-1]["drawn"] > 0
+    html = write_report(run).read_text()
+    assert 'id="balance"' in html and "drawn, pass 0" in html
+    if len(records) > 1:
+        assert f"drawn, pass {len(records) - 1}" in html
+    return len(records)

@@ -5,7 +5,6 @@ determinism in the seed and step-exact resume, on a synthetic online dataset
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -237,56 +236,21 @@ def test_shards_without_counts_or_with_counts_that_disagree_are_refused(data, tm
 # --------------------------------------------------------------------------- the trainer
 
 
-@pytest.mark.slow
-def test_a_balanced_run_records_each_pass_and_reports_it(data, tmp_path):
-    from tests.support.trainer import metrics, run_train
-
-    folder = data["indexed"]
-    res = run_train(
-        "--no-final-eval",
-        "--balance-t",
-        str(T),
-        train_data=f"{folder}/[0-9]*.tar",
-        runs=tmp_path,
-        name="bal",
-        steps=16,
-        batch_size=8,
-        save_every=16,
-        shuffle_buffer=16,
-        val_fraction=0.1,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    run = tmp_path / "bal"
-    table, balance = balanced(folder)
-    held = lambda uid: is_held_out(uid, 0.1)  # noqa: E731
-    records = sorted((run / "balance").glob("pass-*.parquet"))
-    # 16 x 8 samples and a buffer of 16, about 100 kept of a pass's 7 shards: passes 0 and 1
-    assert [p.name for p in records[:2]] == ["pass-0000.parquet", "pass-0001.parquet"]
-    for e, path in enumerate(records):
-        want, totals = pass_record(table, balance, urls(folder), e, held)
-        got = pq.read_table(path)
-        assert got.select(want.column_names).equals(want)
-        assert json.loads(got.schema.metadata[b"totals"]) == totals
-    rows = [r for r in metrics(run) if "balance" in r]
-    assert rows and rows[-1]["balance"]["t"] == T and rows[-1]["balance"]["drawn"] > 0
-    from train.report import write_report
-
-    html = write_report(run).read_text()
-    assert 'id="balance"' in html and "drawn, pass 0" in html and f"drawn, pass {len(records) - 1}" in html
-
-
-@pytest.mark.slow
-def test_balance_t_on_shards_that_cannot_be_balanced_is_a_one_line_error(data, tmp_path):
-    from tests.conftest import assert_one_line_error
+def test_balance_t_on_shards_that_cannot_be_balanced_is_a_one_line_error(data, tmp_path, capsys):
+    """The trainer's own entry point (`train.main.main`, in this process: the CLI's code
+    path without a second torch import): exit 2 and one `error:` line, before any run folder."""
     from tests.support.shards import write_shards
-    from tests.support.trainer import run_train
+    from train.main import main
 
     offline = write_shards(tmp_path / "offline", 2, 5)
-    common = {"runs": tmp_path, "steps": 2, "name": "x"}
-    res = run_train("--balance-t", "10", train_data=f"{offline}/[0-9]*.tar", **common)
-    assert_one_line_error(res, "entry_counts.parquet: not found", "--balance online")
-    res = run_train("--balance-t", "0", train_data=f"{data['indexed']}/[0-9]*.tar", **common)
-    assert_one_line_error(res, "--balance-t must be > 0")
+    common = ["--runs", str(tmp_path), "--name", "x", "--steps", "2", "--quiet"]
+    for shards, t, needles in (
+        (offline, "10", ("entry_counts.parquet: not found", "--balance online")),
+        (data["indexed"], "0", ("--balance-t must be > 0",)),
+    ):
+        assert main(["--train-data", f"{shards}/[0-9]*.tar", "--balance-t", t, *common]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and all(n in lines[0] for n in needles), lines
     assert not (tmp_path / "x").exists(), "nothing ran"
 
 
