@@ -12,7 +12,7 @@ import argparse
 import re
 import sys
 
-from . import decontaminate
+from . import decontaminate, subset
 from .audit import cli as audit_cli
 from .browse import cli as browse_cli
 from .collect import cli as collect_cli
@@ -30,6 +30,7 @@ VERBS = {
     "audit": audit_cli,
     "browse": browse_cli,
     "decontaminate": decontaminate,
+    "subset": subset,
 }
 
 

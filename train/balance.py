@@ -24,7 +24,6 @@ vectors), and the stream resumes step-exactly as without balancing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,88 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.collect.balance import (
-    available_counts,
-    flatten_ids,
-    keep_probabilities,
-    text_keep_probability,
-    uid_to_uint64,
-    uniform_draws,
-)
+from pipeline.collect.balance import available_counts, flatten_ids, keep_probabilities, text_keep_probability
+from pipeline.collect.online_draw import OnlineBalance, uid_keys
 from pipeline.errors import InputError, one_line
 from pipeline.layout import ENTRY_COUNTS
 
 REBUILD = "build them with `python -m pipeline shards --balance online`"
-
-
-def uid_keys(uids: Sequence[str | None]) -> np.ndarray:
-    """The draws' uint64 key of each uid: the pool's 16-hex-digit uids as their number (as
-    the balance step keys them), any other string by its blake2b-64."""
-    arr = pa.array([u or "" for u in uids], pa.string())
-    if len(arr) and pc.all(pc.match_substring_regex(arr, r"^[0-9a-fA-F]{16}$")).as_py():
-        return uid_to_uint64(arr)
-    return np.array([_key(u or "") for u in uids], dtype=np.uint64)
-
-
-def _key(uid: str) -> int:
-    if len(uid) == 16:
-        try:
-            return int(uid, 16)
-        except ValueError:
-            pass
-    return int.from_bytes(hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def _salt(seed: int, pass_: int) -> int:
-    """The draws' seed for pass `pass_`: neither the balance step's draws (seed alone) nor
-    another pass's."""
-    digest = hashlib.blake2b(f"online-balance/{seed}/{pass_}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-@dataclass(frozen=True)
-class OnlineBalance:
-    """What a stream needs to draw: T, the seed and each entry's min(1, T / n_i)."""
-
-    t: float
-    seed: int
-    p: np.ndarray  # per entry id
-
-    def drawn(self, keys: np.ndarray, query_ids: pa.Array, pass_: int) -> np.ndarray:
-        """Whether pass `pass_` keeps each sample (uid keys, list<int> of entry ids). A sample
-        with no entries, or one outside the table, is never kept."""
-        flat, parent = flatten_ids(query_ids)
-        n = len(keys)
-        if not len(flat):
-            return np.zeros(n, dtype=bool)
-        inside = (flat >= 0) & (flat < len(self.p))
-        u = uniform_draws(keys[parent], flat, _salt(self.seed, pass_))
-        hit = inside & (u < self.p[np.where(inside, flat, 0)])
-        return np.bincount(parent, weights=hit, minlength=n) > 0
-
-    def keeps(self, uid: str, query_ids, pass_: int) -> bool:
-        """`drawn` for one sample (its json's `query_ids`): the same draws bit for bit, in
-        plain integer arithmetic (numpy's per-call overhead would cost ~10% of a decode)."""
-        if not isinstance(query_ids, list):
-            return False
-        key, salt = _key(uid), _splitmix64(_salt(self.seed, pass_))
-        for i in query_ids:
-            if isinstance(i, int) and 0 <= i < len(self.p):
-                u = (_splitmix64(key ^ _splitmix64((i & _MASK) ^ salt)) >> 11) / float(1 << 53)
-                if u < self.p[i]:
-                    return True
-        return False
-
-
-_MASK = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """`pipeline.collect.balance._splitmix64` for one Python int (uint64 wrap-around)."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
 
 
 @dataclass(frozen=True)
