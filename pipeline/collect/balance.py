@@ -30,6 +30,7 @@ from ..storage import location, read_table
 from .config import BalanceConfig
 from .match import queries_digest, read_queries, read_query_langs
 from .tail_share import per_language_thresholds, thresholds_per_entry
+from .urls import uid_key
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -53,12 +54,13 @@ def uniform_draws(uids: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndar
 
 
 def uid_to_uint64(uids) -> np.ndarray:
-    """Pool uids (16 hex digits) as uint64, parsed from the Arrow buffer: no Python string per row."""
+    """Pool uids as uint64 (`urls.uid_key`): ours (16 hex digits) parsed from the Arrow
+    buffer, no Python string per row; a source's own (`--uid-col`) one by one."""
     arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
     if len(arr) == 0:
         return np.zeros(0, dtype=np.uint64)
     if arr.null_count or not pc.all(pc.equal(pc.utf8_length(arr), 16)).as_py():
-        return np.array([int(u, 16) for u in arr.to_pylist()], dtype=np.uint64)
+        return np.array([uid_key(u or "") for u in arr.to_pylist()], dtype=np.uint64)
     if pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]

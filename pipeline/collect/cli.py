@@ -10,7 +10,16 @@ import argparse
 
 from ..errors import InputError
 from ..options import add_engine_args, engine_from_args, memory_limit, non_negative_int, positive_float, positive_int
-from .config import BalanceConfig, DownloadConfig, MatchConfig, PoolConfig, ShardParams, default, from_options
+from .config import (
+    POOL_FORMATS,
+    BalanceConfig,
+    DownloadConfig,
+    MatchConfig,
+    PoolConfig,
+    ShardParams,
+    default,
+    from_options,
+)
 
 STEPS_EPILOG = """\
 steps (each skips work already done; a changed input or setting redoes that step and
@@ -80,10 +89,26 @@ def _pool_args(p: argparse.ArgumentParser, required: bool) -> None:
         help="candidate pairs: parquet/csv/tsv/jsonl table or *.warc.wat.gz; path, glob or fsspec URL; repeatable",
     )
     g.add_argument(
-        "--url-col", default=default(PoolConfig, "url_col"), help="URL column of table inputs (default: %(default)s)"
+        "--pool-format",
+        choices=sorted(POOL_FORMATS),
+        default=None,
+        help="a known layout, setting the url/text/uid columns and the extra columns carried along: "
+        "datacomp (CommonPool metadata: url, text, its 32-hex-digit uid, sizes, sha256, CLIP scores), "
+        "laion (URL, TEXT, WIDTH, HEIGHT, similarity), img2dataset (its output parquet: url, caption, "
+        "key, sha256); options given explicitly win",
     )
     g.add_argument(
-        "--text-col", default=default(PoolConfig, "text_col"), help="text column of table inputs (default: %(default)s)"
+        "--url-col", default=None, help=f"URL column of table inputs (default: {default(PoolConfig, 'url_col')})"
+    )
+    g.add_argument(
+        "--text-col", default=None, help=f"text column of table inputs (default: {default(PoolConfig, 'text_col')})"
+    )
+    g.add_argument(
+        "--uid-col",
+        default=None,
+        help="the source's own uid column, kept as the sample uid end to end (pool, matches, shards, "
+        "audit, subset files) and deduplicated on; rows with a blank one are dropped (dropped_bad_uid) "
+        "(default: none: uid = a hash of url and text)",
     )
     g.add_argument(
         "--keep-col",
@@ -289,10 +314,27 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run, step=name)
 
 
+def _with_pool_format(options: dict) -> dict:
+    """The options with `--pool-format`'s columns where none was given explicitly (its
+    extra columns first, then the --keep-col ones); unset column options dropped, so the
+    config's defaults apply."""
+    options = dict(options)
+    preset = POOL_FORMATS.get(options.get("pool_format") or "", {})
+    for name in ("url_col", "text_col", "uid_col", "uid_hex_digits"):
+        if options.get(name) is None:
+            options.pop(name, None)
+            if name in preset:
+                options[name] = preset[name]
+    if "keep_cols" in preset:
+        given = list(options.get("keep_cols") or [])
+        options["keep_cols"] = list(preset["keep_cols"]) + [c for c in given if c not in preset["keep_cols"]]
+    return options
+
+
 def params_from_args(args: argparse.Namespace) -> ShardParams:
     """The run's `ShardParams`: each config's fields from the options of the same name (a
     verb without a step's options gets that step's defaults)."""
-    options = vars(args)
+    options = _with_pool_format(vars(args))
     return ShardParams(
         out=args.out,
         queries=options.get("queries", default(ShardParams, "queries")),

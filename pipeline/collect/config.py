@@ -29,12 +29,38 @@ class PoolConfig:
     url_col: str = "url"
     text_col: str = "caption"
     keep_cols: tuple[str, ...] = ()
+    uid_col: str | None = None  # the source's own uid, kept as the sample uid end to end
+    uid_hex_digits: int = 0  # with uid_col: the digits every uid must have (DataComp: 32), 0 for any string
     allow_private_hosts: bool = False
     rows_per_part: int = 1_000_000
     memory_limit: str = MEMORY_LIMIT  # bounds each dedup bucket task
     # a caption is cut here: far beyond CLIP's 77 tokens, enough for any real caption
     max_text_chars: int = 4096
     buckets: int | None = None  # dedup bucket tasks; None: enough for memory_limit
+
+
+# `--pool-format`: the column layouts of pools researchers have. Each sets the url, text and
+# uid columns and the extra columns carried into the curation parquet (explicit options win).
+POOL_FORMATS: dict[str, dict] = {
+    # DataComp's CommonPool metadata: 32-hex-digit uids, CLIP scores, original sizes, sha256
+    "datacomp": {
+        "url_col": "url",
+        "text_col": "text",
+        "uid_col": "uid",
+        "uid_hex_digits": 32,
+        "keep_cols": (
+            "original_width",
+            "original_height",
+            "sha256",
+            "clip_b32_similarity_score",
+            "clip_l14_similarity_score",
+        ),
+    },
+    # LAION-400M / LAION-2B parquet: no uid (ours is made from url and text)
+    "laion": {"url_col": "URL", "text_col": "TEXT", "keep_cols": ("WIDTH", "HEIGHT", "similarity")},
+    # img2dataset's own output parquet (a download someone already did)
+    "img2dataset": {"url_col": "url", "text_col": "caption", "keep_cols": ("key", "sha256")},
+}
 
 
 @dataclass(frozen=True)

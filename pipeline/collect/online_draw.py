@@ -18,27 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .balance import available_counts, flatten_ids, keep_probabilities, uid_to_uint64, uniform_draws
+from .urls import uid_key
 
 
 def uid_keys(uids: Sequence[str | None]) -> np.ndarray:
-    """The draws' uint64 key of each uid: the pool's 16-hex-digit uids as their number (as
-    the balance step keys them), any other string by its blake2b-64."""
-    arr = pa.array([u or "" for u in uids], pa.string())
-    if len(arr) and pc.all(pc.match_substring_regex(arr, r"^[0-9a-fA-F]{16}$")).as_py():
-        return uid_to_uint64(arr)
-    return np.array([_key(u or "") for u in uids], dtype=np.uint64)
-
-
-def _key(uid: str) -> int:
-    if len(uid) == 16:
-        try:
-            return int(uid, 16)
-        except ValueError:
-            pass
-    return int.from_bytes(hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest(), "big")
+    """The draws' uint64 key of each uid (`urls.uid_key`, as the balance step keys them)."""
+    return uid_to_uint64(pa.array([u or "" for u in uids], pa.string()))
 
 
 def _salt(seed: int, pass_: int) -> int:
@@ -73,7 +60,7 @@ class OnlineBalance:
         plain integer arithmetic (numpy's per-call overhead would cost ~10% of a decode)."""
         if not isinstance(query_ids, list):
             return False
-        key, salt = _key(uid), _splitmix64(_salt(self.seed, pass_))
+        key, salt = uid_key(uid), _splitmix64(_salt(self.seed, pass_))
         for i in query_ids:
             if isinstance(i, int) and 0 <= i < len(self.p):
                 u = (_splitmix64(key ^ _splitmix64((i & _MASK) ^ salt)) >> 11) / float(1 << 53)

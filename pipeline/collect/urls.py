@@ -75,6 +75,20 @@ def make_uid(url: str, text: str) -> str:
     return hashlib.blake2b((url + "\x00" + text).encode("utf-8"), digest_size=8).hexdigest()
 
 
+def uid_key(uid: str) -> int:
+    """A uid's 64-bit number, for the pool's dedup and the balance draws: our own 16-hex-digit
+    uids as their value, a source's 32-hex-digit ones (DataComp's) as their halves' xor (they
+    are hashes already), any other string by its blake2b-64."""
+    if len(uid) == 16 or len(uid) == 32:
+        try:
+            value = int(uid, 16)
+        except ValueError:
+            pass
+        else:
+            return value if len(uid) == 16 else (value >> 64) ^ (value & 0xFFFFFFFFFFFFFFFF)
+    return int.from_bytes(hashlib.blake2b(uid.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
 def ip_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if ip.version == 6:
         inner = ip.ipv4_mapped or ip.sixtofour

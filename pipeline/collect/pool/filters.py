@@ -9,6 +9,7 @@ done).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from ...errors import InputError, one_line
 from ...io import atomic_path
 from ...storage import location
-from ..urls import check_url, make_uid, normalise_text
+from ..urls import check_url, make_uid, normalise_text, uid_key
 from ..wat import WAT_STAT_KEYS
 from .dedup import POS_SHIFT, keys_path, write_keys
 from .readers import BATCH_ROWS, CSV_BLOCK_BYTES, READ_ERRORS, PoolParams, input_format, read_source
@@ -33,6 +34,7 @@ DROP_KEYS = (
     "dropped_long_url",
     "dropped_bad_url",
     "dropped_private_host",
+    "dropped_bad_uid",
     "dropped_duplicate",
 )
 STAT_KEYS = ("rows_in", "kept", *DROP_KEYS, "text_truncated", "keep_cols_bad_encoding", *WAT_STAT_KEYS)
@@ -61,22 +63,45 @@ class _Spill:
         self.n = 0
         self.cols: list[list] = [[] for _ in self.schema]
         self.hashes: list[np.ndarray] = []
+        self.url_hash: list[int] = []  # of the rows in `cols`
+        self.url_hashes: list[np.ndarray] = []
 
     def flush(self) -> None:
         if self.cols[0]:
             arrays = [pa.array(c, type=f.type) for c, f in zip(self.cols, self.schema)]
             self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
             self.hashes.append(arrays[1].to_numpy())
+            self.url_hashes.append(np.array(self.url_hash, dtype=np.uint64))
             self.cols = [[] for _ in self.schema]
+            self.url_hash = []
 
     def close(self) -> None:
         self.flush()
         self.writer.close()
 
 
+def _source_uid(value, digits: int) -> str | None:
+    """A source's uid as the sample uid (hex in lower case), or None when it is none: blank,
+    or not `digits` hex digits where the format says so (DataComp's 32)."""
+    if value is None:
+        return None
+    uid = str(value).strip()
+    if not uid:
+        return None
+    if digits:
+        if len(uid) != digits or any(c not in "0123456789abcdefABCDEF" for c in uid):
+            return None
+        uid = uid.lower()
+    return uid
+
+
 def _filter_batch(urls: list, texts: list, extras: list[list], st: dict, p: PoolParams, spill: _Spill) -> None:
-    """The per-row rules (the stage docstring, steps 2-6); kept rows go to `spill`."""
+    """The per-row rules (the stage docstring, steps 2-6); kept rows go to `spill`. With a
+    source uid column, its values are the last of `extras`."""
     n = len(urls)
+    source_uids = extras[-1] if p.uid_col is not None else None
+    if source_uids is not None:
+        extras = extras[:-1]
     st["rows_in"] += n
     maxc = p.max_text_chars
     allow = p.allow_private_hosts
@@ -117,9 +142,19 @@ def _filter_batch(urls: list, texts: list, extras: list[list], st: dict, p: Pool
         except UnicodeEncodeError:  # lone surrogates (JSON escapes)
             st["dropped_bad_encoding"] += 1
             continue
+        if source_uids is not None:
+            url_hash = int(make_uid(u, ""), 16)
+            source = _source_uid(source_uids[i], p.uid_hex_digits)
+            if source is None:
+                st["dropped_bad_uid"] += 1
+                continue
+            uid = source
+        else:
+            url_hash = 0  # our uid hashes the URL already: a repeated uid has the same URL
         c_pos.append(spill.base | spill.n)
         spill.n += 1
-        c_h.append(int(uid, 16))  # the uid's 8 bytes as a number: its hash for the dedup
+        spill.url_hash.append(url_hash)
+        c_h.append(uid_key(uid))  # the uid as a 64-bit number: its hash for the dedup
         c_uid.append(uid)
         c_url.append(u)
         c_text.append(t)
@@ -136,13 +171,15 @@ def spill_input(index: int, path: str, spill_path: str, stats_path: str, params:
     """Phase 1 for one input (runs in a worker): normalise + filter, spill, write its key file
     and its stats (last: their presence marks the input as done)."""
     p = PoolParams(**{**params, "keep_cols": tuple(params["keep_cols"])})
+    # the source's uid column is read as one more extra column, the last (`_filter_batch`)
+    read_p = p if p.uid_col is None else dataclasses.replace(p, keep_cols=p.keep_cols + (p.uid_col,))
     st = dict.fromkeys(STAT_KEYS, 0)
     spill_path_p = location(spill_path)
     with atomic_path(spill_path_p) as tmp:
         spill = _Spill(tmp, index, p.keep_cols)
         try:
             try:
-                for urls, texts, extras in read_source(path, p, st):
+                for urls, texts, extras in read_source(path, read_p, st):
                     _filter_batch(urls, texts, extras, st, p, spill)
             except InputError:
                 raise
@@ -155,7 +192,7 @@ def spill_input(index: int, path: str, spill_path: str, stats_path: str, params:
         except BaseException:
             spill.writer.close()  # the unfinished file is then deleted by atomic_path
             raise
-    write_keys(spill.hashes, spill.base, keys_path(spill_path_p))
+    write_keys(spill.hashes, spill.url_hashes, spill.base, keys_path(spill_path_p))
     st["kept"] = spill.n  # before the cross-input dedup
     with atomic_path(stats_path) as tmp:
         tmp.write_text(json.dumps({"path": path, "stats": st}, sort_keys=True))

@@ -76,6 +76,8 @@ class PoolParams:
     keep_cols: tuple
     allow_private_hosts: bool
     max_text_chars: int
+    uid_col: str | None = None  # read after the keep_cols (the last extra), see `filters.spill_input`
+    uid_hex_digits: int = 0
 
 
 def _missing_columns_error(path: str, what: str, missing: list[str], have: list[str]) -> InputError:

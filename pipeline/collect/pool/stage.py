@@ -32,8 +32,11 @@ Per row, in this order (the first failing test names the counter):
 6. text longer than `max_text_chars` (default 4096 code points, far beyond CLIP's 77
    tokens but enough for any real caption) is cut there (then right-stripped) and counted
    in ``text_truncated``; the row is kept;
-7. ``uid`` = `make_uid(url, text)` of the final pair; a uid seen earlier in the input order
-   (any input) -> ``dropped_duplicate``.
+7. ``uid`` = `make_uid(url, text)` of the final pair, or, with `uid_col` (`--uid-col`,
+   `--pool-format datacomp`), the source's own uid (DataComp's: 32 hex digits, lower-cased;
+   blank or malformed -> ``dropped_bad_uid``); a uid seen earlier in the input order (any
+   input) -> ``dropped_duplicate``, and of those, the ones whose URL is not the first
+   row's are also counted in ``duplicate_uid_other_url`` (a source's uid reused).
 
 ``rows_in == kept + sum(dropped_*)`` always holds (blank JSONL lines are not rows).
 
@@ -110,7 +113,7 @@ from .filters import DROP_KEYS, STAT_KEYS, spill_input
 from .readers import PoolParams, input_format
 from .writer import CORE_COLUMNS, PartWriter, out_schema, write_parts
 
-FORMAT_VERSION = 2  # 2: parts never span inputs
+FORMAT_VERSION = 3  # 2: parts never span inputs; 3: key files with URL hashes, source uids
 BUCKET_ROWS = 4_000_000  # target rows per dedup bucket task (~64 bytes a row while it runs)
 DEDUP_BYTES_PER_ROW = 64
 
@@ -207,12 +210,13 @@ def _bucket_task(task: tuple) -> np.ndarray:
 
 
 def _stored_counts(path: Path, n_inputs: int) -> np.ndarray | None:
-    """The per-input counts of a finished bucket result, or None."""
+    """The per-input counts (duplicates, then those with another URL) of a finished bucket
+    result, or None."""
     if not path.is_file():
         return None
     try:
         arr = load_npy(path)
-        counts = np.array(arr[:n_inputs]) if arr.ndim == 1 and arr.shape[0] >= n_inputs else None
+        counts = np.array(arr[: 2 * n_inputs]) if arr.ndim == 1 and arr.shape[0] >= 2 * n_inputs else None
         del arr
     except (OSError, ValueError):
         return None
@@ -268,7 +272,15 @@ def build_pool(
     for f in files:
         input_format(f)  # unknown formats fail before any work
     params = asdict(
-        PoolParams(config.url_col, config.text_col, config.keep_cols, config.allow_private_hosts, config.max_text_chars)
+        PoolParams(
+            config.url_col,
+            config.text_col,
+            config.keep_cols,
+            config.allow_private_hosts,
+            config.max_text_chars,
+            config.uid_col,
+            config.uid_hex_digits,
+        )
     )
     params["keep_cols"] = list(config.keep_cols)
     fingerprints = [file_fingerprint(f) for f in files]
@@ -334,6 +346,10 @@ def _check(config: PoolConfig) -> None:
             raise InputError(f"keep column {c!r} clashes with an output column ({', '.join(CORE_COLUMNS)})")
     if len(set(keep_cols)) != len(keep_cols):
         raise InputError(f"keep columns repeat a name: {', '.join(keep_cols)}")
+    if config.uid_col is not None and config.uid_col in keep_cols:
+        raise InputError(f"--uid-col {config.uid_col}: it is the sample uid already; not also a --keep-col")
+    if config.uid_col is not None and not config.uid_col.strip():
+        raise InputError("--uid-col must name a column")
     if int(config.rows_per_part) < 1:
         raise InputError(f"rows per part must be at least 1 (got {config.rows_per_part})")
     if int(config.max_text_chars) < 1:
@@ -371,10 +387,11 @@ def _dedup_and_write(r: _Run, memory_bytes: int, t0: float) -> dict:
     per-input and per-bucket counts; every pass over rows is a part task on the engine."""
     spilled = _sum_spills(r)
     buckets = r.config.buckets or _auto_buckets(sum(spilled.kept_before), memory_bytes)
-    counts, dup_paths = _find_duplicates(r, buckets)
+    counts, other_url, dup_paths = _find_duplicates(r, buckets)
     dup_per_input = counts.sum(axis=0)
     kept = [kb - int(d) for kb, d in zip(spilled.kept_before, dup_per_input)]
     parts = _write_all_parts(r, counts, dup_paths, kept)
+    spilled.totals["duplicate_uid_other_url"] = int(other_url.sum())
     return _write_stats(r, spilled, int(dup_per_input.sum()), kept, parts, t0)
 
 
@@ -408,10 +425,10 @@ def _sum_spills(r: _Run) -> _Spilled:
     return _Spilled(totals, per_input, kept_before, len(empty))
 
 
-def _find_duplicates(r: _Run, buckets: int) -> tuple[np.ndarray, list[Path]]:
+def _find_duplicates(r: _Run, buckets: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Phase 2: one task per bucket of the uid hashes finds the repeated positions (bucket
-    results of this run are reused). Returns the count of duplicates per (bucket, input)
-    and the bucket result files."""
+    results of this run are reused). Returns the count of duplicates per (bucket, input),
+    of those with another URL than their uid's first row, and the bucket result files."""
     n_inputs = len(r.files)
     dkey = _short_hash({"run": r.run, "buckets": buckets, "fine_bits": FINE_BITS})
     dup_paths = [r.work / f"dup-{dkey}-{b:05d}.npy" for b in range(buckets)]
@@ -419,7 +436,7 @@ def _find_duplicates(r: _Run, buckets: int) -> tuple[np.ndarray, list[Path]]:
     for old in r.work.glob("dup-*.npy"):
         if old not in current:
             old.unlink()
-    counts = np.zeros((buckets, n_inputs), np.int64)
+    counts = np.zeros((buckets, 2 * n_inputs), np.int64)
     todo, tasks = [], []
     for b, ((lo, hi), dp) in enumerate(zip(_bucket_ranges(buckets), dup_paths)):
         stored = _stored_counts(dp, n_inputs)
@@ -439,7 +456,7 @@ def _find_duplicates(r: _Run, buckets: int) -> tuple[np.ndarray, list[Path]]:
     )
     for b, c in zip(todo, results):
         counts[b] = c
-    return counts, dup_paths
+    return counts[:, :n_inputs], counts[:, n_inputs:], dup_paths
 
 
 def _plan_parts(kept: list[int], rows_per_part: int) -> tuple[list[int], list[list[str]]]:
