@@ -211,6 +211,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="with --balance-t: the draws' seed, as train's --seed")
     p.add_argument("--pass", dest="pass_", type=int, default=0, help="with --balance-t: which pass (default: 0)")
     p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory for the sort; beyond it, it spills")
+    p.add_argument("--quiet", action="store_true", help="no summary line")
     p.set_defaults(run=run)
 
 
@@ -224,5 +225,6 @@ def run(args: argparse.Namespace) -> int:
         pass_=args.pass_,
         memory_limit=args.memory_limit,
     )
-    print(json.dumps(meta), file=sys.stdout)
+    if not args.quiet:
+        print(json.dumps(meta), file=sys.stdout)
     return 0

@@ -59,13 +59,23 @@ def uid_to_uint64(uids) -> np.ndarray:
     arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
     if len(arr) == 0:
         return np.zeros(0, dtype=np.uint64)
-    if arr.null_count or not pc.all(pc.equal(pc.utf8_length(arr), 16)).as_py():
+    width = None
+    if not arr.null_count:
+        lengths = pc.utf8_length(arr)
+        shortest, longest = pc.min_max(lengths).values()
+        if shortest.as_py() == longest.as_py() in (16, 32):
+            width = longest.as_py()
+    if width is None:
         return np.array([uid_key(u or "") for u in arr.to_pylist()], dtype=np.uint64)
     if pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
     digits = arr.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
-    return np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u8").astype(np.uint64)
+    try:
+        words = np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u8").astype(np.uint64)
+    except (UnicodeDecodeError, ValueError):  # not all hex: one by one
+        return np.array([uid_key(u) for u in arr.to_pylist()], dtype=np.uint64)
+    return words if width == 16 else words[0::2] ^ words[1::2]  # 32 digits: the halves' xor, as uid_key
 
 
 def count_entries(match_parts: list[Path], n_queries: int, out_path: Path) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +90,13 @@ def _source_uid(value, digits: int) -> str | None:
     if not uid:
         return None
     if digits:
-        if len(uid) != digits or any(c not in "0123456789abcdefABCDEF" for c in uid):
+        if len(uid) != digits or _HEX.fullmatch(uid) is None:
             return None
         uid = uid.lower()
     return uid
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 def _filter_batch(urls: list, texts: list, extras: list[list], st: dict, p: PoolParams, spill: _Spill) -> None:
