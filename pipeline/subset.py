@@ -42,7 +42,7 @@ from . import layout
 from .duck import connect
 from .errors import InputError
 from .io import atomic_path, sql_str
-from .storage import listing, location
+from .storage import listing, location, read_table
 
 FORMATS = ("npy", "txt", "parquet")
 SUBSET_DTYPE = np.dtype("u8,u8")  # DataComp's: [('f0', '<u8'), ('f1', '<u8')] on a little-endian machine
@@ -71,34 +71,32 @@ def u16_to_hex(subset: np.ndarray) -> list[str]:
     return [f"{int(a):016x}{int(b):016x}" for a, b in zip(subset["f0"], subset["f1"])]
 
 
-def _selected(curation) -> str:
-    """The selected parts' glob, or InputError when there are none."""
+def _curation_dir(curation) -> Path:
+    """The curation folder (given, or the shard folder's curation/) whose selected/ has
+    parts; InputError when it has none."""
     cur = location(curation)
     if (cur / layout.CURATION).is_dir() or not (cur / layout.SELECTED).exists():
         cur = cur / layout.CURATION  # the shard folder given: its curation/
-    parts = listing(cur / layout.SELECTED, layout.PART_GLOB)
-    if not parts:
+    if not listing(cur / layout.SELECTED, layout.PART_GLOB):
         raise InputError(
             f"{cur / layout.SELECTED}: no selected parts; run `pipeline shards` (or its balance step) first"
         )
-    return str(cur / layout.SELECTED / layout.PART_GLOB)
+    return cur
 
 
-def _drawn_parts(curation, t: float, seed: int, pass_: int, tmp: Path) -> str:
-    """For an online-balanced curation: what a pass at T draws of its selected rows, written
-    as parquet parts (uid only) under `tmp`; their glob."""
+def _drawn_parts(cur: Path, t: float, seed: int, pass_: int, tmp: Path) -> str:
+    """For an online-balanced curation `cur`: what a pass at T draws of its selected rows,
+    written as parquet parts (uid only) under `tmp`; their glob."""
     from .collect.online_draw import OnlineBalance, online_keep_probabilities, uid_keys
 
-    cur = location(_selected(curation)).parent.parent
     table_path = cur.parent / layout.ENTRY_COUNTS
     if not table_path.exists():
         raise InputError(
             f"{table_path}: not found: --balance-t applies to a dataset built with `shards --balance online`"
         )
-    balance = OnlineBalance(float(t), int(seed), online_keep_probabilities(pq.read_table(table_path), float(t)))
-
+    balance = OnlineBalance(float(t), int(seed), online_keep_probabilities(read_table(table_path), float(t)))
     for i, part in enumerate(listing(cur / layout.SELECTED, layout.PART_GLOB)):
-        rows = pq.read_table(part, columns=["uid", "query_ids"])
+        rows = read_table(part, columns=["uid", "query_ids"])
         kept = balance.drawn(uid_keys(rows.column("uid").to_pylist()), rows.column("query_ids").combine_chunks(), pass_)
         pq.write_table(rows.select(["uid"]).filter(pa.array(kept)), tmp / f"part-{i:05d}.parquet")
     return str(tmp / "part-*.parquet")
@@ -121,10 +119,11 @@ def write_subset(
         raise InputError(f"--balance-t must be > 0, got {balance_t:g}")
     with tempfile.TemporaryDirectory(prefix="subset-") as scratch:
         tmp = Path(scratch)
-        source = _selected(curation)
+        cur = _curation_dir(curation)
+        source = str(cur / layout.SELECTED / layout.PART_GLOB)
         if balance_t is not None:
             (tmp / "drawn").mkdir()
-            source = _drawn_parts(curation, balance_t, seed, pass_, tmp / "drawn")
+            source = _drawn_parts(cur, balance_t, seed, pass_, tmp / "drawn")
         con = connect(
             memory_limit=memory_limit, temp_directory=tmp / "duckdb", offline=True, remote=[location(curation)]
         )

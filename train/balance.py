@@ -37,6 +37,7 @@ from pipeline.collect.balance import available_counts, flatten_ids, keep_probabi
 from pipeline.collect.online_draw import OnlineBalance, uid_keys
 from pipeline.errors import InputError, one_line
 from pipeline.layout import ENTRY_COUNTS
+from pipeline.storage import parquet_file, read_table
 
 REBUILD = "build them with `python -m pipeline shards --balance online`"
 
@@ -57,24 +58,6 @@ def shard_parquet(url: str) -> str:
     return url[: -len(".tar")] + ".parquet" if url.endswith(".tar") else url + ".parquet"
 
 
-def _open(url: str):
-    import fsspec
-
-    return fsspec.open(url, "rb")
-
-
-def _read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
-    try:
-        with _open(url) as f:
-            return pq.read_table(f, columns=columns)
-    except FileNotFoundError:
-        raise InputError(
-            f"{url}: not found; --balance-t needs the shards' parquet files and {ENTRY_COUNTS} ({REBUILD})"
-        ) from None
-    except (OSError, ValueError, pa.ArrowException) as e:
-        raise InputError(f"{url}: cannot read ({one_line(e)})") from None
-
-
 def _folder(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else "."
 
@@ -91,8 +74,7 @@ def load_entry_table(urls: Sequence[str]) -> EntryTable:
     for folder in folders:
         path = f"{folder}/{ENTRY_COUNTS}"
         try:
-            with _open(path) as f:
-                tables[path] = pq.read_table(f)
+            tables[path] = read_table(path)
         except FileNotFoundError:
             raise InputError(
                 f"{path}: not found: --balance-t needs shards that carry per-entry counts, and these do not "
@@ -152,25 +134,21 @@ def load_entry_table(urls: Sequence[str]) -> EntryTable:
 
 
 def _success_rows(where: str, columns: list[str]) -> pa.Table:
-    """A shard parquet's rows of samples in the tar (status success), with `columns`."""
-    schema = _schema(where)
-    if "query_ids" not in schema.names:
-        raise InputError(f"{where}: no query_ids column: these shards carry no entry ids; {REBUILD}")
-    wanted = [c for c in columns if c in schema.names] + (["status"] if "status" in schema.names else [])
-    table = _read_parquet(where, wanted)
-    if "status" in table.column_names:
-        table = table.filter(pc.equal(table.column("status"), "success"))
-    return table
-
-
-def _schema(where: str) -> pa.Schema:
+    """A shard parquet's rows of samples in the tar (status success), with `columns`: one
+    open of the file for its schema and the columns (on an object store, one footer read)."""
     try:
-        with _open(where) as f:
-            return pq.read_schema(f)
+        with parquet_file(where) as pf:
+            names = pf.schema_arrow.names
+            if "query_ids" not in names:
+                raise InputError(f"{where}: no query_ids column: these shards carry no entry ids; {REBUILD}")
+            table = pf.read(columns=[c for c in columns if c in names] + (["status"] if "status" in names else []))
     except FileNotFoundError:
         raise InputError(f"{where}: not found; --balance-t needs each shard's parquet file ({REBUILD})") from None
     except (OSError, ValueError, pa.ArrowException) as e:
         raise InputError(f"{where}: cannot read ({one_line(e)})") from None
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), "success"))
+    return table
 
 
 def make_balance(table: EntryTable, t: float, seed: int) -> OnlineBalance:
