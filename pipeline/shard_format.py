@@ -3,7 +3,9 @@
 A shard is a webdataset tar (written by the download step through img2dataset): regular
 members named `KEY.EXT`, the members of one sample adjacent, `KEY.jpg` (or another image
 extension), `KEY.txt` (the caption) and `KEY.json` (img2dataset's fields plus the curation
-columns, among them `uid`). The trainer streams the tars, the overlap analysis hashes their
+columns, among them `uid`). Shards from elsewhere (img2dataset's own layout from LAION,
+DataComp or CC3M, or plain `jpg`/`webp`/`png` + `txt`) read the same way: a sample whose
+json names no uid, or that has no json, goes by `sample_uid`'s `SHARD/KEY`. The trainer streams the tars, the overlap analysis hashes their
 images, the audit and the browser index them, `decontaminate` copies them without some
 samples: all of them split member names, pick the image and read the uid here, so a key,
 an image and a uid mean the same to each.
@@ -54,10 +56,19 @@ def meta_uid(value: dict) -> str | None:
     return str(uid) if uid not in (None, "") else None
 
 
-def read_uid(meta: bytes | str) -> str | None:
-    """The `uid` of a sample's json member, None when it names none; ValueError when the
-    member is not JSON (see `read_meta`)."""
-    return meta_uid(read_meta(meta))
+def shard_name(url: str) -> str:
+    """A shard's file name without `.tar`, whatever folder, bucket or server holds it:
+    `s3://b/shards/00012.tar` -> `00012`."""
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return name.removesuffix(".tar")
+
+
+def sample_uid(meta: dict, key: str, shard_url: str) -> str:
+    """The uid a sample goes by: its json's `uid`; for a sample without one (img2dataset's
+    json names none, plain jpg+txt shards have no json) `SHARD/KEY`, e.g. `00012/000120034`:
+    unique within a folder of shards even where keys repeat from shard to shard (as in
+    shards written by other tools), and the same wherever the folder is copied or synced."""
+    return meta_uid(meta) or f"{shard_name(shard_url)}/{key}"
 
 
 def index_url(tar_url: str) -> str:

@@ -252,7 +252,7 @@ SKIP_REASONS = (
 
 @dataclass
 class _Batch:
-    where: list[tuple[str, str, str | None]] = field(default_factory=list)  # (url, key, uid)
+    where: list[tuple[str, str, str]] = field(default_factory=list)  # (url, key, uid)
     fps: list[Fingerprint] = field(default_factory=list)
     tensors: list = field(default_factory=list)
 
@@ -270,18 +270,19 @@ def shard_images(url: str, counts: Counter, max_pixels: int | None):
             continue
         image = decode_image(raw[ext], counts, max_pixels)
         if image is not None:
-            yield raw["__key__"], _uid(raw.get("json")), image
+            yield raw["__key__"], _uid(raw, url), image
 
 
-def _uid(meta: bytes | None) -> str | None:
-    """The sample's uid from its json member; None when it has none or the json is unreadable
-    (the key still names the sample)."""
-    from pipeline.shard_format import read_uid
+def _uid(raw: dict, url: str) -> str:
+    """The uid the trainer gives the sample (`pipeline.shard_format.sample_uid`); a json that
+    cannot be read names none (the trainer skips such a sample; here the image still counts)."""
+    from pipeline.shard_format import read_meta, sample_uid
 
     try:
-        return read_uid(meta) if meta else None
+        meta = read_meta(raw["json"]) if raw.get("json") else {}
     except ValueError:
-        return None
+        meta = {}
+    return sample_uid(meta, raw["__key__"], url)
 
 
 def scan_shards(

@@ -36,7 +36,7 @@ import braceexpand
 from PIL import Image
 
 from pipeline.errors import InputError, one_line
-from pipeline.shard_format import INDEX_FORMAT, image_ext, index_url, key_name, meta_uid, read_meta, split_member
+from pipeline.shard_format import INDEX_FORMAT, image_ext, index_url, read_meta, sample_uid, split_member
 from pipeline.storage import check_bucket, filesystem, location, scheme
 
 # Every sample read lands in exactly one of: used, held out (or, for the val set, not held
@@ -590,9 +590,8 @@ def check_sample(raw: dict, counts: Counter) -> dict | None:
         except ValueError:
             counts["bad_json"] += 1
             return None
-    uid = meta_uid(meta) or key_name(raw["__key__"])  # without a uid in the json, the key stands in
     return {
-        "uid": uid,
+        "uid": sample_uid(meta, raw["__key__"], raw["__url__"]),
         "txt": raw["txt"],
         "image": raw[ext],
         "__url__": raw["__url__"],

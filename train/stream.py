@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.shard_format import key_name
+from pipeline.shard_format import sample_uid
 from pipeline.storage import scheme
 
 from .balance import OnlineBalance, pass_of, uid_keys
@@ -342,7 +342,7 @@ class TrainStream(IterableDataset):
     def _read_indexed(self, url, index: ShardIndex, pass_: int, counts: Counter, start, wanted, stop):
         assert self.balance is not None
         end = len(index) if stop is None else min(stop, len(index))
-        uids = [u or key_name(k) for u, k in zip(index.uids, index.keys)]  # as `check_sample` names them
+        uids = [sample_uid({"uid": u}, k, url) for u, k in zip(index.uids, index.keys)]  # as `check_sample` names them
         held = [is_held_out(u, self.config.val_fraction) for u in uids]
         drawn = self.balance.drawn(uid_keys(uids), index.query_ids, pass_)
         read = {j for j in wanted if j < start} | {j for j in range(start, end) if drawn[j] and not held[j]}

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.audit.tars import ShardImages, index_tar
-from pipeline.shard_format import IMAGE_EXTS, image_ext, key_name, read_uid, split_member, stream_members
+from pipeline.shard_format import (
+    IMAGE_EXTS,
+    image_ext,
+    key_name,
+    meta_uid,
+    read_meta,
+    sample_uid,
+    shard_name,
+    split_member,
+    stream_members,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +48,10 @@ def test_image_is_the_first_image_extension_present():
     assert image_ext({"jpg": b"", "png": b""}) == "jpg"  # a sample dict works too
 
 
+def read_uid(meta):
+    return meta_uid(read_meta(meta))
+
+
 def test_read_uid():
     assert read_uid(b'{"uid": "ab12", "url": "x"}') == "ab12"
     assert read_uid('{"uid": 7}') == "7"  # numbers become strings, as the parquet columns
@@ -48,6 +62,19 @@ def test_read_uid():
         with pytest.raises(ValueError):
             read_uid(bad)
     assert key_name("dir/sub/000012") == "000012" and key_name("000012") == "000012"
+
+
+def test_a_sample_without_a_uid_goes_by_shard_and_key():
+    """Shards we did not write: img2dataset's json names no uid, jpg+txt shards have no
+    json; the uid is SHARD/KEY wherever the shard lies, so keys repeated across shards differ."""
+    for url in ("shards/00012.tar", "/abs/shards/00012.tar", "s3://bucket/x/00012.tar", "http://h:1/s/00012.tar?x=1"):
+        assert shard_name(url) == "00012"
+        assert sample_uid({}, "000120034", url) == "00012/000120034"
+    assert sample_uid({"key": "000120034", "url": "u"}, "000120034", "a/00012.tar") == "00012/000120034"
+    assert sample_uid({}, "x", "a/00001.tar") != sample_uid({}, "x", "a/00002.tar")
+    assert sample_uid({}, "dir/x", "a/00001.tar") == "00001/dir/x"  # the whole key: folders may repeat names
+    assert sample_uid({"uid": "ab12"}, "x", "a/00001.tar") == "ab12"  # a json's uid wins
+    assert sample_uid({"uid": ""}, "x", "a/00001.tar") == "00001/x"
 
 
 def _tar(members: list[tuple[str, bytes]]) -> bytes:
