@@ -1,7 +1,7 @@
 """Every number of the audit, computed by DuckDB over the views; small results only.
 
 `compute(inputs)` returns summary.json's content: `headline` plus one dict per section
-(`query_list`, `pool`, `matching`, `balancing`, `download`, `text`). A section whose
+(`query_list`, `pool`, `matching`, `balancing`, `download`, `text`, `source_scores`). A section whose
 inputs are missing is `{"available": false, "reason": ...}`.
 
 Bounded memory at any scale: aggregates are GROUP BYs (which DuckDB spills), quantiles
@@ -47,6 +47,12 @@ CAPTION_CHAR_BINS = [
     (500, 999),
     (1000, None),
 ]
+# Per-pair scores a pool carries (`--pool-format datacomp`: its CLIP scores; `laion`: its
+# similarity), followed from the pool to the shards. Counted in bins of 1/SCORE_BINS (a
+# GROUP BY on an integer, no sort of billions of floats): quantiles are bins' lower edges.
+SCORE_COLUMNS = ("clip_b32_similarity_score", "clip_l14_similarity_score", "similarity")
+SCORE_BINS = 100  # bins per unit of score: 0.01 wide
+SCORE_HIST_EDGES = (10, 15, 20, 25, 30, 35, 40, 45)  # in bins: < 0.10, 0.10-0.15, ..., >= 0.45
 SHORT_SIDE_BINS = [(0, 63), (64, 127), (128, 255), (256, 511), (512, 1023), (1024, 2047), (2048, 4095), (4096, None)]
 # width / height; the bin's label says what it holds.
 ASPECT_BINS = [
@@ -639,7 +645,69 @@ def text(inp: Inputs) -> dict:
     return out
 
 
-SECTIONS = ("query_list", "pool", "matching", "balancing", "download", "text")
+def source_scores(inp: Inputs) -> dict:
+    """What curation does to the scores a pool came with: does matching and balancing keep
+    the pairs DataComp's or LAION's CLIP filters would? Per score column, its distribution in
+    the pool, the balanced selection and the downloaded shards, and each one's share at or
+    above the pool's median (the pool's own share is about one half: the comparison)."""
+    cols = [c for c in SCORE_COLUMNS if c in inp.columns("pool")] if inp.has("pool") else []
+    if not cols:  # an optional section, not a gap in the inputs: the report leaves it out
+        why = f"the pool carries none of {', '.join(SCORE_COLUMNS)}" if inp.has("pool") else inp.why_not("pool")
+        return {"available": True, "columns": {}, "note": why}
+    stages = {"pool": ("pool", ""), "selected": ("selected", ""), "downloaded": ("samples", "status = 'success' AND ")}
+    out: dict = {"available": True, "bin_width": 1 / SCORE_BINS, "columns": {}}
+    for col in cols:
+        counts: dict[str, list[tuple[int, int]]] = {}
+        means: dict[str, float | None] = {}
+        per: dict = {}
+        for stage, (view, cond) in stages.items():
+            if not inp.has(view) or col not in inp.columns(view):
+                per[stage] = unavailable(inp.why_not(view) if not inp.has(view) else f"{view} has no {col} column")
+                continue
+            score = f"TRY_CAST({col} AS DOUBLE)"  # the pool keeps a source's extra columns as text
+            rows = f"{view} WHERE {cond}isfinite({score})"
+            counts[stage] = value_counts(inp, f"floor({score} * {SCORE_BINS})", rows)
+            means[stage] = inp.value(f"SELECT avg({score}) FROM {rows}")
+        median = distribution(counts["pool"])["quantiles"].get("p50")
+        for stage, vc in counts.items():
+            d = distribution(vc)
+            n = d["n"]
+            edges = (None, *SCORE_HIST_EDGES, None)
+            per[stage] = {
+                "available": True,
+                "n": n,
+                "mean": None if means[stage] is None else round(float(means[stage]), 4),
+                "quantiles": {k: v / SCORE_BINS for k, v in d["quantiles"].items()},
+                "at_or_above_pool_median": ratio(sum(c for v, c in vc if median is not None and v >= median), n),
+                "histogram": [
+                    {
+                        "bin": _score_bin_label(lo, hi),
+                        "mid": _score_bin_mid(lo, hi),
+                        "share": ratio(sum(c for v, c in vc if (lo is None or v >= lo) and (hi is None or v < hi)), n),
+                    }
+                    for lo, hi in zip(edges[:-1], edges[1:])
+                ],
+            }
+        out["columns"][col] = {"pool_median": None if median is None else median / SCORE_BINS, **per}
+    return out
+
+
+def _score_bin_mid(lo: int | None, hi: int | None) -> float:
+    """Where a histogram point goes: the bin's middle; an open bin's as if it were as wide as the others."""
+    width = SCORE_HIST_EDGES[1] - SCORE_HIST_EDGES[0]
+    lo = hi - width if lo is None else lo
+    return round((lo + width / 2) / SCORE_BINS, 4)
+
+
+def _score_bin_label(lo: int | None, hi: int | None) -> str:
+    if lo is None:
+        return f"< {hi / SCORE_BINS:.2f}"
+    if hi is None:
+        return f">= {lo / SCORE_BINS:.2f}"
+    return f"{lo / SCORE_BINS:.2f}-{hi / SCORE_BINS:.2f}"
+
+
+SECTIONS = ("query_list", "pool", "matching", "balancing", "download", "text", "source_scores")
 
 
 def _guard(name: str, inp: Inputs, fn: Callable[[], dict]) -> dict:
@@ -665,6 +733,7 @@ def compute(inp: Inputs) -> dict:
     s["balancing"] = _guard("balancing", inp, lambda: balancing(inp, matched))
     s["download"] = _guard("download", inp, lambda: download(inp))
     s["text"] = _guard("text", inp, lambda: text(inp))
+    s["source_scores"] = _guard("source_scores", inp, lambda: source_scores(inp))
 
     def get(section: str, *path):
         v = s[section]

@@ -33,7 +33,9 @@ TITLES = {
     "balancing": "Balancing",
     "download": "Download",
     "text": "Text",
+    "source_scores": "Scores the pool came with",
 }
+STAGE_COLORS = {"pool": plots.GREY, "selected": plots.ORANGE, "downloaded": plots.GREEN}
 REASON_LABELS = {
     "bad_encoding": "bad text encoding",
     "bad_url": "bad URL",
@@ -48,6 +50,11 @@ REASON_LABELS = {
 
 def _ok(section: dict | None) -> TypeGuard[dict]:
     return isinstance(section, dict) and bool(section) and section.get("available", True)
+
+
+def _shown(s: dict) -> list[str]:
+    """The sections a report shows: all but the pool's scores when the pool came without any."""
+    return [k for k in SECTIONS if not (k == "source_scores" and _ok(s[k]) and not s[k]["columns"])]
 
 
 def _f(v, digits: int = 2) -> str:
@@ -176,6 +183,15 @@ def findings(s: dict) -> dict[str, list[str]]:
                 " Most frequent queries: " + ", ".join(f"{r['query']} ({fmt_int(r['samples'])})" for r in top[:8]) + "."
             )
         out["text"].append(line)
+    sc = s["source_scores"]
+    if _ok(sc):
+        for col, per in sc["columns"].items():
+            parts = [
+                f"{stage}: mean {_f(per[stage]['mean'], 3)}, {fmt_pct(per[stage]['at_or_above_pool_median'])} at or above the pool median"
+                for stage in STAGE_COLORS
+                if _ok(per.get(stage))
+            ]
+            out["source_scores"].append(f"{col}: pool median {_f(per['pool_median'], 2)}; " + "; ".join(parts) + ".")
     return out
 
 
@@ -335,6 +351,24 @@ def charts(s: dict) -> dict[str, list[str]]:
                     [(r["query"], r["samples"]) for r in top[:15]],
                     label_width=130,
                     colors=["#8e5fb5"] * min(15, len(top)),
+                )
+            )
+    sc = s["source_scores"]
+    if _ok(sc):
+        for col, per in sc["columns"].items():
+            series = [
+                plots.Line(stage, [(b["mid"], b["share"]) for b in per[stage]["histogram"]], color, markers=True)
+                for stage, color in STAGE_COLORS.items()
+                if _ok(per.get(stage))
+            ]
+            out["source_scores"].append(
+                plots.lines(
+                    f"scores_{col}",
+                    f"{col}, pool to shards",
+                    series,
+                    xlabel="score (0.05 bins; the ends hold everything below 0.10 and from 0.45)",
+                    ylabel="share of pairs",
+                    y_from_zero=True,
                 )
             )
     return out
@@ -593,6 +627,25 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
         )
         if not isinstance(sec.get("top_queries"), list):
             extra.append(f'<p class="unavail">Top queries unavailable: {esc(sec["top_queries"].get("reason"))}</p>')
+    elif name == "source_scores":
+        for col, per in sec["columns"].items():
+            stages = [st for st in STAGE_COLORS if _ok(per.get(st))]
+            keys = list(per["pool"]["quantiles"])
+            extra.append(
+                table(
+                    [col, *stages],
+                    [
+                        ["pairs", *[per[st]["n"] for st in stages]],
+                        ["mean", *[_f(per[st]["mean"], 3) for st in stages]],
+                        *[[k, *[_f(per[st]["quantiles"].get(k), 2) for st in stages]] for k in keys],
+                        [
+                            "at or above the pool median",
+                            *[fmt_pct(per[st]["at_or_above_pool_median"]) for st in stages],
+                        ],
+                    ],
+                    set(range(1, len(stages) + 1)),
+                )
+            )
     if grid or extra:
         parts.append('<div class="grid">' + "".join(f"<div>{x}</div>" for x in grid + extra) + "</div>")
     parts.append("</section>")
@@ -672,7 +725,7 @@ def render_html(s: dict, sheets: dict | None = None) -> str:
     if ch["flow"]:
         head.append('<div class="flow">' + ch["flow"][0] + "</div>")
     head.append("</header>")
-    body = [_sheets_html(sheets)] + [_section_html(k, s, find, ch) for k in SECTIONS]
+    body = [_sheets_html(sheets)] + [_section_html(k, s, find, ch) for k in _shown(s)]
     foot = [
         "<footer>Every figure here is in <code>summary.json</code> beside this file. Explore further with "
         '<code>python -m pipeline audit --sql "SELECT ..."</code> or <code>--query WORD</code>.</footer>',
@@ -712,7 +765,7 @@ def render_md(s: dict) -> str:
         f"{fmt_pct(h['download_success_rate'])} |",
         "",
     ]
-    for k in SECTIONS:
+    for k in _shown(s):
         lines.append(f"## {TITLES[k]}")
         lines.append("")
         if not _ok(s[k]):

@@ -93,6 +93,40 @@ def test_the_subset_is_datacomps_u8_u8_of_the_selected_uids(curated):
     assert meta["count"] == len(selected) and meta["listed_twice"] == 0
 
 
+def _nearest_rank(bins: np.ndarray, q: float) -> int:
+    return int(np.sort(bins)[max(1, int(np.ceil(q * len(bins)))) - 1])
+
+
+def test_the_audit_follows_the_pools_clip_scores_to_the_selection(curated):
+    """The audit's "Scores the pool came with", against numpy over the curation's parquet:
+    per stage the count, mean, quantiles of the 0.01 bins, the share at or above the pool's
+    median and the histogram."""
+    res = run_cli("audit", "--shards", str(curated["out"]), "--queries", str(curated["root"] / "q.parquet"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((curated["out"] / "audit" / "summary.json").read_text())
+    sec = summary["source_scores"]
+    assert sec["available"] and set(sec["columns"]) == {"clip_b32_similarity_score", "clip_l14_similarity_score"}
+    for col, per in sec["columns"].items():
+        stage_scores = {
+            stage: pq.read_table(curated["out"] / "curation" / stage).column(col).to_numpy().astype(np.float64)
+            for stage in ("pool", "selected")
+        }
+        median = _nearest_rank(np.floor(stage_scores["pool"] * 100), 0.5)
+        assert per["pool_median"] == median / 100
+        assert not per["downloaded"]["available"]  # nothing downloaded here
+        for stage, scores in stage_scores.items():
+            bins = np.floor(scores * 100)
+            got = per[stage]
+            assert got["n"] == len(scores) and got["mean"] == pytest.approx(scores.mean(), abs=1e-4)
+            assert got["quantiles"] == {f"p{q}": _nearest_rank(bins, q / 100) / 100 for q in (5, 25, 50, 75, 95)}
+            assert got["at_or_above_pool_median"] == pytest.approx((bins >= median).mean(), abs=1e-6)
+            edges = [-np.inf, 10, 15, 20, 25, 30, 35, 40, 45, np.inf]
+            want = [((bins >= lo) & (bins < hi)).mean() for lo, hi in zip(edges[:-1], edges[1:])]
+            assert [h["share"] for h in got["histogram"]] == pytest.approx(want, abs=1e-6)
+    html = (curated["out"] / "audit" / "report.html").read_text()
+    assert "Scores the pool came with" in html and 'data-plot="scores_clip_l14_similarity_score"' in html
+
+
 def test_laion_columns_by_preset(tmp_path):
     n = 50
     table = pa.table(
