@@ -676,7 +676,7 @@ def source_scores(inp: Inputs) -> dict:
             per[stage] = {
                 "available": True,
                 "n": n,
-                "mean": None if means[stage] is None else round(float(means[stage]), 4),
+                "mean": _round(means[stage], 4),
                 "quantiles": {k: v / SCORE_BINS for k, v in d["quantiles"].items()},
                 "at_or_above_pool_median": ratio(sum(c for v, c in vc if median is not None and v >= median), n),
                 "histogram": [
@@ -692,18 +692,22 @@ def source_scores(inp: Inputs) -> dict:
     return out
 
 
+def _round(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
 def _score_bin_mid(lo: int | None, hi: int | None) -> float:
     """Where a histogram point goes: the bin's middle; an open bin's as if it were as wide as the others."""
     width = SCORE_HIST_EDGES[1] - SCORE_HIST_EDGES[0]
-    lo = hi - width if lo is None else lo
-    return round((lo + width / 2) / SCORE_BINS, 4)
+    start = lo if lo is not None else (hi if hi is not None else 0) - width
+    return round((start + width / 2) / SCORE_BINS, 4)
 
 
 def _score_bin_label(lo: int | None, hi: int | None) -> str:
+    if hi is None:
+        return f">= {(lo or 0) / SCORE_BINS:.2f}"
     if lo is None:
         return f"< {hi / SCORE_BINS:.2f}"
-    if hi is None:
-        return f">= {lo / SCORE_BINS:.2f}"
     return f"{lo / SCORE_BINS:.2f}-{hi / SCORE_BINS:.2f}"
 
 

@@ -186,12 +186,12 @@ def findings(s: dict) -> dict[str, list[str]]:
     sc = s["source_scores"]
     if _ok(sc):
         for col, per in sc["columns"].items():
-            parts = [
+            said = [
                 f"{stage}: mean {_f(per[stage]['mean'], 3)}, {fmt_pct(per[stage]['at_or_above_pool_median'])} at or above the pool median"
                 for stage in STAGE_COLORS
                 if _ok(per.get(stage))
             ]
-            out["source_scores"].append(f"{col}: pool median {_f(per['pool_median'], 2)}; " + "; ".join(parts) + ".")
+            out["source_scores"].append(f"{col}: pool median {_f(per['pool_median'], 2)}; " + "; ".join(said) + ".")
     return out
 
 
@@ -356,7 +356,7 @@ def charts(s: dict) -> dict[str, list[str]]:
     sc = s["source_scores"]
     if _ok(sc):
         for col, per in sc["columns"].items():
-            series = [
+            curves = [
                 plots.Line(stage, [(b["mid"], b["share"]) for b in per[stage]["histogram"]], color, markers=True)
                 for stage, color in STAGE_COLORS.items()
                 if _ok(per.get(stage))
@@ -365,7 +365,7 @@ def charts(s: dict) -> dict[str, list[str]]:
                 plots.lines(
                     f"scores_{col}",
                     f"{col}, pool to shards",
-                    series,
+                    curves,
                     xlabel="score (0.05 bins; the ends hold everything below 0.10 and from 0.45)",
                     ylabel="share of pairs",
                     y_from_zero=True,
@@ -629,21 +629,21 @@ def _section_html(name: str, s: dict, find: dict, ch: dict) -> str:
             extra.append(f'<p class="unavail">Top queries unavailable: {esc(sec["top_queries"].get("reason"))}</p>')
     elif name == "source_scores":
         for col, per in sec["columns"].items():
-            stages = [st for st in STAGE_COLORS if _ok(per.get(st))]
-            keys = list(per["pool"]["quantiles"])
+            shown = [st for st in STAGE_COLORS if _ok(per.get(st))]
+            quantile_keys = list(per["pool"]["quantiles"])
             extra.append(
                 table(
-                    [col, *stages],
+                    [col, *shown],
                     [
-                        ["pairs", *[per[st]["n"] for st in stages]],
-                        ["mean", *[_f(per[st]["mean"], 3) for st in stages]],
-                        *[[k, *[_f(per[st]["quantiles"].get(k), 2) for st in stages]] for k in keys],
+                        ["pairs", *[per[st]["n"] for st in shown]],
+                        ["mean", *[_f(per[st]["mean"], 3) for st in shown]],
+                        *[[k, *[_f(per[st]["quantiles"].get(k), 2) for st in shown]] for k in quantile_keys],
                         [
                             "at or above the pool median",
-                            *[fmt_pct(per[st]["at_or_above_pool_median"]) for st in stages],
+                            *[fmt_pct(per[st]["at_or_above_pool_median"]) for st in shown],
                         ],
                     ],
-                    set(range(1, len(stages) + 1)),
+                    set(range(1, len(shown) + 1)),
                 )
             )
     if grid or extra:
