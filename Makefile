@@ -28,7 +28,7 @@ SAMPLE_TRAIN_ARGS ?= --model tiny-ViT-64 --steps 400 --batch-size 64 --lr 1e-3 -
 	--save-every 100 --log-every 20 --workers 1 --eval-every 100 --linear-probe
 
 .PHONY: help setup sample-data browser queries queries-worldwide shards train overlap audit browse lint test test-unit test-fast \
-	bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap bench-eval bench-browse bench-lid bench-worldwide bench-balance bench-pool-formats clean
+	bench-queries bench-fullscale bench-match bench-download bench-scale bench-train bench-overlap bench-eval bench-browse bench-lid bench-worldwide bench-balance bench-pool-formats bench-loader clean
 # `make help` lists every target that has a `## text` after its prerequisites (tests/test_makefile.py
 # checks that each .PHONY target has one), so the list cannot drift from the targets.
 help: ## this list
@@ -151,6 +151,9 @@ bench-eval: setup  ## zero-shot evaluation on a 50,000-image webdataset set vs t
 
 bench-balance: setup  ## balancing while training: loader throughput per kept sample at 50% keep vs an offline-balanced set, local and S3 (moto)
 	$(PY) bench/balance.py $(ARGS)
+
+bench-loader: sample-data shards/00000.tar  ## the training loader per core at 224 and 64 px vs the decode floor and an open_clip-style pipeline, with a per-stage breakdown (after shards)
+	$(PY) bench/loader.py $(ARGS)
 
 bench-pool-formats: setup  ## a 1M-row DataComp-shaped pool: pool/match/balance/subset with --pool-format datacomp vs url/text only
 	$(PY) bench/pool_formats.py $(ARGS)

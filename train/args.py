@@ -136,8 +136,11 @@ def _data_args(g) -> None:
     g.add_argument(
         "--workers",
         type=int,
-        default=StreamConfig.workers,
-        help="data loader processes per rank (default: %(default)s)",
+        default=None,
+        help="data loader processes per rank (default: on a GPU, the ones that keep it fed at "
+        "ViT-B/32's rate, at most the rank's cores less one: `train.config.auto_workers`; on a "
+        f"CPU, {StreamConfig.workers}). Resume is step-exact with the same --workers: give it "
+        "explicitly to resume on another kind of machine",
     )
     g.add_argument(
         "--shuffle-buffer",

@@ -12,6 +12,22 @@ from pathlib import Path
 
 from pipeline.imaging import MAX_IMAGE_PIXELS
 
+# What sizes the loader (`bench/loader.py`, README "Feeding a GPU"): a ViT-B/32 step on one
+# H100/H200 consumes 2,000-3,000 samples/s at 224 px; one loader core gives LOADER_PER_CORE.
+GPU_SAMPLES_PER_S = 2500
+LOADER_PER_CORE = 700  # samples/s per core at 224 px, `make bench-loader` on the sample shards
+
+
+def auto_workers(cores_per_rank: int, gpu: bool) -> int:
+    """`--workers` when it is not given. On a GPU: the loader processes that keep it fed at
+    B/32's rate (GPU_SAMPLES_PER_S / LOADER_PER_CORE, rounded up), at most the rank's cores
+    less the one its training process needs. On a CPU: 1, as the model's step needs the
+    cores (`--threads`) and one loader process keeps up with a CPU step."""
+    if not gpu:
+        return 1
+    need = -(-GPU_SAMPLES_PER_S // LOADER_PER_CORE)
+    return max(1, min(need, cores_per_rank - 1))
+
 
 @dataclass(frozen=True)
 class StreamConfig:

@@ -36,7 +36,7 @@ from . import model as models
 from .accum import accumulate_step
 from .args import parse_args
 from .balance import PassRecorder, load_entry_table, make_balance
-from .config import EvalConfig, StreamConfig
+from .config import EvalConfig, StreamConfig, auto_workers
 from .distributed import unwrap
 from .loss import clamp_logit_scale_, make_loss
 from .metrics import MetricsLog
@@ -45,6 +45,7 @@ from .resume import RankError, StoppedElsewhere, resume
 from .run_folder import RunFolder
 from .shards import check_remote_shards, expand_urls
 from .stream import StreamError, is_held_out, make_train_loader, make_val_loader
+from .transforms import normalize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +86,11 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if world > 1:
         held.callback(distributed.teardown)
     master = rank == 0
-    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, distributed.local_world_size(world)))
+    cores = max(1, (os.cpu_count() or 1) // max(1, distributed.local_world_size(world)))
+    threads = args.threads or cores
     torch.set_num_threads(threads)
+    if args.workers is None:  # recorded in config.json as resolved
+        args.workers = auto_workers(cores, device.type == "cuda")
     torch.manual_seed(args.seed + rank)
 
     urls = expand_urls(args.train_data)
@@ -174,6 +178,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         t0 = time.perf_counter()
         images, tokens, info = next(batches)
         images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
+        images = normalize(images)  # uint8 from the loader: normalised here, on the device, per batch
         t1 = time.perf_counter()
 
         wrapped.train()

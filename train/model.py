@@ -18,6 +18,7 @@ from pipeline.errors import InputError, one_line
 
 from .distributed import unwrap
 from .precision import model_precision
+from .tokens import batch_tokenizer
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # open_clip skips a config without them
@@ -75,7 +76,7 @@ def create(name: str, config: dict | None = None, precision: str = "fp32", devic
     else:
         register_builtin()
     model = open_clip.create_model(name, pretrained=None, precision=model_precision(precision), device=device)
-    tokenizer = open_clip.get_tokenizer(name)
+    tokenizer = batch_tokenizer(open_clip.get_tokenizer(name))
     size = model.visual.image_size
     image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
     return model, tokenizer, image_size

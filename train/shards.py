@@ -26,11 +26,13 @@ import glob
 import io
 import os
 import re
+import struct
 import sys
 import tarfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import IO, cast
 
 import braceexpand
 from PIL import Image
@@ -275,10 +277,143 @@ class _TarInfo(tarfile.TarInfo):
 
 
 class _TarFile(tarfile.TarFile):
-    """A TarFile whose attributes that `iter_shard_indexed` uses are typed."""
+    """A TarFile whose attributes that `_Members` uses are typed."""
 
     members: list[tarfile.TarInfo]  # set by TarFile.__init__; typeshed leaves it out
     _wit_clean_end: bool  # whether the end-of-archive block was read (see `_TarInfo`)
+
+
+_BLOCK = tarfile.BLOCKSIZE
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: for tarfile's "r|*"
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+
+
+class _Members:
+    """A tar stream's members in order, `(name, regular, read)`; `read()` returns the
+    member's data (not calling it skips the data). `clean_end` says, once the iteration is
+    over, whether it ended at the end-of-archive block; a member cut inside its data raises.
+
+    Headers are parsed here, as `tarfile` does (checksum, base-256 sizes, ustar prefixes,
+    pax `path` and `size`, GNU long names), from a plain buffered read: `tarfile`'s stream
+    mode costs about a fifth of a small sample's loader time (`bench/loader.py`) in its
+    block buffer and header objects. A compressed tar goes to `tarfile` ("r|*")."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.clean_end = False
+
+    def __iter__(self) -> Iterator[tuple[str, bool, Callable[[], bytes]]]:
+        first = self.stream.read(_BLOCK)
+        if first.startswith(_COMPRESSED):
+            yield from self._tarfile(first)
+            return
+        if len(first) < _BLOCK:
+            raise tarfile.ReadError("empty file" if not first else "not a tar")
+        block, offset = first, 0
+        name: str | None = None  # from a pax or GNU long-name header, for the next member
+        size: int | None = None  # from a pax header
+        extended = False  # the header before was a pax or GNU one: the member must follow
+        while True:
+            header = _header(block) if len(block) == _BLOCK and block != tarfile.NUL * _BLOCK else None
+            if header is None and extended:  # as tarfile: a member cut after its extended header
+                raise tarfile.ReadError("no header after an extended header")
+            if len(block) < _BLOCK:
+                return  # cut at a header
+            if block == tarfile.NUL * _BLOCK:
+                self.clean_end = True
+                return
+            if header is None:  # garbled: at the start not a tar; later, as tarfile, an unclean end
+                if offset == 0:
+                    raise tarfile.ReadError("bad checksum")
+                return
+            member, length, kind = header
+            length = length if size is None else size
+            padded = -(-length // _BLOCK) * _BLOCK
+            extended = kind in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME)
+            if extended:
+                data = self._read(padded)[:length]
+                if kind == tarfile.GNUTYPE_LONGNAME:
+                    name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+                else:
+                    name = _pax_path(data) or name
+                    size = _pax_size(data)
+            else:
+                wanted = False
+
+                def read(n=length, pad=padded) -> bytes:
+                    nonlocal wanted
+                    wanted = True
+                    return self._read(pad)[:n]
+
+                yield name or member, kind in _REGULAR, read
+                if not wanted:
+                    self._read(padded)
+                name = size = None
+            offset += _BLOCK + padded
+            block = self.stream.read(_BLOCK)
+
+    def _read(self, n: int) -> bytes:
+        data = self.stream.read(n) if n else b""
+        if len(data) < n:
+            raise tarfile.ReadError("unexpected end of data")
+        return data
+
+    def _tarfile(self, first: bytes) -> Iterator[tuple[str, bool, Callable[[], bytes]]]:
+        stream = cast("IO[bytes]", _Prepended(first, self.stream))
+        tf = _TarFile.open(fileobj=stream, mode="r|*", tarinfo=_TarInfo)
+        tf._wit_clean_end = False
+        for member in tf:
+            data = tf.extractfile(member) if member.isreg() else None
+            yield member.name, member.isreg(), (data.read if data is not None else bytes)
+            tf.members = []  # streaming: do not keep every header in memory
+        self.clean_end = tf._wit_clean_end
+
+
+class _Prepended:
+    """A stream with bytes already read put back in front."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(n)
+        if n < 0:
+            out, self.head = self.head + self.stream.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        return out if len(out) == n else out + self.stream.read(n - len(out))
+
+
+def _header(block: bytes) -> tuple[str, int, bytes] | None:
+    """(name, size, type) of a 512-byte header as `tarfile.TarInfo.frombuf` reads them;
+    None when its checksum is wrong."""
+    try:
+        want = int(block[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+    unsigned = 256 + sum(block[:148]) + sum(block[156:])
+    if want != unsigned and want != 256 + sum(struct.unpack_from("148b8x356b", block)):  # some tars sum signed bytes
+        return None
+    name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    kind = block[156:157]
+    field = block[124:136]
+    if field[0] in (0x80, 0xFF):  # GNU base-256 (0xff: negative, never a valid size)
+        if field[0] == 0xFF:
+            return None
+        size = int.from_bytes(field[1:], "big")
+    else:
+        try:
+            size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            return None
+    if kind == tarfile.AREGTYPE and name.endswith("/"):
+        kind = tarfile.DIRTYPE  # as tarfile: old tars mark directories by the name
+    if block[257:265] == tarfile.POSIX_MAGIC and kind not in tarfile.GNU_TYPES:
+        prefix = block[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if prefix:
+            name = prefix + "/" + name
+    return name, size, kind
 
 
 class _SafeClose:
@@ -330,12 +465,11 @@ def iter_shard_indexed(
     cut_at_header = False
     try:
         with contextlib.closing(_SafeClose(stream)):
-            tf = _TarFile.open(fileobj=stream, mode="r|*", tarinfo=_TarInfo)
-            tf._wit_clean_end = False
-            for member in tf:
-                if not member.isreg():
+            members = _Members(stream)
+            for name, regular, read in members:
+                if not regular:
                     continue
-                split = split_member(member.name)
+                split = split_member(name)
                 if split is None:
                     continue
                 key, ext = split
@@ -348,13 +482,10 @@ def iter_shard_indexed(
                 if current is None:
                     current = {"__key__": key, "__url__": url}
                 if index >= start or index in wanted:
-                    data = tf.extractfile(member)
-                    assert data is not None  # a regular file's (isreg above)
-                    current[ext] = data.read()
-                tf.members = []  # streaming: do not keep every header in memory
+                    current[ext] = read()
             # No end-of-archive block: cut (or garbled) at a header. The members read so far
             # are whole; the sample in hand goes on to the usual member checks.
-            cut_at_header = not tf._wit_clean_end
+            cut_at_header = not members.clean_end
     except ShardReadError as exc:  # the connection kept dropping
         counts["shard_read_error"] += 1
         if current is not None:
@@ -552,6 +683,19 @@ def _sample_at(url: str, data: memoryview) -> dict | None:
 
 def _pax_path(records: bytes) -> str | None:
     """The `path` of a pax extended header's records ("LENGTH KEY=VALUE\n" each)."""
+    value = _pax_field(records, b"path")
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def _pax_size(records: bytes) -> int | None:
+    value = _pax_field(records, b"size")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _pax_field(records: bytes, field: bytes) -> bytes | None:
     pos = 0
     while pos < len(records):
         space = records.find(b" ", pos)
@@ -564,8 +708,8 @@ def _pax_path(records: bytes) -> str | None:
         if length <= 0:
             return None
         key, _, value = records[space + 1 : pos + length - 1].partition(b"=")
-        if key == b"path":
-            return value.decode("utf-8", "surrogateescape")
+        if key == field:
+            return value
         pos += length
     return None
 
@@ -611,18 +755,43 @@ def decode_text(sample: dict, counts: Counter) -> str | None:
     return text
 
 
-def decode_image(data: bytes, counts: Counter, max_pixels: int | None) -> Image.Image | None:
+def decode_image(
+    data: bytes, counts: Counter, max_pixels: int | None, reduce_for: int | None = None
+) -> Image.Image | None:
     """The decoded image, or None counted as `bad_image` or `image_too_large`.
 
     The size is checked from the header, before anything is decoded: a PNG of a few hundred
     kB can declare 12000 x 12000 pixels, 432 MB once decoded (Pillow only warns between
     its 89.5M and 179M pixel thresholds). `max_pixels` replaces Pillow's own thresholds
-    here (None: no limit).
+    here (None: no limit). With `reduce_for` (the crop's output size), a JPEG much larger
+    than that is decoded at 1/2, 1/4 or 1/8 of its size (`train.transforms.draft_size`);
+    its size before that is in `img.info["source_size"]`, for the crop to be drawn on.
     """
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # no warning and no error of Pillow's: the check below decides
     try:
         img = Image.open(io.BytesIO(data))
+    except Exception:
+        counts["bad_image"] += 1
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    try:
+        w, h = img.size
+        if max_pixels and w * h > max_pixels:
+            counts["image_too_large"] += 1
+            return None
+        if reduce_for and img.format == "JPEG":
+            from .transforms import draft_size
+
+            want = draft_size((w, h), reduce_for)
+            if want is not None:
+                img.draft(None, want)
+        img.load()  # force the decode: truncated or garbage bytes fail here, not later
+        if min(img.size) < 1:
+            raise ValueError("empty image")
+        img.info["source_size"] = (w, h)
+        return img
     except Exception:
         counts["bad_image"] += 1
         return None

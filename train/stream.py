@@ -1,5 +1,5 @@
 """The data stream: webdataset shards (`train.shards`) to batches, for training and for the
-held-out set, both through one sample chain (`accept`, then `to_tensor`).
+held-out set, both through one sample chain (`accept`, then `to_pixels`).
 
 Train stream (`make_train_loader`), per rank and per DataLoader worker:
 
@@ -55,6 +55,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -77,7 +78,7 @@ from .shards import (
     iter_shard_rows,
     read_index,
 )
-from .transforms import stack, train_transform, val_transform
+from .transforms import normalize, stack, train_transform, val_transform
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
@@ -133,14 +134,16 @@ def accept(
     return sample
 
 
-def to_tensor(sample: dict, counts: Counter, transform: Callable, max_pixels: int | None) -> torch.Tensor | None:
-    """The sample's image decoded (its size checked first) and transformed, or None counted
-    as `bad_image` / `image_too_large`."""
-    img = decode_image(sample["image"], counts, max_pixels)
+def to_pixels(
+    sample: dict, counts: Counter, transform: Callable, max_pixels: int | None, image_size: int
+) -> np.ndarray | None:
+    """The sample's image decoded (its size checked first, a large JPEG at a reduced size)
+    and transformed to uint8 [S, S, 3], or None counted as `bad_image` / `image_too_large`."""
+    img = decode_image(sample["image"], counts, max_pixels, reduce_for=image_size)
     if img is None:
         return None
     try:
-        return transform(img)
+        return transform(img, source=img.info["source_size"])
     except Exception:  # e.g. a mode PIL cannot convert to RGB
         counts["bad_image"] += 1
         return None
@@ -439,7 +442,7 @@ class TrainStream(IterableDataset):
         reported: Counter = Counter()
         inputs = self._inputs(base, pos, counts, state is not None, buf, slots)
         placeholders = bool(refs)
-        images: list[torch.Tensor] = []
+        images: list[np.ndarray] = []
         texts: list[str] = []
         uids: list[str] = []
         try:
@@ -468,7 +471,7 @@ class TrainStream(IterableDataset):
                 k = pos.out
                 pos.out += 1
                 crop = partial(self.transform, rng=random.Random(_seed(*base, "crop", k)))
-                tensor = to_tensor(sample, counts, crop, self.config.max_image_pixels)
+                tensor = to_pixels(sample, counts, crop, self.config.max_image_pixels, self.config.image_size)
                 if tensor is None:
                     pos.bad_in_a_row += 1
                     if pos.bad_in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
@@ -494,7 +497,8 @@ class TrainStream(IterableDataset):
 
 
 class TrainLoader:
-    """Iterable over `(images [B,3,S,S] float32, tokens [B,L] long, info)`.
+    """Iterable over `(images [B,3,S,S] uint8, tokens [B,L] long, info)`: the trainer
+    normalises the images on its device (`train.transforms.normalize`).
 
     `info`: `skipped` (samples skipped since this batch's worker's previous batch),
     `shard_errors`, `held_out`, `shards` (shards opened), `reasons` ({reason: n}),
@@ -699,7 +703,7 @@ class ValSet(IterableDataset):
         worker, num_workers = _worker()
         counts: Counter = Counter()
         reported: Counter = Counter()
-        images: list[torch.Tensor] = []
+        images: list[np.ndarray] = []
         texts: list[str] = []
         uids: list[str] = []
 
@@ -710,7 +714,7 @@ class ValSet(IterableDataset):
             info = {**_skip_info(delta), "not_held_out": delta["not_held_out"]}
             if not images:  # only counts, of a worker that found nothing to yield
                 return None, None, [], info
-            batch = (stack(images), _tokenize(self.tokenizer, texts), list(uids), info)
+            batch = (normalize(stack(images)), _tokenize(self.tokenizer, texts), list(uids), info)
             images.clear(), texts.clear(), uids.clear()
             return batch
 
@@ -721,7 +725,7 @@ class ValSet(IterableDataset):
                 sample = accept(raw, counts, self.config.val_fraction, held_out=True)
                 if sample is None:
                     continue
-                tensor = to_tensor(sample, counts, self.transform, self.config.max_image_pixels)
+                tensor = to_pixels(sample, counts, self.transform, self.config.max_image_pixels, self.config.image_size)
                 if tensor is None:
                     continue
                 images.append(tensor)

@@ -22,7 +22,7 @@ from tests.support.shards import TOK, jpeg_bytes, red_of, sample, write_shards, 
 from train.config import StreamConfig
 from train.shards import expand_urls
 from train.stream import StreamError, is_held_out, make_train_loader, make_val_loader
-from train.transforms import train_transform, val_transform
+from train.transforms import normalize, stack, train_transform, val_transform
 
 S = 32  # model image size in these tests
 N_SHARDS, PER_SHARD = 4, 20
@@ -165,29 +165,44 @@ def test_held_out_is_a_stable_hash_of_the_uid():
         is_held_out("a", 1.5)
 
 
-def test_transforms_normalise_crop_square_and_composite_on_white():
+def test_transforms_crop_square_and_composite_on_white():
     white = Image.new("RGB", (40, 64), (255, 255, 255))
     out = val_transform(S)(white)
-    assert out.shape == (3, S, S) and out.dtype == torch.float32
-    torch.testing.assert_close(out, ((1 - MEAN) / STD).expand(3, S, S))
+    assert out.shape == (S, S, 3) and out.dtype == np.uint8 and bool((out == 255).all())
+    torch.testing.assert_close(normalize(stack([out]))[0], ((1 - MEAN) / STD).expand(3, S, S))
     # transparency is composited on white, palette and grey images become RGB
     clear = Image.new("RGBA", (50, 30), (0, 0, 0, 0))
-    torch.testing.assert_close(train_transform(S)(clear), out)
+    assert np.array_equal(train_transform(S)(clear), out)
     grey = Image.new("L", (30, 30), 0)
-    torch.testing.assert_close(val_transform(S)(grey), ((0 - MEAN) / STD).expand(3, S, S))
+    torch.testing.assert_close(normalize(stack([val_transform(S)(grey)]))[0], ((0 - MEAN) / STD).expand(3, S, S))
 
     # a horizontal ramp 4x wider than tall: the crop is random along x, center for val
     ramp = Image.fromarray(np.tile(np.linspace(0, 255, 128, dtype=np.uint8), (32, 1)))
     crops = [train_transform(S)(ramp, random.Random(seed)) for seed in range(8)]
-    assert all(c.shape == (3, S, S) for c in crops)
-    lefts = {round(float(c[0, :, 0].mean()), 3) for c in crops}
+    assert all(c.shape == (S, S, 3) for c in crops)
+    lefts = {int(c[:, 0, 0].mean()) for c in crops}
     assert len(lefts) > 3  # different positions
-    torch.testing.assert_close(train_transform(S)(ramp, random.Random(3)), crops[3])
+    assert np.array_equal(train_transform(S)(ramp, random.Random(3)), crops[3])
     center = val_transform(S)(ramp)
-    torch.testing.assert_close(center, val_transform(S)(ramp))
+    assert np.array_equal(center, val_transform(S)(ramp))
     # the center crop's mean is the ramp's mean (left and right margins equal)
-    middle = float((center[0] * STD[0] + MEAN[0]).mean())
-    assert abs(middle - 0.5) < 0.02
+    assert abs(float(center[..., 0].mean()) / 255 - 0.5) < 0.02
+    # a batch: the model's axis order, the pixels of each image
+    batch = stack(crops)
+    assert batch.shape == (8, 3, S, S) and batch.dtype == torch.uint8
+    assert all(np.array_equal(batch[i].permute(1, 2, 0).numpy(), c) for i, c in enumerate(crops))
+
+
+def test_normalize_is_the_per_image_float_pass_bit_for_bit():
+    """The loader hands over uint8 and the trainer normalises per batch: the values are the
+    float32 ones the loader computed per image before, (x - 255 mean) * 1 / (255 std)."""
+    hwc = np.random.default_rng(0).integers(0, 256, (4, S, S, 3), dtype=np.uint8)
+    images = stack(list(hwc))  # channels-last memory, as the loader hands it over
+    mean = np.asarray(OPENAI_DATASET_MEAN, dtype=np.float32) * 255
+    inv_std = 1.0 / (np.asarray(OPENAI_DATASET_STD, dtype=np.float32) * 255)
+    per_image = [((img.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1) for img in hwc]
+    out = normalize(images)
+    assert out.is_contiguous() and torch.equal(out, torch.from_numpy(np.stack(per_image)))
 
 
 # --------------------------------------------------------------------------- train stream
@@ -202,16 +217,14 @@ def test_train_batches_shapes_alignment_and_held_out_never_trained(shards):
     batches = list(ld)
     assert len(batches) == 25 and len(ld) == 25
     for images, tokens, info in batches:
-        assert images.shape == (8, 3, S, S) and images.dtype == torch.float32
+        assert images.shape == (8, 3, S, S) and images.dtype == torch.uint8
         assert tokens.shape == (8, 4) and tokens.dtype == torch.long
         assert info["skipped"] == 0 and info["shard_errors"] == 0
         assert len(info["uids"]) == 8
-        pixels = images * STD + MEAN
-        assert pixels.min() >= -1e-4 and pixels.max() <= 1 + 1e-4
         for img, tok, uid in zip(images, tokens, info["uids"]):
             sid = int(uid[3:])
             assert int(tok[0]) == sid  # caption belongs to this uid
-            red = float((img[0] * STD[0] + MEAN[0]).mean()) * 255
+            red = float(img[0].float().mean())
             assert abs(red - red_of(sid)) < 6, (uid, red)  # and so does the image
         seen += info["uids"]
     assert not held & set(seen)
@@ -462,3 +475,80 @@ def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
     # the limit is a parameter: 32x48 JPEGs (1536 pixels) are too large under 1000
     vl = val_loader([str(tmp_path / "bombs.tar")], 8, 1.0, max_image_pixels=1000)
     assert list(vl) == [] and vl.totals["image_too_large"] == 5
+
+
+def test_workers_default_to_what_a_gpu_needs_on_the_cores_there_are():
+    from train.config import GPU_SAMPLES_PER_S, LOADER_PER_CORE, auto_workers
+
+    need = -(-GPU_SAMPLES_PER_S // LOADER_PER_CORE)
+    assert need >= 2
+    assert auto_workers(64, gpu=True) == need  # a node's share of cores: what B/32 needs
+    assert auto_workers(need, gpu=True) == need - 1  # one core stays with the training process
+    assert auto_workers(2, gpu=True) == 1 and auto_workers(1, gpu=True) == 1
+    assert auto_workers(64, gpu=False) == 1  # on a CPU the step needs the cores
+
+
+def _read_shard(path: Path) -> tuple[list[dict], dict]:
+    from collections import Counter
+
+    from train.shards import iter_shard
+
+    counts: Counter = Counter()
+    samples = [{k: v for k, v in raw.items() if k != "__url__"} for raw in iter_shard(str(path), counts)]
+    return samples, dict(counts)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_tar_reader_reads_what_tarfile_reads_at_every_cut(fmt, tmp_path):
+    """`train.shards._Members` parses headers itself (tarfile's stream mode was a fifth of a
+    small sample's loader time). At every byte a shard could be cut at, the samples and
+    counts are those of tarfile's reader, which still reads compressed shards: the same
+    bytes gzipped. (Where a cut falls inside a member's data, ours says so at once; tarfile
+    gives the short data and fails on the next header: the same samples and counts.)"""
+    import gzip
+
+    long_name = "long-" + "n" * 120 + ".txt" if fmt != tarfile.USTAR_FORMAT else "plain.txt"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, data in [
+            ("000001.jpg", jpeg_bytes(1)),
+            ("000001.txt", b"photo 1"),
+            ("d" * 60 + "/" + "e" * 70 + "/000002.jpg", b"x" * 700),  # a ustar prefix, or a long name
+            ("d" * 60 + "/" + "e" * 70 + "/000002.txt", b"photo 2"),
+            (long_name, b"a name no ustar field holds"),
+            ("empty.txt", b""),
+            ("000003.jpg", b"y" * 40),
+            ("000003.txt", b"photo 3"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tf.addfile(info, io.BytesIO(data))
+        for name, kind in (("folder", tarfile.DIRTYPE), ("link.txt", tarfile.SYMTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "000001.txt" if kind == tarfile.SYMTYPE else ""
+            tf.addfile(info)
+    data = buf.getvalue()
+    samples, counts = _read_shard(_write(tmp_path / "whole.tar", data))
+    assert [s["__key__"] for s in samples] == [
+        "000001",
+        "d" * 60 + "/" + "e" * 70 + "/000002",
+        long_name[:-4],
+        "empty",
+        "000003",
+    ]
+    assert samples[0]["jpg"] == jpeg_bytes(1) and counts == {"shards": 1}
+    cuts = set(range(0, len(data) + 1, 61)) | {512 * k + d for k in range(len(data) // 512 + 1) for d in (-1, 0, 1)}
+    for cut in sorted(c for c in cuts if 0 <= c <= len(data)):
+        ours = _read_shard(_write(tmp_path / "cut.tar", data[:cut]))
+        ref = _read_shard(_write(tmp_path / "cut.tar.gz", gzip.compress(data[:cut], mtime=0)))
+        assert ours == ref, cut
+    garbled = bytearray(data)
+    garbled[1024 + 600] ^= 0xFF  # within a later header: its checksum fails, an unclean end, as tarfile
+    assert _read_shard(_write(tmp_path / "garbled.tar", bytes(garbled))) == _read_shard(
+        _write(tmp_path / "garbled.tar.gz", gzip.compress(bytes(garbled), mtime=0))
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
