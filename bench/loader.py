@@ -4,6 +4,9 @@ against the decode floor and an open_clip-style webdataset pipeline, with where 
 One process, one torch thread, no loader workers (`--workers 0`): the figure is per core,
 and a node needs (GPU samples/s) / (this) cores for the loader. Sets:
 
+Every contender decodes the same images: the ones ours yields (drawn with replacement from
+the shards), also written as one tar for the open_clip pipeline (`same_images`).
+
   sample   the sample shards (`make shards`: openclipart drawings as small JPEGs, most
            60-256 px, upscaled to the crop)
   large    generated under bench/out/loader/: `--large` JPEGs of 512-1024 px (smooth
@@ -91,20 +94,6 @@ def sample_shards() -> list[str]:
     return urls
 
 
-def held_samples(urls: list[str], n: int) -> list[dict]:
-    """The first `n` raw samples of the shards, in memory (for the floor and the breakdown)."""
-    from train.shards import iter_shard
-
-    out: list[dict] = []
-    counts: Counter = Counter()
-    for url in urls:
-        for raw in iter_shard(url, counts):
-            out.append(raw)
-            if len(out) == n:
-                return out
-    return out
-
-
 def image_bytes(raw: dict) -> bytes:
     from pipeline.shard_format import image_ext
 
@@ -132,19 +121,39 @@ def floor(samples: list[dict], size: int, draft: bool = False) -> int:
     return n
 
 
-def ours(urls: list[str], size: int, batch: int, batches: int, tokenizer) -> tuple[int, float]:
+def ours(urls: list[str], size: int, batch: int, batches: int, tokenizer) -> tuple[int, float, list[str]]:
     from train.config import StreamConfig
     from train.stream import make_train_loader
 
     cfg = StreamConfig(batch_size=batch, image_size=size, workers=0, val_fraction=0.0)
     loader = iter(make_train_loader(urls, tokenizer, cfg, num_batches=batches + 1))
     next(loader)  # warm-up: the shuffle buffer fills, the first shard opens
-    t0, n = time.perf_counter(), 0
-    for images, tokens, _ in loader:
+    t0, n, uids = time.perf_counter(), 0, []
+    for images, tokens, info in loader:
         if tuple(images.shape) != (batch, 3, size, size) or len(tokens) != batch:
             fail(BENCH, f"ours: a batch of shape {tuple(images.shape)}, not {(batch, 3, size, size)}")
         n += len(images)
-    return n, time.perf_counter() - t0
+        uids += info["uids"]
+    return n, time.perf_counter() - t0, uids
+
+
+def same_images(urls: list[str], uids: list[str], out: Path) -> list[dict]:
+    """The raw samples ours yielded, in its order (its shard draws are with replacement, so
+    a few shards' first samples would be another mix of image sizes), and the same written
+    as one tar at `out` for the open_clip pipeline: every contender sees the same images."""
+    from pipeline.shard_format import read_meta, sample_uid
+    from train.shards import iter_shard
+
+    by_uid: dict[str, dict] = {}
+    for url in urls:
+        for raw in iter_shard(url, Counter()):
+            by_uid[sample_uid(read_meta(raw.get("json", b"{}")), raw["__key__"], url)] = raw
+    samples = [by_uid[u] for u in uids]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with wds.TarWriter(str(out)) as tw:
+        for i, raw in enumerate(samples):
+            tw.write({"__key__": f"{i:09d}", "jpg": image_bytes(raw), "txt": raw["txt"]})
+    return samples
 
 
 def open_clip_style(urls: list[str], size: int, batch: int, batches: int, tokenizer) -> tuple[int, float]:
@@ -250,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sets:
         urls = sample_shards() if name == "sample" else large_shards(args.large)
         n_images = args.batches * args.batch_size
-        samples = held_samples(urls, n_images)
-        produced(BENCH, f"{name}: samples in the shards", len(samples))
         per_set: dict = {}
         for size in args.sizes:
+            _, _, order = ours(urls, size, args.batch_size, args.batches, ours_tokenizer)
+            same = OUT / f"{name}-{size}-same.tar"
+            samples = same_images(urls, order, same)
+            produced(BENCH, f"{name}: samples in the shards", len(samples))
             rounds = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -262,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 n_draft = floor(samples, size, draft=True)
                 t_draft = time.perf_counter() - t0
-                n_ours, t_ours = ours(urls, size, args.batch_size, args.batches, ours_tokenizer)
-                n_oc, t_oc = open_clip_style(urls, size, args.batch_size, args.batches, tokenizer)
+                n_ours, t_ours, uids = ours(urls, size, args.batch_size, args.batches, ours_tokenizer)
+                if uids != order:
+                    fail(BENCH, f"{name} {size}px ours: another sample order than its first run's")
+                n_oc, t_oc = open_clip_style([str(same)], size, args.batch_size, args.batches, tokenizer)
                 for what, count, want in (
                     ("floor", n_floor, len(samples)),
                     ("ours", n_ours, n_images),
