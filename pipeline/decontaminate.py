@@ -24,10 +24,13 @@ not found in their shard and matched shards not among SHARDS. A rerun with other
 or shards into the same OUT is refused. One writer per OUT (`outlock`). SHARDS and OUT may
 be fsspec URLs.
 
-Left out of OUT (listed in ``left_out``): NAME_stats.json (img2dataset's download counts,
-which no longer describe the filtered shard), curation/, audit/ and any other file of
-SHARDS; the trainer reads only the tars, and the audit of SHARDS still describes how they
-were made. Bad input (the matches file missing, unreadable or lacking a column, no shard
+A shard's index (NAME.tar.idx, the byte ranges `--balance-t` reads by) is written anew for
+the filtered tar, from its headers, when SHARDS has one; ``entry_counts.parquet`` (a
+``--balance online`` dataset's matches per query, which the trainer's ``--balance-t`` needs)
+is copied as it is: its counts are over the whole matched set, not the shards. Left out of
+OUT (listed in ``left_out``): NAME_stats.json (img2dataset's download counts, which no
+longer describe the filtered shard), curation/, audit/ and any other file of SHARDS; the
+trainer reads only the tars, and the audit of SHARDS still describes how they were made. Bad input (the matches file missing, unreadable or lacking a column, no shard
 in SHARDS, OUT equal to SHARDS, matches that name none of the shards) is one line, exit 2.
 """
 
@@ -42,7 +45,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from .errors import InputError
-from .shard_format import split_member, stream_members
+from .layout import ENTRY_COUNTS
+from .shard_format import INDEX_SUFFIX, index_table, split_member, stream_members
 
 STATS_NAME = "decontaminate.json"
 REQUIRED_COLUMNS = ("shard", "key", "dataset")
@@ -152,12 +156,33 @@ def _shard(src_dir, out_dir, tar, matches: dict, log) -> dict:
             else:
                 with atomic_path(out_dir / name) as tmp:
                     stats.update(filter_tar(f, tmp, remove))
+                    if (src_dir / (name + INDEX_SUFFIX)).exists():  # before the tar: the tar says done
+                        _write_index(tmp, out_dir / (name + INDEX_SUFFIX))
     except tarfile.TarError as e:
         raise InputError(f"{tar}: not a readable tar ({e})") from None
     found = stats.pop("found")
     stats["removed_by_dataset"] = dict(sorted(Counter(d for k in found for d in remove[k]).items()))
     stats["matched_not_found"] = len(remove) - len(found)
     return stats
+
+
+def _write_index(tar_path, dst) -> None:
+    """The index of the filtered tar at local `tar_path`, written to `dst` (local or remote)."""
+    import pyarrow.parquet as pq
+
+    from .io import atomic_path
+
+    with open(tar_path, "rb") as f:
+        table = index_table(f, tar_path.stat().st_size)
+    with atomic_path(dst) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _copy(src, dst) -> None:
+    from .io import atomic_path
+
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(src.read_bytes())
 
 
 def decontaminate(
@@ -210,14 +235,16 @@ def decontaminate(
                 bar.update(1)
         if bar is not None:
             bar.close()
+        carried = {n + INDEX_SUFFIX for n in names} | {n[: -len(".tar")] + ".parquet" for n in names}
+        if (src_dir / ENTRY_COUNTS).exists():
+            _copy(src_dir / ENTRY_COUNTS, out_dir / ENTRY_COUNTS)
+            carried.add(ENTRY_COUNTS)
         result = {
             **header,
             "complete": True,
             **_totals(per_shard),
             "matched_shards_absent": absent,
-            "left_out": sorted(
-                p.name for p in src_dir.iterdir() if p.name not in names and not p.name.endswith(".parquet")
-            ),
+            "left_out": sorted(p.name for p in src_dir.iterdir() if p.name not in names and p.name not in carried),
             "per_shard": per_shard,
         }
         write_json(out_dir / STATS_NAME, result)

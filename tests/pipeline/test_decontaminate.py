@@ -157,3 +157,41 @@ def test_decontaminate_does_not_import_torch():
     assert res.returncode == 0 and "--matches" in res.stdout, res.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
     assert "pipeline.decontaminate" in imported and not {"torch", "train", "open_clip"} & imported
+
+
+def test_an_online_dataset_stays_trainable_with_balance_t(tmp_path):
+    """Decontaminated `--balance online` shards keep what `--balance-t` reads: the entry
+    counts (copied) and each shard's index (written anew for the filtered tar: the byte
+    ranges moved). Before, both were left out and the trainer refused the folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.shard_format import index_table
+    from tests.support.online import write_online_dataset
+    from train.balance import load_entry_table
+    from train.shards import read_index
+
+    src = write_online_dataset(tmp_path / "online", per_shard=40)
+    names = sorted(p.name for p in src.glob("*.tar"))
+    removed = {"000000003", "000000041", "000000042"}
+    matches = tmp_path / "pairs.parquet"
+    pq.write_table(
+        pa.table(
+            {"shard": [f"x/{names[0]}", f"x/{names[1]}", f"x/{names[1]}"], "key": sorted(removed), "dataset": ["d"] * 3}
+        ),
+        matches,
+    )
+    out = tmp_path / "clean"
+    res = run_cli("decontaminate", "--shards", str(src), "--matches", str(matches), "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert (out / "entry_counts.parquet").read_bytes() == (src / "entry_counts.parquet").read_bytes()
+    for name in names:
+        index = read_index(str(out / name))
+        assert index is not None, f"{name}: no index, or a stale one"
+        with open(out / name, "rb") as f:
+            want = index_table(f, (out / name).stat().st_size)
+        assert pq.read_table(out / (name + ".idx")).equals(want)
+        assert not removed & set(index.keys) and len(index) == len(_members(out / name)) // 3
+    table = load_entry_table([str(out / n) for n in names])  # what `python -m train --balance-t` checks first
+    assert table is not None
+    assert "entry_counts.parquet" not in json.loads((out / "decontaminate.json").read_text())["left_out"]
