@@ -110,8 +110,8 @@ lint: setup  ## ruff check, ruff format --check and mypy (pipeline/, train/): ze
 
 # The unit tests alone: no sample download, no browser, no Ray cluster, no end-to-end run
 # (tests marked `slow`, `sample`, `browser` or `ray` are deselected; tests/conftest.py marks
-# them). Under a minute.
-test-fast: setup  ## the unit tests only: no sample data, no browser, under a minute
+# them). About 1.5 minutes on 2 cores.
+test-fast: setup  ## the unit tests only: no sample data, no browser, about 1.5 minutes on 2 cores
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not sample and not browser and not ray" $(PYTEST_ARGS)
 
 test-unit: sample-data  ## the tests not marked slow (with the sample data), for the edit loop

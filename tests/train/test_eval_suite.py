@@ -179,6 +179,7 @@ SCORED = {  # in the task list's order
 }
 
 
+@pytest.mark.slow  # a model over every task present: out of `make test-fast`
 def test_the_suite_scores_the_tasks_present_and_lists_the_rest(model_run, tmp_path):
     root = datacomp_root(tmp_path / "evalsets")
     res = evaluate_cli("--checkpoint", str(model_run), "--suite", "datacomp", "--data-root", str(root))

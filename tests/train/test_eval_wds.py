@@ -140,6 +140,7 @@ def export_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the export CLI end to end: out of `make test-fast`
 def test_export_cli_writes_the_layout_and_refuses_a_used_folder(tmp_path):
     res = export_cli("export", "digits", "--out", str(tmp_path / "d"), "--samples-per-shard", "1000")
     assert res.returncode == 0, res.stderr

@@ -16,6 +16,9 @@ from tests.support.httpserver import make_png, serve_directory
 T = 10
 HEAD, TAIL = 300, 5  # texts matching "cat" only, and "bird" only
 
+# whole `pipeline shards` runs with downloads from a loopback server: out of `make test-fast`
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
