@@ -96,7 +96,7 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     urls = expand_urls(args.train_data)
     check_remote_shards(args.train_data)
     check_eval_datasets(args.eval_datasets)
-    table, balance = load_balance(args, urls)
+    table, balance = load_balance(args, urls, world, rank)
     run = RunFolder(args.runs, args.name)
     held.callback(run.close)
 
@@ -249,14 +249,28 @@ def train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     return 0
 
 
-def load_balance(args: argparse.Namespace, urls: list[str]):
+def load_balance(args: argparse.Namespace, urls: list[str], world: int = 1, rank: int = 0):
     """With --balance-t: the shards' per-entry counts, checked against them, and what each
-    pass draws (`train.balance`); InputError before anything else is set up."""
+    pass draws (`train.balance`); InputError before anything else is set up. Read once, by
+    rank 0 (every shard's parquet: at web scale that is minutes of reads), and broadcast, a
+    refusal included, so every rank stops with the same one-line error."""
     if args.balance_t is None:
         return None, None
     if not args.balance_t > 0:
         raise InputError(f"--balance-t must be > 0, got {args.balance_t:g}")
-    table = load_entry_table(urls)
+    if world > 1:
+        box: list = [None, None]  # the table, or the refusal's message
+        if rank == 0:
+            try:
+                box[0] = load_entry_table(urls)
+            except InputError as e:
+                box[1] = str(e)
+        torch.distributed.broadcast_object_list(box, src=0)  # between the job's own ranks
+        if box[1] is not None:
+            raise InputError(box[1])
+        table = box[0]
+    else:
+        table = load_entry_table(urls)
     return table, make_balance(table, args.balance_t, args.seed)
 
 
