@@ -303,7 +303,7 @@ class _Members:
         self.clean_end = False
 
     def __iter__(self) -> Iterator[tuple[str, bool, Callable[[], bytes]]]:
-        first = self.stream.read(_BLOCK)
+        first = self._take(_BLOCK)
         if first.startswith(_COMPRESSED):
             yield from self._tarfile(first)
             return
@@ -350,12 +350,22 @@ class _Members:
                     self._read(padded)
                 name = size = None
             offset += _BLOCK + padded
-            block = self.stream.read(_BLOCK)
+            block = self._take(_BLOCK)
 
     def _read(self, n: int) -> bytes:
-        data = self.stream.read(n) if n else b""
+        data = self._take(n)
         if len(data) < n:
             raise tarfile.ReadError("unexpected end of data")
+        return data
+
+    def _take(self, n: int) -> bytes:
+        """`n` bytes, or fewer only at the end: a pipe or a socket may return less a read."""
+        data = self.stream.read(n) if n else b""
+        while 0 < len(data) < n:
+            more = self.stream.read(n - len(data))
+            if not more:
+                break
+            data += more
         return data
 
     def _tarfile(self, first: bytes) -> Iterator[tuple[str, bool, Callable[[], bytes]]]:

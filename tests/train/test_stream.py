@@ -552,3 +552,20 @@ def test_the_tar_reader_reads_what_tarfile_reads_at_every_cut(fmt, tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_the_tar_reader_takes_short_reads_as_a_pipe_gives_them(tmp_path):
+    """A pipe or socket may return fewer bytes than asked before the end; the reader asks
+    again rather than taking a short read for a cut shard."""
+    from train.shards import _Members
+
+    data = write_tar(tmp_path / "s.tar", [sample(1), sample(2)]).read_bytes()
+
+    class Dripping(io.BytesIO):
+        def read(self, n=-1):
+            return super().read(min(n, 100) if n and n > 0 else n)
+
+    whole = [(name, get()) for name, regular, get in _Members(io.BytesIO(data)) if regular]
+    members = _Members(Dripping(data))
+    assert [(name, get()) for name, regular, get in members if regular] == whole and members.clean_end
+    assert len(whole) == 6
