@@ -99,7 +99,7 @@ XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: sample-data browser  ## run the whole test suite (what .ci/run runs after lint)
 	WIKI_SAMPLE_DUMP=$(abspath $(WIKI_DUMP)) WORDNET_DIR=$(abspath $(WORDNET)) OPENCLIPART_DIR=$(abspath $(CACHE)) \
 		ANIMAL_MNIST_DIR=$(abspath $(CACHE))/animal-mnist MULTIWIKI_SAMPLE_DIR=$(abspath $(MULTIWIKI)) \
-		$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
+		$(PY) -m pytest -q $(XDIST) --durations=30 $(PYTEST_ARGS)
 
 # ruff (lint, then format --check) and mypy over the code; .ci/run runs it before the tests.
 LINT_PATHS := pipeline train tests bench
