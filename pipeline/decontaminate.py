@@ -30,8 +30,9 @@ the filtered tar, from its headers, when SHARDS has one; ``entry_counts.parquet`
 is copied as it is: its counts are over the whole matched set, not the shards. Left out of
 OUT (listed in ``left_out``): NAME_stats.json (img2dataset's download counts, which no
 longer describe the filtered shard), curation/, audit/ and any other file of SHARDS; the
-trainer reads only the tars, and the audit of SHARDS still describes how they were made. Bad input (the matches file missing, unreadable or lacking a column, no shard
-in SHARDS, OUT equal to SHARDS, matches that name none of the shards) is one line, exit 2.
+trainer reads only the tars, and the audit of SHARDS still describes how they were made.
+Bad input (the matches file missing, unreadable or lacking a column, no shard in SHARDS,
+OUT equal to SHARDS, matches that name none of the shards) is one line, exit 2.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from collections.abc import Callable
 
 from .errors import InputError
 from .layout import ENTRY_COUNTS
-from .shard_format import INDEX_SUFFIX, index_table, split_member, stream_members
+from .shard_format import INDEX_SUFFIX, split_member, stream_members, write_index
 
 STATS_NAME = "decontaminate.json"
 REQUIRED_COLUMNS = ("shard", "key", "dataset")
@@ -157,25 +158,14 @@ def _shard(src_dir, out_dir, tar, matches: dict, log) -> dict:
                 with atomic_path(out_dir / name) as tmp:
                     stats.update(filter_tar(f, tmp, remove))
                     if (src_dir / (name + INDEX_SUFFIX)).exists():  # before the tar: the tar says done
-                        _write_index(tmp, out_dir / (name + INDEX_SUFFIX))
+                        with atomic_path(out_dir / (name + INDEX_SUFFIX)) as index:
+                            write_index(tmp, index)
     except tarfile.TarError as e:
         raise InputError(f"{tar}: not a readable tar ({e})") from None
     found = stats.pop("found")
     stats["removed_by_dataset"] = dict(sorted(Counter(d for k in found for d in remove[k]).items()))
     stats["matched_not_found"] = len(remove) - len(found)
     return stats
-
-
-def _write_index(tar_path, dst) -> None:
-    """The index of the filtered tar at local `tar_path`, written to `dst` (local or remote)."""
-    import pyarrow.parquet as pq
-
-    from .io import atomic_path
-
-    with open(tar_path, "rb") as f:
-        table = index_table(f, tar_path.stat().st_size)
-    with atomic_path(dst) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
 
 
 def _copy(src, dst) -> None:

@@ -129,14 +129,15 @@ def index_table(fileobj: IO[bytes], tar_size: int):
     ).replace_schema_metadata({"format": INDEX_FORMAT, "tar_size": str(tar_size)})
 
 
-def write_index(tar_path: str) -> str:
-    """Write `NNNNN.tar.idx` beside a local tar (`index_table`); its path."""
+def write_index(tar_path, out=None) -> str:
+    """Write the index of a local tar (`index_table`) to local path `out`, by default
+    `NNNNN.tar.idx` beside it; its path."""
     import os
 
     import pyarrow.parquet as pq
 
     with open(tar_path, "rb") as f:
         table = index_table(f, os.path.getsize(tar_path))
-    out = index_url(tar_path)
+    out = str(out) if out is not None else index_url(str(tar_path))
     pq.write_table(table, out, compression="zstd")
     return out
